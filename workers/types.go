@@ -1,0 +1,261 @@
+// Package workers owns everything on the worker side of Tollgate: the worker
+// agent that runs batches on an engine, the gateway↔worker transport,
+// registration and heartbeats, GPU telemetry, and the engines themselves
+// (workers/engine/...). This file holds the contract shared with the gateway,
+// scheduler and batcher: tasks, batches, events, engines and telemetry.
+package workers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"math"
+	"time"
+)
+
+// Kind is what a task asks of an engine.
+type Kind string
+
+const (
+	KindChat       Kind = "chat"
+	KindCompletion Kind = "completion"
+	KindEmbedding  Kind = "embedding"
+)
+
+// Priority classes for admission and batching.
+type Priority int
+
+const (
+	PriorityInteractive Priority = 0
+	PriorityBatch       Priority = 1
+)
+
+// Message is one chat message, already validated by the gateway.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+	Name    string `json:"name,omitempty"`
+}
+
+// Task is one validated request as the worker runs it. The gateway builds it
+// from the OpenAI body; engines never see HTTP or OpenAI wire types.
+type Task struct {
+	RequestID string    `json:"request_id"`
+	Kind      Kind      `json:"kind"`
+	Model     string    `json:"model"`              // model name as the client asked for it
+	Messages  []Message `json:"messages,omitempty"` // KindChat
+	Prompt    string    `json:"prompt,omitempty"`   // KindCompletion
+	Inputs    []string  `json:"inputs,omitempty"`   // KindEmbedding
+
+	MaxTokens   int      `json:"max_tokens,omitempty"` // 0: until EOS or context end
+	Temperature float64  `json:"temperature"`          // 0: greedy
+	TopP        float64  `json:"top_p,omitempty"`      // 0 or 1: off
+	Seed        *int64   `json:"seed,omitempty"`
+	Stop        []string `json:"stop,omitempty"`
+
+	// Subject is the API key ID the request was made with (for receipts).
+	Subject string `json:"subject,omitempty"`
+	// Deadline is when the client stops caring; zero means none.
+	Deadline time.Time `json:"deadline,omitempty"`
+	Priority Priority  `json:"priority,omitempty"`
+	// PromptTokensHint is the gateway's estimate of prompt tokens, for scheduling.
+	PromptTokensHint int `json:"prompt_tokens_hint,omitempty"`
+}
+
+// Digest is the SHA-256 of the task's canonical content: everything that
+// determines the output, nothing about routing (deadline, priority, hints).
+// The gateway and the worker compute it the same way, so a worker can check
+// that a receipt names a request it really ran.
+func (t *Task) Digest() [32]byte {
+	canon := struct {
+		RequestID   string    `json:"request_id"`
+		Kind        Kind      `json:"kind"`
+		Model       string    `json:"model"`
+		Messages    []Message `json:"messages"`
+		Prompt      string    `json:"prompt"`
+		Inputs      []string  `json:"inputs"`
+		MaxTokens   int       `json:"max_tokens"`
+		Temperature float64   `json:"temperature"`
+		TopP        float64   `json:"top_p"`
+		Seed        *int64    `json:"seed"`
+		Stop        []string  `json:"stop"`
+		Subject     string    `json:"subject"`
+	}{t.RequestID, t.Kind, t.Model, t.Messages, t.Prompt, t.Inputs, t.MaxTokens, t.Temperature, t.TopP, t.Seed, t.Stop, t.Subject}
+	b, err := json.Marshal(canon) // struct order is fixed; cannot fail on these types
+	if err != nil {
+		panic(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// Batch is one frame from the gateway to a worker: tasks that run together.
+type Batch struct {
+	ID    string `json:"id"`
+	Tasks []Task `json:"tasks"`
+}
+
+// EventType tags an Event.
+type EventType string
+
+const (
+	EventDelta  EventType = "delta" // generated text
+	EventDone   EventType = "done"  // the task finished; carries usage and the completion record
+	EventFailed EventType = "error" // the task failed; carries Error
+)
+
+// Event is streamed back from the worker, tagged with its task's index in the batch.
+type Event struct {
+	Index int       `json:"i"`
+	Type  EventType `json:"t"`
+
+	Text   string `json:"text,omitempty"`   // EventDelta
+	Tokens int    `json:"tokens,omitempty"` // EventDelta: completion tokens in Text
+
+	FinishReason string      `json:"finish_reason,omitempty"` // EventDone: "stop" or "length"
+	Usage        *Usage      `json:"usage,omitempty"`         // EventDone
+	Embeddings   [][]float32 `json:"embeddings,omitempty"`    // EventDone, KindEmbedding: one per input
+	Completion   *Completion `json:"completion,omitempty"`    // EventDone
+
+	Error *EventError `json:"error,omitempty"` // EventError
+}
+
+// EventError is an engine failure in OpenAI terms (see internal/apierr).
+type EventError struct {
+	Status  int    `json:"status"`
+	Type    string `json:"type"`
+	Code    string `json:"code,omitempty"`
+	Param   string `json:"param,omitempty"`
+	Message string `json:"message"`
+}
+
+// Usage counts tokens as the engine's tokenizer counts them.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+}
+
+// Completion is the worker's record of a finished request: what becomes a
+// receipt leaf. Digests are lowercase hex SHA-256.
+type Completion struct {
+	RequestID        string    `json:"request_id"`
+	WorkerID         string    `json:"worker_id"`
+	Model            string    `json:"model"`
+	ModelDigest      string    `json:"model_digest"`    // weights manifest of the version that ran
+	RequestDigest    string    `json:"request_digest"`  // Task.Digest()
+	ResponseDigest   string    `json:"response_digest"` // ResponseDigest of the output
+	Subject          string    `json:"subject,omitempty"`
+	PromptTokens     int       `json:"prompt_tokens"`
+	CompletionTokens int       `json:"completion_tokens"`
+	Time             time.Time `json:"time"`
+}
+
+// ResponseDigest is the SHA-256 of a task's output: the generated text for
+// chat and completions, or the little-endian float32 bytes of each embedding
+// in order for embeddings (see EmbeddingBytes).
+func ResponseDigest(text string, embeddings [][]float32) [32]byte {
+	if embeddings == nil {
+		return sha256.Sum256([]byte(text))
+	}
+	return sha256.Sum256(EmbeddingBytes(embeddings))
+}
+
+// EmbeddingBytes concatenates the vectors as little-endian float32.
+func EmbeddingBytes(embeddings [][]float32) []byte {
+	n := 0
+	for _, e := range embeddings {
+		n += 4 * len(e)
+	}
+	out := make([]byte, 0, n)
+	for _, e := range embeddings {
+		for _, f := range e {
+			u := math.Float32bits(f)
+			out = append(out, byte(u), byte(u>>8), byte(u>>16), byte(u>>24))
+		}
+	}
+	return out
+}
+
+// ModelVersion is a model name plus the SHA-256 manifest of its weights.
+type ModelVersion struct {
+	Name          string `json:"name"`
+	Digest        string `json:"digest"` // lowercase hex SHA-256 of the weights manifest
+	ContextLength int    `json:"context_length,omitempty"`
+	Embeddings    bool   `json:"embeddings,omitempty"` // serves /v1/embeddings
+	OwnedBy       string `json:"owned_by,omitempty"`
+}
+
+// Delta is generated text handed by an engine to the agent as it is produced.
+type Delta struct {
+	Text   string
+	Tokens int
+}
+
+// Result is how a generation ended.
+type Result struct {
+	FinishReason     string // "stop" or "length"
+	PromptTokens     int
+	CompletionTokens int
+}
+
+// EmbedResult is one engine call's embeddings.
+type EmbedResult struct {
+	Vectors      [][]float32
+	PromptTokens int
+}
+
+// Engine runs tasks. Implementations: workers/engine/sim (simulator),
+// workers/engine/llama (built-in CPU engine), workers/engine/openai (any
+// OpenAI-compatible upstream). Errors should be *apierr.Error where the
+// client should see a specific status.
+type Engine interface {
+	// Models lists the model versions the engine serves.
+	Models() []ModelVersion
+	// Generate runs a chat or completion task, calling emit with each piece
+	// of text as it is produced. It stops early when ctx is done or emit
+	// returns an error.
+	Generate(ctx context.Context, t *Task, emit func(Delta) error) (Result, error)
+	// Embed embeds all inputs in one engine call.
+	Embed(ctx context.Context, model string, inputs []string) (EmbedResult, error)
+}
+
+// LoadReporter is implemented by engines that know their own load (for
+// example by scraping vLLM's /metrics); the agent sends it with heartbeats.
+type LoadReporter interface {
+	Load(ctx context.Context) (Load, error)
+}
+
+// Load is an engine's own view of its queue and cache.
+type Load struct {
+	Waiting      int     `json:"waiting"`
+	Running      int     `json:"running"`
+	KVCacheUsage float64 `json:"kv_cache_usage"` // 0..1
+	Source       string  `json:"source,omitempty"`
+}
+
+// GPU is one device's telemetry, as read through NVML.
+type GPU struct {
+	Index          int     `json:"index"`
+	Name           string  `json:"name"`
+	UUID           string  `json:"uuid"`
+	MemoryTotalMiB uint64  `json:"memory_total_mib"`
+	MemoryUsedMiB  uint64  `json:"memory_used_mib"`
+	MemoryFreeMiB  uint64  `json:"memory_free_mib"`
+	GPUUtilPct     uint32  `json:"gpu_util_pct"`
+	MemUtilPct     uint32  `json:"mem_util_pct"`
+	TemperatureC   uint32  `json:"temperature_c"`
+	PowerW         float64 `json:"power_w"`
+	SMClockMHz     uint32  `json:"sm_clock_mhz"`
+	MemClockMHz    uint32  `json:"mem_clock_mhz"`
+	MIGEnabled     bool    `json:"mig_enabled"`
+	EnergyMJ       uint64  `json:"energy_mj"` // total energy since driver load, millijoules
+}
+
+// Heartbeat is what a worker reports at least once a second.
+type Heartbeat struct {
+	WorkerID string    `json:"worker_id"`
+	Time     time.Time `json:"time"`
+	GPUs     []GPU     `json:"gpus"`
+	Load     Load      `json:"load"`
+	InFlight int       `json:"in_flight"`
+	Draining bool      `json:"draining,omitempty"`
+}
