@@ -201,6 +201,11 @@ type Result struct {
 type EmbedResult struct {
 	Vectors      [][]float32
 	PromptTokens int
+	// InputTokens optionally counts tokens per input (same order as the
+	// inputs). The agent merges the embedding tasks of a batch into one
+	// call and uses it to give each task its exact prompt tokens; without it
+	// the total is split in proportion to input bytes.
+	InputTokens []int
 }
 
 // Engine runs tasks. Implementations: workers/engine/sim (simulator),

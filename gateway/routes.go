@@ -1,0 +1,327 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/openai"
+	"github.com/valyala/fasthttp"
+)
+
+// Header names.
+const (
+	HeaderRequestID = "X-Request-Id"
+	HeaderReceipt   = "X-Tollgate-Receipt"
+)
+
+var errMethod = &apierr.Error{Status: fasthttp.StatusMethodNotAllowed, Type: apierr.TypeInvalidRequest, Code: "method_not_allowed", Message: "method not allowed on this route"}
+
+// handle is fasthttp's entry point: it assigns the request ID, routes, and
+// renders any error.
+func (s *Server) handle(rc *fasthttp.RequestCtx) {
+	reqID := s.requestID(rc)
+	rc.Response.Header.Set(HeaderRequestID, reqID)
+	if err := s.route(rc, reqID); err != nil {
+		s.writeError(rc, reqID, err)
+	}
+}
+
+// requestID honours a valid client X-Request-Id (1–128 printable ASCII
+// characters) and otherwise makes one.
+func (s *Server) requestID(rc *fasthttp.RequestCtx) string {
+	if v := rc.Request.Header.Peek(HeaderRequestID); len(v) > 0 && ids.ValidRequestID(string(v)) {
+		return string(v)
+	}
+	return ids.Request()
+}
+
+func (s *Server) route(rc *fasthttp.RequestCtx, reqID string) error {
+	path := string(rc.Path())
+	get, post := rc.IsGet() || rc.IsHead(), rc.IsPost()
+	switch {
+	case path == "/healthz":
+		return s.healthz(rc)
+	case path == "/readyz":
+		return s.readyz(rc)
+	case path == "/v1/chat/completions" && post:
+		return s.chat(rc, reqID)
+	case path == "/v1/completions" && post:
+		return s.completions(rc, reqID)
+	case path == "/v1/embeddings" && post:
+		return s.embeddings(rc, reqID)
+	case path == "/v1/models" && get:
+		return s.listModels(rc)
+	case strings.HasPrefix(path, "/v1/models/") && get:
+		return s.getModel(rc, strings.TrimPrefix(path, "/v1/models/"))
+	case path == "/v1/workers" && get:
+		return s.listWorkers(rc)
+	case path == "/v1/admin/models" && post:
+		return s.allowModel(rc)
+	case strings.HasPrefix(path, "/v1/workers/") && post:
+		return s.workerRoute(rc, reqID, strings.TrimPrefix(path, "/v1/workers/"))
+	case path == "/v1/receipts" && get:
+		return s.exportReceipts(rc)
+	case strings.HasPrefix(path, "/v1/receipts/") && get:
+		return s.getReceipt(rc, strings.TrimPrefix(path, "/v1/receipts/"))
+	case strings.HasPrefix(path, "/v1/zk/keys/") && get:
+		return s.getVerifyingKey(rc, strings.TrimPrefix(path, "/v1/zk/keys/"))
+	}
+	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/workers", "/v1/admin/models", "/v1/receipts"} {
+		if path == p {
+			return errMethod
+		}
+	}
+	return apierr.NotFound("", "unknown_url", "Unknown request URL: %s %s.", rc.Method(), path)
+}
+
+// writeError is the one place errors become responses: OpenAI's envelope,
+// the error's status, Retry-After for 429/503 with a delay. Server errors
+// are logged with their cause; the client sees only the message.
+func (s *Server) writeError(rc *fasthttp.RequestCtx, reqID string, err error) {
+	ae := apierr.From(err)
+	level := slog.LevelDebug
+	if ae.Status >= 500 {
+		level = slog.LevelError
+		if ae.Status == fasthttp.StatusServiceUnavailable || ae.Status == fasthttp.StatusGatewayTimeout {
+			level = slog.LevelWarn
+		}
+	}
+	s.log.Log(context.Background(), level, "request failed", "request_id", reqID, "status", ae.Status, "code", ae.Code, "err", err)
+	rc.Response.Reset()
+	rc.Response.Header.Set(HeaderRequestID, reqID)
+	rc.SetStatusCode(ae.Status)
+	if ae.RetryAfter > 0 {
+		rc.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(ae.RetryAfter.Seconds()))))
+	}
+	rc.SetContentType("application/json")
+	rc.SetBody(openai.MarshalError(ae))
+}
+
+// writeJSON writes v with status 200.
+func writeJSON(rc *fasthttp.RequestCtx, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return apierr.Internal(err)
+	}
+	rc.SetContentType("application/json")
+	rc.SetStatusCode(fasthttp.StatusOK)
+	rc.SetBody(b)
+	return nil
+}
+
+// bearer extracts the token of an "Authorization: Bearer <token>" header.
+func bearer(rc *fasthttp.RequestCtx) (string, bool) {
+	h := rc.Request.Header.Peek("Authorization")
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
+		return "", false
+	}
+	tok := strings.TrimSpace(string(h[len(prefix):]))
+	return tok, tok != ""
+}
+
+var (
+	errNoKey  = apierr.Unauthorized("missing_api_key", "You didn't provide an API key. Provide it in the Authorization header as 'Bearer YOUR_KEY'.")
+	errBadKey = apierr.Unauthorized("invalid_api_key", "Incorrect API key provided.")
+)
+
+// authenticate returns the client's key. Lookup is by SHA-256 of the token,
+// so the comparison does not leak the key through timing.
+func (s *Server) authenticate(rc *fasthttp.RequestCtx) (*APIKey, error) {
+	tok, ok := bearer(rc)
+	if !ok {
+		return nil, errNoKey
+	}
+	k := s.keys[sha256.Sum256([]byte(tok))]
+	if k == nil {
+		return nil, errBadKey
+	}
+	return k, nil
+}
+
+// authenticateAdmin accepts only admin keys.
+func (s *Server) authenticateAdmin(rc *fasthttp.RequestCtx) error {
+	tok, ok := bearer(rc)
+	if !ok {
+		return errNoKey
+	}
+	h := sha256.Sum256([]byte(tok))
+	if s.admin[h] {
+		return nil
+	}
+	if s.keys[h] != nil {
+		return apierr.Forbidden("admin_key_required", "This route needs an admin key.")
+	}
+	return errBadKey
+}
+
+// authenticateAny accepts client and admin keys (receipts are for billing
+// systems, which may hold either).
+func (s *Server) authenticateAny(rc *fasthttp.RequestCtx) error {
+	tok, ok := bearer(rc)
+	if !ok {
+		return errNoKey
+	}
+	h := sha256.Sum256([]byte(tok))
+	if s.admin[h] || s.keys[h] != nil {
+		return nil
+	}
+	return errBadKey
+}
+
+func (s *Server) healthz(rc *fasthttp.RequestCtx) error {
+	return writeJSON(rc, map[string]string{"status": "ok"})
+}
+
+// readyz is 200 when the gateway is not draining and at least one healthy
+// worker serves a model.
+func (s *Server) readyz(rc *fasthttp.RequestCtx) error {
+	switch {
+	case s.draining.Load():
+		return apierr.Unavailable("draining", "the gateway is shutting down", nil)
+	case len(s.deps.Dispatcher.Models()) == 0:
+		return apierr.Unavailable("no_workers", "no healthy worker is registered", nil)
+	}
+	return writeJSON(rc, map[string]string{"status": "ready"})
+}
+
+func (s *Server) listModels(rc *fasthttp.RequestCtx) error {
+	if _, err := s.authenticate(rc); err != nil {
+		return err
+	}
+	return writeJSON(rc, openai.NewModelList(s.deps.Dispatcher.Models(), s.clock.Now().Unix()))
+}
+
+func (s *Server) getModel(rc *fasthttp.RequestCtx, id string) error {
+	if _, err := s.authenticate(rc); err != nil {
+		return err
+	}
+	for _, m := range s.deps.Dispatcher.Models() {
+		if m.Name == id {
+			return writeJSON(rc, openai.NewModel(m, s.clock.Now().Unix()))
+		}
+	}
+	return apierr.NotFound("model", "model_not_found", "The model '%s' does not exist or you do not have access to it.", id)
+}
+
+func (s *Server) listWorkers(rc *fasthttp.RequestCtx) error {
+	if err := s.authenticateAdmin(rc); err != nil {
+		return err
+	}
+	var list any = []any{}
+	if s.deps.ListWorkers != nil {
+		list = s.deps.ListWorkers()
+	}
+	return writeJSON(rc, map[string]any{"object": "list", "data": list})
+}
+
+func (s *Server) exportReceipts(rc *fasthttp.RequestCtx) error {
+	if err := s.authenticateAny(rc); err != nil {
+		return err
+	}
+	if s.deps.Ledger == nil {
+		return errReceiptsOff
+	}
+	q := rc.QueryArgs()
+	after := string(q.Peek("after"))
+	limit := 100
+	if v := q.Peek("limit"); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 1 || n > 1000 {
+			return apierr.BadRequest("limit", "invalid_value", "Invalid 'limit': expected an integer from 1 to 1000.")
+		}
+		limit = n
+	}
+	if len(after) > 256 {
+		return apierr.BadRequest("after", "invalid_value", "Invalid 'after': cursor too long.")
+	}
+	ctx, cancel := opContext()
+	defer cancel()
+	items, next, err := s.deps.Ledger.Export(ctx, after, limit)
+	if err != nil {
+		return err
+	}
+	if items == nil {
+		items = []json.RawMessage{}
+	}
+	body := map[string]any{"object": "list", "data": items, "has_more": next != ""}
+	if next != "" {
+		body["next"] = next
+	}
+	return writeJSON(rc, body)
+}
+
+var errReceiptsOff = apierr.NotFound("", "receipts_disabled", "Receipts are not enabled on this gateway.")
+
+// opContext bounds a short store operation made on behalf of a request.
+func opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+func validPathID(id string) bool {
+	return id != "" && len(id) <= 128 && ids.ValidRequestID(id) && !strings.ContainsAny(id, "/ ")
+}
+
+func (s *Server) getReceipt(rc *fasthttp.RequestCtx, id string) error {
+	if err := s.authenticateAny(rc); err != nil {
+		return err
+	}
+	if s.deps.Ledger == nil {
+		return errReceiptsOff
+	}
+	if !validPathID(id) {
+		return apierr.NotFound("id", "receipt_not_found", "No receipt with that ID.")
+	}
+	ctx, cancel := opContext()
+	defer cancel()
+	raw, err := s.deps.Ledger.Receipt(ctx, id)
+	if err != nil {
+		return err
+	}
+	rc.SetContentType("application/json")
+	rc.SetBody(raw)
+	return nil
+}
+
+// getVerifyingKey is public: anyone may verify receipts.
+func (s *Server) getVerifyingKey(rc *fasthttp.RequestCtx, id string) error {
+	if s.deps.Ledger == nil {
+		return errReceiptsOff
+	}
+	if !validPathID(id) {
+		return apierr.NotFound("id", "key_not_found", "No verifying key with that ID.")
+	}
+	ctx, cancel := opContext()
+	defer cancel()
+	b, err := s.deps.Ledger.VerifyingKey(ctx, id)
+	if err != nil {
+		return err
+	}
+	rc.SetContentType("application/octet-stream")
+	rc.SetBody(b)
+	return nil
+}
+
+// readJSON decodes an admin or worker body strictly (unknown fields fail).
+func readJSON(rc *fasthttp.RequestCtx, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(rc.PostBody()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return apierr.BadRequest(ute.Field, "invalid_type", "Invalid type for '%s'.", ute.Field)
+		}
+		return apierr.BadRequest("", "invalid_json", "We could not parse the JSON body of your request: %v.", err)
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+// Package gateway is Tollgate's front door: a fasthttp server speaking the
+// OpenAI API (chat completions, completions, embeddings, models; JSON and
+// SSE), with bearer-key auth, request IDs, body limits, graceful shutdown,
+// admin and worker-registration routes, the receipts API, and error rendering
+// in OpenAI form in exactly one place (writeError). It translates only: the
+// scheduler behind Dispatcher does the work, so everything here is testable
+// with small fakes of the interfaces declared below.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/openai"
+	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/valyala/fasthttp"
+)
+
+// Dispatcher runs one task on some worker and delivers its events in order
+// (Index 0). Satisfied by *scheduler.Scheduler.
+type Dispatcher interface {
+	Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error
+	Models() []workers.ModelVersion
+}
+
+// Ledger records completions as receipts and serves them. Optional: a nil
+// Ledger turns receipts off. Satisfied by the receipts package's ledger.
+type Ledger interface {
+	// Record stores c under receiptID durably (fsync'd) before returning.
+	Record(ctx context.Context, receiptID string, c *workers.Completion) error
+	// Receipt returns the receipt JSON, or an apierr 404.
+	Receipt(ctx context.Context, id string) (json.RawMessage, error)
+	// Export lists receipts after cursor in order, with the next cursor.
+	Export(ctx context.Context, after string, limit int) (items []json.RawMessage, next string, err error)
+	// VerifyingKey returns a verifying key's bytes, or an apierr 404.
+	VerifyingKey(ctx context.Context, id string) ([]byte, error)
+}
+
+// APIKey is one client key.
+type APIKey struct {
+	ID       string           // subject recorded in receipts; never the key itself
+	Key      string           // the bearer secret
+	Deadline time.Duration    // default request deadline; 0: Config.DefaultDeadline
+	Priority workers.Priority // admission class
+}
+
+// Config is the gateway's own configuration (cmd/tollgate maps the config
+// file onto it).
+type Config struct {
+	APIKeys   []APIKey
+	AdminKeys []string
+	// BodyLimit is the largest request body in bytes (413 above). Default 4 MiB.
+	BodyLimit int
+	// Limits bounds request parameters (max_tokens and so on).
+	Limits openai.Limits
+	// DefaultDeadline applies to keys without their own. Default 10m.
+	DefaultDeadline time.Duration
+	// KeepAlive is the idle time after which a stream gets a `: keepalive`
+	// comment. Default 15s.
+	KeepAlive time.Duration
+	// HeartbeatInterval is what registered workers are told. Default 1s.
+	HeartbeatInterval time.Duration
+	// ReadTimeout bounds reading one request; IdleTimeout a kept-alive
+	// connection between requests. Defaults 30s and 120s. There is no write
+	// timeout: streams are long.
+	ReadTimeout, IdleTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.BodyLimit <= 0 {
+		c.BodyLimit = 4 << 20
+	}
+	if c.DefaultDeadline <= 0 {
+		c.DefaultDeadline = 10 * time.Minute
+	}
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = 15 * time.Second
+	}
+	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval > time.Second {
+		c.HeartbeatInterval = time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+}
+
+// Deps are the gateway's collaborators.
+type Deps struct {
+	Dispatcher Dispatcher // required
+	// Registry and Registrar enable the worker-registration routes; both
+	// nil turns them off (a gateway with only static workers).
+	Registry  WorkerRegistry
+	Registrar Registrar
+	// ListWorkers feeds GET /v1/workers; its result is marshalled as is.
+	ListWorkers func() any
+	Ledger      Ledger // nil: receipts off
+	Logger      *slog.Logger
+	Clock       clock.Clock
+}
+
+// Server is the gateway. Create it with New, run it with Serve, stop it with
+// Shutdown.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	clock    clock.Clock
+	keys     map[[32]byte]*APIKey
+	admin    map[[32]byte]bool
+	srv      *fasthttp.Server
+	draining atomic.Bool
+}
+
+// New validates cfg and builds a server.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Dispatcher == nil {
+		return nil, errors.New("gateway: Deps.Dispatcher is required")
+	}
+	if (deps.Registry == nil) != (deps.Registrar == nil) {
+		return nil, errors.New("gateway: Deps.Registry and Deps.Registrar go together")
+	}
+	cfg.setDefaults()
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Clock == nil {
+		deps.Clock = clock.Real{}
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, clock: deps.Clock,
+		keys: map[[32]byte]*APIKey{}, admin: map[[32]byte]bool{}}
+	ids := map[string]bool{}
+	for i := range cfg.APIKeys {
+		k := &cfg.APIKeys[i]
+		if k.Key == "" || k.ID == "" {
+			return nil, fmt.Errorf("gateway: api key %d needs both id and key", i)
+		}
+		if ids[k.ID] {
+			return nil, fmt.Errorf("gateway: duplicate api key id %q", k.ID)
+		}
+		ids[k.ID] = true
+		h := sha256.Sum256([]byte(k.Key))
+		if _, dup := s.keys[h]; dup {
+			return nil, fmt.Errorf("gateway: api key %q repeats another key's secret", k.ID)
+		}
+		s.keys[h] = k
+	}
+	for i, k := range cfg.AdminKeys {
+		if k == "" {
+			return nil, fmt.Errorf("gateway: admin key %d is empty", i)
+		}
+		s.admin[sha256.Sum256([]byte(k))] = true
+	}
+	s.srv = &fasthttp.Server{
+		Handler:                      s.handle,
+		ErrorHandler:                 s.handleTransportError,
+		Name:                         "tollgate",
+		MaxRequestBodySize:           cfg.BodyLimit,
+		ReadTimeout:                  cfg.ReadTimeout,
+		IdleTimeout:                  cfg.IdleTimeout,
+		WriteTimeout:                 0, // streams are long
+		CloseOnShutdown:              true,
+		DisablePreParseMultipartForm: true,
+		NoDefaultContentType:         true,
+		Logger:                       fasthttpLogger{s.log},
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting connections, closes idle ones, and waits for
+// in-flight requests, streams included, to finish or for ctx to end.
+// /readyz reports 503 from the moment it is called.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn("fasthttp", "msg", fmt.Sprintf(format, args...))
+}
+
+// handleTransportError renders errors fasthttp meets before the handler runs
+// (body too large, malformed request, read timeout).
+func (s *Server) handleTransportError(rc *fasthttp.RequestCtx, err error) {
+	reqID := s.requestID(rc)
+	var ae *apierr.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ae = apierr.TooLarge(s.cfg.BodyLimit)
+	default:
+		var te interface{ Timeout() bool }
+		if errors.As(err, &te) && te.Timeout() {
+			ae = &apierr.Error{Status: fasthttp.StatusRequestTimeout, Type: apierr.TypeInvalidRequest, Code: "request_timeout", Message: "timed out reading the request", Cause: err}
+		} else {
+			ae = apierr.BadRequest("", "malformed_request", "the HTTP request could not be parsed")
+			ae.Cause = err
+		}
+	}
+	s.writeError(rc, reqID, ae)
+}

@@ -1,0 +1,573 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+// Limits bound what a request may ask for. The zero value means defaults.
+type Limits struct {
+	MaxTokens   int // largest max_tokens / max_completion_tokens; default 131072
+	MaxMessages int // most chat messages; default 4096
+	MaxInputs   int // most embedding inputs; default 2048
+}
+
+const (
+	defaultMaxTokens   = 131072
+	defaultMaxMessages = 4096
+	defaultMaxInputs   = 2048
+	maxStop            = 4
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxTokens <= 0 {
+		l.MaxTokens = defaultMaxTokens
+	}
+	if l.MaxMessages <= 0 {
+		l.MaxMessages = defaultMaxMessages
+	}
+	if l.MaxInputs <= 0 {
+		l.MaxInputs = defaultMaxInputs
+	}
+	return l
+}
+
+// Codes used in 400 responses.
+const (
+	CodeInvalidJSON     = "invalid_json"
+	CodeInvalidType     = "invalid_type"
+	CodeMissing         = "missing_required_parameter"
+	CodeInvalidValue    = "invalid_value"
+	CodeUnsupported     = "unsupported_parameter"
+	CodeUnknown         = "unknown_parameter"
+	CodeUnsupportedRole = "invalid_role"
+)
+
+// fieldKind says how an extra (not struct-mapped) field is treated.
+type fieldKind int
+
+const (
+	ignored     fieldKind = iota // accepted, not used
+	rejectIfSet                  // rejected unless null/false/0/""/{}/[] (or its allowed value)
+)
+
+// decodeObject parses body as one JSON object and returns its members.
+func decodeObject(body []byte) (map[string]json.RawMessage, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: the body is empty. The OpenAI API expects a JSON payload.")
+	}
+	if body[0] != '{' {
+		return nil, apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: expected a JSON object.")
+	}
+	var m map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&m); err != nil {
+		return nil, apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: %s.", jsonErrText(err))
+	}
+	if dec.More() {
+		return nil, apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: trailing data after the JSON object.")
+	}
+	return m, nil
+}
+
+func jsonErrText(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	}
+	return err.Error()
+}
+
+// field decodes raw into dst, turning any failure into a 400 naming param.
+func field(param string, raw json.RawMessage, dst any) error {
+	if err := json.Unmarshal(raw, dst); err != nil {
+		var ute *json.UnmarshalTypeError
+		var se *shapeError
+		switch {
+		case errors.As(err, &se):
+			return apierr.BadRequest(param, CodeInvalidType, "Invalid type for '%s': %s.", param, se.want)
+		case errors.As(err, &ute):
+			if ute.Value == "number" || strings.HasPrefix(ute.Value, "number ") {
+				return apierr.BadRequest(param, CodeInvalidType, "Invalid value for '%s': expected %s, got %s (a non-integer or out of range).", param, typeName(ute.Type.String()), ute.Value)
+			}
+			return apierr.BadRequest(param, CodeInvalidType, "Invalid type for '%s': expected %s, but got %s.", param, typeName(ute.Type.String()), ute.Value)
+		default:
+			return apierr.BadRequest(param, CodeInvalidType, "Invalid value for '%s': %s.", param, jsonErrText(err))
+		}
+	}
+	return nil
+}
+
+func typeName(goType string) string {
+	switch strings.TrimPrefix(goType, "*") {
+	case "string":
+		return "a string"
+	case "int", "int64":
+		return "an integer"
+	case "float64":
+		return "a number"
+	case "bool":
+		return "a boolean"
+	default:
+		if strings.HasPrefix(goType, "[]") {
+			return "an array"
+		}
+		return "an object"
+	}
+}
+
+// isEmptyValue reports whether raw is null, false, 0, "", {} or [].
+func isEmptyValue(raw json.RawMessage) bool {
+	switch s := string(bytes.TrimSpace(raw)); s {
+	case "null", "false", "0", `""`, "{}", "[]":
+		return true
+	default:
+		return strings.HasPrefix(s, "{") && strings.TrimSpace(s[1:len(s)-1]) == "" ||
+			strings.HasPrefix(s, "[") && strings.TrimSpace(s[1:len(s)-1]) == ""
+	}
+}
+
+// extras applies the policy for fields not mapped into the struct.
+func extras(m map[string]json.RawMessage, mapped map[string]any, extra map[string]fieldKind) error {
+	// Deterministic order so the same body always names the same param.
+	for _, k := range sortedKeys(m) {
+		if _, ok := mapped[k]; ok {
+			continue
+		}
+		kind, known := extra[k]
+		if !known {
+			return apierr.BadRequest(k, CodeUnknown, "Unrecognized request argument supplied: %s", k)
+		}
+		if kind == rejectIfSet && !isEmptyValue(m[k]) {
+			return apierr.BadRequest(k, CodeUnsupported, "Unsupported parameter: '%s' is not supported by this gateway.", k)
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	// insertion sort: bodies have few keys
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}
+
+// decodeMapped decodes each mapped member in key order.
+func decodeMapped(m map[string]json.RawMessage, mapped map[string]any) error {
+	for _, k := range sortedKeys(m) {
+		dst, ok := mapped[k]
+		if !ok {
+			continue
+		}
+		if err := field(k, m[k], dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var commonExtra = map[string]fieldKind{
+	"user":                ignored,
+	"metadata":            ignored,
+	"store":               ignored,
+	"service_tier":        ignored,
+	"parallel_tool_calls": ignored,
+	"logit_bias":          rejectIfSet,
+	"logprobs":            rejectIfSet,
+	"top_logprobs":        rejectIfSet,
+	"tools":               rejectIfSet,
+	"tool_choice":         rejectIfSet,
+	"functions":           rejectIfSet,
+	"function_call":       rejectIfSet,
+	"audio":               rejectIfSet,
+	"modalities":          rejectIfSet,
+	"prediction":          rejectIfSet,
+	"web_search_options":  rejectIfSet,
+	"reasoning_effort":    rejectIfSet,
+	"safety_identifier":   ignored,
+	"prompt_cache_key":    ignored,
+	"verbosity":           rejectIfSet,
+}
+
+// ParseChat decodes and validates a chat completions body.
+func ParseChat(body []byte, lim Limits) (*ChatRequest, error) {
+	lim = lim.withDefaults()
+	m, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	var r ChatRequest
+	var messages []json.RawMessage
+	var responseFormat json.RawMessage
+	mapped := map[string]any{
+		"model": &r.Model, "messages": &messages, "max_tokens": &r.MaxTokens,
+		"max_completion_tokens": &r.MaxCompletionTokens, "temperature": &r.Temperature,
+		"top_p": &r.TopP, "n": &r.N, "stop": &r.Stop, "seed": &r.Seed, "stream": &r.Stream,
+		"stream_options": &r.StreamOptions, "presence_penalty": &r.PresencePenalty,
+		"frequency_penalty": &r.FrequencyPenalty, "user": &r.User, "response_format": &responseFormat,
+	}
+	if err := extras(m, mapped, commonExtra); err != nil {
+		return nil, err
+	}
+	if err := decodeMapped(m, mapped); err != nil {
+		return nil, err
+	}
+	if err := checkResponseFormat(responseFormat); err != nil {
+		return nil, err
+	}
+	if err := checkModel(m, r.Model); err != nil {
+		return nil, err
+	}
+	if _, ok := m["messages"]; !ok || string(m["messages"]) == "null" {
+		return nil, apierr.BadRequest("messages", CodeMissing, "Missing required parameter: 'messages'.")
+	}
+	if len(messages) == 0 {
+		return nil, apierr.BadRequest("messages", CodeInvalidValue, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.")
+	}
+	if len(messages) > lim.MaxMessages {
+		return nil, apierr.BadRequest("messages", CodeInvalidValue, "Invalid 'messages': at most %d messages are allowed.", lim.MaxMessages)
+	}
+	r.Messages = make([]ChatMessage, len(messages))
+	for i, raw := range messages {
+		if err := parseMessage(i, raw, &r.Messages[i]); err != nil {
+			return nil, err
+		}
+	}
+	if r.MaxTokens != nil && r.MaxCompletionTokens != nil {
+		return nil, apierr.BadRequest("max_tokens", CodeInvalidValue, "Set only one of 'max_tokens' and 'max_completion_tokens'.")
+	}
+	if err := checkMaxTokens("max_tokens", r.MaxTokens, lim); err != nil {
+		return nil, err
+	}
+	if err := checkMaxTokens("max_completion_tokens", r.MaxCompletionTokens, lim); err != nil {
+		return nil, err
+	}
+	if err := checkSampling(r.Temperature, r.TopP, r.N, r.PresencePenalty, r.FrequencyPenalty, r.Stop); err != nil {
+		return nil, err
+	}
+	if err := checkStreamOptions(r.Stream, r.StreamOptions); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
+	prefix := fmt.Sprintf("messages[%d]", i)
+	m, err := decodeMessageObject(prefix, raw)
+	if err != nil {
+		return err
+	}
+	mapped := map[string]any{"role": &msg.Role, "content": &msg.Content, "name": &msg.Name}
+	for _, k := range sortedKeys(m) {
+		dst, ok := mapped[k]
+		if !ok {
+			if (k == "tool_calls" || k == "function_call" || k == "audio") && !isEmptyValue(m[k]) {
+				return apierr.BadRequest(prefix+"."+k, CodeUnsupported, "Unsupported parameter: '%s.%s' is not supported by this gateway.", prefix, k)
+			}
+			if k == "refusal" || isEmptyValue(m[k]) && (k == "tool_calls" || k == "function_call" || k == "audio") {
+				continue
+			}
+			return apierr.BadRequest(prefix+"."+k, CodeUnknown, "Unrecognized argument in %s: %s", prefix, k)
+		}
+		if err := field(prefix+"."+k, m[k], dst); err != nil {
+			return err
+		}
+	}
+	switch msg.Role {
+	case "system", "developer", "user", "assistant":
+	case "":
+		return apierr.BadRequest(prefix+".role", CodeMissing, "Missing required parameter: '%s.role'.", prefix)
+	case "tool", "function":
+		return apierr.BadRequest(prefix+".role", CodeUnsupported, "Invalid value for '%s.role': '%s' messages need tool calling, which this gateway does not support.", prefix, msg.Role)
+	default:
+		return apierr.BadRequest(prefix+".role", CodeUnsupportedRole, "Invalid value: '%s'. Supported values are: 'system', 'developer', 'user', and 'assistant'.", msg.Role)
+	}
+	if msg.Content == nil {
+		return apierr.BadRequest(prefix+".content", CodeMissing, "Missing required parameter: '%s.content'.", prefix)
+	}
+	return nil
+}
+
+func decodeMessageObject(prefix string, raw json.RawMessage) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return nil, apierr.BadRequest(prefix, CodeInvalidType, "Invalid type for '%s': expected an object.", prefix)
+	}
+	return m, nil
+}
+
+func checkModel(m map[string]json.RawMessage, model string) error {
+	if raw, ok := m["model"]; !ok || string(raw) == "null" {
+		return apierr.BadRequest("model", CodeMissing, "Missing required parameter: 'model'.")
+	}
+	if model == "" {
+		return apierr.BadRequest("model", CodeInvalidValue, "Invalid 'model': empty string.")
+	}
+	if len(model) > 256 {
+		return apierr.BadRequest("model", CodeInvalidValue, "Invalid 'model': longer than 256 characters.")
+	}
+	return nil
+}
+
+func checkMaxTokens(param string, v *int, lim Limits) error {
+	if v == nil {
+		return nil
+	}
+	if *v < 1 {
+		return apierr.BadRequest(param, CodeInvalidValue, "Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", param, *v)
+	}
+	if *v > lim.MaxTokens {
+		return apierr.BadRequest(param, CodeInvalidValue, "Invalid '%s': integer above maximum value. Expected a value <= %d, but got %d instead.", param, lim.MaxTokens, *v)
+	}
+	return nil
+}
+
+func checkSampling(temp, topP *float64, n *int, presence, frequency *float64, stop StringList) error {
+	if temp != nil && (math.IsNaN(*temp) || *temp < 0 || *temp > 2) {
+		return apierr.BadRequest("temperature", CodeInvalidValue, "Invalid 'temperature': expected a value between 0 and 2, but got %g instead.", *temp)
+	}
+	if topP != nil && (math.IsNaN(*topP) || *topP <= 0 || *topP > 1) {
+		return apierr.BadRequest("top_p", CodeInvalidValue, "Invalid 'top_p': expected a value in (0, 1], but got %g instead.", *topP)
+	}
+	if n != nil {
+		if *n < 1 {
+			return apierr.BadRequest("n", CodeInvalidValue, "Invalid 'n': integer below minimum value. Expected a value >= 1, but got %d instead.", *n)
+		}
+		if *n > 1 {
+			return apierr.BadRequest("n", CodeUnsupported, "Unsupported value: 'n' greater than 1 is not supported by this gateway.")
+		}
+	}
+	for _, p := range []struct {
+		name string
+		v    *float64
+	}{{"presence_penalty", presence}, {"frequency_penalty", frequency}} {
+		if p.v != nil && (math.IsNaN(*p.v) || *p.v < -2 || *p.v > 2) {
+			return apierr.BadRequest(p.name, CodeInvalidValue, "Invalid '%s': expected a value between -2 and 2, but got %g instead.", p.name, *p.v)
+		}
+	}
+	if len(stop) > maxStop {
+		return apierr.BadRequest("stop", CodeInvalidValue, "Invalid 'stop': array too long. Expected an array with maximum length %d, but got an array with length %d instead.", maxStop, len(stop))
+	}
+	for _, s := range stop {
+		if s == "" {
+			return apierr.BadRequest("stop", CodeInvalidValue, "Invalid 'stop': empty stop sequence.")
+		}
+	}
+	return nil
+}
+
+func checkStreamOptions(stream bool, so *StreamOptions) error {
+	if so != nil && !stream {
+		return apierr.BadRequest("stream_options", CodeInvalidValue, "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+	}
+	return nil
+}
+
+func checkResponseFormat(raw json.RawMessage) error {
+	if raw == nil || string(raw) == "null" {
+		return nil
+	}
+	var rf struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(raw, &rf); err != nil {
+		return apierr.BadRequest("response_format", CodeInvalidType, "Invalid type for 'response_format': expected an object.")
+	}
+	if rf.Type != "text" {
+		return apierr.BadRequest("response_format", CodeUnsupported, "Unsupported value: 'response_format' of type '%s' is not supported by this gateway; only 'text' is.", rf.Type)
+	}
+	return nil
+}
+
+var completionExtra = map[string]fieldKind{
+	"user":              ignored,
+	"metadata":          ignored,
+	"store":             ignored,
+	"service_tier":      ignored,
+	"logit_bias":        rejectIfSet,
+	"logprobs":          rejectIfSet, // completions: integer or null
+	"echo":              rejectIfSet,
+	"suffix":            rejectIfSet,
+	"safety_identifier": ignored,
+}
+
+// ParseCompletion decodes and validates a completions body. Only a single
+// prompt (a string, or an array of exactly one string) is supported.
+func ParseCompletion(body []byte, lim Limits) (*CompletionRequest, error) {
+	lim = lim.withDefaults()
+	m, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	var r CompletionRequest
+	var bestOf *int
+	mapped := map[string]any{
+		"model": &r.Model, "prompt": &r.Prompt, "max_tokens": &r.MaxTokens,
+		"temperature": &r.Temperature, "top_p": &r.TopP, "n": &r.N, "stop": &r.Stop,
+		"seed": &r.Seed, "stream": &r.Stream, "stream_options": &r.StreamOptions,
+		"presence_penalty": &r.PresencePenalty, "frequency_penalty": &r.FrequencyPenalty,
+		"user": &r.User, "best_of": &bestOf,
+	}
+	if err := extras(m, mapped, completionExtra); err != nil {
+		return nil, err
+	}
+	if err := decodeMapped(m, mapped); err != nil {
+		return nil, err
+	}
+	if err := checkModel(m, r.Model); err != nil {
+		return nil, err
+	}
+	if r.Prompt == nil {
+		return nil, apierr.BadRequest("prompt", CodeMissing, "Missing required parameter: 'prompt'.")
+	}
+	if r.Prompt.Tokens {
+		return nil, apierr.BadRequest("prompt", CodeUnsupported, "Invalid 'prompt': token-array prompts are not supported by this gateway; send text.")
+	}
+	if len(r.Prompt.Texts) != 1 {
+		return nil, apierr.BadRequest("prompt", CodeUnsupported, "Invalid 'prompt': exactly one prompt per request is supported, got %d.", len(r.Prompt.Texts))
+	}
+	if bestOf != nil && *bestOf != 1 {
+		return nil, apierr.BadRequest("best_of", CodeUnsupported, "Unsupported value: 'best_of' other than 1 is not supported by this gateway.")
+	}
+	if err := checkMaxTokens("max_tokens", r.MaxTokens, lim); err != nil {
+		return nil, err
+	}
+	if err := checkSampling(r.Temperature, r.TopP, r.N, r.PresencePenalty, r.FrequencyPenalty, r.Stop); err != nil {
+		return nil, err
+	}
+	if err := checkStreamOptions(r.Stream, r.StreamOptions); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+var embeddingExtra = map[string]fieldKind{
+	"user":              ignored,
+	"dimensions":        rejectIfSet,
+	"safety_identifier": ignored,
+}
+
+// ParseEmbedding decodes and validates an embeddings body.
+func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
+	lim = lim.withDefaults()
+	m, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	var r EmbeddingRequest
+	mapped := map[string]any{"model": &r.Model, "input": &r.Input, "encoding_format": &r.EncodingFormat, "user": &r.User}
+	if err := extras(m, mapped, embeddingExtra); err != nil {
+		return nil, err
+	}
+	if err := decodeMapped(m, mapped); err != nil {
+		return nil, err
+	}
+	if err := checkModel(m, r.Model); err != nil {
+		return nil, err
+	}
+	if r.Input == nil {
+		return nil, apierr.BadRequest("input", CodeMissing, "Missing required parameter: 'input'.")
+	}
+	if r.Input.Tokens {
+		return nil, apierr.BadRequest("input", CodeUnsupported, "Invalid 'input': token-array inputs are not supported by this gateway; send strings.")
+	}
+	if len(r.Input.Texts) == 0 {
+		return nil, apierr.BadRequest("input", CodeInvalidValue, "Invalid 'input': empty array. Expected an array with minimum length 1.")
+	}
+	if len(r.Input.Texts) > lim.MaxInputs {
+		return nil, apierr.BadRequest("input", CodeInvalidValue, "Invalid 'input': at most %d inputs are allowed, got %d.", lim.MaxInputs, len(r.Input.Texts))
+	}
+	for _, s := range r.Input.Texts {
+		if s == "" {
+			return nil, apierr.BadRequest("input", CodeInvalidValue, "Invalid 'input': empty string.")
+		}
+	}
+	switch r.EncodingFormat {
+	case "", "float", "base64":
+	default:
+		return nil, apierr.BadRequest("encoding_format", CodeInvalidValue, "Invalid value for 'encoding_format': '%s'. Supported values are: 'float' and 'base64'.", r.EncodingFormat)
+	}
+	return &r, nil
+}
+
+// Task converts a validated chat request into a worker task.
+func (r *ChatRequest) Task(requestID string) *workers.Task {
+	t := &workers.Task{RequestID: requestID, Kind: workers.KindChat, Model: r.Model, Stop: r.Stop, Seed: r.Seed}
+	t.Messages = make([]workers.Message, len(r.Messages))
+	n := 0
+	for i, m := range r.Messages {
+		t.Messages[i] = workers.Message{Role: m.Role, Content: m.Content.Text, Name: m.Name}
+		n += len(m.Content.Text)
+	}
+	if r.MaxTokens != nil {
+		t.MaxTokens = *r.MaxTokens
+	} else if r.MaxCompletionTokens != nil {
+		t.MaxTokens = *r.MaxCompletionTokens
+	}
+	t.Temperature, t.TopP = sampling(r.Temperature, r.TopP)
+	t.PromptTokensHint = tokenHint(n)
+	return t
+}
+
+// IncludeUsage reports whether the stream should end with a usage chunk.
+func (r *ChatRequest) IncludeUsage() bool { return r.StreamOptions != nil && r.StreamOptions.IncludeUsage }
+
+// DefaultCompletionMaxTokens is OpenAI's max_tokens default for /v1/completions.
+const DefaultCompletionMaxTokens = 16
+
+// Task converts a validated completions request into a worker task.
+func (r *CompletionRequest) Task(requestID string) *workers.Task {
+	t := &workers.Task{RequestID: requestID, Kind: workers.KindCompletion, Model: r.Model, Prompt: r.Prompt.Texts[0], Stop: r.Stop, Seed: r.Seed}
+	t.MaxTokens = DefaultCompletionMaxTokens
+	if r.MaxTokens != nil {
+		t.MaxTokens = *r.MaxTokens
+	}
+	t.Temperature, t.TopP = sampling(r.Temperature, r.TopP)
+	t.PromptTokensHint = tokenHint(len(t.Prompt))
+	return t
+}
+
+// IncludeUsage reports whether the stream should end with a usage chunk.
+func (r *CompletionRequest) IncludeUsage() bool {
+	return r.StreamOptions != nil && r.StreamOptions.IncludeUsage
+}
+
+// Task converts a validated embeddings request into a worker task.
+func (r *EmbeddingRequest) Task(requestID string) *workers.Task {
+	n := 0
+	for _, s := range r.Input.Texts {
+		n += len(s)
+	}
+	return &workers.Task{RequestID: requestID, Kind: workers.KindEmbedding, Model: r.Model, Inputs: r.Input.Texts, PromptTokensHint: tokenHint(n)}
+}
+
+// sampling applies OpenAI's defaults: temperature 1 and top_p 1 when unset.
+func sampling(temp, topP *float64) (float64, float64) {
+	t, p := 1.0, 1.0
+	if temp != nil {
+		t = *temp
+	}
+	if topP != nil {
+		p = *topP
+	}
+	return t, p
+}
+
+// tokenHint estimates tokens from bytes (about four bytes a token in English
+// BPE vocabularies); the scheduler only uses it to predict prefill time.
+func tokenHint(bytes int) int { return (bytes + 3) / 4 }

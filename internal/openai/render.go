@@ -1,0 +1,77 @@
+package openai
+
+import (
+	"encoding/base64"
+	"encoding/json"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+// NewErrorBody is the OpenAI error envelope for e.
+func NewErrorBody(e *apierr.Error) ErrorBody {
+	d := ErrorDetail{Message: e.Message, Type: e.Type}
+	if e.Param != "" {
+		d.Param = &e.Param
+	}
+	if e.Code != "" {
+		d.Code = &e.Code
+	}
+	return ErrorBody{Error: d}
+}
+
+// MarshalError renders e as OpenAI's error JSON.
+func MarshalError(e *apierr.Error) []byte {
+	b, _ := json.Marshal(NewErrorBody(e)) // plain strings: cannot fail
+	return b
+}
+
+// NewUsage converts the worker's usage.
+func NewUsage(u *workers.Usage) Usage {
+	if u == nil {
+		return Usage{}
+	}
+	return Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
+}
+
+// NewEmbeddingList builds an embeddings response; format "base64" encodes
+// each vector as base64 of little-endian float32s, like OpenAI.
+func NewEmbeddingList(model, format string, vectors [][]float32, promptTokens int) *EmbeddingList {
+	out := &EmbeddingList{Object: "list", Model: model, Data: make([]Embedding, len(vectors))}
+	for i, v := range vectors {
+		var e any = v
+		if format == "base64" {
+			e = base64.StdEncoding.EncodeToString(workers.EmbeddingBytes([][]float32{v}))
+		}
+		out.Data[i] = Embedding{Object: "embedding", Index: i, Embedding: e}
+	}
+	out.Usage.PromptTokens = promptTokens
+	out.Usage.TotalTokens = promptTokens
+	return out
+}
+
+// NewModelList lists model versions as OpenAI models, one entry per name.
+func NewModelList(models []workers.ModelVersion, created int64) *ModelList {
+	out := &ModelList{Object: "list", Data: []Model{}}
+	seen := map[string]bool{}
+	for _, m := range models {
+		if seen[m.Name] {
+			continue
+		}
+		seen[m.Name] = true
+		out.Data = append(out.Data, NewModel(m, created))
+	}
+	return out
+}
+
+// NewModel is one model entry.
+func NewModel(m workers.ModelVersion, created int64) Model {
+	owner := m.OwnedBy
+	if owner == "" {
+		owner = "tollgate"
+	}
+	return Model{ID: m.Name, Object: "model", Created: created, OwnedBy: owner}
+}
+
+// Ptr returns a pointer to v (for the nullable fields of chunks).
+func Ptr[T any](v T) *T { return &v }

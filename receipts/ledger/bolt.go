@@ -1,0 +1,287 @@
+package ledger
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/receipts"
+)
+
+var (
+	bucketEntries = []byte("entries") // seq → Entry JSON
+	bucketIDs     = []byte("ids")     // receipt ID → seq
+	bucketPending = []byte("pending") // seq → empty
+	bucketBatches = []byte("batches") // batch seq → Batch JSON
+	bucketOpen    = []byte("open")    // batch seq → empty, while unfinished
+	bucketMeta    = []byte("meta")
+)
+
+// BoltStore is the embedded Store: one bbolt file, every write transaction
+// fsync'd; concurrent appends share one transaction through bbolt's Batch
+// (group commit).
+type BoltStore struct {
+	db *bolt.DB
+}
+
+var _ Store = (*BoltStore)(nil)
+
+// OpenBolt opens (creating if needed) the ledger file at path. bbolt locks
+// the file: one process at a time.
+func OpenBolt(path string) (*BoltStore, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	db.MaxBatchDelay = 2 * time.Millisecond // group-commit window for Append
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEntries, bucketIDs, bucketPending, bucketBatches, bucketOpen, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init ledger %s: %w", path, err)
+	}
+	return &BoltStore{db: db}, nil
+}
+
+func key(seq uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	return b[:]
+}
+
+func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
+
+// ErrDuplicate is returned when a receipt ID is recorded twice.
+var ErrDuplicate = errors.New("receipt ID already recorded")
+
+func (s *BoltStore) Append(ctx context.Context, entries []*Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// bbolt may retry a failed batch function alone, so it must be idempotent:
+	// assign sequences inside, from the bucket's own counter.
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		eb, ib, pb := tx.Bucket(bucketEntries), tx.Bucket(bucketIDs), tx.Bucket(bucketPending)
+		for _, e := range entries {
+			if ib.Get([]byte(e.ID)) != nil {
+				return fmt.Errorf("%w: %s", ErrDuplicate, e.ID)
+			}
+		}
+		for _, e := range entries {
+			seq, err := eb.NextSequence()
+			if err != nil {
+				return err
+			}
+			e.Seq = seq
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := errors.Join(eb.Put(key(seq), v), ib.Put([]byte(e.ID), key(seq)), pb.Put(key(seq), nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func getEntry(tx *bolt.Tx, seq uint64) (*Entry, error) {
+	v := tx.Bucket(bucketEntries).Get(key(seq))
+	if v == nil {
+		return nil, fmt.Errorf("ledger: entry %d missing", seq)
+	}
+	var e Entry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return nil, fmt.Errorf("ledger: entry %d: %w", seq, err)
+	}
+	return &e, nil
+}
+
+func getBatch(tx *bolt.Tx, seq uint64) (*Batch, error) {
+	v := tx.Bucket(bucketBatches).Get(key(seq))
+	if v == nil {
+		return nil, fmt.Errorf("ledger: batch %d missing", seq)
+	}
+	var b Batch
+	if err := json.Unmarshal(v, &b); err != nil {
+		return nil, fmt.Errorf("ledger: batch %d: %w", seq, err)
+	}
+	return &b, nil
+}
+
+func (s *BoltStore) Get(ctx context.Context, id string) (*Entry, *Batch, error) {
+	var e *Entry
+	var b *Batch
+	err := s.db.View(func(tx *bolt.Tx) error {
+		k := tx.Bucket(bucketIDs).Get([]byte(id))
+		if k == nil {
+			return apierr.NotFound("id", "receipt_not_found", "no receipt %q", id)
+		}
+		var err error
+		if e, err = getEntry(tx, seqOf(k)); err != nil {
+			return err
+		}
+		if e.BatchSeq != 0 {
+			b, err = getBatch(tx, e.BatchSeq)
+		}
+		return err
+	})
+	return e, b, err
+}
+
+func (s *BoltStore) List(ctx context.Context, after uint64, limit int) ([]*Entry, map[uint64]*Batch, error) {
+	var out []*Entry
+	batches := map[uint64]*Batch{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, v := c.Seek(key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("ledger: entry %d: %w", seqOf(k), err)
+			}
+			out = append(out, &e)
+			if e.BatchSeq != 0 && batches[e.BatchSeq] == nil {
+				b, err := getBatch(tx, e.BatchSeq)
+				if err != nil {
+					return err
+				}
+				batches[e.BatchSeq] = b
+			}
+		}
+		return nil
+	})
+	return out, batches, err
+}
+
+// Entries returns entries by receipt ID, in the order asked.
+func (s *BoltStore) Entries(ctx context.Context, ids []string) ([]*Entry, error) {
+	out := make([]*Entry, len(ids))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for i, id := range ids {
+			k := tx.Bucket(bucketIDs).Get([]byte(id))
+			if k == nil {
+				return fmt.Errorf("ledger: receipt %s missing", id)
+			}
+			var err error
+			if out[i], err = getEntry(tx, seqOf(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *BoltStore) Pending(ctx context.Context) ([]*Entry, error) {
+	var out []*Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketPending).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			e, err := getEntry(tx, seqOf(k))
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *BoltStore) AssignBatch(ctx context.Context, b *Batch) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		bb, pb, eb, ib := tx.Bucket(bucketBatches), tx.Bucket(bucketPending), tx.Bucket(bucketEntries), tx.Bucket(bucketIDs)
+		seqs := make([]uint64, len(b.Receipts))
+		for i, id := range b.Receipts {
+			k := ib.Get([]byte(id))
+			if k == nil || pb.Get(k) == nil {
+				return fmt.Errorf("ledger: receipt %s is not pending", id)
+			}
+			seqs[i] = seqOf(k)
+		}
+		seq, err := bb.NextSequence()
+		if err != nil {
+			return err
+		}
+		b.Seq = seq
+		b.Status = receipts.StatusPending
+		for i, rs := range seqs {
+			e, err := getEntry(tx, rs)
+			if err != nil {
+				return err
+			}
+			e.BatchSeq, e.Index = seq, i
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := errors.Join(eb.Put(key(rs), v), pb.Delete(key(rs))); err != nil {
+				return err
+			}
+		}
+		v, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		return errors.Join(bb.Put(key(seq), v), tx.Bucket(bucketOpen).Put(key(seq), nil))
+	})
+}
+
+func (s *BoltStore) OpenBatches(ctx context.Context) ([]*Batch, error) {
+	var out []*Batch
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOpen).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			b, err := getBatch(tx, seqOf(k))
+			if err != nil {
+				return err
+			}
+			out = append(out, b)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *BoltStore) FinishBatch(ctx context.Context, b *Batch) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		ob := tx.Bucket(bucketOpen)
+		if ob.Get(key(b.Seq)) == nil {
+			return nil // already finished: proofs are stored once
+		}
+		v, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		return errors.Join(tx.Bucket(bucketBatches).Put(key(b.Seq), v), ob.Delete(key(b.Seq)))
+	})
+}
+
+func (s *BoltStore) Meta(ctx context.Context, k string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get([]byte(k)); v != nil {
+			out = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *BoltStore) PutMeta(ctx context.Context, k string, v []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put([]byte(k), v) })
+}
+
+func (s *BoltStore) Close() error { return s.db.Close() }

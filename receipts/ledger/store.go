@@ -1,0 +1,79 @@
+// Package ledger is Tollgate's durable receipt ledger: it records every
+// completion as a receipt leaf (fsync'd, group-committed) before the
+// response that names it completes, serves receipts and the export cursor,
+// keeps the model registry, and holds the prover's batches. It implements
+// the gateway's Ledger interface. The embedded default Store is bbolt.
+package ledger
+
+import (
+	"context"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/receipts"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+// Entry is one receipt as stored: the completion record, its position in
+// the ledger and, once batched, its batch and leaf index.
+type Entry struct {
+	Seq        uint64              `json:"seq"` // ledger order, from 1
+	ID         string              `json:"id"`
+	Completion *workers.Completion `json:"completion"`
+	RecordedAt time.Time           `json:"recorded_at"`
+	BatchSeq   uint64              `json:"batch_seq,omitempty"` // 0 while pending
+	Index      int                 `json:"index,omitempty"`     // leaf slot in the batch
+}
+
+// Batch is one group of receipts of one worker and one model version,
+// assigned durably before proving so that a restart resumes it instead of
+// proving its receipts again.
+type Batch struct {
+	Seq         uint64                `json:"seq"`
+	WorkerID    string                `json:"worker_id"`
+	Model       string                `json:"model"`
+	ModelDigest string                `json:"model_digest"`
+	Capacity    int                   `json:"capacity"`
+	Receipts    []string              `json:"receipts"` // receipt IDs in leaf order
+	Status      string                `json:"status"`   // receipts.StatusPending until proven or failed
+	Error       string                `json:"error,omitempty"`
+	CreatedAt   time.Time             `json:"created_at"`
+	Public      *receipts.BatchPublic `json:"public,omitempty"`
+	Leaves      []string              `json:"leaves,omitempty"` // leaf hashes in slot order, set when proven
+	Signature   string                `json:"signature,omitempty"`
+	Proof       string                `json:"proof,omitempty"`
+	VKID        string                `json:"vk_id,omitempty"`
+	Circuit     string                `json:"circuit,omitempty"`
+	ProvenAt    time.Time             `json:"proven_at,omitzero"`
+}
+
+// Store is what the ledger needs of durable storage. Every write method
+// returns only once the write is durable (fsync'd).
+type Store interface {
+	// Append stores new entries in order, assigning their Seq. Concurrent
+	// calls are group-committed.
+	Append(ctx context.Context, entries []*Entry) error
+	// Get returns an entry by receipt ID (apierr 404 if unknown) and its
+	// batch, if it has one.
+	Get(ctx context.Context, id string) (*Entry, *Batch, error)
+	// List returns up to limit entries with Seq > after, in order, with
+	// their batches.
+	List(ctx context.Context, after uint64, limit int) ([]*Entry, map[uint64]*Batch, error)
+	// Entries returns entries by receipt ID, in the order asked.
+	Entries(ctx context.Context, ids []string) ([]*Entry, error)
+	// Pending returns the entries not yet in a batch, in order.
+	Pending(ctx context.Context) ([]*Entry, error)
+	// AssignBatch gives b the next batch sequence, stores it and moves its
+	// receipts out of pending, atomically. It fails if any receipt is no
+	// longer pending.
+	AssignBatch(ctx context.Context, b *Batch) error
+	// OpenBatches returns batches assigned but neither proven nor failed.
+	OpenBatches(ctx context.Context) ([]*Batch, error)
+	// FinishBatch stores a batch's outcome (proof or failure). Finishing a
+	// batch that is already finished is a no-op.
+	FinishBatch(ctx context.Context, b *Batch) error
+	// Meta reads and PutMeta writes small named values (the model registry,
+	// worker URLs).
+	Meta(ctx context.Context, key string) ([]byte, error)
+	PutMeta(ctx context.Context, key string, value []byte) error
+	Close() error
+}

@@ -1,0 +1,333 @@
+// Package prover is Tollgate's receipt prover pipeline: it groups pending
+// ledger leaves by worker and model version, closes a batch when it fills
+// the largest circuit or its oldest leaf reaches the maximum age (choosing
+// the smallest circuit that fits), has the worker countersign the batch
+// root, proves the batch with zk, and stores the proof, marking the
+// receipts proven. Batches are assigned durably before proving, so a
+// restart resumes them and no receipt is proven twice.
+package prover
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
+	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/receipts"
+	"github.com/tollgate-ai/tollgate/receipts/ledger"
+	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/zk"
+)
+
+// Config configures the pipeline.
+type Config struct {
+	// KeyDir holds proving and verifying keys (batch-N.pk/.vk); every
+	// capacity found there is used.
+	KeyDir string `yaml:"key_dir"`
+	// MaxAge closes a batch whose oldest leaf has waited this long
+	// (default 1s), so receipts at low load are proven quickly.
+	MaxAge time.Duration `yaml:"max_age"`
+	// Interval between scans of the ledger (default 250ms).
+	Interval time.Duration `yaml:"interval"`
+
+	Logger *slog.Logger `yaml:"-"`
+	Clock  clock.Clock  `yaml:"-"`
+	// Countersign asks a worker to sign a batch. Default: HTTP POST to the
+	// worker URL recorded in the ledger (ledger.SetWorkerURL).
+	Countersign func(ctx context.Context, workerID string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) `yaml:"-"`
+}
+
+// Pipeline proves a ledger's receipts.
+type Pipeline struct {
+	ledger  *ledger.Ledger
+	store   ledger.Store
+	cfg     Config
+	provers []*zk.Prover // smallest capacity first
+	logger  *slog.Logger
+}
+
+// New loads the keys and returns a pipeline over l.
+func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = time.Second
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 250 * time.Millisecond
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = l.Logger()
+	}
+	provers, err := zk.LoadProvers(cfg.KeyDir)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{ledger: l, store: l.Store(), cfg: cfg, provers: provers, logger: cfg.Logger}
+	if p.cfg.Countersign == nil {
+		client := &http.Client{Timeout: 30 * time.Second}
+		p.cfg.Countersign = func(ctx context.Context, workerID string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) {
+			url, err := l.WorkerURL(ctx, workerID)
+			if err != nil {
+				return nil, err
+			}
+			if url == "" {
+				return nil, fmt.Errorf("no URL recorded for worker %s", workerID)
+			}
+			return workers.RequestCountersign(ctx, client, url, req)
+		}
+	}
+	return p, nil
+}
+
+// Run runs the pipeline until ctx is done: it scans the ledger every
+// Interval and proves what is due. Errors of one pass are logged and
+// retried on the next.
+func Run(ctx context.Context, l *ledger.Ledger, cfg Config) error {
+	p, err := New(l, cfg)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// Run is the loop behind the package-level Run.
+func (p *Pipeline) Run(ctx context.Context) error {
+	tick := make(chan struct{}, 1)
+	for {
+		if _, err := p.Step(ctx); err != nil && ctx.Err() == nil {
+			p.logger.Error("prover pass failed", "err", err)
+		}
+		t := p.cfg.Clock.AfterFunc(p.cfg.Interval, func() {
+			select {
+			case tick <- struct{}{}:
+			default:
+			}
+		})
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-tick:
+		}
+	}
+}
+
+// Step makes one pass: it finishes batches left open (by a restart or a
+// transient failure), then closes and proves the batches that are due. It
+// returns how many receipts it proved.
+func (p *Pipeline) Step(ctx context.Context) (int, error) {
+	proven := 0
+	open, err := p.store.OpenBatches(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, b := range open {
+		n, err := p.prove(ctx, b)
+		proven += n
+		errs = append(errs, err)
+	}
+	pending, err := p.store.Pending(ctx)
+	if err != nil {
+		return proven, err
+	}
+	for _, b := range p.due(pending) {
+		if err := p.store.AssignBatch(ctx, b); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n, err := p.prove(ctx, b)
+		proven += n
+		errs = append(errs, err)
+	}
+	return proven, errors.Join(errs...)
+}
+
+type groupKey struct{ worker, model, digest string }
+
+// due groups pending entries by worker and model version and returns the
+// batches to close now: full batches at the largest capacity, and a group's
+// remainder at the smallest capacity that fits once its oldest leaf is
+// MaxAge old.
+func (p *Pipeline) due(pending []*ledger.Entry) []*ledger.Batch {
+	groups := map[groupKey][]*ledger.Entry{}
+	var order []groupKey
+	for _, e := range pending {
+		k := groupKey{e.Completion.WorkerID, e.Completion.Model, e.Completion.ModelDigest}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], e)
+	}
+	now := p.cfg.Clock.Now()
+	largest := p.provers[len(p.provers)-1].Capacity
+	var out []*ledger.Batch
+	for _, k := range order {
+		g := groups[k]
+		for len(g) > 0 {
+			take := min(len(g), largest)
+			if take < largest && now.Sub(g[0].RecordedAt) < p.cfg.MaxAge {
+				break
+			}
+			b := &ledger.Batch{WorkerID: k.worker, Model: k.model, ModelDigest: k.digest, Capacity: p.fit(take), CreatedAt: now}
+			for _, e := range g[:take] {
+				b.Receipts = append(b.Receipts, e.ID)
+			}
+			out = append(out, b)
+			g = g[take:]
+		}
+	}
+	return out
+}
+
+// fit is the smallest capacity holding n leaves.
+func (p *Pipeline) fit(n int) int {
+	i := sort.Search(len(p.provers), func(i int) bool { return p.provers[i].Capacity >= n })
+	return p.provers[i].Capacity
+}
+
+func (p *Pipeline) proverFor(capacity int) *zk.Prover {
+	for _, pr := range p.provers {
+		if pr.Capacity == capacity {
+			return pr
+		}
+	}
+	return nil
+}
+
+// prove countersigns and proves an assigned batch and stores the outcome.
+// A transient failure leaves the batch open for the next pass; a permanent
+// one (refused, unregistered model, no key) marks it failed.
+func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
+	log := p.logger.With("worker", b.WorkerID, "model", b.Model, "batch", b.Seq, "leaves", len(b.Receipts))
+	fail := func(reason error) (int, error) {
+		b.Status, b.Error = receipts.StatusFailed, reason.Error()
+		log.Error("batch failed", "err", reason)
+		return 0, p.store.FinishBatch(ctx, b)
+	}
+	pr := p.proverFor(b.Capacity)
+	if pr == nil {
+		return fail(fmt.Errorf("no proving key for capacity %d", b.Capacity))
+	}
+	entries, err := p.store.Entries(ctx, b.Receipts)
+	if err != nil {
+		return 0, err
+	}
+	weights, err := receipts.ParseDigest(b.ModelDigest)
+	if err != nil {
+		return fail(err)
+	}
+	mv := receipts.ModelVersionCommitment(b.Model, weights)
+	reg, err := p.ledger.Registry(ctx)
+	if err != nil {
+		return 0, err
+	}
+	regIdx, regPath, ok := reg.Path(mv)
+	if !ok {
+		return fail(fmt.Errorf("model version %s@%s is not registered", b.Model, b.ModelDigest))
+	}
+	zb := &zk.Batch{Capacity: b.Capacity, ModelVersion: mv, RegistryRoot: reg.Root(), RegistryIndex: regIdx, RegistryPath: regPath, Sequence: b.Seq}
+	req := &workers.CountersignRequest{Sequence: b.Seq, Capacity: b.Capacity, Model: b.Model, ModelDigest: b.ModelDigest}
+	for _, e := range entries {
+		r := &receipts.Receipt{RequestID: e.Completion.RequestID, RequestDigest: e.Completion.RequestDigest,
+			ResponseDigest: e.Completion.ResponseDigest, Subject: e.Completion.Subject, Time: e.Completion.Time,
+			Model: e.Completion.Model, ModelDigest: e.Completion.ModelDigest,
+			PromptTokens: uint64(e.Completion.PromptTokens), CompletionTokens: uint64(e.Completion.CompletionTokens)}
+		rc, _, _, err := r.LeafFields()
+		if err != nil {
+			return fail(fmt.Errorf("receipt %s: %w", e.ID, err))
+		}
+		zb.Leaves = append(zb.Leaves, zk.LeafInput{RequestCommitment: rc, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens})
+		req.Completions = append(req.Completions, *e.Completion)
+	}
+	root, err := zb.Root()
+	if err != nil {
+		return fail(err)
+	}
+
+	resp, err := p.cfg.Countersign(ctx, b.WorkerID, req)
+	if err != nil {
+		var ae *apierr.Error
+		if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 {
+			return fail(fmt.Errorf("worker refused to countersign: %w", err))
+		}
+		log.Warn("countersign failed; will retry", "err", err)
+		return 0, fmt.Errorf("batch %d: %w", b.Seq, err)
+	}
+	pub, sig, err := checkCountersign(resp, b.WorkerID, root, mv, zb, req)
+	if err != nil {
+		return fail(err)
+	}
+	zb.PublicKey, zb.Signature = pub, sig
+
+	start := time.Now()
+	proof, public, err := pr.Prove(zb)
+	if err != nil {
+		return fail(err)
+	}
+	leaves, _ := zbLeaves(zb)
+	b.Status, b.Public, b.Proof, b.VKID, b.Circuit = receipts.StatusProven, &public, proof, pr.VK.ID, pr.VK.Header.Circuit
+	b.Signature, b.Leaves, b.ProvenAt = resp.Signature, leaves, p.cfg.Clock.Now()
+	if err := p.store.FinishBatch(ctx, b); err != nil {
+		return 0, err
+	}
+	log.Info("batch proven", "capacity", b.Capacity, "prove_ms", time.Since(start).Milliseconds())
+	return len(b.Receipts), nil
+}
+
+func checkCountersign(resp *workers.CountersignResponse, workerID string, root, mv fr.Element, zb *zk.Batch, req *workers.CountersignRequest) (*eddsa.PublicKey, []byte, error) {
+	if resp.Root != receipts.ElementHex(root) {
+		return nil, nil, fmt.Errorf("worker signed root %s, batch root is %s", resp.Root, receipts.ElementHex(root))
+	}
+	rawPub, err := base64.StdEncoding.DecodeString(resp.PublicKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("worker public key: %w", err)
+	}
+	var pub eddsa.PublicKey
+	if _, err := pub.SetBytes(rawPub); err != nil {
+		return nil, nil, fmt.Errorf("worker public key: %w", err)
+	}
+	if id := receipts.WorkerID(&pub); id != workerID {
+		return nil, nil, fmt.Errorf("worker key hashes to %s, batch is for %s", id, workerID)
+	}
+	sig, err := base64.StdEncoding.DecodeString(resp.Signature)
+	if err != nil {
+		return nil, nil, fmt.Errorf("worker signature: %w", err)
+	}
+	var tp, tc uint64
+	for _, l := range zb.Leaves {
+		tp += l.PromptTokens
+		tc += l.CompletionTokens
+	}
+	msg := receipts.BatchMessage(root, mv, uint64(len(zb.Leaves)), tp, tc, req.Sequence)
+	if err := receipts.VerifyBatchSignature(&pub, msg, sig); err != nil {
+		return nil, nil, err
+	}
+	return &pub, sig, nil
+}
+
+func zbLeaves(zb *zk.Batch) ([]string, error) {
+	out := make([]string, zb.Capacity)
+	for i := range out {
+		var h fr.Element
+		if i < len(zb.Leaves) {
+			var err error
+			if h, err = receipts.Leaf(zb.Leaves[i].RequestCommitment, zb.Leaves[i].PromptTokens, zb.Leaves[i].CompletionTokens); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = receipts.ElementHex(h)
+	}
+	return out, nil
+}

@@ -1,0 +1,54 @@
+package scheduler
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+func benchScheduler(b *testing.B, policy string, n int) *Scheduler {
+	clk := clock.NewFake(t0)
+	s, err := New(Config{Policy: policy}, Deps{
+		Clock: clk,
+		Dial:  func(url string) Conn { return &scriptConn{url: url} },
+		Rand:  rand.New(rand.NewPCG(1, 2)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		id := fmt.Sprintf("w%03d", i)
+		s.Upsert(&workers.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: 64,
+			Models: []workers.ModelVersion{{Name: testModel, Digest: testDigest}}})
+		_ = s.Heartbeat(&workers.Heartbeat{WorkerID: id, Load: workers.Load{Waiting: i % 5, KVCacheUsage: float64(i%10) / 10},
+			GPUs: []workers.GPU{{MemoryTotalMiB: 81920, MemoryUsedMiB: 40000}}})
+		c := s.workers[id]
+		c.assigned = i % 7
+		c.assignedTokens = c.assigned * 300
+	}
+	return s
+}
+
+// BenchmarkDecision is one scheduling cycle (filters, scorers, picker,
+// admission) over 100 workers, as Dispatch runs it under the lock.
+func BenchmarkDecision(b *testing.B) {
+	for _, policy := range []string{PolicyTollgate, PolicyLeastRequest, PolicyRoundRobin} {
+		b.Run(policy+"/100-workers", func(b *testing.B) {
+			s := benchScheduler(b, policy, 100)
+			task := chat("bench")
+			task.PromptTokensHint = 700
+			req := Request{Task: task, PromptTokens: 700, OutputTokens: 200, AffinityKey: s.affinityKey(task)}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.mu.Lock()
+				if _, err := s.cycleLocked(&req); err != nil {
+					b.Fatal(err)
+				}
+				s.mu.Unlock()
+			}
+		})
+	}
+}

@@ -1,0 +1,722 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/batching"
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+// Error codes of the scheduler's own refusals.
+const (
+	CodeModelNotFound      = "model_not_found"     // 404: no registered worker serves the model
+	CodeNoHealthyWorker    = "no_healthy_worker"   // 503: workers serve it but none is in rotation
+	CodeOverloaded         = "overloaded"          // 429: every capable worker's queue is full
+	CodeDeadlineUnmeetable = "deadline_unmeetable" // 429: no worker is predicted to start before the deadline
+	CodeDeadlineExceeded   = "deadline_exceeded"   // 504: the deadline passed before the first token
+)
+
+// Dispatch places t on a worker and delivers its events in order to
+// onEvent, with Index rewritten to 0. It returns nil after the task's
+// EventDone has been delivered, or an error (an *apierr.Error in its chain):
+// 404 model_not_found, 503 no_healthy_worker, 429 overloaded or
+// deadline_unmeetable (with RetryAfter), 504 deadline_exceeded when the
+// deadline passes before the first event, or the worker's own failure. A
+// task's EventFailed is returned as its error, not delivered. If onEvent
+// returns an error the task is cancelled on the worker and that error is
+// returned. A task that has delivered no event is retried once on another
+// worker when its worker fails.
+func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
+	q := &eventQueue{notify: make(chan struct{}, 1)}
+	h, err := s.Submit(t, q.push, q.end)
+	if err != nil {
+		return err
+	}
+	for {
+		evs, end, ended := q.take()
+		for _, ev := range evs {
+			if err := onEvent(ev); err != nil {
+				h.Cancel(err)
+				return err
+			}
+		}
+		if ended {
+			return end
+		}
+		select {
+		case <-q.notify:
+		case <-ctx.Done():
+			h.Cancel(context.Cause(ctx))
+			return apierr.From(context.Cause(ctx))
+		}
+	}
+}
+
+// eventQueue hands events from the worker link to the Dispatch goroutine
+// without ever blocking the link: a slow client does not stall the batch.
+type eventQueue struct {
+	mu     sync.Mutex
+	evs    []workers.Event
+	ended  bool
+	err    error
+	notify chan struct{}
+}
+
+func (q *eventQueue) push(ev workers.Event) {
+	q.mu.Lock()
+	q.evs = append(q.evs, ev)
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *eventQueue) end(err error) {
+	q.mu.Lock()
+	q.ended, q.err = true, err
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *eventQueue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) take() ([]workers.Event, error, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	evs := q.evs
+	q.evs = nil
+	return evs, q.err, q.ended
+}
+
+// Handle is a task started with Submit.
+type Handle struct{ c *call }
+
+// Cancel stops the task: it is dropped from its worker's queue or cancelled
+// on the worker, and its onEnd is called with cause unless it has ended.
+func (h *Handle) Cancel(cause error) { h.c.cancel(cause) }
+
+// Submit is Dispatch without a goroutine: it places t and returns at once;
+// onEvent then gets the task's events in order (Index 0, EventFailed
+// excluded) and onEnd is called exactly once, with nil after EventDone or
+// with the error. Both are called from the scheduler's internal goroutines
+// (or timers) and must not block. Admission errors are returned directly and
+// then neither callback is called.
+func (s *Scheduler) Submit(t *workers.Task, onEvent func(workers.Event), onEnd func(error)) (*Handle, error) {
+	if t == nil || t.Model == "" {
+		return nil, apierr.BadRequest("model", "missing_model", "the task names no model")
+	}
+	c := &call{s: s, task: t, onEvent: onEvent, onEnd: onEnd}
+	c.promptTokens = estimatePromptTokens(t)
+	c.outputTokens = s.estimateOutputTokens(t)
+	c.affinity = s.affinityKey(t)
+	c.mu.Lock()
+	a, err := c.placeLocked("")
+	if err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	if !t.Deadline.IsZero() {
+		c.deadlineT = s.clock.AfterFunc(t.Deadline.Sub(s.clock.Now()), c.deadlinePassed)
+	}
+	c.mu.Unlock()
+	if err := c.enqueue(a); err != nil {
+		c.mu.Lock()
+		c.finishLocked()
+		c.mu.Unlock()
+		return nil, err
+	}
+	return &Handle{c: c}, nil
+}
+
+// call is one task's dispatch, across at most two attempts.
+type call struct {
+	s            *Scheduler
+	task         *workers.Task
+	onEvent      func(workers.Event)
+	onEnd        func(error)
+	promptTokens int
+	outputTokens int
+	affinity     uint64
+
+	mu        sync.Mutex
+	cur       *attempt
+	attempts  int
+	delivered bool // an event went to the client: no more retries
+	done      bool
+	deadlineT clock.Timer
+}
+
+// attempt is one placement of a call on a worker. Its fields after entry
+// are guarded by the scheduler's lock.
+type attempt struct {
+	call  *call
+	cand  *Candidate
+	entry batching.Entry[*attempt]
+
+	run       *batchRun
+	index     int
+	sentAt    time.Time
+	firstAt   time.Time
+	lf        float64 // load factor at send, to normalise what is learned
+	tokens    int
+	remaining int // tokens still counted in cand.assignedTokens
+	ended     bool
+	cancelled bool
+}
+
+// placeLocked runs a scheduling cycle and makes the chosen worker the
+// call's current attempt; enqueue then hands it to that worker's batcher
+// (without c.mu, since a frame may start and report back at once).
+func (c *call) placeLocked(exclude string) (*attempt, error) {
+	s := c.s
+	req := Request{Task: c.task, PromptTokens: c.promptTokens, OutputTokens: c.outputTokens, AffinityKey: c.affinity, Exclude: exclude}
+	s.mu.Lock()
+	cand, err := s.cycleLocked(&req)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	a := &attempt{call: c, cand: cand, remaining: c.promptTokens + c.outputTokens}
+	cand.assigned++
+	cand.assignedTokens += a.remaining
+	s.mu.Unlock()
+
+	a.entry = batching.Entry[*attempt]{Value: a, Priority: int(c.task.Priority), Deadline: c.task.Deadline}
+	if c.task.Kind == workers.KindEmbedding {
+		a.entry.Group = "embed\x00" + c.task.Model
+	}
+	c.cur = a
+	c.attempts++
+	return a, nil
+}
+
+// enqueue submits attempt a to its worker's batcher.
+func (c *call) enqueue(a *attempt) error {
+	s := c.s
+	err := a.cand.batcher.Submit(&a.entry)
+	if err == nil {
+		return nil
+	}
+	s.mu.Lock()
+	s.endAttemptLocked(a)
+	s.stats.shed++
+	s.mu.Unlock()
+	if errors.Is(err, batching.ErrQueueFull) {
+		return apierr.RateLimited(CodeOverloaded, "every worker serving this model is at capacity; retry later", time.Second)
+	}
+	return apierr.Unavailable(CodeNoHealthyWorker, "the chosen worker left; retry", err)
+}
+
+// timingSample is how often a cycle is timed step by step: reading the
+// clock costs about as much as a step, so 1 cycle in timingSample is.
+const timingSample = 16
+
+// cycleLocked runs filters → scorers → picker and admission for req.
+func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
+	s.stats.cycles++
+	timed := s.stats.cycles%timingSample == 1
+	var start, t time.Time // decision latency is CPU time, not scheduling time
+	if timed {
+		start = time.Now()
+	}
+	step := func(i int) {
+		if timed {
+			now := time.Now()
+			s.stats.steps[i].ObserveDuration(now.Sub(t))
+			t = now
+		}
+	}
+	t = start
+	req.Now = s.clock.Now()
+	req.nowNs = req.Now.UnixNano()
+	sc := &s.scratch
+	cands := append(sc.cands[:0], s.order...)
+	for i, f := range s.filters {
+		cands = f.Filter(req, cands)
+		step(i)
+		if len(cands) == 0 {
+			sc.cands = cands
+			s.stats.refused[i]++
+			return nil, s.emptyError(i, req)
+		}
+	}
+	sc.cands = cands
+	n := len(cands)
+	s.stats.candidates.Observe(float64(n))
+	if cap(sc.pred) < n {
+		sc.pred = make([]float64, n)
+		sc.scores = make([]float64, n)
+		sc.totals = make([]float64, n)
+	}
+	pred, scores, totals := sc.pred[:n], sc.scores[:n], sc.totals[:n]
+	best := 0.0
+	for i, c := range cands {
+		pred[i] = predictTTFT(c, req.PromptTokens)
+		if i == 0 || pred[i] < best {
+			best = pred[i]
+		}
+		totals[i] = 0
+	}
+	req.predTTFT = pred
+	for j, sc := range s.scorers {
+		sc.Score(req, cands, scores)
+		for i := range totals {
+			totals[i] += s.weights[j] * clamp01(scores[i])
+		}
+		step(len(s.filters) + j)
+	}
+	pick := s.picker.Pick(req, cands, totals)
+	step(len(s.stats.steps) - 1)
+	req.predTTFT = nil
+	observe := func() {
+		if timed {
+			s.stats.decisions.ObserveDuration(time.Since(start))
+		}
+	}
+
+	if !req.Task.Deadline.IsZero() && !req.Now.Before(req.Task.Deadline) {
+		s.stats.expired++
+		return nil, apierr.Timeout(CodeDeadlineExceeded, "the request's deadline passed before it could start", nil)
+	}
+	if s.shed && !req.Task.Deadline.IsZero() {
+		slack := req.Task.Deadline.Sub(req.Now).Seconds()
+		if best > slack && req.Task.Priority == workers.PriorityInteractive {
+			s.stats.shed++
+			observe()
+			retry := time.Duration(max(best-slack, 1) * float64(time.Second))
+			return nil, apierr.RateLimited(CodeDeadlineUnmeetable,
+				fmt.Sprintf("no worker can start this request within its deadline (predicted %.0f ms, %.0f ms left); retry later", best*1e3, slack*1e3), retry)
+		}
+	}
+	s.stats.placed++
+	observe()
+	return cands[pick], nil
+}
+
+func (s *Scheduler) emptyError(filter int, req *Request) error {
+	switch s.filters[filter].(type) {
+	case *ModelFilter:
+		return apierr.NotFound("model", CodeModelNotFound, "the model %q does not exist or no worker serves it", req.Task.Model)
+	case *CapacityFilter:
+		return apierr.RateLimited(CodeOverloaded, "every worker serving this model is at capacity; retry later", time.Second)
+	}
+	return apierr.Unavailable(CodeNoHealthyWorker, "no healthy worker serves this model right now; retry later", nil)
+}
+
+// batchRun is one frame in flight on a worker.
+type batchRun struct {
+	cand  *Candidate
+	batch workers.Batch
+	atts  []*attempt
+}
+
+// sendFrame is the batcher's Send: it starts one batch on the worker.
+func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]) {
+	now := s.clock.Now()
+	run := &batchRun{cand: cand, atts: make([]*attempt, len(frame))}
+	run.batch.Tasks = make([]workers.Task, len(frame))
+	s.mu.Lock()
+	s.batchSeq++
+	run.batch.ID = s.batchBase + "-" + strconv.FormatUint(s.batchSeq, 36)
+	s.stats.batchSize.Observe(float64(len(frame)))
+	for i, e := range frame {
+		a := e.Value
+		a.run, a.index, a.sentAt = run, i, now
+		a.lf = loadFactor(cand.assigned, cand.slots)
+		run.atts[i] = a
+		run.batch.Tasks[i] = *a.call.task
+		s.stats.queueWait.ObserveDuration(e.Waited())
+	}
+	conn := cand.conn
+	s.mu.Unlock()
+
+	onEvent := func(ev workers.Event) { s.workerEvent(run, ev) }
+	onEnd := func(err error) { s.runEnded(run, err) }
+	if sc, ok := conn.(StartConn); ok {
+		sc.Start(&run.batch, onEvent, onEnd)
+		return
+	}
+	go func() {
+		// The batch outlives any one request: its tasks are cancelled one by
+		// one through Conn.Cancel, and the stream ends when all have ended.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		onEnd(conn.Run(ctx, &run.batch, onEvent))
+	}()
+}
+
+// workerEvent routes one event of a running batch.
+func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
+	if ev.Index < 0 || ev.Index >= len(run.atts) {
+		s.logger.Warn("worker sent an event for no task", "worker", run.cand.id, "batch", run.batch.ID, "index", ev.Index)
+		return
+	}
+	a := run.atts[ev.Index]
+	now := s.clock.Now()
+	alpha := s.cfg.EWMAAlpha
+	s.mu.Lock()
+	if a.ended {
+		s.mu.Unlock()
+		return
+	}
+	c := a.cand
+	if a.firstAt.IsZero() && ev.Type != workers.EventFailed {
+		a.firstAt = now
+		prompt := a.call.promptTokens
+		if ev.Usage != nil && ev.Usage.PromptTokens > 0 {
+			prompt = ev.Usage.PromptTokens
+		}
+		c.latency.observeTTFT(alpha, prompt, time.Duration(float64(now.Sub(a.sentAt))/a.lf))
+		s.releasePromptLocked(a)
+	}
+	var release bool
+	switch ev.Type {
+	case workers.EventDelta:
+		a.tokens += ev.Tokens
+		d := min(ev.Tokens, a.remaining)
+		a.remaining -= d
+		c.assignedTokens -= d
+	case workers.EventDone:
+		if n := a.tokens; n > 1 {
+			c.latency.observeITL(alpha, time.Duration(float64(now.Sub(a.firstAt))/float64(n-1)/a.lf))
+		}
+		c.failures = 0
+		c.served++
+		s.endAttemptLocked(a)
+		release = true
+	case workers.EventFailed:
+		if ev.Error == nil || workerFault(ev.Error.Status) {
+			s.ejectLocked(c, now, "task failed on the worker")
+		}
+		s.endAttemptLocked(a)
+		release = true
+	}
+	s.mu.Unlock()
+	if release {
+		c.batcher.Release(&a.entry)
+	}
+	a.call.attemptEvent(a, ev)
+}
+
+// releasePromptLocked stops counting the prompt in the worker's
+// outstanding tokens once prefill is over.
+func (s *Scheduler) releasePromptLocked(a *attempt) {
+	d := min(a.call.promptTokens, a.remaining)
+	a.remaining -= d
+	a.cand.assignedTokens -= d
+}
+
+// workerFault reports whether a task failure with this status counts
+// against the worker (not the client's own error or cancellation).
+func workerFault(status int) bool {
+	return status >= 500 && status != http.StatusGatewayTimeout
+}
+
+// retryable reports whether a task failure with this status may go to
+// another worker when nothing was delivered yet.
+func retryable(status int) bool {
+	return status == http.StatusTooManyRequests || workerFault(status)
+}
+
+// runEnded is called once when a batch's stream ends.
+func (s *Scheduler) runEnded(run *batchRun, err error) {
+	c := run.cand
+	now := s.clock.Now()
+	var orphans []*attempt
+	s.mu.Lock()
+	for _, a := range run.atts {
+		if !a.ended {
+			orphans = append(orphans, a)
+		}
+	}
+	if err != nil || len(orphans) > 0 {
+		if !errors.Is(err, context.Canceled) {
+			s.ejectLocked(c, now, "worker link failed")
+		}
+	}
+	s.mu.Unlock()
+	if len(orphans) == 0 {
+		return
+	}
+	if err == nil {
+		err = errors.New("stream ended before every task did")
+	}
+	linkErr := apierr.Unavailable(workers.CodeWorkerUnavailable, "the worker failed; retry", err)
+	for _, a := range orphans {
+		s.mu.Lock()
+		noEvent := a.firstAt.IsZero()
+		s.mu.Unlock()
+		s.attemptFailed(a, linkErr, noEvent)
+	}
+}
+
+// attemptFailed ends an attempt that failed without a final event; the call
+// retries elsewhere when it may.
+func (s *Scheduler) attemptFailed(a *attempt, err error, retry bool) {
+	s.mu.Lock()
+	if a.ended {
+		s.mu.Unlock()
+		return
+	}
+	sent := a.run != nil
+	s.endAttemptLocked(a)
+	s.mu.Unlock()
+	if sent {
+		a.cand.batcher.Release(&a.entry)
+	}
+	a.call.attemptFailed(a, err, retry)
+}
+
+// expired is the batcher's Expire: the deadline passed in the queue.
+func (s *Scheduler) expired(a *attempt) {
+	s.mu.Lock()
+	s.endAttemptLocked(a)
+	s.stats.expired++
+	s.mu.Unlock()
+	a.call.end(a, apierr.Timeout(CodeDeadlineExceeded, "the request's deadline passed while it waited for a worker", nil))
+}
+
+func (s *Scheduler) endAttemptLocked(a *attempt) {
+	if a.ended {
+		return
+	}
+	a.ended = true
+	a.cand.assigned--
+	a.cand.assignedTokens -= a.remaining
+	a.remaining = 0
+}
+
+// ejectLocked takes a failing worker out of rotation for an exponential
+// back-off: EjectBase × 2^(consecutive failures − 1), at most EjectMax.
+func (s *Scheduler) ejectLocked(c *Candidate, now time.Time, why string) {
+	c.failures++
+	c.failed++
+	d := s.cfg.EjectBase << min(c.failures-1, 30)
+	if d > s.cfg.EjectMax || d <= 0 {
+		d = s.cfg.EjectMax
+	}
+	c.setEjected(now.Add(d))
+	s.stats.ejections++
+	s.logger.Warn("worker ejected", "worker", c.id, "reason", why, "for", d, "failures", c.failures)
+}
+
+// attemptEvent delivers a worker event of attempt a to the client.
+func (c *call) attemptEvent(a *attempt, ev workers.Event) {
+	c.mu.Lock()
+	if c.done || c.cur != a {
+		c.mu.Unlock()
+		return
+	}
+	if ev.Type == workers.EventFailed {
+		if !c.delivered && c.attempts < 2 && ev.Error != nil && retryable(ev.Error.Status) {
+			c.retryUnlock(a, ev.Error.APIError())
+			return
+		}
+		var err error = apierr.Internal(errors.New("worker reported a failure without details"))
+		if ev.Error != nil {
+			err = ev.Error.APIError()
+		}
+		c.finishLocked()
+		c.mu.Unlock()
+		c.onEnd(err)
+		return
+	}
+	c.delivered = true
+	final := ev.Type == workers.EventDone
+	if final {
+		c.finishLocked()
+	}
+	c.mu.Unlock()
+	ev.Index = 0
+	c.onEvent(ev)
+	if final {
+		c.onEnd(nil)
+	}
+}
+
+// attemptFailed handles a failed attempt: retry once elsewhere if nothing
+// was delivered, else end with err.
+func (c *call) attemptFailed(a *attempt, err error, retry bool) {
+	c.mu.Lock()
+	if c.done || c.cur != a {
+		c.mu.Unlock()
+		return
+	}
+	if retry && !c.delivered && c.attempts < 2 {
+		c.retryUnlock(a, err)
+		return
+	}
+	c.finishLocked()
+	c.mu.Unlock()
+	c.onEnd(err)
+}
+
+// retryUnlock places the call again, away from a's worker, and releases
+// c.mu. If that fails the call ends with cause, the original failure.
+func (c *call) retryUnlock(a *attempt, cause error) {
+	c.s.mu.Lock()
+	c.s.stats.retries++
+	c.s.mu.Unlock()
+	next, err := c.placeLocked(a.cand.id)
+	if err != nil {
+		c.finishLocked()
+		c.mu.Unlock()
+		c.onEnd(cause)
+		return
+	}
+	c.mu.Unlock()
+	if err := c.enqueue(next); err != nil {
+		c.end(next, cause)
+	}
+}
+
+// end finishes the call with err if a is still its attempt.
+func (c *call) end(a *attempt, err error) {
+	c.mu.Lock()
+	if c.done || c.cur != a {
+		c.mu.Unlock()
+		return
+	}
+	c.finishLocked()
+	c.mu.Unlock()
+	c.onEnd(err)
+}
+
+func (c *call) finishLocked() {
+	c.done = true
+	if c.deadlineT != nil {
+		c.deadlineT.Stop()
+	}
+}
+
+// deadlinePassed ends a call that has not started streaming by its deadline.
+func (c *call) deadlinePassed() {
+	c.mu.Lock()
+	if c.done || c.delivered {
+		c.mu.Unlock()
+		return
+	}
+	a := c.cur
+	c.finishLocked()
+	c.mu.Unlock()
+	c.s.mu.Lock()
+	c.s.stats.expired++
+	c.s.mu.Unlock()
+	c.s.abort(a)
+	c.onEnd(apierr.Timeout(CodeDeadlineExceeded, "the request's deadline passed before it started", nil))
+}
+
+// cancel ends the call for the client's reason and stops its work.
+func (c *call) cancel(cause error) {
+	c.mu.Lock()
+	if c.done {
+		c.mu.Unlock()
+		return
+	}
+	a := c.cur
+	c.finishLocked()
+	c.mu.Unlock()
+	c.s.abort(a)
+	if cause == nil {
+		cause = context.Canceled
+	}
+	c.onEnd(cause)
+}
+
+// abort stops attempt a: out of the queue if still there, else cancelled on
+// the worker (whose EventFailed then ends the attempt).
+func (s *Scheduler) abort(a *attempt) {
+	if a == nil {
+		return
+	}
+	if a.cand.batcher.Cancel(&a.entry) {
+		s.mu.Lock()
+		s.endAttemptLocked(a)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	run, ended := a.run, a.ended
+	a.cancelled = true
+	s.mu.Unlock()
+	if run == nil || ended {
+		return
+	}
+	conn, id, index := a.cand.conn, run.batch.ID, a.index
+	if _, ok := conn.(StartConn); ok {
+		_ = conn.Cancel(context.Background(), id, index)
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := conn.Cancel(ctx, id, index); err != nil {
+			s.logger.Debug("cancel on worker failed", "worker", a.cand.id, "request_id", a.call.task.RequestID, "err", err)
+		}
+	}()
+}
+
+// estimatePromptTokens is the gateway's hint, or about four bytes a token.
+func estimatePromptTokens(t *workers.Task) int {
+	if t.PromptTokensHint > 0 {
+		return t.PromptTokensHint
+	}
+	n := len(t.Prompt)
+	for _, m := range t.Messages {
+		n += len(m.Content) + 4
+	}
+	for _, in := range t.Inputs {
+		n += len(in)
+	}
+	return max(n/4, 1)
+}
+
+func (s *Scheduler) estimateOutputTokens(t *workers.Task) int {
+	switch {
+	case t.Kind == workers.KindEmbedding:
+		return 0
+	case t.MaxTokens > 0:
+		return min(t.MaxTokens, s.cfg.ExpectedOutputTokens*4)
+	}
+	return s.cfg.ExpectedOutputTokens
+}
+
+// affinityKey hashes the model and the start of the prompt (the first
+// messages of a chat), so conversations and shared system prompts meet
+// the same engine prefix cache.
+func (s *Scheduler) affinityKey(t *workers.Task) uint64 {
+	if t.Kind == workers.KindEmbedding {
+		return 0
+	}
+	h := newFNV()
+	h.writeString(t.Model)
+	left := s.cfg.AffinityPrefix
+	write := func(str string) {
+		if left <= 0 {
+			return
+		}
+		if len(str) > left {
+			str = str[:left]
+		}
+		h.writeString(str)
+		h.writeString("\x00")
+		left -= len(str)
+	}
+	write(t.Prompt)
+	for _, m := range t.Messages {
+		write(m.Role)
+		write(m.Content)
+	}
+	return mix64(uint64(h)) | 1 // never 0, which means no key
+}

@@ -1,0 +1,68 @@
+package scheduler
+
+import "time"
+
+// ModelFilter keeps workers serving the task's model by name and, when the
+// model is pinned, by weights digest too.
+type ModelFilter struct {
+	Pins map[string]string // model name → weights digest
+}
+
+var _ Filter = (*ModelFilter)(nil)
+
+func (*ModelFilter) Name() string { return "model" }
+
+func (f *ModelFilter) Filter(req *Request, cands []*Candidate) []*Candidate {
+	name := req.Task.Model
+	pin := f.Pins[name]
+	out := cands[:0]
+	for _, c := range cands {
+		for _, m := range c.reg.Models {
+			if m.Name == name && (pin == "" || m.Digest == pin) {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// HealthFilter keeps workers that heartbeat within Timeout, are not
+// draining, are not ejected after a failure, and are not Request.Exclude.
+type HealthFilter struct {
+	Timeout time.Duration
+}
+
+var _ Filter = (*HealthFilter)(nil)
+
+func (*HealthFilter) Name() string { return "health" }
+
+func (f *HealthFilter) Filter(req *Request, cands []*Candidate) []*Candidate {
+	out := cands[:0]
+	for _, c := range cands {
+		if c.healthy(req.nowNs, f.Timeout) && c.id != req.Exclude {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// CapacityFilter keeps workers whose batcher can still take the task: tasks
+// assigned below slots plus the queue bound.
+type CapacityFilter struct {
+	MaxQueue int
+}
+
+var _ Filter = (*CapacityFilter)(nil)
+
+func (*CapacityFilter) Name() string { return "capacity" }
+
+func (f *CapacityFilter) Filter(_ *Request, cands []*Candidate) []*Candidate {
+	out := cands[:0]
+	for _, c := range cands {
+		if c.assigned < c.slots+f.MaxQueue {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,371 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+func TestRegistry(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.add("w1", 4)
+	h.add("w2", 4, testModel, "other")
+
+	if err := h.s.Heartbeat(&workers.Heartbeat{WorkerID: "nobody"}); err == nil {
+		t.Fatal("heartbeat of an unknown worker: want an error so it registers again")
+	} else if st, _ := status(err); st != http.StatusNotFound {
+		t.Fatalf("unknown worker heartbeat status = %d", st)
+	}
+
+	names := func() []string {
+		var out []string
+		for _, m := range h.s.Models() {
+			out = append(out, m.Name)
+		}
+		return out
+	}
+	if d := cmp.Diff(names(), []string{testModel, "other"}); d != "" {
+		t.Errorf("Models (-got +want):\n%s", d)
+	}
+
+	// w1 keeps beating; w2 goes silent past the 3 s timeout.
+	h.clk.Advance(2 * time.Second)
+	h.beat("w1", workers.Load{})
+	h.clk.Advance(1500 * time.Millisecond)
+	healthy := map[string]bool{}
+	for _, w := range h.s.Workers() {
+		healthy[w.WorkerID] = w.Healthy
+	}
+	if d := cmp.Diff(healthy, map[string]bool{"w1": true, "w2": false}); d != "" {
+		t.Errorf("health (-got +want):\n%s", d)
+	}
+	if d := cmp.Diff(names(), []string{testModel}); d != "" {
+		t.Errorf("Models after w2 went silent (-got +want):\n%s", d)
+	}
+
+	h.s.Remove("w1")
+	if got := len(h.s.Workers()); got != 1 {
+		t.Errorf("after Remove: %d workers, want 1", got)
+	}
+}
+
+func TestDispatchStreamsEvents(t *testing.T) {
+	h := newHarness(t, Config{})
+	conn := h.add("w1", 4)
+	done := make(chan error, 1)
+	var got []workers.Event
+	go func() {
+		done <- h.s.Dispatch(context.Background(), chat("r1"), func(ev workers.Event) error {
+			got = append(got, ev)
+			return nil
+		})
+	}()
+	waitFor(t, func() bool { return conn.tasks() == 1 })
+	conn.finish(0)
+	if err := <-done; err != nil {
+		t.Fatalf("Dispatch = %v", err)
+	}
+	want := []workers.Event{
+		{Index: 0, Type: workers.EventDelta, Text: "hi", Tokens: 1},
+		{Index: 0, Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 5, CompletionTokens: 1}},
+	}
+	if d := cmp.Diff(got, want); d != "" {
+		t.Errorf("events (-got +want):\n%s", d)
+	}
+	if st := h.s.Stats(); st.Placed != 1 || st.InFlight != 0 {
+		t.Errorf("stats after one task: %+v", st)
+	}
+}
+
+// waitFor waits for the Dispatch goroutine to reach the worker; it blocks
+// on a channel-free condition only briefly (no timing is asserted).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestAdmissionErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		setup      func(h *harness)
+		task       func(h *harness) *workers.Task
+		wantStatus int
+		wantCode   string
+	}{
+		{
+			name:       "model nobody serves: 404",
+			setup:      func(h *harness) { h.add("w1", 4) },
+			task:       func(*harness) *workers.Task { t := chat("r"); t.Model = "gpt-9"; return t },
+			wantStatus: http.StatusNotFound, wantCode: CodeModelNotFound,
+		},
+		{
+			name:       "no worker at all: 404",
+			setup:      func(*harness) {},
+			task:       func(*harness) *workers.Task { return chat("r") },
+			wantStatus: http.StatusNotFound, wantCode: CodeModelNotFound,
+		},
+		{
+			name: "every worker silent: 503",
+			setup: func(h *harness) {
+				h.add("w1", 4)
+				h.clk.Advance(4 * time.Second)
+			},
+			task:       func(*harness) *workers.Task { return chat("r") },
+			wantStatus: http.StatusServiceUnavailable, wantCode: CodeNoHealthyWorker,
+		},
+		{
+			name: "every worker draining: 503",
+			setup: func(h *harness) {
+				h.add("w1", 4)
+				_ = h.s.Heartbeat(&workers.Heartbeat{WorkerID: "w1", Draining: true})
+			},
+			task:       func(*harness) *workers.Task { return chat("r") },
+			wantStatus: http.StatusServiceUnavailable, wantCode: CodeNoHealthyWorker,
+		},
+		{
+			name: "interactive task whose deadline no worker can meet: 429",
+			setup: func(h *harness) {
+				h.add("w1", 4)
+			},
+			task: func(h *harness) *workers.Task {
+				t := chat("r")
+				t.PromptTokensHint = 100_000 // 10 s of prefill at the prior speed
+				t.Deadline = h.clk.Now().Add(time.Second)
+				return t
+			},
+			wantStatus: http.StatusTooManyRequests, wantCode: CodeDeadlineUnmeetable,
+		},
+		{
+			name:  "deadline already passed: 504",
+			setup: func(h *harness) { h.add("w1", 4) },
+			task: func(h *harness) *workers.Task {
+				t := chat("r")
+				t.Deadline = h.clk.Now().Add(-time.Millisecond)
+				return t
+			},
+			wantStatus: http.StatusGatewayTimeout, wantCode: CodeDeadlineExceeded,
+		},
+		{
+			name: "every queue full: 429",
+			setup: func(h *harness) {
+				h.add("w1", 1)
+				for i := 0; i < 2; i++ { // one in flight, one queued
+					if _, _, err := h.submit(chat("fill")); err != nil {
+						h.t.Fatal(err)
+					}
+				}
+			},
+			task:       func(*harness) *workers.Task { return chat("r") },
+			wantStatus: http.StatusTooManyRequests, wantCode: CodeOverloaded,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{}
+			if strings.Contains(tt.name, "queue full") {
+				cfg.Batching.MaxQueue = 1
+			}
+			h := newHarness(t, cfg)
+			tt.setup(h)
+			_, _, err := h.submit(tt.task(h))
+			st, code := status(err)
+			if st != tt.wantStatus || code != tt.wantCode {
+				t.Fatalf("Submit = %v; want %d %s", err, tt.wantStatus, tt.wantCode)
+			}
+			var e *apierr.Error
+			if errors.As(err, &e) && e.Status == http.StatusTooManyRequests && e.RetryAfter <= 0 {
+				t.Errorf("429 without Retry-After")
+			}
+		})
+	}
+}
+
+func TestBatchClassQueuesThenTimesOut(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.add("w1", 1)
+	if _, _, err := h.submit(chat("busy")); err != nil { // takes the only slot
+		t.Fatal(err)
+	}
+	task := chat("batch")
+	task.Priority = workers.PriorityBatch
+	task.PromptTokensHint = 100_000
+	task.Deadline = t0.Add(time.Second)
+	r, _, err := h.submit(task)
+	if err != nil {
+		t.Fatalf("batch-class task refused: %v (want it queued)", err)
+	}
+	h.clk.Advance(2 * time.Second)
+	if st, code := status(r.err); !r.ended || st != http.StatusGatewayTimeout || code != CodeDeadlineExceeded {
+		t.Fatalf("queued past its deadline: ended=%v err=%v; want 504", r.ended, r.err)
+	}
+	if st := h.s.Stats(); st.QueueLength != 0 || st.InFlight != 1 {
+		t.Errorf("after expiry: queue %d in flight %d; want 0 and 1", st.QueueLength, st.InFlight)
+	}
+}
+
+func TestRetryOnAnotherWorkerAndEject(t *testing.T) {
+	h := newHarness(t, Config{Policy: PolicyRoundRobin})
+	c1 := h.add("w1", 4)
+	c2 := h.add("w2", 4)
+	r, _, err := h.submit(chat("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := c1, c2
+	if len(c1.runs) == 0 {
+		first, second = c2, c1
+	}
+	first.runs[0].onEnd(errors.New("connection refused"))
+	if len(second.runs) != 1 {
+		t.Fatalf("not retried on the other worker")
+	}
+	second.finish(0)
+	if !r.ended || r.err != nil || len(r.events) != 2 {
+		t.Fatalf("retried task: ended=%v err=%v events=%d", r.ended, r.err, len(r.events))
+	}
+	ejected := 0
+	for _, w := range h.s.Workers() {
+		if w.EjectedUntil != nil {
+			ejected++
+			if got := w.EjectedUntil.Sub(t0); got != time.Second {
+				t.Errorf("first ejection lasts %s, want 1s", got)
+			}
+		}
+	}
+	if ejected != 1 {
+		t.Fatalf("%d workers ejected, want 1", ejected)
+	}
+	if st := h.s.Stats(); st.Retries != 1 || st.Ejections != 1 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+func TestNoRetryAfterFirstByte(t *testing.T) {
+	h := newHarness(t, Config{})
+	c1 := h.add("w1", 4)
+	h.add("w2", 4)
+	h.s.Remove("w2")
+	r, _, err := h.submit(chat("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.runs[0].onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "x", Tokens: 1})
+	c1.runs[0].onEnd(errors.New("broken pipe"))
+	if st, _ := status(r.err); !r.ended || st != http.StatusServiceUnavailable {
+		t.Fatalf("link failure after a byte: ended=%v err=%v; want 503, no retry", r.ended, r.err)
+	}
+}
+
+func TestClientGoneCancelsOnWorker(t *testing.T) {
+	h := newHarness(t, Config{})
+	c1 := h.add("w1", 1)
+	_, running, err := h.submit(chat("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, _, err := h.submit(chat("r2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = queued
+	running.Cancel(context.Canceled)
+	if d := cmp.Diff(c1.cancels, []string{c1.runs[0].batch.ID + "/0"}); d != "" {
+		t.Errorf("cancels (-got +want):\n%s", d)
+	}
+	// The worker confirms; the slot frees and the queued task goes out.
+	c1.runs[0].onEvent(workers.Event{Index: 0, Type: workers.EventFailed, Error: &workers.EventError{Status: 499, Message: "cancelled"}})
+	c1.runs[0].onEnd(nil)
+	if len(c1.runs) != 2 {
+		t.Fatalf("queued task not sent after the cancelled one freed its slot")
+	}
+	if w := h.s.Workers()[0]; w.EjectedUntil != nil {
+		t.Errorf("a client cancellation ejected the worker")
+	}
+}
+
+func TestBurstSpreadsBeforeHeartbeat(t *testing.T) {
+	for _, policy := range []string{PolicyTollgate, PolicyLeastRequest, PolicyRoundRobin} {
+		t.Run(policy, func(t *testing.T) {
+			h := newHarness(t, Config{Policy: policy})
+			conns := []*scriptConn{h.add("w1", 8), h.add("w2", 8), h.add("w3", 8), h.add("w4", 8)}
+			for i := 0; i < 16; i++ {
+				if _, _, err := h.submit(chat("same prompt")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The same prompt 16 times: affinity may gather them, but the
+			// load bound (1.25 × average) caps any one worker at 5.
+			for i, c := range conns {
+				if n := c.tasks(); n > 5 {
+					t.Errorf("worker %d got %d of 16 tasks; want at most 5", i+1, n)
+				}
+			}
+		})
+	}
+}
+
+func TestPicksFasterWorkerOnceLearned(t *testing.T) {
+	h := newHarness(t, Config{Scorers: []PluginConfig{{ScorerTTFT, 1}}})
+	fast, slow := h.add("fast", 8), h.add("slow", 8)
+	// Teach: the slow worker takes 10× longer to the first token.
+	for i := 0; i < 20; i++ {
+		for _, c := range []*scriptConn{fast, slow} {
+			_ = c
+		}
+		_, _, _ = h.submit(chat("x"))
+		_, _, _ = h.submit(chat("y"))
+		for _, c := range []*scriptConn{fast, slow} {
+			for len(c.runs) > 0 {
+				r := c.runs[0]
+				c.runs = c.runs[1:]
+				if c == slow {
+					h.clk.Advance(200 * time.Millisecond)
+				} else {
+					h.clk.Advance(20 * time.Millisecond)
+				}
+				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Tokens: 1})
+				r.onEvent(workers.Event{Index: 0, Type: workers.EventDone, Usage: &workers.Usage{PromptTokens: 10, CompletionTokens: 1}})
+				r.onEnd(nil)
+			}
+		}
+	}
+	fast.runs, slow.runs = nil, nil
+	for i := 0; i < 4; i++ {
+		_, _, _ = h.submit(chat("z"))
+	}
+	if fast.tasks() != 4 {
+		t.Errorf("fast worker got %d of 4 light tasks after learning; want all", fast.tasks())
+	}
+}
+
+func TestEmbeddingsShareAFrame(t *testing.T) {
+	h := newHarness(t, Config{})
+	c := h.add("w1", 1)
+	_, _, _ = h.submit(chat("busy"))
+	for _, id := range []string{"e1", "e2", "e3"} {
+		task := &workers.Task{RequestID: id, Kind: workers.KindEmbedding, Model: testModel, Inputs: []string{id}}
+		if _, _, err := h.submit(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.finish(0)
+	if len(c.runs) != 2 || len(c.runs[1].batch.Tasks) != 3 {
+		t.Fatalf("embedding tasks queued while busy: want one frame of 3, got %d runs", len(c.runs))
+	}
+	if st := h.s.Stats(); st.BatchSize.Max != 3 {
+		t.Errorf("batch size max = %v", st.BatchSize.Max)
+	}
+}

@@ -1,0 +1,591 @@
+package workers
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
+)
+
+// Limits on a batch as the agent accepts it. The gateway never sends more;
+// they bound what a misbehaving peer can make the worker hold.
+const (
+	MaxBatchTasks      = 1024
+	MaxBatchIDLen      = 128
+	MaxRequestIDLen    = 256
+	MaxModelNameLen    = 256
+	MaxEmbedInputs     = 2048
+	defaultProducedCap = 100_000
+)
+
+// CodeWorkerDraining is the error code a draining worker answers new work with.
+const CodeWorkerDraining = "worker_draining"
+
+// CodeCancelled marks a task that ended because it was cancelled.
+const CodeCancelled = "cancelled"
+
+// StatusClientClosed is the status of a task cancelled before it finished
+// (nginx's 499, "client closed request"); it is never shown to a client,
+// whose connection is already gone.
+const StatusClientClosed = 499
+
+// AgentConfig configures a worker agent.
+type AgentConfig struct {
+	// WorkerID is receipts.WorkerID of the worker's public key; it goes into
+	// every Completion.
+	WorkerID string
+	// Engine runs the tasks.
+	Engine Engine
+	// MaxConcurrency bounds the tasks running at once on the engine; tasks
+	// beyond it wait in order. 0 means 64.
+	MaxConcurrency int
+	Logger         *slog.Logger
+	Clock          clock.Clock
+	// ProducedCap bounds how many completion records are kept for later
+	// countersigning; the oldest are dropped first. 0 means 100000.
+	ProducedCap int
+	// DataDir, when set, makes the completion records survive a restart:
+	// they are appended to DataDir/completions.jsonl and reloaded by NewAgent.
+	DataDir string
+}
+
+// Agent runs batches of tasks on an engine. It is the worker's core and knows
+// nothing of HTTP; Handler serves it over the gateway↔worker link.
+type Agent struct {
+	workerID string
+	engine   Engine
+	logger   *slog.Logger
+	clock    clock.Clock
+	slots    chan struct{}
+	produced *producedLog
+
+	mu       sync.Mutex
+	draining bool
+	inFlight int
+	idle     chan struct{} // closed when inFlight drops to 0 while draining
+	cancels  map[taskKey]context.CancelFunc
+}
+
+type taskKey struct {
+	batch string
+	index int
+}
+
+// NewAgent builds an agent. A failure to reload DataDir's completion records
+// is logged, not fatal: the agent then starts with an empty record.
+func NewAgent(cfg AgentConfig) *Agent {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = 64
+	}
+	if cfg.ProducedCap <= 0 {
+		cfg.ProducedCap = defaultProducedCap
+	}
+	a := &Agent{
+		workerID: cfg.WorkerID,
+		engine:   cfg.Engine,
+		logger:   cfg.Logger.With("worker", cfg.WorkerID),
+		clock:    cfg.Clock,
+		slots:    make(chan struct{}, cfg.MaxConcurrency),
+		cancels:  map[taskKey]context.CancelFunc{},
+	}
+	p, err := openProducedLog(cfg.DataDir, cfg.ProducedCap)
+	if err != nil {
+		a.logger.Error("completion records not reloaded", "err", err)
+	}
+	a.produced = p
+	return a
+}
+
+// WorkerID is the ID the agent stamps on its completions.
+func (a *Agent) WorkerID() string { return a.workerID }
+
+// Models is what the agent's engine serves.
+func (a *Agent) Models() []ModelVersion { return a.engine.Models() }
+
+// MaxConcurrency is how many tasks the agent runs at once.
+func (a *Agent) MaxConcurrency() int { return cap(a.slots) }
+
+// Engine is the engine the agent runs on (for load reporting).
+func (a *Agent) Engine() Engine { return a.engine }
+
+// InFlight is the number of tasks accepted and not yet ended.
+func (a *Agent) InFlight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.inFlight
+}
+
+// Draining reports whether Drain was called.
+func (a *Agent) Draining() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.draining
+}
+
+// Produced returns the completion record the agent produced for requestID,
+// if it still holds it. The receipts countersign check uses it.
+func (a *Agent) Produced(requestID string) (*Completion, bool) {
+	return a.produced.get(requestID)
+}
+
+// Drain stops the agent taking new batches (they get 503 worker_draining) and
+// waits until every task in flight has ended or ctx is done.
+func (a *Agent) Drain(ctx context.Context) error {
+	a.mu.Lock()
+	a.draining = true
+	if a.idle == nil {
+		a.idle = make(chan struct{})
+		if a.inFlight == 0 {
+			close(a.idle)
+		}
+	}
+	idle := a.idle
+	a.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain: %d tasks still in flight: %w", a.InFlight(), ctx.Err())
+	}
+}
+
+// Cancel stops one task of a running batch; it then ends with EventFailed
+// (code "cancelled"). Unknown batches or indexes are ignored: the task may
+// already have ended.
+func (a *Agent) Cancel(batchID string, index int) {
+	a.mu.Lock()
+	cancel := a.cancels[taskKey{batchID, index}]
+	a.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// ValidateBatch checks a batch from outside before any of it runs.
+func (a *Agent) ValidateBatch(b *Batch) error {
+	if b == nil {
+		return apierr.BadRequest("", "invalid_batch", "empty batch")
+	}
+	if b.ID == "" || len(b.ID) > MaxBatchIDLen {
+		return apierr.BadRequest("id", "invalid_batch", "batch id must be 1..%d bytes", MaxBatchIDLen)
+	}
+	if len(b.Tasks) == 0 || len(b.Tasks) > MaxBatchTasks {
+		return apierr.BadRequest("tasks", "invalid_batch", "a batch carries 1..%d tasks, got %d", MaxBatchTasks, len(b.Tasks))
+	}
+	for i := range b.Tasks {
+		if err := validateTask(&b.Tasks[i]); err != nil {
+			return fmt.Errorf("task %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func validateTask(t *Task) error {
+	switch {
+	case t.RequestID == "" || len(t.RequestID) > MaxRequestIDLen:
+		return apierr.BadRequest("request_id", "invalid_batch", "request_id must be 1..%d bytes", MaxRequestIDLen)
+	case t.Model == "" || len(t.Model) > MaxModelNameLen:
+		return apierr.BadRequest("model", "invalid_batch", "model must be 1..%d bytes", MaxModelNameLen)
+	case t.MaxTokens < 0:
+		return apierr.BadRequest("max_tokens", "invalid_batch", "max_tokens must not be negative")
+	case t.Temperature < 0 || t.Temperature > 2:
+		return apierr.BadRequest("temperature", "invalid_batch", "temperature must be in [0, 2]")
+	case t.TopP < 0 || t.TopP > 1:
+		return apierr.BadRequest("top_p", "invalid_batch", "top_p must be in [0, 1]")
+	}
+	switch t.Kind {
+	case KindChat:
+		if len(t.Messages) == 0 {
+			return apierr.BadRequest("messages", "invalid_batch", "a chat task needs messages")
+		}
+	case KindCompletion:
+	case KindEmbedding:
+		if len(t.Inputs) == 0 || len(t.Inputs) > MaxEmbedInputs {
+			return apierr.BadRequest("input", "invalid_batch", "an embedding task needs 1..%d inputs", MaxEmbedInputs)
+		}
+	default:
+		return apierr.BadRequest("kind", "invalid_batch", "unknown task kind %q", t.Kind)
+	}
+	return nil
+}
+
+// RunBatch runs every task of b concurrently (at most MaxConcurrency at once)
+// and emits its events tagged with the task's index. Each task ends with
+// exactly one EventDone or one EventFailed. Calls to emit are serialized. If
+// emit returns an error (the gateway went away) the whole batch is cancelled
+// and RunBatch returns that error once every task has stopped. A batch that
+// is invalid, or arrives while draining, is refused before any event.
+func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) error {
+	if err := a.ValidateBatch(b); err != nil {
+		return err
+	}
+	keys, err := a.admit(b)
+	if err != nil {
+		return err
+	}
+	ctx, cancelBatch := context.WithCancel(ctx)
+	defer cancelBatch()
+
+	out := &emitter{emit: emit, cancel: cancelBatch}
+	served := modelIndex(a.engine.Models())
+
+	var wg sync.WaitGroup
+	embedGroups := map[string][]int{} // model -> task indexes
+	embedCtx := make([]context.Context, len(b.Tasks))
+	var embedCancels []context.CancelFunc
+	defer func() {
+		for _, c := range embedCancels {
+			c()
+		}
+	}()
+	for i := range b.Tasks {
+		t := &b.Tasks[i]
+		tctx, cancel := a.taskContext(ctx, keys[i], t)
+		mv, ok := served[t.Model]
+		if !ok {
+			cancel()
+			a.finish(keys[i])
+			out.send(Event{Index: i, Type: EventFailed, Error: eventError(apierr.NotFound("model", "model_not_found", "model %q is not served by this worker", t.Model))})
+			continue
+		}
+		if t.Kind == KindEmbedding {
+			embedGroups[t.Model] = append(embedGroups[t.Model], i)
+			embedCtx[i] = tctx
+			embedCancels = append(embedCancels, cancel)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer a.finish(keys[i])
+			defer cancel()
+			a.runGenerate(tctx, i, t, mv, out)
+		}()
+	}
+	for model, idx := range embedGroups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.runEmbedGroup(ctx, b, keys, embedCtx, idx, served[model], out)
+		}()
+	}
+	wg.Wait()
+	return out.err()
+}
+
+// admit registers the batch's tasks as in flight, or refuses while draining.
+func (a *Agent) admit(b *Batch) ([]taskKey, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.draining {
+		return nil, apierr.Unavailable(CodeWorkerDraining, "the worker is draining", nil)
+	}
+	keys := make([]taskKey, len(b.Tasks))
+	for i := range b.Tasks {
+		k := taskKey{b.ID, i}
+		if _, dup := a.cancels[k]; dup {
+			return nil, apierr.BadRequest("id", "invalid_batch", "batch %q is already running", b.ID)
+		}
+		keys[i] = k
+	}
+	for _, k := range keys {
+		a.cancels[k] = func() {}
+	}
+	a.inFlight += len(keys)
+	return keys, nil
+}
+
+// taskContext derives a task's context: cancellable by Cancel, and ended at
+// the task's deadline as the agent's clock sees it.
+func (a *Agent) taskContext(ctx context.Context, k taskKey, t *Task) (context.Context, context.CancelFunc) {
+	tctx, cancel := context.WithCancelCause(ctx)
+	stop := func() {}
+	if !t.Deadline.IsZero() {
+		if !t.Deadline.After(a.clock.Now()) {
+			cancel(context.DeadlineExceeded)
+		}
+		timer := a.clock.AfterFunc(t.Deadline.Sub(a.clock.Now()), func() { cancel(context.DeadlineExceeded) })
+		stop = func() { timer.Stop() }
+	}
+	a.mu.Lock()
+	a.cancels[k] = func() { cancel(errCancelled) }
+	a.mu.Unlock()
+	return tctx, func() { stop(); cancel(nil) }
+}
+
+var errCancelled = errors.New("task cancelled")
+
+// finish marks one task ended.
+func (a *Agent) finish(k taskKey) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.cancels[k]; !ok {
+		return
+	}
+	delete(a.cancels, k)
+	a.inFlight--
+	if a.inFlight == 0 && a.idle != nil {
+		select {
+		case <-a.idle:
+		default:
+			close(a.idle)
+		}
+	}
+}
+
+func (a *Agent) acquire(ctx context.Context) error {
+	select {
+	case a.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (a *Agent) release() { <-a.slots }
+
+func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion, out *emitter) {
+	log := a.logger.With("request_id", t.RequestID, "model", t.Model)
+	if err := a.acquire(ctx); err != nil {
+		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+		return
+	}
+	defer a.release()
+
+	var text strings.Builder
+	res, err := a.engine.Generate(ctx, t, func(d Delta) error {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		if d.Text == "" && d.Tokens == 0 {
+			return nil
+		}
+		text.WriteString(d.Text)
+		return out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens})
+	})
+	if err == nil && ctx.Err() != nil {
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		log.Info("task failed", "err", err)
+		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+		return
+	}
+	digest := ResponseDigest(text.String(), nil)
+	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens)
+	finish := res.FinishReason
+	if finish == "" {
+		finish = "stop"
+	}
+	out.send(Event{Index: i, Type: EventDone, FinishReason: finish,
+		Usage:      &Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens},
+		Completion: c})
+}
+
+// runEmbedGroup embeds every input of every embedding task for one model in
+// ONE engine call and splits the vectors back per task.
+// The call runs under the batch's context; a task cancelled or past its
+// deadline meanwhile ends with EventFailed instead of its vectors.
+func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, taskCtx []context.Context, idx []int, mv ModelVersion, out *emitter) {
+	defer func() {
+		for _, i := range idx {
+			a.finish(keys[i])
+		}
+	}()
+	fail := func(err error) {
+		for _, i := range idx {
+			out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+		}
+	}
+	if err := a.acquire(ctx); err != nil {
+		fail(err)
+		return
+	}
+	defer a.release()
+
+	var inputs []string
+	var counts, byteLens []int
+	for _, i := range idx {
+		inputs = append(inputs, b.Tasks[i].Inputs...)
+		n := 0
+		for _, in := range b.Tasks[i].Inputs {
+			n += len(in)
+		}
+		counts = append(counts, len(b.Tasks[i].Inputs))
+		byteLens = append(byteLens, n)
+	}
+	res, err := a.engine.Embed(ctx, mv.Name, inputs)
+	if err == nil && len(res.Vectors) != len(inputs) {
+		err = fmt.Errorf("engine returned %d vectors for %d inputs", len(res.Vectors), len(inputs))
+	}
+	if err != nil {
+		a.logger.Info("embedding failed", "model", mv.Name, "tasks", len(idx), "err", err)
+		fail(err)
+		return
+	}
+	tokens := splitTokens(res, counts, byteLens)
+	off := 0
+	for j, i := range idx {
+		t := &b.Tasks[i]
+		n := len(t.Inputs)
+		vecs := res.Vectors[off : off+n : off+n]
+		off += n
+		if err := context.Cause(taskCtx[i]); err != nil {
+			out.send(Event{Index: i, Type: EventFailed, Error: taskError(taskCtx[i], err)})
+			continue
+		}
+		digest := ResponseDigest("", vecs)
+		c := a.completion(t, mv, digest, tokens[j], 0)
+		out.send(Event{Index: i, Type: EventDone, FinishReason: "stop",
+			Usage:      &Usage{PromptTokens: tokens[j]},
+			Embeddings: vecs, Completion: c})
+	}
+}
+
+// splitTokens gives each task of a merged embedding call its prompt tokens:
+// the engine's per-input counts (EmbedResult.InputTokens) when it reports
+// them, else the total split in proportion to each task's input bytes
+// (largest remainder, so the parts add up to the total exactly).
+func splitTokens(res EmbedResult, inputsPerTask, bytesPerTask []int) []int {
+	out := make([]int, len(inputsPerTask))
+	if len(res.InputTokens) == sumInts(inputsPerTask) {
+		off := 0
+		for j, n := range inputsPerTask {
+			out[j] = sumInts(res.InputTokens[off : off+n])
+			off += n
+		}
+		return out
+	}
+	total := sumInts(bytesPerTask)
+	if len(out) == 1 || total == 0 {
+		out[len(out)-1] = res.PromptTokens
+		return out
+	}
+	given := 0
+	rems := make([]int, len(out))
+	for j, n := range bytesPerTask {
+		out[j] = res.PromptTokens * n / total
+		rems[j] = res.PromptTokens * n % total
+		given += out[j]
+	}
+	for left := res.PromptTokens - given; left > 0; left-- {
+		best := 0
+		for k := range rems {
+			if rems[k] > rems[best] {
+				best = k
+			}
+		}
+		out[best]++
+		rems[best] = -1
+	}
+	return out
+}
+
+func sumInts(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, completion int) *Completion {
+	req := t.Digest()
+	c := &Completion{
+		RequestID:        t.RequestID,
+		WorkerID:         a.workerID,
+		Model:            t.Model,
+		ModelDigest:      mv.Digest,
+		RequestDigest:    hex.EncodeToString(req[:]),
+		ResponseDigest:   hex.EncodeToString(response[:]),
+		Subject:          t.Subject,
+		PromptTokens:     prompt,
+		CompletionTokens: completion,
+		Time:             a.clock.Now().UTC(),
+	}
+	if err := a.produced.add(c); err != nil {
+		a.logger.Error("completion record not persisted", "request_id", t.RequestID, "err", err)
+	}
+	return c
+}
+
+func modelIndex(ms []ModelVersion) map[string]ModelVersion {
+	m := make(map[string]ModelVersion, len(ms))
+	for _, mv := range ms {
+		m[mv.Name] = mv
+	}
+	return m
+}
+
+// taskError renders why a task failed as an event error.
+func taskError(ctx context.Context, err error) *EventError {
+	if cause := context.Cause(ctx); cause != nil {
+		err = cause
+	}
+	switch {
+	case errors.Is(err, errCancelled), errors.Is(err, context.Canceled):
+		return &EventError{Status: StatusClientClosed, Type: apierr.TypeInvalidRequest, Code: CodeCancelled, Message: "the request was cancelled"}
+	case errors.Is(err, context.DeadlineExceeded):
+		return eventError(apierr.Timeout("deadline_exceeded", "the request's deadline passed", err))
+	}
+	return eventError(apierr.From(err))
+}
+
+func eventError(e *apierr.Error) *EventError {
+	return &EventError{Status: e.Status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
+}
+
+// APIError turns a failed task's event error back into the error type every
+// layer returns.
+func (e *EventError) APIError() *apierr.Error {
+	status := e.Status
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	return &apierr.Error{Status: status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
+}
+
+// emitter serializes calls to emit; the first failure cancels the batch and
+// silences the rest.
+type emitter struct {
+	mu     sync.Mutex
+	emit   func(Event) error
+	cancel context.CancelFunc
+	failed error
+}
+
+func (e *emitter) send(ev Event) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.failed != nil {
+		return e.failed
+	}
+	if err := e.emit(ev); err != nil {
+		e.failed = err
+		e.cancel()
+		return err
+	}
+	return nil
+}
+
+func (e *emitter) err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.failed
+}
+
+// Close releases the completion record file, if any. Call it after Drain.
+func (a *Agent) Close() error { return a.produced.close() }

@@ -1,0 +1,305 @@
+package workers_test
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/workers/engine/sim"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func simEngine(t *testing.T) *sim.Engine {
+	t.Helper()
+	e, err := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], Seed: 1, NoDelay: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// countingEngine counts Embed calls of the engine it wraps.
+type countingEngine struct {
+	workers.Engine
+	mu     sync.Mutex
+	embeds int
+}
+
+func (c *countingEngine) Embed(ctx context.Context, model string, inputs []string) (workers.EmbedResult, error) {
+	c.mu.Lock()
+	c.embeds++
+	c.mu.Unlock()
+	return c.Engine.Embed(ctx, model, inputs)
+}
+
+// blockingEngine generates nothing until its context ends; started
+// receives each task's request ID once the engine holds it.
+type blockingEngine struct {
+	workers.Engine
+	started chan string
+}
+
+func (b *blockingEngine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+	b.started <- t.RequestID
+	<-ctx.Done()
+	return workers.Result{}, context.Cause(ctx)
+}
+
+func newAgent(t *testing.T, e workers.Engine) *workers.Agent {
+	t.Helper()
+	return workers.NewAgent(workers.AgentConfig{WorkerID: "0xabc", Engine: e, MaxConcurrency: 4, Clock: clock.NewFake(t0)})
+}
+
+func chatTask(id string) workers.Task {
+	return workers.Task{RequestID: id, Kind: workers.KindChat, Model: "sim-tiny", Subject: "key_1",
+		Messages: []workers.Message{{Role: "user", Content: "hi " + id}}}
+}
+
+type collected struct {
+	mu     sync.Mutex
+	events map[int][]workers.Event
+}
+
+func (c *collected) emit(ev workers.Event) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.events == nil {
+		c.events = map[int][]workers.Event{}
+	}
+	c.events[ev.Index] = append(c.events[ev.Index], ev)
+	return nil
+}
+
+// last checks that task i ended with exactly one terminal event, last.
+func (c *collected) last(t *testing.T, i int) workers.Event {
+	t.Helper()
+	evs := c.events[i]
+	if len(evs) == 0 {
+		t.Fatalf("task %d: no events", i)
+	}
+	for _, ev := range evs[:len(evs)-1] {
+		if ev.Type != workers.EventDelta {
+			t.Fatalf("task %d: %q before its last event", i, ev.Type)
+		}
+	}
+	return evs[len(evs)-1]
+}
+
+func TestRunBatch(t *testing.T) {
+	eng := &countingEngine{Engine: simEngine(t)}
+	a := newAgent(t, eng)
+	b := &workers.Batch{ID: "b1", Tasks: []workers.Task{
+		chatTask("r0"),
+		{RequestID: "r1", Kind: workers.KindCompletion, Model: "sim-tiny", Prompt: "Once", MaxTokens: 3},
+		{RequestID: "r2", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"a b c", "d"}},
+		{RequestID: "r3", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"e f"}},
+		{RequestID: "r4", Kind: workers.KindChat, Model: "nope", Messages: []workers.Message{{Role: "user", Content: "x"}}},
+	}}
+	var c collected
+	if err := a.RunBatch(context.Background(), b, c.emit); err != nil {
+		t.Fatal(err)
+	}
+	if eng.embeds != 1 {
+		t.Errorf("embedding tasks of one model took %d engine calls, want 1", eng.embeds)
+	}
+	model := simEngine(t).Models()[0]
+	for i, task := range b.Tasks[:4] {
+		ev := c.last(t, i)
+		if ev.Type != workers.EventDone {
+			t.Fatalf("task %d ended %q: %+v", i, ev.Type, ev.Error)
+		}
+		comp := ev.Completion
+		reqDigest := task.Digest()
+		var text string
+		for _, d := range c.events[i] {
+			text += d.Text
+		}
+		respDigest := workers.ResponseDigest(text, ev.Embeddings)
+		switch {
+		case comp.RequestID != task.RequestID, comp.WorkerID != "0xabc", comp.Model != "sim-tiny", comp.Subject != "key_1" && i == 0:
+			t.Errorf("task %d: completion identity %+v", i, comp)
+		case comp.ModelDigest != model.Digest:
+			t.Errorf("task %d: model digest %s, want %s", i, comp.ModelDigest, model.Digest)
+		case comp.RequestDigest != hex.EncodeToString(reqDigest[:]):
+			t.Errorf("task %d: request digest mismatch", i)
+		case comp.ResponseDigest != hex.EncodeToString(respDigest[:]):
+			t.Errorf("task %d: response digest mismatch", i)
+		case comp.PromptTokens != ev.Usage.PromptTokens || comp.CompletionTokens != ev.Usage.CompletionTokens:
+			t.Errorf("task %d: completion tokens disagree with usage", i)
+		case !comp.Time.Equal(t0):
+			t.Errorf("task %d: time %v, want the agent clock's %v", i, comp.Time, t0)
+		}
+		if got, ok := a.Produced(task.RequestID); !ok || *got != *comp {
+			t.Errorf("task %d: Produced = %+v, %v", i, got, ok)
+		}
+	}
+	if ev := c.last(t, 1); ev.FinishReason != "length" || ev.Usage.CompletionTokens != 3 {
+		t.Errorf("max_tokens 3: finish %q, %d tokens", ev.FinishReason, ev.Usage.CompletionTokens)
+	}
+	if got, want := c.last(t, 2).Usage.PromptTokens, sim.CountTokens("a b c")+sim.CountTokens("d"); got != want {
+		t.Errorf("merged embedding task prompt tokens = %d, want %d", got, want)
+	}
+	if ev := c.last(t, 4); ev.Type != workers.EventFailed || ev.Error.Status != http.StatusNotFound {
+		t.Errorf("unknown model: %+v", ev)
+	}
+	if a.InFlight() != 0 {
+		t.Errorf("in flight after batch: %d", a.InFlight())
+	}
+}
+
+func TestRunBatchRefusals(t *testing.T) {
+	tests := []struct {
+		name   string
+		batch  *workers.Batch
+		status int
+	}{
+		{"nil", nil, http.StatusBadRequest},
+		{"no id", &workers.Batch{Tasks: []workers.Task{chatTask("r")}}, http.StatusBadRequest},
+		{"no tasks", &workers.Batch{ID: "b"}, http.StatusBadRequest},
+		{"no request id", &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("")}}, http.StatusBadRequest},
+		{"bad kind", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: "image", Model: "m"}}}, http.StatusBadRequest},
+		{"chat without messages", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindChat, Model: "m"}}}, http.StatusBadRequest},
+		{"embedding without inputs", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindEmbedding, Model: "m"}}}, http.StatusBadRequest},
+		{"negative max tokens", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindCompletion, Model: "m", MaxTokens: -1}}}, http.StatusBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAgent(t, simEngine(t))
+			err := a.RunBatch(context.Background(), tc.batch, func(workers.Event) error {
+				t.Fatal("event emitted for a refused batch")
+				return nil
+			})
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Status != tc.status {
+				t.Fatalf("err = %v, want status %d", err, tc.status)
+			}
+		})
+	}
+}
+
+func TestCancelOneTask(t *testing.T) {
+	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 2)}
+	a := newAgent(t, eng)
+	b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), chatTask("r1")}}
+	var c collected
+	done := make(chan error, 1)
+	go func() { done <- a.RunBatch(context.Background(), b, c.emit) }()
+	<-eng.started
+	<-eng.started
+	if a.InFlight() != 2 {
+		t.Errorf("in flight = %d, want 2", a.InFlight())
+	}
+	a.Cancel("b", 0)
+	a.Cancel("b", 1)
+	a.Cancel("unknown", 7) // ignored
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if ev := c.last(t, i); ev.Type != workers.EventFailed || ev.Error.Code != workers.CodeCancelled {
+			t.Errorf("task %d: %+v", i, ev)
+		}
+	}
+}
+
+func TestDeadline(t *testing.T) {
+	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 1)}
+	clk := clock.NewFake(t0)
+	a := workers.NewAgent(workers.AgentConfig{WorkerID: "w", Engine: eng, Clock: clk})
+	task := chatTask("r0")
+	task.Deadline = t0.Add(time.Second)
+	var c collected
+	done := make(chan error, 1)
+	go func() { done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit) }()
+	<-eng.started
+	clk.Advance(time.Second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ev := c.last(t, 0); ev.Type != workers.EventFailed || ev.Error.Status != http.StatusGatewayTimeout {
+		t.Errorf("deadline: %+v", ev.Error)
+	}
+}
+
+func TestEmitFailureCancelsBatch(t *testing.T) {
+	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 2)}
+	a := newAgent(t, eng)
+	b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), {RequestID: "bad", Kind: workers.KindChat, Model: "nope", Messages: []workers.Message{{Role: "user", Content: "x"}}}}}
+	gone := errors.New("gateway gone")
+	err := a.RunBatch(context.Background(), b, func(workers.Event) error { return gone })
+	if !errors.Is(err, gone) {
+		t.Fatalf("err = %v, want the emit error", err)
+	}
+	if a.InFlight() != 0 {
+		t.Errorf("in flight = %d after a failed batch", a.InFlight())
+	}
+}
+
+func TestDrain(t *testing.T) {
+	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 1)}
+	a := newAgent(t, eng)
+	var c collected
+	done := make(chan error, 1)
+	go func() {
+		done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, c.emit)
+	}()
+	<-eng.started
+	// A drain whose context ends first reports what is left; the agent
+	// stays draining.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := a.Drain(ctx); err == nil {
+		t.Error("Drain with a done context and a task in flight returned nil")
+	}
+	// New work is refused while draining.
+	err := a.RunBatch(context.Background(), &workers.Batch{ID: "b2", Tasks: []workers.Task{chatTask("r1")}}, c.emit)
+	var ae *apierr.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != workers.CodeWorkerDraining {
+		t.Fatalf("batch while draining: %v", err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- a.Drain(context.Background()) }()
+	a.Cancel("b", 0)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+func TestProducedPersists(t *testing.T) {
+	dir := t.TempDir()
+	cfg := workers.AgentConfig{WorkerID: "w", Engine: simEngine(t), Clock: clock.NewFake(t0), DataDir: dir, ProducedCap: 2}
+	a := workers.NewAgent(cfg)
+	var c collected
+	b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), chatTask("r1"), chatTask("r2")}}
+	if err := a.RunBatch(context.Background(), b, c.emit); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := workers.NewAgent(cfg)
+	defer again.Close()
+	n := 0
+	for _, id := range []string{"r0", "r1", "r2"} {
+		if got, ok := again.Produced(id); ok {
+			n++
+			if got.WorkerID != "w" || got.RequestID != id {
+				t.Errorf("reloaded %+v", got)
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("reloaded %d records, want the cap of 2", n)
+	}
+}

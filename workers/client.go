@@ -1,0 +1,365 @@
+package workers
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+)
+
+// DefaultMaxEventBytes bounds one NDJSON event line read from a worker.
+const DefaultMaxEventBytes = 16 << 20
+
+// CodeWorkerUnavailable is the code of errors from a failed worker link.
+const CodeWorkerUnavailable = "worker_unavailable"
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	// HTTPClient overrides the pooled client. It must have no overall
+	// Timeout: event streams last as long as generation does.
+	HTTPClient *http.Client
+	// MaxEventBytes bounds one event line (default 16 MiB: an embedding
+	// task's vectors come in one event).
+	MaxEventBytes int
+	Logger        *slog.Logger
+}
+
+// Client is the gateway's end of the link to one worker. It is safe for
+// concurrent use; connections are pooled and kept alive.
+type Client struct {
+	base    string
+	http    *http.Client
+	maxLine int
+	logger  *slog.Logger
+}
+
+// LinkError is a failure of the worker link itself (connect, status, broken
+// or malformed stream) as opposed to a task's own failure. It is the Cause of
+// the *apierr.Error that Run returns.
+type LinkError struct {
+	// Retryable is true when no event had been delivered, so the batch may be
+	// sent again to another worker.
+	Retryable bool
+	Err       error
+}
+
+func (e *LinkError) Error() string { return "worker link: " + e.Err.Error() }
+func (e *LinkError) Unwrap() error { return e.Err }
+
+// Retryable reports whether err is a worker-link failure that happened before
+// any event was delivered.
+func Retryable(err error) bool {
+	var le *LinkError
+	return errors.As(err, &le) && le.Retryable
+}
+
+// NewTransport returns the pooled transport Clients use by default.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // the first event can take as long as a long prefill
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false,
+		DisableCompression:    true,
+	}
+}
+
+var defaultHTTPClient = &http.Client{Transport: NewTransport()}
+
+// NewClient returns a client for the worker serving NewHandler at baseURL
+// (e.g. "http://10.0.0.5:9000").
+func NewClient(baseURL string, opts ClientOptions) *Client {
+	c := &Client{base: strings.TrimRight(baseURL, "/"), http: opts.HTTPClient, maxLine: opts.MaxEventBytes, logger: opts.Logger}
+	if c.http == nil {
+		c.http = defaultHTTPClient
+	}
+	if c.maxLine <= 0 {
+		c.maxLine = DefaultMaxEventBytes
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// BaseURL is the worker's address.
+func (c *Client) BaseURL() string { return c.base }
+
+// Run sends b to the worker and calls onEvent with each event in stream order
+// (onEvent is never called concurrently). It returns nil once every task has
+// ended with EventDone or EventFailed. A link failure returns an
+// *apierr.Error (503 worker_unavailable, or the worker's own refusal status)
+// whose cause is a *LinkError; see Retryable. Cancelling ctx closes the
+// stream, which cancels the whole batch on the worker.
+func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) error {
+	body, err := json.Marshal(b)
+	if err != nil {
+		return apierr.Internal(fmt.Errorf("encode batch: %w", err))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+PathBatch, bytes.NewReader(body))
+	if err != nil {
+		return linkFailure(true, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", ContentTypeNDJSON)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctxError(ctx)
+		}
+		return linkFailure(true, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return refusal(resp)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, ContentTypeNDJSON) {
+		return linkFailure(true, fmt.Errorf("unexpected content type %q", ct))
+	}
+
+	v := newStreamValidator(b)
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	for !v.complete() {
+		line, err := readLine(r, c.maxLine)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctxError(ctx)
+			}
+			if err == io.EOF {
+				err = fmt.Errorf("stream ended with %d of %d tasks unfinished", v.open, len(b.Tasks))
+			}
+			return linkFailure(v.delivered == 0, err)
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		ev, err := v.decode(line)
+		if err != nil {
+			c.logger.Warn("malformed worker event", "batch", b.ID, "worker_url", c.base, "err", err)
+			return linkFailure(v.delivered == 0, err)
+		}
+		onEvent(ev)
+	}
+	return nil
+}
+
+// Cancel asks the worker to stop one task of a running batch.
+func (c *Client) Cancel(ctx context.Context, batchID string, index int) error {
+	body, _ := json.Marshal(CancelRequest{BatchID: batchID, Index: index})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+PathCancel, bytes.NewReader(body))
+	if err != nil {
+		return linkFailure(false, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return linkFailure(false, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return refusal(resp)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	return nil
+}
+
+// readLine reads one '\n'-terminated line of at most max bytes.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > max {
+			return nil, fmt.Errorf("event line exceeds %d bytes", max)
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(line) > 0:
+			return nil, io.ErrUnexpectedEOF
+		default:
+			return nil, err
+		}
+	}
+}
+
+// streamValidator checks each event against the batch it answers: the index
+// is a task of the batch, the task has not ended, and the event carries what
+// its type requires.
+type streamValidator struct {
+	b         *Batch
+	ended     []bool
+	open      int
+	delivered int
+}
+
+func newStreamValidator(b *Batch) *streamValidator {
+	return &streamValidator{b: b, ended: make([]bool, len(b.Tasks)), open: len(b.Tasks)}
+}
+
+func (v *streamValidator) complete() bool { return v.open == 0 }
+
+func (v *streamValidator) decode(line []byte) (Event, error) {
+	var ev Event
+	if err := json.Unmarshal(line, &ev); err != nil {
+		return ev, fmt.Errorf("malformed event: %w", err)
+	}
+	if err := v.check(&ev); err != nil {
+		return ev, err
+	}
+	v.delivered++
+	return ev, nil
+}
+
+func (v *streamValidator) check(ev *Event) error {
+	if ev.Index < 0 || ev.Index >= len(v.b.Tasks) {
+		return fmt.Errorf("event for unknown task index %d (batch has %d)", ev.Index, len(v.b.Tasks))
+	}
+	if v.ended[ev.Index] {
+		return fmt.Errorf("event %q for task %d after it ended", ev.Type, ev.Index)
+	}
+	t := &v.b.Tasks[ev.Index]
+	switch ev.Type {
+	case EventDelta:
+		if ev.Tokens < 0 {
+			return fmt.Errorf("task %d: negative token count", ev.Index)
+		}
+		if t.Kind == KindEmbedding {
+			return fmt.Errorf("task %d: text delta for an embedding task", ev.Index)
+		}
+		return nil
+	case EventDone:
+		if ev.Usage == nil || ev.Completion == nil {
+			return fmt.Errorf("task %d: done without usage or completion", ev.Index)
+		}
+		if ev.Usage.PromptTokens < 0 || ev.Usage.CompletionTokens < 0 {
+			return fmt.Errorf("task %d: negative usage", ev.Index)
+		}
+		if ev.FinishReason != "stop" && ev.FinishReason != "length" {
+			return fmt.Errorf("task %d: finish_reason %q", ev.Index, ev.FinishReason)
+		}
+		c := ev.Completion
+		if c.RequestID != t.RequestID {
+			return fmt.Errorf("task %d: completion names request %q, want %q", ev.Index, c.RequestID, t.RequestID)
+		}
+		if c.PromptTokens != ev.Usage.PromptTokens || c.CompletionTokens != ev.Usage.CompletionTokens {
+			return fmt.Errorf("task %d: completion tokens disagree with usage", ev.Index)
+		}
+		if !isHexDigest(c.RequestDigest) || !isHexDigest(c.ResponseDigest) {
+			return fmt.Errorf("task %d: completion digests are not 64 lowercase hex", ev.Index)
+		}
+		if t.Kind == KindEmbedding && len(ev.Embeddings) != len(t.Inputs) {
+			return fmt.Errorf("task %d: %d embeddings for %d inputs", ev.Index, len(ev.Embeddings), len(t.Inputs))
+		}
+	case EventFailed:
+		if ev.Error == nil || ev.Error.Message == "" {
+			return fmt.Errorf("task %d: error event without error", ev.Index)
+		}
+	default:
+		return fmt.Errorf("task %d: unknown event type %q", ev.Index, ev.Type)
+	}
+	v.ended[ev.Index] = true
+	v.open--
+	return nil
+}
+
+func isHexDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func linkFailure(retryable bool, err error) error {
+	return apierr.Unavailable(CodeWorkerUnavailable, "the worker is unavailable", &LinkError{Retryable: retryable, Err: err})
+}
+
+func ctxError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return apierr.Timeout("deadline_exceeded", "the request's deadline passed", ctx.Err())
+	}
+	return ctx.Err()
+}
+
+// refusal turns a non-2xx answer from the worker into an error carrying the
+// worker's status and message. 503s (draining, overloaded) and 5xx are
+// retryable on another worker; 4xx are not.
+func refusal(resp *http.Response) error {
+	var body ErrorBody
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	_ = json.Unmarshal(raw, &body)
+	e := body.Error.APIError()
+	if body.Error.Message == "" {
+		e = &apierr.Error{Status: http.StatusServiceUnavailable, Type: apierr.TypeUnavailable, Code: CodeWorkerUnavailable, Message: "the worker is unavailable"}
+	}
+	if e.Status >= 500 || body.Error.Message == "" {
+		e.Status = http.StatusServiceUnavailable
+		e.Type = apierr.TypeUnavailable
+	}
+	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra > 0 {
+		e.RetryAfter = time.Duration(ra) * time.Second
+	}
+	e.Cause = &LinkError{Retryable: resp.StatusCode >= 500, Err: fmt.Errorf("worker answered %s: %s", resp.Status, body.Error.Message)}
+	return e
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return strconv.Itoa(s)
+}
+
+// ValidateWorkerURL checks that u is an absolute http(s) URL with a host and
+// port and nothing else (no user info, query or fragment).
+func ValidateWorkerURL(u string) error {
+	if len(u) > 2048 {
+		return errors.New("url longer than 2048 bytes")
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return err
+	}
+	if p.Scheme != "http" && p.Scheme != "https" {
+		return fmt.Errorf("scheme %q is not http or https", p.Scheme)
+	}
+	if p.User != nil || p.RawQuery != "" || p.Fragment != "" || p.Opaque != "" {
+		return errors.New("url must not carry user info, query or fragment")
+	}
+	host, port, err := net.SplitHostPort(p.Host)
+	if err != nil || host == "" {
+		return fmt.Errorf("host %q is not host:port", p.Host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q out of range", port)
+	}
+	if p.Path != "" && p.Path != "/" {
+		return errors.New("url must not carry a path")
+	}
+	return nil
+}

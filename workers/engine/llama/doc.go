@@ -1,0 +1,78 @@
+// Package llama is Tollgate's built-in CPU engine: pure-Go inference of
+// Llama-architecture models stored in llama2.c's legacy checkpoint format
+// (for example Karpathy's tinyllamas stories260K), served with continuous
+// batching. It needs no cgo, GPU or network.
+//
+// # Files
+//
+// Open reads a checkpoint (*.bin: seven little-endian int32 — dim, hidden_dim,
+// n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size
+// means a separate classifier follows — then float32 weights) and a
+// tokenizer (tok*.bin: int32 max_token_length, then per token float32 score,
+// int32 length, bytes). Sizes are checked against the header; a truncated or
+// inconsistent file is an error, never a panic.
+//
+// The model version's digest is a manifest of both files: sorted by base
+// name, one line per file "name\x00size\x00hex(sha256(content))\n" (size in
+// decimal bytes), and the lowercase hex SHA-256 of those lines.
+//
+// # Exactness
+//
+// The forward pass (RMSNorm, RoPE, grouped-query attention with a KV cache,
+// SwiGLU, shared or separate classifier), the tokenizer and greedy sampling
+// reproduce llama2.c's run.c bit for bit: the same float32 operations in the
+// same order, whatever else shares the batch.
+//
+// A golden case of ../shared/models/stories260K/golden.json (prompt P,
+// steps S, prompt_tokens of length L, BOS included) maps to a completion
+// request {prompt: P, temperature: 0, max_tokens: S - L + 1}: run.c runs S
+// positions and the first L-1 of them only replay the prompt, so S-L+1
+// tokens are generated; they are next_tokens[L-1:]. run.c's printed text is
+// the decoded prompt followed by the generated text, and for these prompts
+// the decoded prompt is P itself, so the completion text is text[len(P):].
+// Usage reports L prompt tokens and S-L+1 completion tokens (fewer if BOS
+// ended the generation early, which ends it with finish_reason "stop").
+//
+// # Generation
+//
+// Temperature 0 is greedy (the first maximum on ties). Otherwise logits are
+// divided by the temperature and sampled, from the top_p nucleus when
+// 0 < top_p < 1, with run.c's xorshift generator seeded by the request's
+// seed (random when absent), so a seed reproduces its output. Generation
+// ends at EOS or BOS (finish "stop"), at a stop sequence (finish "stop"; the
+// stop text is not returned and text that may begin one is held back while
+// streaming), at max_tokens, or when the context is full (finish "length").
+//
+// # Chat
+//
+// The models have no chat template; a chat is rendered as plain text, one
+// line per message and an open assistant turn:
+//
+//	System: <content>
+//	User: <content>
+//	Assistant: <content>
+//	User: <content>
+//	Assistant:
+//
+// (roles "system"/"developer" → System, "user" → User, "assistant" →
+// Assistant, "tool" → Tool). Generation also stops at "\nUser:".
+//
+// # Embeddings
+//
+// An input's embedding is the mean of the final hidden states (after the
+// final RMSNorm) over its token positions (BOS excluded unless the input is
+// empty), scaled to unit length. All inputs of a call run in the same
+// batches.
+//
+// # Batching
+//
+// One goroutine runs the model. Each step it admits queued sequences while
+// fewer than MaxNumSeqs run and their reserved KV cache (whole context:
+// prompt plus max_tokens, capped by the context length) fits in
+// KVCacheBytes, drops cancelled ones, and runs one batched forward pass over
+// every running sequence — one row per decoding sequence, several prompt
+// positions per prefilling one within MaxBatchTokens — reading each weight
+// matrix once for the whole batch. Tokens go to each request's goroutine
+// over a channel buffered for the whole generation, so a slow client never
+// stalls the batch; a full queue (MaxQueue) answers 429.
+package llama

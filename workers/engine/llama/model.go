@@ -1,0 +1,457 @@
+package llama
+
+import "math"
+
+// model is a loaded checkpoint plus the tables the forward pass reuses.
+type model struct {
+	cfg Config
+	w   *weights
+	// ropeCos/ropeSin[pos*half+i] rotate the pair (2i, 2i+1) of every head at
+	// position pos, computed as run.c computes them.
+	ropeCos, ropeSin []float32
+	attScale         float32 // sqrtf(head_size); run.c divides by it
+}
+
+func newModel(cfg Config, w *weights) *model {
+	hs := cfg.HeadSize()
+	half := hs / 2
+	m := &model{
+		cfg: cfg, w: w,
+		ropeCos:  make([]float32, cfg.SeqLen*half),
+		ropeSin:  make([]float32, cfg.SeqLen*half),
+		attScale: sqrtf(float32(hs)),
+	}
+	for i := 0; i < half; i++ {
+		headDim := float32(2 * i)
+		freq := 1 / float32(math.Pow(10000, float64(headDim/float32(hs))))
+		for pos := 0; pos < cfg.SeqLen; pos++ {
+			val := float32(pos) * freq
+			m.ropeCos[pos*half+i] = float32(math.Cos(float64(val)))
+			m.ropeSin[pos*half+i] = float32(math.Sin(float64(val)))
+		}
+	}
+	return m
+}
+
+// kvCache holds one sequence's keys and values: [layer][position][kvDim],
+// room for capacity positions.
+type kvCache struct {
+	k, v     []float32
+	capacity int
+}
+
+func (m *model) newKVCache(capacity int) *kvCache {
+	n := m.cfg.NLayers * capacity * m.cfg.KVDim()
+	return &kvCache{k: make([]float32, n), v: make([]float32, n), capacity: capacity}
+}
+
+// row is one token of one sequence in a batched forward step.
+type row struct {
+	token, pos int
+	kv         *kvCache
+	logits     bool // compute the classifier output for this row
+}
+
+// parallelMinRows is the smallest step split across helper goroutines:
+// below it a step is too short to pay for the hand-offs.
+const parallelMinRows = 4
+
+// workspace is the forward pass's scratch memory and its helper goroutines,
+// sized once for the largest batch so that a step allocates nothing. It is
+// used by one goroutine at a time (the engine's loop).
+type workspace struct {
+	m                            *model
+	maxRows                      int
+	x, xb, xb2, q, k, v, hb, hb2 []float32
+	att                          [][]float32 // per part: attention scores
+	xl, logits                   []float32   // rows that want logits, packed
+
+	// The current step, read by the phase functions.
+	rows      []row
+	layer     int
+	nl        int   // rows that want logits
+	parts     int   // parts the current step is split into
+	attSplit  []int // attention rows of part p: attSplit[p] ≤ r < attSplit[p+1]
+	helpers   []chan func(int)
+	helperRes chan struct{}
+	// Phase functions, bound once so that running them allocates nothing.
+	fnQKV, fnAttn, fnWo, fnFFN, fnW2, fnCls func(int)
+}
+
+// newWorkspace sizes scratch for maxRows rows, of which at most
+// maxLogitRows want logits, and starts threads-1 helper goroutines (stopped
+// by close).
+func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
+	c := m.cfg
+	threads = max(threads, 1)
+	ws := &workspace{
+		m:         m,
+		maxRows:   maxRows,
+		x:         make([]float32, maxRows*c.Dim),
+		xb:        make([]float32, maxRows*c.Dim),
+		xb2:       make([]float32, maxRows*c.Dim),
+		q:         make([]float32, maxRows*c.Dim),
+		k:         make([]float32, maxRows*c.KVDim()),
+		v:         make([]float32, maxRows*c.KVDim()),
+		hb:        make([]float32, maxRows*c.HiddenDim),
+		hb2:       make([]float32, maxRows*c.HiddenDim),
+		att:       make([][]float32, threads),
+		xl:        make([]float32, maxRows*c.Dim),
+		logits:    make([]float32, maxLogitRows*c.VocabSize),
+		attSplit:  make([]int, threads+1),
+		helperRes: make(chan struct{}, threads),
+	}
+	for p := range ws.att {
+		ws.att[p] = make([]float32, c.SeqLen)
+	}
+	ws.fnQKV, ws.fnAttn, ws.fnWo, ws.fnFFN, ws.fnW2, ws.fnCls = ws.qkv, ws.attention, ws.wo, ws.ffn, ws.w2, ws.classifier
+	for range threads - 1 {
+		ch := make(chan func(int))
+		ws.helpers = append(ws.helpers, ch)
+		go func(part int) {
+			for f := range ch {
+				f(part)
+				ws.helperRes <- struct{}{}
+			}
+		}(len(ws.helpers))
+	}
+	return ws
+}
+
+// close stops the helper goroutines.
+func (ws *workspace) close() {
+	for _, ch := range ws.helpers {
+		close(ch)
+	}
+	ws.helpers = nil
+}
+
+// run calls f for every part of the current step, part 0 on the calling
+// goroutine, and returns when all are done.
+func (ws *workspace) run(f func(int)) {
+	for p := 1; p < ws.parts; p++ {
+		ws.helpers[p-1] <- f
+	}
+	f(0)
+	for p := 1; p < ws.parts; p++ {
+		<-ws.helperRes
+	}
+}
+
+// cols is part p's share [lo, hi) of d output columns, split at multiples
+// of four to keep the matmul's register blocks whole.
+func (ws *workspace) cols(p, d int) (int, int) {
+	lo := (d * p / ws.parts) &^ 3
+	hi := (d * (p + 1) / ws.parts) &^ 3
+	if p == ws.parts-1 {
+		hi = d
+	}
+	return lo, hi
+}
+
+// forward runs one batched step: every row's token at its position, writing
+// each row's keys and values into its sequence's cache. Afterwards ws.x holds
+// each row's final hidden state (after the final RMSNorm) and ws.logits the
+// classifier output of the rows with logits set, packed in row order. Each
+// weight matrix is swept once for the whole batch; large steps are split
+// across the helper goroutines by output columns (matmuls) and by rows
+// (attention), which changes no result. Rows of one sequence must appear in
+// position order; a row attends to every cached position up to its own,
+// including those written by earlier rows of the same step.
+func (m *model) forward(ws *workspace, rows []row) {
+	c := m.cfg
+	w := m.w
+	n := len(rows)
+	dim, kvDim, hs := c.Dim, c.KVDim(), c.HeadSize()
+	half := hs / 2
+	ws.rows = rows
+	ws.parts = 1
+	if n >= parallelMinRows {
+		ws.parts = len(ws.helpers) + 1
+	}
+	ws.splitAttention()
+	x, k, v, q := ws.x[:n*dim], ws.k[:n*kvDim], ws.v[:n*kvDim], ws.q[:n*dim]
+
+	for r, rw := range rows {
+		copy(x[r*dim:(r+1)*dim], w.tokenEmbedding[rw.token*dim:(rw.token+1)*dim])
+	}
+	for l := 0; l < c.NLayers; l++ {
+		ws.layer = l
+		rmsnormRows(ws.xb, x, w.rmsAtt[l*dim:(l+1)*dim], n, dim)
+		ws.run(ws.fnQKV)
+		for r, rw := range rows {
+			cos := m.ropeCos[rw.pos*half : (rw.pos+1)*half]
+			sin := m.ropeSin[rw.pos*half : (rw.pos+1)*half]
+			rope(q[r*dim:(r+1)*dim], cos, sin, hs)
+			rope(k[r*kvDim:(r+1)*kvDim], cos, sin, hs)
+			off := (l*rw.kv.capacity + rw.pos) * kvDim
+			copy(rw.kv.k[off:off+kvDim], k[r*kvDim:(r+1)*kvDim])
+			copy(rw.kv.v[off:off+kvDim], v[r*kvDim:(r+1)*kvDim])
+		}
+		ws.run(ws.fnAttn)
+		ws.run(ws.fnWo)
+		addInPlace(x, ws.xb2[:n*dim])
+		rmsnormRows(ws.xb, x, w.rmsFFN[l*dim:(l+1)*dim], n, dim)
+		ws.run(ws.fnFFN)
+		ws.run(ws.fnW2)
+		addInPlace(x, ws.xb[:n*dim])
+	}
+	rmsnormRows(x, x, w.rmsFinal, n, dim)
+
+	ws.nl = 0
+	for r, rw := range rows {
+		if rw.logits {
+			copy(ws.xl[ws.nl*dim:(ws.nl+1)*dim], x[r*dim:(r+1)*dim])
+			ws.nl++
+		}
+	}
+	if ws.nl > 0 {
+		if ws.nl < parallelMinRows {
+			ws.parts = 1
+		}
+		ws.run(ws.fnCls)
+	}
+	ws.rows = nil
+}
+
+// splitAttention balances attention rows over the parts by their cost,
+// which grows with the position.
+func (ws *workspace) splitAttention() {
+	total := 0
+	for _, rw := range ws.rows {
+		total += rw.pos + 1
+	}
+	ws.attSplit[0] = 0
+	p, acc := 1, 0
+	for r, rw := range ws.rows {
+		acc += rw.pos + 1
+		for p < ws.parts && acc*ws.parts >= total*p {
+			ws.attSplit[p] = r + 1
+			p++
+		}
+	}
+	for ; p <= ws.parts; p++ {
+		ws.attSplit[p] = len(ws.rows)
+	}
+}
+
+func (ws *workspace) qkv(p int) {
+	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
+	dim, kvDim := c.Dim, c.KVDim()
+	xb := ws.xb[:n*dim]
+	lo, hi := ws.cols(p, dim)
+	matmul(ws.q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
+	lo, hi = ws.cols(p, kvDim)
+	matmul(ws.k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
+	matmul(ws.v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
+}
+
+func (ws *workspace) attention(p int) {
+	c := ws.m.cfg
+	dim, kvMul := c.Dim, c.NHeads/c.NKVHeads
+	for r := ws.attSplit[p]; r < ws.attSplit[p+1]; r++ {
+		ws.m.attention(ws.xb[r*dim:(r+1)*dim], ws.q[r*dim:(r+1)*dim], ws.rows[r], ws.layer, ws.att[p], kvMul)
+	}
+}
+
+func (ws *workspace) wo(p int) {
+	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
+	dim := c.Dim
+	lo, hi := ws.cols(p, dim)
+	matmul(ws.xb2, ws.xb[:n*dim], w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
+}
+
+// ffn computes this part's columns of silu(w1·x) * (w3·x).
+func (ws *workspace) ffn(p int) {
+	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
+	dim, hidden := c.Dim, c.HiddenDim
+	xb := ws.xb[:n*dim]
+	lo, hi := ws.cols(p, hidden)
+	matmul(ws.hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
+	matmul(ws.hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
+	for r := 0; r < n; r++ {
+		swiglu(ws.hb[r*hidden+lo:r*hidden+hi], ws.hb2[r*hidden+lo:r*hidden+hi])
+	}
+}
+
+func (ws *workspace) w2(p int) {
+	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
+	dim, hidden := c.Dim, c.HiddenDim
+	lo, hi := ws.cols(p, dim)
+	matmul(ws.xb, ws.hb[:n*hidden], w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, lo, hi)
+}
+
+func (ws *workspace) classifier(p int) {
+	c := ws.m.cfg
+	lo, hi := ws.cols(p, c.VocabSize)
+	matmul(ws.logits, ws.xl[:ws.nl*c.Dim], ws.m.w.wcls, ws.nl, c.Dim, c.VocabSize, lo, hi)
+}
+
+// attention computes one row's multi-head attention output into out, as
+// run.c: scores q·k / sqrt(head_size) over positions 0..pos, softmax, then
+// the weighted sum of values, each in position order. Heads of a multiple of
+// eight dimensions take an unrolled path with the same summation order.
+func (m *model) attention(out, q []float32, rw row, layer int, att []float32, kvMul int) {
+	c := m.cfg
+	hs, kvDim := c.HeadSize(), c.KVDim()
+	base := layer * rw.kv.capacity * kvDim
+	kc := rw.kv.k[base : base+(rw.pos+1)*kvDim]
+	vc := rw.kv.v[base : base+(rw.pos+1)*kvDim]
+	att = att[:rw.pos+1]
+	for h := 0; h < c.NHeads; h++ {
+		qh := q[h*hs : (h+1)*hs]
+		ko := (h / kvMul) * hs
+		xh := out[h*hs : (h+1)*hs]
+		if hs%8 == 0 {
+			scores8(att, qh, kc, ko, kvDim, m.attScale)
+			softmax(att)
+			weightedSum8(xh, att, vc, ko, kvDim)
+			continue
+		}
+		for t := range att {
+			kt := kc[t*kvDim+ko : t*kvDim+ko+hs]
+			kt = kt[:len(qh)]
+			var score float32
+			for i, qv := range qh {
+				score += float32(qv * kt[i])
+			}
+			att[t] = score / m.attScale
+		}
+		softmax(att)
+		clear(xh)
+		for t, a := range att {
+			vt := vc[t*kvDim+ko : t*kvDim+ko+hs]
+			vt = vt[:len(xh)]
+			for i := range xh {
+				xh[i] += float32(a * vt[i])
+			}
+		}
+	}
+}
+
+// scores8 sets att[t] = (q·k_t)/scale for a head of a multiple of 8 dims
+// whose keys start at offset ko of each stride-long cache row.
+func scores8(att, q, kc []float32, ko, stride int, scale float32) {
+	for t := range att {
+		k := kc[t*stride+ko:]
+		k = k[:len(q)]
+		var s float32
+		for i := 0; i+8 <= len(q); i += 8 {
+			qq := q[i : i+8 : i+8]
+			kk := k[i : i+8 : i+8]
+			s += float32(qq[0] * kk[0])
+			s += float32(qq[1] * kk[1])
+			s += float32(qq[2] * kk[2])
+			s += float32(qq[3] * kk[3])
+			s += float32(qq[4] * kk[4])
+			s += float32(qq[5] * kk[5])
+			s += float32(qq[6] * kk[6])
+			s += float32(qq[7] * kk[7])
+		}
+		att[t] = s / scale
+	}
+}
+
+// weightedSum8 sets out = Σ_t att[t]·v_t, eight dimensions at a time kept
+// in registers, each summed in t order.
+func weightedSum8(out, att, vc []float32, vo, stride int) {
+	for i := 0; i+8 <= len(out); i += 8 {
+		var x0, x1, x2, x3, x4, x5, x6, x7 float32
+		off := vo + i
+		for _, a := range att {
+			v := vc[off : off+8 : off+8]
+			x0 += float32(a * v[0])
+			x1 += float32(a * v[1])
+			x2 += float32(a * v[2])
+			x3 += float32(a * v[3])
+			x4 += float32(a * v[4])
+			x5 += float32(a * v[5])
+			x6 += float32(a * v[6])
+			x7 += float32(a * v[7])
+			off += stride
+		}
+		o := out[i : i+8 : i+8]
+		o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7] = x0, x1, x2, x3, x4, x5, x6, x7
+	}
+}
+
+// rope rotates each head's position pairs of vec in place.
+func rope(vec, cos, sin []float32, hs int) {
+	for h := 0; h+hs <= len(vec); h += hs {
+		v := vec[h : h+hs]
+		for i := range cos {
+			fcr, fci := cos[i], sin[i]
+			v0, v1 := v[2*i], v[2*i+1]
+			v[2*i] = float32(v0*fcr) - float32(v1*fci)
+			v[2*i+1] = float32(v0*fci) + float32(v1*fcr)
+		}
+	}
+}
+
+// rmsnormRows normalizes each of n rows of x into o (which may be x).
+func rmsnormRows(o, x, weight []float32, n, dim int) {
+	for r := 0; r < n; r++ {
+		xr := x[r*dim : (r+1)*dim]
+		or := o[r*dim : (r+1)*dim]
+		weight = weight[:len(xr)]
+		or = or[:len(xr)]
+		var ss float32
+		for _, v := range xr {
+			ss += float32(v * v)
+		}
+		ss /= float32(dim)
+		ss += 1e-5
+		ss = 1 / sqrtf(ss)
+		for j, v := range xr {
+			or[j] = weight[j] * float32(ss*v)
+		}
+	}
+}
+
+// softmax normalizes x in place as run.c does.
+func softmax(x []float32) {
+	maxVal := x[0]
+	for _, v := range x[1:] {
+		if v > maxVal {
+			maxVal = v
+		}
+	}
+	var sum float32
+	for i, v := range x {
+		d := v - maxVal // ≤ 0 unless NaN
+		var e float32
+		if d >= -103.97208 {
+			e = expfReduced(d)
+		} else {
+			e = expf(d)
+		}
+		x[i] = e
+		sum += e
+	}
+	for i := range x {
+		x[i] /= sum
+	}
+}
+
+// swiglu sets hb = silu(hb) * hb2 elementwise.
+func swiglu(hb, hb2 []float32) {
+	hb2 = hb2[:len(hb)]
+	for i, val := range hb {
+		var e float32
+		if m := -val; m >= -103.97208 && m <= 88.72284 {
+			e = expfReduced(m)
+		} else {
+			e = expf(m)
+		}
+		val *= 1 / (1 + e)
+		val *= hb2[i]
+		hb[i] = val
+	}
+}
+
+func addInPlace(x, y []float32) {
+	y = y[:len(x)]
+	for i := range x {
+		x[i] += y[i]
+	}
+}

@@ -1,0 +1,584 @@
+// Package openai is the engine that forwards tasks to any OpenAI-compatible
+// inference server running next to the worker: vLLM, SGLang, llama.cpp's
+// server, Ollama, or a hosted API.
+//
+// Chat and completion tasks are always streamed from the upstream, with
+// stream_options.include_usage set, so text reaches the client as it is made
+// and only two timeouts apply: one for the response headers and one for
+// silence between chunks; a long generation is never cut off by a
+// whole-request timeout. Cancelling the task's context aborts the upstream
+// request, which vLLM and SGLang treat as an abort of the generation.
+//
+// Usage: when the upstream omits usage, completion tokens are counted as the
+// number of streamed chunks that carried text (vLLM and SGLang send one token
+// per chunk by default, so this is exact for them and approximate for servers
+// that coalesce tokens), and prompt tokens are reported as 0 — unknown — never
+// guessed. Such requests are logged with "usage_estimated"=true (at warn
+// level the first time, debug after) so the operator can see it.
+//
+// Errors are mapped to *apierr.Error: an upstream 4xx keeps its status and
+// message (except 401/403, which concern the worker's own credentials and
+// become 502), 429 keeps Retry-After, other 5xx become 502 "upstream_error",
+// 503 and an unreachable upstream become 503 "upstream_error", and a header or
+// idle timeout becomes 504 "upstream_timeout".
+//
+// Load comes from the upstream's Prometheus endpoint (vLLM or SGLang gauges),
+// cached briefly; see Load.
+package openai
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultHeaderTimeout = 60 * time.Second
+	DefaultIdleTimeout   = 60 * time.Second
+	DefaultDialTimeout   = 5 * time.Second
+	DefaultMaxConns      = 256
+	DefaultMaxEventBytes = 1 << 20
+	DefaultMaxBodyBytes  = 64 << 20
+	DefaultMetricsTTL    = 250 * time.Millisecond
+	maxErrorBodyBytes    = 64 << 10
+	maxMetricsBytes      = 8 << 20
+)
+
+// MetricsOff disables load scraping when given as Config.MetricsURL.
+const MetricsOff = "off"
+
+// Config configures an Engine.
+type Config struct {
+	// BaseURL is the upstream's OpenAI base URL, e.g. http://127.0.0.1:8000/v1.
+	BaseURL string `yaml:"base_url"`
+	// APIKey, when set, is sent as "Authorization: Bearer <APIKey>".
+	APIKey string `yaml:"api_key"`
+	// Models are the versions served (name + weights manifest digest).
+	Models []workers.ModelVersion `yaml:"models"`
+	// UpstreamModels maps a served model name to the name the upstream
+	// knows it by; names not listed are sent unchanged.
+	UpstreamModels map[string]string `yaml:"upstream_models"`
+	// MetricsURL is the upstream's Prometheus endpoint. Empty means BaseURL
+	// without its trailing /v1, plus /metrics (where vLLM and SGLang serve
+	// it); MetricsOff disables scraping.
+	MetricsURL string `yaml:"metrics_url"`
+
+	HeaderTimeout time.Duration `yaml:"header_timeout"` // until response headers
+	IdleTimeout   time.Duration `yaml:"idle_timeout"`   // between stream chunks, or while reading a body
+	DialTimeout   time.Duration `yaml:"dial_timeout"`
+	MaxConns      int           `yaml:"max_conns"`       // pooled keep-alive connections to the upstream
+	MaxEventBytes int           `yaml:"max_event_bytes"` // bound on one SSE line/event
+	MaxBodyBytes  int64         `yaml:"max_body_bytes"`  // bound on a non-streamed response
+	MetricsTTL    time.Duration `yaml:"metrics_ttl"`     // how long one scrape is reused
+
+	// Transport replaces the pooled HTTP transport (optional).
+	Transport http.RoundTripper `yaml:"-"`
+	Clock     clock.Clock       `yaml:"-"`
+	Logger    *slog.Logger      `yaml:"-"`
+}
+
+var hexDigest = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Validate checks the config and names the first bad field.
+func (c *Config) Validate() error {
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("base_url: %q is not an http(s) URL", c.BaseURL)
+	}
+	if c.MetricsURL != "" && c.MetricsURL != MetricsOff {
+		m, err := url.Parse(c.MetricsURL)
+		if err != nil || (m.Scheme != "http" && m.Scheme != "https") || m.Host == "" {
+			return fmt.Errorf("metrics_url: %q is not an http(s) URL", c.MetricsURL)
+		}
+	}
+	if len(c.Models) == 0 {
+		return errors.New("models: at least one model version is required")
+	}
+	seen := map[string]bool{}
+	for i, m := range c.Models {
+		switch {
+		case m.Name == "":
+			return fmt.Errorf("models[%d].name: empty", i)
+		case !hexDigest.MatchString(m.Digest):
+			return fmt.Errorf("models[%d].digest: %q is not a lowercase hex SHA-256", i, m.Digest)
+		case seen[m.Name]:
+			return fmt.Errorf("models[%d].name: %q listed twice", i, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	for served, up := range c.UpstreamModels {
+		if !seen[served] {
+			return fmt.Errorf("upstream_models: %q is not one of models", served)
+		}
+		if up == "" {
+			return fmt.Errorf("upstream_models[%q]: empty upstream name", served)
+		}
+	}
+	for name, d := range map[string]time.Duration{"header_timeout": c.HeaderTimeout, "idle_timeout": c.IdleTimeout, "dial_timeout": c.DialTimeout, "metrics_ttl": c.MetricsTTL} {
+		if d < 0 {
+			return fmt.Errorf("%s: negative", name)
+		}
+	}
+	if c.MaxConns < 0 || c.MaxEventBytes < 0 || c.MaxBodyBytes < 0 {
+		return errors.New("max_conns, max_event_bytes, max_body_bytes: negative")
+	}
+	return nil
+}
+
+// Engine forwards tasks to an OpenAI-compatible upstream. It implements
+// workers.Engine and workers.LoadReporter.
+type Engine struct {
+	cfg        Config
+	base       string // BaseURL without trailing slash
+	metricsURL string // "" when off
+	client     *http.Client
+	transport  *http.Transport // nil when Config.Transport was given
+	models     map[string]workers.ModelVersion
+	list       []workers.ModelVersion
+	clock      clock.Clock
+	logger     *slog.Logger
+
+	loadMu   sync.Mutex
+	loadAt   time.Time
+	load     workers.Load
+	loadErr  error
+	loadOnce bool // a scrape has been made
+
+	usageWarned atomic.Bool // "upstream omitted usage" logged at warn once; debug after
+}
+
+var (
+	_ workers.Engine       = (*Engine)(nil)
+	_ workers.LoadReporter = (*Engine)(nil)
+)
+
+// New validates cfg and builds an Engine. It does not contact the upstream.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("openai engine config: %w", err)
+	}
+	if cfg.HeaderTimeout == 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxEventBytes == 0 {
+		cfg.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MetricsTTL == 0 {
+		cfg.MetricsTTL = DefaultMetricsTTL
+	}
+	e := &Engine{
+		cfg:    cfg,
+		base:   strings.TrimRight(cfg.BaseURL, "/"),
+		models: map[string]workers.ModelVersion{},
+		clock:  cfg.Clock,
+		logger: cfg.Logger,
+	}
+	if e.clock == nil {
+		e.clock = clock.Real{}
+	}
+	if e.logger == nil {
+		e.logger = slog.Default()
+	}
+	switch cfg.MetricsURL {
+	case MetricsOff:
+	case "":
+		e.metricsURL = strings.TrimSuffix(e.base, "/v1") + "/metrics"
+	default:
+		e.metricsURL = cfg.MetricsURL
+	}
+	for _, m := range cfg.Models {
+		e.models[m.Name] = m
+		e.list = append(e.list, m)
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		e.transport = &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        cfg.MaxConns,
+			MaxIdleConnsPerHost: cfg.MaxConns,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   true,
+			// A gzip-encoded event stream would be buffered; ask for none.
+			DisableCompression: true,
+		}
+		rt = e.transport
+	}
+	// No Client.Timeout: streams last as long as generation does. The header
+	// and idle timeouts are enforced per request.
+	e.client = &http.Client{Transport: rt}
+	return e, nil
+}
+
+// Close releases pooled connections.
+func (e *Engine) Close() error {
+	if e.transport != nil {
+		e.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Models lists the configured model versions.
+func (e *Engine) Models() []workers.ModelVersion {
+	return append([]workers.ModelVersion(nil), e.list...)
+}
+
+func (e *Engine) upstreamModel(name string) (string, error) {
+	if _, ok := e.models[name]; !ok {
+		return "", apierr.NotFound("model", "model_not_found", "the model %q is not served by this worker", name)
+	}
+	if up, ok := e.cfg.UpstreamModels[name]; ok {
+		return up, nil
+	}
+	return name, nil
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+type generateRequest struct {
+	Model         string            `json:"model"`
+	Messages      []workers.Message `json:"messages,omitempty"`
+	Prompt        *string           `json:"prompt,omitempty"`
+	MaxTokens     int               `json:"max_tokens,omitempty"`
+	Temperature   float64           `json:"temperature"`
+	TopP          float64           `json:"top_p,omitempty"`
+	Seed          *int64            `json:"seed,omitempty"`
+	Stop          []string          `json:"stop,omitempty"`
+	Stream        bool              `json:"stream"`
+	StreamOptions *streamOptions    `json:"stream_options,omitempty"`
+}
+
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+}
+
+// chunk is one streamed event of /chat/completions or /completions.
+type chunk struct {
+	Choices []struct {
+		Index int `json:"index"`
+		Delta struct {
+			Content *string `json:"content"`
+		} `json:"delta"`
+		Text         *string `json:"text"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *usage          `json:"usage"`
+	Error json.RawMessage `json:"error"`
+}
+
+// Generate streams a chat or completion task from the upstream.
+func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+	model, err := e.upstreamModel(t.Model)
+	if err != nil {
+		return workers.Result{}, err
+	}
+	req := generateRequest{
+		Model: model, MaxTokens: t.MaxTokens, Temperature: t.Temperature, TopP: t.TopP,
+		Seed: t.Seed, Stop: t.Stop, Stream: true, StreamOptions: &streamOptions{IncludeUsage: true},
+	}
+	var path string
+	switch t.Kind {
+	case workers.KindChat:
+		if len(t.Messages) == 0 {
+			return workers.Result{}, apierr.BadRequest("messages", "invalid_value", "messages must not be empty")
+		}
+		path, req.Messages = "/chat/completions", t.Messages
+	case workers.KindCompletion:
+		prompt := t.Prompt
+		path, req.Prompt = "/completions", &prompt
+	default:
+		return workers.Result{}, apierr.BadRequest("", "invalid_value", "the openai engine cannot generate for a %q task", t.Kind)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return workers.Result{}, apierr.Internal(err)
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil) // aborts the upstream request on every early return
+	resp, err := e.post(ctx, cancel, path, body)
+	if err != nil {
+		return workers.Result{}, err
+	}
+	defer resp.Body.Close()
+
+	idle := newWatchdog(e.clock, e.cfg.IdleTimeout, func() { cancel(errIdleTimeout) })
+	defer idle.stop()
+	events := newSSEReader(resp.Body, e.cfg.MaxEventBytes, idle.reset)
+
+	var (
+		finish string
+		done   bool
+		got    *usage
+		chunks int
+	)
+	for !done {
+		data, err := events.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return workers.Result{}, e.streamError(ctx, err)
+		}
+		if string(bytes.TrimSpace(data)) == "[DONE]" {
+			// Read the response's end so the connection returns to the pool.
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			done = true
+			break
+		}
+		var c chunk
+		if err := json.Unmarshal(data, &c); err != nil {
+			return workers.Result{}, upstreamFailure("the upstream sent a malformed stream event", err)
+		}
+		if len(c.Error) > 0 && string(c.Error) != "null" {
+			return workers.Result{}, streamEventError(c.Error)
+		}
+		for _, ch := range c.Choices {
+			if ch.Index != 0 {
+				continue
+			}
+			text := ch.Delta.Content
+			if text == nil {
+				text = ch.Text
+			}
+			if text != nil && *text != "" {
+				chunks++
+				if err := emit(workers.Delta{Text: *text, Tokens: 1}); err != nil {
+					return workers.Result{}, err
+				}
+			}
+			if ch.FinishReason != nil && *ch.FinishReason != "" {
+				finish = *ch.FinishReason
+			}
+		}
+		if c.Usage != nil && c.Usage.PromptTokens >= 0 && c.Usage.CompletionTokens >= 0 {
+			got = c.Usage
+		}
+	}
+	if !done && finish == "" {
+		return workers.Result{}, upstreamFailure("the upstream stream ended before the generation finished", io.ErrUnexpectedEOF)
+	}
+	if finish != "length" {
+		finish = "stop"
+	}
+	res := workers.Result{FinishReason: finish}
+	if got != nil {
+		res.PromptTokens, res.CompletionTokens = got.PromptTokens, got.CompletionTokens
+	} else {
+		res.CompletionTokens = chunks
+		e.logUsageEstimated(ctx, "upstream omitted usage; completion tokens counted from stream chunks, prompt tokens unknown (0)",
+			slog.String("request_id", t.RequestID), slog.String("model", t.Model))
+	}
+	return res, nil
+}
+
+type embedRequest struct {
+	Model          string   `json:"model"`
+	Input          []string `json:"input"`
+	EncodingFormat string   `json:"encoding_format"`
+}
+
+type embedResponse struct {
+	Data []struct {
+		Index     int       `json:"index"`
+		Embedding embedding `json:"embedding"`
+	} `json:"data"`
+	Usage *usage `json:"usage"`
+}
+
+// Embed embeds inputs in one upstream call.
+func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (workers.EmbedResult, error) {
+	up, err := e.upstreamModel(model)
+	if err != nil {
+		return workers.EmbedResult{}, err
+	}
+	if len(inputs) == 0 {
+		return workers.EmbedResult{}, apierr.BadRequest("input", "invalid_value", "input must not be empty")
+	}
+	body, err := json.Marshal(embedRequest{Model: up, Input: inputs, EncodingFormat: "float"})
+	if err != nil {
+		return workers.EmbedResult{}, apierr.Internal(err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	resp, err := e.post(ctx, cancel, "/embeddings", body)
+	if err != nil {
+		return workers.EmbedResult{}, err
+	}
+	defer resp.Body.Close()
+	idle := newWatchdog(e.clock, e.cfg.IdleTimeout, func() { cancel(errIdleTimeout) })
+	defer idle.stop()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, e.cfg.MaxBodyBytes+1))
+	if err != nil {
+		return workers.EmbedResult{}, e.streamError(ctx, err)
+	}
+	if int64(len(raw)) > e.cfg.MaxBodyBytes {
+		return workers.EmbedResult{}, upstreamFailure("the upstream's embeddings response is too large", fmt.Errorf("over %d bytes", e.cfg.MaxBodyBytes))
+	}
+	vectors, promptTokens, err := decodeEmbeddings(raw, len(inputs))
+	if err != nil {
+		return workers.EmbedResult{}, upstreamFailure("the upstream sent malformed embeddings", err)
+	}
+	if promptTokens < 0 {
+		promptTokens = 0
+		e.logUsageEstimated(ctx, "upstream omitted usage; prompt tokens unknown (0)", slog.String("model", model))
+	}
+	return workers.EmbedResult{Vectors: vectors, PromptTokens: promptTokens}, nil
+}
+
+// logUsageEstimated records a request whose usage the upstream did not send:
+// at warn level the first time, so the operator learns the upstream's usage
+// is incomplete, and at debug level after that.
+func (e *Engine) logUsageEstimated(ctx context.Context, msg string, attrs ...slog.Attr) {
+	level := slog.LevelDebug
+	if e.usageWarned.CompareAndSwap(false, true) {
+		level = slog.LevelWarn
+	}
+	e.logger.LogAttrs(ctx, level, msg, append(attrs, slog.Bool("usage_estimated", true))...)
+}
+
+// decodeEmbeddings checks an embeddings response against the number of
+// inputs and returns the vectors in input order. promptTokens is -1 when the
+// response carries no usage.
+func decodeEmbeddings(raw []byte, n int) (vectors [][]float32, promptTokens int, err error) {
+	var r embedResponse
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, 0, err
+	}
+	if len(r.Data) != n {
+		return nil, 0, fmt.Errorf("%d embeddings for %d inputs", len(r.Data), n)
+	}
+	vectors = make([][]float32, n)
+	for _, d := range r.Data {
+		switch {
+		case d.Index < 0 || d.Index >= n:
+			return nil, 0, fmt.Errorf("embedding index %d out of range", d.Index)
+		case vectors[d.Index] != nil:
+			return nil, 0, fmt.Errorf("embedding index %d repeated", d.Index)
+		case len(d.Embedding) == 0:
+			return nil, 0, fmt.Errorf("embedding %d is empty", d.Index)
+		case len(d.Embedding) != len(r.Data[0].Embedding):
+			return nil, 0, fmt.Errorf("embedding %d has %d dimensions, not %d", d.Index, len(d.Embedding), len(r.Data[0].Embedding))
+		}
+		vectors[d.Index] = d.Embedding
+	}
+	if r.Usage == nil {
+		return vectors, -1, nil
+	}
+	if r.Usage.PromptTokens < 0 {
+		return nil, 0, fmt.Errorf("negative prompt_tokens %d", r.Usage.PromptTokens)
+	}
+	return vectors, r.Usage.PromptTokens, nil
+}
+
+var (
+	errHeaderTimeout = errors.New("upstream response header timeout")
+	errIdleTimeout   = errors.New("upstream idle timeout")
+)
+
+// post sends a JSON request and returns a 200 response, or an error: an
+// *apierr.Error, or the caller's own cancellation. cancel must cancel ctx;
+// the header timeout calls it with errHeaderTimeout, which aborts the request.
+func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, apierr.Internal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if e.cfg.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+e.cfg.APIKey)
+	}
+	timer := e.clock.AfterFunc(e.cfg.HeaderTimeout, func() { cancel(errHeaderTimeout) })
+	resp, err := e.client.Do(req)
+	timer.Stop()
+	if err != nil {
+		cause := context.Cause(ctx)
+		switch {
+		case errors.Is(cause, errHeaderTimeout):
+			return nil, apierr.Timeout("upstream_timeout",
+				fmt.Sprintf("the upstream inference server did not answer within %s", e.cfg.HeaderTimeout), err)
+		case ctx.Err() != nil:
+			return nil, cause // the caller's own cancellation or deadline
+		}
+		return nil, apierr.Unavailable("upstream_error", "the upstream inference server is unreachable", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
+		return nil, statusError(resp.StatusCode, resp.Header, raw)
+	}
+	return resp, nil
+}
+
+// streamError maps a failure while reading a response body.
+func (e *Engine) streamError(ctx context.Context, err error) error {
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, errIdleTimeout):
+		return apierr.Timeout("upstream_timeout",
+			fmt.Sprintf("the upstream inference server sent nothing for %s", e.cfg.IdleTimeout), err)
+	case errors.Is(err, errEventTooLarge):
+		return upstreamFailure("the upstream sent an oversized stream event", err)
+	case ctx.Err() != nil && cause != nil:
+		return cause
+	}
+	return upstreamFailure("the connection to the upstream inference server failed", err)
+}
+
+// upstreamFailure is a 502 for an upstream that misbehaved.
+func upstreamFailure(msg string, cause error) *apierr.Error {
+	return &apierr.Error{Status: http.StatusBadGateway, Type: apierr.TypeServer, Code: "upstream_error", Message: msg, Cause: cause}
+}
+
+// watchdog cancels after d without a reset.
+type watchdog struct {
+	clock clock.Clock
+	d     time.Duration
+	fire  func()
+	t     clock.Timer
+}
+
+func newWatchdog(c clock.Clock, d time.Duration, fire func()) *watchdog {
+	w := &watchdog{clock: c, d: d, fire: fire}
+	w.t = c.AfterFunc(d, fire)
+	return w
+}
+
+func (w *watchdog) reset() {
+	w.t.Stop()
+	w.t = w.clock.AfterFunc(w.d, w.fire)
+}
+
+func (w *watchdog) stop() { w.t.Stop() }

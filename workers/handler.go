@@ -1,0 +1,168 @@
+package workers
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+)
+
+// Worker link routes, served by the worker and called by the gateway's Client.
+const (
+	PathBatch  = "/v1/worker/batch"
+	PathCancel = "/v1/worker/cancel"
+)
+
+// ContentTypeNDJSON is the media type of the event stream.
+const ContentTypeNDJSON = "application/x-ndjson"
+
+// DefaultMaxBatchBytes bounds a batch request body.
+const DefaultMaxBatchBytes = 32 << 20
+
+// CancelRequest is the body of POST /v1/worker/cancel.
+type CancelRequest struct {
+	BatchID string `json:"batch_id"`
+	Index   int    `json:"index"`
+}
+
+// HandlerOption adjusts NewHandler.
+type HandlerOption func(*handlerConfig)
+
+type handlerConfig struct {
+	maxBody int64
+	routes  map[string]http.Handler
+}
+
+// WithMaxBatchBytes sets the largest batch body accepted (default 32 MiB).
+func WithMaxBatchBytes(n int64) HandlerOption {
+	return func(c *handlerConfig) { c.maxBody = n }
+}
+
+// WithRoute serves an extra route beside the batch and cancel routes, e.g.
+// "POST /v1/worker/countersign" or "GET /metrics". pattern is a
+// net/http ServeMux pattern.
+func WithRoute(pattern string, h http.Handler) HandlerOption {
+	return func(c *handlerConfig) { c.routes[pattern] = h }
+}
+
+// NewHandler serves the agent over the gateway↔worker link:
+//
+//	POST /v1/worker/batch   body: Batch JSON; response: NDJSON stream of
+//	                        Event, one per line, flushed per event. A client
+//	                        disconnect cancels the whole batch. Refusals before
+//	                        the first event come back as an OpenAI error body
+//	                        with their status (400 invalid, 503 draining).
+//	POST /v1/worker/cancel  body: {"batch_id","index"}; 204.
+func NewHandler(a *Agent, logger *slog.Logger, opts ...HandlerOption) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := handlerConfig{maxBody: DefaultMaxBatchBytes, routes: map[string]http.Handler{}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h := &handler{agent: a, logger: logger, maxBody: cfg.maxBody}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathBatch, h.batch)
+	mux.HandleFunc("POST "+PathCancel, h.cancel)
+	for p, r := range cfg.routes {
+		mux.Handle(p, r)
+	}
+	return mux
+}
+
+type handler struct {
+	agent   *Agent
+	logger  *slog.Logger
+	maxBody int64
+}
+
+func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
+	var b Batch
+	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
+		WriteError(w, err)
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	bw := bufio.NewWriterSize(w, 4096)
+	started := false
+	enc := json.NewEncoder(bw)
+	err := h.agent.RunBatch(r.Context(), &b, func(ev Event) error {
+		if !started {
+			w.Header().Set("Content-Type", ContentTypeNDJSON)
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		if err := enc.Encode(ev); err != nil { // Encode appends the newline
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	})
+	if err != nil && !started {
+		WriteError(w, err)
+		return
+	}
+	if err != nil {
+		h.logger.Info("batch stream ended early", "batch", b.ID, "err", err)
+	}
+}
+
+func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
+	var req CancelRequest
+	if err := decodeJSON(w, r, 4096, &req); err != nil {
+		WriteError(w, err)
+		return
+	}
+	if req.BatchID == "" || len(req.BatchID) > MaxBatchIDLen || req.Index < 0 || req.Index >= MaxBatchTasks {
+		WriteError(w, apierr.BadRequest("batch_id", "invalid_cancel", "batch_id must be 1..%d bytes and index in [0, %d)", MaxBatchIDLen, MaxBatchTasks))
+		return
+	}
+	h.agent.Cancel(req.BatchID, req.Index)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// decodeJSON reads one JSON value of at most limit bytes, refusing unknown
+// fields and trailing data.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return apierr.TooLarge(int(limit))
+		}
+		return apierr.BadRequest("", "invalid_json", "malformed JSON body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return apierr.BadRequest("", "invalid_json", "trailing data after the JSON body")
+	}
+	return nil
+}
+
+// ErrorBody is the OpenAI error envelope used on the worker link and the
+// registration routes.
+type ErrorBody struct {
+	Error EventError `json:"error"`
+}
+
+// WriteError renders err as an OpenAI error body with its status.
+func WriteError(w http.ResponseWriter, err error) {
+	e := apierr.From(err)
+	w.Header().Set("Content-Type", "application/json")
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
+	}
+	w.WriteHeader(e.Status)
+	json.NewEncoder(w).Encode(ErrorBody{Error: *eventError(e)})
+}

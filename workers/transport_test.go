@@ -1,0 +1,217 @@
+package workers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+func serveAgent(t *testing.T, a *workers.Agent) *workers.Client {
+	t.Helper()
+	srv := httptest.NewServer(workers.NewHandler(a, nil))
+	t.Cleanup(srv.Close)
+	return workers.NewClient(srv.URL, workers.ClientOptions{})
+}
+
+func TestClientRoundTrip(t *testing.T) {
+	c := serveAgent(t, newAgent(t, simEngine(t)))
+	b := &workers.Batch{ID: "b1", Tasks: []workers.Task{
+		chatTask("r0"),
+		{RequestID: "r1", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"x y"}},
+		{RequestID: "r2", Kind: workers.KindCompletion, Model: "missing", Prompt: "p"},
+	}}
+	var got collected
+	err := c.Run(context.Background(), b, func(ev workers.Event) { got.emit(ev) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := got.last(t, 0); ev.Type != workers.EventDone || len(got.events[0]) < 2 {
+		t.Errorf("chat: %d events ending %+v", len(got.events[0]), ev)
+	}
+	if ev := got.last(t, 1); ev.Type != workers.EventDone || len(ev.Embeddings) != 1 {
+		t.Errorf("embedding: %+v", ev)
+	}
+	if ev := got.last(t, 2); ev.Type != workers.EventFailed || ev.Error.Code != "model_not_found" {
+		t.Errorf("unknown model: %+v", ev)
+	}
+}
+
+func TestClientDisconnectCancelsBatch(t *testing.T) {
+	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 1)}
+	a := newAgent(t, eng)
+	c := serveAgent(t, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(ctx, &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, func(workers.Event) {})
+	}()
+	<-eng.started
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	// The worker sees the disconnect and ends the task.
+	if err := a.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClientCancel(t *testing.T) {
+	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 1)}
+	c := serveAgent(t, newAgent(t, eng))
+	var got collected
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, func(ev workers.Event) { got.emit(ev) })
+	}()
+	<-eng.started
+	if err := c.Cancel(context.Background(), "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ev := got.last(t, 0); ev.Type != workers.EventFailed || ev.Error.Code != workers.CodeCancelled {
+		t.Errorf("cancelled task: %+v", ev)
+	}
+}
+
+func TestClientRefusals(t *testing.T) {
+	tests := []struct {
+		name      string
+		setup     func(a *workers.Agent)
+		batch     *workers.Batch
+		status    int
+		retryable bool
+	}{
+		{"draining", func(a *workers.Agent) { a.Drain(context.Background()) },
+			&workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r")}}, http.StatusServiceUnavailable, true},
+		{"invalid batch", nil, &workers.Batch{ID: "b"}, http.StatusBadRequest, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAgent(t, simEngine(t))
+			if tc.setup != nil {
+				tc.setup(a)
+			}
+			err := serveAgent(t, a).Run(context.Background(), tc.batch, func(workers.Event) { t.Error("event delivered") })
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Status != tc.status {
+				t.Fatalf("err = %v, want status %d", err, tc.status)
+			}
+			if workers.Retryable(err) != tc.retryable {
+				t.Errorf("Retryable = %v, want %v", workers.Retryable(err), tc.retryable)
+			}
+		})
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	err := workers.NewClient(url, workers.ClientOptions{}).Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r")}}, func(workers.Event) {})
+	if !workers.Retryable(err) {
+		t.Fatalf("connection refused must be retryable: %v", err)
+	}
+}
+
+const validDone = `{"i":0,"t":"done","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":1},` +
+	`"completion":{"request_id":"r0","request_digest":"0000000000000000000000000000000000000000000000000000000000000000",` +
+	`"response_digest":"0000000000000000000000000000000000000000000000000000000000000000","prompt_tokens":1,"completion_tokens":1}}`
+
+// TestClientValidatesStream feeds the client hand-written streams from a fake
+// worker and checks that every malformed frame fails the link.
+func TestClientValidatesStream(t *testing.T) {
+	tests := []struct {
+		name      string
+		body      string
+		wantErr   bool
+		retryable bool
+		delivered int
+	}{
+		{"valid", `{"i":0,"t":"delta","text":"a","tokens":1}` + "\n" + validDone + "\n", false, false, 2},
+		{"blank lines are skipped", "\n" + validDone + "\n", false, false, 1},
+		{"unknown index", `{"i":5,"t":"delta","text":"a"}` + "\n", true, true, 0},
+		{"negative index", `{"i":-1,"t":"delta","text":"a"}` + "\n", true, true, 0},
+		{"unknown type", `{"i":0,"t":"weird"}` + "\n", true, true, 0},
+		{"done without completion", `{"i":0,"t":"done","finish_reason":"stop","usage":{}}` + "\n", true, true, 0},
+		{"done names another request", strings.Replace(validDone, `"r0"`, `"r9"`, 1) + "\n", true, true, 0},
+		{"bad digest", strings.Replace(validDone, `"0000000000000000000000000000000000000000000000000000000000000000"`, `"xyz"`, 1) + "\n", true, true, 0},
+		{"bad finish reason", strings.Replace(validDone, `"stop"`, `"tired"`, 1) + "\n", true, true, 0},
+		{"error without error", `{"i":0,"t":"error"}` + "\n", true, true, 0},
+		{"event after done", validDone + "\n" + `{"i":0,"t":"delta","text":"a"}` + "\n", false, false, 1},
+		{"duplicate done in a two-task batch", validDone + "\n" + validDone + "\n", true, false, 1},
+		{"negative tokens", `{"i":0,"t":"delta","text":"a","tokens":-3}` + "\n", true, true, 0},
+		{"truncated stream", `{"i":0,"t":"delta","text":"a","tokens":1}` + "\n", true, false, 1},
+		{"truncated line", `{"i":0,"t":"delta"`, true, true, 0},
+		{"malformed json", "{nope}\n", true, true, 0},
+		{"line too long", `{"i":0,"t":"delta","text":"` + strings.Repeat("a", 5000) + `"}` + "\n", true, true, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", workers.ContentTypeNDJSON)
+				fmt.Fprint(w, tc.body)
+			}))
+			defer srv.Close()
+			c := workers.NewClient(srv.URL, workers.ClientOptions{MaxEventBytes: 4096})
+			tasks := []workers.Task{chatTask("r0")}
+			if strings.HasPrefix(tc.name, "duplicate") {
+				tasks = append(tasks, chatTask("r1"))
+			}
+			var mu sync.Mutex
+			delivered := 0
+			err := c.Run(context.Background(), &workers.Batch{ID: "b", Tasks: tasks}, func(workers.Event) {
+				mu.Lock()
+				delivered++
+				mu.Unlock()
+			})
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil && workers.Retryable(err) != tc.retryable {
+				t.Errorf("Retryable = %v, want %v (%v)", workers.Retryable(err), tc.retryable, err)
+			}
+			if delivered != tc.delivered {
+				t.Errorf("delivered %d events, want %d", delivered, tc.delivered)
+			}
+		})
+	}
+}
+
+func FuzzClientStream(f *testing.F) {
+	f.Add(validDone + "\n")
+	f.Add(`{"i":0,"t":"delta","text":"a","tokens":1}` + "\n")
+	f.Add(`{"i":3,"t":"error","error":{"message":"x"}}` + "\n")
+	f.Fuzz(func(t *testing.T, body string) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", workers.ContentTypeNDJSON)
+			io.WriteString(w, body)
+		}))
+		defer srv.Close()
+		b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), chatTask("r1")}}
+		ended := map[int]bool{}
+		err := workers.NewClient(srv.URL, workers.ClientOptions{MaxEventBytes: 1 << 12}).Run(context.Background(), b, func(ev workers.Event) {
+			if ev.Index < 0 || ev.Index > 1 || ended[ev.Index] {
+				t.Fatalf("invalid event delivered: %+v", ev)
+			}
+			if ev.Type != workers.EventDelta {
+				ended[ev.Index] = true
+			}
+		})
+		if err == nil && len(ended) != 2 {
+			t.Fatalf("Run returned nil with %d of 2 tasks ended", len(ended))
+		}
+	})
+}

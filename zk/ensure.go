@@ -1,0 +1,56 @@
+package zk
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/tollgate-ai/tollgate/receipts"
+)
+
+// EnsureDevKeys makes sure dir holds keys for capacity, running the
+// development set-up if they are missing. Concurrent callers (even in other
+// processes) are serialised with a lock file, so pk and vk always match.
+func EnsureDevKeys(dir string, capacity int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", dir, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	pkPath, vkPath := KeyFiles(dir, capacity)
+	_, errPK := os.Stat(pkPath)
+	_, errVK := os.Stat(vkPath)
+	if errPK == nil && errVK == nil {
+		return nil
+	}
+	pk, vk, err := SetupDev(capacity)
+	if err != nil {
+		return err
+	}
+	return SaveKeys(dir, capacity, CeremonyDev, 0, pk, vk)
+}
+
+// TestKeyDir is where tests cache development keys between runs: under
+// os.TempDir, named by circuit and gnark version so stale keys are never
+// picked up.
+func TestKeyDir() string {
+	return filepath.Join(os.TempDir(), "tollgate-zk-keys-"+CircuitID+"-"+sanitize(receipts.GnarkVersion()))
+}
+
+func sanitize(s string) string {
+	out := []rune(s)
+	for i, r := range out {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-') {
+			out[i] = '_'
+		}
+	}
+	return string(out)
+}
