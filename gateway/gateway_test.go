@@ -18,7 +18,6 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/workers"
-	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 const (
@@ -153,7 +152,7 @@ type harness struct {
 	ledger *fakeLedger
 	clock  *notifyClock
 	client *http.Client
-	ln     *fasthttputil.InmemoryListener
+	ln     net.Listener
 	served chan error
 }
 
@@ -163,7 +162,6 @@ func newHarness(t *testing.T, mutate func(*Config, *Deps)) *harness {
 		disp:   &fakeDispatcher{models: []workers.ModelVersion{{Name: testModel, Digest: strings.Repeat("ab", 32)}, {Name: "org/model-b", Digest: strings.Repeat("cd", 32)}}},
 		ledger: &fakeLedger{},
 		clock:  &notifyClock{Fake: clock.NewFake(time.Unix(1_700_000_000, 0)), armed: make(chan time.Duration, 16)},
-		ln:     fasthttputil.NewInmemoryListener(),
 		served: make(chan error, 1),
 	}
 	cfg := Config{
@@ -181,10 +179,13 @@ func newHarness(t *testing.T, mutate func(*Config, *Deps)) *harness {
 		t.Fatal(err)
 	}
 	h.srv = srv
+	// Loopback TCP rather than an in-memory pipe: the disconnect test needs
+	// the kernel to report a closed peer.
+	if h.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
 	go func() { h.served <- srv.Serve(h.ln) }()
-	h.client = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return h.ln.Dial() },
-	}}
+	h.client = &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -196,7 +197,7 @@ func newHarness(t *testing.T, mutate func(*Config, *Deps)) *harness {
 
 func (h *harness) do(t *testing.T, method, path, key, body string, hdr ...string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://gw"+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, "http://"+h.ln.Addr().String()+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,8 +621,23 @@ func gatedScript(release <-chan struct{}, cancelled chan<- error) func(ctx conte
 func TestClientDisconnectCancelsWork(t *testing.T) {
 	h := newHarness(t, nil)
 	cancelled := make(chan error, 1)
-	release := make(chan struct{})
-	h.disp.script = gatedScript(release, cancelled)
+	gone := make(chan struct{})
+	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+		if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "first", Tokens: 1}); err != nil {
+			cancelled <- err
+			return err
+		}
+		<-gone
+		// A long generation: keep producing until the gateway refuses.
+		for range 1_000_000 {
+			if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "more", Tokens: 1}); err != nil {
+				cancelled <- err
+				return err
+			}
+		}
+		cancelled <- nil
+		return nil
+	}
 	resp := h.do(t, "POST", "/v1/chat/completions", testKey, `{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
 	r := bufio.NewReader(resp.Body)
 	for {
@@ -635,7 +651,7 @@ func TestClientDisconnectCancelsWork(t *testing.T) {
 	}
 	resp.Body.Close() // the client goes away mid-stream
 	h.client.CloseIdleConnections()
-	close(release)
+	close(gone)
 	if err := <-cancelled; err == nil {
 		t.Fatal("onEvent kept succeeding after the client left")
 	}

@@ -67,8 +67,6 @@ type Config struct {
 	// KeepAlive is the idle time after which a stream gets a `: keepalive`
 	// comment. Default 15s.
 	KeepAlive time.Duration
-	// HeartbeatInterval is what registered workers are told. Default 1s.
-	HeartbeatInterval time.Duration
 	// ReadTimeout bounds reading one request; IdleTimeout a kept-alive
 	// connection between requests. Defaults 30s and 120s. There is no write
 	// timeout: streams are long.
@@ -84,9 +82,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 15 * time.Second
-	}
-	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval > time.Second {
-		c.HeartbeatInterval = time.Second
 	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = 30 * time.Second

@@ -8,9 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
-	"sync"
 
+	"github.com/consensys/gnark"
 	"github.com/consensys/gnark-crypto/ecc"
 	"github.com/consensys/gnark/backend/groth16"
 )
@@ -28,21 +27,10 @@ type KeyHeader struct {
 	Reference string `json:"reference,omitempty"` // free text, e.g. the ceremony transcript
 }
 
-// GnarkVersion is the version of github.com/consensys/gnark linked into
-// this binary, as the module system reports it.
-var GnarkVersion = sync.OnceValue(func() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "github.com/consensys/gnark" {
-				if d.Replace != nil {
-					return d.Replace.Version
-				}
-				return d.Version
-			}
-		}
-	}
-	return "unknown"
-})
+// GnarkVersion is the version of gnark linked into this binary, as gnark
+// itself reports it ("v0.16.0"). Key files record it: gnark's binary key
+// encoding is only guaranteed within one version.
+func GnarkVersion() string { return "v" + gnark.Version.String() }
 
 const maxHeader = 4096
 

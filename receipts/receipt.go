@@ -32,6 +32,9 @@ type Receipt struct {
 	ID      string `json:"id"`
 	Status  string `json:"status"`
 	Error   string `json:"error,omitempty"` // why proving failed (status failed)
+	// Cursor is the receipt's position in the gateway's export order: pass
+	// it as ?after= to list the receipts recorded after it.
+	Cursor string `json:"cursor,omitempty"`
 
 	// Leaf fields.
 	RequestID        string    `json:"request_id"`
@@ -66,19 +69,18 @@ type BatchProof struct {
 
 // Verification failures. Verify wraps one of these with details.
 var (
-	ErrVersion         = errors.New("unsupported receipt version")
-	ErrNotProven       = errors.New("receipt is not proven")
-	ErrLeafField       = errors.New("invalid leaf field")
-	ErrLeafMismatch    = errors.New("leaf does not match its fields")
-	ErrModelVersion    = errors.New("model version does not match the batch")
-	ErrWorker          = errors.New("worker ID does not match the batch")
-	ErrPath            = errors.New("Merkle path does not lead to the batch root")
-	ErrRegistryRoot    = errors.New("registry root does not match")
-	ErrVerifyingKey    = errors.New("verifying key does not match the receipt")
-	ErrProof           = errors.New("proof does not verify")
-	ErrMalformedBatch  = errors.New("malformed batch")
-	ErrTokensMissing   = errors.New("batch totals cannot cover the receipt's tokens")
-	errNoRegistryRoots = errors.New("no registry root given")
+	ErrVersion        = errors.New("unsupported receipt version")
+	ErrNotProven      = errors.New("receipt is not proven")
+	ErrLeafField      = errors.New("invalid leaf field")
+	ErrLeafMismatch   = errors.New("leaf does not match its fields")
+	ErrModelVersion   = errors.New("model version does not match the batch")
+	ErrWorker         = errors.New("worker ID does not match the batch")
+	ErrPath           = errors.New("Merkle path does not lead to the batch root")
+	ErrRegistryRoot   = errors.New("registry root does not match")
+	ErrVerifyingKey   = errors.New("verifying key does not match the receipt")
+	ErrProof          = errors.New("proof does not verify")
+	ErrMalformedBatch = errors.New("malformed batch")
+	ErrTokensMissing  = errors.New("batch totals cannot cover the receipt's tokens")
 )
 
 // LeafFields recomputes the request commitment, model version commitment

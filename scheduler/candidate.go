@@ -11,27 +11,30 @@ import (
 // filters and scorers see it. All fields are guarded by the scheduler's
 // lock; plugins run with it held and only read.
 type Candidate struct {
-	id       string
-	reg      workers.Registered
-	hash     uint64 // of id, for rendezvous hashing
-	conn     Conn
-	batcher  *batching.Batcher[*attempt]
-	slots    int
-	joined   time.Time
-	lastBeat time.Time
-	beatNs   int64 // lastBeat in Unix nanoseconds: cycles compare integers
-	hb       workers.Heartbeat
+	// What every cycle reads comes first, together, for the cache.
+	beatNs   int64   // last heartbeat (or registration) in Unix nanoseconds
+	ejectNs  int64   // out of rotation until then, Unix nanoseconds
+	slots    int     // tasks the worker runs at once
+	waiting  int     // the engine's waiting queue in the last heartbeat
+	pressure float64 // memory pressure from the last heartbeat, see memoryPressure
 	hbSeen   bool
-
+	draining bool
+	hash     uint64 // of id, for rendezvous hashing
+	models   []workers.ModelVersion
 	// Tracked by the scheduler itself between heartbeats.
 	assigned       int // tasks placed here and not ended (queued + in flight)
 	assignedTokens int // their estimated remaining work in tokens (prompt + output)
 	latency        latencyModel
 
+	id           string
+	reg          workers.Registered
+	conn         Conn
+	batcher      *batching.Batcher[*attempt]
+	joined       time.Time
+	lastBeat     time.Time
+	hb           workers.Heartbeat
 	failures     int       // consecutive failures, for back-off
 	ejectedUntil time.Time // out of rotation until then
-	ejectNs      int64     // ejectedUntil in Unix nanoseconds
-	pressure     float64   // memory pressure from the last heartbeat, see memoryPressure
 	served       uint64
 	failed       uint64
 }
@@ -41,7 +44,7 @@ func (c *Candidate) ID() string { return c.id }
 
 // healthy reports whether the worker may get new work at now (Unix ns).
 func (c *Candidate) healthy(now int64, timeout time.Duration) bool {
-	return now-c.beatNs <= int64(timeout) && !c.hb.Draining && !c.ejected(now)
+	return now-c.beatNs <= int64(timeout) && !c.draining && !c.ejected(now)
 }
 
 func (c *Candidate) ejected(now int64) bool { return now < c.ejectNs }

@@ -136,6 +136,7 @@ func (s *Scheduler) Submit(t *workers.Task, onEvent func(workers.Event), onEnd f
 		c.mu.Unlock()
 		return nil, err
 	}
+	c.abortIfDone(a)
 	return &Handle{c: c}, nil
 }
 
@@ -172,7 +173,7 @@ type attempt struct {
 	tokens    int
 	remaining int // tokens still counted in cand.assignedTokens
 	ended     bool
-	cancelled bool
+	cancelled bool // abort asked the worker to stop it
 }
 
 // placeLocked runs a scheduling cycle and makes the chosen worker the
@@ -191,6 +192,8 @@ func (c *call) placeLocked(exclude string) (*attempt, error) {
 	cand.assigned++
 	cand.assignedTokens += a.remaining
 	s.mu.Unlock()
+	s.logger.Debug("task placed", "request_id", c.task.RequestID, "worker", cand.id, "model", c.task.Model,
+		"attempt", c.attempts+1, "prompt_tokens", c.promptTokens)
 
 	a.entry = batching.Entry[*attempt]{Value: a, Priority: int(c.task.Priority), Deadline: c.task.Deadline}
 	if c.task.Kind == workers.KindEmbedding {
@@ -307,6 +310,9 @@ func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
 func (s *Scheduler) emptyError(filter int, req *Request) error {
 	switch s.filters[filter].(type) {
 	case *ModelFilter:
+		if req.Task.Kind == workers.KindEmbedding {
+			return apierr.NotFound("model", CodeModelNotFound, "no worker serves embeddings with the model %q", req.Task.Model)
+		}
 		return apierr.NotFound("model", CodeModelNotFound, "the model %q does not exist or no worker serves it", req.Task.Model)
 	case *CapacityFilter:
 		return apierr.RateLimited(CodeOverloaded, "every worker serving this model is at capacity; retry later", time.Second)
@@ -371,24 +377,30 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 		return
 	}
 	c := a.cand
+	// Embedding calls merge a frame's inputs, so only generation teaches
+	// the latency model.
+	learn := a.call.task.Kind != workers.KindEmbedding
 	if a.firstAt.IsZero() && ev.Type != workers.EventFailed {
 		a.firstAt = now
 		prompt := a.call.promptTokens
 		if ev.Usage != nil && ev.Usage.PromptTokens > 0 {
 			prompt = ev.Usage.PromptTokens
 		}
-		c.latency.observeTTFT(alpha, prompt, time.Duration(float64(now.Sub(a.sentAt))/a.lf))
+		if learn {
+			c.latency.observeTTFT(alpha, prompt, time.Duration(float64(now.Sub(a.sentAt))/a.lf))
+		}
 		s.releasePromptLocked(a)
 	}
 	var release bool
 	switch ev.Type {
 	case workers.EventDelta:
-		a.tokens += ev.Tokens
-		d := min(ev.Tokens, a.remaining)
+		n := max(ev.Tokens, 0)
+		a.tokens += n
+		d := min(n, a.remaining)
 		a.remaining -= d
 		c.assignedTokens -= d
 	case workers.EventDone:
-		if n := a.tokens; n > 1 {
+		if n := a.tokens; n > 1 && learn {
 			c.latency.observeITL(alpha, time.Duration(float64(now.Sub(a.firstAt))/float64(n-1)/a.lf))
 		}
 		c.failures = 0
@@ -396,7 +408,9 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 		s.endAttemptLocked(a)
 		release = true
 	case workers.EventFailed:
-		if ev.Error == nil || workerFault(ev.Error.Status) {
+		// A task we cancelled may end any way it likes; only failures of
+		// live tasks count against the worker.
+		if !a.cancelled && (ev.Error == nil || workerFault(ev.Error.Status)) {
 			s.ejectLocked(c, now, "task failed on the worker")
 		}
 		s.endAttemptLocked(a)
@@ -453,6 +467,7 @@ func (s *Scheduler) runEnded(run *batchRun, err error) {
 		err = errors.New("stream ended before every task did")
 	}
 	linkErr := apierr.Unavailable(workers.CodeWorkerUnavailable, "the worker failed; retry", err)
+	s.logger.Warn("worker link failed", "worker", c.id, "batch", run.batch.ID, "tasks", len(orphans), "err", err)
 	for _, a := range orphans {
 		s.mu.Lock()
 		noEvent := a.firstAt.IsZero()
@@ -578,6 +593,19 @@ func (c *call) retryUnlock(a *attempt, cause error) {
 	c.mu.Unlock()
 	if err := c.enqueue(next); err != nil {
 		c.end(next, cause)
+		return
+	}
+	c.abortIfDone(next)
+}
+
+// abortIfDone stops attempt a if the call ended (deadline, client gone)
+// while a was being handed to its batcher.
+func (c *call) abortIfDone(a *attempt) {
+	c.mu.Lock()
+	done := c.done
+	c.mu.Unlock()
+	if done {
+		c.s.abort(a)
 	}
 }
 

@@ -1,9 +1,14 @@
 package scheduler
 
-import "time"
+import (
+	"time"
+
+	"github.com/tollgate-ai/tollgate/workers"
+)
 
 // ModelFilter keeps workers serving the task's model by name and, when the
-// model is pinned, by weights digest too.
+// model is pinned, by weights digest too; embedding tasks also need a
+// version that serves embeddings.
 type ModelFilter struct {
 	Pins map[string]string // model name → weights digest
 }
@@ -15,10 +20,11 @@ func (*ModelFilter) Name() string { return "model" }
 func (f *ModelFilter) Filter(req *Request, cands []*Candidate) []*Candidate {
 	name := req.Task.Model
 	pin := f.Pins[name]
+	embed := req.Task.Kind == workers.KindEmbedding
 	out := cands[:0]
 	for _, c := range cands {
-		for _, m := range c.reg.Models {
-			if m.Name == name && (pin == "" || m.Digest == pin) {
+		for _, m := range c.models {
+			if m.Name == name && (pin == "" || m.Digest == pin) && (!embed || m.Embeddings) {
 				out = append(out, c)
 				break
 			}

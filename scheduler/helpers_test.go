@@ -107,7 +107,7 @@ func (h *harness) add(id string, slots int, models ...string) *scriptConn {
 	}
 	reg := &workers.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: slots}
 	for _, m := range models {
-		reg.Models = append(reg.Models, workers.ModelVersion{Name: m, Digest: testDigest})
+		reg.Models = append(reg.Models, workers.ModelVersion{Name: m, Digest: testDigest, Embeddings: true})
 	}
 	h.s.Upsert(reg)
 	return h.conns[reg.URL]

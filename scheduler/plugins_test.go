@@ -14,20 +14,21 @@ import (
 
 // cand builds a candidate for plugin tests.
 type candSpec struct {
-	id       string
-	slots    int
-	assigned int
-	tokens   int
-	beatAgo  time.Duration
-	hb       bool
-	waiting  int
-	kv       float64
-	memUsed  uint64
-	draining bool
-	ejected  bool
-	model    string
-	digest   string
-	perToken float64
+	id         string
+	slots      int
+	assigned   int
+	tokens     int
+	beatAgo    time.Duration
+	hb         bool
+	waiting    int
+	kv         float64
+	memUsed    uint64
+	draining   bool
+	ejected    bool
+	model      string
+	digest     string
+	perToken   float64
+	embeddings bool
 }
 
 func mkCands(specs []candSpec, now time.Time) []*Candidate {
@@ -37,7 +38,7 @@ func mkCands(specs []candSpec, now time.Time) []*Candidate {
 			hbSeen:  s.hb,
 			latency: latencyModel{overhead: 0.02, perToken: cmp.Or(s.perToken, 1e-4), interToken: 0.01}}
 		c.hb.Load = workers.Load{Waiting: s.waiting, KVCacheUsage: s.kv}
-		c.hb.Draining = s.draining
+		c.hb.Draining, c.draining, c.waiting = s.draining, s.draining, s.waiting
 		c.setBeat(now.Add(-s.beatAgo))
 		if s.memUsed > 0 {
 			c.hb.GPUs = []workers.GPU{{MemoryTotalMiB: 100, MemoryUsedMiB: s.memUsed}}
@@ -45,7 +46,7 @@ func mkCands(specs []candSpec, now time.Time) []*Candidate {
 		if s.ejected {
 			c.setEjected(now.Add(time.Second))
 		}
-		c.reg.Models = []workers.ModelVersion{{Name: cmp.Or(s.model, testModel), Digest: cmp.Or(s.digest, testDigest)}}
+		c.models = []workers.ModelVersion{{Name: cmp.Or(s.model, testModel), Digest: cmp.Or(s.digest, testDigest), Embeddings: s.embeddings}}
 		c.pressure = memoryPressure(&c.hb)
 		out = append(out, c)
 	}
@@ -70,6 +71,8 @@ func TestFilters(t *testing.T) {
 		want   []string
 	}{
 		{"model by name", &ModelFilter{}, Request{}, []candSpec{{id: "a"}, {id: "b", model: "other"}}, []string{"a"}},
+		{"embeddings need an embedding version", &ModelFilter{}, Request{Task: &workers.Task{Kind: workers.KindEmbedding, Model: testModel}},
+			[]candSpec{{id: "a"}, {id: "b", embeddings: true}}, []string{"b"}},
 		{"model pinned to a digest", &ModelFilter{Pins: map[string]string{testModel: other}}, Request{},
 			[]candSpec{{id: "a"}, {id: "b", digest: other}}, []string{"b"}},
 		{"health: silent, draining, ejected, excluded", &HealthFilter{Timeout: 3 * time.Second}, Request{Exclude: "e"},
@@ -82,7 +85,9 @@ func TestFilters(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req := tt.req
 			req.Now, req.nowNs = t0, t0.UnixNano()
-			req.Task = chat("r")
+			if req.Task == nil {
+				req.Task = chat("r")
+			}
 			got := ids(tt.filter.Filter(&req, mkCands(tt.specs, t0)))
 			if d := gocmp.Diff(got, tt.want); d != "" {
 				t.Errorf("(-got +want):\n%s", d)

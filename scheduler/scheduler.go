@@ -150,7 +150,8 @@ func randomBase(r *rand.Rand) string {
 // registration counts as a heartbeat. Re-registering keeps what the
 // scheduler has learned of the worker's speed.
 func (s *Scheduler) Upsert(w *workers.Registered) {
-	if w == nil || w.WorkerID == "" {
+	if w == nil || w.WorkerID == "" || w.URL == "" {
+		s.logger.Warn("registration without a worker ID or URL ignored")
 		return
 	}
 	now := s.clock.Now()
@@ -160,10 +161,12 @@ func (s *Scheduler) Upsert(w *workers.Registered) {
 	}
 	s.mu.Lock()
 	c, ok := s.workers[w.WorkerID]
+	reg := *w
+	reg.Models, reg.GPUs = slices.Clone(w.Models), slices.Clone(w.GPUs)
 	if ok && c.reg.URL == w.URL {
-		c.reg = *w
+		c.reg, c.models = reg, reg.Models
 		c.setBeat(now)
-		c.hb.Draining = false
+		c.hb.Draining, c.draining = false, false
 		resize := c.slots != slots
 		c.slots = slots
 		b := c.batcher
@@ -174,13 +177,19 @@ func (s *Scheduler) Upsert(w *workers.Registered) {
 		s.logger.Info("worker registered again", "worker", w.WorkerID, "url", w.URL)
 		return
 	}
+	conn := s.dial(w.URL)
+	if conn == nil {
+		s.mu.Unlock()
+		s.logger.Error("no link to the worker; registration ignored", "worker", w.WorkerID, "url", w.URL)
+		return
+	}
 	var old *Candidate
 	if ok {
 		old = c // moved to another URL: a new link, same identity
 		s.removeLocked(old)
 	}
 	c = &Candidate{
-		id: w.WorkerID, reg: *w, hash: hashString(w.WorkerID), conn: s.dial(w.URL),
+		id: w.WorkerID, reg: reg, models: reg.Models, hash: hashString(w.WorkerID), conn: conn,
 		slots: slots, joined: now,
 		latency: latencyModel{
 			overhead:   s.cfg.PriorOverhead.Seconds(),
@@ -221,6 +230,11 @@ func (s *Scheduler) Heartbeat(hb *workers.Heartbeat) error {
 	}
 	c.hb = *hb
 	c.hb.GPUs = slices.Clone(hb.GPUs)
+	// Telemetry comes from the worker: keep it in range for the scorers.
+	c.hb.Load.Waiting = min(max(c.hb.Load.Waiting, 0), 1<<20)
+	c.hb.Load.Running = min(max(c.hb.Load.Running, 0), 1<<20)
+	c.hb.Load.KVCacheUsage = clamp01(c.hb.Load.KVCacheUsage)
+	c.waiting, c.draining = c.hb.Load.Waiting, c.hb.Draining
 	c.hbSeen = true
 	c.pressure = memoryPressure(&c.hb)
 	c.setBeat(now)

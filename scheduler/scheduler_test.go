@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -50,9 +51,18 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("Models after w2 went silent (-got +want):\n%s", d)
 	}
 
+	h.s.Upsert(&workers.Registered{WorkerID: "w3", URL: "http://w3", SessionToken: "secret-token", Models: []workers.ModelVersion{{Name: testModel}}})
+	js, err := json.Marshal(h.s.Workers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(js), "secret-token") {
+		t.Errorf("Workers() JSON leaks the session token: %s", js)
+	}
+
 	h.s.Remove("w1")
-	if got := len(h.s.Workers()); got != 1 {
-		t.Errorf("after Remove: %d workers, want 1", got)
+	if got := len(h.s.Workers()); got != 2 {
+		t.Errorf("after Remove: %d workers, want 2", got)
 	}
 }
 
@@ -367,5 +377,33 @@ func TestEmbeddingsShareAFrame(t *testing.T) {
 	}
 	if st := h.s.Stats(); st.BatchSize.Max != 3 {
 		t.Errorf("batch size max = %v", st.BatchSize.Max)
+	}
+}
+
+func TestEjectionBackoff(t *testing.T) {
+	h := newHarness(t, Config{EjectBase: time.Second, EjectMax: 10 * time.Second})
+	h.add("w1", 4)
+	c := h.s.workers["w1"]
+	var got []time.Duration
+	for i := 0; i < 6; i++ {
+		h.s.mu.Lock()
+		h.s.ejectLocked(c, t0, "test")
+		got = append(got, c.ejectedUntil.Sub(t0))
+		h.s.mu.Unlock()
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
+	if d := cmp.Diff(got, want); d != "" {
+		t.Errorf("back-off (-got +want):\n%s", d)
+	}
+	// A task that succeeds resets the count.
+	h.clk.Advance(11 * time.Second)
+	h.beat("w1", workers.Load{})
+	r, _, err := h.submit(chat("ok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.conns["http://w1"].finish(0)
+	if !r.ended || r.err != nil || c.failures != 0 {
+		t.Errorf("after a success: ended=%v err=%v failures=%d", r.ended, r.err, c.failures)
 	}
 }

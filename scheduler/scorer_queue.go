@@ -41,4 +41,4 @@ func (s *QueueScorer) Score(req *Request, cands []*Candidate, scores []float64) 
 	}
 }
 
-func queueDepth(c *Candidate) int { return c.queued() + max(c.hb.Load.Waiting, 0) }
+func queueDepth(c *Candidate) int { return c.queued() + c.waiting }

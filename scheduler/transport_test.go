@@ -14,6 +14,9 @@ import (
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
 
+// The gateway dials workers with workers.NewClient.
+var _ Conn = (*workers.Client)(nil)
+
 // TestDispatchOverRealTransport runs tasks through the real worker link:
 // workers.Client → HTTP → workers.NewHandler → Agent → the simulator.
 func TestDispatchOverRealTransport(t *testing.T) {

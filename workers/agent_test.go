@@ -43,7 +43,7 @@ func (c *countingEngine) Embed(ctx context.Context, model string, inputs []strin
 // blockingEngine generates nothing until its context ends; started
 // receives each task's request ID once the engine holds it.
 type blockingEngine struct {
-	workers.Engine
+	*sim.Engine
 	started chan string
 }
 
@@ -218,7 +218,9 @@ func TestDeadline(t *testing.T) {
 	task.Deadline = t0.Add(time.Second)
 	var c collected
 	done := make(chan error, 1)
-	go func() { done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit) }()
+	go func() {
+		done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit)
+	}()
 	<-eng.started
 	clk.Advance(time.Second)
 	if err := <-done; err != nil {

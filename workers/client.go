@@ -33,7 +33,10 @@ type ClientOptions struct {
 	// MaxEventBytes bounds one event line (default 16 MiB: an embedding
 	// task's vectors come in one event).
 	MaxEventBytes int
-	Logger        *slog.Logger
+	// Token, when set, is sent as "Authorization: Bearer <Token>" (see
+	// WithLinkAuth); use the worker's Registered.SessionToken.
+	Token  string
+	Logger *slog.Logger
 }
 
 // Client is the gateway's end of the link to one worker. It is safe for
@@ -42,6 +45,7 @@ type Client struct {
 	base    string
 	http    *http.Client
 	maxLine int
+	token   string
 	logger  *slog.Logger
 }
 
@@ -85,7 +89,7 @@ var defaultHTTPClient = &http.Client{Transport: NewTransport()}
 // NewClient returns a client for the worker serving NewHandler at baseURL
 // (e.g. "http://10.0.0.5:9000").
 func NewClient(baseURL string, opts ClientOptions) *Client {
-	c := &Client{base: strings.TrimRight(baseURL, "/"), http: opts.HTTPClient, maxLine: opts.MaxEventBytes, logger: opts.Logger}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), http: opts.HTTPClient, maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger}
 	if c.http == nil {
 		c.http = defaultHTTPClient
 	}
@@ -118,6 +122,7 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", ContentTypeNDJSON)
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -167,6 +172,7 @@ func (c *Client) Cancel(ctx context.Context, batchID string, index int) error {
 		return linkFailure(false, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return linkFailure(false, err)
@@ -177,6 +183,12 @@ func (c *Client) Cancel(ctx context.Context, batchID string, index int) error {
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	return nil
+}
+
+func (c *Client) authorize(req *http.Request) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 }
 
 // readLine reads one '\n'-terminated line of at most max bytes.
@@ -306,24 +318,32 @@ func ctxError(ctx context.Context) error {
 }
 
 // refusal turns a non-2xx answer from the worker into an error carrying the
-// worker's status and message. 503s (draining, overloaded) and 5xx are
-// retryable on another worker; 4xx are not.
+// worker's status and message. 4xx refusals of the request itself (invalid
+// batch) keep their status and are not retryable; everything else (503
+// draining or overloaded, other 5xx, 401/403 link authentication, an answer
+// that is not an error body) becomes 503 worker_unavailable and is
+// retryable on another worker.
 func refusal(resp *http.Response) error {
 	var body ErrorBody
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	_ = json.Unmarshal(raw, &body)
-	e := body.Error.APIError()
-	if body.Error.Message == "" {
+	cause := &LinkError{Retryable: true, Err: fmt.Errorf("worker answered %s: %s", resp.Status, body.Error.Message)}
+	var e *apierr.Error
+	switch {
+	case body.Error.Message != "" && resp.StatusCode >= 400 && resp.StatusCode < 500 &&
+		resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden:
+		body.Error.Status = resp.StatusCode
+		e = body.Error.APIError()
+		cause.Retryable = resp.StatusCode == http.StatusTooManyRequests
+	case body.Error.Message != "" && resp.StatusCode == http.StatusServiceUnavailable:
+		e = body.Error.APIError()
+	default:
 		e = &apierr.Error{Status: http.StatusServiceUnavailable, Type: apierr.TypeUnavailable, Code: CodeWorkerUnavailable, Message: "the worker is unavailable"}
-	}
-	if e.Status >= 500 || body.Error.Message == "" {
-		e.Status = http.StatusServiceUnavailable
-		e.Type = apierr.TypeUnavailable
 	}
 	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra > 0 {
 		e.RetryAfter = time.Duration(ra) * time.Second
 	}
-	e.Cause = &LinkError{Retryable: resp.StatusCode >= 500, Err: fmt.Errorf("worker answered %s: %s", resp.Status, body.Error.Message)}
+	e.Cause = cause
 	return e
 }
 

@@ -50,21 +50,31 @@ type CompletionSource interface {
 	Produced(requestID string) (*Completion, bool)
 }
 
+// BatchSigner is the worker's EdDSA key as the countersigner needs it
+// (satisfied by *keys.Key): Sign signs a message of canonical 32-byte field
+// elements with Poseidon2, as the batch circuit verifies.
+type BatchSigner interface {
+	Sign(msg []byte) ([]byte, error)
+	Public() *eddsa.PublicKey
+}
+
 // Countersigner signs receipt batches for the prover, but only when every
 // leaf is a completion record this worker produced, unchanged.
 type Countersigner struct {
-	key      *eddsa.PrivateKey
+	key      BatchSigner
 	workerID string
 	src      CompletionSource
 	logger   *slog.Logger
 }
 
-// NewCountersigner returns a countersigner signing with key.
-func NewCountersigner(key *eddsa.PrivateKey, src CompletionSource, logger *slog.Logger) *Countersigner {
+// NewCountersigner returns a countersigner signing with key; src is
+// normally the worker's *Agent. Mount it on the worker's handler with
+// WithRoute("POST "+PathCountersign, cs).
+func NewCountersigner(key BatchSigner, src CompletionSource, logger *slog.Logger) *Countersigner {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Countersigner{key: key, workerID: receipts.WorkerID(&key.PublicKey), src: src, logger: logger}
+	return &Countersigner{key: key, workerID: receipts.WorkerID(key.Public()), src: src, logger: logger}
 }
 
 func refuse(format string, args ...any) error {
@@ -119,13 +129,14 @@ func (c *Countersigner) Countersign(ctx context.Context, req *CountersignRequest
 	root := receipts.MerkleRoot(leaves)
 	mv := receipts.ModelVersionCommitment(req.Model, weights)
 	msg := receipts.BatchMessage(root, mv, uint64(n), totalPrompt, totalCompletion, req.Sequence)
-	sig, err := receipts.SignBatch(c.key, msg)
+	msgBytes := msg.Bytes()
+	sig, err := c.key.Sign(msgBytes[:])
 	if err != nil {
-		return nil, apierr.Internal(err)
+		return nil, apierr.Internal(fmt.Errorf("sign batch: %w", err))
 	}
 	c.logger.Info("countersigned batch", "worker", c.workerID, "model", req.Model, "sequence", req.Sequence, "leaves", n)
 	return &CountersignResponse{Root: receipts.ElementHex(root), Signature: base64.StdEncoding.EncodeToString(sig),
-		PublicKey: base64.StdEncoding.EncodeToString(c.key.PublicKey.Bytes())}, nil
+		PublicKey: base64.StdEncoding.EncodeToString(c.key.Public().Bytes())}, nil
 }
 
 func sameCompletion(a, b *Completion) bool {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,10 +16,10 @@ import (
 	"time"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
-	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/receipts"
+	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
 type producedMap map[string]*Completion
@@ -32,10 +33,10 @@ func (m producedMap) Produced(id string) (*Completion, bool) {
 	return &cp, true
 }
 
-func countersignKey(t *testing.T) *eddsa.PrivateKey {
+func countersignKey(t *testing.T) *keys.Key {
 	t.Helper()
 	r := rand.New(rand.NewPCG(9, 9))
-	key, err := eddsa.GenerateKey(bytes.NewReader(func() []byte {
+	key, err := keys.Generate(bytes.NewReader(func() []byte {
 		b := make([]byte, 64)
 		for i := range b {
 			b[i] = byte(r.Uint32())
@@ -74,7 +75,7 @@ func request(m producedMap, ids ...string) *CountersignRequest {
 
 func TestCountersign(t *testing.T) {
 	key := countersignKey(t)
-	wid := receipts.WorkerID(&key.PublicKey)
+	wid := key.WorkerID()
 	own := produced(wid, 3)
 	cs := NewCountersigner(key, own, nil)
 
@@ -144,7 +145,7 @@ func TestCountersign(t *testing.T) {
 			w, _ := receipts.ParseDigest(req.ModelDigest)
 			msg := receipts.BatchMessage(root, receipts.ModelVersionCommitment(req.Model, w), uint64(len(req.Completions)), tp, tc, req.Sequence)
 			sig, _ := base64.StdEncoding.DecodeString(resp.Signature)
-			if err := receipts.VerifyBatchSignature(&key.PublicKey, msg, sig); err != nil {
+			if err := receipts.VerifyBatchSignature(key.Public(), msg, sig); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -153,7 +154,7 @@ func TestCountersign(t *testing.T) {
 
 func TestCountersignOverHTTP(t *testing.T) {
 	key := countersignKey(t)
-	own := produced(receipts.WorkerID(&key.PublicKey), 2)
+	own := produced(key.WorkerID(), 2)
 	srv := httptest.NewServer(NewCountersigner(key, own, nil))
 	defer srv.Close()
 	if _, err := RequestCountersign(context.Background(), srv.Client(), srv.URL, request(own, "req-0", "req-1")); err != nil {
@@ -166,4 +167,37 @@ func TestCountersignOverHTTP(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
 		t.Fatalf("err = %v, want a 403 refusal", err)
 	}
+}
+
+// FuzzCountersign feeds arbitrary request bodies to the countersigner: it
+// must never panic and never sign a record it did not produce.
+func FuzzCountersign(f *testing.F) {
+	seedKey := func() *keys.Key {
+		k, err := keys.Generate(bytes.NewReader(bytes.Repeat([]byte{3}, 64)))
+		if err != nil {
+			f.Fatal(err)
+		}
+		return k
+	}()
+	own := produced(seedKey.WorkerID(), 2)
+	good, _ := json.Marshal(request(own, "req-0", "req-1"))
+	f.Add(good)
+	f.Add([]byte(`{"capacity":8,"completions":[{"request_id":"x"}]}`))
+	f.Add([]byte(`{}`))
+	cs := NewCountersigner(seedKey, own, nil)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req CountersignRequest
+		if json.Unmarshal(body, &req) != nil {
+			return
+		}
+		if _, err := cs.Countersign(context.Background(), &req); err != nil {
+			return
+		}
+		for _, c := range req.Completions {
+			mine, ok := own[c.RequestID]
+			if !ok || !sameCompletion(mine, &c) {
+				t.Fatalf("signed a record it did not produce: %+v", c)
+			}
+		}
+	})
 }

@@ -2,11 +2,13 @@ package workers
 
 import (
 	"bufio"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 )
@@ -35,6 +37,16 @@ type HandlerOption func(*handlerConfig)
 type handlerConfig struct {
 	maxBody int64
 	routes  map[string]http.Handler
+	token   func() string
+}
+
+// WithLinkAuth makes the batch and cancel routes require
+// "Authorization: Bearer <token>" where token is what current returns (for a
+// registered worker, Registerer.SessionToken, which the gateway also holds as
+// Registered.SessionToken and passes as ClientOptions.Token). An empty
+// current token refuses everything. Extra routes are not covered.
+func WithLinkAuth(current func() string) HandlerOption {
+	return func(c *handlerConfig) { c.token = current }
 }
 
 // WithMaxBatchBytes sets the largest batch body accepted (default 32 MiB).
@@ -65,10 +77,10 @@ func NewHandler(a *Agent, logger *slog.Logger, opts ...HandlerOption) http.Handl
 	for _, o := range opts {
 		o(&cfg)
 	}
-	h := &handler{agent: a, logger: logger, maxBody: cfg.maxBody}
+	h := &handler{agent: a, logger: logger, maxBody: cfg.maxBody, token: cfg.token}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+PathBatch, h.batch)
-	mux.HandleFunc("POST "+PathCancel, h.cancel)
+	mux.HandleFunc("POST "+PathBatch, h.authed(h.batch))
+	mux.HandleFunc("POST "+PathCancel, h.authed(h.cancel))
 	for p, r := range cfg.routes {
 		mux.Handle(p, r)
 	}
@@ -79,11 +91,30 @@ type handler struct {
 	agent   *Agent
 	logger  *slog.Logger
 	maxBody int64
+	token   func() string
+}
+
+// authed checks the link's bearer token when WithLinkAuth is set.
+func (h *handler) authed(next http.HandlerFunc) http.HandlerFunc {
+	if h.token == nil {
+		return next
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		want := h.token()
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			WriteError(w, apierr.Unauthorized("invalid_link_token", "the worker link token is missing or wrong"))
+			return
+		}
+		next(w, r)
+	}
 }
 
 func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 	var b Batch
-	if err := decodeJSON(w, r, h.maxBody, &b); err != nil {
+	// Unknown fields are ignored here (not refused) so that a gateway one
+	// version ahead, whose Task carries a new optional field, still works.
+	if err := decodeJSONLenient(w, r, h.maxBody, &b); err != nil {
 		WriteError(w, err)
 		return
 	}
@@ -135,8 +166,19 @@ func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
 // decodeJSON reads one JSON value of at most limit bytes, refusing unknown
 // fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	return decodeBody(w, r, limit, v, true)
+}
+
+// decodeJSONLenient is decodeJSON ignoring unknown fields.
+func decodeJSONLenient(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	return decodeBody(w, r, limit, v, false)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, strict bool) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
 
 func serveAgent(t *testing.T, a *workers.Agent) *workers.Client {
@@ -214,4 +215,125 @@ func FuzzClientStream(f *testing.F) {
 			t.Fatalf("Run returned nil with %d of 2 tasks ended", len(ended))
 		}
 	})
+}
+
+// BenchmarkLinkRoundTrip measures one chat task of 64 tokens through the
+// full worker link (Client → HTTP → Handler → Agent → simulator with no
+// delays → NDJSON stream back), to compare with BenchmarkAgentDirect.
+func BenchmarkLinkRoundTrip(b *testing.B) {
+	e, _ := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], NoDelay: true})
+	a := workers.NewAgent(workers.AgentConfig{WorkerID: "w", Engine: e, MaxConcurrency: 256})
+	srv := httptest.NewServer(workers.NewHandler(a, nil))
+	defer srv.Close()
+	c := workers.NewClient(srv.URL, workers.ClientOptions{})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		n := 0
+		for pb.Next() {
+			n++
+			task := chatTask(fmt.Sprint(n))
+			task.MaxTokens = 64
+			batch := &workers.Batch{ID: fmt.Sprintf("b%p-%d", pb, n), Tasks: []workers.Task{task}}
+			if err := c.Run(context.Background(), batch, func(workers.Event) {}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkAgentDirect is BenchmarkLinkRoundTrip without the HTTP link.
+func BenchmarkAgentDirect(b *testing.B) {
+	e, _ := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], NoDelay: true})
+	a := workers.NewAgent(workers.AgentConfig{WorkerID: "w", Engine: e, MaxConcurrency: 256})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		n := 0
+		for pb.Next() {
+			n++
+			task := chatTask(fmt.Sprint(n))
+			task.MaxTokens = 64
+			batch := &workers.Batch{ID: fmt.Sprintf("b%p-%d", pb, n), Tasks: []workers.Task{task}}
+			if err := a.RunBatch(context.Background(), batch, func(workers.Event) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestHandlerRefusesMalformed(t *testing.T) {
+	h := workers.NewHandler(newAgent(t, simEngine(t)), nil, workers.WithMaxBatchBytes(1024))
+	tests := []struct {
+		name, path, body string
+		status           int
+	}{
+		{"batch not json", workers.PathBatch, "{", http.StatusBadRequest},
+		{"batch trailing data", workers.PathBatch, `{"id":"b","tasks":[]} x`, http.StatusBadRequest},
+		{"batch wrong types", workers.PathBatch, `{"id":5}`, http.StatusBadRequest},
+		{"batch too large", workers.PathBatch, `{"id":"` + strings.Repeat("a", 2000) + `"}`, http.StatusRequestEntityTooLarge},
+		{"batch invalid", workers.PathBatch, `{"id":"b","tasks":[{"request_id":"r","kind":"chat","model":"m"}]}`, http.StatusBadRequest},
+		{"cancel unknown field", workers.PathCancel, `{"batch_id":"b","index":0,"x":1}`, http.StatusBadRequest},
+		{"cancel negative index", workers.PathCancel, `{"batch_id":"b","index":-1}`, http.StatusBadRequest},
+		{"cancel unknown batch is fine", workers.PathCancel, `{"batch_id":"b","index":0}`, http.StatusNoContent},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, tc.path, strings.NewReader(tc.body)))
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+		})
+	}
+}
+
+func FuzzHandlerBatch(f *testing.F) {
+	f.Add(`{"id":"b","tasks":[{"request_id":"r","kind":"chat","model":"sim-tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":3}]}`)
+	f.Add(`{"id":"b","tasks":[{"request_id":"r","kind":"embedding","model":"sim-tiny","inputs":["a","b"]}]}`)
+	f.Add(`{"id":"b","tasks":[{"request_id":"r","kind":"completion","model":"x","prompt":"p","stop":[""]}]}`)
+	f.Add(`{`)
+	f.Fuzz(func(t *testing.T, body string) {
+		e, _ := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], NoDelay: true})
+		h := workers.NewHandler(workers.NewAgent(workers.AgentConfig{WorkerID: "w", Engine: e}), nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, workers.PathBatch, strings.NewReader(body)))
+		if rec.Code != http.StatusOK && (rec.Code < 400 || rec.Code > 599) {
+			t.Fatalf("status %d", rec.Code)
+		}
+	})
+}
+
+func TestLinkAuth(t *testing.T) {
+	var mu sync.Mutex
+	token := ""
+	current := func() string { mu.Lock(); defer mu.Unlock(); return token }
+	srv := httptest.NewServer(workers.NewHandler(newAgent(t, simEngine(t)), nil, workers.WithLinkAuth(current)))
+	defer srv.Close()
+	batch := func() *workers.Batch { return &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r")}} }
+	tests := []struct {
+		name, server, client string
+		ok                   bool
+	}{
+		{"not registered yet", "", "", false},
+		{"no client token", "s3cret", "", false},
+		{"wrong client token", "s3cret", "guess", false},
+		{"matching token", "s3cret", "s3cret", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			token = tc.server
+			mu.Unlock()
+			c := workers.NewClient(srv.URL, workers.ClientOptions{Token: tc.client})
+			err := c.Run(context.Background(), batch(), func(workers.Event) {})
+			if tc.ok != (err == nil) {
+				t.Fatalf("Run: %v, want ok %v", err, tc.ok)
+			}
+			if err != nil && !workers.Retryable(err) {
+				t.Errorf("a link auth refusal must be retryable elsewhere: %v", err)
+			}
+			if cerr := c.Cancel(context.Background(), "b", 0); (cerr == nil) != tc.ok {
+				t.Errorf("Cancel: %v, want ok %v", cerr, tc.ok)
+			}
+		})
+	}
 }

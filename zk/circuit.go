@@ -32,8 +32,8 @@ var Capacities = []int{8, 64, 256, 1024}
 //   - every prompt and completion count fits in 32 bits and they sum to the
 //     totals;
 //   - ModelVersion is in the registry tree with root RegistryRoot;
-//   - the EdDSA key whose Poseidon2 hash is WorkerID signed
-//     BatchMessage(Root, ModelVersion, totals, Sequence).
+//   - the EdDSA key whose Poseidon2 hash is WorkerID (on the curve, not of
+//     small order) signed BatchMessage(Root, ModelVersion, totals, Sequence).
 //
 // Every leaf under Root is tied to ModelVersion by this proof (the leaf
 // itself does not repeat it; see receipts.Leaf).
@@ -153,6 +153,9 @@ func (c *BatchCircuit) Define(api frontend.API) error {
 		return err
 	}
 	curve.AssertIsOnCurve(c.PublicKey.A)
+	// A small-order key would verify any signature after cofactor clearing.
+	cleared := curve.Double(curve.Double(curve.Double(c.PublicKey.A)))
+	api.AssertIsDifferent(cleared.X, 0)
 	api.AssertIsEqual(hashElements(c.PublicKey.A.X, c.PublicKey.A.Y), c.WorkerID)
 
 	two64 := new(big.Int).Lsh(big.NewInt(1), 64)

@@ -108,6 +108,7 @@ func TestBatchCircuitTampering(t *testing.T) {
 		{"gap in active slots", func(c *BatchCircuit) { c.Active[2], c.Active[5] = 0, 1 }},
 		{"signature S", func(c *BatchCircuit) { c.Signature.S = 1 }},
 		{"signature R", func(c *BatchCircuit) { c.Signature.R.X = 1 }},
+		{"identity public key", func(c *BatchCircuit) { c.PublicKey.A.X, c.PublicKey.A.Y = 0, 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

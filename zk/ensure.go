@@ -39,10 +39,14 @@ func EnsureDevKeys(dir string, capacity int) error {
 }
 
 // TestKeyDir is where tests cache development keys between runs: under
-// os.TempDir, named by circuit and gnark version so stale keys are never
-// picked up.
+// os.TempDir, named by circuit, gnark version and the constraint count of
+// the smallest circuit, so keys from an edited circuit are never picked up.
 func TestKeyDir() string {
-	return filepath.Join(os.TempDir(), "tollgate-zk-keys-"+CircuitID+"-"+sanitize(receipts.GnarkVersion()))
+	fingerprint := "uncompiled"
+	if cs, err := Compile(Capacities[0]); err == nil {
+		fingerprint = fmt.Sprint(cs.GetNbConstraints())
+	}
+	return filepath.Join(os.TempDir(), "tollgate-zk-keys-"+CircuitID+"-"+sanitize(receipts.GnarkVersion())+"-"+fingerprint)
 }
 
 func sanitize(s string) string {

@@ -9,6 +9,8 @@
 package sched
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -17,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
@@ -115,6 +118,25 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// MarshalJSON writes durations as strings ("30s"), as config files do.
+func (c Config) MarshalJSON() ([]byte, error) {
+	type plain Config
+	return json.Marshal(struct {
+		plain
+		Duration string `json:"duration"`
+		TTFTSLO  string `json:"ttft_slo"`
+		TPOTSLO  string `json:"tpot_slo"`
+		Deadline string `json:"deadline,omitempty"`
+	}{plain(c), c.Duration.String(), c.TTFTSLO.String(), c.TPOTSLO.String(), durationOrEmpty(c.Deadline)})
+}
+
+func durationOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // Arrival is one request of the trace.
@@ -365,8 +387,9 @@ func summarize(cfg Config, policy string, outs []outcome) PolicyResult {
 }
 
 func errCode(err error) string {
-	if ae := asAPIError(err); ae != nil {
-		return ae.Code
+	var e *apierr.Error
+	if errors.As(err, &e) {
+		return e.Code
 	}
 	return ""
 }

@@ -89,7 +89,10 @@ func runVerify(ctx context.Context, args []string) error {
 		}
 	}
 	fmt.Fprintf(os.Stdout, "%d receipts, %d OK, %d failed\n", total, total-failed, failed)
-	if failed > 0 || total == 0 {
+	if total == 0 {
+		return errors.New("no receipts in the input")
+	}
+	if failed > 0 {
 		return fmt.Errorf("%d of %d receipts failed verification", failed, total)
 	}
 	return nil

@@ -13,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
-
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/receipts/prover"
 	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/workers/keys"
 	"github.com/tollgate-ai/tollgate/zk"
 )
 
@@ -36,7 +35,7 @@ func TestVerifyCommand(t *testing.T) {
 	if err := zk.EnsureDevKeys(zk.TestKeyDir(), 8); err != nil {
 		t.Fatal(err)
 	}
-	key, err := eddsa.GenerateKey(bytes.NewReader(bytes.Repeat([]byte{7}, 64)))
+	key, err := keys.Generate(bytes.NewReader(bytes.Repeat([]byte{7}, 64)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +55,7 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	own := producedMap{}
 	for i := range 2 {
-		c := &workers.Completion{RequestID: fmt.Sprintf("req-%d", i), WorkerID: receipts.WorkerID(&key.PublicKey),
+		c := &workers.Completion{RequestID: fmt.Sprintf("req-%d", i), WorkerID: key.WorkerID(),
 			Model: mv.Name, ModelDigest: mv.Digest, RequestDigest: mv.Digest, ResponseDigest: mv.Digest,
 			PromptTokens: 3, CompletionTokens: 5 + i, Time: clk.Now()}
 		own[c.RequestID] = c

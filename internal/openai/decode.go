@@ -525,7 +525,9 @@ func (r *ChatRequest) Task(requestID string) *workers.Task {
 }
 
 // IncludeUsage reports whether the stream should end with a usage chunk.
-func (r *ChatRequest) IncludeUsage() bool { return r.StreamOptions != nil && r.StreamOptions.IncludeUsage }
+func (r *ChatRequest) IncludeUsage() bool {
+	return r.StreamOptions != nil && r.StreamOptions.IncludeUsage
+}
 
 // DefaultCompletionMaxTokens is OpenAI's max_tokens default for /v1/completions.
 const DefaultCompletionMaxTokens = 16

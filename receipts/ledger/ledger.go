@@ -88,12 +88,12 @@ func ValidateCompletion(receiptID string, c *workers.Completion) error {
 	if _, err := receipts.ParseElement(c.WorkerID); err != nil {
 		return fmt.Errorf("worker_id: %w", err)
 	}
-	r := receiptOf(&Entry{ID: receiptID, Completion: c}, nil)
+	r := receiptOf(&Entry{ID: receiptID, Completion: c})
 	_, _, _, err := r.LeafFields()
 	return err
 }
 
-func receiptOf(e *Entry, b *Batch) *receipts.Receipt {
+func receiptOf(e *Entry) *receipts.Receipt {
 	c := e.Completion
 	r := &receipts.Receipt{
 		Version: receipts.Version, ID: e.ID, Status: receipts.StatusPending,
@@ -106,7 +106,8 @@ func receiptOf(e *Entry, b *Batch) *receipts.Receipt {
 
 // render builds a receipt's JSON from its entry and batch.
 func render(e *Entry, b *Batch) (*receipts.Receipt, error) {
-	r := receiptOf(e, b)
+	r := receiptOf(e)
+	r.Cursor = strconv.FormatUint(e.Seq, 10)
 	if _, mv, leaf, err := r.LeafFields(); err == nil {
 		r.ModelVersion, r.Leaf = receipts.ElementHex(mv), receipts.ElementHex(leaf)
 	}
@@ -154,8 +155,9 @@ func (l *Ledger) Receipt(ctx context.Context, id string) (json.RawMessage, error
 }
 
 // Export lists up to limit receipts after the cursor (empty: from the
-// start), in ledger order. next is the cursor for the following page, empty
-// when there is none yet.
+// start), in ledger order. next is the cursor for the following page,
+// empty when this page reaches the end (a later call with the last item's
+// cursor picks up receipts recorded since).
 func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.RawMessage, string, error) {
 	var from uint64
 	if after != "" {
@@ -166,10 +168,12 @@ func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.Ra
 		from = n
 	}
 	limit = min(max(limit, 1), 1000)
-	entries, batches, err := l.store.List(ctx, from, limit)
+	entries, batches, err := l.store.List(ctx, from, limit+1) // one more tells whether a next page exists
 	if err != nil {
 		return nil, "", apierr.Internal(err)
 	}
+	more := len(entries) > limit
+	entries = entries[:min(len(entries), limit)]
 	out := make([]json.RawMessage, 0, len(entries))
 	for _, e := range entries {
 		r, err := render(e, batches[e.BatchSeq])
@@ -183,7 +187,7 @@ func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.Ra
 		out = append(out, b)
 	}
 	next := ""
-	if len(entries) == limit {
+	if more {
 		next = strconv.FormatUint(entries[len(entries)-1].Seq, 10)
 	}
 	return out, next, nil

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sort"
 	"time"
 
@@ -38,6 +39,10 @@ type Config struct {
 	MaxAge time.Duration `yaml:"max_age"`
 	// Interval between scans of the ledger (default 250ms).
 	Interval time.Duration `yaml:"interval"`
+	// GiveUpAfter marks a batch failed when its worker has not countersigned
+	// it this long after it was closed (default 10m): a worker that is gone
+	// cannot sign.
+	GiveUpAfter time.Duration `yaml:"give_up_after"`
 
 	Logger *slog.Logger `yaml:"-"`
 	Clock  clock.Clock  `yaml:"-"`
@@ -53,6 +58,7 @@ type Pipeline struct {
 	cfg     Config
 	provers []*zk.Prover // smallest capacity first
 	logger  *slog.Logger
+	loaded  time.Time // when the key directory was last scanned
 }
 
 // New loads the keys and returns a pipeline over l.
@@ -62,6 +68,9 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 250 * time.Millisecond
+	}
+	if cfg.GiveUpAfter <= 0 {
+		cfg.GiveUpAfter = 10 * time.Minute
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -73,7 +82,7 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{ledger: l, store: l.Store(), cfg: cfg, provers: provers, logger: cfg.Logger}
+	p := &Pipeline{ledger: l, store: l.Store(), cfg: cfg, provers: provers, logger: cfg.Logger, loaded: cfg.Clock.Now()}
 	if p.cfg.Countersign == nil {
 		client := &http.Client{Timeout: 30 * time.Second}
 		p.cfg.Countersign = func(ctx context.Context, workerID string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) {
@@ -127,6 +136,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 // transient failure), then closes and proves the batches that are due. It
 // returns how many receipts it proved.
 func (p *Pipeline) Step(ctx context.Context) (int, error) {
+	p.refreshKeys()
 	proven := 0
 	open, err := p.store.OpenBatches(ctx)
 	if err != nil {
@@ -189,6 +199,42 @@ func (p *Pipeline) due(pending []*ledger.Entry) []*ledger.Batch {
 		}
 	}
 	return out
+}
+
+// keyRescan is how often the key directory is scanned for capacities set
+// up after start (e.g. `tollgate dev` starts with the smallest and sets up
+// larger ones in the background).
+const keyRescan = 30 * time.Second
+
+func (p *Pipeline) refreshKeys() {
+	now := p.cfg.Clock.Now()
+	if now.Sub(p.loaded) < keyRescan || len(p.provers) == len(zk.Capacities) {
+		return
+	}
+	p.loaded = now
+	have := map[int]bool{}
+	for _, pr := range p.provers {
+		have[pr.Capacity] = true
+	}
+	for _, c := range zk.Capacities {
+		pkPath, vkPath := zk.KeyFiles(p.cfg.KeyDir, c)
+		if have[c] || !exists(pkPath) || !exists(vkPath) {
+			continue
+		}
+		pr, err := zk.LoadProver(p.cfg.KeyDir, c)
+		if err != nil {
+			p.logger.Warn("new proving key not loaded", "capacity", c, "err", err)
+			continue
+		}
+		p.provers = append(p.provers, pr)
+		p.logger.Info("proving key loaded", "capacity", c)
+	}
+	sort.Slice(p.provers, func(i, j int) bool { return p.provers[i].Capacity < p.provers[j].Capacity })
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // fit is the smallest capacity holding n leaves.
@@ -261,6 +307,9 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
 		var ae *apierr.Error
 		if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 {
 			return fail(fmt.Errorf("worker refused to countersign: %w", err))
+		}
+		if p.cfg.Clock.Now().Sub(b.CreatedAt) > p.cfg.GiveUpAfter {
+			return fail(fmt.Errorf("worker did not countersign within %s: %w", p.cfg.GiveUpAfter, err))
 		}
 		log.Warn("countersign failed; will retry", "err", err)
 		return 0, fmt.Errorf("batch %d: %w", b.Seq, err)

@@ -10,16 +10,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/workers/keys"
 	"github.com/tollgate-ai/tollgate/zk"
 )
 
@@ -40,11 +40,11 @@ func digest(s string) string {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	path   string
 	ledger *ledger.Ledger
 	clock  *clock.Fake
-	key    *eddsa.PrivateKey
+	key    *keys.Key
 	wid    string
 	own    producedMap
 	signer *workers.Countersigner
@@ -52,7 +52,7 @@ type env struct {
 
 var model = workers.ModelVersion{Name: "llama3-8b", Digest: digest("weights")}
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	if err := zk.EnsureDevKeys(zk.TestKeyDir(), 8); err != nil {
 		t.Fatal(err)
@@ -62,12 +62,12 @@ func newEnv(t *testing.T) *env {
 	for i := range seed {
 		seed[i] = byte(r.Uint32())
 	}
-	key, err := eddsa.GenerateKey(bytes.NewReader(seed))
+	key, err := keys.Generate(bytes.NewReader(seed))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, path: filepath.Join(t.TempDir(), "ledger.db"), clock: clock.NewFake(time.Unix(1800000000, 0)),
-		key: key, wid: receipts.WorkerID(&key.PublicKey), own: producedMap{}}
+		key: key, wid: key.WorkerID(), own: producedMap{}}
 	e.signer = workers.NewCountersigner(key, e.own, nil)
 	e.open()
 	if err := e.ledger.RegisterModels(context.Background(), model); err != nil {
@@ -294,5 +294,51 @@ func TestResumeAfterCrashProvesEachReceiptOnce(t *testing.T) {
 	open, _ = e.ledger.Store().OpenBatches(ctx)
 	if len(pending) != 0 || len(open) != 0 {
 		t.Errorf("%d pending, %d open after resume", len(pending), len(open))
+	}
+}
+
+func TestGiveUpOnSilentWorker(t *testing.T) {
+	e := newEnv(t)
+	ids := e.record("g", 1, true)
+	e.clock.Advance(time.Second)
+	gone := errors.New("connection refused")
+	p := e.pipeline(func(context.Context, string, *workers.CountersignRequest) (*workers.CountersignResponse, error) {
+		return nil, gone
+	})
+	ctx := context.Background()
+	if _, err := p.Step(ctx); !errors.Is(err, gone) {
+		t.Fatalf("err = %v", err)
+	}
+	if r := e.receipt(ids[0]); r.Status != receipts.StatusPending {
+		t.Fatalf("status %s after one transient failure, want pending", r.Status)
+	}
+	e.clock.Advance(11 * time.Minute)
+	if _, err := p.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.receipt(ids[0]); r.Status != receipts.StatusFailed {
+		t.Fatalf("status %s after giving up, want failed", r.Status)
+	}
+}
+
+func TestCountersignOverHTTP(t *testing.T) {
+	e := newEnv(t)
+	srv := httptest.NewServer(workers.NewHandler(nil, nil, workers.WithRoute("POST "+workers.PathCountersign, e.signer)))
+	defer srv.Close()
+	ctx := context.Background()
+	if err := e.ledger.SetWorkerURL(ctx, e.wid, srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	ids := e.record("h", 2, true)
+	e.clock.Advance(time.Second)
+	p, err := New(e.ledger, Config{KeyDir: zk.TestKeyDir(), Clock: e.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Step(ctx); err != nil || n != 2 {
+		t.Fatalf("proved %d, err %v", n, err)
+	}
+	if r := e.receipt(ids[1]); r.Status != receipts.StatusProven {
+		t.Fatalf("status %s", r.Status)
 	}
 }

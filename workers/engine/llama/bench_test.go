@@ -2,6 +2,8 @@ package llama
 
 import (
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -78,5 +80,41 @@ func BenchmarkBatched(b *testing.B) {
 			b.ReportMetric(float64(tokens.Load())/b.Elapsed().Seconds(), "tok/s")
 			b.ReportMetric(float64(tokens.Load())/(cpuTime(b)-cpu).Seconds(), "tok/cpu-s")
 		})
+	}
+}
+
+// BenchmarkForward times one batched decode step of b rows, each a
+// different sequence at position 128 (attention over 129 positions), with
+// one goroutine and with GOMAXPROCS; tok/s counts rows per second.
+func BenchmarkForward(b *testing.B) {
+	e := openTestEngine(b, Options{})
+	m := e.model
+	for _, threads := range []int{1, runtime.GOMAXPROCS(0)} {
+		for _, n := range []int{1, 4, 16} {
+			b.Run(fmt.Sprintf("threads=%d/batch=%d", threads, n), func(b *testing.B) {
+				ws := m.newWorkspace(n, n, threads)
+				defer ws.close()
+				rows := make([]row, n)
+				for i := range rows {
+					rows[i] = row{token: 300 + i, pos: 128, kv: m.newKVCache(129), logits: true}
+				}
+				b.ReportAllocs()
+				cpu := cpuTime(b)
+				for b.Loop() {
+					m.forward(ws, rows)
+				}
+				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
+				b.ReportMetric(float64(n*b.N)/(cpuTime(b)-cpu).Seconds(), "tok/cpu-s")
+			})
+		}
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	e := openTestEngine(b, Options{})
+	text := strings.Repeat("Once upon a time, there was a little girl named Lily. ", 8)
+	b.ReportAllocs()
+	for b.Loop() {
+		e.tok.Encode(text, true)
 	}
 }

@@ -72,7 +72,9 @@
 // KVCacheBytes, drops cancelled ones, and runs one batched forward pass over
 // every running sequence — one row per decoding sequence, several prompt
 // positions per prefilling one within MaxBatchTokens — reading each weight
-// matrix once for the whole batch. Tokens go to each request's goroutine
+// matrix once for the whole batch. Steps of four rows or more are split
+// across Options.Threads goroutines (matmuls by output columns, attention by
+// rows), which changes no result. Tokens go to each request's goroutine
 // over a channel buffered for the whole generation, so a slow client never
 // stalls the batch; a full queue (MaxQueue) answers 429.
 package llama

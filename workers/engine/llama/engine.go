@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
@@ -158,6 +159,24 @@ func open(dir string, opts Options, beforeStep func()) (*Engine, error) {
 		"vocab", cfg.VocabSize, "context", cfg.SeqLen, "max_num_seqs", opts.MaxNumSeqs, "threads", opts.Threads, "kv_cache_bytes", opts.KVCacheBytes)
 	go e.loop()
 	return e, nil
+}
+
+// Files returns the checkpoint and tokenizer Open would load from dir, or
+// an error saying why dir does not hold exactly one of each. Callers use it
+// to decide whether a model is there before falling back to another engine.
+func Files(dir string) (checkpoint, tokenizer string, err error) {
+	ckpt, tok, err := findFiles(dir, "", "")
+	if err != nil {
+		return "", "", err
+	}
+	for _, p := range []string{ckpt, tok} {
+		if st, err := os.Stat(p); err != nil {
+			return "", "", fmt.Errorf("llama: %w", err)
+		} else if !st.Mode().IsRegular() {
+			return "", "", fmt.Errorf("llama: %s is not a regular file", p)
+		}
+	}
+	return ckpt, tok, nil
 }
 
 // findFiles resolves the checkpoint and tokenizer paths.
@@ -385,7 +404,7 @@ func (e *Engine) enqueue(seqs ...*sequence) error {
 		}
 	}
 	if len(e.waiting)+len(seqs) > e.opts.MaxQueue {
-		return apierr.RateLimited("engine_queue_full", "the model engine's queue is full; retry shortly", 0)
+		return apierr.RateLimited("engine_queue_full", "the model engine's queue is full; retry shortly", time.Second)
 	}
 	e.waiting = append(e.waiting, seqs...)
 	e.signal()
@@ -507,7 +526,7 @@ func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (work
 		}
 		total += len(p)
 		perInput[i] = len(p)
-		seqs[i] = e.newSequence("", p, true, 0, nil)
+		seqs[i] = e.newSequence(fmt.Sprintf("embedding-%d", i), p, true, 0, nil)
 	}
 	if err := e.enqueue(seqs...); err != nil {
 		return workers.EmbedResult{}, err

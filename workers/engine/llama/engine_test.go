@@ -305,3 +305,33 @@ func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+func TestFiles(t *testing.T) {
+	dir := modelDir(t)
+	ckpt, tok, err := Files(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(ckpt) != "stories260K.bin" || filepath.Base(tok) != "tok512.bin" {
+		t.Errorf("Files = %s, %s", ckpt, tok)
+	}
+	empty := t.TempDir()
+	if _, _, err := Files(empty); err == nil || !strings.Contains(err.Error(), "found 0") {
+		t.Errorf("empty dir: err = %v", err)
+	}
+	if _, err := Open(empty, Options{}); err == nil {
+		t.Error("Open of an empty dir succeeded")
+	}
+	two := t.TempDir()
+	for _, f := range []string{"a.bin", "b.bin", "tok.bin"} {
+		os.WriteFile(filepath.Join(two, f), nil, 0o644)
+	}
+	if _, _, err := Files(two); err == nil || !strings.Contains(err.Error(), "found 2") {
+		t.Errorf("two checkpoints: err = %v", err)
+	}
+	// An explicit choice resolves the ambiguity; the empty file is then
+	// rejected by the loader with a clear error.
+	if _, err := Open(two, Options{CheckpointFile: "a.bin"}); err == nil || !strings.Contains(err.Error(), "truncated header") {
+		t.Errorf("Open(empty checkpoint): err = %v", err)
+	}
+}

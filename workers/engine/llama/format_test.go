@@ -148,7 +148,8 @@ func TestParseTokenizer(t *testing.T) {
 		{name: "fewer tokens than the model", data: valid, vocab: 7, wantErr: "truncated at token 6"},
 		{name: "bad max length", data: buildTokenizer(0, pieces, scores), vocab: 6, wantErr: "max_token_length"},
 		{name: "piece longer than max", data: buildTokenizer(1, pieces, scores), vocab: 6, wantErr: "length 5"},
-		{name: "negative piece length", data: append(buildTokenizer(8, pieces[:1], scores[:1]), 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff), vocab: 2, wantErr: "length -1"},
+		{name: "negative piece length", data: append(buildTokenizer(8, pieces[:3], scores[:3]), 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff), vocab: 4, wantErr: "length -1"},
+		{name: "vocabulary without BOS and EOS", data: buildTokenizer(8, pieces[:2], scores[:2]), vocab: 2, wantErr: "vocabulary size 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -40,14 +40,6 @@ type seqEvent struct {
 	isFinal bool
 }
 
-// nextToken is the token the sequence feeds at position fed.
-func (s *sequence) nextToken() int {
-	if s.fed < len(s.prompt) {
-		return s.prompt[s.fed]
-	}
-	return s.last
-}
-
 // signal wakes the loop without blocking.
 func (e *Engine) signal() {
 	select {
@@ -120,6 +112,8 @@ func (e *Engine) admitLocked(running []*sequence) []*sequence {
 		e.waiting = e.waiting[1:]
 		e.kvUsed += s.kvBytes
 		running = append(running, s)
+		e.logger.Debug("sequence joined the batch", "request_id", s.requestID, "prompt_tokens", len(s.prompt),
+			"reserved_positions", s.capacity, "running", len(running), "waiting", len(e.waiting))
 	}
 	e.nRunning.Store(int64(len(running)))
 	return running

@@ -11,27 +11,40 @@ package llama
 // weight-row blocks are the outer loop, so every weight is read once per step
 // for the whole batch.
 func matmul(out, x, w []float32, n, in, d, lo, hi int) {
+	pairs := n &^ 1
 	i := lo
-	for ; i+4 <= hi; i += 4 {
-		w0 := w[i*in : (i+1)*in]
-		w1 := w[(i+1)*in : (i+2)*in]
-		w2 := w[(i+2)*in : (i+3)*in]
-		w3 := w[(i+3)*in : (i+4)*in]
-		r := 0
-		for ; r+2 <= n; r += 2 {
-			x0 := x[r*in : (r+1)*in]
-			x1 := x[(r+1)*in : (r+2)*in]
-			dot4x2(out[r*d+i:r*d+i+4], out[(r+1)*d+i:(r+1)*d+i+4], w0, w1, w2, w3, x0, x1)
+	if pairs > 0 {
+		for ; i+4 <= hi; i += 4 {
+			w0 := w[i*in : (i+1)*in]
+			w1 := w[(i+1)*in : (i+2)*in]
+			w2 := w[(i+2)*in : (i+3)*in]
+			w3 := w[(i+3)*in : (i+4)*in]
+			for r := 0; r < pairs; r += 2 {
+				x0 := x[r*in : (r+1)*in]
+				x1 := x[(r+1)*in : (r+2)*in]
+				dot4x2(out[r*d+i:r*d+i+4], out[(r+1)*d+i:(r+1)*d+i+4], w0, w1, w2, w3, x0, x1)
+			}
 		}
-		if r < n {
-			dot4x1(out[r*d+i:r*d+i+4], w0, w1, w2, w3, x[r*in:(r+1)*in])
+		for ; i < hi; i++ {
+			wi := w[i*in : (i+1)*in]
+			for r := 0; r < pairs; r++ {
+				out[r*d+i] = dot(wi, x[r*in:(r+1)*in])
+			}
 		}
 	}
+	if pairs == n {
+		return
+	}
+	// The odd row: eight weight rows at a time against one input row.
+	r := n - 1
+	xr := x[r*in : (r+1)*in]
+	o := out[r*d : (r+1)*d]
+	i = lo
+	for ; i+8 <= hi; i += 8 {
+		dot8x1(o[i:i+8], w[i*in:(i+8)*in], xr)
+	}
 	for ; i < hi; i++ {
-		wi := w[i*in : (i+1)*in]
-		for r := 0; r < n; r++ {
-			out[r*d+i] = dot(wi, x[r*in:(r+1)*in])
-		}
+		o[i] = dot(w[i*in:(i+1)*in], xr)
 	}
 }
 
@@ -56,19 +69,28 @@ func dot4x2(o0, o1, w0, w1, w2, w3, x0, x1 []float32) {
 	o1[0], o1[1], o1[2], o1[3] = a01, a11, a21, a31
 }
 
-func dot4x1(o, w0, w1, w2, w3, x []float32) {
-	w1, w2, w3 = w1[:len(w0)], w2[:len(w0)], w3[:len(w0)]
+// dot8x1 sets o[k] = w_k·x for the eight consecutive rows w_k of w.
+func dot8x1(o, w, x []float32) {
+	in := len(x)
+	o = o[:8]
+	w = w[:8*in]
+	w0, w1, w2, w3 := w[0:in], w[in:2*in], w[2*in:3*in], w[3*in:4*in]
+	w4, w5, w6, w7 := w[4*in:5*in], w[5*in:6*in], w[6*in:7*in], w[7*in:8*in]
+	w1, w2, w3, w4, w5, w6, w7 = w1[:len(w0)], w2[:len(w0)], w3[:len(w0)], w4[:len(w0)], w5[:len(w0)], w6[:len(w0)], w7[:len(w0)]
 	x = x[:len(w0)]
-	o = o[:4]
-	var a0, a1, a2, a3 float32
-	for j, a := range w0 {
+	var a0, a1, a2, a3, a4, a5, a6, a7 float32
+	for j, v := range w0 {
 		p := x[j]
-		a0 += float32(a * p)
+		a0 += float32(v * p)
 		a1 += float32(w1[j] * p)
 		a2 += float32(w2[j] * p)
 		a3 += float32(w3[j] * p)
+		a4 += float32(w4[j] * p)
+		a5 += float32(w5[j] * p)
+		a6 += float32(w6[j] * p)
+		a7 += float32(w7[j] * p)
 	}
-	o[0], o[1], o[2], o[3] = a0, a1, a2, a3
+	o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7] = a0, a1, a2, a3, a4, a5, a6, a7
 }
 
 func dot(w, x []float32) float32 {

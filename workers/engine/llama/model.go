@@ -303,8 +303,7 @@ func (m *model) attention(out, q []float32, rw row, layer int, att []float32, kv
 		ko := (h / kvMul) * hs
 		xh := out[h*hs : (h+1)*hs]
 		if hs%8 == 0 {
-			scores8(att, qh, kc, ko, kvDim, m.attScale)
-			softmax(att)
+			softmaxFrom(att, scores8(att, qh, kc, ko, kvDim, m.attScale))
 			weightedSum8(xh, att, vc, ko, kvDim)
 			continue
 		}
@@ -330,8 +329,34 @@ func (m *model) attention(out, q []float32, rw row, layer int, att []float32, kv
 }
 
 // scores8 sets att[t] = (q·k_t)/scale for a head of a multiple of 8 dims
-// whose keys start at offset ko of each stride-long cache row.
-func scores8(att, q, kc []float32, ko, stride int, scale float32) {
+// whose keys start at offset ko of each stride-long cache row, and returns
+// the largest score.
+func scores8(att, q, kc []float32, ko, stride int, scale float32) float32 {
+	maxVal := float32(math.Inf(-1))
+	inv := 1 / float64(scale)
+	if len(q) == 8 { // the common head size: q stays in registers
+		q0, q1, q2, q3, q4, q5, q6, q7 := q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]
+		off := ko
+		for t := range att {
+			k := kc[off : off+8 : off+8]
+			var s float32
+			s += float32(q0 * k[0])
+			s += float32(q1 * k[1])
+			s += float32(q2 * k[2])
+			s += float32(q3 * k[3])
+			s += float32(q4 * k[4])
+			s += float32(q5 * k[5])
+			s += float32(q6 * k[6])
+			s += float32(q7 * k[7])
+			s = divf(s, inv)
+			att[t] = s
+			if s > maxVal {
+				maxVal = s
+			}
+			off += stride
+		}
+		return maxVal
+	}
 	for t := range att {
 		k := kc[t*stride+ko:]
 		k = k[:len(q)]
@@ -348,8 +373,13 @@ func scores8(att, q, kc []float32, ko, stride int, scale float32) {
 			s += float32(qq[6] * kk[6])
 			s += float32(qq[7] * kk[7])
 		}
-		att[t] = s / scale
+		s = divf(s, inv)
+		att[t] = s
+		if s > maxVal {
+			maxVal = s
+		}
 	}
+	return maxVal
 }
 
 // weightedSum8 sets out = Σ_t att[t]·v_t, eight dimensions at a time kept
@@ -416,6 +446,11 @@ func softmax(x []float32) {
 			maxVal = v
 		}
 	}
+	softmaxFrom(x, maxVal)
+}
+
+// softmaxFrom is softmax given the largest element of x.
+func softmaxFrom(x []float32, maxVal float32) {
 	var sum float32
 	for i, v := range x {
 		d := v - maxVal // ≤ 0 unless NaN
@@ -428,8 +463,9 @@ func softmax(x []float32) {
 		x[i] = e
 		sum += e
 	}
+	inv := 1 / float64(sum)
 	for i := range x {
-		x[i] /= sum
+		x[i] = divf(x[i], inv)
 	}
 }
 

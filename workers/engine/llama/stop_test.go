@@ -2,6 +2,7 @@ package llama
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -59,4 +60,44 @@ func TestStopWriter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzStopWriter checks, for one stop sequence and any split of the text
+// into pieces, that the emitted text is exactly the text before the first
+// occurrence of the stop (or all of it).
+func FuzzStopWriter(f *testing.F) {
+	f.Add("hello\nUser: hi", "\nUser:", uint64(0x1234))
+	f.Add("aaab", "aab", uint64(7))
+	f.Add("café", "é", uint64(1))
+	f.Fuzz(func(t *testing.T, text, stop string, cuts uint64) {
+		if stop == "" {
+			return
+		}
+		var got strings.Builder
+		w := newStopWriter([]string{stop}, func(d workers.Delta) error { got.WriteString(d.Text); return nil })
+		stopped := false
+		for start := 0; start < len(text) && !stopped; {
+			n := 1 + int(cuts%4)
+			cuts = cuts/4 | cuts<<62
+			end := min(start+n, len(text))
+			if err := w.write(text[start:end]); errors.Is(err, errStopped) {
+				stopped = true
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			start = end
+		}
+		if !stopped {
+			if err := w.flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := text
+		if i := strings.Index(text, stop); i >= 0 {
+			want = text[:i]
+		}
+		if got.String() != want || stopped != (len(want) < len(text)) {
+			t.Fatalf("emitted %q (stopped %t), want %q", got.String(), stopped, want)
+		}
+	})
 }

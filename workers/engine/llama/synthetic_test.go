@@ -3,6 +3,7 @@ package llama
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -34,7 +35,7 @@ func TestSyntheticModels(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "model.bin"), ckpt, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "tok10.bin"), buildTokenizer(4, pieces, scores), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, "tok10.bin"), buildTokenizer(5, pieces, scores), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			e, err := Open(dir, Options{ModelName: "synthetic", MaxBatchTokens: 5})
@@ -62,6 +63,9 @@ func TestSyntheticModels(t *testing.T) {
 				wg.Go(func() { together[i], _ = gen(p, int64(i)) })
 			}
 			wg.Wait()
+			if strings.Join(alone, "") == "" {
+				t.Fatal("no prompt generated any text")
+			}
 			if diff := cmp.Diff(together, alone); diff != "" {
 				t.Errorf("batched vs alone (-got +want):\n%s", diff)
 			}

@@ -31,7 +31,7 @@ type Tokenizer struct {
 // Every length is checked against the remaining input; trailing bytes are an
 // error, so a tokenizer for a different vocabulary size is caught.
 func parseTokenizer(data []byte, vocabSize int) (*Tokenizer, error) {
-	if vocabSize <= 0 || vocabSize > maxDim {
+	if vocabSize < 3 || vocabSize > maxDim { // unk, BOS and EOS at least
 		return nil, fmt.Errorf("tokenizer: vocabulary size %d out of range", vocabSize)
 	}
 	if len(data) < 4 {

@@ -7,10 +7,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -316,5 +319,52 @@ func TestModelDigestStable(t *testing.T) {
 	p.InterTokenLatency++
 	if d1 == ModelDigest("llama3-8b", p) || len(d1) != 64 {
 		t.Errorf("digest must be 64 hex and change with the profile: %s", d1)
+	}
+}
+
+// recordingClock fires every timer at once and records its duration.
+type recordingClock struct {
+	mu        sync.Mutex
+	durations []time.Duration
+}
+
+func (c *recordingClock) Now() time.Time { return time.Unix(0, 0) }
+
+func (c *recordingClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	c.mu.Lock()
+	c.durations = append(c.durations, d)
+	c.mu.Unlock()
+	f()
+	return stoppedTimer{}
+}
+
+type stoppedTimer struct{}
+
+func (stoppedTimer) Stop() bool { return false }
+
+func TestLatencyModel(t *testing.T) {
+	p := Profiles()["llama3-8b-h100"]
+	p.JitterStdDev, p.JitterMax = 0, 0
+	clk := &recordingClock{}
+	e := newTestEngine(t, func(c *Config) { c.Profile, c.NoDelay, c.Clock, c.TimeScale = p, false, clk, 0.5 })
+	task := workers.Task{Kind: workers.KindCompletion, Model: "llama3-8b", Prompt: "a b c", MaxTokens: 4}
+	if _, _, _, err := generate(t, e, &task); err != nil {
+		t.Fatal(err)
+	}
+	ttft := (p.PrefillOverhead + 3*p.PrefillPerToken) / 2
+	itl := p.InterTokenLatency / 2
+	want := []time.Duration{ttft, itl, itl, itl}
+	if diff := cmp.Diff(clk.durations, want); diff != "" {
+		t.Errorf("simulated delays (-got +want):\n%s", diff)
+	}
+
+	// Three times slower after SetSlowdown(3).
+	clk.durations = nil
+	e.SetSlowdown(3)
+	if _, _, _, err := generate(t, e, &task); err != nil {
+		t.Fatal(err)
+	}
+	if got := clk.durations[0]; got != 3*ttft {
+		t.Errorf("slowed TTFT = %v, want %v", got, 3*ttft)
 	}
 }

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/bench/loadgen"
+	"github.com/tollgate-ai/tollgate/bench/overhead"
+	"github.com/tollgate-ai/tollgate/bench/report"
+)
+
+func init() {
+	register(benchCommands, "overhead", "latency and CPU Tollgate adds over a mock upstream, direct vs through, up to saturation", runBenchOverhead)
+}
+
+// runBenchOverhead runs bench/overhead and prints Markdown tables, or with
+// -json one JSON object; -plot writes PNG charts.
+func runBenchOverhead(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("tollgate bench overhead", flag.ContinueOnError)
+	duration := fs.Duration("duration", 10*time.Second, "length of each phase (direct, then through Tollgate) at each rate")
+	rates := fs.String("rates", "500,1000,2000,3000,4000", "offered loads in requests/s, ascending, comma-separated")
+	stream := fs.Bool("stream", true, "also run the streaming (SSE) scenario; -stream=false runs non-streaming only")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of tables")
+	plotDir := fs.String("plot", "", "write PNG charts into this directory")
+	latency := fs.Duration("upstream-latency", time.Millisecond, "mock upstream's latency before its response")
+	jitter := fs.Duration("upstream-jitter", 0, "extra uniform random upstream latency in [0, jitter)")
+	tokens := fs.Int("tokens", 16, "completion tokens per mock response")
+	arrival := fs.String("arrival", string(loadgen.Poisson), "arrival schedule: poisson or constant")
+	seed := fs.Uint64("seed", 1, "arrival schedule seed")
+	keepGoing := fs.Bool("keep-going", false, "run every rate even after one saturates (errors)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	cfg := overhead.Config{
+		Duration: *duration, Arrival: loadgen.Arrival(*arrival), Seed: *seed, KeepGoing: *keepGoing,
+		Modes: []string{overhead.ModeJSON},
+	}
+	if *stream {
+		cfg.Modes = append(cfg.Modes, overhead.ModeStream)
+	}
+	cfg.Upstream.Latency, cfg.Upstream.Jitter, cfg.Upstream.Tokens = *latency, *jitter, *tokens
+	if cfg.Arrival != loadgen.Poisson && cfg.Arrival != loadgen.Constant {
+		return fmt.Errorf("-arrival: %q is not poisson or constant", *arrival)
+	}
+	if *duration <= 0 {
+		return fmt.Errorf("-duration: %v must be positive", *duration)
+	}
+	for _, f := range strings.Split(*rates, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return fmt.Errorf("-rates: %q is not a number", f)
+		}
+		cfg.Rates = append(cfg.Rates, v)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var progress *progressLine
+	if isTerminal(os.Stdout) && !*asJSON {
+		progress = &progressLine{f: os.Stdout}
+		cfg.Progress = progress.show
+	}
+	res, err := overhead.Run(ctx, cfg)
+	progress.clear()
+	if err != nil {
+		return err
+	}
+	if *plotDir != "" {
+		files, err := overhead.WritePlots(*plotDir, res)
+		if err != nil {
+			return err
+		}
+		if !*asJSON {
+			defer fmt.Printf("Plots: %s\n", strings.Join(files, ", "))
+		}
+	}
+	if *asJSON {
+		return report.JSON(os.Stdout, res)
+	}
+	return overhead.WriteMarkdown(os.Stdout, res)
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// progressLine rewrites one terminal line in place.
+type progressLine struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func (p *progressLine) show(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.f, "\r\033[K%s", line)
+}
+
+func (p *progressLine) clear() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprint(p.f, "\r\033[K")
+}

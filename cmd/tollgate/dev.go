@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/config"
+	"github.com/tollgate-ai/tollgate/internal/ids"
+)
+
+func init() {
+	register(commands, "dev", "gateway + one local worker on 127.0.0.1:8080 (what `make run` starts)", runDev)
+}
+
+// devOptions configure a dev stack.
+type devOptions struct {
+	gateway gatewayFlags
+	engine  engineFlags
+	logger  *slog.Logger
+	// ln, when set, is used instead of listening on the configured address
+	// (tests pass 127.0.0.1:0).
+	ln net.Listener
+}
+
+// devStack is a gateway with one worker registered over real HTTP loopback,
+// exactly as a separate `tollgate worker` would.
+type devStack struct {
+	gw           *gatewayStack
+	apiKey       string
+	engineNote   string
+	cancelWorker context.CancelFunc
+	workerDone   chan error
+}
+
+func runDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("tollgate dev", flag.ContinueOnError)
+	var o devOptions
+	o.gateway.register(fs, "127.0.0.1:8080")
+	o.engine.register(fs, "auto")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	d, err := startDev(ctx, o)
+	if err != nil {
+		return err
+	}
+	u := d.gw.URL()
+	fmt.Fprintf(os.Stderr, "\nTollgate dev is serving %s/v1\n  engine:  %s\n  models:  %s\n  API key: %s\n  data:    %s\n\n  curl %s/v1/chat/completions -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' \\\n    -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}]}'\n\n",
+		u, d.engineNote, modelNames(d.gw.sched.Models()), d.apiKey, d.gw.cfg.DataDir, u, d.apiKey, firstModel(d))
+	<-ctx.Done()
+	return d.stop()
+}
+
+func firstModel(d *devStack) string {
+	if ms := d.gw.sched.Models(); len(ms) > 0 {
+		return ms[0].Name
+	}
+	return ""
+}
+
+// sharedModelDir finds the built-in engine's default model:
+// $TOLLGATE_SHARED/models/stories260K, else ../shared/models/stories260K.
+func sharedModelDir() string {
+	var cands []string
+	if s := os.Getenv("TOLLGATE_SHARED"); s != "" {
+		cands = append(cands, filepath.Join(s, "models", "stories260K"))
+	}
+	cands = append(cands, filepath.Join("..", "shared", "models", "stories260K"))
+	for _, c := range cands {
+		if st, err := os.Stat(filepath.Join(c, "stories260K.bin")); err == nil && st.Mode().IsRegular() {
+			return c
+		}
+	}
+	return ""
+}
+
+// startDev starts the gateway, then one worker that registers with it over
+// HTTP, and returns once the worker serves.
+func startDev(ctx context.Context, o devOptions) (*devStack, error) {
+	cfg, err := o.gateway.load()
+	if err != nil {
+		return nil, err
+	}
+	logger := o.logger
+	if logger == nil {
+		logger = newLogger(cfg.Log)
+	}
+	d := &devStack{}
+	if len(cfg.APIKeys) == 0 {
+		d.apiKey = ids.New("sk-dev-")
+		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "dev", Key: d.apiKey})
+	} else {
+		d.apiKey = cfg.APIKeys[len(cfg.APIKeys)-1].Key
+	}
+	// The in-process worker's provider token never leaves the process.
+	token := ids.New("pt-dev-")
+	cfg.ProviderTokens = append(cfg.ProviderTokens, token)
+
+	ef := o.engine
+	switch ef.kind {
+	case "auto":
+		if dir := firstNonEmpty(ef.modelDir, sharedModelDir()); dir != "" {
+			ef.kind, ef.modelDir = "llama", dir
+		} else {
+			ef.kind = "sim"
+		}
+	case "llama":
+		ef.modelDir = firstNonEmpty(ef.modelDir, sharedModelDir())
+	}
+	eng, closeEng, err := openEngine(ef, logger)
+	if err != nil {
+		return nil, err
+	}
+	switch ef.kind {
+	case "llama":
+		d.engineNote = "built-in llama engine on " + ef.modelDir
+	case "sim":
+		d.engineNote = "simulator (profile " + ef.profile + "); no model directory found at $TOLLGATE_SHARED/models/stories260K or ../shared/models/stories260K"
+		if o.engine.kind == "sim" {
+			d.engineNote = "simulator (profile " + ef.profile + ")"
+		}
+	default:
+		d.engineNote = ef.kind + " engine"
+	}
+	// Dev serves exactly what its own engine has: allow those versions.
+	for _, m := range eng.Models() {
+		cfg.Models = append(cfg.Models, config.Model{Name: m.Name, Digest: m.Digest, ContextLength: m.ContextLength, Embeddings: m.Embeddings, OwnedBy: m.OwnedBy})
+	}
+	if err := cfg.Validate(); err != nil {
+		closeEng()
+		return nil, err
+	}
+
+	ln := o.ln
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			closeEng()
+			return nil, err
+		}
+	}
+	d.gw, err = startGateway(cfg, ln, !o.gateway.noReceipts, logger)
+	if err != nil {
+		ln.Close()
+		closeEng()
+		return nil, err
+	}
+	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "worker.key"), logger)
+	if err != nil {
+		d.gw.stop()
+		closeEng()
+		return nil, err
+	}
+	wln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		d.gw.stop()
+		closeEng()
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancelWorker, d.workerDone = cancel, make(chan error, 1)
+	go func() {
+		err := runWorkerNode(wctx, wln, workerNode{
+			gatewayURL: d.gw.URL(), providerToken: token, key: key, advertise: "http://" + wln.Addr().String(),
+			engine: eng, dataDir: filepath.Join(cfg.DataDir, "worker"), logger: logger,
+		})
+		d.workerDone <- errors.Join(err, closeEng())
+	}()
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	if err := d.gw.waitReady(rctx); err != nil {
+		d.stop()
+		return nil, err
+	}
+	return d, nil
+}
+
+// URL is the gateway's base URL (without /v1).
+func (d *devStack) URL() string { return d.gw.URL() }
+
+// stop drains the worker (its in-flight tasks finish and it deregisters
+// while the gateway still serves), then shuts the gateway down.
+func (d *devStack) stop() error {
+	d.cancelWorker()
+	werr := <-d.workerDone
+	return errors.Join(werr, d.gw.stop())
+}

@@ -1,0 +1,284 @@
+// Package config is Tollgate's one configuration file: a documented YAML
+// struct for the gateway (listen address, data directory, keys, limits,
+// registration, timeouts) with the scheduler's section embedded as
+// scheduler.Config. Durations are strings ("250ms", "10m"). Load decodes
+// strictly (unknown fields fail) and Validate names the first bad field.
+// Secrets (API, admin and provider keys) are never logged or rendered by
+// String.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/scheduler"
+	"github.com/tollgate-ai/tollgate/workers"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole file. Example (every field optional):
+//
+//	listen: 127.0.0.1:8080
+//	data_dir: ./data
+//	body_limit_bytes: 4194304
+//	api_keys:
+//	  - id: team-a            # subject recorded in receipts
+//	    key: sk-...            # bearer secret
+//	    deadline: 2m           # default request deadline
+//	    priority: interactive  # or batch
+//	admin_keys: [sk-admin-...]
+//	provider_tokens: [pt-at-least-16-chars]
+//	open_registration: false
+//	models:
+//	  - {name: llama3-8b, digest: <64 hex>, context_length: 8192}
+//	limits: {max_tokens: 131072, max_messages: 4096, max_inputs: 2048}
+//	timeouts: {default_deadline: 10m, keepalive: 15s, read: 30s, idle: 120s, shutdown: 30s}
+//	log: {level: info, format: text}
+//	scheduler: {policy: tollgate, heartbeat_timeout: 3s}
+type Config struct {
+	// Listen is the gateway's address (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// DataDir holds the embedded stores (default ./data).
+	DataDir string `yaml:"data_dir"`
+	// BodyLimitBytes is the largest request body (default 4 MiB).
+	BodyLimitBytes int `yaml:"body_limit_bytes"`
+	// APIKeys are the client keys.
+	APIKeys []APIKey `yaml:"api_keys"`
+	// AdminKeys open /v1/workers and /v1/admin/*.
+	AdminKeys []string `yaml:"admin_keys"`
+	// ProviderTokens are what workers present to register.
+	ProviderTokens []string `yaml:"provider_tokens"`
+	// OpenRegistration accepts any model version a worker names; otherwise
+	// only Models (and those added with POST /v1/admin/models).
+	OpenRegistration bool `yaml:"open_registration"`
+	// Models is the registration allow-list.
+	Models []Model `yaml:"models"`
+	// Limits bound request parameters.
+	Limits Limits `yaml:"limits"`
+	// Timeouts of the front door.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// Log configures log/slog.
+	Log Log `yaml:"log"`
+	// Scheduler is the scheduler's section.
+	Scheduler scheduler.Config `yaml:"scheduler"`
+}
+
+// APIKey is one client key.
+type APIKey struct {
+	ID       string   `yaml:"id"`
+	Key      string   `yaml:"key"`
+	Deadline Duration `yaml:"deadline"` // 0: timeouts.default_deadline
+	Priority string   `yaml:"priority"` // interactive (default) or batch
+}
+
+// PriorityClass maps Priority to the workers' constant.
+func (k APIKey) PriorityClass() workers.Priority {
+	if k.Priority == "batch" {
+		return workers.PriorityBatch
+	}
+	return workers.PriorityInteractive
+}
+
+// Model is one allowed model version.
+type Model struct {
+	Name          string `yaml:"name"`
+	Digest        string `yaml:"digest"`
+	ContextLength int    `yaml:"context_length"`
+	Embeddings    bool   `yaml:"embeddings"`
+	OwnedBy       string `yaml:"owned_by"`
+}
+
+// Version converts to the workers' type.
+func (m Model) Version() workers.ModelVersion {
+	return workers.ModelVersion{Name: m.Name, Digest: m.Digest, ContextLength: m.ContextLength, Embeddings: m.Embeddings, OwnedBy: m.OwnedBy}
+}
+
+// Limits bound request parameters; zero means the default.
+type Limits struct {
+	MaxTokens   int `yaml:"max_tokens"`   // default 131072
+	MaxMessages int `yaml:"max_messages"` // default 4096
+	MaxInputs   int `yaml:"max_inputs"`   // default 2048
+}
+
+// Timeouts of the front door; zero means the default.
+type Timeouts struct {
+	DefaultDeadline Duration `yaml:"default_deadline"` // default 10m
+	KeepAlive       Duration `yaml:"keepalive"`        // SSE comment on idle streams, default 15s
+	Read            Duration `yaml:"read"`             // reading one request, default 30s
+	Idle            Duration `yaml:"idle"`             // kept-alive connection, default 120s
+	Shutdown        Duration `yaml:"shutdown"`         // graceful shutdown bound, default 30s
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // text (default) or json
+}
+
+// Duration is a time.Duration written as a string ("1.5s").
+type Duration time.Duration
+
+// UnmarshalYAML accepts only duration strings.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if n.Kind != yaml.ScalarNode || n.Decode(&s) != nil {
+		return fmt.Errorf("line %d: expected a duration string such as \"250ms\"", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the string form.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D is the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default is the configuration with every default filled in and no keys.
+func Default() *Config {
+	c := &Config{}
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.BodyLimitBytes == 0 {
+		c.BodyLimitBytes = 4 << 20
+	}
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&c.Timeouts.DefaultDeadline, 10*time.Minute)
+	def(&c.Timeouts.KeepAlive, 15*time.Second)
+	def(&c.Timeouts.Read, 30*time.Second)
+	def(&c.Timeouts.Idle, 120*time.Second)
+	def(&c.Timeouts.Shutdown, 30*time.Second)
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+// Load reads, decodes (strictly), defaults and validates a file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly, fills defaults and validates.
+func Parse(b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // empty file: defaults
+		return nil, err
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %q is not host:port", c.Listen)
+	}
+	if c.BodyLimitBytes < 1024 || c.BodyLimitBytes > 1<<30 {
+		return fmt.Errorf("body_limit_bytes: %d is outside [1024, 1GiB]", c.BodyLimitBytes)
+	}
+	ids := map[string]bool{}
+	secrets := map[string]bool{}
+	for i, k := range c.APIKeys {
+		switch {
+		case k.ID == "" || len(k.ID) > 128 || strings.ContainsAny(k.ID, " \t\r\n"):
+			return fmt.Errorf("api_keys[%d].id: 1 to 128 characters without whitespace", i)
+		case ids[k.ID]:
+			return fmt.Errorf("api_keys[%d].id: %q repeats", i, k.ID)
+		case len(k.Key) < 8:
+			return fmt.Errorf("api_keys[%d].key: at least 8 characters", i)
+		case secrets[k.Key]:
+			return fmt.Errorf("api_keys[%d].key: repeats another key", i)
+		case k.Deadline < 0:
+			return fmt.Errorf("api_keys[%d].deadline: negative", i)
+		case k.Priority != "" && k.Priority != "interactive" && k.Priority != "batch":
+			return fmt.Errorf("api_keys[%d].priority: %q is not interactive or batch", i, k.Priority)
+		}
+		ids[k.ID], secrets[k.Key] = true, true
+	}
+	for i, k := range c.AdminKeys {
+		if len(k) < 8 {
+			return fmt.Errorf("admin_keys[%d]: at least 8 characters", i)
+		}
+		if secrets[k] {
+			return fmt.Errorf("admin_keys[%d]: repeats an API key", i)
+		}
+	}
+	for i, t := range c.ProviderTokens {
+		if len(t) < 16 {
+			return fmt.Errorf("provider_tokens[%d]: at least 16 characters", i)
+		}
+	}
+	for i, m := range c.Models {
+		if err := workers.ValidateModelVersion(m.Version()); err != nil {
+			return fmt.Errorf("models[%d]: %w", i, err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"limits.max_tokens", c.Limits.MaxTokens}, {"limits.max_messages", c.Limits.MaxMessages}, {"limits.max_inputs", c.Limits.MaxInputs}} {
+		if f.v < 0 {
+			return fmt.Errorf("%s: negative", f.name)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		d    Duration
+	}{{"timeouts.default_deadline", c.Timeouts.DefaultDeadline}, {"timeouts.keepalive", c.Timeouts.KeepAlive},
+		{"timeouts.read", c.Timeouts.Read}, {"timeouts.idle", c.Timeouts.Idle}, {"timeouts.shutdown", c.Timeouts.Shutdown}} {
+		if f.d <= 0 {
+			return fmt.Errorf("%s: must be positive", f.name)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
+	if err := c.Scheduler.Validate(); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	return nil
+}

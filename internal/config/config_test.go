@@ -1,0 +1,87 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	digest := strings.Repeat("ab", 32)
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string // substring naming the field; "" means valid
+	}{
+		{"empty file gives defaults", ``, ""},
+		{"full", `
+listen: 0.0.0.0:9000
+data_dir: /tmp/x
+body_limit_bytes: 65536
+api_keys:
+  - {id: team-a, key: sk-aaaaaaaa, deadline: 2m, priority: batch}
+admin_keys: [sk-admin-123]
+provider_tokens: [pt-0123456789abcdef]
+open_registration: true
+models:
+  - {name: llama3-8b, digest: ` + digest + `, context_length: 8192}
+limits: {max_tokens: 4096}
+timeouts: {default_deadline: 1m, keepalive: 5s}
+log: {level: debug, format: json}
+scheduler: {policy: round-robin, heartbeat_timeout: 3s}
+`, ""},
+		{"unknown field", `listne: x`, "listne"},
+		{"duration not a string", `timeouts: {keepalive: 5}`, "duration"},
+		{"bad duration", `timeouts: {keepalive: soon}`, "soon"},
+		{"bad listen", `listen: nowhere`, "listen"},
+		{"short key", `api_keys: [{id: a, key: x}]`, "api_keys[0].key"},
+		{"duplicate id", `api_keys: [{id: a, key: sk-aaaaaaaa}, {id: a, key: sk-bbbbbbbb}]`, "api_keys[1].id"},
+		{"bad priority", `api_keys: [{id: a, key: sk-aaaaaaaa, priority: urgent}]`, "api_keys[0].priority"},
+		{"admin repeats api key", `{api_keys: [{id: a, key: sk-aaaaaaaa}], admin_keys: [sk-aaaaaaaa]}`, "admin_keys[0]"},
+		{"short provider token", `provider_tokens: [short]`, "provider_tokens[0]"},
+		{"bad model digest", `models: [{name: m, digest: xyz}]`, "models[0]"},
+		{"negative limit", `limits: {max_tokens: -1}`, "limits.max_tokens"},
+		{"bad log level", `log: {level: loud}`, "log.level"},
+		{"tiny body limit", `body_limit_bytes: 10`, "body_limit_bytes"},
+		{"bad scheduler", `scheduler: {policy: random}`, "scheduler"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if c.Listen == "" || c.Timeouts.KeepAlive == 0 {
+					t.Errorf("defaults not filled: %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want it to name %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := Default()
+	if c.Listen != "127.0.0.1:8080" || c.DataDir != "./data" || c.Timeouts.DefaultDeadline.D() != 10*time.Minute {
+		t.Errorf("Default() = %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Default().Validate() = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("listen: 127.0.0.1:1\n"))
+	f.Add([]byte("timeouts: {keepalive: 5s}\n"))
+	f.Add([]byte("api_keys: [{id: a, key: sk-aaaaaaaa}]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && c.Validate() != nil {
+			t.Fatal("Parse accepted a config that does not validate")
+		}
+	})
+}

@@ -1,0 +1,179 @@
+package workers_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/workers/keys"
+)
+
+// testGateway serves the registration routes over a Registrar, as the
+// gateway does, and reports each call on events.
+type testGateway struct {
+	reg    *workers.Registrar
+	events chan string
+	mu     sync.Mutex
+	forget bool // answer the next heartbeat with unknown_worker
+	last   workers.Heartbeat
+}
+
+func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	switch r.URL.Path {
+	case workers.PathChallenge:
+		c, err := g.reg.Challenge(now)
+		if err != nil {
+			workers.WriteError(w, err)
+			return
+		}
+		json.NewEncoder(w).Encode(workers.ChallengeResponse{Challenge: c})
+	case workers.PathRegister:
+		var req workers.RegisterRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			workers.WriteError(w, apierr.BadRequest("", "invalid_json", "%v", err))
+			return
+		}
+		reg, err := g.reg.Register(r.Context(), &req, now)
+		if err != nil {
+			workers.WriteError(w, err)
+			return
+		}
+		json.NewEncoder(w).Encode(workers.RegisterResponse{WorkerID: reg.WorkerID, SessionToken: reg.SessionToken,
+			HeartbeatIntervalMS: g.reg.HeartbeatInterval().Milliseconds()})
+		g.events <- "register"
+	case workers.PathHeartbeat:
+		var hb workers.Heartbeat
+		json.NewDecoder(r.Body).Decode(&hb)
+		if err := g.reg.VerifySession(hb.WorkerID, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); err != nil {
+			workers.WriteError(w, err)
+			return
+		}
+		if err := workers.ValidateHeartbeat(&hb); err != nil {
+			workers.WriteError(w, err)
+			return
+		}
+		g.mu.Lock()
+		forget := g.forget
+		g.forget = false
+		g.last = hb
+		g.mu.Unlock()
+		if forget {
+			g.reg.Forget(hb.WorkerID)
+			workers.WriteError(w, apierr.Unauthorized(workers.CodeUnknownWorker, "unknown worker"))
+			g.events <- "forgot"
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		if hb.Draining {
+			g.events <- "heartbeat-draining"
+		} else {
+			g.events <- "heartbeat"
+		}
+	case workers.PathDeregister:
+		var req workers.DeregisterRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		if err := g.reg.VerifySession(req.WorkerID, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); err != nil {
+			workers.WriteError(w, err)
+			return
+		}
+		g.reg.Forget(req.WorkerID)
+		w.WriteHeader(http.StatusNoContent)
+		g.events <- "deregister"
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+type fixedGPUs []workers.GPU
+
+func (f fixedGPUs) GPUs(context.Context) []workers.GPU { return f }
+
+// next waits for the next gateway event, skipping plain heartbeats unless
+// that is what is wanted.
+func next(t *testing.T, events chan string, want string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev == want {
+				return
+			}
+			if ev != "heartbeat" && ev != "heartbeat-draining" {
+				t.Fatalf("gateway saw %q, want %q", ev, want)
+			}
+		case <-timeout:
+			t.Fatalf("gateway never saw %q", want)
+		}
+	}
+}
+
+func TestRunMember(t *testing.T) {
+	k, _ := keys.Generate(nil)
+	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 1)}
+	agent := workers.NewAgent(workers.AgentConfig{WorkerID: k.WorkerID(), Engine: eng})
+	reg, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken},
+		OpenRegistration: true, HeartbeatInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &testGateway{reg: reg, events: make(chan string, 100)}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- workers.RunMember(ctx, workers.MemberConfig{
+			GatewayURL: srv.URL, ProviderToken: providerToken, Key: k, AdvertiseURL: "http://127.0.0.1:9",
+			Agent: agent, GPUs: fixedGPUs{{Index: 0, Name: "NVIDIA H100", UUID: "GPU-1"}},
+		})
+	}()
+	next(t, gw.events, "register")
+	next(t, gw.events, "heartbeat")
+	gw.mu.Lock()
+	hb := gw.last
+	gw.mu.Unlock()
+	if hb.WorkerID != k.WorkerID() || len(hb.GPUs) != 1 || hb.Load.Source != "sim" {
+		t.Errorf("heartbeat %+v", hb)
+	}
+
+	// The gateway forgets the worker: it registers again.
+	gw.mu.Lock()
+	gw.forget = true
+	gw.mu.Unlock()
+	next(t, gw.events, "forgot")
+	next(t, gw.events, "register")
+	next(t, gw.events, "heartbeat")
+
+	// SIGTERM with a task in flight: draining heartbeat, then the task
+	// finishes, then deregistration.
+	running := make(chan error, 1)
+	go func() {
+		running <- agent.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, func(workers.Event) error { return nil })
+	}()
+	<-eng.started
+	cancel()
+	next(t, gw.events, "heartbeat-draining")
+	select {
+	case err := <-done:
+		t.Fatalf("RunMember returned %v with a task in flight", err)
+	default:
+	}
+	agent.Cancel("b", 0)
+	if err := <-running; err != nil {
+		t.Fatal(err)
+	}
+	next(t, gw.events, "deregister")
+	if err := <-done; err != nil {
+		t.Fatalf("RunMember: %v", err)
+	}
+}

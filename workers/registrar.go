@@ -1,0 +1,472 @@
+package workers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/workers/keys"
+)
+
+// Registration routes on the gateway.
+const (
+	PathChallenge  = "/v1/workers/challenge"
+	PathRegister   = "/v1/workers/register"
+	PathHeartbeat  = "/v1/workers/heartbeat"
+	PathDeregister = "/v1/workers/deregister"
+)
+
+// Registration error codes.
+const (
+	CodeInvalidProviderToken = "invalid_provider_token"
+	CodeInvalidSignature     = "invalid_signature"
+	CodeChallengeUnknown     = "challenge_unknown"
+	CodeChallengeReplayed    = "challenge_replayed"
+	CodeModelNotRegistered   = "model_not_registered"
+	CodeInvalidRegistration  = "invalid_registration"
+	// CodeUnknownWorker answers a heartbeat from a worker the gateway does
+	// not know (it restarted, or timed the worker out): register again.
+	CodeUnknownWorker  = "unknown_worker"
+	CodeInvalidSession = "invalid_session"
+)
+
+// Bounds on a registration.
+const (
+	MaxRegisterModels   = 64
+	MaxRegisterGPUs     = 64
+	MaxWorkerConcurrent = 100_000
+	MaxRegisterBytes    = 1 << 20
+)
+
+// ChallengeResponse is the body of POST /v1/workers/challenge.
+type ChallengeResponse struct {
+	Challenge string `json:"challenge"`
+}
+
+// RegisterRequest is the body of POST /v1/workers/register. Signature is
+// keys.SignBytes over RegistrationMessage(Challenge, PublicKey, URL, Models),
+// hex encoded.
+type RegisterRequest struct {
+	ProviderToken  string         `json:"provider_token"`
+	PublicKey      string         `json:"public_key"` // keys.PublicKeyHex
+	Challenge      string         `json:"challenge"`
+	Signature      string         `json:"signature"`
+	URL            string         `json:"url"` // where the gateway sends batches
+	Models         []ModelVersion `json:"models"`
+	GPUs           []GPU          `json:"gpus"`
+	MaxConcurrency int            `json:"max_concurrency"`
+}
+
+// Registered is an accepted worker, as the gateway's registry holds it.
+type Registered struct {
+	WorkerID       string         `json:"worker_id"`  // receipts.WorkerID of PublicKey
+	PublicKey      string         `json:"public_key"` // hex, compressed
+	URL            string         `json:"url"`
+	Models         []ModelVersion `json:"models"`
+	GPUs           []GPU          `json:"gpus"`
+	MaxConcurrency int            `json:"max_concurrency"`
+	SessionToken   string         `json:"session_token,omitempty"`
+}
+
+// RegisterResponse is the body answering a successful registration.
+type RegisterResponse struct {
+	WorkerID            string `json:"worker_id"`
+	SessionToken        string `json:"session_token"`
+	HeartbeatIntervalMS int64  `json:"heartbeat_interval_ms"`
+}
+
+// DeregisterRequest is the body of POST /v1/workers/deregister.
+type DeregisterRequest struct {
+	WorkerID string `json:"worker_id"`
+}
+
+// RegistrationMessage is what a worker signs to register: a domain-separated
+// text binding the challenge, its public key, its URL and its model list:
+//
+//	tollgate/worker-registration/v1\n
+//	challenge=<hex>\n
+//	public_key=<hex>\n
+//	url=<url>\n
+//	model=<name> <digest>\n   (one line per model, in request order)
+func RegistrationMessage(challenge, publicKey, url string, models []ModelVersion) []byte {
+	var sb strings.Builder
+	sb.WriteString("tollgate/worker-registration/v1\n")
+	fmt.Fprintf(&sb, "challenge=%s\npublic_key=%s\nurl=%s\n", challenge, publicKey, url)
+	for _, m := range models {
+		fmt.Fprintf(&sb, "model=%s %s\n", m.Name, m.Digest)
+	}
+	return []byte(sb.String())
+}
+
+// RegistrarConfig configures the gateway's side of registration.
+type RegistrarConfig struct {
+	// ProviderTokens are the operator-issued tokens a worker must present.
+	ProviderTokens []string
+	// OpenRegistration accepts any well-formed model version; otherwise only
+	// versions in the allow-list (Models, AllowModel) are accepted.
+	OpenRegistration bool
+	Models           []ModelVersion
+	// ChallengeTTL is how long a challenge may be answered (default 30 s).
+	ChallengeTTL time.Duration
+	// MaxChallenges bounds outstanding challenges (default 10000).
+	MaxChallenges int
+	// HeartbeatInterval is what workers are told (default 1 s, at most 1 s).
+	HeartbeatInterval time.Duration
+	Logger            *slog.Logger
+}
+
+// Registrar is the gateway's registration logic, without HTTP: challenges,
+// proof-of-key, provider tokens, the model allow-list and heartbeat sessions.
+type Registrar struct {
+	tokens   [][32]byte
+	open     bool
+	ttl      time.Duration
+	maxChal  int
+	interval time.Duration
+	logger   *slog.Logger
+
+	mu         sync.Mutex
+	allowed    map[string]ModelVersion // name + " " + digest
+	challenges map[string]challenge
+	sessions   map[string][32]byte // worker ID -> SHA-256 of its session token
+}
+
+type challenge struct {
+	expires time.Time
+	used    bool
+}
+
+// NewRegistrar validates cfg and builds a registrar.
+func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
+	if len(cfg.ProviderTokens) == 0 {
+		return nil, fmt.Errorf("registrar: provider_tokens: at least one token is required")
+	}
+	r := &Registrar{
+		open:       cfg.OpenRegistration,
+		ttl:        cfg.ChallengeTTL,
+		maxChal:    cfg.MaxChallenges,
+		interval:   cfg.HeartbeatInterval,
+		logger:     cfg.Logger,
+		allowed:    map[string]ModelVersion{},
+		challenges: map[string]challenge{},
+		sessions:   map[string][32]byte{},
+	}
+	for i, t := range cfg.ProviderTokens {
+		if len(t) < 16 {
+			return nil, fmt.Errorf("registrar: provider_tokens[%d]: must be at least 16 characters", i)
+		}
+		r.tokens = append(r.tokens, sha256.Sum256([]byte(t)))
+	}
+	if r.ttl <= 0 {
+		r.ttl = 30 * time.Second
+	}
+	if r.maxChal <= 0 {
+		r.maxChal = 10_000
+	}
+	if r.interval <= 0 || r.interval > time.Second {
+		r.interval = time.Second
+	}
+	if r.logger == nil {
+		r.logger = slog.New(slog.DiscardHandler)
+	}
+	for i, m := range cfg.Models {
+		if err := r.AllowModel(m); err != nil {
+			return nil, fmt.Errorf("registrar: models[%d]: %w", i, err)
+		}
+	}
+	return r, nil
+}
+
+// HeartbeatInterval is how often workers are told to heartbeat.
+func (r *Registrar) HeartbeatInterval() time.Duration { return r.interval }
+
+// OpenRegistration reports whether any model version is accepted.
+func (r *Registrar) OpenRegistration() bool { return r.open }
+
+// AllowModel adds a model version to the allow-list.
+func (r *Registrar) AllowModel(m ModelVersion) error {
+	if err := ValidateModelVersion(m); err != nil {
+		return apierr.BadRequest("model", CodeInvalidRegistration, "%v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.allowed[m.Name+" "+m.Digest] = m
+	return nil
+}
+
+// AllowedModels lists the allow-list.
+func (r *Registrar) AllowedModels() []ModelVersion {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]ModelVersion, 0, len(r.allowed))
+	for _, m := range r.allowed {
+		out = append(out, m)
+	}
+	return out
+}
+
+// Challenge issues a fresh single-use challenge: 32 random bytes, hex.
+func (r *Registrar) Challenge(now time.Time) (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", apierr.Internal(err)
+	}
+	c := hex.EncodeToString(b[:])
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pruneLocked(now)
+	if len(r.challenges) >= r.maxChal {
+		return "", apierr.RateLimited("too_many_challenges", "too many outstanding registration challenges", r.ttl)
+	}
+	r.challenges[c] = challenge{expires: now.Add(r.ttl)}
+	return c, nil
+}
+
+func (r *Registrar) pruneLocked(now time.Time) {
+	for c, st := range r.challenges {
+		if !now.Before(st.expires) {
+			delete(r.challenges, c)
+		}
+	}
+}
+
+// Register checks a registration and, if it holds, opens a heartbeat session.
+// Checks, in order: provider token (401 invalid_provider_token), body shape
+// (400 invalid_registration), challenge known, unexpired and unused (401
+// challenge_unknown / challenge_replayed; a challenge is spent by any attempt
+// that gets this far), signature (401 invalid_signature), models in the
+// allow-list unless open (403 model_not_registered).
+func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.Time) (*Registered, error) {
+	if req == nil {
+		return nil, apierr.BadRequest("", CodeInvalidRegistration, "empty registration")
+	}
+	if !r.tokenOK(req.ProviderToken) {
+		return nil, apierr.Unauthorized(CodeInvalidProviderToken, "the provider token is not valid")
+	}
+	pub, sig, err := validateRegistration(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.spendChallenge(req.Challenge, now); err != nil {
+		return nil, err
+	}
+	msg := RegistrationMessage(req.Challenge, req.PublicKey, req.URL, req.Models)
+	if err := keys.VerifyBytes(pub, sig, msg); err != nil {
+		return nil, &apierr.Error{Status: http.StatusUnauthorized, Type: apierr.TypeAuthentication, Code: CodeInvalidSignature,
+			Message: "the signature does not verify against the public key", Cause: err}
+	}
+	if !r.open {
+		r.mu.Lock()
+		for _, m := range req.Models {
+			if _, ok := r.allowed[m.Name+" "+m.Digest]; !ok {
+				r.mu.Unlock()
+				return nil, apierr.Forbidden(CodeModelNotRegistered,
+					fmt.Sprintf("model %q with digest %s is not registered with this gateway", m.Name, m.Digest))
+			}
+		}
+		r.mu.Unlock()
+	}
+	var tok [32]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return nil, apierr.Internal(err)
+	}
+	w := &Registered{
+		WorkerID:       keys.WorkerID(pub),
+		PublicKey:      req.PublicKey,
+		URL:            req.URL,
+		Models:         append([]ModelVersion(nil), req.Models...),
+		GPUs:           append([]GPU(nil), req.GPUs...),
+		MaxConcurrency: req.MaxConcurrency,
+		SessionToken:   hex.EncodeToString(tok[:]),
+	}
+	r.mu.Lock()
+	r.sessions[w.WorkerID] = sha256.Sum256([]byte(w.SessionToken))
+	r.mu.Unlock()
+	r.logger.Info("worker registered", "worker", w.WorkerID, "url", w.URL, "models", len(w.Models), "gpus", len(w.GPUs))
+	return w, nil
+}
+
+func (r *Registrar) tokenOK(token string) bool {
+	h := sha256.Sum256([]byte(token))
+	ok := 0
+	for _, t := range r.tokens {
+		ok |= subtle.ConstantTimeCompare(h[:], t[:])
+	}
+	return ok == 1 && token != ""
+}
+
+func (r *Registrar) spendChallenge(c string, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.challenges[c]
+	switch {
+	case !ok || !now.Before(st.expires):
+		return apierr.Unauthorized(CodeChallengeUnknown, "the challenge is unknown or expired; request a new one")
+	case st.used:
+		return apierr.Unauthorized(CodeChallengeReplayed, "the challenge was already used; request a new one")
+	}
+	st.used = true
+	r.challenges[c] = st
+	return nil
+}
+
+// VerifySession checks a heartbeat's or deregistration's bearer token.
+func (r *Registrar) VerifySession(workerID, token string) error {
+	r.mu.Lock()
+	want, ok := r.sessions[workerID]
+	r.mu.Unlock()
+	if !ok {
+		return apierr.Unauthorized(CodeUnknownWorker, "this worker is not registered; register again")
+	}
+	got := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		return apierr.Unauthorized(CodeInvalidSession, "the session token is not valid for this worker")
+	}
+	return nil
+}
+
+// Forget ends a worker's session (on deregistration or removal).
+func (r *Registrar) Forget(workerID string) {
+	r.mu.Lock()
+	delete(r.sessions, workerID)
+	r.mu.Unlock()
+}
+
+func invalid(param, format string, args ...any) error {
+	return apierr.BadRequest(param, CodeInvalidRegistration, format, args...)
+}
+
+// validateRegistration checks the shape of every field from outside.
+func validateRegistration(req *RegisterRequest) (pub *eddsa.PublicKey, sig []byte, err error) {
+	if len(req.Challenge) != 64 || !isLowerHex(req.Challenge) {
+		return nil, nil, invalid("challenge", "challenge must be 64 lowercase hex characters")
+	}
+	pub, err = keys.ParsePublicKey(req.PublicKey)
+	if err != nil {
+		return nil, nil, invalid("public_key", "%v", err)
+	}
+	if len(req.Signature) == 0 || len(req.Signature) > 256 {
+		return nil, nil, invalid("signature", "signature must be 1..256 hex characters")
+	}
+	sig, err = hex.DecodeString(req.Signature)
+	if err != nil {
+		return nil, nil, invalid("signature", "signature is not hex")
+	}
+	if err := ValidateWorkerURL(req.URL); err != nil {
+		return nil, nil, invalid("url", "url: %v", err)
+	}
+	if len(req.Models) == 0 || len(req.Models) > MaxRegisterModels {
+		return nil, nil, invalid("models", "a worker serves 1..%d models", MaxRegisterModels)
+	}
+	seen := map[string]bool{}
+	for i, m := range req.Models {
+		if err := ValidateModelVersion(m); err != nil {
+			return nil, nil, invalid("models", "models[%d]: %v", i, err)
+		}
+		if seen[m.Name] {
+			return nil, nil, invalid("models", "models[%d]: %q listed twice", i, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	if len(req.GPUs) > MaxRegisterGPUs {
+		return nil, nil, invalid("gpus", "at most %d GPUs", MaxRegisterGPUs)
+	}
+	for i, g := range req.GPUs {
+		if err := ValidateGPU(g); err != nil {
+			return nil, nil, invalid("gpus", "gpus[%d]: %v", i, err)
+		}
+	}
+	if req.MaxConcurrency < 1 || req.MaxConcurrency > MaxWorkerConcurrent {
+		return nil, nil, invalid("max_concurrency", "max_concurrency must be in [1, %d]", MaxWorkerConcurrent)
+	}
+	return pub, sig, nil
+}
+
+// ValidateModelVersion checks a model version from outside: a printable name
+// of 1..256 bytes and a 64-character lowercase hex digest.
+func ValidateModelVersion(m ModelVersion) error {
+	if err := printableName(m.Name, MaxModelNameLen); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	if !isHexDigest(m.Digest) {
+		return fmt.Errorf("digest of %q must be 64 lowercase hex characters", m.Name)
+	}
+	if m.ContextLength < 0 || m.ContextLength > 1<<24 {
+		return fmt.Errorf("context_length of %q out of range", m.Name)
+	}
+	if len(m.OwnedBy) > 256 {
+		return fmt.Errorf("owned_by of %q longer than 256 bytes", m.Name)
+	}
+	return nil
+}
+
+// ValidateGPU checks one GPU's telemetry from outside.
+func ValidateGPU(g GPU) error {
+	switch {
+	case g.Index < 0 || g.Index >= MaxRegisterGPUs:
+		return fmt.Errorf("index %d out of range", g.Index)
+	case len(g.Name) > 256 || len(g.UUID) > 128:
+		return fmt.Errorf("name or uuid too long")
+	case g.GPUUtilPct > 100 || g.MemUtilPct > 100:
+		return fmt.Errorf("utilization above 100%%")
+	case g.MemoryUsedMiB > g.MemoryTotalMiB && g.MemoryTotalMiB > 0:
+		return fmt.Errorf("memory used above total")
+	case g.PowerW < 0 || g.PowerW > 1e5:
+		return fmt.Errorf("power out of range")
+	}
+	return nil
+}
+
+// ValidateHeartbeat checks a heartbeat from outside.
+func ValidateHeartbeat(hb *Heartbeat) error {
+	switch {
+	case hb == nil || hb.WorkerID == "" || len(hb.WorkerID) > 128:
+		return apierr.BadRequest("worker_id", "invalid_heartbeat", "worker_id must be 1..128 bytes")
+	case len(hb.GPUs) > MaxRegisterGPUs:
+		return apierr.BadRequest("gpus", "invalid_heartbeat", "at most %d GPUs", MaxRegisterGPUs)
+	case hb.InFlight < 0 || hb.Load.Waiting < 0 || hb.Load.Running < 0 || hb.Load.KVCacheUsage < 0 || hb.Load.KVCacheUsage > 1:
+		return apierr.BadRequest("load", "invalid_heartbeat", "load counts must be >= 0 and kv_cache_usage in [0, 1]")
+	case len(hb.Load.Source) > 64:
+		return apierr.BadRequest("load", "invalid_heartbeat", "load source longer than 64 bytes")
+	}
+	for i, g := range hb.GPUs {
+		if err := ValidateGPU(g); err != nil {
+			return apierr.BadRequest("gpus", "invalid_heartbeat", "gpus[%d]: %v", i, err)
+		}
+	}
+	return nil
+}
+
+func printableName(s string, max int) error {
+	if s == "" || len(s) > max {
+		return fmt.Errorf("must be 1..%d bytes", max)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == ' ' {
+			return fmt.Errorf("%q contains a space or non-printable character", s)
+		}
+	}
+	return nil
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
