@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -370,6 +371,9 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 		if err := context.Cause(ctx); err != nil {
 			return err
 		}
+		if d.Tokens < 0 {
+			return fmt.Errorf("engine emitted a delta with %d tokens", d.Tokens)
+		}
 		if d.Text == "" && d.Tokens == 0 {
 			return nil
 		}
@@ -379,6 +383,9 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	if err == nil && ctx.Err() != nil {
 		err = context.Cause(ctx)
 	}
+	if err == nil && (res.PromptTokens < 0 || res.CompletionTokens < 0) {
+		err = fmt.Errorf("engine reported negative usage %+v", res)
+	}
 	if err != nil {
 		log.Info("task failed", "err", err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
@@ -386,8 +393,10 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	}
 	digest := ResponseDigest(text.String(), nil)
 	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens)
+	// The link carries only "stop" and "length"; an engine's other reasons
+	// (an upstream's "content_filter", say) end the text too.
 	finish := res.FinishReason
-	if finish == "" {
+	if finish != "length" {
 		finish = "stop"
 	}
 	out.send(Event{Index: i, Type: EventDone, FinishReason: finish,
@@ -428,8 +437,8 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, tas
 		byteLens = append(byteLens, n)
 	}
 	res, err := a.engine.Embed(ctx, mv.Name, inputs)
-	if err == nil && len(res.Vectors) != len(inputs) {
-		err = fmt.Errorf("engine returned %d vectors for %d inputs", len(res.Vectors), len(inputs))
+	if err == nil {
+		err = checkEmbedResult(res, len(inputs))
 	}
 	if err != nil {
 		a.logger.Info("embedding failed", "model", mv.Name, "tasks", len(idx), "err", err)
@@ -453,6 +462,31 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, tas
 			Usage:      &Usage{PromptTokens: tokens[j]},
 			Embeddings: vecs, Completion: c})
 	}
+}
+
+// checkEmbedResult refuses engine output the link cannot carry honestly:
+// a wrong vector count, negative token counts, or non-finite values (which
+// JSON cannot encode).
+func checkEmbedResult(res EmbedResult, inputs int) error {
+	if len(res.Vectors) != inputs {
+		return fmt.Errorf("engine returned %d vectors for %d inputs", len(res.Vectors), inputs)
+	}
+	if res.PromptTokens < 0 {
+		return fmt.Errorf("engine reported %d prompt tokens", res.PromptTokens)
+	}
+	for _, n := range res.InputTokens {
+		if n < 0 {
+			return fmt.Errorf("engine reported %d tokens for an input", n)
+		}
+	}
+	for _, v := range res.Vectors {
+		for _, f := range v {
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				return errors.New("engine returned a non-finite embedding value")
+			}
+		}
+	}
+	return nil
 }
 
 // splitTokens gives each task of a merged embedding call its prompt tokens:

@@ -3,8 +3,13 @@ package workers_test
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -303,5 +308,77 @@ func TestProducedPersists(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("reloaded %d records, want the cap of 2", n)
+	}
+	// The file is compacted as it grows: never more than 2 × cap records.
+	more := &workers.Batch{ID: "b2", Tasks: []workers.Task{chatTask("r3"), chatTask("r4"), chatTask("r5"), chatTask("r6"), chatTask("r7")}}
+	if err := again.RunBatch(context.Background(), more, c.emit); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "completions.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(raw), "\n"); lines > 4 {
+		t.Errorf("record file holds %d lines, want at most 2 × cap = 4", lines)
+	}
+}
+
+// scriptedEngine returns canned results, to check how the agent treats an
+// engine that misbehaves.
+type scriptedEngine struct {
+	*sim.Engine
+	delta  workers.Delta
+	result workers.Result
+	embed  workers.EmbedResult
+}
+
+func (s *scriptedEngine) Generate(_ context.Context, _ *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+	if err := emit(s.delta); err != nil {
+		return workers.Result{}, err
+	}
+	return s.result, nil
+}
+
+func (s *scriptedEngine) Embed(context.Context, string, []string) (workers.EmbedResult, error) {
+	return s.embed, nil
+}
+
+func TestMisbehavingEngine(t *testing.T) {
+	nan := float32(math.NaN())
+	ok := workers.Result{FinishReason: "stop", PromptTokens: 1, CompletionTokens: 1}
+	tests := []struct {
+		name       string
+		eng        scriptedEngine
+		kind       workers.Kind
+		wantType   workers.EventType
+		wantFinish string
+	}{
+		{"other finish reason becomes stop", scriptedEngine{delta: workers.Delta{Text: "a", Tokens: 1}, result: workers.Result{FinishReason: "content_filter"}}, workers.KindChat, workers.EventDone, "stop"},
+		{"negative delta tokens", scriptedEngine{delta: workers.Delta{Text: "a", Tokens: -1}, result: ok}, workers.KindChat, workers.EventFailed, ""},
+		{"negative usage", scriptedEngine{result: workers.Result{CompletionTokens: -2}}, workers.KindChat, workers.EventFailed, ""},
+		{"NaN embedding", scriptedEngine{embed: workers.EmbedResult{Vectors: [][]float32{{nan}}}}, workers.KindEmbedding, workers.EventFailed, ""},
+		{"too few vectors", scriptedEngine{embed: workers.EmbedResult{}}, workers.KindEmbedding, workers.EventFailed, ""},
+		{"negative embed tokens", scriptedEngine{embed: workers.EmbedResult{Vectors: [][]float32{{1}}, PromptTokens: -1}}, workers.KindEmbedding, workers.EventFailed, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			eng := tc.eng
+			eng.Engine = simEngine(t)
+			task := chatTask("r")
+			if tc.kind == workers.KindEmbedding {
+				task = workers.Task{RequestID: "r", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"x"}}
+			}
+			var c collected
+			if err := newAgent(t, &eng).RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit); err != nil {
+				t.Fatal(err)
+			}
+			ev := c.last(t, 0)
+			if ev.Type != tc.wantType || ev.FinishReason != tc.wantFinish {
+				t.Fatalf("ended %q finish %q (%+v), want %q %q", ev.Type, ev.FinishReason, ev.Error, tc.wantType, tc.wantFinish)
+			}
+			if _, err := json.Marshal(ev); err != nil {
+				t.Errorf("event cannot be sent: %v", err)
+			}
+		})
 	}
 }

@@ -18,15 +18,18 @@ const producedFile = "completions.jsonl"
 // keyed by request ID, so that it can later check what it is asked to
 // countersign. It is an in-memory FIFO of at most cap records, optionally
 // mirrored to an append-only JSON-lines file that is compacted to the newest
-// cap records when it is reopened. Appends are not fsync'd: a record lost in a
-// crash only means the worker declines to countersign that request.
+// cap records when it is reopened and whenever it reaches 2 × cap records.
+// Appends are not fsync'd: a record lost in a crash only means the worker
+// declines to countersign that request.
 type producedLog struct {
 	mu    sync.Mutex
 	cap   int
 	byID  map[string]*Completion
 	order []string // ring of request IDs, oldest at head
 	head  int
+	path  string
 	file  *os.File
+	lines int // records in the file, for compaction
 }
 
 func openProducedLog(dir string, capacity int) (*producedLog, error) {
@@ -34,33 +37,47 @@ func openProducedLog(dir string, capacity int) (*producedLog, error) {
 	if dir == "" {
 		return p, nil
 	}
-	path := filepath.Join(dir, producedFile)
-	if err := p.load(path); err != nil {
+	p.path = filepath.Join(dir, producedFile)
+	if err := p.load(p.path); err != nil {
 		return p, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return p, fmt.Errorf("completion records: %w", err)
 	}
-	// Compact: rewrite the newest records, then append from there.
-	tmp := path + ".tmp"
+	if err := p.compactLocked(); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// compactLocked rewrites the file with only the records held in memory and
+// reopens it for appending. It runs at open and whenever the file holds
+// twice the cap, so the file stays within 2 × cap records.
+func (p *producedLog) compactLocked() error {
+	if p.file != nil {
+		p.file.Close()
+		p.file = nil
+	}
+	tmp := p.path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return p, fmt.Errorf("completion records: %w", err)
+		return fmt.Errorf("completion records: %w", err)
 	}
 	w := bufio.NewWriter(f)
 	for _, c := range p.snapshot() {
 		b, _ := json.Marshal(c)
 		w.Write(append(b, '\n'))
 	}
-	if err := errors.Join(w.Flush(), f.Sync(), f.Close(), os.Rename(tmp, path)); err != nil {
-		return p, fmt.Errorf("completion records: compact: %w", err)
+	if err := errors.Join(w.Flush(), f.Sync(), f.Close(), os.Rename(tmp, p.path)); err != nil {
+		return fmt.Errorf("completion records: compact: %w", err)
 	}
-	f, err = os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o600)
+	f, err = os.OpenFile(p.path, os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		return p, fmt.Errorf("completion records: %w", err)
+		return fmt.Errorf("completion records: %w", err)
 	}
 	p.file = f
-	return p, nil
+	p.lines = len(p.order)
+	return nil
 }
 
 func (p *producedLog) load(path string) error {
@@ -95,8 +112,14 @@ func (p *producedLog) add(c *Completion) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.file.Write(append(b, '\n'))
-	return err
+	if _, err := p.file.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	p.lines++
+	if p.lines >= 2*p.cap {
+		return p.compactLocked()
+	}
+	return nil
 }
 
 func (p *producedLog) addLocked(c *Completion) {

@@ -69,7 +69,7 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func (c *Config) setDefaults() {
+func withDefaults(c Config) Config {
 	if len(c.Models) == 0 {
 		c.Models = []string{"mock-llm"}
 	}
@@ -79,6 +79,7 @@ func (c *Config) setDefaults() {
 	if c.TokenBytes == 0 {
 		c.TokenBytes = 4
 	}
+	return c
 }
 
 // Server is a running mock upstream.
@@ -105,7 +106,7 @@ func Start(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mockupstream: %w", err)
 	}
-	cfg.setDefaults()
+	cfg = withDefaults(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("mockupstream: listen: %w", err)

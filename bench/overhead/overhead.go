@@ -242,7 +242,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		body := RequestBody(stream)
 		// Warm both paths: connection pools, the scheduler's latency model.
 		for _, t := range []target{direct, through} {
-			if _, err := t.load(ctx, cfg, body, stream, 1000, 200*time.Millisecond, nil); err != nil {
+			warm := min(200*time.Millisecond, cfg.Duration/4)
+			if _, err := t.load(ctx, cfg, body, stream, 1000, warm, nil); err != nil {
 				return res, err
 			}
 		}

@@ -35,6 +35,9 @@ type Chart struct {
 	Threshold Threshold
 	// Points marks each data point (for short series such as rate steps).
 	Points bool
+	// LegendBottomRight moves the legend from the top left, where rising
+	// curves such as CDFs have their empty corner at the bottom right.
+	LegendBottomRight bool
 }
 
 // Threshold is a horizontal reference line, such as a latency target.
@@ -58,8 +61,9 @@ func Lines(path string, c Chart) error {
 	p.Title.Text = c.Title
 	p.X.Label.Text = c.XLabel
 	p.Y.Label.Text = c.YLabel
-	p.Legend.Top = true
-	p.Legend.Left = true
+	p.Legend.Top = !c.LegendBottomRight
+	p.Legend.Left = !c.LegendBottomRight
+	p.Legend.Padding = vg.Points(4)
 	p.Add(plotter.NewGrid())
 	if c.LogX {
 		p.X.Scale = plot.LogScale{}
@@ -165,7 +169,7 @@ func bad(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
 func LatencyCDF(path, title string, scenarios []Series) error {
 	return Lines(path, Chart{
 		Title: title, XLabel: "latency (ms, log scale)", YLabel: "fraction of requests ≤ latency",
-		LogX: true, Series: scenarios,
+		LogX: true, Series: scenarios, LegendBottomRight: true,
 	})
 }
 

@@ -185,9 +185,13 @@ func TestOpenAIGoSDKErrors(t *testing.T) {
 		code   string
 		param  string
 	}{
-		{"wrong key", func() error { return chat("sk-wrong", openai.ChatCompletionNewParams{Model: "sim-tiny", Messages: user}) }, 401, "invalid_api_key", ""},
+		{"wrong key", func() error {
+			return chat("sk-wrong", openai.ChatCompletionNewParams{Model: "sim-tiny", Messages: user})
+		}, 401, "invalid_api_key", ""},
 		{"unknown model", func() error { return chat(sdkKey, openai.ChatCompletionNewParams{Model: "gpt-nope", Messages: user}) }, 404, "model_not_found", "model"},
-		{"empty messages", func() error { return chat(sdkKey, openai.ChatCompletionNewParams{Model: "sim-tiny", Messages: []openai.ChatCompletionMessageParamUnion{}}) }, 400, "invalid_value", "messages"},
+		{"empty messages", func() error {
+			return chat(sdkKey, openai.ChatCompletionNewParams{Model: "sim-tiny", Messages: []openai.ChatCompletionMessageParamUnion{}})
+		}, 400, "invalid_value", "messages"},
 		{"n above 1", func() error {
 			return chat(sdkKey, openai.ChatCompletionNewParams{Model: "sim-tiny", Messages: user, N: openai.Int(2)})
 		}, 400, "unsupported_parameter", "n"},

@@ -54,3 +54,34 @@ func TestDivf(t *testing.T) {
 		check(a, 3)
 	}
 }
+
+func TestMatmulMatchesSequentialDots(t *testing.T) {
+	const in = 13
+	for _, tt := range []struct{ n, d, lo, hi int }{
+		{1, 7, 0, 7}, {1, 20, 6, 20}, {2, 7, 0, 7}, {3, 11, 0, 11}, {5, 16, 3, 12}, {16, 64, 0, 64}, {17, 10, 4, 10},
+	} {
+		w := make([]float32, tt.d*in)
+		x := make([]float32, tt.n*in)
+		for i := range w {
+			w[i] = float32(math.Sin(float64(i)*1.3)) * 3
+		}
+		for i := range x {
+			x[i] = float32(math.Cos(float64(i)*0.7)) / 7
+		}
+		out := make([]float32, tt.n*tt.d)
+		matmul(out, x, w, tt.n, in, tt.d, tt.lo, tt.hi)
+		for r := 0; r < tt.n; r++ {
+			for i := 0; i < tt.d; i++ {
+				var want float32
+				if i >= tt.lo && i < tt.hi {
+					for j := 0; j < in; j++ {
+						want += float32(w[i*in+j] * x[r*in+j])
+					}
+				}
+				if got := out[r*tt.d+i]; got != want {
+					t.Fatalf("n=%d d=%d [%d,%d): out[%d][%d] = %g, want %g", tt.n, tt.d, tt.lo, tt.hi, r, i, got, want)
+				}
+			}
+		}
+	}
+}

@@ -139,10 +139,10 @@ func (ws *workspace) run(f func(int)) {
 }
 
 // cols is part p's share [lo, hi) of d output columns, split at multiples
-// of four to keep the matmul's register blocks whole.
+// of six to keep the matmul's register blocks whole.
 func (ws *workspace) cols(p, d int) (int, int) {
-	lo := (d * p / ws.parts) &^ 3
-	hi := (d * (p + 1) / ws.parts) &^ 3
+	lo := d * p / ws.parts / 6 * 6
+	hi := d * (p + 1) / ws.parts / 6 * 6
 	if p == ws.parts-1 {
 		hi = d
 	}
