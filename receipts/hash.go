@@ -220,15 +220,32 @@ func MerkleRoot(leaves []fr.Element) fr.Element {
 
 // MerklePath returns the siblings of leaf index from the bottom up.
 func MerklePath(leaves []fr.Element, index int) []fr.Element {
-	var path []fr.Element
-	level := append([]fr.Element(nil), leaves...)
-	for len(level) > 1 {
-		path = append(path, level[index^1])
+	return NewMerkleTree(leaves).Path(index)
+}
+
+// MerkleTree holds every level of a complete binary tree (leaves first), so
+// many paths can be read without rehashing.
+type MerkleTree [][]fr.Element
+
+// NewMerkleTree hashes a power-of-two number of leaves into a tree.
+func NewMerkleTree(leaves []fr.Element) MerkleTree {
+	t := MerkleTree{append([]fr.Element(nil), leaves...)}
+	for level := t[0]; len(level) > 1; {
 		next := make([]fr.Element, len(level)/2)
 		for i := range next {
 			next[i] = Compress(level[2*i], level[2*i+1])
 		}
+		t = append(t, next)
 		level = next
+	}
+	return t
+}
+
+// Path returns the siblings of leaf index from the bottom up.
+func (t MerkleTree) Path(index int) []fr.Element {
+	var path []fr.Element
+	for _, level := range t[:len(t)-1] {
+		path = append(path, level[index^1])
 		index /= 2
 	}
 	return path

@@ -541,7 +541,7 @@ func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, 
 	c := &Completion{
 		RequestID:        t.RequestID,
 		WorkerID:         a.workerID,
-		Model:            t.Model,
+		Model:            mv.Name, // the registered version that ran, whatever alias was asked for
 		ModelDigest:      mv.Digest,
 		RequestDigest:    hex.EncodeToString(req[:]),
 		ResponseDigest:   hex.EncodeToString(response[:]),

@@ -10,20 +10,27 @@ import (
 )
 
 // Benchmarks (not run by `go test` without -bench). Keys come from
-// TOLLGATE_ZK_KEYS if set, else are set up once into TestKeyDir (capacity
+// TOLLGATE_ZK_KEYS when it holds the capacity, else are set up once into TestKeyDir (capacity
 // 1024 set-up takes minutes on two cores).
 //
 //	go test -run XXX -bench . -benchtime 3x ./zk/
 
 func benchKeyDir(b *testing.B, capacity int) string {
-	dir := os.Getenv("TOLLGATE_ZK_KEYS")
-	if dir == "" {
-		dir = TestKeyDir()
-		if err := EnsureDevKeys(dir, capacity); err != nil {
-			b.Fatal(err)
+	if dir := os.Getenv("TOLLGATE_ZK_KEYS"); dir != "" {
+		if pk, _ := KeyFiles(dir, capacity); fileExists(pk) {
+			return dir
 		}
 	}
+	dir := TestKeyDir()
+	if err := EnsureDevKeys(dir, capacity); err != nil {
+		b.Fatal(err)
+	}
 	return dir
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func BenchmarkConstraints(b *testing.B) {

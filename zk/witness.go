@@ -97,8 +97,9 @@ func Assign(b *Batch) (*BatchCircuit, error) {
 	if len(b.RegistryPath) != receipts.RegistryDepth {
 		return nil, fmt.Errorf("registry path has %d siblings, want %d", len(b.RegistryPath), receipts.RegistryDepth)
 	}
-	if len(b.Signature) != 64 {
-		return nil, fmt.Errorf("signature is %d bytes, want 64", len(b.Signature))
+	var sig eddsa.Signature
+	if _, err := sig.SetBytes(b.Signature); err != nil { // gnark's Assign would panic on a bad encoding
+		return nil, fmt.Errorf("worker signature: %w", err)
 	}
 	els, err := pub.Elements()
 	if err != nil {

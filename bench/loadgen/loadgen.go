@@ -182,6 +182,10 @@ type Result struct {
 	// for successful requests only. TTFT is the first SSE data line (streams).
 	Latency Summary  `json:"latency"`
 	TTFT    *Summary `json:"ttft,omitempty"`
+	// SendLag is how late the generator itself sent requests after their
+	// scheduled time (sent ones only). Large values mean the generator was
+	// starved of CPU; the latencies above include that lateness.
+	SendLag Summary `json:"send_lag"`
 
 	latency, ttft *hdrhistogram.Histogram
 }
@@ -312,6 +316,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer stopProgress()
 
 	var wg sync.WaitGroup
+	lag := hdrhistogram.New(histMin, histMax, 3)
 	r.start = time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -337,6 +342,7 @@ loop:
 			continue
 		}
 		r.sent.Add(1)
+		_ = lag.RecordValue(min(max(int64(time.Since(due)/time.Microsecond), histMin), histMax))
 		wg.Add(1)
 		go func(i int, due time.Time) {
 			defer wg.Done()
@@ -349,7 +355,7 @@ loop:
 	res := &Result{
 		Rate: cfg.Rate, Scheduled: len(sched), Sent: int(r.sent.Load()), OK: r.ok,
 		Errors: r.errors, latency: r.latency, ttft: r.ttft,
-		Latency: summarize(r.latency),
+		Latency: summarize(r.latency), SendLag: summarize(lag),
 	}
 	if len(res.Errors) == 0 {
 		res.Errors = nil

@@ -140,6 +140,26 @@ func TestRunCountsErrorsByStatus(t *testing.T) {
 	}
 }
 
+func TestRunCountsOverloadWithoutWaiting(t *testing.T) {
+	up, err := mockupstream.Start(mockupstream.Config{Latency: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	// Five requests due within 4 ms, one slot, a server that takes 500 ms:
+	// the first is sent, the other four are counted, not queued.
+	res, err := Run(context.Background(), Config{
+		URL: up.URL + "/chat/completions", Body: []byte(`{"model":"mock-llm","messages":[{}]}`),
+		Rate: 1000, Requests: 5, MaxInFlight: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 1 || res.OK != 1 || res.Errors[ErrOverload] != 4 {
+		t.Errorf("sent %d ok %d errors %v; want 1 sent, 1 ok, 4 overload", res.Sent, res.OK, res.Errors)
+	}
+}
+
 func TestRunStopsOnCancel(t *testing.T) {
 	up, err := mockupstream.Start(mockupstream.Config{})
 	if err != nil {

@@ -14,7 +14,8 @@ import (
 
 // Tables returns one table per mode: for each rate, direct and through
 // latency, added latency per quantile (and added TTFT for streams), the
-// completed rate, errors and gateway CPU per request.
+// completed rate, errors, gateway CPU per request, and the load
+// generator's own p99 lateness in sending (the worse of the two phases).
 func Tables(res *Result) []report.Table {
 	var out []report.Table
 	for _, mode := range modes(res) {
@@ -27,7 +28,7 @@ func Tables(res *Result) []report.Table {
 		if stream {
 			t.Columns = append(t.Columns, "TTFT added p50", "TTFT added p99")
 		}
-		t.Columns = append(t.Columns, "done rps", "errors", "gateway CPU µs/req")
+		t.Columns = append(t.Columns, "done rps", "errors", "gateway CPU µs/req", "gen lag p99")
 		for _, st := range res.Steps {
 			if st.Mode != mode {
 				continue
@@ -43,7 +44,8 @@ func Tables(res *Result) []report.Table {
 					row = append(row, "–", "–")
 				}
 			}
-			row = append(row, st.ThroughRPS, errorText(st), st.CPUPerRequestUS)
+			row = append(row, st.ThroughRPS, errorText(st), st.CPUPerRequestUS,
+				max(st.Direct.SendLag.P99, st.Through.SendLag.P99))
 			t.AddRow(row...)
 		}
 		out = append(out, t)

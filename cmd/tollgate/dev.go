@@ -181,6 +181,9 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 		d.stop()
 		return nil, err
 	}
+	if !o.gateway.noProver {
+		d.gw.startProver(ctx)
+	}
 	return d, nil
 }
 

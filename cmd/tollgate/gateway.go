@@ -16,8 +16,10 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/ids"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
+	"github.com/tollgate-ai/tollgate/receipts/prover"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/zk"
 )
 
 func init() {
@@ -28,7 +30,7 @@ func init() {
 // the config file.
 type gatewayFlags struct {
 	configPath, listen, data, apiKey, adminKey, providerToken string
-	openRegistration, noReceipts                              bool
+	openRegistration, noReceipts, noProver                    bool
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen string) {
@@ -40,6 +42,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen string) {
 	fs.StringVar(&g.providerToken, "provider-token", "", "token workers present to register; env TOLLGATE_PROVIDER_TOKEN")
 	fs.BoolVar(&g.openRegistration, "open-registration", false, "accept any model version a worker names")
 	fs.BoolVar(&g.noReceipts, "no-receipts", false, "turn receipts off (no ledger)")
+	fs.BoolVar(&g.noProver, "no-prover", false, "record receipts but do not prove them in this process (the embedded ledger is single-process)")
 }
 
 // load merges file, flags and environment into one validated config.
@@ -116,6 +119,9 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	logger.Info("gateway listening", "url", gw.URL())
+	if !gf.noProver {
+		gw.startProver(ctx)
+	}
 	return gw.wait(ctx)
 }
 
@@ -131,6 +137,10 @@ type gatewayStack struct {
 	ln        net.Listener
 	served    chan error
 	logger    *slog.Logger
+	// proverDone is closed when the in-process prover has stopped (nil
+	// when none was started).
+	proverDone   chan struct{}
+	cancelProver context.CancelFunc
 }
 
 // startGateway wires config → scheduler, registrar, ledger, gateway and
@@ -215,7 +225,7 @@ func (g *gatewayStack) wait(ctx context.Context) error {
 }
 
 // stop shuts the server down, letting in-flight streams finish within the
-// configured bound, then closes the ledger.
+// configured bound, then stops the prover and closes the ledger.
 func (g *gatewayStack) stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeouts.Shutdown.D())
 	defer cancel()
@@ -224,7 +234,39 @@ func (g *gatewayStack) stop() error {
 	if serr := <-g.served; serr != nil && !errors.Is(serr, net.ErrClosed) {
 		err = errors.Join(err, serr)
 	}
+	if g.proverDone != nil {
+		g.cancelProver()
+		<-g.proverDone
+	}
 	return errors.Join(err, g.closeStore())
+}
+
+// startProver proves the ledger's receipts in this process (the embedded
+// ledger cannot be shared with a separate `tollgate prover`). Development
+// keys for the smallest batch capacity are set up in DATA/keys on first use,
+// in the background, so serving starts at once; receipts stay pending until
+// then.
+func (g *gatewayStack) startProver(ctx context.Context) {
+	if g.ledger == nil {
+		return
+	}
+	ctx, g.cancelProver = context.WithCancel(context.WithoutCancel(ctx))
+	g.proverDone = make(chan struct{})
+	keyDir := filepath.Join(g.cfg.DataDir, "keys")
+	go func() {
+		defer close(g.proverDone)
+		if err := zk.EnsureDevKeys(keyDir, zk.Capacities[0]); err != nil {
+			g.logger.Error("prover: development key set-up failed; receipts stay pending", "err", err)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		g.logger.Info("prover started", "keys", keyDir)
+		if err := prover.Run(ctx, g.ledger, prover.Config{KeyDir: keyDir, Logger: g.logger}); err != nil {
+			g.logger.Error("prover stopped", "err", err)
+		}
+	}()
 }
 
 func (g *gatewayStack) closeStore() error {

@@ -40,7 +40,7 @@ func startDevForBench(dataDir string, receipts bool) (*devStack, error) {
 		return nil, err
 	}
 	o := devOptions{ln: ln, logger: slog.New(slog.DiscardHandler)}
-	o.gateway = gatewayFlags{data: dataDir, apiKey: sdkKey, adminKey: "sk-admin-test", noReceipts: !receipts}
+	o.gateway = gatewayFlags{data: dataDir, apiKey: sdkKey, adminKey: "sk-admin-test", noReceipts: !receipts, noProver: true}
 	o.engine = engineFlags{kind: "sim", profile: "sim-tiny", timeScale: 1}
 	return startDev(context.Background(), o)
 }

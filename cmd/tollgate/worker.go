@@ -202,7 +202,9 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	gpus := telemetry.NewNVML(logger)
 	defer gpus.Close()
 	hostname, _ := os.Hostname()
-	handler := workers.NewHandler(agent, logger, workers.WithRoute("GET /metrics", telemetry.DCGMHandler(gpus, hostname)))
+	handler := workers.NewHandler(agent, logger,
+		workers.WithRoute("GET /metrics", telemetry.DCGMHandler(gpus, hostname)),
+		workers.WithRoute("POST "+workers.PathCountersign, workers.NewCountersigner(n.key, agent, logger)))
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

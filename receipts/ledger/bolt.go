@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,10 +25,15 @@ var (
 )
 
 // BoltStore is the embedded Store: one bbolt file, every write transaction
-// fsync'd; concurrent appends share one transaction through bbolt's Batch
-// (group commit).
+// fsync'd; concurrent appends share one transaction (group commit, see
+// Append).
 type BoltStore struct {
-	db *bolt.DB
+	db      *bolt.DB
+	appends chan *appendReq
+	quit    chan struct{} // closed by Close: stop taking appends
+	stopped chan struct{} // closed by the committer on exit
+	closed  chan struct{} // closed when Close is done
+	once    sync.Once
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -39,7 +45,6 @@ func OpenBolt(path string) (*BoltStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
-	db.MaxBatchDelay = 2 * time.Millisecond // group-commit window for Append
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketEntries, bucketIDs, bucketPending, bucketBatches, bucketOpen, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -52,7 +57,9 @@ func OpenBolt(path string) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("init ledger %s: %w", path, err)
 	}
-	return &BoltStore{db: db}, nil
+	s := &BoltStore{db: db, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), stopped: make(chan struct{}), closed: make(chan struct{})}
+	go s.commitLoop()
+	return s, nil
 }
 
 func key(seq uint64) []byte {
@@ -66,35 +73,108 @@ func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
 // ErrDuplicate is returned when a receipt ID is recorded twice.
 var ErrDuplicate = errors.New("receipt ID already recorded")
 
+// Append queues entries for the committer and returns once they are
+// durable. Concurrent appends are group-committed: while one transaction is
+// being fsync'd, the next group gathers, so an idle ledger adds no wait and
+// a busy one shares each fsync among many receipts.
 func (s *BoltStore) Append(ctx context.Context, entries []*Entry) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	req := &appendReq{entries: entries, done: make(chan error, 1)}
+	select {
+	case s.appends <- req:
+	case <-s.quit:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	// bbolt may retry a failed batch function alone, so it must be idempotent:
-	// assign sequences inside, from the bucket's own counter.
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		eb, ib, pb := tx.Bucket(bucketEntries), tx.Bucket(bucketIDs), tx.Bucket(bucketPending)
-		for _, e := range entries {
-			if ib.Get([]byte(e.ID)) != nil {
-				return fmt.Errorf("%w: %s", ErrDuplicate, e.ID)
+	// Once queued the append completes within one commit; wait for it so the
+	// caller never mistakes a durable receipt for a lost one.
+	select {
+	case err := <-req.done:
+		return err
+	case <-s.closed:
+		select {
+		case err := <-req.done:
+			return err
+		default:
+			return errClosed
+		}
+	}
+}
+
+type appendReq struct {
+	entries []*Entry
+	done    chan error
+}
+
+var errClosed = errors.New("ledger: store closed")
+
+// maxGroup bounds how many appends share one transaction.
+const maxGroup = 1024
+
+func (s *BoltStore) commitLoop() {
+	defer close(s.stopped)
+	for {
+		var group []*appendReq
+		select {
+		case r := <-s.appends:
+			group = append(group, r)
+		case <-s.quit:
+			return
+		}
+	gather:
+		for len(group) < maxGroup {
+			select {
+			case r := <-s.appends:
+				group = append(group, r)
+			default:
+				break gather
 			}
 		}
-		for _, e := range entries {
-			seq, err := eb.NextSequence()
-			if err != nil {
-				return err
+		s.commit(group)
+	}
+}
+
+// commit writes a group in one fsync'd transaction. A request whose receipt
+// ID is already taken fails alone; a failed transaction fails them all.
+func (s *BoltStore) commit(group []*appendReq) {
+	errs := make([]error, len(group))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		eb, ib, pb := tx.Bucket(bucketEntries), tx.Bucket(bucketIDs), tx.Bucket(bucketPending)
+		taken := map[string]bool{}
+		for gi, r := range group {
+			for _, e := range r.entries {
+				if taken[e.ID] || ib.Get([]byte(e.ID)) != nil {
+					errs[gi] = fmt.Errorf("%w: %s", ErrDuplicate, e.ID)
+				}
 			}
-			e.Seq = seq
-			v, err := json.Marshal(e)
-			if err != nil {
-				return err
+			if errs[gi] != nil {
+				continue
 			}
-			if err := errors.Join(eb.Put(key(seq), v), ib.Put([]byte(e.ID), key(seq)), pb.Put(key(seq), nil)); err != nil {
-				return err
+			for _, e := range r.entries {
+				taken[e.ID] = true
+				seq, err := eb.NextSequence()
+				if err != nil {
+					return err
+				}
+				e.Seq = seq
+				v, err := json.Marshal(e)
+				if err != nil {
+					return err
+				}
+				if err := errors.Join(eb.Put(key(seq), v), ib.Put([]byte(e.ID), key(seq)), pb.Put(key(seq), nil)); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	})
+	for gi, r := range group {
+		if err != nil {
+			r.done <- err
+		} else {
+			r.done <- errs[gi]
+		}
+	}
 }
 
 func getEntry(tx *bolt.Tx, seq uint64) (*Entry, error) {
@@ -284,4 +364,24 @@ func (s *BoltStore) PutMeta(ctx context.Context, k string, v []byte) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put([]byte(k), v) })
 }
 
-func (s *BoltStore) Close() error { return s.db.Close() }
+// Close stops the committer (queued appends fail with errClosed) and closes
+// the file. Safe to call more than once.
+func (s *BoltStore) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.quit)
+		<-s.stopped
+		for {
+			select {
+			case r := <-s.appends:
+				r.done <- errClosed
+				continue
+			default:
+			}
+			break
+		}
+		err = s.db.Close()
+		close(s.closed)
+	})
+	return err
+}

@@ -104,8 +104,27 @@ func receiptOf(e *Entry) *receipts.Receipt {
 	return r
 }
 
+// treeCache keeps the Merkle trees of the batches one render pass touches.
+type treeCache map[uint64]receipts.MerkleTree
+
+func (c treeCache) tree(b *Batch) (receipts.MerkleTree, error) {
+	if t, ok := c[b.Seq]; ok {
+		return t, nil
+	}
+	leaves := make([]fr.Element, len(b.Leaves))
+	for i, s := range b.Leaves {
+		var err error
+		if leaves[i], err = receipts.ParseElement(s); err != nil {
+			return nil, fmt.Errorf("batch %d leaf %d: %w", b.Seq, i, err)
+		}
+	}
+	t := receipts.NewMerkleTree(leaves)
+	c[b.Seq] = t
+	return t, nil
+}
+
 // render builds a receipt's JSON from its entry and batch.
-func render(e *Entry, b *Batch) (*receipts.Receipt, error) {
+func render(e *Entry, b *Batch, trees treeCache) (*receipts.Receipt, error) {
 	r := receiptOf(e)
 	r.Cursor = strconv.FormatUint(e.Seq, 10)
 	if _, mv, leaf, err := r.LeafFields(); err == nil {
@@ -119,17 +138,14 @@ func render(e *Entry, b *Batch) (*receipts.Receipt, error) {
 		r.Error = b.Error
 		return r, nil
 	}
-	leaves := make([]fr.Element, len(b.Leaves))
-	for i, s := range b.Leaves {
-		var err error
-		if leaves[i], err = receipts.ParseElement(s); err != nil {
-			return nil, fmt.Errorf("batch %d leaf %d: %w", b.Seq, i, err)
-		}
-	}
-	if e.Index >= len(leaves) || b.Public == nil {
+	if e.Index >= len(b.Leaves) || b.Public == nil || len(b.Leaves) != b.Capacity {
 		return nil, fmt.Errorf("batch %d is missing leaf %d", b.Seq, e.Index)
 	}
-	path := receipts.MerklePath(leaves, e.Index)
+	tree, err := trees.tree(b)
+	if err != nil {
+		return nil, err
+	}
+	path := tree.Path(e.Index)
 	hex := make([]string, len(path))
 	for i, p := range path {
 		hex[i] = receipts.ElementHex(p)
@@ -147,7 +163,7 @@ func (l *Ledger) Receipt(ctx context.Context, id string) (json.RawMessage, error
 	if err != nil {
 		return nil, err
 	}
-	r, err := render(e, b)
+	r, err := render(e, b, treeCache{})
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
@@ -175,8 +191,9 @@ func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.Ra
 	more := len(entries) > limit
 	entries = entries[:min(len(entries), limit)]
 	out := make([]json.RawMessage, 0, len(entries))
+	trees := treeCache{}
 	for _, e := range entries {
-		r, err := render(e, batches[e.BatchSeq])
+		r, err := render(e, batches[e.BatchSeq], trees)
 		if err != nil {
 			return nil, "", apierr.Internal(err)
 		}

@@ -191,3 +191,40 @@ func BenchmarkRecordSerial(b *testing.B) {
 		}
 	}
 }
+
+func TestConcurrentRecordsAreAllDurable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	l := openLedger(t, path)
+	ctx := context.Background()
+	const n = 64
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- l.Record(ctx, fmt.Sprintf("rcpt_%d", i), completion(i)) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.store.Close()
+	if err := l.Record(ctx, "rcpt_late", completion(1)); err == nil {
+		t.Error("record after close succeeded")
+	}
+	l = openLedger(t, path)
+	items, next, err := l.Export(ctx, "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != n || next != "" {
+		t.Fatalf("%d receipts after reopen (next %q), want %d", len(items), next, n)
+	}
+	seen := map[string]bool{}
+	for i, it := range items {
+		var r receipts.Receipt
+		json.Unmarshal(it, &r)
+		if r.Cursor != fmt.Sprint(i+1) || seen[r.ID] {
+			t.Fatalf("item %d: cursor %s id %s", i, r.Cursor, r.ID)
+		}
+		seen[r.ID] = true
+	}
+}

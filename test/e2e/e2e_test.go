@@ -145,6 +145,7 @@ func TestGatewayAndWorkerProcesses(t *testing.T) {
 		return resp, string(b)
 	}
 
+	var receipt string
 	t.Run("chat", func(t *testing.T) {
 		resp, body := post("/v1/chat/completions", `{"model":"sim-tiny","messages":[{"role":"user","content":"hello there"}],"max_tokens":6}`)
 		if resp.StatusCode != 200 {
@@ -157,7 +158,8 @@ func TestGatewayAndWorkerProcesses(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &c); err != nil || len(c.Choices) != 1 || c.Choices[0].Message.Content == "" {
 			t.Fatalf("body %s (%v)", body, err)
 		}
-		if !strings.HasPrefix(resp.Header.Get("X-Tollgate-Receipt"), "rcpt_") {
+		receipt = resp.Header.Get("X-Tollgate-Receipt")
+		if !strings.HasPrefix(receipt, "rcpt_") {
 			t.Errorf("no receipt header")
 		}
 	})
@@ -192,6 +194,34 @@ func TestGatewayAndWorkerProcesses(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(b), `"worker_id":"0x`) {
 			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+	})
+
+	// The gateway's in-process prover batches the receipts, the worker
+	// countersigns over HTTP, and the receipt verifies offline.
+	t.Run("receipt proven and verified", func(t *testing.T) {
+		if receipt == "" {
+			t.Skip("no receipt from the chat step")
+		}
+		gw.waitFor(t, "batch proven")
+		req, _ := http.NewRequest("GET", base+"/v1/receipts/"+receipt, nil)
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"status":"proven"`) {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		file := filepath.Join(t.TempDir(), "receipt.json")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "verify", "-gateway", base, file).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "1 OK, 0 failed") {
+			t.Fatalf("tollgate verify: %v\n%s", err, out)
 		}
 	})
 

@@ -27,7 +27,7 @@ function freePort() {
 
 function startDev(port, dataDir) {
   const child = spawn(bin, ["dev", "--listen", `127.0.0.1:${port}`, "--data", dataDir, "--api-key", key,
-    "--engine", "sim", "--profile", "sim-tiny"], { stdio: ["ignore", "ignore", "pipe"] });
+    "--engine", "sim", "--profile", "sim-tiny", "--no-prover"], { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   const ready = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("tollgate dev did not start:\n" + log)), 60_000);

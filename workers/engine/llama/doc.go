@@ -12,9 +12,11 @@
 // int32 length, bytes). Sizes are checked against the header; a truncated or
 // inconsistent file is an error, never a panic.
 //
-// The model version's digest is a manifest of both files: sorted by base
-// name, one line per file "name\x00size\x00hex(sha256(content))\n" (size in
-// decimal bytes), and the lowercase hex SHA-256 of those lines.
+// The model version's digest is workers' version-1 weights manifest over
+// exactly the two files loaded (see workers.ManifestDigest): the SHA-256 of
+// "tollgate-manifest-v1\n" followed by "<sha256 hex> <size> <base name>\n"
+// per file, sorted by name. It equals workers.ManifestDigest of a directory
+// holding just those two files; a README beside them does not change it.
 //
 // # Exactness
 //
@@ -42,6 +44,9 @@
 // ends at EOS or BOS (finish "stop"), at a stop sequence (finish "stop"; the
 // stop text is not returned and text that may begin one is held back while
 // streaming), at max_tokens, or when the context is full (finish "length").
+// (run.c itself stops only at BOS and prints EOS; no golden case produces
+// EOS.) The context holds seq_len positions: a prompt of L tokens can
+// generate at most seq_len-L+1 tokens, since the last one is never fed back.
 //
 // # Chat
 //

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -227,16 +226,24 @@ type manifestFile struct {
 	data []byte
 }
 
-// manifestDigest is the model version's digest: the files sorted by base
-// name, one manifest line each, "name\x00size\x00hex(sha256(content))\n"
-// (size in decimal bytes), and the lowercase hex SHA-256 of the manifest.
+// manifestDigest is the model version's digest: workers' version-1 weights
+// manifest (see workers.ManifestDigest) over exactly the files the engine
+// loaded, named by base name:
+//
+//	tollgate-manifest-v1\n
+//	<sha256 hex> <size in bytes> <name>\n   (one line per file, sorted by name)
+//
+// and the lowercase hex SHA-256 of that text. It equals
+// workers.ManifestDigest(dir) when dir holds just the checkpoint and the
+// tokenizer; other files beside them (a README) do not change it.
 func manifestDigest(files []manifestFile) string {
 	files = slices.Clone(files)
 	slices.SortFunc(files, func(a, b manifestFile) int { return cmp.Compare(a.name, b.name) })
 	h := sha256.New()
+	io.WriteString(h, workers.ManifestHeader+"\n")
 	for _, f := range files {
 		sum := sha256.Sum256(f.data)
-		io.WriteString(h, f.name+"\x00"+strconv.Itoa(len(f.data))+"\x00"+hex.EncodeToString(sum[:])+"\n")
+		fmt.Fprintf(h, "%s %d %s\n", hex.EncodeToString(sum[:]), len(f.data), f.name)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -41,7 +41,6 @@ func TestModels(t *testing.T) {
 	e := openTestEngine(t, Options{})
 	got := e.Models()
 	want := []workers.ModelVersion{{Name: "stories260K", ContextLength: 512, Embeddings: true, OwnedBy: "tollgate",
-		// manifest: "stories260K.bin\x001056540\x00b0a5…\n" + "tok512.bin\x006227\x00037c…\n"
 		Digest: manifestDigest([]manifestFile{{"tok512.bin", mustRead(t, "tok512.bin")}, {"stories260K.bin", mustRead(t, "stories260K.bin")}})}}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("Models (-got +want):\n%s", diff)
@@ -49,11 +48,28 @@ func TestModels(t *testing.T) {
 }
 
 func TestManifestDigestFormat(t *testing.T) {
-	// sha256("") = e3b0…; the manifest is "a\x000\x00e3b0…\n".
-	got := manifestDigest([]manifestFile{{"a", nil}})
-	line := "a\x000\x00e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
-	if got != sha256Hex(line) {
-		t.Errorf("manifestDigest = %s, want sha256 of %q", got, line)
+	got := manifestDigest([]manifestFile{{"b", []byte("x")}, {"a", nil}})
+	manifest := "tollgate-manifest-v1\n" +
+		"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 0 a\n" +
+		"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881 1 b\n"
+	if got != sha256Hex(manifest) {
+		t.Errorf("manifestDigest = %s, want sha256 of %q", got, manifest)
+	}
+	// The same digest as workers.ManifestDigest of a directory holding
+	// just the two files.
+	dir := t.TempDir()
+	for _, f := range []string{"stories260K.bin", "tok512.bin"} {
+		if err := os.WriteFile(filepath.Join(dir, f), mustRead(t, f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := workers.ManifestDigest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := openTestEngine(t, Options{})
+	if got := e.Models()[0].Digest; got != want {
+		t.Errorf("engine digest %s, workers.ManifestDigest %s", got, want)
 	}
 }
 
@@ -334,4 +350,28 @@ func TestFiles(t *testing.T) {
 	if _, err := Open(two, Options{CheckpointFile: "a.bin"}); err == nil || !strings.Contains(err.Error(), "truncated header") {
 		t.Errorf("Open(empty checkpoint): err = %v", err)
 	}
+}
+
+func TestCloseDuringGeneration(t *testing.T) {
+	hold := make(chan struct{})
+	inStep := make(chan struct{}, 1)
+	var once sync.Once
+	e, err := open(modelDir(t), Options{}, func() {
+		once.Do(func() { inStep <- struct{}{}; <-hold })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion}, func(workers.Delta) error { return nil })
+		done <- err
+	}()
+	<-inStep // the request is running, the loop held inside its first step
+	closed := make(chan struct{})
+	go func() { e.Close(); close(closed) }()
+	<-e.quit // Close has marked the engine closed
+	close(hold)
+	<-closed
+	wantStatus(t, <-done, http.StatusServiceUnavailable, "engine_closed")
 }

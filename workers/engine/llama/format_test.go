@@ -257,14 +257,7 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 	for _, s := range []string{"", "Once upon a time", "café ☕", "a\xffb", "\x00"} {
 		f.Add(s)
 	}
-	data, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "shared", "models", "stories260K", "tok512.bin"))
-	if err != nil {
-		f.Skip("tok512.bin not available")
-	}
-	tok, err := parseTokenizer(data, 512)
-	if err != nil {
-		f.Fatal(err)
-	}
+	tok := loadTokenizer(f)
 	f.Fuzz(func(t *testing.T, text string) {
 		ids := tok.Encode(text, true)
 		var sb strings.Builder

@@ -14,10 +14,10 @@ func TestExpfMatchesCorrectlyRounded(t *testing.T) {
 			t.Fatalf("expf(%g) = %g (%#x), want %g (%#x)", x, got, math.Float32bits(got), want, math.Float32bits(want))
 		}
 	}
-	for bits := math.Float32bits(-103.9); bits > math.Float32bits(-1e-30); bits -= 997 {
+	for bits := math.Float32bits(-103.9); bits > math.Float32bits(-1e-30); bits -= 2003 {
 		check(math.Float32frombits(bits))
 	}
-	for bits := uint32(0); bits < math.Float32bits(88.7); bits += 997 {
+	for bits := uint32(0); bits < math.Float32bits(88.7); bits += 2003 {
 		check(math.Float32frombits(bits))
 	}
 	for _, x := range []float32{0, -0.0, 1, -1, 88.72283, 89, -104, -110, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN())} {

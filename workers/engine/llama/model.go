@@ -382,26 +382,23 @@ func scores8(att, q, kc []float32, ko, stride int, scale float32) float32 {
 	return maxVal
 }
 
-// weightedSum8 sets out = Σ_t att[t]·v_t, eight dimensions at a time kept
-// in registers, each summed in t order.
+// weightedSum8 sets out = Σ_t att[t]·v_t for a head of a multiple of 8
+// dims, four dimensions per pass kept in registers (wider passes spill),
+// each summed in t order.
 func weightedSum8(out, att, vc []float32, vo, stride int) {
-	for i := 0; i+8 <= len(out); i += 8 {
-		var x0, x1, x2, x3, x4, x5, x6, x7 float32
+	for i := 0; i+4 <= len(out); i += 4 {
+		var x0, x1, x2, x3 float32
 		off := vo + i
 		for _, a := range att {
-			v := vc[off : off+8 : off+8]
+			v := vc[off : off+4 : off+4]
 			x0 += float32(a * v[0])
 			x1 += float32(a * v[1])
 			x2 += float32(a * v[2])
 			x3 += float32(a * v[3])
-			x4 += float32(a * v[4])
-			x5 += float32(a * v[5])
-			x6 += float32(a * v[6])
-			x7 += float32(a * v[7])
 			off += stride
 		}
-		o := out[i : i+8 : i+8]
-		o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7] = x0, x1, x2, x3, x4, x5, x6, x7
+		o := out[i : i+4 : i+4]
+		o[0], o[1], o[2], o[3] = x0, x1, x2, x3
 	}
 }
 
