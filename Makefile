@@ -6,10 +6,10 @@ export CGO_CFLAGS ?= -O2 -Wno-deprecated-declarations
 export TOLLGATE_SHARED := $(SHARED)
 
 # Packages with real concurrency run under the race detector; the rest
-# (engines' numeric kernels, the zk prover) run without it to keep `make test`
+# (the llama engine's numeric kernels, the zk prover) run without it to keep `make test`
 # fast on small machines.
-RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/keys/... ./workers/telemetry/... ./workers/engine/sim/... ./receipts ./receipts/ledger/...
-PLAIN_PKGS  = $(shell $(GO) list ./... | grep -v -E '/tollgate/(gateway|scheduler|batching)(/|$$)|/tollgate/workers$$|/tollgate/workers/(keys|telemetry|engine/sim)(/|$$)|/tollgate/receipts$$|/tollgate/receipts/ledger(/|$$)')
+RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/keys/... ./workers/telemetry/... ./workers/engine/sim/... ./workers/engine/openai/... ./receipts ./receipts/ledger/...
+PLAIN_PKGS  = $(shell $(GO) list ./... | grep -v -E '/tollgate/(gateway|scheduler|batching)(/|$$)|/tollgate/workers$$|/tollgate/workers/(keys|telemetry|engine/sim|engine/openai)(/|$$)|/tollgate/receipts$$|/tollgate/receipts/ledger(/|$$)')
 
 .PHONY: build run test test-go test-race test-node test-gpu vet fmt bench
 
@@ -38,7 +38,7 @@ test-node: build
 	cd test/node && node sdk_test.mjs ../../$(BIN)
 
 test-gpu:
-	@echo "test-gpu: not yet wired"
+	$(GO) run ./cmd/tollgate gpu -require -metrics
 
 # Gateway overhead versus calling the simulator worker's agent directly.
 bench:

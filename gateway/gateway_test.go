@@ -156,7 +156,7 @@ type harness struct {
 	served chan error
 }
 
-func newHarness(t *testing.T, mutate func(*Config, *Deps)) *harness {
+func newHarness(t testing.TB, mutate func(*Config, *Deps)) *harness {
 	t.Helper()
 	h := &harness{
 		disp:   &fakeDispatcher{models: []workers.ModelVersion{{Name: testModel, Digest: strings.Repeat("ab", 32)}, {Name: "org/model-b", Digest: strings.Repeat("cd", 32)}}},
@@ -740,6 +740,49 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.cfg, tc.deps); err == nil {
 				t.Error("New accepted it")
+			}
+		})
+	}
+}
+
+// TestStreamFailsMidway: once the SSE headers are out, a failure is sent
+// the way OpenAI does, as an error data event, and the stream ends without
+// [DONE].
+func TestStreamFailsMidway(t *testing.T) {
+	tests := []struct {
+		name   string
+		script func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error
+		code   string
+	}{
+		{"engine error event", func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+			onEvent(workers.Event{Type: workers.EventDelta, Text: "partial", Tokens: 1})
+			return onEvent(workers.Event{Type: workers.EventFailed, Error: &workers.EventError{Status: 500, Type: apierr.TypeServer, Code: "engine_crashed", Message: "engine crashed"}})
+		}, "engine_crashed"},
+		{"dispatch error after output", func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+			onEvent(workers.Event{Type: workers.EventDelta, Text: "partial", Tokens: 1})
+			return apierr.Timeout("deadline_exceeded", "deadline passed", nil)
+		}, "deadline_exceeded"},
+		{"no done event", func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+			return onEvent(workers.Event{Type: workers.EventDelta, Text: "partial", Tokens: 1})
+		}, "internal_error"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.disp.script = tc.script
+			resp := h.do(t, "POST", "/v1/chat/completions", testKey, `{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+			events := sseEvents(t, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || len(events) != 3 {
+				t.Fatalf("status %d events %q", resp.StatusCode, events)
+			}
+			var e struct {
+				Error struct {
+					Code string `json:"code"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(events[2]), &e); err != nil || e.Error.Code != tc.code {
+				t.Errorf("last event %q, want an error with code %q", events[2], tc.code)
 			}
 		})
 	}

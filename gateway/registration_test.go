@@ -171,6 +171,59 @@ func errCode(err error) string {
 	return "not an apierr: " + err.Error()
 }
 
+// recordingLedger is a fakeLedger that also implements workerLedger.
+type recordingLedger struct {
+	fakeLedger
+	mu     sync.Mutex
+	urls   map[string]string
+	models []workers.ModelVersion
+}
+
+func (l *recordingLedger) SetWorkerURL(_ context.Context, id, url string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.urls == nil {
+		l.urls = map[string]string{}
+	}
+	l.urls[id] = url
+	return nil
+}
+
+func (l *recordingLedger) RegisterModels(_ context.Context, vs ...workers.ModelVersion) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.models = append(l.models, vs...)
+	return nil
+}
+
+// TestRegistrationTellsTheLedger checks that a ledger which needs worker
+// URLs and model versions (for countersigning and the model registry) gets
+// them when a worker registers.
+func TestRegistrationTellsTheLedger(t *testing.T) {
+	registrar, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, OpenRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	led := &recordingLedger{}
+	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar, d.Ledger = &fakeRegistry{}, registrar, led })
+	key, _ := keys.Generate(nil)
+	agent := workers.NewAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: modelsOnly{}})
+	defer agent.Close()
+	m, err := workers.NewRegisterer(workers.MemberConfig{GatewayURL: "http://" + h.ln.Addr().String(), ProviderToken: providerToken,
+		Key: key, AdvertiseURL: "http://127.0.0.1:9", Agent: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if led.urls[key.WorkerID()] != "http://127.0.0.1:9" || len(led.models) != 1 || led.models[0].Name != "tiny" {
+		t.Errorf("ledger got urls %v models %v", led.urls, led.models)
+	}
+}
+
 func TestRegistrationDisabled(t *testing.T) {
 	h := newHarness(t, nil)
 	resp := h.do(t, "POST", "/v1/workers/challenge", "", `{}`)

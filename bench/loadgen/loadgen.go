@@ -322,7 +322,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer timer.Stop()
 	<-timer.C
 loop:
-	for i, off := range sched {
+	for _, off := range sched {
 		due := r.start.Add(off)
 		if d := time.Until(due); d > 50*time.Microsecond {
 			timer.Reset(d)
@@ -344,11 +344,11 @@ loop:
 		r.sent.Add(1)
 		_ = lag.RecordValue(min(max(int64(time.Since(due)/time.Microsecond), histMin), histMax))
 		wg.Add(1)
-		go func(i int, due time.Time) {
+		go func() {
 			defer wg.Done()
 			defer func() { <-r.sem }()
 			r.one(due)
-		}(i, due)
+		}()
 	}
 	wg.Wait()
 

@@ -20,22 +20,6 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 )
 
-// inProcessConn links the scheduler straight to an agent, leaving out the
-// worker transport, so BenchmarkGatewayHotPath counts the gateway's own work
-// (HTTP, auth, parsing, scheduling, batching, rendering) and the agent's.
-type inProcessConn struct{ agent *workers.Agent }
-
-var _ scheduler.Conn = inProcessConn{}
-
-func (c inProcessConn) Run(ctx context.Context, b *workers.Batch, onEvent func(workers.Event)) error {
-	return c.agent.RunBatch(ctx, b, func(ev workers.Event) error { onEvent(ev); return nil })
-}
-
-func (c inProcessConn) Cancel(_ context.Context, batchID string, index int) error {
-	c.agent.Cancel(batchID, index)
-	return nil
-}
-
 // hotPath is a gateway on an in-memory listener whose one worker runs the
 // simulator engine without delays.
 type hotPath struct {
@@ -55,7 +39,7 @@ func startHotPath(b *testing.B) *hotPath {
 	agent := workers.NewAgent(workers.AgentConfig{WorkerID: "bench-worker", Engine: engine, MaxConcurrency: 256, Logger: logger})
 	sched, err := scheduler.New(scheduler.Config{}, scheduler.Deps{
 		Clock: clock.Real{}, Logger: logger,
-		Dial: func(string) scheduler.Conn { return inProcessConn{agent} },
+		Dial: func(string) scheduler.Conn { return InProcessConn{agent} },
 	})
 	if err != nil {
 		b.Fatal(err)

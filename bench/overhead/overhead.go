@@ -69,6 +69,8 @@ type Config struct {
 	MaxInFlight int
 	// KeepGoing runs every rate even after one that saturated.
 	KeepGoing bool
+	// InProcessWorker leaves the worker transport out (see StackConfig).
+	InProcessWorker bool
 	// Progress, when set, gets a one-line status about twice a second.
 	Progress func(line string)
 	// Logger gets the stack's logs (default: JSON at info level, discarded).
@@ -141,7 +143,9 @@ type Result struct {
 	Duration time.Duration `json:"phase_duration_ns"`
 	Arrival  string        `json:"arrival"`
 	Upstream UpstreamInfo  `json:"upstream"`
-	Steps    []Step        `json:"steps"`
+	// WorkerLink is "http" (the production transport) or "in-process".
+	WorkerLink string `json:"worker_link"`
+	Steps      []Step `json:"steps"`
 	// MaxRate is, per mode, the highest rate such that it and every lower
 	// rate held added p99 < TargetP99 with no errors (0: none did).
 	MaxRate map[string]float64 `json:"max_rate_p99_under_1ms"`
@@ -210,7 +214,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		_ = up.Close()
 		cfg.Logger.Debug("mock upstream closed")
 	}()
-	stack, err := StartStack(ctx, StackConfig{UpstreamURL: up.URL, Model: Model, MaxConcurrency: cfg.MaxInFlight, Logger: cfg.Logger})
+	stack, err := StartStack(ctx, StackConfig{
+		UpstreamURL: up.URL, Model: Model, MaxConcurrency: cfg.MaxInFlight,
+		InProcessWorker: cfg.InProcessWorker, Logger: cfg.Logger,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -229,8 +236,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			LatencyMS: ms(cfg.Upstream.Latency), JitterMS: ms(cfg.Upstream.Jitter),
 			Tokens: cfg.Upstream.Tokens,
 		},
-		MaxRate: map[string]float64{},
+		MaxRate: map[string]float64{}, WorkerLink: "http",
 	}
+	if cfg.InProcessWorker {
+		res.WorkerLink = "in-process"
+	}
+	defer func() { res.PeakRSSMiB = peakRSSMiB() }()
 	direct := target{name: "direct", url: up.URL, header: map[string]string{"Content-Type": "application/json"}}
 	through := target{name: "tollgate", url: stack.URL, header: map[string]string{
 		"Content-Type": "application/json", "Authorization": "Bearer " + stack.APIKey,
@@ -290,7 +301,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 		}
 	}
-	res.PeakRSSMiB = peakRSSMiB()
 	return res, nil
 }
 

@@ -110,6 +110,9 @@ func WriteMarkdown(w io.Writer, res *Result) error {
 	fmt.Fprintf(w, "Load: open loop, %s arrivals, %s per phase, latency from each request's scheduled send time. "+
 		"Upstream: mock, %.3g ms latency (+%.3g ms jitter), %d tokens per response.\n\n",
 		res.Arrival, res.Duration, res.Upstream.LatencyMS, res.Upstream.JitterMS, res.Upstream.Tokens)
+	if res.WorkerLink == "in-process" {
+		fmt.Fprintf(w, "Diagnostic run: the scheduler calls the worker agent in process; the worker transport is left out.\n\n")
+	}
 	for _, t := range Tables(res) {
 		if err := t.Markdown(w); err != nil {
 			return err

@@ -50,7 +50,28 @@ type StackConfig struct {
 	Model string
 	// MaxConcurrency is the worker's slot count (default 1024).
 	MaxConcurrency int
-	Logger         *slog.Logger
+	// InProcessWorker links the scheduler straight to the worker agent,
+	// leaving out the worker transport (a diagnostic: it splits the
+	// gateway's share of the added latency from the worker link's).
+	InProcessWorker bool
+	Logger          *slog.Logger
+}
+
+// InProcessConn links a scheduler straight to an agent in the same
+// process, without the worker transport.
+type InProcessConn struct{ Agent *workers.Agent }
+
+var _ scheduler.Conn = InProcessConn{}
+
+// Run runs the batch on the agent, passing its events on.
+func (c InProcessConn) Run(ctx context.Context, b *workers.Batch, onEvent func(workers.Event)) error {
+	return c.Agent.RunBatch(ctx, b, func(ev workers.Event) error { onEvent(ev); return nil })
+}
+
+// Cancel stops one task of a running batch.
+func (c InProcessConn) Cancel(_ context.Context, batchID string, index int) error {
+	c.Agent.Cancel(batchID, index)
+	return nil
 }
 
 // heartbeatEvery is how often the in-process worker reports to the
@@ -106,6 +127,9 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		Clock:  clock.Real{},
 		Logger: logger,
 		Dial: func(url string) scheduler.Conn {
+			if cfg.InProcessWorker {
+				return InProcessConn{st.agent}
+			}
 			return workers.NewClient(url, workers.ClientOptions{Logger: logger})
 		},
 	})

@@ -123,7 +123,9 @@ func Lines(path string, c Chart) error {
 		p.Legend.Add(c.Threshold.Label, t)
 		// Keep the threshold in view.
 		p.Y.Max = math.Max(p.Y.Max, c.Threshold.Y*1.1)
-		if !c.LogY {
+		if c.LogY {
+			p.Y.Min = math.Min(p.Y.Min, c.Threshold.Y*0.9)
+		} else {
 			p.Y.Min = math.Min(p.Y.Min, 0)
 		}
 	}
@@ -174,12 +176,15 @@ func LatencyCDF(path, title string, scenarios []Series) error {
 }
 
 // AddedLatency writes latency added by the gateway against offered load:
-// one series per quantile (X requests/s, Y milliseconds), with the target
-// drawn as a threshold when target > 0.
+// one series per quantile (X requests/s, Y milliseconds on a log axis, as
+// added latency spans sub-millisecond to seconds past saturation), with the
+// target drawn as a threshold when target > 0. Points at or below zero
+// (noise where the gateway added nothing measurable) cannot sit on a log
+// axis and are left out.
 func AddedLatency(path, title string, quantiles []Series, target float64) error {
 	c := Chart{
-		Title: title, XLabel: "offered load (requests/s)", YLabel: "added latency (ms)",
-		Series: quantiles, Points: true,
+		Title: title, XLabel: "offered load (requests/s)", YLabel: "added latency (ms, log scale)",
+		Series: quantiles, Points: true, LogY: true,
 	}
 	if target > 0 {
 		c.Threshold = Threshold{Y: target, Label: fmt.Sprintf("target %.3g ms", target)}

@@ -34,6 +34,7 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 	arrival := fs.String("arrival", string(loadgen.Poisson), "arrival schedule: poisson or constant")
 	seed := fs.Uint64("seed", 1, "arrival schedule seed")
 	keepGoing := fs.Bool("keep-going", false, "run every rate even after one saturates (errors)")
+	inProcess := fs.Bool("in-process-worker", false, "diagnostic: link the scheduler to the worker agent in process, leaving out the worker transport")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,7 +43,8 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 	}
 	cfg := overhead.Config{
 		Duration: *duration, Arrival: loadgen.Arrival(*arrival), Seed: *seed, KeepGoing: *keepGoing,
-		Modes: []string{overhead.ModeJSON},
+		InProcessWorker: *inProcess,
+		Modes:           []string{overhead.ModeJSON},
 	}
 	if *stream {
 		cfg.Modes = append(cfg.Modes, overhead.ModeStream)
@@ -69,21 +71,29 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 		progress = &progressLine{f: os.Stdout}
 		cfg.Progress = progress.show
 	}
-	res, err := overhead.Run(ctx, cfg)
+	res, runErr := overhead.Run(ctx, cfg)
 	progress.clear()
-	if err != nil {
+	if res == nil || len(res.Steps) == 0 {
+		return runErr
+	}
+	// An interrupted run still reports the steps it finished.
+	if err := printOverhead(res, *asJSON, *plotDir); err != nil {
 		return err
 	}
-	if *plotDir != "" {
-		files, err := overhead.WritePlots(*plotDir, res)
+	return runErr
+}
+
+func printOverhead(res *overhead.Result, asJSON bool, plotDir string) error {
+	if plotDir != "" {
+		files, err := overhead.WritePlots(plotDir, res)
 		if err != nil {
 			return err
 		}
-		if !*asJSON {
+		if !asJSON {
 			defer fmt.Printf("Plots: %s\n", strings.Join(files, ", "))
 		}
 	}
-	if *asJSON {
+	if asJSON {
 		return report.JSON(os.Stdout, res)
 	}
 	return overhead.WriteMarkdown(os.Stdout, res)

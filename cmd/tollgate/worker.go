@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +38,8 @@ type engineFlags struct {
 	upstream       string // openai
 	upstreamKey    string
 	upstreamDigest string
+	weights        string // openai: path to the served weights; its manifest digest names the version
+	embeddings     bool   // openai: the upstream model also serves /v1/embeddings
 }
 
 func (e *engineFlags) register(fs *flag.FlagSet, defaultKind string) {
@@ -47,7 +50,9 @@ func (e *engineFlags) register(fs *flag.FlagSet, defaultKind string) {
 	fs.Float64Var(&e.timeScale, "time-scale", 1, "sim: multiply every simulated delay (0.01 = 100x faster)")
 	fs.StringVar(&e.upstream, "upstream", "", "openai: upstream base URL, e.g. http://127.0.0.1:8000/v1")
 	fs.StringVar(&e.upstreamKey, "upstream-key", "", "openai: upstream API key; env TOLLGATE_UPSTREAM_KEY")
-	fs.StringVar(&e.upstreamDigest, "model-digest", "", "openai: SHA-256 (hex) of the served weights manifest")
+	fs.StringVar(&e.upstreamDigest, "model-digest", "", "openai: SHA-256 (hex) of the served weights manifest (or give --weights)")
+	fs.BoolVar(&e.embeddings, "embeddings", false, "openai: the upstream model also serves /v1/embeddings")
+	fs.StringVar(&e.weights, "weights", "", "openai: the served model's weights (a directory or one GGUF/checkpoint file); its SHA-256 manifest becomes --model-digest")
 }
 
 func profileNames() []string {
@@ -55,16 +60,8 @@ func profileNames() []string {
 	for n := range sim.Profiles() {
 		names = append(names, n)
 	}
-	sortStrings(names)
+	slices.Sort(names)
 	return names
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // openEngine builds the chosen engine; close releases it.
@@ -91,13 +88,23 @@ func openEngine(e engineFlags, logger *slog.Logger) (eng workers.Engine, close f
 		}
 		return l, l.Close, nil
 	case "openai":
+		if e.weights != "" {
+			d, err := workers.ManifestDigest(e.weights)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--weights: %w", err)
+			}
+			if e.upstreamDigest != "" && e.upstreamDigest != d {
+				return nil, nil, fmt.Errorf("--model-digest %s does not match the manifest of --weights (%s)", e.upstreamDigest, d)
+			}
+			e.upstreamDigest = d
+		}
 		if e.upstream == "" || e.modelName == "" || e.upstreamDigest == "" {
-			return nil, nil, errors.New("--engine openai needs --upstream, --model-name and --model-digest")
+			return nil, nil, errors.New("--engine openai needs --upstream, --model-name and --model-digest or --weights")
 		}
 		o, err := oaengine.New(oaengine.Config{
 			BaseURL: e.upstream,
 			APIKey:  firstNonEmpty(e.upstreamKey, os.Getenv("TOLLGATE_UPSTREAM_KEY")),
-			Models:  []workers.ModelVersion{{Name: e.modelName, Digest: e.upstreamDigest}},
+			Models:  []workers.ModelVersion{{Name: e.modelName, Digest: e.upstreamDigest, Embeddings: e.embeddings}},
 			Logger:  logger,
 		})
 		if err != nil {
@@ -138,7 +145,7 @@ func runWorker(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:9090", "address the gateway sends batches to")
 	advertise := fs.String("advertise", "", "URL the gateway reaches this worker at (default http://LISTEN)")
 	keyFile := fs.String("key", "", "worker signing key file (default DATA/worker.key; created if missing)")
-	data := fs.String("data", "./data-worker", "worker data directory (completion records, key)")
+	data := fs.String("data", "./data/worker", "worker data directory (completion records, key)")
 	token := fs.String("provider-token", "", "provider token issued by the gateway operator; env TOLLGATE_PROVIDER_TOKEN")
 	maxConc := fs.Int("max-concurrency", 0, "tasks run at once on the engine (default 64)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
