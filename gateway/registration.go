@@ -91,6 +91,9 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		if err := readJSON(rc, &hb); err != nil {
 			return err
 		}
+		if err := workers.ValidateHeartbeat(&hb); err != nil {
+			return err
+		}
 		if err := s.workerSession(rc, hb.WorkerID); err != nil {
 			return err
 		}

@@ -135,6 +135,15 @@ func TestWorkerRegistration(t *testing.T) {
 		t.Fatalf("heartbeat: %v", err)
 	}
 
+	malformed := h.do(t, "POST", "/v1/workers/heartbeat", m.SessionToken(), `{"worker_id":"","gpus":"many"}`)
+	if body := readAll(t, malformed); malformed.StatusCode != 400 {
+		t.Errorf("malformed heartbeat: %d %s", malformed.StatusCode, body)
+	}
+	empty := h.do(t, "POST", "/v1/workers/heartbeat", m.SessionToken(), `{"worker_id":""}`)
+	if body := readAll(t, empty); empty.StatusCode != 400 || !strings.Contains(body, "invalid_heartbeat") {
+		t.Errorf("heartbeat without worker_id: %d %s", empty.StatusCode, body)
+	}
+
 	badSession := h.do(t, "POST", "/v1/workers/heartbeat", "not-the-token", `{"worker_id":"`+key.WorkerID()+`"}`)
 	if body := readAll(t, badSession); badSession.StatusCode != 401 || !strings.Contains(body, workers.CodeInvalidSession) {
 		t.Errorf("bad session: %d %s", badSession.StatusCode, body)
