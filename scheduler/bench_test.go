@@ -1,13 +1,17 @@
 package scheduler
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -64,6 +68,62 @@ func BenchmarkDecision(b *testing.B) {
 			// CPU time per decision: unlike ns/op, not inflated when other
 			// processes share the cores.
 			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// instantConn finishes every task of a batch at once, on the caller's
+// goroutine: a worker link of zero cost, so a benchmark sees Dispatch's own.
+type instantConn struct{}
+
+func (instantConn) Start(b *workers.Batch, onEvent func(workers.Event), onEnd func(error)) {
+	for i := range b.Tasks {
+		onEvent(workers.Event{Index: i, Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 1, CompletionTokens: 1}})
+	}
+	onEnd(nil)
+}
+
+func (instantConn) Run(context.Context, *workers.Batch, func(workers.Event)) error { return nil }
+func (instantConn) Cancel(context.Context, string, int) error                      { return nil }
+
+// BenchmarkDispatchObs is one whole Dispatch (admission, cycle, batcher,
+// events) with observability off (Deps.Obs nil), with metrics on, and
+// with tracing on; compare allocs/op: off must equal the scheduler alone.
+func BenchmarkDispatchObs(b *testing.B) {
+	tracing, stopT, err := obs.Setup(context.Background(), obs.Config{Prometheus: true}, obs.WithSpanExporter(tracetest.NewNoopExporter()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stopT(context.Background()) //nolint:errcheck // no-op exporter
+	metrics, stopM, err := obs.Setup(context.Background(), obs.Config{Prometheus: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stopM(context.Background()) //nolint:errcheck // nothing to flush
+	for _, bc := range []struct {
+		name string
+		p    *obs.Provider
+	}{{"off", nil}, {"metrics", metrics}, {"tracing", tracing}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, err := New(Config{Policy: PolicyLeastRequest}, Deps{Clock: clock.NewFake(t0), Obs: bc.p,
+				Dial: func(string) Conn { return instantConn{} }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range 4 {
+				id := fmt.Sprintf("w%d", i)
+				s.Upsert(&workers.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: 64,
+					Models: []workers.ModelVersion{{Name: testModel, Digest: testDigest}}})
+			}
+			task := chat("bench")
+			onEvent := func(workers.Event) error { return nil }
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Dispatch(ctx, task, onEvent); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

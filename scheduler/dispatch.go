@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-ai/tollgate/batching"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -34,11 +35,26 @@ const (
 // returns an error the task is cancelled on the worker and that error is
 // returned. A task that has delivered no event is retried once on another
 // worker when its worker fails.
-func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
+//
+// With Deps.Obs tracing, Dispatch runs under a "scheduler.dispatch" span
+// (a child of ctx's span) and sets t.Traceparent to it, so the batcher's
+// queue span and the worker's task spans join the request's trace.
+func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) (err error) {
+	ctx, span := s.obs.Start(ctx, "scheduler.dispatch", obs.KindInternal)
+	if span.Recording() {
+		defer func() { span.SetError(err); span.End() }()
+		if t != nil {
+			t.Traceparent = obs.Traceparent(ctx)
+			span.SetRequest(t.RequestID, operation(t.Kind), t.Model)
+		}
+	}
 	q := &eventQueue{notify: make(chan struct{}, 1)}
 	h, err := s.Submit(t, q.push, q.end)
 	if err != nil {
 		return err
+	}
+	if span.Recording() {
+		span.SetWorker(h.c.workerID())
 	}
 	for {
 		evs, end, ended := q.take()
@@ -58,6 +74,16 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 			return apierr.From(context.Cause(ctx))
 		}
 	}
+}
+
+// workerID is the worker of the call's current attempt ("" before one).
+func (c *call) workerID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == nil {
+		return ""
+	}
+	return c.cur.cand.id
 }
 
 // eventQueue hands events from the worker link to the Dispatch goroutine
@@ -165,6 +191,11 @@ type attempt struct {
 	cand  *Candidate
 	entry batching.Entry[*attempt]
 
+	// queued is the "batcher.queue" span from placement until the
+	// attempt's frame is sent or it leaves the queue (the zero Span with
+	// tracing off). Set before the attempt is shared; ended under s.mu.
+	queued obs.Span
+
 	run       *batchRun
 	index     int
 	sentAt    time.Time
@@ -182,16 +213,25 @@ type attempt struct {
 func (c *call) placeLocked(exclude string) (*attempt, error) {
 	s := c.s
 	req := Request{Task: c.task, PromptTokens: c.promptTokens, OutputTokens: c.outputTokens, AffinityKey: c.affinity, Exclude: exclude}
+	var queued obs.Span
+	if s.obs.Tracing() {
+		// Parented from the task's traceparent, not a ctx: a retry places
+		// from the worker link's goroutine. Started outside the lock.
+		_, queued = s.obs.StartFromTraceparent(context.Background(), c.task.Traceparent, "batcher.queue", obs.KindInternal)
+	}
 	s.mu.Lock()
 	cand, err := s.cycleLocked(&req)
 	if err != nil {
 		s.mu.Unlock()
+		queued.SetError(err)
+		queued.End()
 		return nil, err
 	}
-	a := &attempt{call: c, cand: cand, remaining: c.promptTokens + c.outputTokens}
+	a := &attempt{call: c, cand: cand, remaining: c.promptTokens + c.outputTokens, queued: queued}
 	cand.assigned++
 	cand.assignedTokens += a.remaining
 	s.mu.Unlock()
+	queued.SetWorker(cand.id)
 	s.logger.Debug("task placed", "request_id", c.task.RequestID, "worker", cand.id, "model", c.task.Model,
 		"attempt", c.attempts+1, "prompt_tokens", c.promptTokens)
 
@@ -212,6 +252,7 @@ func (c *call) enqueue(a *attempt) error {
 		return nil
 	}
 	s.mu.Lock()
+	a.queued.SetError(err)
 	s.endAttemptLocked(a)
 	s.stats.shed++
 	s.mu.Unlock()
@@ -257,6 +298,7 @@ func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
 	sc.cands = cands
 	n := len(cands)
 	s.stats.candidates.Observe(float64(n))
+	s.metrics.RecordCandidates(context.Background(), n)
 	if cap(sc.pred) < n {
 		sc.pred = make([]float64, n)
 		sc.scores = make([]float64, n)
@@ -284,7 +326,9 @@ func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
 	req.predTTFT = nil
 	observe := func() {
 		if timed {
-			s.stats.decisions.ObserveDuration(time.Since(start))
+			d := time.Since(start)
+			s.stats.decisions.ObserveDuration(d)
+			s.metrics.RecordDecision(context.Background(), d)
 		}
 	}
 
@@ -336,6 +380,7 @@ func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]
 	s.batchSeq++
 	run.batch.ID = s.batchBase + "-" + strconv.FormatUint(s.batchSeq, 36)
 	s.stats.batchSize.Observe(float64(len(frame)))
+	s.metrics.RecordBatchSize(context.Background(), len(frame))
 	for i, e := range frame {
 		a := e.Value
 		a.run, a.index, a.sentAt = run, i, now
@@ -343,6 +388,9 @@ func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]
 		run.atts[i] = a
 		run.batch.Tasks[i] = *a.call.task
 		s.stats.queueWait.ObserveDuration(e.Waited())
+		s.metrics.RecordQueueWait(context.Background(), e.Waited())
+		a.queued.SetInt("tollgate.batch.size", len(frame))
+		a.queued.End()
 	}
 	conn := cand.conn
 	s.mu.Unlock()
@@ -507,6 +555,7 @@ func (s *Scheduler) endAttemptLocked(a *attempt) {
 		return
 	}
 	a.ended = true
+	a.queued.End() // no-op once its frame was sent
 	a.cand.assigned--
 	a.cand.assignedTokens -= a.remaining
 	a.remaining = 0

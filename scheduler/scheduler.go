@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-ai/tollgate/batching"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -57,6 +58,9 @@ type Deps struct {
 	Dial func(url string) Conn
 	// Rand breaks ties between equal scores (default: randomly seeded).
 	Rand *rand.Rand
+	// Obs traces each dispatch and records the scheduler's metrics; New
+	// installs the queue and worker-health gauges on it. nil: off.
+	Obs *obs.Provider
 }
 
 // Scheduler is the registry of workers and the placement of tasks on them.
@@ -66,6 +70,10 @@ type Scheduler struct {
 	clock  clock.Clock
 	logger *slog.Logger
 	dial   func(string) Conn
+	obs    *obs.Provider
+	// metrics is never nil (off when Obs is nil); its Record methods are
+	// lock-free and may be called under mu.
+	metrics *obs.Metrics
 
 	mu        sync.Mutex
 	workers   map[string]*Candidate
@@ -109,6 +117,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 	}
 	s := &Scheduler{
 		cfg: cfg, clock: deps.Clock, logger: deps.Logger, dial: deps.Dial,
+		obs: deps.Obs, metrics: deps.Obs.Metrics(),
 		workers:   map[string]*Candidate{},
 		batchBase: randomBase(deps.Rand),
 	}
@@ -134,6 +143,10 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		}
 	}
 	s.stats.init(s.filters, s.scorers)
+	if s.metrics.Enabled() {
+		s.metrics.ObserveQueue(s.queueCounts)
+		s.metrics.ObserveWorkers(s.workerCounts)
+	}
 	return s, nil
 }
 

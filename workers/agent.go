@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 )
 
 // Limits on a batch as the agent accepts it. The gateway never sends more;
@@ -21,6 +22,7 @@ const (
 	MaxBatchTasks      = 1024
 	MaxBatchIDLen      = 128
 	MaxRequestIDLen    = 256
+	MaxTraceparentLen  = 256 // W3C version 00 is 55 bytes; later versions may append fields
 	MaxModelNameLen    = 256
 	MaxEmbedInputs     = 2048
 	defaultProducedCap = 100_000
@@ -55,6 +57,9 @@ type AgentConfig struct {
 	// DataDir, when set, makes the completion records survive a restart:
 	// they are appended to DataDir/completions.jsonl and reloaded by NewAgent.
 	DataDir string
+	// Obs traces each task (a "worker.task" span continuing Task.Traceparent,
+	// the engine call a child span) and the batch endpoint. nil: off.
+	Obs *obs.Provider
 }
 
 // Agent runs batches of tasks on an engine. It is the worker's core and knows
@@ -65,6 +70,7 @@ type Agent struct {
 	logger   *slog.Logger
 	clock    clock.Clock
 	slots    chan struct{}
+	obs      *obs.Provider
 	produced *producedLog
 
 	mu       sync.Mutex
@@ -99,6 +105,7 @@ func NewAgent(cfg AgentConfig) *Agent {
 		engine:   cfg.Engine,
 		logger:   cfg.Logger.With("worker", cfg.WorkerID),
 		clock:    cfg.Clock,
+		obs:      cfg.Obs,
 		slots:    make(chan struct{}, cfg.MaxConcurrency),
 		cancels:  map[taskKey]context.CancelFunc{},
 	}
@@ -202,6 +209,8 @@ func validateTask(t *Task) error {
 		return apierr.BadRequest("model", "invalid_batch", "model must be 1..%d bytes", MaxModelNameLen)
 	case t.MaxTokens < 0:
 		return apierr.BadRequest("max_tokens", "invalid_batch", "max_tokens must not be negative")
+	case len(t.Traceparent) > MaxTraceparentLen:
+		return apierr.BadRequest("traceparent", "invalid_batch", "traceparent must be at most %d bytes", MaxTraceparentLen)
 	case t.Temperature < 0 || t.Temperature > 2:
 		return apierr.BadRequest("temperature", "invalid_batch", "temperature must be in [0, 2]")
 	case t.TopP < 0 || t.TopP > 1:
@@ -359,15 +368,22 @@ func (a *Agent) acquire(ctx context.Context) error {
 func (a *Agent) release() { <-a.slots }
 
 func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion, out *emitter) {
+	// A malformed or missing traceparent parents the span on the batch's.
+	ctx, span := a.obs.StartFromTraceparent(ctx, t.Traceparent, "worker.task", obs.KindInternal)
+	defer span.End()
+	span.SetRequest(t.RequestID, genAIOperation(t.Kind), t.Model)
+	span.SetInt("tollgate.task.index", i)
 	log := a.logger.With("request_id", t.RequestID, "model", t.Model)
 	if err := a.acquire(ctx); err != nil {
+		span.SetError(err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
 		return
 	}
 	defer a.release()
 
 	var text strings.Builder
-	res, err := a.engine.Generate(ctx, t, func(d Delta) error {
+	ectx, espan := a.obs.Start(ctx, "engine.generate", obs.KindInternal)
+	res, err := a.engine.Generate(ectx, t, func(d Delta) error {
 		if err := context.Cause(ctx); err != nil {
 			return err
 		}
@@ -380,6 +396,8 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 		text.WriteString(d.Text)
 		return out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens})
 	})
+	espan.SetError(err)
+	espan.End()
 	if err == nil && ctx.Err() != nil {
 		err = context.Cause(ctx)
 	}
@@ -387,6 +405,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 		err = fmt.Errorf("engine reported negative usage %+v", res)
 	}
 	if err != nil {
+		span.SetError(err)
 		log.Info("task failed", "err", err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
 		return
@@ -399,9 +418,22 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	if finish != "length" {
 		finish = "stop"
 	}
+	span.SetUsage(res.PromptTokens, res.CompletionTokens)
 	out.send(Event{Index: i, Type: EventDone, FinishReason: finish,
 		Usage:      &Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens},
 		Completion: c})
+}
+
+// genAIOperation is the GenAI operation name (gen_ai.operation.name) of a
+// task kind.
+func genAIOperation(k Kind) string {
+	switch k {
+	case KindChat:
+		return obs.OpChat
+	case KindEmbedding:
+		return obs.OpEmbeddings
+	}
+	return obs.OpTextCompletion
 }
 
 // runEmbedGroup embeds every input of every embedding task for one model in
@@ -436,10 +468,17 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, tas
 		counts = append(counts, len(b.Tasks[i].Inputs))
 		byteLens = append(byteLens, n)
 	}
-	res, err := a.engine.Embed(ctx, mv.Name, inputs)
+	// One engine call serves the group's tasks: its span joins the first
+	// task's trace and carries the group's size.
+	ectx, espan := a.obs.StartFromTraceparent(ctx, b.Tasks[idx[0]].Traceparent, "engine.embed", obs.KindInternal)
+	espan.SetInt("tollgate.batch.size", len(idx))
+	espan.SetInt("tollgate.embed.inputs", len(inputs))
+	res, err := a.engine.Embed(ectx, mv.Name, inputs)
 	if err == nil {
 		err = checkEmbedResult(res, len(inputs))
 	}
+	espan.SetError(err)
+	espan.End()
 	if err != nil {
 		a.logger.Info("embedding failed", "model", mv.Name, "tasks", len(idx), "err", err)
 		fail(err)

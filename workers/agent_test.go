@@ -174,6 +174,7 @@ func TestRunBatchRefusals(t *testing.T) {
 		{"chat without messages", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindChat, Model: "m"}}}, http.StatusBadRequest},
 		{"embedding without inputs", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindEmbedding, Model: "m"}}}, http.StatusBadRequest},
 		{"negative max tokens", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindCompletion, Model: "m", MaxTokens: -1}}}, http.StatusBadRequest},
+		{"oversized traceparent", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindCompletion, Model: "m", Traceparent: strings.Repeat("0", workers.MaxTraceparentLen+1)}}}, http.StatusBadRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 )
 
 // DefaultMaxEventBytes bounds one NDJSON event line read from a worker.
@@ -37,6 +38,9 @@ type ClientOptions struct {
 	// WithLinkAuth); use the worker's Registered.SessionToken.
 	Token  string
 	Logger *slog.Logger
+	// Obs traces each batch request (a client span, whose W3C context the
+	// request carries to the worker). nil: off.
+	Obs *obs.Provider
 }
 
 // Client is the gateway's end of the link to one worker. It is safe for
@@ -47,6 +51,7 @@ type Client struct {
 	maxLine int
 	token   string
 	logger  *slog.Logger
+	obs     *obs.Provider
 }
 
 // LinkError is a failure of the worker link itself (connect, status, broken
@@ -89,7 +94,7 @@ var defaultHTTPClient = &http.Client{Transport: NewTransport()}
 // NewClient returns a client for the worker serving NewHandler at baseURL
 // (e.g. "http://10.0.0.5:9000").
 func NewClient(baseURL string, opts ClientOptions) *Client {
-	c := &Client{base: strings.TrimRight(baseURL, "/"), http: opts.HTTPClient, maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), http: opts.HTTPClient, maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs}
 	if c.http == nil {
 		c.http = defaultHTTPClient
 	}
@@ -111,7 +116,23 @@ func (c *Client) BaseURL() string { return c.base }
 // *apierr.Error (503 worker_unavailable, or the worker's own refusal status)
 // whose cause is a *LinkError; see Retryable. Cancelling ctx closes the
 // stream, which cancels the whole batch on the worker.
-func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) error {
+//
+// With ClientOptions.Obs tracing, the request runs under a client span, a
+// child of ctx's span or, when ctx has none (the scheduler runs a batch
+// under no one request), of the first task's Traceparent; each task's own
+// spans on the worker follow its Traceparent.
+func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err error) {
+	if c.obs.Tracing() && b != nil {
+		var span obs.Span
+		if obs.Traceparent(ctx) == "" && len(b.Tasks) > 0 {
+			ctx, span = c.obs.StartFromTraceparent(ctx, b.Tasks[0].Traceparent, "POST "+PathBatch, obs.KindClient)
+		} else {
+			ctx, span = c.obs.Start(ctx, "POST "+PathBatch, obs.KindClient)
+		}
+		span.SetString("tollgate.batch.id", b.ID)
+		span.SetInt("tollgate.batch.size", len(b.Tasks))
+		defer func() { span.SetError(err); span.End() }()
+	}
 	body, err := json.Marshal(b)
 	if err != nil {
 		return apierr.Internal(fmt.Errorf("encode batch: %w", err))
@@ -122,6 +143,7 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", ContentTypeNDJSON)
+	obs.InjectHTTP(ctx, req.Header)
 	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -172,6 +194,7 @@ func (c *Client) Cancel(ctx context.Context, batchID string, index int) error {
 		return linkFailure(false, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	obs.InjectHTTP(ctx, req.Header)
 	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -111,10 +111,15 @@ func (h *handler) authed(next http.HandlerFunc) http.HandlerFunc {
 }
 
 func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
+	// The server span continues the gateway's client span; each task's
+	// span follows its own Traceparent (see Agent.RunBatch).
+	ctx, span := h.agent.obs.StartHTTP(r.Context(), r, PathBatch)
+	defer span.End()
 	var b Batch
 	// Unknown fields are ignored here (not refused) so that a gateway one
 	// version ahead, whose Task carries a new optional field, still works.
 	if err := decodeJSONLenient(w, r, h.maxBody, &b); err != nil {
+		span.SetError(err)
 		WriteError(w, err)
 		return
 	}
@@ -122,7 +127,9 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 	bw := bufio.NewWriterSize(w, 4096)
 	started := false
 	enc := json.NewEncoder(bw)
-	err := h.agent.RunBatch(r.Context(), &b, func(ev Event) error {
+	span.SetString("tollgate.batch.id", b.ID)
+	span.SetInt("tollgate.batch.size", len(b.Tasks))
+	err := h.agent.RunBatch(ctx, &b, func(ev Event) error {
 		if !started {
 			w.Header().Set("Content-Type", ContentTypeNDJSON)
 			w.Header().Set("Cache-Control", "no-store")
@@ -140,6 +147,7 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
+	span.SetError(err)
 	if err != nil && !started {
 		WriteError(w, err)
 		return

@@ -60,6 +60,10 @@ type Task struct {
 	Priority Priority  `json:"priority,omitempty"`
 	// PromptTokensHint is the gateway's estimate of prompt tokens, for scheduling.
 	PromptTokensHint int `json:"prompt_tokens_hint,omitempty"`
+	// Traceparent is the W3C traceparent of the request's dispatch span, so
+	// the worker's spans join the request's trace (a batch mixes traces, so
+	// the link request's own headers cannot carry it). Not part of Digest.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Digest is the SHA-256 of the task's canonical content: everything that

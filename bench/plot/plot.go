@@ -65,6 +65,7 @@ func Lines(path string, c Chart) error {
 	p.Legend.Left = !c.LegendBottomRight
 	p.Legend.Padding = vg.Points(4)
 	p.Add(plotter.NewGrid())
+	p.X.Tick.Marker, p.Y.Tick.Marker = plainTicks{}, plainTicks{}
 	if c.LogX {
 		p.X.Scale = plot.LogScale{}
 		p.X.Tick.Marker = logTicks{}
@@ -136,6 +137,20 @@ func Lines(path string, c Chart) error {
 		return fmt.Errorf("plot: save %s: %w", path, err)
 	}
 	return nil
+}
+
+// plainTicks are gonum's default ticks with labels in shortest form
+// ("750", not "750.00").
+type plainTicks struct{}
+
+func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i, t := range ticks {
+		if t.Label != "" {
+			ticks[i].Label = strconv.FormatFloat(t.Value, 'g', 6, 64)
+		}
+	}
+	return ticks
 }
 
 // logTicks labels a log axis at 1, 2 and 5 times each power of ten, with

@@ -34,6 +34,7 @@ const (
 	MetricInFlight        = "tollgate.scheduler.in_flight"
 	MetricQueueWait       = "tollgate.scheduler.queue.wait"
 	MetricDecision        = "tollgate.scheduler.decision.duration"
+	MetricCandidates      = "tollgate.scheduler.candidates"
 	MetricBatchSize       = "tollgate.batch.size"
 	MetricWorkers         = "tollgate.workers"
 	MetricReceipts        = "tollgate.receipts"
@@ -53,6 +54,7 @@ var (
 	bucketsQueueWait     = []float64{0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 	bucketsDecision      = []float64{0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01}
 	bucketsBatchSize     = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}
+	bucketsCandidates    = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}
 	bucketsProving       = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320}
 	bucketsLedgerWrite   = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
 )
@@ -110,6 +112,7 @@ type Metrics struct {
 	tokens       metric.Int64Histogram
 	queueWait    metric.Float64Histogram
 	decision     metric.Float64Histogram
+	candidates   metric.Int64Histogram
 	batchSize    metric.Int64Histogram
 	proving      metric.Float64Histogram
 	ledgerWrite  metric.Float64Histogram
@@ -154,6 +157,7 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	m.tokens = i64(MetricTokenUsage, "{token}", "Number of input and output tokens used.", bucketsTokens)
 	m.queueWait = f64(MetricQueueWait, "s", "Time a task waited in a batcher queue before its batch was sent.", bucketsQueueWait)
 	m.decision = f64(MetricDecision, "s", "Duration of one scheduling cycle (filter, score, pick).", bucketsDecision)
+	m.candidates = i64(MetricCandidates, "{worker}", "Workers left after the scheduling filters, per placed cycle.", bucketsCandidates)
 	m.batchSize = i64(MetricBatchSize, "{task}", "Tasks per batch frame sent to a worker.", bucketsBatchSize)
 	m.proving = f64(MetricProvingDuration, "s", "Duration of proving one receipt batch.", bucketsProving)
 	m.ledgerWrite = f64(MetricLedgerWrite, "s", "Duration of one durable ledger write (fsync included).", bucketsLedgerWrite)
@@ -292,6 +296,13 @@ func (m *Metrics) RecordQueueWait(ctx context.Context, d time.Duration) {
 func (m *Metrics) RecordDecision(ctx context.Context, d time.Duration) {
 	if m.Enabled() {
 		m.decision.Record(ctx, d.Seconds())
+	}
+}
+
+// RecordCandidates records how many workers one scheduling cycle scored.
+func (m *Metrics) RecordCandidates(ctx context.Context, n int) {
+	if m.Enabled() {
+		m.candidates.Record(ctx, int64(n))
 	}
 }
 

@@ -51,7 +51,7 @@ func OpenBolt(path string) (*BoltStore, error) {
 				return err
 			}
 		}
-		return nil
+		return initCounts(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -345,7 +345,7 @@ func (s *BoltStore) FinishBatch(ctx context.Context, b *Batch) error {
 		if err != nil {
 			return err
 		}
-		return errors.Join(tx.Bucket(bucketBatches).Put(key(b.Seq), v), ob.Delete(key(b.Seq)))
+		return errors.Join(tx.Bucket(bucketBatches).Put(key(b.Seq), v), ob.Delete(key(b.Seq)), addFinished(tx, b))
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/workers"
 )
@@ -30,6 +31,8 @@ type Options struct {
 	KeyDir string
 	Logger *slog.Logger
 	Clock  clock.Clock // stamps RecordedAt; default clock.Real
+	// Metrics records each write's latency (nil: off).
+	Metrics *obs.Metrics
 }
 
 // Ledger records completions as receipts and serves them; it satisfies
@@ -68,7 +71,10 @@ func (l *Ledger) Record(ctx context.Context, receiptID string, c *workers.Comple
 		return apierr.Internal(fmt.Errorf("record receipt %s: %w", receiptID, err))
 	}
 	cp := *c
-	if err := l.store.Append(ctx, []*Entry{{ID: receiptID, Completion: &cp, RecordedAt: l.opts.Clock.Now()}}); err != nil {
+	now := l.opts.Clock.Now()
+	err := l.store.Append(ctx, []*Entry{{ID: receiptID, Completion: &cp, RecordedAt: now, Traceparent: obs.Traceparent(ctx)}})
+	l.opts.Metrics.RecordLedgerWrite(ctx, l.opts.Clock.Now().Sub(now), err == nil)
+	if err != nil {
 		return apierr.Internal(fmt.Errorf("record receipt %s: %w", receiptID, err))
 	}
 	return nil

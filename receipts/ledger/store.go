@@ -33,6 +33,9 @@ type Entry struct {
 	RecordedAt time.Time           `json:"recorded_at"`
 	BatchSeq   uint64              `json:"batch_seq,omitempty"` // 0 while pending
 	Index      int                 `json:"index,omitempty"`     // leaf slot in the batch
+	// Traceparent is the W3C traceparent of the request that recorded it,
+	// so the prover's batch span can link to the request's trace.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Batch is one group of receipts of one worker and one model version,

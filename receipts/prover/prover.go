@@ -37,6 +37,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
@@ -63,6 +64,9 @@ type Config struct {
 	// Countersign asks a worker to sign a batch. Default: HTTP POST to the
 	// worker URL recorded in the ledger (ledger.SetWorkerURL).
 	Countersign func(ctx context.Context, workerID string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) `yaml:"-"`
+	// Obs traces each batch (its own trace, linked to the requests whose
+	// receipts it proves) and records proving time. nil: off.
+	Obs *obs.Provider `yaml:"-"`
 }
 
 // Validate names the first bad field.
@@ -289,7 +293,10 @@ func (p *Pipeline) proverFor(capacity int) *zk.Prover {
 // one (refused, unregistered model, no key) marks it failed.
 func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
 	log := p.logger.With("worker", b.WorkerID, "model", b.Model, "batch", b.Seq, "leaves", len(b.Receipts))
+	var span obs.Span // the batch's span once its entries are read
+	defer func() { span.End() }()
 	fail := func(reason error) (int, error) {
+		span.SetError(reason)
 		b.Status, b.Error = receipts.StatusFailed, reason.Error()
 		log.Error("batch failed", "err", reason)
 		return 0, p.store.FinishBatch(ctx, b)
@@ -301,6 +308,18 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
 	entries, err := p.store.Entries(ctx, b.Receipts)
 	if err != nil {
 		return 0, err
+	}
+	if p.cfg.Obs.Tracing() {
+		tps := make([]string, len(entries))
+		for i, e := range entries {
+			tps[i] = e.Traceparent
+		}
+		ctx, span = p.cfg.Obs.StartLinked(ctx, "prover.batch", tps)
+		span.SetInt("tollgate.batch.seq", int(b.Seq))
+		span.SetInt("tollgate.batch.leaves", len(entries))
+		span.SetInt("tollgate.batch.capacity", b.Capacity)
+		span.SetWorker(b.WorkerID)
+		span.SetString("gen_ai.request.model", b.Model)
 	}
 	weights, err := receipts.ParseDigest(b.ModelDigest)
 	if err != nil {
@@ -352,8 +371,12 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
 	}
 	zb.PublicKey, zb.Signature = pub, sig
 
-	start := time.Now()
+	start := time.Now() // proving is CPU work: wall time, not the injected clock
+	_, pspan := p.cfg.Obs.Start(ctx, "zk.prove", obs.KindInternal)
 	proof, public, err := pr.Prove(zb)
+	pspan.SetError(err)
+	pspan.End()
+	p.cfg.Obs.Metrics().RecordProving(ctx, time.Since(start), err == nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -33,8 +33,11 @@ func newModel(cfg Config, w *weights) *model {
 	return m
 }
 
-// kvCache holds one sequence's keys and values: [layer][position][kvDim],
-// room for capacity positions.
+// kvCache holds one sequence's keys and values, room for capacity
+// positions: values are [layer][position][kvDim], keys are stored
+// transposed, [layer][kvDim][position], so that the attention scores of
+// consecutive positions read consecutive memory (and vectorize across
+// positions).
 type kvCache struct {
 	k, v     []float32
 	capacity int
@@ -63,7 +66,8 @@ type workspace struct {
 	m                            *model
 	maxRows                      int
 	x, xb, xb2, q, k, v, hb, hb2 []float32
-	att                          [][]float32 // per part: attention scores
+	att                          [][]float32 // per part: attention scores, [head][position]
+	xt                           [][]float32 // per part: transposed matmul input (see matmulRows)
 	xl, logits                   []float32   // rows that want logits, packed
 
 	// The current step, read by the phase functions.
@@ -96,13 +100,15 @@ func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
 		hb:        make([]float32, maxRows*c.HiddenDim),
 		hb2:       make([]float32, maxRows*c.HiddenDim),
 		att:       make([][]float32, threads),
+		xt:        make([][]float32, threads),
 		xl:        make([]float32, maxRows*c.Dim),
 		logits:    make([]float32, maxLogitRows*c.VocabSize),
 		attSplit:  make([]int, threads+1),
 		helperRes: make(chan struct{}, threads),
 	}
 	for p := range ws.att {
-		ws.att[p] = make([]float32, c.SeqLen)
+		ws.att[p] = make([]float32, c.NHeads*c.SeqLen)
+		ws.xt[p] = make([]float32, transposedSize(maxRows, max(c.Dim, c.HiddenDim)))
 	}
 	ws.fnQKV, ws.fnAttn, ws.fnWo, ws.fnFFN, ws.fnW2, ws.fnCls = ws.qkv, ws.attention, ws.wo, ws.ffn, ws.w2, ws.classifier
 	for range threads - 1 {
@@ -185,8 +191,11 @@ func (m *model) forward(ws *workspace, rows []row) {
 			rope(q[r*dim:(r+1)*dim], cos, sin, hs)
 			rope(k[r*kvDim:(r+1)*kvDim], cos, sin, hs)
 			off := (l*rw.kv.capacity + rw.pos) * kvDim
-			copy(rw.kv.k[off:off+kvDim], k[r*kvDim:(r+1)*kvDim])
 			copy(rw.kv.v[off:off+kvDim], v[r*kvDim:(r+1)*kvDim])
+			kt := rw.kv.k[l*kvDim*rw.kv.capacity+rw.pos:]
+			for i, val := range k[r*kvDim : (r+1)*kvDim] {
+				kt[i*rw.kv.capacity] = val
+			}
 		}
 		ws.run(ws.fnAttn)
 		ws.run(ws.fnWo)
@@ -240,10 +249,10 @@ func (ws *workspace) qkv(p int) {
 	dim, kvDim := c.Dim, c.KVDim()
 	xb := ws.xb[:n*dim]
 	lo, hi := ws.cols(p, dim)
-	matmul(ws.q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
+	matmulRows(ws.xt[p], ws.q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
 	lo, hi = ws.cols(p, kvDim)
-	matmul(ws.k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
-	matmul(ws.v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
+	matmulRows(ws.xt[p], ws.k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
+	matmulRows(ws.xt[p], ws.v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
 }
 
 func (ws *workspace) attention(p int) {
@@ -258,7 +267,7 @@ func (ws *workspace) wo(p int) {
 	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
 	dim := c.Dim
 	lo, hi := ws.cols(p, dim)
-	matmul(ws.xb2, ws.xb[:n*dim], w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
+	matmulRows(ws.xt[p], ws.xb2, ws.xb[:n*dim], w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
 }
 
 // ffn computes this part's columns of silu(w1·x) * (w3·x).
@@ -267,8 +276,8 @@ func (ws *workspace) ffn(p int) {
 	dim, hidden := c.Dim, c.HiddenDim
 	xb := ws.xb[:n*dim]
 	lo, hi := ws.cols(p, hidden)
-	matmul(ws.hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
-	matmul(ws.hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
+	matmulRows(ws.xt[p], ws.hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
+	matmulRows(ws.xt[p], ws.hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
 	for r := 0; r < n; r++ {
 		swiglu(ws.hb[r*hidden+lo:r*hidden+hi], ws.hb2[r*hidden+lo:r*hidden+hi])
 	}
@@ -278,41 +287,47 @@ func (ws *workspace) w2(p int) {
 	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
 	dim, hidden := c.Dim, c.HiddenDim
 	lo, hi := ws.cols(p, dim)
-	matmul(ws.xb, ws.hb[:n*hidden], w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, lo, hi)
+	matmulRows(ws.xt[p], ws.xb, ws.hb[:n*hidden], w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, lo, hi)
 }
 
 func (ws *workspace) classifier(p int) {
 	c := ws.m.cfg
 	lo, hi := ws.cols(p, c.VocabSize)
-	matmul(ws.logits, ws.xl[:ws.nl*c.Dim], ws.m.w.wcls, ws.nl, c.Dim, c.VocabSize, lo, hi)
+	matmulRows(ws.xt[p], ws.logits, ws.xl[:ws.nl*c.Dim], ws.m.w.wcls, ws.nl, c.Dim, c.VocabSize, lo, hi)
 }
 
 // attention computes one row's multi-head attention output into out, as
 // run.c: scores q·k / sqrt(head_size) over positions 0..pos, softmax, then
-// the weighted sum of values, each in position order. Heads of a multiple of
-// eight dimensions take an unrolled path with the same summation order.
+// the weighted sum of values, each in position order. att has room for
+// NHeads*(pos+1) scores. Heads of a multiple of eight dimensions take an
+// unrolled path with the same summation order, and heads of eight a vector
+// path where the build and CPU have one (attentionVec).
 func (m *model) attention(out, q []float32, rw row, layer int, att []float32, kvMul int) {
+	if !m.attentionVec(out, q, rw, layer, att, kvMul) {
+		m.attentionScalar(out, q, rw, layer, att, kvMul)
+	}
+}
+
+// attentionScalar is attention without vector instructions.
+func (m *model) attentionScalar(out, q []float32, rw row, layer int, att []float32, kvMul int) {
 	c := m.cfg
-	hs, kvDim := c.HeadSize(), c.KVDim()
-	base := layer * rw.kv.capacity * kvDim
-	kc := rw.kv.k[base : base+(rw.pos+1)*kvDim]
-	vc := rw.kv.v[base : base+(rw.pos+1)*kvDim]
+	hs, kvDim, capacity := c.HeadSize(), c.KVDim(), rw.kv.capacity
+	kt := rw.kv.k[layer*kvDim*capacity : (layer+1)*kvDim*capacity]
+	vc := rw.kv.v[layer*capacity*kvDim : layer*capacity*kvDim+(rw.pos+1)*kvDim]
 	att = att[:rw.pos+1]
 	for h := 0; h < c.NHeads; h++ {
 		qh := q[h*hs : (h+1)*hs]
 		ko := (h / kvMul) * hs
 		xh := out[h*hs : (h+1)*hs]
 		if hs%8 == 0 {
-			softmaxFrom(att, scores8(att, qh, kc, ko, kvDim, m.attScale))
+			softmaxFrom(att, scores8(att, qh, kt[ko*capacity:], capacity, m.attScale))
 			weightedSum8(xh, att, vc, ko, kvDim)
 			continue
 		}
 		for t := range att {
-			kt := kc[t*kvDim+ko : t*kvDim+ko+hs]
-			kt = kt[:len(qh)]
 			var score float32
 			for i, qv := range qh {
-				score += float32(qv * kt[i])
+				score += float32(qv * kt[(ko+i)*capacity+t])
 			}
 			att[t] = score / m.attScale
 		}
@@ -329,54 +344,43 @@ func (m *model) attention(out, q []float32, rw row, layer int, att []float32, kv
 }
 
 // scores8 sets att[t] = (q·k_t)/scale for a head of a multiple of 8 dims
-// whose keys start at offset ko of each stride-long cache row, and returns
-// the largest score.
-func scores8(att, q, kc []float32, ko, stride int, scale float32) float32 {
+// whose transposed keys start at kt (dimension i of position t at
+// kt[i*stride+t]), and returns the largest score.
+func scores8(att, q, kt []float32, stride int, scale float32) float32 {
 	maxVal := float32(math.Inf(-1))
 	inv := 1 / float64(scale)
-	if len(q) == 8 { // the common head size: q stays in registers
-		q0, q1, q2, q3, q4, q5, q6, q7 := q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]
-		off := ko
+	n := len(att)
+	for i0 := 0; i0+8 <= len(q); i0 += 8 {
+		q0, q1, q2, q3, q4, q5, q6, q7 := q[i0], q[i0+1], q[i0+2], q[i0+3], q[i0+4], q[i0+5], q[i0+6], q[i0+7]
+		k0 := kt[i0*stride : i0*stride+n]
+		k1 := kt[(i0+1)*stride : (i0+1)*stride+n]
+		k2 := kt[(i0+2)*stride : (i0+2)*stride+n]
+		k3 := kt[(i0+3)*stride : (i0+3)*stride+n]
+		k4 := kt[(i0+4)*stride : (i0+4)*stride+n]
+		k5 := kt[(i0+5)*stride : (i0+5)*stride+n]
+		k6 := kt[(i0+6)*stride : (i0+6)*stride+n]
+		k7 := kt[(i0+7)*stride : (i0+7)*stride+n]
+		last := i0+8 == len(q)
 		for t := range att {
-			k := kc[off : off+8 : off+8]
 			var s float32
-			s += float32(q0 * k[0])
-			s += float32(q1 * k[1])
-			s += float32(q2 * k[2])
-			s += float32(q3 * k[3])
-			s += float32(q4 * k[4])
-			s += float32(q5 * k[5])
-			s += float32(q6 * k[6])
-			s += float32(q7 * k[7])
-			s = divf(s, inv)
-			att[t] = s
-			if s > maxVal {
-				maxVal = s
+			if i0 > 0 {
+				s = att[t] // the partial sum of the earlier dimensions
 			}
-			off += stride
-		}
-		return maxVal
-	}
-	for t := range att {
-		k := kc[t*stride+ko:]
-		k = k[:len(q)]
-		var s float32
-		for i := 0; i+8 <= len(q); i += 8 {
-			qq := q[i : i+8 : i+8]
-			kk := k[i : i+8 : i+8]
-			s += float32(qq[0] * kk[0])
-			s += float32(qq[1] * kk[1])
-			s += float32(qq[2] * kk[2])
-			s += float32(qq[3] * kk[3])
-			s += float32(qq[4] * kk[4])
-			s += float32(qq[5] * kk[5])
-			s += float32(qq[6] * kk[6])
-			s += float32(qq[7] * kk[7])
-		}
-		s = divf(s, inv)
-		att[t] = s
-		if s > maxVal {
-			maxVal = s
+			s += float32(q0 * k0[t])
+			s += float32(q1 * k1[t])
+			s += float32(q2 * k2[t])
+			s += float32(q3 * k3[t])
+			s += float32(q4 * k4[t])
+			s += float32(q5 * k5[t])
+			s += float32(q6 * k6[t])
+			s += float32(q7 * k7[t])
+			if last {
+				s = divf(s, inv)
+				if s > maxVal {
+					maxVal = s
+				}
+			}
+			att[t] = s
 		}
 	}
 	return maxVal

@@ -50,7 +50,7 @@ func (s *sampler) sample(logits []float32) int {
 	for i := range logits {
 		logits[i] /= s.temperature
 	}
-	softmax(logits)
+	softmaxFast(logits)
 	coin := s.randomF32()
 	if s.topP <= 0 || s.topP >= 1 {
 		return sampleMult(logits, coin)

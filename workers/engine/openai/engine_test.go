@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/upstreamtest"
 	"github.com/tollgate-ai/tollgate/workers"
 )
@@ -560,5 +563,45 @@ metrics_ttl: 250ms
 	if c.HeaderTimeout != 30*time.Second || c.IdleTimeout != 2*time.Minute || c.MetricsTTL != 250*time.Millisecond ||
 		c.UpstreamModels["llama3-8b"] != "meta-llama/Meta-Llama-3-8B-Instruct" || c.Models[0].Digest != digest {
 		t.Fatalf("decoded %+v", c)
+	}
+}
+
+// TestTraceContextPropagated checks that the request's W3C trace context
+// reaches the upstream, so its spans join the request's trace.
+func TestTraceContextPropagated(t *testing.T) {
+	up := upstreamtest.Start(upstreamtest.Config{})
+	defer up.Close()
+	target, err := url.Parse(up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.Path = "" // the engine's requests already carry /v1
+	got := make(chan string, 4)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("traceparent")
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tests := []struct {
+		name string
+		ctx  context.Context
+		want string
+	}{
+		{"request in a trace", obs.ContextWithTraceparent(context.Background(), tp), tp},
+		{"no trace", context.Background(), ""},
+	}
+	e := newEngine(t, up, func(c *Config) { c.BaseURL = front.URL + "/v1" })
+	task := workers.Task{Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "x"}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := e.Generate(tc.ctx, &task, (&collected{}).emit); err != nil {
+				t.Fatal(err)
+			}
+			if h := <-got; h != tc.want {
+				t.Errorf("upstream traceparent = %q, want %q", h, tc.want)
+			}
+		})
 	}
 }

@@ -45,6 +45,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -516,6 +517,8 @@ func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path 
 		return nil, apierr.Internal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// W3C trace context: the upstream's spans join the request's trace.
+	obs.InjectHTTP(ctx, req.Header)
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	if e.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+e.cfg.APIKey)

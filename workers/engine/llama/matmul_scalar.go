@@ -1,0 +1,13 @@
+//go:build !(goexperiment.simd && amd64)
+
+package llama
+
+// transposedSize is the scratch matmulRows needs; the scalar build needs
+// none.
+func transposedSize(rows, in int) int { return 0 }
+
+// matmulRows is matmul; the build with GOEXPERIMENT=simd on amd64 replaces
+// it with a kernel vectorized across the batch (matmul_simd.go).
+func matmulRows(xt, out, x, w []float32, n, in, d, lo, hi int) {
+	matmul(out, x, w, n, in, d, lo, hi)
+}

@@ -1,0 +1,161 @@
+//go:build goexperiment.simd && amd64
+
+package llama
+
+import "simd/archsimd"
+
+// This file vectorizes the batched matmul ACROSS THE BATCH: for
+// out[r][i] = Σ_j w[i][j]·x[r][j], the input rows are transposed into
+// xt[j][lane] (lane = row within a chunk of 8 or 16 rows, padded with
+// zeros), and for each output i and each j one vector multiply and one
+// vector add (never a fused multiply-add) update every lane:
+// acc[lane] = acc[lane] + w[i][j]·xt[j][lane]. Each lane therefore sums its
+// own dot product strictly in j order with float32 rounding after every
+// multiply and every add — exactly run.c's scalar loop — so the result is
+// bit-identical to matmul while one instruction serves 8 (AVX2) or 16
+// (AVX-512) rows. Six outputs are blocked per pass (more spill: Go allocates 16 vector
+// registers) so that each xt[j]
+// load is reused from a register.
+
+var (
+	simdAVX512 = archsimd.X86.AVX512()
+	simdAVX2   = archsimd.X86.AVX2()
+)
+
+// simdMinRows is the smallest batch the vector kernel takes; a lone row
+// would use one lane of eight, so it stays on the scalar kernel.
+const simdMinRows = 2
+
+// simdBlock is the outputs computed per pass of the vector kernel.
+const simdBlock = 6
+
+// transposedSize is the scratch matmulRows needs for rows input rows of in
+// values each: rows rounded up to a whole 16-lane chunk.
+func transposedSize(rows, in int) int { return (rows + 15) &^ 15 * in }
+
+// matmulRows is matmul (same arguments and bit-identical results) using xt
+// (at least transposedSize(n, in) long) as scratch. It takes the vector
+// kernel when the CPU has AVX2 or AVX-512 and the batch has simdMinRows
+// rows or more, and the scalar one otherwise.
+func matmulRows(xt, out, x, w []float32, n, in, d, lo, hi int) {
+	switch {
+	case n < simdMinRows || lo >= hi:
+		matmul(out, x, w, n, in, d, lo, hi)
+	case simdAVX512 && n > 8:
+		matmulLanes(xt, out, x, w, n, in, d, lo, hi, 16)
+	case simdAVX2:
+		matmulLanes(xt, out, x, w, n, in, d, lo, hi, 8)
+	case simdAVX512:
+		matmulLanes(xt, out, x, w, n, in, d, lo, hi, 16)
+	default:
+		matmul(out, x, w, n, in, d, lo, hi)
+	}
+}
+
+// matmulLanes runs the vector kernel with lanes (8 or 16) rows per vector.
+func matmulLanes(xt, out, x, w []float32, n, in, d, lo, hi, lanes int) {
+	chunks := (n + lanes - 1) / lanes
+	xt = xt[:chunks*lanes*in]
+	transposeRows(xt, x, n, in, lanes)
+	var res [simdBlock * 16]float32
+	var rows [simdBlock][]float32
+	for i := lo; i < hi; i += simdBlock {
+		// A short last block repeats its last weight row; the extra
+		// results are dropped.
+		for k := range rows {
+			ik := min(i+k, hi-1)
+			rows[k] = w[ik*in : (ik+1)*in]
+		}
+		nk := min(simdBlock, hi-i)
+		for c := range chunks {
+			xc := xt[c*lanes*in : (c+1)*lanes*in]
+			if lanes == 16 {
+				kernel16(&res, xc, &rows)
+			} else {
+				kernel8(&res, xc, &rows)
+			}
+			nr := min(lanes, n-c*lanes)
+			for k := range nk {
+				rk := res[k*lanes : k*lanes+nr]
+				o := out[c*lanes*d+i+k:]
+				for b, v := range rk {
+					o[b*d] = v
+				}
+			}
+		}
+	}
+}
+
+// transposeRows writes the n rows of x ([n, in]) into xt as chunks of lanes
+// rows, each chunk [in][lanes], padding the last chunk's missing rows with
+// zeros.
+func transposeRows(xt, x []float32, n, in, lanes int) {
+	for c := 0; c*lanes < n; c++ {
+		xc := xt[c*lanes*in : (c+1)*lanes*in]
+		for b := range lanes {
+			r := c*lanes + b
+			if r >= n {
+				for j := range in {
+					xc[j*lanes+b] = 0
+				}
+				continue
+			}
+			xr := x[r*in : (r+1)*in]
+			for j, v := range xr {
+				xc[j*lanes+b] = v
+			}
+		}
+	}
+}
+
+// kernel16 sets res[k*16+lane] = Σ_j w[k][j]·xt[j*16+lane] for the six
+// weight rows, summed in j order (AVX-512).
+func kernel16(res *[simdBlock * 16]float32, xt []float32, w *[simdBlock][]float32) {
+	w0 := w[0]
+	in := len(w0)
+	w1, w2, w3, w4, w5 := w[1][:in], w[2][:in], w[3][:in], w[4][:in], w[5][:in]
+	xt = xt[:in*16]
+	var a0, a1, a2, a3, a4, a5 archsimd.Float32x16
+	for j := range in {
+		xv := archsimd.LoadFloat32x16((*[16]float32)(xt[j*16:]))
+		a0 = a0.Add(archsimd.BroadcastFloat32x16(w0[j]).Mul(xv))
+		a1 = a1.Add(archsimd.BroadcastFloat32x16(w1[j]).Mul(xv))
+		a2 = a2.Add(archsimd.BroadcastFloat32x16(w2[j]).Mul(xv))
+		a3 = a3.Add(archsimd.BroadcastFloat32x16(w3[j]).Mul(xv))
+		a4 = a4.Add(archsimd.BroadcastFloat32x16(w4[j]).Mul(xv))
+		a5 = a5.Add(archsimd.BroadcastFloat32x16(w5[j]).Mul(xv))
+	}
+	a0.Store((*[16]float32)(res[0:]))
+	a1.Store((*[16]float32)(res[16:]))
+	a2.Store((*[16]float32)(res[32:]))
+	a3.Store((*[16]float32)(res[48:]))
+	a4.Store((*[16]float32)(res[64:]))
+	a5.Store((*[16]float32)(res[80:]))
+	archsimd.ClearAVXUpperBits()
+}
+
+// kernel8 sets res[k*8+lane] = Σ_j w[k][j]·xt[j*8+lane] for the six
+// weight rows, summed in j order (AVX2).
+func kernel8(res *[simdBlock * 16]float32, xt []float32, w *[simdBlock][]float32) {
+	w0 := w[0]
+	in := len(w0)
+	w1, w2, w3, w4, w5 := w[1][:in], w[2][:in], w[3][:in], w[4][:in], w[5][:in]
+	xt = xt[:in*8]
+	var a0, a1, a2, a3, a4, a5 archsimd.Float32x8
+	for j := range in {
+		xv := archsimd.LoadFloat32x8((*[8]float32)(xt[j*8:]))
+		a0 = a0.Add(archsimd.BroadcastFloat32x8(w0[j]).Mul(xv))
+		a1 = a1.Add(archsimd.BroadcastFloat32x8(w1[j]).Mul(xv))
+		a2 = a2.Add(archsimd.BroadcastFloat32x8(w2[j]).Mul(xv))
+		a3 = a3.Add(archsimd.BroadcastFloat32x8(w3[j]).Mul(xv))
+		a4 = a4.Add(archsimd.BroadcastFloat32x8(w4[j]).Mul(xv))
+		a5 = a5.Add(archsimd.BroadcastFloat32x8(w5[j]).Mul(xv))
+	}
+	a0.Store((*[8]float32)(res[0:]))
+	a1.Store((*[8]float32)(res[8:]))
+	a2.Store((*[8]float32)(res[16:]))
+	a3.Store((*[8]float32)(res[24:]))
+	a4.Store((*[8]float32)(res[32:]))
+	a5.Store((*[8]float32)(res[40:]))
+	archsimd.ClearAVXUpperBits()
+}
