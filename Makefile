@@ -8,10 +8,12 @@ export TOLLGATE_SHARED := $(SHARED)
 # Packages with real concurrency run under the race detector; the rest
 # (the llama engine's numeric kernels, the zk prover) run without it to keep `make test`
 # fast on small machines.
-RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/keys/... ./workers/telemetry/... ./workers/engine/sim/... ./workers/engine/openai/... ./receipts ./receipts/ledger/...
-PLAIN_PKGS  = $(shell $(GO) list ./... | grep -v -E '/tollgate/(gateway|scheduler|batching)(/|$$)|/tollgate/workers$$|/tollgate/workers/(keys|telemetry|engine/sim|engine/openai)(/|$$)|/tollgate/receipts$$|/tollgate/receipts/ledger(/|$$)')
+RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/keys/... \
+              ./workers/telemetry/... ./workers/engine/sim/... ./workers/engine/openai/... \
+              ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/...
+PLAIN_PKGS  = $(filter-out $(shell $(GO) list $(RACE_PKGS)),$(shell $(GO) list ./...))
 
-.PHONY: build run test test-go test-race test-node test-gpu vet fmt bench
+.PHONY: build run test test-go test-race test-node test-gpu vet fmt bench redis
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tollgate
@@ -22,7 +24,12 @@ run: build
 vet:
 	$(GO) vet ./...
 
-test: vet test-go test-race test-node
+test: vet redis test-go test-race test-node
+
+# Redis-backed tests (the Redis ledger store, the shared rate limiter) use the
+# Redis on 127.0.0.1:6379, starting or installing one when needed.
+redis:
+	@sh scripts/redis-up.sh || echo "redis: none reachable; Redis tests will skip"
 
 test-go:
 	$(GO) test -count=1 -timeout 10m $(PLAIN_PKGS)

@@ -142,10 +142,15 @@ func (s *BoltStore) commit(group []*appendReq) {
 		eb, ib, pb := tx.Bucket(bucketEntries), tx.Bucket(bucketIDs), tx.Bucket(bucketPending)
 		taken := map[string]bool{}
 		for gi, r := range group {
+			// An ID is refused if stored, taken earlier in this group, or
+			// named twice within this very request.
+			mine := make(map[string]bool, len(r.entries))
 			for _, e := range r.entries {
-				if taken[e.ID] || ib.Get([]byte(e.ID)) != nil {
+				if taken[e.ID] || mine[e.ID] || ib.Get([]byte(e.ID)) != nil {
 					errs[gi] = fmt.Errorf("%w: %s", ErrDuplicate, e.ID)
+					break
 				}
+				mine[e.ID] = true
 			}
 			if errs[gi] != nil {
 				continue

@@ -200,6 +200,7 @@ func TestStoreDuplicateID(t *testing.T) {
 		}{
 			{"already stored", []*Entry{confEntry(0)}},
 			{"one of several", []*Entry{confEntry(6), confEntry(0)}},
+			{"twice in one append", []*Entry{confEntry(8), confEntry(8)}},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {

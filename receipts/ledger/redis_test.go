@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -32,19 +31,6 @@ func TestOpenRedisBadURL(t *testing.T) {
 				t.Error("opened")
 			}
 		})
-	}
-}
-
-// A receipt ID repeated inside one append is refused (BoltStore does not
-// check this case yet, so it is not in the conformance table).
-func TestRedisDuplicateWithinAppend(t *testing.T) {
-	r := redistest.New(t)
-	st := openTestRedis(t, r.URL, r.Prefix)
-	if err := st.Append(context.Background(), []*Entry{confEntry(5), confEntry(5)}); !errors.Is(err, ErrDuplicate) {
-		t.Errorf("err = %v, want ErrDuplicate", err)
-	}
-	if all, _, err := st.List(context.Background(), 0, 10); err != nil || len(all) != 0 {
-		t.Errorf("List = %d entries, %v; want none", len(all), err)
 	}
 }
 
