@@ -78,60 +78,12 @@ var ErrDuplicate = errors.New("receipt ID already recorded")
 // being fsync'd, the next group gathers, so an idle ledger adds no wait and
 // a busy one shares each fsync among many receipts.
 func (s *BoltStore) Append(ctx context.Context, entries []*Entry) error {
-	req := &appendReq{entries: entries, done: make(chan error, 1)}
-	select {
-	case s.appends <- req:
-	case <-s.quit:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Once queued the append completes within one commit; wait for it so the
-	// caller never mistakes a durable receipt for a lost one.
-	select {
-	case err := <-req.done:
-		return err
-	case <-s.closed:
-		select {
-		case err := <-req.done:
-			return err
-		default:
-			return errClosed
-		}
-	}
+	return enqueueAppend(ctx, s.appends, s.quit, s.closed, entries)
 }
-
-type appendReq struct {
-	entries []*Entry
-	done    chan error
-}
-
-var errClosed = errors.New("ledger: store closed")
-
-// maxGroup bounds how many appends share one transaction.
-const maxGroup = 1024
 
 func (s *BoltStore) commitLoop() {
 	defer close(s.stopped)
-	for {
-		var group []*appendReq
-		select {
-		case r := <-s.appends:
-			group = append(group, r)
-		case <-s.quit:
-			return
-		}
-	gather:
-		for len(group) < maxGroup {
-			select {
-			case r := <-s.appends:
-				group = append(group, r)
-			default:
-				break gather
-			}
-		}
-		s.commit(group)
-	}
+	runGroupCommit(s.appends, s.quit, s.commit)
 }
 
 // commit writes a group in one fsync'd transaction. A request whose receipt

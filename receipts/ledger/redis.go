@@ -193,48 +193,12 @@ return 1
 // busy one shares each round trip (and, with appendfsync always, each AOF
 // fsync) among many receipts.
 func (s *RedisStore) Append(ctx context.Context, entries []*Entry) error {
-	req := &appendReq{entries: entries, done: make(chan error, 1)}
-	select {
-	case s.appends <- req:
-	case <-s.quit:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-s.closed:
-		select {
-		case err := <-req.done:
-			return err
-		default:
-			return errClosed
-		}
-	}
+	return enqueueAppend(ctx, s.appends, s.quit, s.closed, entries)
 }
 
 func (s *RedisStore) commitLoop() {
 	defer close(s.stopped)
-	for {
-		var group []*appendReq
-		select {
-		case r := <-s.appends:
-			group = append(group, r)
-		case <-s.quit:
-			return
-		}
-	gather:
-		for len(group) < maxGroup {
-			select {
-			case r := <-s.appends:
-				group = append(group, r)
-			default:
-				break gather
-			}
-		}
-		s.commit(group)
-	}
+	runGroupCommit(s.appends, s.quit, s.commit)
 }
 
 // commit writes a group with one script call. The committer is not tied to
