@@ -4,6 +4,9 @@ BIN      ?= bin/tollgate
 SHARED   ?= $(abspath ../shared)
 export CGO_CFLAGS ?= -O2 -Wno-deprecated-declarations
 export TOLLGATE_SHARED := $(SHARED)
+# Go 1.26's experimental SIMD package gives the built-in llama engine its
+# vector kernels (bit-identical to the scalar ones, which plain builds use).
+export GOEXPERIMENT ?= simd
 
 # Packages with real concurrency run under the race detector; the rest
 # (the llama engine's numeric kernels, the zk prover) run without it to keep `make test`

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/valyala/fasthttp"
@@ -29,7 +30,7 @@ type inference struct {
 	format       string // embeddings encoding_format
 }
 
-func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string) error {
+func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
 	key, err := s.authenticate(rc)
 	if err != nil {
 		return err
@@ -39,11 +40,12 @@ func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string) error {
 		return err
 	}
 	inf := s.newInference(key, r.Task(reqID), "chatcmpl-")
+	req.SetOperation(obs.OpChat, inf.task.Model, reqID)
 	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, key)
+	return s.run(rc, inf, key, req)
 }
 
-func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string) error {
+func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
 	key, err := s.authenticate(rc)
 	if err != nil {
 		return err
@@ -53,11 +55,12 @@ func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string) error {
 		return err
 	}
 	inf := s.newInference(key, r.Task(reqID), "cmpl-")
+	req.SetOperation(obs.OpTextCompletion, inf.task.Model, reqID)
 	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, key)
+	return s.run(rc, inf, key, req)
 }
 
-func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string) error {
+func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
 	key, err := s.authenticate(rc)
 	if err != nil {
 		return err
@@ -67,8 +70,9 @@ func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string) error {
 		return err
 	}
 	inf := s.newInference(key, r.Task(reqID), "emb-")
+	req.SetOperation(obs.OpEmbeddings, inf.task.Model, reqID)
 	inf.format = r.EncodingFormat
-	return s.run(rc, inf, key)
+	return s.run(rc, inf, key, req)
 }
 
 func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *inference {
@@ -83,26 +87,33 @@ func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *
 }
 
 // run gives the task its deadline and its own context (the RequestCtx is
-// not one to hold on to), then answers as JSON or as an SSE stream.
-func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, key *APIKey) error {
+// not one to hold on to), carrying the request's span so the dispatch, the
+// worker link and the ledger write join its trace, then answers as JSON
+// or as an SSE stream. req stays the handler's (it never escapes, so an
+// unobserved request costs nothing); a stream takes a copy over.
+func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, key *APIKey, req *obs.Request) error {
 	d := key.Deadline
 	if d <= 0 {
 		d = s.cfg.DefaultDeadline
 	}
 	inf.task.Deadline = s.clock.Now().Add(d)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
+	if s.deps.Obs != nil {
+		ctx = req.Context(obs.WithRequestID(ctx, inf.reqID))
+	}
 	if inf.stream {
-		return s.stream(ctx, cancel, rc, inf)
+		return s.stream(ctx, cancel, rc, inf, req)
 	}
 	defer cancel()
-	return s.unary(ctx, rc, inf)
+	return s.unary(ctx, rc, inf, req)
 }
 
 // result collects a task's events for a JSON answer.
 type result struct {
-	text   strings.Builder
-	done   *workers.Event
-	failed *workers.EventError
+	firstText time.Time // when the first text arrived
+	text      strings.Builder
+	done      *workers.Event
+	failed    *workers.EventError
 }
 
 func (r *result) add(ev workers.Event) {
@@ -133,25 +144,32 @@ func eventAPIError(e *workers.EventError) error {
 	return e.APIError()
 }
 
-func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference) error {
+func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
 	var res result
 	err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev workers.Event) error {
+		if ev.Type == workers.EventDelta && ev.Text != "" && res.firstText.IsZero() {
+			res.firstText = s.clock.Now()
+		}
 		res.add(ev)
 		return nil
 	})
+	if !res.firstText.IsZero() {
+		req.FirstToken(res.firstText)
+	}
 	if err != nil {
 		return err
 	}
 	if err := res.err(); err != nil {
 		return err
 	}
+	req.SetUsage(res.done.Usage.PromptTokens, res.done.Usage.CompletionTokens)
 	if err := s.record(ctx, inf, res.done); err != nil {
 		return err
 	}
 	if inf.receiptID != "" {
 		rc.Response.Header.Set(HeaderReceipt, inf.receiptID)
 	}
-	s.logDone(inf, res.done)
+	s.logDone(ctx, inf, res.done)
 	usage := openai.NewUsage(res.done.Usage)
 	switch inf.task.Kind {
 	case workers.KindChat:
@@ -199,9 +217,9 @@ func (s *Server) record(ctx context.Context, inf *inference, done *workers.Event
 	return nil
 }
 
-func (s *Server) logDone(inf *inference, done *workers.Event) {
+func (s *Server) logDone(ctx context.Context, inf *inference, done *workers.Event) {
 	u := openai.NewUsage(done.Usage)
-	s.log.Info("request done", "request_id", inf.reqID, "model", inf.task.Model, "kind", inf.task.Kind,
+	s.log.InfoContext(ctx, "request done", "request_id", inf.reqID, "model", inf.task.Model, "kind", inf.task.Kind,
 		"stream", inf.stream, "prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens,
 		"receipt", inf.receiptID)
 }
@@ -211,7 +229,7 @@ func (s *Server) logDone(inf *inference, done *workers.Event) {
 // only then does it commit to a 200 and hand the rest to a body stream
 // writer. A failed write means the client is gone: cancel() makes the next
 // onEvent fail, and the scheduler cancels the task on the worker.
-func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, rc *fasthttp.RequestCtx, inf *inference) error {
+func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
 	events := make(chan workers.Event) // unbuffered: Dispatch cannot return before its events are taken
 	done := make(chan error, 1)
 	go func() {
@@ -248,12 +266,17 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, rc *fast
 	if inf.receiptID != "" {
 		rc.Response.Header.Set(HeaderReceipt, inf.receiptID)
 	}
+	// The stream writer outlives the handler: it takes the request's
+	// observation over and ends it after the last byte.
+	sw := &sseWriter{s: s, inf: inf, obs: req.Detach()}
 	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer cancel()
-		sw := &sseWriter{s: s, w: w, inf: inf}
-		if err := sw.run(ctx, first, events, done); err != nil {
-			s.log.Info("stream ended early", "request_id", inf.reqID, "model", inf.task.Model, "err", err)
+		sw.w = w
+		err := sw.run(ctx, first, events, done)
+		if err != nil {
+			s.log.InfoContext(ctx, "stream ended early", "request_id", inf.reqID, "model", inf.task.Model, "err", err)
 		}
+		sw.obs.EndErr(err, s.clock.Now()) // headers said 200; the code still tells what failed
 	})
 	return nil
 }
@@ -263,6 +286,7 @@ type sseWriter struct {
 	s   *Server
 	w   *bufio.Writer
 	inf *inference
+	obs obs.Request // only this writer's goroutine touches it
 }
 
 var errClientGone = errors.New("client disconnected")
@@ -297,7 +321,7 @@ func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan
 			if derr == nil {
 				derr = apierr.Internal(errors.New("dispatch ended without a done event"))
 			}
-			return sw.fail(derr)
+			return sw.fail(ctx, derr)
 		case <-idle:
 			if _, err := sw.w.WriteString(": keepalive\n\n"); err != nil {
 				return errClientGone
@@ -317,15 +341,17 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 		if ev.Text == "" {
 			return false, nil
 		}
+		sw.obs.FirstToken(sw.s.clock.Now())
 		if inf.task.Kind == workers.KindChat {
 			return false, sw.data(sw.chatChunk(openai.ChatDelta{Content: openai.Ptr(ev.Text)}, nil))
 		}
 		return false, sw.data(sw.textChunk(ev.Text, nil))
 	case workers.EventFailed:
-		return true, sw.fail(eventAPIError(ev.Error))
+		return true, sw.fail(ctx, eventAPIError(ev.Error))
 	case workers.EventDone:
+		sw.obs.SetUsage(ev.Usage.PromptTokens, ev.Usage.CompletionTokens)
 		if err := sw.s.record(ctx, inf, &ev); err != nil {
-			return true, sw.fail(err)
+			return true, sw.fail(ctx, err)
 		}
 		reason := finishReason(&ev)
 		if inf.task.Kind == workers.KindChat {
@@ -351,7 +377,7 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 				return true, err
 			}
 		}
-		sw.s.logDone(inf, &ev)
+		sw.s.logDone(ctx, inf, &ev)
 		return true, sw.raw("data: [DONE]\n\n")
 	}
 	return false, nil
@@ -369,9 +395,9 @@ func (sw *sseWriter) textChunk(text string, finish *string) *openai.TextCompleti
 
 // fail ends a stream whose headers are out with an error event, the way
 // OpenAI reports errors mid-stream.
-func (sw *sseWriter) fail(err error) error {
+func (sw *sseWriter) fail(ctx context.Context, err error) error {
 	ae := apierr.From(err)
-	sw.s.log.Warn("stream failed", "request_id", sw.inf.reqID, "model", sw.inf.task.Model, "status", ae.Status, "err", err)
+	sw.s.log.WarnContext(ctx, "stream failed", "request_id", sw.inf.reqID, "model", sw.inf.task.Model, "status", ae.Status, "err", err)
 	if werr := sw.raw("data: " + string(openai.MarshalError(ae)) + "\n\n"); werr != nil {
 		return werr
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/valyala/fasthttp"
 )
@@ -26,14 +27,30 @@ const (
 
 var errMethod = &apierr.Error{Status: fasthttp.StatusMethodNotAllowed, Type: apierr.TypeInvalidRequest, Code: "method_not_allowed", Message: "method not allowed on this route"}
 
-// handle is fasthttp's entry point: it assigns the request ID, routes, and
-// renders any error.
+// handle is fasthttp's entry point: it assigns the request ID, starts
+// observing the request (continuing a client's W3C traceparent), routes,
+// and renders any error. An inference that outlives the handler as a
+// stream detaches the observation and ends it itself.
 func (s *Server) handle(rc *fasthttp.RequestCtx) {
 	reqID := s.requestID(rc)
 	rc.Response.Header.Set(HeaderRequestID, reqID)
-	if err := s.route(rc, reqID); err != nil {
-		s.writeError(rc, reqID, err)
+	path := string(rc.Path())
+	req := s.deps.Obs.StartRequest(context.Background(), &rc.Request.Header, obs.RouteOf(path), s.clock.Now())
+	if err := s.route(rc, reqID, path, &req); err != nil {
+		ae := s.writeError(req.Context(context.Background()), rc, reqID, err)
+		req.End(ae.Status, errorType(ae), s.clock.Now())
+		return
 	}
+	req.End(rc.Response.StatusCode(), "", s.clock.Now()) // no-op for a stream, which ends it itself
+}
+
+// errorType labels a failed request in metrics and spans: its code, else
+// its type.
+func errorType(ae *apierr.Error) string {
+	if ae.Code != "" {
+		return ae.Code
+	}
+	return ae.Type
 }
 
 // requestID honours a valid client X-Request-Id (1–128 printable ASCII
@@ -45,20 +62,26 @@ func (s *Server) requestID(rc *fasthttp.RequestCtx) string {
 	return ids.Request()
 }
 
-func (s *Server) route(rc *fasthttp.RequestCtx, reqID string) error {
-	path := string(rc.Path())
+func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Request) error {
 	get, post := rc.IsGet() || rc.IsHead(), rc.IsPost()
 	switch {
+	case path == "/" && get:
+		return s.statusPage(rc)
+	case path == "/metrics" && get:
+		// Unauthenticated, as Prometheus targets usually are: aggregate
+		// counts and latencies by route, model and status, no secrets.
+		s.deps.Obs.FasthttpMetricsHandler()(rc)
+		return nil
 	case path == "/healthz":
 		return s.healthz(rc)
 	case path == "/readyz":
 		return s.readyz(rc)
 	case path == "/v1/chat/completions" && post:
-		return s.chat(rc, reqID)
+		return s.chat(rc, reqID, req)
 	case path == "/v1/completions" && post:
-		return s.completions(rc, reqID)
+		return s.completions(rc, reqID, req)
 	case path == "/v1/embeddings" && post:
-		return s.embeddings(rc, reqID)
+		return s.embeddings(rc, reqID, req)
 	case path == "/v1/models" && get:
 		return s.listModels(rc)
 	case strings.HasPrefix(path, "/v1/models/") && get:
@@ -86,8 +109,9 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID string) error {
 
 // writeError is the one place errors become responses: OpenAI's envelope,
 // the error's status, Retry-After for 429/503 with a delay. Server errors
-// are logged with their cause; the client sees only the message.
-func (s *Server) writeError(rc *fasthttp.RequestCtx, reqID string, err error) {
+// are logged with their cause (and ctx's trace ID); the client sees only
+// the message.
+func (s *Server) writeError(ctx context.Context, rc *fasthttp.RequestCtx, reqID string, err error) *apierr.Error {
 	ae := apierr.From(err)
 	level := slog.LevelDebug
 	if ae.Status >= 500 {
@@ -96,7 +120,7 @@ func (s *Server) writeError(rc *fasthttp.RequestCtx, reqID string, err error) {
 			level = slog.LevelWarn
 		}
 	}
-	s.log.Log(context.Background(), level, "request failed", "request_id", reqID, "status", ae.Status, "code", ae.Code, "err", err)
+	s.log.Log(ctx, level, "request failed", "request_id", reqID, "status", ae.Status, "code", ae.Code, "err", err)
 	rc.Response.Reset()
 	rc.Response.Header.Set(HeaderRequestID, reqID)
 	rc.SetStatusCode(ae.Status)
@@ -105,6 +129,7 @@ func (s *Server) writeError(rc *fasthttp.RequestCtx, reqID string, err error) {
 	}
 	rc.SetContentType("application/json")
 	rc.SetBody(openai.MarshalError(ae))
+	return ae
 }
 
 // writeJSON writes v with status 200.

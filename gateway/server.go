@@ -20,7 +20,9 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
+	"github.com/tollgate-ai/tollgate/internal/statuspage"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/valyala/fasthttp"
 )
@@ -43,6 +45,18 @@ type Ledger interface {
 	Export(ctx context.Context, after string, limit int) (items []json.RawMessage, next string, err error)
 	// VerifyingKey returns a verifying key's bytes, or an apierr 404.
 	VerifyingKey(ctx context.Context, id string) ([]byte, error)
+}
+
+// StatusSource is the scheduler's view the status page shows: the
+// registered workers (without their session tokens) and the load now.
+type StatusSource interface {
+	StatusWorkers() []statuspage.Worker
+	StatusLoad() statuspage.Load
+}
+
+// ReceiptCounter reports the receipts backlog for the status page.
+type ReceiptCounter interface {
+	ReceiptCounts(ctx context.Context) (statuspage.Receipts, error)
 }
 
 // APIKey is one client key.
@@ -101,8 +115,17 @@ type Deps struct {
 	// ListWorkers feeds GET /v1/workers; its result is marshalled as is.
 	ListWorkers func() any
 	Ledger      Ledger // nil: receipts off
-	Logger      *slog.Logger
-	Clock       clock.Clock
+	// Obs traces each request (continuing a client's W3C trace context),
+	// records the HTTP and GenAI metrics and serves /metrics. nil: off.
+	Obs *obs.Provider
+	// Status and Receipts feed the status page at "/" (either may be nil:
+	// its section is then empty).
+	Status   StatusSource
+	Receipts ReceiptCounter
+	// Version is shown on the status page.
+	Version string
+	Logger  *slog.Logger
+	Clock   clock.Clock
 }
 
 // Server is the gateway. Create it with New, run it with Serve, stop it with
@@ -209,5 +232,5 @@ func (s *Server) handleTransportError(rc *fasthttp.RequestCtx, err error) {
 			ae.Cause = err
 		}
 	}
-	s.writeError(rc, reqID, ae)
+	s.writeError(context.Background(), rc, reqID, ae)
 }

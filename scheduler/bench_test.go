@@ -18,9 +18,9 @@ import (
 func benchScheduler(b *testing.B, policy string, n int) *Scheduler {
 	clk := clock.NewFake(t0)
 	s, err := New(Config{Policy: policy}, Deps{
-		Clock: clk,
-		Dial:  func(url string) Conn { return &scriptConn{url: url} },
-		Rand:  rand.New(rand.NewPCG(1, 2)),
+		Clock:      clk,
+		DialWorker: func(w *workers.Registered) Conn { return &scriptConn{url: w.URL} },
+		Rand:       rand.New(rand.NewPCG(1, 2)),
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -106,7 +106,7 @@ func BenchmarkDispatchObs(b *testing.B) {
 	}{{"off", nil}, {"metrics", metrics}, {"tracing", tracing}} {
 		b.Run(bc.name, func(b *testing.B) {
 			s, err := New(Config{Policy: PolicyLeastRequest}, Deps{Clock: clock.NewFake(t0), Obs: bc.p,
-				Dial: func(string) Conn { return instantConn{} }})
+				DialWorker: func(*workers.Registered) Conn { return instantConn{} }})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -83,9 +83,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	h := &harness{t: t, clk: clock.NewFake(t0), conns: map[string]*scriptConn{}}
 	s, err := New(cfg, Deps{
 		Clock: h.clk,
-		Dial: func(url string) Conn {
-			c := &scriptConn{url: url}
-			h.conns[url] = c
+		DialWorker: func(w *workers.Registered) Conn {
+			c := &scriptConn{url: w.URL}
+			h.conns[w.URL] = c
 			return c
 		},
 		Rand: rand.New(rand.NewPCG(1, 2)),

@@ -53,8 +53,13 @@ type StartConn interface {
 type Deps struct {
 	Clock  clock.Clock
 	Logger *slog.Logger
-	// Dial returns the link to the worker at url (the gateway wires
-	// workers.NewClient).
+	// DialWorker returns the link to a registered worker at w.URL,
+	// presenting w.SessionToken (the gateway wires workers.NewClient). It
+	// is called again when the worker registers anew with another URL or
+	// session. One of DialWorker and Dial is required.
+	DialWorker func(w *workers.Registered) Conn
+	// Dial is DialWorker for links without a session token (simulated
+	// workers in benchmarks); DialWorker wins when both are set.
 	Dial func(url string) Conn
 	// Rand breaks ties between equal scores (default: randomly seeded).
 	Rand *rand.Rand
@@ -69,7 +74,7 @@ type Scheduler struct {
 	cfg    Config
 	clock  clock.Clock
 	logger *slog.Logger
-	dial   func(string) Conn
+	dial   func(*workers.Registered) Conn
 	obs    *obs.Provider
 	// metrics is never nil (off when Obs is nil); its Record methods are
 	// lock-free and may be called under mu.
@@ -102,8 +107,12 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Dial == nil {
-		return nil, errors.New("scheduler: Deps.Dial is required")
+	if deps.DialWorker == nil {
+		if deps.Dial == nil {
+			return nil, errors.New("scheduler: Deps.DialWorker (or Dial) is required")
+		}
+		dial := deps.Dial
+		deps.DialWorker = func(w *workers.Registered) Conn { return dial(w.URL) }
 	}
 	cfg = cfg.withDefaults()
 	if deps.Clock == nil {
@@ -116,7 +125,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		deps.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
 	s := &Scheduler{
-		cfg: cfg, clock: deps.Clock, logger: deps.Logger, dial: deps.Dial,
+		cfg: cfg, clock: deps.Clock, logger: deps.Logger, dial: deps.DialWorker,
 		obs: deps.Obs, metrics: deps.Obs.Metrics(),
 		workers:   map[string]*Candidate{},
 		batchBase: randomBase(deps.Rand),
@@ -176,7 +185,7 @@ func (s *Scheduler) Upsert(w *workers.Registered) {
 	c, ok := s.workers[w.WorkerID]
 	reg := *w
 	reg.Models, reg.GPUs = slices.Clone(w.Models), slices.Clone(w.GPUs)
-	if ok && c.reg.URL == w.URL {
+	if ok && c.reg.URL == w.URL && c.reg.SessionToken == w.SessionToken {
 		c.reg, c.models = reg, reg.Models
 		c.setBeat(now)
 		c.hb.Draining, c.draining = false, false
@@ -190,7 +199,7 @@ func (s *Scheduler) Upsert(w *workers.Registered) {
 		s.logger.Info("worker registered again", "worker", w.WorkerID, "url", w.URL)
 		return
 	}
-	conn := s.dial(w.URL)
+	conn := s.dial(&reg)
 	if conn == nil {
 		s.mu.Unlock()
 		s.logger.Error("no link to the worker; registration ignored", "worker", w.WorkerID, "url", w.URL)
@@ -198,7 +207,7 @@ func (s *Scheduler) Upsert(w *workers.Registered) {
 	}
 	var old *Candidate
 	if ok {
-		old = c // moved to another URL: a new link, same identity
+		old = c // another URL or session: a new link, same identity
 		s.removeLocked(old)
 	}
 	c = &Candidate{

@@ -59,8 +59,10 @@ func TestDispatchTraceOverRealTransport(t *testing.T) {
 	defer srv.Close()
 	s, err := New(Config{}, Deps{
 		Clock: clock.Real{},
-		Dial:  func(url string) Conn { return workers.NewClient(url, workers.ClientOptions{Obs: p}) },
-		Obs:   p,
+		DialWorker: func(w *workers.Registered) Conn {
+			return workers.NewClient(w.URL, workers.ClientOptions{Token: w.SessionToken, Obs: p})
+		},
+		Obs: p,
 	})
 	if err != nil {
 		t.Fatal(err)

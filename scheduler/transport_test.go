@@ -33,7 +33,9 @@ func TestDispatchOverRealTransport(t *testing.T) {
 
 	s, err := New(Config{Policy: PolicyRoundRobin}, Deps{
 		Clock: clock.Real{},
-		Dial:  func(url string) Conn { return workers.NewClient(url, workers.ClientOptions{}) },
+		DialWorker: func(w *workers.Registered) Conn {
+			return workers.NewClient(w.URL, workers.ClientOptions{Token: w.SessionToken})
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/config"
 	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 )
 
 func init() {
@@ -37,12 +38,14 @@ type devStack struct {
 	engineNote   string
 	cancelWorker context.CancelFunc
 	workerDone   chan error
+	obs          *obs.Provider
+	shutdownObs  func(context.Context) error
 }
 
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tollgate dev", flag.ContinueOnError)
 	var o devOptions
-	o.gateway.register(fs, "127.0.0.1:8080")
+	o.gateway.register(fs, "127.0.0.1:8080", "text")
 	o.engine.register(fs, "auto")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -93,9 +96,23 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 	}
 	logger := o.logger
 	if logger == nil {
-		logger = newLogger(cfg.Log)
+		if logger, err = o.gateway.obs.logger(cfg.Log, o.gateway.configPath != ""); err != nil {
+			return nil, err
+		}
 	}
-	d := &devStack{}
+	// One provider for the gateway and the in-process worker: one
+	// /metrics, and a request's spans on both sides share its trace.
+	prov, shutdownObs, err := o.gateway.obs.setup(ctx, "tollgate-dev", logger)
+	if err != nil {
+		return nil, err
+	}
+	d := &devStack{obs: prov, shutdownObs: shutdownObs}
+	started := false
+	defer func() {
+		if !started {
+			d.closeObs()
+		}
+	}()
 	if len(cfg.APIKeys) == 0 {
 		d.apiKey = ids.New("sk-dev-")
 		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "dev", Key: d.apiKey})
@@ -148,7 +165,7 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 			return nil, err
 		}
 	}
-	d.gw, err = startGateway(cfg, ln, !o.gateway.noReceipts, logger)
+	d.gw, err = startGateway(cfg, ln, !o.gateway.noReceipts, logger, prov)
 	if err != nil {
 		ln.Close()
 		closeEng()
@@ -171,7 +188,7 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 	go func() {
 		err := runWorkerNode(wctx, wln, workerNode{
 			gatewayURL: d.gw.URL(), providerToken: token, key: key, advertise: "http://" + wln.Addr().String(),
-			engine: eng, dataDir: filepath.Join(cfg.DataDir, "worker"), logger: logger,
+			engine: eng, dataDir: filepath.Join(cfg.DataDir, "worker"), logger: logger, obs: prov,
 		})
 		d.workerDone <- errors.Join(err, closeEng())
 	}()
@@ -184,6 +201,7 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 	if !o.gateway.noProver {
 		d.gw.startProver(ctx)
 	}
+	started = true
 	return d, nil
 }
 
@@ -195,5 +213,13 @@ func (d *devStack) URL() string { return d.gw.URL() }
 func (d *devStack) stop() error {
 	d.cancelWorker()
 	werr := <-d.workerDone
-	return errors.Join(werr, d.gw.stop())
+	gerr := d.gw.stop()
+	return errors.Join(werr, gerr, d.closeObs())
+}
+
+// closeObs flushes the spans once.
+func (d *devStack) closeObs() error {
+	f := d.shutdownObs
+	d.shutdownObs = func(context.Context) error { return nil }
+	return f(context.Background())
 }

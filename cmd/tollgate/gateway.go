@@ -14,7 +14,9 @@ import (
 	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/config"
 	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
+	"github.com/tollgate-ai/tollgate/internal/statuspage"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/receipts/prover"
 	"github.com/tollgate-ai/tollgate/scheduler"
@@ -26,14 +28,62 @@ func init() {
 	register(commands, "gateway", "run the OpenAI-compatible gateway (workers register with it)", runGateway)
 }
 
+// obsFlags configure observability for every serving subcommand.
+type obsFlags struct {
+	otlpEndpoint, logFormat, defaultLogFormat string
+	noMetrics                                 bool
+	// options are added by tests (an in-memory span exporter).
+	options []obs.Option
+}
+
+func (o *obsFlags) register(fs *flag.FlagSet, defaultLogFormat string) {
+	o.defaultLogFormat = defaultLogFormat
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "export traces over OTLP/HTTP to this collector (URL or host:port, e.g. http://127.0.0.1:4318); empty: tracing off; env OTEL_EXPORTER_OTLP_ENDPOINT")
+	fs.StringVar(&o.logFormat, "log-format", "", "log format: json or text (default "+defaultLogFormat+", or the config file's log.format)")
+	fs.BoolVar(&o.noMetrics, "no-metrics", false, "turn the Prometheus metrics on /metrics off")
+}
+
+// setup validates the flags and builds the process's one obs.Provider:
+// Prometheus metrics on unless --no-metrics, tracing only with an OTLP
+// endpoint (or a test's exporter). The returned shutdown flushes spans.
+func (o *obsFlags) setup(ctx context.Context, service string, logger *slog.Logger) (*obs.Provider, func(context.Context) error, error) {
+	cfg := obs.Config{
+		ServiceName:  service,
+		OTLPEndpoint: firstNonEmpty(o.otlpEndpoint, os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")),
+		Prometheus:   !o.noMetrics,
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("--otlp-endpoint: %w", err)
+	}
+	return obs.Setup(ctx, cfg, append([]obs.Option{obs.WithLogger(logger)}, o.options...)...)
+}
+
+// logger builds the process logger (JSON or text; every line logged with a
+// request's context carries its request_id and trace_id).
+func (o *obsFlags) logger(c config.Log, fromFile bool) (*slog.Logger, error) {
+	lc := obs.LogConfig{Format: c.Format, Level: c.Level}
+	switch {
+	case o.logFormat != "":
+		lc.Format = o.logFormat
+	case !fromFile:
+		lc.Format = o.defaultLogFormat
+	}
+	if err := lc.Validate(); err != nil {
+		return nil, fmt.Errorf("--log-format: %w", err)
+	}
+	return obs.Logger(lc), nil
+}
+
 // gatewayFlags are the flags shared by `gateway` and `dev`; each overrides
 // the config file.
 type gatewayFlags struct {
 	configPath, listen, data, apiKey, adminKey, providerToken string
 	openRegistration, noReceipts, noProver                    bool
+	obs                                                       obsFlags
 }
 
-func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen string) {
+func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogFormat string) {
+	g.obs.register(fs, defaultLogFormat)
 	fs.StringVar(&g.configPath, "config", "", "YAML config file (see README); flags override it")
 	fs.StringVar(&g.listen, "listen", defaultListen, "address to serve the API on")
 	fs.StringVar(&g.data, "data", "", "data directory (default ./data or the config's data_dir)")
@@ -90,7 +140,7 @@ func firstNonEmpty(s ...string) string {
 func runGateway(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tollgate gateway", flag.ContinueOnError)
 	var gf gatewayFlags
-	gf.register(fs, "")
+	gf.register(fs, "", "json")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,7 +148,15 @@ func runGateway(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg.Log)
+	logger, err := gf.obs.logger(cfg.Log, gf.configPath != "")
+	if err != nil {
+		return err
+	}
+	prov, shutdownObs, err := gf.obs.setup(ctx, "tollgate-gateway", logger)
+	if err != nil {
+		return err
+	}
+	defer shutdownObs(context.WithoutCancel(ctx))
 	if len(cfg.APIKeys) == 0 {
 		k := ids.New("sk-tg-")
 		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "default", Key: k})
@@ -113,7 +171,7 @@ func runGateway(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	gw, err := startGateway(cfg, ln, !gf.noReceipts, logger)
+	gw, err := startGateway(cfg, ln, !gf.noReceipts, logger, prov)
 	if err != nil {
 		ln.Close()
 		return err
@@ -137,6 +195,7 @@ type gatewayStack struct {
 	ln        net.Listener
 	served    chan error
 	logger    *slog.Logger
+	obs       *obs.Provider
 	// proverDone is closed when the in-process prover has stopped (nil
 	// when none was started).
 	proverDone   chan struct{}
@@ -145,13 +204,17 @@ type gatewayStack struct {
 
 // startGateway wires config → scheduler, registrar, ledger, gateway and
 // starts serving on ln.
-func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *slog.Logger) (*gatewayStack, error) {
-	g := &gatewayStack{cfg: cfg, ln: ln, served: make(chan error, 1), logger: logger}
+// prov (nil: off) traces and measures all of them.
+func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *slog.Logger, prov *obs.Provider) (*gatewayStack, error) {
+	g := &gatewayStack{cfg: cfg, ln: ln, served: make(chan error, 1), logger: logger, obs: prov}
 	var err error
 	g.sched, err = scheduler.New(cfg.Scheduler, scheduler.Deps{
 		Logger: logger,
-		Dial: func(url string) scheduler.Conn {
-			return workers.NewClient(url, workers.ClientOptions{Logger: logger})
+		Obs:    prov,
+		// The link presents the worker's session token (the worker's
+		// handler refuses batches without it); a new session re-dials.
+		DialWorker: func(w *workers.Registered) scheduler.Conn {
+			return workers.NewClient(w.URL, workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov})
 		},
 	})
 	if err != nil {
@@ -176,6 +239,8 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		Registrar:   g.registrar,
 		ListWorkers: func() any { return g.sched.Workers() },
 		Logger:      logger,
+		Obs:         prov,
+		Status:      schedulerStatus{g.sched},
 	}
 	if receiptsOn {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -185,8 +250,14 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		if err != nil {
 			return nil, fmt.Errorf("receipts ledger: %w", err)
 		}
-		g.ledger = ledger.New(g.store, ledger.Options{KeyDir: filepath.Join(cfg.DataDir, "keys"), Logger: logger})
+		g.ledger = ledger.New(g.store, ledger.Options{KeyDir: filepath.Join(cfg.DataDir, "keys"), Logger: logger, Metrics: prov.Metrics()})
 		deps.Ledger = g.ledger
+		deps.Receipts = ledgerCounts{g.ledger}
+		led := g.ledger
+		prov.Metrics().ObserveReceipts(func(ctx context.Context) (obs.ReceiptCounts, error) {
+			c, err := led.Counts(ctx)
+			return obs.ReceiptCounts(c), err
+		})
 	}
 	keys := make([]gateway.APIKey, len(cfg.APIKeys))
 	for i, k := range cfg.APIKeys {
@@ -263,7 +334,7 @@ func (g *gatewayStack) startProver(ctx context.Context) {
 			return
 		}
 		g.logger.Info("prover started", "keys", keyDir)
-		if err := prover.Run(ctx, g.ledger, prover.Config{KeyDir: keyDir, Logger: g.logger}); err != nil {
+		if err := prover.Run(ctx, g.ledger, prover.Config{KeyDir: keyDir, Logger: g.logger, Obs: g.obs}); err != nil {
 			g.logger.Error("prover stopped", "err", err)
 		}
 	}()
@@ -293,13 +364,40 @@ func (g *gatewayStack) waitReady(ctx context.Context) error {
 	return nil
 }
 
-// newLogger builds the process logger from the config's log section.
-func newLogger(c config.Log) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(c.Level)) // validated by config
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+// schedulerStatus shows the scheduler's registry on the status page.
+type schedulerStatus struct{ s *scheduler.Scheduler }
+
+func (st schedulerStatus) StatusWorkers() []statuspage.Worker {
+	ws := st.s.Workers()
+	out := make([]statuspage.Worker, len(ws))
+	for i, w := range ws {
+		sw := statuspage.Worker{
+			ID: w.WorkerID, URL: w.URL, Healthy: w.Healthy, Draining: w.Draining, LastHeartbeat: w.LastHeartbeat,
+			InFlight: w.Assigned, MaxConcurrency: w.Slots, GPUs: w.GPUs,
+		}
+		for _, m := range w.Models {
+			sw.Models = append(sw.Models, m.Name)
+		}
+		if hb := w.Telemetry; hb != nil {
+			sw.Load = hb.Load
+			if len(hb.GPUs) > 0 {
+				sw.GPUs = hb.GPUs
+			}
+		}
+		out[i] = sw
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return out
+}
+
+func (st schedulerStatus) StatusLoad() statuspage.Load {
+	s := st.s.Stats()
+	return statuspage.Load{QueueLength: s.QueueLength, InFlight: s.InFlight}
+}
+
+// ledgerCounts shows the receipts backlog on the status page.
+type ledgerCounts struct{ l *ledger.Ledger }
+
+func (lc ledgerCounts) ReceiptCounts(ctx context.Context) (statuspage.Receipts, error) {
+	c, err := lc.l.Counts(ctx)
+	return statuspage.Receipts{Pending: c.Pending, Proven: c.Proven, Failed: c.Failed}, err
 }

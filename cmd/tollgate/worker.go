@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -15,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
 	"github.com/tollgate-ai/tollgate/internal/config"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/llama"
 	oaengine "github.com/tollgate-ai/tollgate/workers/engine/openai"
@@ -149,13 +152,23 @@ func runWorker(ctx context.Context, args []string) error {
 	token := fs.String("provider-token", "", "provider token issued by the gateway operator; env TOLLGATE_PROVIDER_TOKEN")
 	maxConc := fs.Int("max-concurrency", 0, "tasks run at once on the engine (default 64)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var of obsFlags
+	of.register(fs, "json")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	logger := newLogger(config.Log{Level: *logLevel, Format: "text"})
+	logger, err := of.logger(config.Log{Level: *logLevel}, false)
+	if err != nil {
+		return err
+	}
+	prov, shutdownObs, err := of.setup(ctx, "tollgate-worker", logger)
+	if err != nil {
+		return err
+	}
+	defer shutdownObs(context.WithoutCancel(ctx))
 	tok := firstNonEmpty(*token, os.Getenv("TOLLGATE_PROVIDER_TOKEN"))
 	if tok == "" {
 		return errors.New("--provider-token (or TOLLGATE_PROVIDER_TOKEN) is required")
@@ -182,7 +195,7 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	return runWorkerNode(ctx, ln, workerNode{
 		gatewayURL: strings.TrimRight(*gatewayURL, "/"), providerToken: tok, key: key, advertise: adv,
-		engine: eng, maxConcurrency: *maxConc, dataDir: *data, logger: logger,
+		engine: eng, maxConcurrency: *maxConc, dataDir: *data, logger: logger, obs: prov,
 	})
 }
 
@@ -195,6 +208,7 @@ type workerNode struct {
 	maxConcurrency                       int
 	dataDir                              string
 	logger                               *slog.Logger
+	obs                                  *obs.Provider // nil: off
 }
 
 // runWorkerNode serves the worker on ln and keeps it registered until ctx
@@ -203,14 +217,25 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	logger := n.logger // agent and member add the worker key themselves
 	agent := workers.NewAgent(workers.AgentConfig{
 		WorkerID: n.key.WorkerID(), Engine: n.engine, MaxConcurrency: n.maxConcurrency,
-		Logger: logger, DataDir: n.dataDir,
+		Logger: logger, DataDir: n.dataDir, Obs: n.obs,
 	})
 	defer agent.Close()
 	gpus := telemetry.NewNVML(logger)
 	defer gpus.Close()
 	hostname, _ := os.Hostname()
+	member, err := workers.NewRegisterer(workers.MemberConfig{
+		GatewayURL: n.gatewayURL, ProviderToken: n.providerToken, Key: n.key,
+		AdvertiseURL: n.advertise, Agent: agent, GPUs: gpus, Logger: logger,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// Batches and cancels must carry the session token the gateway got at
+	// registration; anyone else who can reach the port is refused (401).
 	handler := workers.NewHandler(agent, logger,
-		workers.WithRoute("GET /metrics", telemetry.DCGMHandler(gpus, hostname)),
+		workers.WithLinkAuth(member.SessionToken),
+		workers.WithRoute("GET /metrics", workerMetrics(gpus, hostname, n.obs)),
 		workers.WithRoute("POST "+workers.PathCountersign, workers.NewCountersigner(n.key, agent, logger)))
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
@@ -218,13 +243,10 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	logger.Info("worker serving", "worker", n.key.WorkerID(), "listen", ln.Addr().String(), "advertise", n.advertise, "gateway", n.gatewayURL,
 		"models", modelNames(n.engine.Models()))
 
-	memberErr := workers.RunMember(ctx, workers.MemberConfig{
-		GatewayURL: n.gatewayURL, ProviderToken: n.providerToken, Key: n.key,
-		AdvertiseURL: n.advertise, Agent: agent, GPUs: gpus, Logger: logger,
-	})
+	memberErr := member.Run(ctx)
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := srv.Shutdown(sctx)
+	err = srv.Shutdown(sctx)
 	if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
@@ -232,6 +254,21 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 		memberErr = nil
 	}
 	return errors.Join(memberErr, err)
+}
+
+// workerMetrics serves the worker's GPU telemetry (DCGM exporter names)
+// and its own metrics (batches, tasks, engine) as one Prometheus text
+// exposition; the two sets share no metric name.
+func workerMetrics(gpus telemetry.Source, hostname string, prov *obs.Provider) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var buf bytes.Buffer
+		if err := errors.Join(telemetry.WriteDCGM(&buf, gpus, hostname), prov.WriteMetrics(&buf)); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		buf.WriteTo(w)
+	})
 }
 
 func modelNames(ms []workers.ModelVersion) string {

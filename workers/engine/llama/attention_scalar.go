@@ -10,3 +10,6 @@ func (m *model) attentionVec(out, q []float32, rw row, layer int, att []float32,
 
 // softmaxFast is softmax; the vector build has a faster one.
 func softmaxFast(x []float32) { softmax(x) }
+
+// swigluFast is swiglu; the vector build has a faster one.
+func swigluFast(hb, hb2 []float32) { swiglu(hb, hb2) }

@@ -42,7 +42,8 @@ func (m *model) attentionVec(out, q []float32, rw row, layer int, att []float32,
 }
 
 // scoresVec8 sets att[t] = (q·k_t)/scale for t < len(att), where dimension
-// i of key t is kt[i*stride+t].
+// i of key t is kt[i*stride+t]: sixteen positions per vector with AVX-512,
+// then eight, then one.
 func scoresVec8(att []float32, q *[8]float32, kt []float32, stride int, scale float32) {
 	n := len(att)
 	k0 := kt[0:n]
@@ -54,7 +55,26 @@ func scoresVec8(att []float32, q *[8]float32, kt []float32, stride int, scale fl
 	k6 := kt[6*stride : 6*stride+n]
 	k7 := kt[7*stride : 7*stride+n]
 	t := 0
-	if n >= 8 {
+	if simdAVX512 && n >= 16 {
+		q0, q1 := archsimd.BroadcastFloat32x16(q[0]), archsimd.BroadcastFloat32x16(q[1])
+		q2, q3 := archsimd.BroadcastFloat32x16(q[2]), archsimd.BroadcastFloat32x16(q[3])
+		q4, q5 := archsimd.BroadcastFloat32x16(q[4]), archsimd.BroadcastFloat32x16(q[5])
+		q6, q7 := archsimd.BroadcastFloat32x16(q[6]), archsimd.BroadcastFloat32x16(q[7])
+		sv := archsimd.BroadcastFloat32x16(scale)
+		for ; t+16 <= n; t += 16 {
+			var s archsimd.Float32x16 // +0, as run.c's sum starts
+			s = s.Add(q0.Mul(archsimd.LoadFloat32x16Slice(k0[t:])))
+			s = s.Add(q1.Mul(archsimd.LoadFloat32x16Slice(k1[t:])))
+			s = s.Add(q2.Mul(archsimd.LoadFloat32x16Slice(k2[t:])))
+			s = s.Add(q3.Mul(archsimd.LoadFloat32x16Slice(k3[t:])))
+			s = s.Add(q4.Mul(archsimd.LoadFloat32x16Slice(k4[t:])))
+			s = s.Add(q5.Mul(archsimd.LoadFloat32x16Slice(k5[t:])))
+			s = s.Add(q6.Mul(archsimd.LoadFloat32x16Slice(k6[t:])))
+			s = s.Add(q7.Mul(archsimd.LoadFloat32x16Slice(k7[t:])))
+			s.Div(sv).StoreSlice(att[t:])
+		}
+	}
+	if n-t >= 8 {
 		q0, q1 := archsimd.BroadcastFloat32x8(q[0]), archsimd.BroadcastFloat32x8(q[1])
 		q2, q3 := archsimd.BroadcastFloat32x8(q[2]), archsimd.BroadcastFloat32x8(q[3])
 		q4, q5 := archsimd.BroadcastFloat32x8(q[4]), archsimd.BroadcastFloat32x8(q[5])
@@ -263,4 +283,32 @@ func expf4(x archsimd.Float32x4) archsimd.Float32x4 {
 	tb[0], tb[1], tb[2], tb[3] = expfTable[uint8(k[0])], expfTable[uint8(k[1])], expfTable[uint8(k[2])], expfTable[uint8(k[3])]
 	scaled := archsimd.LoadUint64x4(&tb).Add(kb.ShiftAllRight(8).ShiftAllLeft(52))
 	return scaled.AsFloat64x4().Mul(p).ConvertToFloat32()
+}
+
+// swigluFast is swiglu (bit-identical), eight at a time with expf8 where
+// the CPU has AVX-512 and every exponent of the block is in expfReduced's
+// range, the scalar code otherwise.
+func swigluFast(hb, hb2 []float32) {
+	if !simdAVX512 {
+		swiglu(hb, hb2)
+		return
+	}
+	hb2 = hb2[:len(hb)]
+	lo, hi := archsimd.BroadcastFloat32x8(-103.97208), archsimd.BroadcastFloat32x8(88.72284)
+	one := archsimd.BroadcastFloat32x8(1)
+	var zero archsimd.Float32x8
+	i := 0
+	for ; i+8 <= len(hb); i += 8 {
+		blk := (*[8]float32)(hb[i:])
+		val := archsimd.LoadFloat32x8(blk)
+		m := zero.Sub(val)
+		if m.GreaterEqual(lo).And(hi.GreaterEqual(m)).ToBits() != 0xff {
+			swiglu(blk[:], hb2[i:i+8])
+			continue
+		}
+		e := expf8(m)
+		val.Mul(one.Div(one.Add(e))).Mul(archsimd.LoadFloat32x8((*[8]float32)(hb2[i:]))).Store(blk)
+	}
+	swiglu(hb[i:], hb2[i:])
+	archsimd.ClearAVXUpperBits()
 }

@@ -82,4 +82,17 @@
 // rows), which changes no result. Tokens go to each request's goroutine
 // over a channel buffered for the whole generation, so a slow client never
 // stalls the batch; a full queue (MaxQueue) answers 429.
+//
+// # Vector kernels
+//
+// Built with GOEXPERIMENT=simd on amd64, the package uses simd/archsimd
+// where the CPU has AVX2 (AVX-512 for 16 lanes), checked at run time: the
+// batched matmul is vectorized across the batch (input rows transposed so
+// that one lane is one row), and attention for heads of eight dimensions
+// across positions (scores; keys are cached transposed for it), across a
+// head's dimensions (weighted sum of values) and with a vector exponential
+// (softmax, also the sampler's). Every lane does a separate multiply and add
+// (never a fused multiply-add) in run.c's summation order, so results stay
+// bit-identical to the scalar code, which is the fallback in every other
+// build and on other CPUs.
 package llama

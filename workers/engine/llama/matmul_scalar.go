@@ -11,3 +11,12 @@ func transposedSize(rows, in int) int { return 0 }
 func matmulRows(xt, out, x, w []float32, n, in, d, lo, hi int) {
 	matmul(out, x, w, n, in, d, lo, hi)
 }
+
+// prepareRows readies scratch for matmulPrepared; the scalar kernel needs
+// none.
+func prepareRows(xt, x []float32, n, in int) {}
+
+// matmulPrepared is matmul.
+func matmulPrepared(xt, out, x, w []float32, n, in, d, lo, hi int) {
+	matmul(out, x, w, n, in, d, lo, hi)
+}

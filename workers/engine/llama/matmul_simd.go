@@ -34,29 +34,57 @@ const simdBlock = 6
 func transposedSize(rows, in int) int { return (rows + 15) &^ 15 * in }
 
 // matmulRows is matmul (same arguments and bit-identical results) using xt
-// (at least transposedSize(n, in) long) as scratch. It takes the vector
-// kernel when the CPU has AVX2 or AVX-512 and the batch has simdMinRows
-// rows or more, and the scalar one otherwise.
+// (at least transposedSize(n, in) long) as scratch: prepareRows then
+// matmulPrepared.
 func matmulRows(xt, out, x, w []float32, n, in, d, lo, hi int) {
+	prepareRows(xt, x, n, in)
+	matmulPrepared(xt, out, x, w, n, in, d, lo, hi)
+}
+
+// lanesFor is the vector width the kernel uses for n rows: 16 (AVX-512)
+// or 8 (AVX2), or 0 for the scalar kernel — a lone row, or no AVX2.
+func lanesFor(n int) int {
 	switch {
-	case n < simdMinRows || lo >= hi:
-		matmul(out, x, w, n, in, d, lo, hi)
+	case n < simdMinRows:
+		return 0
 	case simdAVX512 && n > 8:
-		matmulLanes(xt, out, x, w, n, in, d, lo, hi, 16)
+		return 16
 	case simdAVX2:
-		matmulLanes(xt, out, x, w, n, in, d, lo, hi, 8)
+		return 8
 	case simdAVX512:
-		matmulLanes(xt, out, x, w, n, in, d, lo, hi, 16)
-	default:
-		matmul(out, x, w, n, in, d, lo, hi)
+		return 16
+	}
+	return 0
+}
+
+// prepareRows readies xt for matmulPrepared calls on the n rows of x: the
+// rows transposed into lanes, when the vector kernel takes them. Several
+// matmuls of the same input share one preparation.
+func prepareRows(xt, x []float32, n, in int) {
+	if lanes := lanesFor(n); lanes > 0 {
+		transposeRows(xt, x, n, in, lanes)
 	}
 }
 
-// matmulLanes runs the vector kernel with lanes (8 or 16) rows per vector.
-func matmulLanes(xt, out, x, w []float32, n, in, d, lo, hi, lanes int) {
+// matmulPrepared is matmul for an xt that prepareRows readied for x, n and
+// in; the vector kernel when the CPU has AVX2 or AVX-512 and the batch has
+// simdMinRows rows or more, the scalar one otherwise.
+func matmulPrepared(xt, out, x, w []float32, n, in, d, lo, hi int) {
+	lanes := lanesFor(n)
+	if lanes == 0 {
+		matmul(out, x, w, n, in, d, lo, hi)
+		return
+	}
+	matmulVec(xt, out, w, n, in, d, lo, hi, lanes)
+}
+
+// matmulVec is the vector kernel on rows transposed into chunks of lanes.
+func matmulVec(xt, out, w []float32, n, in, d, lo, hi, lanes int) {
+	if lo >= hi {
+		return
+	}
 	chunks := (n + lanes - 1) / lanes
 	xt = xt[:chunks*lanes*in]
-	transposeRows(xt, x, n, in, lanes)
 	var res [simdBlock * 16]float32
 	var rows [simdBlock][]float32
 	for i := lo; i < hi; i += simdBlock {

@@ -248,11 +248,13 @@ func (ws *workspace) qkv(p int) {
 	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
 	dim, kvDim := c.Dim, c.KVDim()
 	xb := ws.xb[:n*dim]
+	xt := ws.xt[p]
+	prepareRows(xt, xb, n, dim)
 	lo, hi := ws.cols(p, dim)
-	matmulRows(ws.xt[p], ws.q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
+	matmulPrepared(xt, ws.q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
 	lo, hi = ws.cols(p, kvDim)
-	matmulRows(ws.xt[p], ws.k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
-	matmulRows(ws.xt[p], ws.v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
+	matmulPrepared(xt, ws.k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
+	matmulPrepared(xt, ws.v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
 }
 
 func (ws *workspace) attention(p int) {
@@ -276,10 +278,12 @@ func (ws *workspace) ffn(p int) {
 	dim, hidden := c.Dim, c.HiddenDim
 	xb := ws.xb[:n*dim]
 	lo, hi := ws.cols(p, hidden)
-	matmulRows(ws.xt[p], ws.hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
-	matmulRows(ws.xt[p], ws.hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
+	xt := ws.xt[p]
+	prepareRows(xt, xb, n, dim)
+	matmulPrepared(xt, ws.hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
+	matmulPrepared(xt, ws.hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
 	for r := 0; r < n; r++ {
-		swiglu(ws.hb[r*hidden+lo:r*hidden+hi], ws.hb2[r*hidden+lo:r*hidden+hi])
+		swigluFast(ws.hb[r*hidden+lo:r*hidden+hi], ws.hb2[r*hidden+lo:r*hidden+hi])
 	}
 }
 

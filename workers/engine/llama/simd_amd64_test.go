@@ -11,6 +11,13 @@ import (
 	"simd/archsimd"
 )
 
+// matmulLanes is matmul on the vector kernel with the given lanes (8 or
+// 16), whatever lanesFor would pick.
+func matmulLanes(xt, out, x, w []float32, n, in, d, lo, hi, lanes int) {
+	transposeRows(xt, x, n, in, lanes)
+	matmulVec(xt, out, w, n, in, d, lo, hi, lanes)
+}
+
 // TestMatmulLanesMatchesScalar runs both vector kernels (8 lanes, AVX2; 16
 // lanes, AVX-512) on every batch size up to 40, whichever matmulRows would
 // pick, and compares them bit for bit with the scalar matmul.
@@ -146,6 +153,28 @@ func TestSoftmaxVecMatchesScalar(t *testing.T) {
 			for i := range want {
 				if math.Float32bits(x[i]) != math.Float32bits(want[i]) {
 					t.Fatalf("n=%d trial %d: [%d] = %v, scalar %v", n, trial, i, x[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestSwigluFastMatchesScalar compares swigluFast with swiglu, including
+// values whose exponent leaves expfReduced's range.
+func TestSwigluFastMatchesScalar(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, n := range []int{1, 7, 8, 9, 17, 172} {
+		for trial := range 20 {
+			hb, hb2 := randFloats(rng, n), randFloats(rng, n)
+			if trial%3 == 0 {
+				hb[rng.IntN(n)] = 120 // e^-120 is below expfReduced's range
+			}
+			want := append([]float32(nil), hb...)
+			swiglu(want, hb2)
+			swigluFast(hb, hb2)
+			for i := range want {
+				if math.Float32bits(hb[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("n=%d trial %d: [%d] = %v, scalar %v", n, trial, i, hb[i], want[i])
 				}
 			}
 		}
