@@ -787,3 +787,39 @@ func TestStreamFailsMidway(t *testing.T) {
 		})
 	}
 }
+
+func TestDeadlineHeader(t *testing.T) {
+	h := newHarness(t, nil)
+	tests := []struct {
+		name   string
+		value  string
+		status int
+		want   time.Duration // deadline after now, for accepted values
+	}{
+		{"milliseconds", "250", 200, 250 * time.Millisecond},
+		{"one hour", "3600000", 200, time.Hour},
+		{"not a number", "soon", 400, 0},
+		{"zero", "0", 400, 0},
+		{"negative", "-5", 400, 0},
+		{"over an hour", "3600001", 400, 0},
+		{"fraction", "1.5", 400, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := h.do(t, "POST", "/v1/chat/completions", testKey, chatOK, HeaderDeadline, tc.value)
+			body := readAll(t, resp)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if tc.status != 200 {
+				if !strings.Contains(body, `"param":"X-Tollgate-Deadline-Ms"`) || !strings.Contains(body, `"code":"invalid_header"`) {
+					t.Errorf("error body %s", body)
+				}
+				return
+			}
+			if got := h.disp.lastTask().Deadline.Sub(h.clock.Now()); got != tc.want {
+				t.Errorf("deadline in %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

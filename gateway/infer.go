@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,9 +93,9 @@ func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *
 // or as an SSE stream. req stays the handler's (it never escapes, so an
 // unobserved request costs nothing); a stream takes a copy over.
 func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, key *APIKey, req *obs.Request) error {
-	d := key.Deadline
-	if d <= 0 {
-		d = s.cfg.DefaultDeadline
+	d, err := requestDeadline(rc, key, s.cfg.DefaultDeadline)
+	if err != nil {
+		return err
 	}
 	inf.task.Deadline = s.clock.Now().Add(d)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -424,4 +425,29 @@ func (sw *sseWriter) raw(s string) error {
 		return errClientGone
 	}
 	return nil
+}
+
+// HeaderDeadline lets a client set its own deadline in milliseconds,
+// overriding its key's default.
+const HeaderDeadline = "X-Tollgate-Deadline-Ms"
+
+// maxDeadline bounds a client-set deadline.
+const maxDeadline = time.Hour
+
+// requestDeadline is how long the request may take: the X-Tollgate-Deadline-Ms
+// header when present (1 ms .. 1 h), else the key's default, else the
+// gateway's.
+func requestDeadline(rc *fasthttp.RequestCtx, key *APIKey, fallback time.Duration) (time.Duration, error) {
+	if h := rc.Request.Header.Peek(HeaderDeadline); h != nil {
+		ms, err := strconv.ParseInt(string(h), 10, 64)
+		if err != nil || ms < 1 || ms > maxDeadline.Milliseconds() {
+			return 0, apierr.BadRequest(HeaderDeadline, "invalid_header",
+				"Invalid %s header: want a whole number of milliseconds from 1 to %d.", HeaderDeadline, maxDeadline.Milliseconds())
+		}
+		return time.Duration(ms) * time.Millisecond, nil
+	}
+	if key.Deadline > 0 {
+		return key.Deadline, nil
+	}
+	return fallback, nil
 }
