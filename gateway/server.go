@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -139,6 +140,9 @@ type Server struct {
 	admin    map[[32]byte]bool
 	srv      *fasthttp.Server
 	draining atomic.Bool
+
+	mu        sync.Mutex
+	listeners []net.Listener // every listener Serve was given, closed by Shutdown
 }
 
 // New validates cfg and builds a server.
@@ -198,6 +202,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.draining.Load() {
+		s.mu.Unlock()
+		return ln.Close()
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
 	return s.srv.Serve(ln)
 }
 
@@ -205,8 +216,19 @@ func (s *Server) Serve(ln net.Listener) error {
 // in-flight requests, streams included, to finish or for ctx to end.
 // /readyz reports 503 from the moment it is called.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
 	s.draining.Store(true)
-	return s.srv.ShutdownWithContext(ctx)
+	s.mu.Unlock()
+	err := s.srv.ShutdownWithContext(ctx)
+	// fasthttp closes only the listeners its Serve loop has registered; a
+	// Serve that started just before Shutdown may not have yet, and would
+	// then accept forever.
+	s.mu.Lock()
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.mu.Unlock()
+	return err
 }
 
 type fasthttpLogger struct{ l *slog.Logger }

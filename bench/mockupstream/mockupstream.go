@@ -160,6 +160,10 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 // Close stops the server and closes its connections.
 func (s *Server) Close() error {
 	err := s.srv.Shutdown()
+	// fasthttp's Shutdown closes only the listeners Serve has already
+	// registered: when Close races a Serve goroutine that has not started
+	// yet, the listener stays open and Serve would accept forever.
+	_ = s.ln.Close()
 	<-s.done
 	return err
 }
