@@ -32,6 +32,7 @@ import (
 //	open            sorted set of batch seqs neither proven nor failed
 //	meta            hash of named values
 //	count:proven, count:failed  receipts in finished batches (Counts)
+//	jobs            stream of assigned batches, the proving queue (see Queue)
 //
 // Every multi-key write is one Lua script (EVALSHA), which Redis runs
 // atomically; each script checks everything before it writes anything, so
@@ -157,7 +158,9 @@ return out
 `)
 
 // assignScript: ARGV prefix, batch JSON, receipt IDs... Returns the batch
-// seq, or an error naming the first receipt that is not pending.
+// seq, or an error naming the first receipt that is not pending. The batch
+// goes onto the proving queue (XADD jobs) in the same script, so every open
+// batch has a job and no job names a batch that was not stored.
 var assignScript = redis.NewScript(`
 local p = ARGV[1]
 for k = 3, #ARGV do
@@ -172,6 +175,7 @@ for k = 3, #ARGV do
 end
 redis.call('SET', p .. 'b:' .. seq, ARGV[2])
 redis.call('ZADD', p .. 'open', seq, seq)
+redis.call('XADD', p .. 'jobs', '*', 'batch', seq)
 return seq
 `)
 
@@ -435,7 +439,7 @@ func (s *RedisStore) AssignBatch(ctx context.Context, b *Batch) error {
 	seq, err := assignScript.Run(ctx, s.c, nil, args...).Uint64()
 	if err != nil {
 		if msg, ok := strings.CutPrefix(err.Error(), "not pending: "); ok {
-			return fmt.Errorf("ledger: receipt %s is not pending", msg)
+			return fmt.Errorf("%w: receipt %s", ErrNotPending, msg)
 		}
 		return fmt.Errorf("ledger: redis assign batch: %w", err)
 	}
