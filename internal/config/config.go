@@ -333,10 +333,11 @@ func (c *Config) Validate() error {
 	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
-	return c.Redis.validate()
+	return c.Redis.Validate()
 }
 
-func (r Redis) validate() error {
+// Validate names the first bad field of the redis section.
+func (r Redis) Validate() error {
 	if r.URL != "" {
 		u, err := url.Parse(r.URL)
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") || (u.Host == "" && u.Scheme != "unix") {
