@@ -291,7 +291,8 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 	}
 	keys := make([]gateway.APIKey, len(cfg.APIKeys))
 	for i, k := range cfg.APIKeys {
-		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass()}
+		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass(),
+			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute}
 	}
 	g.srv, err = gateway.New(gateway.Config{
 		APIKeys:         keys,
