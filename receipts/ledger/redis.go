@@ -51,10 +51,12 @@ import (
 //   - RDB snapshots only, or no persistence: everything since the last
 //     snapshot (or everything) is lost on restart.
 //
-// Throughput (`go test -bench Append ./receipts/ledger/`, 2-core dev box,
-// Redis 7.0 on localhost): with appendfsync always, 0.66 ms per append one
-// at a time and 0.077 ms per append with 64 concurrent writers (~13,000/s);
-// BoltStore on the same box, 1.5 ms and 0.045 ms.
+// Throughput (`go test -bench Append -benchtime 2s ./receipts/ledger/`,
+// 2-core dev box shared with other work, Redis 7.0 on localhost): with
+// appendfsync always, 0.31 ms per append one at a time and 0.056 ms per
+// append with 64 concurrent writers (~17,900/s); BoltStore in the same run,
+// 0.39 ms and 0.025 ms. Earlier runs on a busier box measured 0.66/0.077 ms
+// and 1.5/0.045 ms: compare within one run only.
 //
 // Replication is asynchronous: a failover to a replica can lose writes the
 // old primary acknowledged. Redis 7.0 has no WAITAOF, so this store cannot
