@@ -13,7 +13,7 @@ export GOEXPERIMENT ?= simd
 # fast on small machines.
 RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/keys/... \
               ./workers/telemetry/... ./workers/engine/sim/... ./workers/engine/openai/... \
-              ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/...
+              ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/... ./internal/cluster/...
 PLAIN_PKGS  = $(filter-out $(shell $(GO) list $(RACE_PKGS)),$(shell $(GO) list ./...))
 
 .PHONY: build run test test-go test-race test-node test-gpu vet fmt bench redis

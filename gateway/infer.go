@@ -29,6 +29,7 @@ type inference struct {
 	stream       bool
 	includeUsage bool
 	format       string // embeddings encoding_format
+	key          *APIKey
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
@@ -78,7 +79,7 @@ func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string, req *obs.Requ
 
 func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *inference {
 	now := s.clock.Now()
-	inf := &inference{reqID: t.RequestID, respID: ids.New(respPrefix), created: now.Unix(), task: t}
+	inf := &inference{reqID: t.RequestID, respID: ids.New(respPrefix), created: now.Unix(), task: t, key: key}
 	if s.deps.Ledger != nil {
 		inf.receiptID = ids.Receipt()
 	}
@@ -95,6 +96,9 @@ func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *
 func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, key *APIKey, req *obs.Request) error {
 	d, err := requestDeadline(rc, key, s.cfg.DefaultDeadline)
 	if err != nil {
+		return err
+	}
+	if err := s.admit(context.Background(), key, inf.reqID); err != nil {
 		return err
 	}
 	inf.task.Deadline = s.clock.Now().Add(d)
@@ -164,6 +168,7 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 		return err
 	}
 	req.SetUsage(res.done.Usage.PromptTokens, res.done.Usage.CompletionTokens)
+	s.charge(ctx, inf.key, inf.reqID, res.done.Usage)
 	if err := s.record(ctx, inf, res.done); err != nil {
 		return err
 	}
@@ -351,6 +356,7 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 		return true, sw.fail(ctx, eventAPIError(ev.Error))
 	case workers.EventDone:
 		sw.obs.SetUsage(ev.Usage.PromptTokens, ev.Usage.CompletionTokens)
+		sw.s.charge(ctx, inf.key, inf.reqID, ev.Usage)
 		if err := sw.s.record(ctx, inf, &ev); err != nil {
 			return true, sw.fail(ctx, err)
 		}

@@ -208,14 +208,21 @@ func (s *Server) healthz(rc *fasthttp.RequestCtx) error {
 	return writeJSON(rc, map[string]string{"status": "ok"})
 }
 
-// readyz is 200 when the gateway is not draining and at least one healthy
-// worker serves a model.
+// readyz is 200 when the gateway is not draining, at least one healthy
+// worker serves a model, and every Deps.Readiness check passes (a
+// degraded replica, with Redis unreachable say, keeps serving but tells
+// its load balancer so).
 func (s *Server) readyz(rc *fasthttp.RequestCtx) error {
 	switch {
 	case s.draining.Load():
 		return apierr.Unavailable("draining", "the gateway is shutting down", nil)
 	case len(s.deps.Dispatcher.Models()) == 0:
 		return apierr.Unavailable("no_workers", "no healthy worker is registered", nil)
+	}
+	for _, check := range s.deps.Readiness {
+		if err := check(); err != nil {
+			return apierr.Unavailable("not_ready", "not ready: "+err.Error(), err)
+		}
 	}
 	return writeJSON(rc, map[string]string{"status": "ready"})
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
+	"github.com/tollgate-ai/tollgate/internal/ratelimit"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/valyala/fasthttp"
@@ -66,6 +67,13 @@ type APIKey struct {
 	Key      string           // the bearer secret
 	Deadline time.Duration    // default request deadline; 0: Config.DefaultDeadline
 	Priority workers.Priority // admission class
+	// RequestsPerMinute and TokensPerMinute limit the key (0: unlimited),
+	// across every replica when Deps.RateLimiter shares its buckets. See
+	// admit for how tokens, known only once a request completes, are
+	// charged.
+	RequestsPerMinute, TokensPerMinute int64
+
+	requests, tokens ratelimit.Limiter // nil: unlimited
 }
 
 // Config is the gateway's own configuration (cmd/tollgate maps the config
@@ -123,6 +131,15 @@ type Deps struct {
 	// its section is then empty).
 	Status   StatusSource
 	Receipts ReceiptCounter
+	// RateLimiter makes the limiter for one per-key rate (its buckets
+	// are named "req:<key id>" and "tok:<key id>"). Default:
+	// ratelimit.NewLocal, this replica only; the --redis mode passes a
+	// shared Redis bucket with a local fallback.
+	RateLimiter func(ratelimit.Rate) (ratelimit.Limiter, error)
+	// Readiness are extra checks for /readyz: a non-nil error (a shared
+	// store unreachable, say) makes it 503 with the error as the reason,
+	// while the gateway keeps serving what it can.
+	Readiness []func() error
 	// Version is shown on the status page.
 	Version string
 	Logger  *slog.Logger
@@ -160,6 +177,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Clock == nil {
 		deps.Clock = clock.Real{}
 	}
+	if deps.RateLimiter == nil {
+		deps.RateLimiter = func(r ratelimit.Rate) (ratelimit.Limiter, error) { return ratelimit.NewLocal(r) }
+	}
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, clock: deps.Clock,
 		keys: map[[32]byte]*APIKey{}, admin: map[[32]byte]bool{}}
 	ids := map[string]bool{}
@@ -172,6 +192,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("gateway: duplicate api key id %q", k.ID)
 		}
 		ids[k.ID] = true
+		if err := s.keyLimiters(k); err != nil {
+			return nil, err
+		}
 		h := sha256.Sum256([]byte(k.Key))
 		if _, dup := s.keys[h]; dup {
 			return nil, fmt.Errorf("gateway: api key %q repeats another key's secret", k.ID)

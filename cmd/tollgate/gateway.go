@@ -77,9 +77,9 @@ func (o *obsFlags) logger(c config.Log, fromFile bool) (*slog.Logger, error) {
 // gatewayFlags are the flags shared by `gateway` and `dev`; each overrides
 // the config file.
 type gatewayFlags struct {
-	configPath, listen, data, apiKey, adminKey, providerToken string
-	openRegistration, noReceipts, noProver                    bool
-	obs                                                       obsFlags
+	configPath, listen, data, apiKey, adminKey, providerToken, redisURL string
+	openRegistration, noReceipts, noProver                              bool
+	obs                                                                 obsFlags
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogFormat string) {
@@ -93,6 +93,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogForma
 	fs.BoolVar(&g.openRegistration, "open-registration", false, "accept any model version a worker names")
 	fs.BoolVar(&g.noReceipts, "no-receipts", false, "turn receipts off (no ledger)")
 	fs.BoolVar(&g.noProver, "no-prover", false, "record receipts but do not prove them in this process (the embedded ledger is single-process)")
+	fs.StringVar(&g.redisURL, "redis", "", "share the worker registry, rate limits, receipt ledger and proving queue with other replicas through this Redis (redis://host:port/db); env TOLLGATE_REDIS_URL")
 }
 
 // load merges file, flags and environment into one validated config.
@@ -121,6 +122,9 @@ func (g *gatewayFlags) load() (*config.Config, error) {
 	}
 	if g.openRegistration {
 		cfg.OpenRegistration = true
+	}
+	if u := firstNonEmpty(g.redisURL, os.Getenv("TOLLGATE_REDIS_URL")); u != "" {
+		cfg.Redis.URL = u
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -191,11 +195,15 @@ type gatewayStack struct {
 	sched     *scheduler.Scheduler
 	registrar *workers.Registrar
 	ledger    *ledger.Ledger
-	store     *ledger.BoltStore
-	ln        net.Listener
-	served    chan error
-	logger    *slog.Logger
-	obs       *obs.Provider
+	store     ledger.Store
+	// redis is the shared state of the Redis mode (nil: embedded).
+	redis      *redisMode
+	stopShared context.CancelFunc
+	sharedDone chan struct{}
+	ln         net.Listener
+	served     chan error
+	logger     *slog.Logger
+	obs        *obs.Provider
 	// proverDone is closed when the in-process prover has stopped (nil
 	// when none was started).
 	proverDone   chan struct{}
@@ -242,12 +250,34 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		Obs:         prov,
 		Status:      schedulerStatus{g.sched},
 	}
-	if receiptsOn {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if cfg.Redis.Enabled() {
+		if g.redis, err = openRedisMode(cfg, g.sched, logger); err != nil {
 			return nil, err
 		}
-		g.store, err = ledger.OpenBolt(filepath.Join(cfg.DataDir, ledgerFile))
+		deps.Registry = g.redis.registry
+		deps.Registrar = sharedSessions{g.registrar, g.redis.registry}
+		deps.RateLimiter = g.redis.limiter(cfg, logger)
+		deps.Readiness = g.redis.readiness()
+		ctx, cancel := context.WithCancel(context.Background())
+		g.stopShared, g.sharedDone = cancel, make(chan struct{})
+		go func() {
+			defer close(g.sharedDone)
+			g.redis.registry.Run(ctx)
+		}()
+		logger.Info("redis mode: registry, rate limits, receipts and proving queue are shared", "prefix", cfg.Redis.Prefix)
+	}
+	if receiptsOn {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			g.closeStore()
+			return nil, err
+		}
+		if g.redis != nil {
+			g.store, err = g.redis.openLedger(cfg, logger)
+		} else {
+			g.store, err = ledger.OpenBolt(filepath.Join(cfg.DataDir, ledgerFile))
+		}
 		if err != nil {
+			g.closeStore()
 			return nil, fmt.Errorf("receipts ledger: %w", err)
 		}
 		g.ledger = ledger.New(g.store, ledger.Options{KeyDir: filepath.Join(cfg.DataDir, "keys"), Logger: logger, Metrics: prov.Metrics()})
@@ -261,7 +291,8 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 	}
 	keys := make([]gateway.APIKey, len(cfg.APIKeys))
 	for i, k := range cfg.APIKeys {
-		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass()}
+		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass(),
+			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute}
 	}
 	g.srv, err = gateway.New(gateway.Config{
 		APIKeys:         keys,
@@ -324,6 +355,12 @@ func (g *gatewayStack) startProver(ctx context.Context) {
 	ctx, g.cancelProver = context.WithCancel(context.WithoutCancel(ctx))
 	g.proverDone = make(chan struct{})
 	keyDir := filepath.Join(g.cfg.DataDir, "keys")
+	l := g.ledger
+	if g.redis != nil {
+		// Join the shared proving queue: the prover needs the Redis store
+		// itself (the queue), not the gateway's spool in front of it.
+		l = ledger.New(g.redis.store, ledger.Options{KeyDir: keyDir, Logger: g.logger})
+	}
 	go func() {
 		defer close(g.proverDone)
 		if err := zk.EnsureDevKeys(keyDir, zk.Capacities[0]); err != nil {
@@ -334,15 +371,27 @@ func (g *gatewayStack) startProver(ctx context.Context) {
 			return
 		}
 		g.logger.Info("prover started", "keys", keyDir)
-		if err := prover.Run(ctx, g.ledger, prover.Config{KeyDir: keyDir, Logger: g.logger, Obs: g.obs}); err != nil {
+		if err := prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: g.logger, Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}); err != nil {
 			g.logger.Error("prover stopped", "err", err)
 		}
 	}()
 }
 
+// closeStore stops the registry sync and closes the ledger and the Redis
+// client (each once).
 func (g *gatewayStack) closeStore() error {
+	if g.stopShared != nil {
+		g.stopShared()
+		<-g.sharedDone
+		g.stopShared = nil
+	}
+	var err error
+	if g.redis != nil {
+		err = g.redis.close() // closes the ledger's stores too
+		g.redis, g.store = nil, nil
+	}
 	if g.store == nil {
-		return nil
+		return err
 	}
 	s := g.store
 	g.store = nil

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -32,6 +33,8 @@ import (
 //	    key: sk-...            # bearer secret
 //	    deadline: 2m           # default request deadline
 //	    priority: interactive  # or batch
+//	    requests_per_minute: 600   # 0: unlimited
+//	    tokens_per_minute: 200000  # 0: unlimited
 //	admin_keys: [sk-admin-...]
 //	provider_tokens: [pt-at-least-16-chars]
 //	open_registration: false
@@ -41,6 +44,11 @@ import (
 //	timeouts: {default_deadline: 10m, keepalive: 15s, read: 30s, idle: 120s, shutdown: 30s}
 //	log: {level: info, format: text}
 //	scheduler: {policy: tollgate, heartbeat_timeout: 3s}
+//	redis:
+//	  url: redis://127.0.0.1:6379/0   # empty: embedded stores, one gateway
+//	  prefix: "{tollgate}:"
+//	  worker_ttl: 10s
+//	  claim_idle: 30s
 type Config struct {
 	// Listen is the gateway's address (default 127.0.0.1:8080).
 	Listen string `yaml:"listen"`
@@ -67,7 +75,35 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Scheduler is the scheduler's section.
 	Scheduler scheduler.Config `yaml:"scheduler"`
+	// Redis, when its URL is set, shares state among gateway replicas and
+	// provers (see Redis).
+	Redis Redis `yaml:"redis"`
 }
+
+// Redis is the shared-state mode: with URL set, every replica using the
+// same Redis and Prefix shares the worker registry, the per-key rate
+// limits, the receipt ledger and the proving queue. Empty URL: the
+// embedded single-process stores (the default).
+type Redis struct {
+	// URL is redis://[user:pass@]host:port[/db] or rediss:// (TLS). The
+	// --redis flag and TOLLGATE_REDIS_URL override it.
+	URL string `yaml:"url"`
+	// Prefix starts every key (default "{tollgate}:"); keep a hash tag
+	// ({...}) in it so the Lua scripts' keys share a Redis Cluster slot.
+	// Separate deployments on one Redis use separate prefixes.
+	Prefix string `yaml:"prefix"`
+	// WorkerTTL is how long a worker's shared registration outlives its
+	// last heartbeat (default 10s; at least scheduler.heartbeat_timeout).
+	WorkerTTL Duration `yaml:"worker_ttl"`
+	// ClaimIdle is how long a proving job may go unacknowledged before
+	// another prover claims it (XAUTOCLAIM min-idle; default 30s). Live
+	// provers refresh their claim while they work, so it bounds how long a
+	// dead prover's batch waits, not how long a proof may take.
+	ClaimIdle Duration `yaml:"claim_idle"`
+}
+
+// Enabled reports whether the Redis mode is on.
+func (r Redis) Enabled() bool { return r.URL != "" }
 
 // APIKey is one client key.
 type APIKey struct {
@@ -75,6 +111,14 @@ type APIKey struct {
 	Key      string   `yaml:"key"`
 	Deadline Duration `yaml:"deadline"` // 0: timeouts.default_deadline
 	Priority string   `yaml:"priority"` // interactive (default) or batch
+	// RequestsPerMinute limits the key's requests (0: unlimited), exactly,
+	// across every replica in the Redis mode.
+	RequestsPerMinute int64 `yaml:"requests_per_minute"`
+	// TokensPerMinute limits the key's prompt + completion tokens (0:
+	// unlimited). Usage is known only when a request ends, so it is
+	// charged then: a key is admitted while its token budget is not in
+	// debt, and may overshoot by what its requests in flight use.
+	TokensPerMinute int64 `yaml:"tokens_per_minute"`
 }
 
 // PriorityClass maps Priority to the workers' constant.
@@ -174,6 +218,11 @@ func (c *Config) setDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
+	if c.Redis.Prefix == "" {
+		c.Redis.Prefix = "{tollgate}:"
+	}
+	def(&c.Redis.WorkerTTL, 10*time.Second)
+	def(&c.Redis.ClaimIdle, 30*time.Second)
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -231,6 +280,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api_keys[%d].deadline: negative", i)
 		case k.Priority != "" && k.Priority != "interactive" && k.Priority != "batch":
 			return fmt.Errorf("api_keys[%d].priority: %q is not interactive or batch", i, k.Priority)
+		case k.RequestsPerMinute < 0 || k.RequestsPerMinute > 1e9:
+			return fmt.Errorf("api_keys[%d].requests_per_minute: %d is outside [0, 1e9]", i, k.RequestsPerMinute)
+		case k.TokensPerMinute < 0 || k.TokensPerMinute > 1e12:
+			return fmt.Errorf("api_keys[%d].tokens_per_minute: %d is outside [0, 1e12]", i, k.TokensPerMinute)
 		}
 		ids[k.ID], secrets[k.Key] = true, true
 	}
@@ -279,6 +332,25 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
+	}
+	return c.Redis.Validate()
+}
+
+// Validate names the first bad field of the redis section.
+func (r Redis) Validate() error {
+	if r.URL != "" {
+		u, err := url.Parse(r.URL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") || (u.Host == "" && u.Scheme != "unix") {
+			return errors.New("redis.url: want redis://host:port[/db], rediss://… or unix://path")
+		}
+	}
+	switch {
+	case len(r.Prefix) > 64 || strings.ContainsAny(r.Prefix, " \t\r\n*?[]"):
+		return fmt.Errorf("redis.prefix: %q: at most 64 characters, no spaces or glob characters", r.Prefix)
+	case r.WorkerTTL < Duration(time.Second) || r.WorkerTTL > Duration(time.Hour):
+		return fmt.Errorf("redis.worker_ttl: %s is outside [1s, 1h]", r.WorkerTTL.D())
+	case r.ClaimIdle < Duration(100*time.Millisecond) || r.ClaimIdle > Duration(time.Hour):
+		return fmt.Errorf("redis.claim_idle: %s is outside [100ms, 1h]", r.ClaimIdle.D())
 	}
 	return nil
 }

@@ -44,6 +44,13 @@ scheduler: {policy: round-robin, heartbeat_timeout: 3s}
 		{"bad log level", `log: {level: loud}`, "log.level"},
 		{"tiny body limit", `body_limit_bytes: 10`, "body_limit_bytes"},
 		{"bad scheduler", `scheduler: {policy: random}`, "scheduler"},
+		{"rate limits", `api_keys: [{id: a, key: sk-aaaaaaaa, requests_per_minute: 60, tokens_per_minute: 100000}]`, ""},
+		{"negative rate limit", `api_keys: [{id: a, key: sk-aaaaaaaa, requests_per_minute: -1}]`, "api_keys[0].requests_per_minute"},
+		{"redis mode", `redis: {url: "redis://127.0.0.1:6379/2", prefix: "{prod}:", worker_ttl: 5s, claim_idle: 1m}`, ""},
+		{"redis url scheme", `redis: {url: "http://127.0.0.1:6379"}`, "redis.url"},
+		{"redis prefix glob", `redis: {url: "redis://x:1", prefix: "a*"}`, "redis.prefix"},
+		{"redis worker ttl", `redis: {worker_ttl: 10ms}`, "redis.worker_ttl"},
+		{"redis claim idle", `redis: {claim_idle: 2h}`, "redis.claim_idle"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

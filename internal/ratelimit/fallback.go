@@ -35,6 +35,25 @@ func NewFallback(primary, local Limiter, logger *slog.Logger) *Fallback {
 
 func (f *Fallback) Allow(ctx context.Context, key string, cost int64, now time.Time) (Decision, error) {
 	d, err := f.primary.Allow(ctx, key, cost, now)
+	if f.outage(ctx, err) {
+		return f.local.Allow(ctx, key, cost, now)
+	}
+	return d, err
+}
+
+// Debit charges the shared bucket, or the local one while Redis is down
+// (the charge is then not shared: per-replica limits only, as for Allow).
+func (f *Fallback) Debit(ctx context.Context, key string, cost int64, now time.Time) error {
+	err := f.primary.Debit(ctx, key, cost, now)
+	if f.outage(ctx, err) {
+		return f.local.Debit(ctx, key, cost, now)
+	}
+	return err
+}
+
+// outage records the primary's health after a call that returned err and
+// reports whether the local limiter should decide instead.
+func (f *Fallback) outage(ctx context.Context, err error) bool {
 	if err == nil {
 		f.mu.Lock()
 		if f.down != nil {
@@ -42,11 +61,11 @@ func (f *Fallback) Allow(ctx context.Context, key string, cost int64, now time.T
 			f.logger.Info("shared rate limiter recovered; enforcing limits across replicas again")
 		}
 		f.mu.Unlock()
-		return d, nil
+		return false
 	}
 	var ae *apierr.Error
 	if errors.As(err, &ae) || ctx.Err() != nil {
-		return Decision{}, err // the caller's fault or gone: not an outage
+		return false // the caller's fault or gone: not an outage
 	}
 	f.mu.Lock()
 	if f.down == nil {
@@ -54,7 +73,7 @@ func (f *Fallback) Allow(ctx context.Context, key string, cost int64, now time.T
 	}
 	f.down = err
 	f.mu.Unlock()
-	return f.local.Allow(ctx, key, cost, now)
+	return true
 }
 
 // Err is nil while the primary limiter answers, else its last error.

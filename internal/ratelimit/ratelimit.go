@@ -32,6 +32,11 @@ type Decision struct {
 // nothing.
 type Limiter interface {
 	Allow(ctx context.Context, key string, cost int64, now time.Time) (Decision, error)
+	// Debit spends cost whether or not it fits, leaving the bucket in debt
+	// (negative) if need be; Allow refuses every cost, 0 included, until the
+	// debt has refilled. It charges what is known only afterwards (tokens a
+	// completion used), so the budget over time still holds.
+	Debit(ctx context.Context, key string, cost int64, now time.Time) error
 }
 
 // Rate is Limit units per Period, with bursts up to Limit.
@@ -67,13 +72,13 @@ func validCost(cost int64) error {
 // take is the token-bucket step shared by Local and (in Lua) Redis: refill
 // tokens for the time since last (never backwards), then spend cost if it
 // fits. It returns the new state and the decision.
-func take(r Rate, tokens float64, last, now int64, cost int64) (float64, int64, Decision) {
+func take(r Rate, tokens float64, last, now int64, cost int64, force bool) (float64, int64, Decision) {
 	if now < last {
 		now = last
 	}
 	tokens = math.Min(float64(r.Limit), tokens+float64(now-last)*r.perNano())
 	d := Decision{}
-	if float64(cost) <= tokens {
+	if force || float64(cost) <= tokens {
 		tokens -= float64(cost)
 		d.Allowed = true
 	} else if cost > r.Limit {
@@ -112,6 +117,15 @@ func NewLocal(rate Rate) (*Local, error) {
 }
 
 func (l *Local) Allow(ctx context.Context, key string, cost int64, now time.Time) (Decision, error) {
+	return l.spend(key, cost, now, false)
+}
+
+func (l *Local) Debit(ctx context.Context, key string, cost int64, now time.Time) error {
+	_, err := l.spend(key, cost, now, true)
+	return err
+}
+
+func (l *Local) spend(key string, cost int64, now time.Time, force bool) (Decision, error) {
 	if err := validCost(cost); err != nil {
 		return Decision{}, err
 	}
@@ -127,7 +141,7 @@ func (l *Local) Allow(ctx context.Context, key string, cost int64, now time.Time
 		l.buckets[key] = b
 	}
 	var d Decision
-	b.tokens, b.last, d = take(l.rate, b.tokens, b.last, ns, cost)
+	b.tokens, b.last, d = take(l.rate, b.tokens, b.last, ns, cost, force)
 	return d, nil
 }
 

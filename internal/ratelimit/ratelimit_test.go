@@ -273,3 +273,54 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	}
 }
+
+// TestDebit checks the after-the-fact charge: it spends past zero, and
+// Allow then refuses everything, a zero cost included, until the debt has
+// refilled.
+func TestDebit(t *testing.T) {
+	rate := Rate{Limit: 10, Period: 10 * time.Second} // 1 per second
+	type op struct {
+		debit int64 // > 0: Debit this much; else Allow(cost)
+		cost  int64
+		at    time.Duration
+		want  Decision
+	}
+	tests := []struct {
+		name string
+		ops  []op
+	}{
+		{"debit within the bucket", []op{
+			{debit: 4},
+			{cost: 0, want: Decision{Allowed: true, Remaining: 6}},
+		}},
+		{"debt refuses a zero cost until refilled", []op{
+			{debit: 13},
+			{cost: 0, at: time.Second, want: Decision{Remaining: -2, RetryAfter: 2 * time.Second}},
+			{cost: 0, at: 3 * time.Second, want: Decision{Allowed: true, Remaining: 0}},
+		}},
+	}
+	for _, k := range limiterKinds() {
+		t.Run(k.name, func(t *testing.T) {
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					l := k.new(t, rate)
+					for i, o := range tc.ops {
+						if o.debit > 0 {
+							if err := l.Debit(context.Background(), "k", o.debit, t0.Add(o.at)); err != nil {
+								t.Fatal(err)
+							}
+							continue
+						}
+						got, err := l.Allow(context.Background(), "k", o.cost, t0.Add(o.at))
+						if err != nil {
+							t.Fatal(err)
+						}
+						if diff := cmp.Diff(got, o.want); diff != "" {
+							t.Errorf("op %d (-got +want):\n%s", i, diff)
+						}
+					}
+				})
+			}
+		})
+	}
+}

@@ -34,20 +34,22 @@ func NewRedis(c redis.Scripter, prefix string, rate Rate) (*Redis, error) {
 }
 
 // bucketScript: KEYS[1] bucket hash {t: tokens, n: last refill, unix µs};
-// ARGV limit, period µs, cost, now µs. Returns {allowed 0/1, remaining,
+// ARGV limit, period µs, cost, now µs, force (1: Debit, spend even into
+// debt). Returns {allowed 0/1, remaining,
 // retry after µs}. Same arithmetic as take.
 var bucketScript = redis.NewScript(`
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
+local force = ARGV[5] == '1'
 local s = redis.call('HMGET', KEYS[1], 't', 'n')
 local tokens = tonumber(s[1]) or limit
 local last = tonumber(s[2]) or now
 if now < last then now = last end
 tokens = math.min(limit, tokens + (now - last) * limit / period)
 local allowed, retry = 0, 0
-if cost <= tokens then
+if force or cost <= tokens then
   tokens = tokens - cost
   allowed = 1
 elseif cost > limit then
@@ -61,11 +63,20 @@ return {allowed, math.floor(tokens), retry}
 `)
 
 func (r *Redis) Allow(ctx context.Context, key string, cost int64, now time.Time) (Decision, error) {
+	return r.spend(ctx, key, cost, now, 0)
+}
+
+func (r *Redis) Debit(ctx context.Context, key string, cost int64, now time.Time) error {
+	_, err := r.spend(ctx, key, cost, now, 1)
+	return err
+}
+
+func (r *Redis) spend(ctx context.Context, key string, cost int64, now time.Time, force int) (Decision, error) {
 	if err := validCost(cost); err != nil {
 		return Decision{}, err
 	}
 	res, err := bucketScript.Run(ctx, r.c, []string{r.prefix + key},
-		r.rate.Limit, r.rate.Period.Microseconds(), cost, now.UnixMicro()).Int64Slice()
+		r.rate.Limit, r.rate.Period.Microseconds(), cost, now.UnixMicro(), force).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit: redis: %w", err)
 	}

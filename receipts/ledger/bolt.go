@@ -73,6 +73,10 @@ func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
 // ErrDuplicate is returned when a receipt ID is recorded twice.
 var ErrDuplicate = errors.New("receipt ID already recorded")
 
+// ErrNotPending is returned by AssignBatch when a receipt is already in a
+// batch (another prover closed it first).
+var ErrNotPending = errors.New("ledger: receipt is not pending")
+
 // Append queues entries for the committer and returns once they are
 // durable. Concurrent appends are group-committed: while one transaction is
 // being fsync'd, the next group gathers, so an idle ledger adds no wait and
@@ -244,7 +248,7 @@ func (s *BoltStore) AssignBatch(ctx context.Context, b *Batch) error {
 		for i, id := range b.Receipts {
 			k := ib.Get([]byte(id))
 			if k == nil || pb.Get(k) == nil {
-				return fmt.Errorf("ledger: receipt %s is not pending", id)
+				return fmt.Errorf("%w: receipt %s", ErrNotPending, id)
 			}
 			seqs[i] = seqOf(k)
 		}

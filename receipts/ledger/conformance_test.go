@@ -55,6 +55,26 @@ func storeKinds() []storeKind {
 			st := open()
 			return st, func() Store { st.Close(); st = open(); return st }
 		}},
+		// What a gateway in the Redis mode writes through: Redis with a
+		// local spool in front for outages.
+		{"redis+spool", func(t testing.TB) (Store, func() Store) {
+			r := redistest.New(t)
+			path := filepath.Join(t.TempDir(), "spool.db")
+			open := func() Store {
+				rs, err := OpenRedis(context.Background(), r.URL, RedisOptions{Prefix: r.Prefix})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := OpenSpool(rs, path, SpoolOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				return st
+			}
+			st := open()
+			return st, func() Store { st.Close(); st = open(); return st }
+		}},
 	}
 }
 

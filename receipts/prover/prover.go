@@ -37,6 +37,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/ids"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
@@ -67,6 +68,16 @@ type Config struct {
 	// Obs traces each batch (its own trace, linked to the requests whose
 	// receipts it proves) and records proving time. nil: off.
 	Obs *obs.Provider `yaml:"-"`
+
+	// Consumer names this prover on a shared proving queue (a store that
+	// is a ledger.Queue); default host-pid-random. Names must differ
+	// between live provers.
+	Consumer string `yaml:"consumer"`
+	// ClaimIdle is how long a queued job may sit unacknowledged before
+	// another prover takes it over (default 30s). A prover renews its claim
+	// every ClaimIdle/3 while it works, so a slow proof is not taken over;
+	// a dead prover's is, after ClaimIdle.
+	ClaimIdle time.Duration `yaml:"claim_idle"`
 }
 
 // Validate names the first bad field.
@@ -80,6 +91,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("prover: interval %s: want 0 (default 250ms) to 1m", c.Interval)
 	case c.GiveUpAfter < 0:
 		return fmt.Errorf("prover: give_up_after %s is negative", c.GiveUpAfter)
+	case c.ClaimIdle < 0 || c.ClaimIdle > time.Hour:
+		return fmt.Errorf("prover: claim_idle %s: want 0 (default 30s) to 1h", c.ClaimIdle)
+	case len(c.Consumer) > 128:
+		return fmt.Errorf("prover: consumer name longer than 128 bytes")
 	}
 	return nil
 }
@@ -107,6 +122,13 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 	}
 	if cfg.GiveUpAfter <= 0 {
 		cfg.GiveUpAfter = 10 * time.Minute
+	}
+	if cfg.ClaimIdle <= 0 {
+		cfg.ClaimIdle = 30 * time.Second
+	}
+	if cfg.Consumer == "" {
+		host, _ := os.Hostname()
+		cfg.Consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), ids.New(""))
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -146,8 +168,13 @@ func Run(ctx context.Context, l *ledger.Ledger, cfg Config) error {
 	return p.Run(ctx)
 }
 
-// Run is the loop behind the package-level Run.
+// Run is the loop behind the package-level Run. Over a store that is a
+// ledger.Queue it runs as one of many provers sharing the queue (see
+// runQueue); otherwise it is the only prover of its ledger.
 func (p *Pipeline) Run(ctx context.Context) error {
+	if q, ok := p.store.(ledger.Queue); ok {
+		return p.runQueue(ctx, q)
+	}
 	tick := make(chan struct{}, 1)
 	for {
 		if _, err := p.Step(ctx); err != nil && ctx.Err() == nil {
@@ -377,6 +404,11 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
 	pspan.SetError(err)
 	pspan.End()
 	p.cfg.Obs.Metrics().RecordProving(ctx, time.Since(start), err == nil)
+	if ctx.Err() != nil {
+		// Stopped while proving: store nothing, as a killed process would
+		// not; the batch stays open for the next pass or another prover.
+		return 0, fmt.Errorf("batch %d: %w", b.Seq, context.Cause(ctx))
+	}
 	if err != nil {
 		return fail(err)
 	}

@@ -1,0 +1,119 @@
+package prover
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/receipts/ledger"
+)
+
+// runQueue is Run for a prover sharing a ledger.Queue with others (the
+// Redis mode: `tollgate prover --redis URL`, any number of them). One loop
+// (so the key set needs no lock) does two things in turn:
+//
+//   - planning, at most every Interval: close the batches that are due (as Step
+//     does) with AssignBatch, which puts each on the queue atomically. Every
+//     prover plans; two closing the same receipts race on AssignBatch and
+//     exactly one wins (the other gets ledger.ErrNotPending). Provers
+//     sharing a queue must share their key capacities, since whichever
+//     closes a batch picks its circuit size.
+//   - proving: claim a job (a dead prover's first, after ClaimIdle; else a
+//     new one), prove it while renewing the claim, store the outcome, and
+//     acknowledge it. A transient failure leaves the job unacknowledged, so
+//     it is claimed again (by any prover) after ClaimIdle.
+//
+// A job is acknowledged only after its batch's outcome is stored, and the
+// store keeps the first outcome of a batch only, so every receipt is proven
+// exactly once however provers die or stall.
+func (p *Pipeline) runQueue(ctx context.Context, q ledger.Queue) error {
+	p.logger.Info("prover joined the shared proving queue", "consumer", p.cfg.Consumer, "claim_idle", p.cfg.ClaimIdle)
+	var planned time.Time
+	for ctx.Err() == nil {
+		if now := p.cfg.Clock.Now(); now.Sub(planned) >= p.cfg.Interval {
+			planned = now
+			if err := p.plan(ctx); err != nil && ctx.Err() == nil {
+				p.logger.Error("prover: closing batches failed", "err", err)
+			}
+		}
+		j, err := q.Claim(ctx, p.cfg.Consumer, p.cfg.ClaimIdle, p.cfg.Interval)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.logger.Error("proving queue: claim failed", "err", err)
+				p.sleep(ctx, p.cfg.Interval)
+			}
+			continue
+		}
+		if j == nil {
+			continue
+		}
+		if err := p.work(ctx, q, j); err != nil && ctx.Err() == nil {
+			p.logger.Warn("proving job not done; it will be claimed again", "job", j.ID, "batch", j.Batch.Seq, "err", err)
+		}
+	}
+	return nil
+}
+
+// work proves one claimed job and acknowledges it once its outcome is
+// stored.
+func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) error {
+	if j.Finished() {
+		p.logger.Info("proving job already finished by an earlier prover; acknowledged", "batch", j.Batch.Seq, "status", j.Batch.Status)
+		return q.Ack(ctx, j)
+	}
+	if j.Deliveries > 1 {
+		p.logger.Info("taking over a proving job", "batch", j.Batch.Seq, "deliveries", j.Deliveries)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(p.cfg.ClaimIdle / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				if err := q.Touch(wctx, p.cfg.Consumer, j); err != nil && wctx.Err() == nil {
+					p.logger.Warn("proving job: claim not renewed", "batch", j.Batch.Seq, "err", err)
+				}
+			}
+		}
+	}()
+	_, err := p.prove(wctx, j.Batch)
+	stop()
+	<-renewed
+	if err != nil {
+		return err
+	}
+	return q.Ack(ctx, j)
+}
+
+// plan closes and queues the batches that are due. Losing a race to
+// another prover is not an error.
+func (p *Pipeline) plan(ctx context.Context) error {
+	p.refreshKeys()
+	pending, err := p.store.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, b := range p.due(pending) {
+		if err := p.store.AssignBatch(ctx, b); err != nil && !errors.Is(err, ledger.ErrNotPending) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sleep waits d on the pipeline's clock, or until ctx ends.
+func (p *Pipeline) sleep(ctx context.Context, d time.Duration) {
+	done := make(chan struct{})
+	t := p.cfg.Clock.AfterFunc(d, func() { close(done) })
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-done:
+	}
+}
