@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -323,6 +324,23 @@ func (s *BoltStore) Meta(ctx context.Context, k string) ([]byte, error) {
 
 func (s *BoltStore) PutMeta(ctx context.Context, k string, v []byte) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put([]byte(k), v) })
+}
+
+// SwapMeta writes v under k if k still holds old (nil: absent). bbolt
+// locks the file to one process, but a swap keeps the Store contract the
+// same for every implementation.
+func (s *BoltStore) SwapMeta(ctx context.Context, k string, old, v []byte) (bool, error) {
+	swapped := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		cur := b.Get([]byte(k))
+		if (cur == nil) != (old == nil) || !bytes.Equal(cur, old) {
+			return nil
+		}
+		swapped = true
+		return b.Put([]byte(k), v)
+	})
+	return swapped && err == nil, err
 }
 
 // Close stops the committer (queued appends fail with errClosed) and closes

@@ -280,17 +280,24 @@ type registryState struct {
 const metaRegistry = "registry"
 
 func (l *Ledger) loadRegistry(ctx context.Context) (*registryState, error) {
+	st, _, err := l.loadRegistryRaw(ctx)
+	return st, err
+}
+
+// loadRegistryRaw is loadRegistry that also returns the stored bytes, for
+// a compare-and-swap of the next state.
+func (l *Ledger) loadRegistryRaw(ctx context.Context) (*registryState, []byte, error) {
 	b, err := l.store.Meta(ctx, metaRegistry)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st := &registryState{}
 	if b != nil {
 		if err := json.Unmarshal(b, st); err != nil {
-			return nil, fmt.Errorf("registry: %w", err)
+			return nil, nil, fmt.Errorf("registry: %w", err)
 		}
 	}
-	return st, nil
+	return st, b, nil
 }
 
 // RegisterModels adds model versions to the registry (append-only; known
@@ -299,41 +306,59 @@ func (l *Ledger) loadRegistry(ctx context.Context) (*registryState, error) {
 func (l *Ledger) RegisterModels(ctx context.Context, versions ...workers.ModelVersion) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st, err := l.loadRegistry(ctx)
-	if err != nil {
-		return err
-	}
-	changed := false
-	for _, v := range versions {
-		d, err := receipts.ParseDigest(v.Digest)
+	// Several gateway replicas may update a shared store's registry at
+	// once: with a MetaSwapper the update is a compare-and-swap, retried on
+	// a conflict, so no replica's versions are lost.
+	swapper, shared := l.store.(MetaSwapper)
+	for attempt := 1; ; attempt++ {
+		st, raw, err := l.loadRegistryRaw(ctx)
 		if err != nil {
-			return fmt.Errorf("model %s: %w", v.Name, err)
+			return err
 		}
-		c := receipts.ElementHex(receipts.ModelVersionCommitment(v.Name, d))
-		known := false
-		for _, e := range st.Versions {
-			known = known || e.Commitment == c
+		changed := false
+		for _, v := range versions {
+			d, err := receipts.ParseDigest(v.Digest)
+			if err != nil {
+				return fmt.Errorf("model %s: %w", v.Name, err)
+			}
+			c := receipts.ElementHex(receipts.ModelVersionCommitment(v.Name, d))
+			known := false
+			for _, e := range st.Versions {
+				known = known || e.Commitment == c
+			}
+			if !known {
+				st.Versions = append(st.Versions, RegistryEntry{Name: v.Name, Digest: strings.ToLower(v.Digest), Commitment: c})
+				changed = true
+			}
 		}
-		if !known {
-			st.Versions = append(st.Versions, RegistryEntry{Name: v.Name, Digest: strings.ToLower(v.Digest), Commitment: c})
-			changed = true
+		if !changed {
+			return nil
+		}
+		reg, err := st.registry()
+		if err != nil {
+			return err
+		}
+		st.Root = receipts.ElementHex(reg.Root())
+		st.Roots = append(st.Roots, st.Root)
+		b, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if !shared {
+			return l.store.PutMeta(ctx, metaRegistry, b)
+		}
+		swapped, err := swapper.SwapMeta(ctx, metaRegistry, raw, b)
+		if err != nil || swapped {
+			return err
+		}
+		if attempt == maxRegistrySwaps {
+			return fmt.Errorf("registry: %d concurrent updates in a row; try again", attempt)
 		}
 	}
-	if !changed {
-		return nil
-	}
-	reg, err := st.registry()
-	if err != nil {
-		return err
-	}
-	st.Root = receipts.ElementHex(reg.Root())
-	st.Roots = append(st.Roots, st.Root)
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return l.store.PutMeta(ctx, metaRegistry, b)
 }
+
+// maxRegistrySwaps bounds RegisterModels's compare-and-swap retries.
+const maxRegistrySwaps = 32
 
 func (st *registryState) registry() (*receipts.Registry, error) {
 	cs := make([]fr.Element, len(st.Versions))

@@ -517,6 +517,33 @@ func (s *RedisStore) PutMeta(ctx context.Context, k string, v []byte) error {
 	return nil
 }
 
+// swapMetaScript sets a meta field only if it still holds ARGV[2]
+// (ARGV[3] = "1": only if it is absent).
+var swapMetaScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[3] == '1' then
+  if cur then return 0 end
+elseif cur ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+return 1
+`)
+
+// SwapMeta writes v under k if k still holds old (nil: absent), atomically
+// across every process sharing the Redis.
+func (s *RedisStore) SwapMeta(ctx context.Context, k string, old, v []byte) (bool, error) {
+	absent := "0"
+	if old == nil {
+		absent = "1"
+	}
+	n, err := swapMetaScript.Run(ctx, s.c, []string{s.prefix + "meta"}, k, old, absent, v).Int()
+	if err != nil {
+		return false, fmt.Errorf("ledger: redis write: %w", err)
+	}
+	return n == 1, nil
+}
+
 // Close stops the committer (queued appends fail with errClosed) and, if
 // OpenRedis dialed the client, closes it. Safe to call more than once.
 func (s *RedisStore) Close() error {

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -309,4 +310,20 @@ func (s *SpoolStore) Close() error {
 		err = errors.Join(s.db.Close(), s.Store.Close())
 	})
 	return err
+}
+
+// SwapMeta forwards to the primary's compare-and-swap (see MetaSwapper);
+// a primary without one gets a plain compare, then write.
+func (s *SpoolStore) SwapMeta(ctx context.Context, k string, old, v []byte) (bool, error) {
+	if sw, ok := s.Store.(MetaSwapper); ok {
+		return sw.SwapMeta(ctx, k, old, v)
+	}
+	cur, err := s.Store.Meta(ctx, k)
+	if err != nil {
+		return false, err
+	}
+	if (cur == nil) != (old == nil) || !bytes.Equal(cur, old) {
+		return false, nil
+	}
+	return true, s.Store.PutMeta(ctx, k, v)
 }

@@ -91,3 +91,11 @@ type Store interface {
 	PutMeta(ctx context.Context, key string, value []byte) error
 	Close() error
 }
+
+// MetaSwapper is an optional Store extension for stores shared by several
+// processes: SwapMeta writes value under key only if the key still holds
+// old (nil: the key is absent), and reports whether it wrote. The ledger
+// uses it for read-modify-write of shared values (the model registry).
+type MetaSwapper interface {
+	SwapMeta(ctx context.Context, key string, old, value []byte) (bool, error)
+}
