@@ -34,18 +34,40 @@ func newModel(cfg Config, w *weights) *model {
 }
 
 // kvCache holds one sequence's keys and values, room for capacity
-// positions: values are [layer][position][kvDim], keys are stored
-// transposed, [layer][kvDim][position], so that the attention scores of
-// consecutive positions read consecutive memory (and vectorize across
-// positions).
+// positions. Values are [layer][position][kvDim]. Keys are stored in tiles
+// of keyTile positions, transposed within a tile:
+// [layer][position/keyTile][kvDim][position%keyTile], so that the attention
+// scores of consecutive positions read consecutive memory (and vectorize
+// across positions) while one tile of a head is one short contiguous block.
 type kvCache struct {
 	k, v     []float32
 	capacity int
+	tiles    int // key tiles per layer: capacity rounded up to keyTile
 }
 
+// keyTile is the positions per tile of the key cache.
+const keyTile = 16
+
 func (m *model) newKVCache(capacity int) *kvCache {
-	n := m.cfg.NLayers * capacity * m.cfg.KVDim()
-	return &kvCache{k: make([]float32, n), v: make([]float32, n), capacity: capacity}
+	kvDim := m.cfg.KVDim()
+	tiles := (capacity + keyTile - 1) / keyTile
+	return &kvCache{
+		k:        make([]float32, m.cfg.NLayers*tiles*keyTile*kvDim),
+		v:        make([]float32, m.cfg.NLayers*capacity*kvDim),
+		capacity: capacity,
+		tiles:    tiles,
+	}
+}
+
+// layerKeys is layer's part of the key cache.
+func (kv *kvCache) layerKeys(layer, kvDim int) []float32 {
+	n := kv.tiles * keyTile * kvDim
+	return kv.k[layer*n : (layer+1)*n]
+}
+
+// keyAt is the index in a layer's keys of dimension c of position t.
+func keyAt(kvDim, c, t int) int {
+	return t/keyTile*keyTile*kvDim + c*keyTile + t%keyTile
 }
 
 // row is one token of one sequence in a batched forward step.
@@ -107,7 +129,7 @@ func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
 		helperRes: make(chan struct{}, threads),
 	}
 	for p := range ws.att {
-		ws.att[p] = make([]float32, c.NHeads*c.SeqLen)
+		ws.att[p] = make([]float32, attScratch(c))
 		ws.xt[p] = make([]float32, transposedSize(maxRows, max(c.Dim, c.HiddenDim)))
 	}
 	ws.fnQKV, ws.fnAttn, ws.fnWo, ws.fnFFN, ws.fnW2, ws.fnCls = ws.qkv, ws.attention, ws.wo, ws.ffn, ws.w2, ws.classifier
@@ -192,9 +214,9 @@ func (m *model) forward(ws *workspace, rows []row) {
 			rope(k[r*kvDim:(r+1)*kvDim], cos, sin, hs)
 			off := (l*rw.kv.capacity + rw.pos) * kvDim
 			copy(rw.kv.v[off:off+kvDim], v[r*kvDim:(r+1)*kvDim])
-			kt := rw.kv.k[l*kvDim*rw.kv.capacity+rw.pos:]
+			kt := rw.kv.layerKeys(l, kvDim)[keyAt(kvDim, 0, rw.pos):]
 			for i, val := range k[r*kvDim : (r+1)*kvDim] {
-				kt[i*rw.kv.capacity] = val
+				kt[i*keyTile] = val
 			}
 		}
 		ws.run(ws.fnAttn)
@@ -316,7 +338,7 @@ func (m *model) attention(out, q []float32, rw row, layer int, att []float32, kv
 func (m *model) attentionScalar(out, q []float32, rw row, layer int, att []float32, kvMul int) {
 	c := m.cfg
 	hs, kvDim, capacity := c.HeadSize(), c.KVDim(), rw.kv.capacity
-	kt := rw.kv.k[layer*kvDim*capacity : (layer+1)*kvDim*capacity]
+	kt := rw.kv.layerKeys(layer, kvDim)
 	vc := rw.kv.v[layer*capacity*kvDim : layer*capacity*kvDim+(rw.pos+1)*kvDim]
 	att = att[:rw.pos+1]
 	for h := 0; h < c.NHeads; h++ {
@@ -324,14 +346,14 @@ func (m *model) attentionScalar(out, q []float32, rw row, layer int, att []float
 		ko := (h / kvMul) * hs
 		xh := out[h*hs : (h+1)*hs]
 		if hs%8 == 0 {
-			softmaxFrom(att, scores8(att, qh, kt[ko*capacity:], capacity, m.attScale))
+			softmaxFrom(att, scores8(att, qh, kt, kvDim, ko, m.attScale))
 			weightedSum8(xh, att, vc, ko, kvDim)
 			continue
 		}
 		for t := range att {
 			var score float32
 			for i, qv := range qh {
-				score += float32(qv * kt[(ko+i)*capacity+t])
+				score += float32(qv * kt[keyAt(kvDim, ko+i, t)])
 			}
 			att[t] = score / m.attScale
 		}
@@ -348,43 +370,47 @@ func (m *model) attentionScalar(out, q []float32, rw row, layer int, att []float
 }
 
 // scores8 sets att[t] = (q·k_t)/scale for a head of a multiple of 8 dims
-// whose transposed keys start at kt (dimension i of position t at
-// kt[i*stride+t]), and returns the largest score.
-func scores8(att, q, kt []float32, stride int, scale float32) float32 {
+// whose first dimension is ko, reading the layer's tiled keys kt (see
+// kvCache), and returns the largest score.
+func scores8(att, q, kt []float32, kvDim, ko int, scale float32) float32 {
 	maxVal := float32(math.Inf(-1))
 	inv := 1 / float64(scale)
-	n := len(att)
-	for i0 := 0; i0+8 <= len(q); i0 += 8 {
-		q0, q1, q2, q3, q4, q5, q6, q7 := q[i0], q[i0+1], q[i0+2], q[i0+3], q[i0+4], q[i0+5], q[i0+6], q[i0+7]
-		k0 := kt[i0*stride : i0*stride+n]
-		k1 := kt[(i0+1)*stride : (i0+1)*stride+n]
-		k2 := kt[(i0+2)*stride : (i0+2)*stride+n]
-		k3 := kt[(i0+3)*stride : (i0+3)*stride+n]
-		k4 := kt[(i0+4)*stride : (i0+4)*stride+n]
-		k5 := kt[(i0+5)*stride : (i0+5)*stride+n]
-		k6 := kt[(i0+6)*stride : (i0+6)*stride+n]
-		k7 := kt[(i0+7)*stride : (i0+7)*stride+n]
-		last := i0+8 == len(q)
-		for t := range att {
-			var s float32
-			if i0 > 0 {
-				s = att[t] // the partial sum of the earlier dimensions
-			}
-			s += float32(q0 * k0[t])
-			s += float32(q1 * k1[t])
-			s += float32(q2 * k2[t])
-			s += float32(q3 * k3[t])
-			s += float32(q4 * k4[t])
-			s += float32(q5 * k5[t])
-			s += float32(q6 * k6[t])
-			s += float32(q7 * k7[t])
-			if last {
-				s = divf(s, inv)
-				if s > maxVal {
-					maxVal = s
+	for t0 := 0; t0 < len(att); t0 += keyTile {
+		tile := kt[keyAt(kvDim, ko, t0):]
+		a := att[t0:min(t0+keyTile, len(att))]
+		n := len(a)
+		for i0 := 0; i0+8 <= len(q); i0 += 8 {
+			q0, q1, q2, q3, q4, q5, q6, q7 := q[i0], q[i0+1], q[i0+2], q[i0+3], q[i0+4], q[i0+5], q[i0+6], q[i0+7]
+			k0 := tile[i0*keyTile : i0*keyTile+n]
+			k1 := tile[(i0+1)*keyTile : (i0+1)*keyTile+n]
+			k2 := tile[(i0+2)*keyTile : (i0+2)*keyTile+n]
+			k3 := tile[(i0+3)*keyTile : (i0+3)*keyTile+n]
+			k4 := tile[(i0+4)*keyTile : (i0+4)*keyTile+n]
+			k5 := tile[(i0+5)*keyTile : (i0+5)*keyTile+n]
+			k6 := tile[(i0+6)*keyTile : (i0+6)*keyTile+n]
+			k7 := tile[(i0+7)*keyTile : (i0+7)*keyTile+n]
+			last := i0+8 == len(q)
+			for t := range a {
+				var s float32
+				if i0 > 0 {
+					s = a[t] // the partial sum of the earlier dimensions
 				}
+				s += float32(q0 * k0[t])
+				s += float32(q1 * k1[t])
+				s += float32(q2 * k2[t])
+				s += float32(q3 * k3[t])
+				s += float32(q4 * k4[t])
+				s += float32(q5 * k5[t])
+				s += float32(q6 * k6[t])
+				s += float32(q7 * k7[t])
+				if last {
+					s = divf(s, inv)
+					if s > maxVal {
+						maxVal = s
+					}
+				}
+				a[t] = s
 			}
-			att[t] = s
 		}
 	}
 	return maxVal

@@ -113,7 +113,7 @@ func TestAttentionVecMatchesScalar(t *testing.T) {
 				}
 				rw := row{pos: pos, kv: kv}
 				want, got := make([]float32, cfg.Dim), make([]float32, cfg.Dim)
-				att := make([]float32, cfg.NHeads*cfg.SeqLen)
+				att := make([]float32, attScratch(cfg))
 				m.attentionScalar(want, q, rw, 1, att, cfg.NHeads/cfg.NKVHeads)
 				if !m.attentionVec(got, q, rw, 1, att, cfg.NHeads/cfg.NKVHeads) {
 					t.Fatal("attentionVec declined a head size of 8")
