@@ -78,12 +78,20 @@ type row struct {
 }
 
 // parallelMinRows is the smallest step split across helper goroutines:
-// below it a step is too short to pay for the hand-offs.
+// below it a step is too short to pay for the hand-off.
 const parallelMinRows = 4
+
+// rowCostPositions weighs a row's matmuls against its attention when a step
+// is split: on stories260K at batch 16 one row's share of the matmuls costs
+// about as much as attending over this many positions.
+const rowCostPositions = 128
 
 // workspace is the forward pass's scratch memory and its helper goroutines,
 // sized once for the largest batch so that a step allocates nothing. It is
-// used by one goroutine at a time (the engine's loop).
+// used by one goroutine at a time (the engine's loop). Buffers hold one
+// slice per row (x: [row][dim], and so on), so parts of a step that own
+// disjoint rows never share memory except the per-part scratch they index
+// by part.
 type workspace struct {
 	m                            *model
 	maxRows                      int
@@ -92,16 +100,12 @@ type workspace struct {
 	xt                           [][]float32 // per part: transposed matmul input (see matmulRows)
 	xl, logits                   []float32   // rows that want logits, packed
 
-	// The current step, read by the phase functions.
+	// The current step, read by the parts.
 	rows      []row
-	layer     int
-	nl        int   // rows that want logits
 	parts     int   // parts the current step is split into
-	attSplit  []int // attention rows of part p: attSplit[p] ≤ r < attSplit[p+1]
-	helpers   []chan func(int)
+	bounds    []int // rows of part p: bounds[p] ≤ r < bounds[p+1]
+	helpers   []chan int
 	helperRes chan struct{}
-	// Phase functions, bound once so that running them allocates nothing.
-	fnQKV, fnAttn, fnWo, fnFFN, fnW2, fnCls func(int)
 }
 
 // newWorkspace sizes scratch for maxRows rows, of which at most
@@ -125,23 +129,22 @@ func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
 		xt:        make([][]float32, threads),
 		xl:        make([]float32, maxRows*c.Dim),
 		logits:    make([]float32, maxLogitRows*c.VocabSize),
-		attSplit:  make([]int, threads+1),
+		bounds:    make([]int, threads+1),
 		helperRes: make(chan struct{}, threads),
 	}
 	for p := range ws.att {
 		ws.att[p] = make([]float32, attScratch(c))
 		ws.xt[p] = make([]float32, transposedSize(maxRows, max(c.Dim, c.HiddenDim)))
 	}
-	ws.fnQKV, ws.fnAttn, ws.fnWo, ws.fnFFN, ws.fnW2, ws.fnCls = ws.qkv, ws.attention, ws.wo, ws.ffn, ws.w2, ws.classifier
 	for range threads - 1 {
-		ch := make(chan func(int))
+		ch := make(chan int)
 		ws.helpers = append(ws.helpers, ch)
-		go func(part int) {
-			for f := range ch {
-				f(part)
+		go func() {
+			for part := range ch {
+				ws.runPart(part)
 				ws.helperRes <- struct{}{}
 			}
-		}(len(ws.helpers))
+		}()
 	}
 	return ws
 }
@@ -154,59 +157,115 @@ func (ws *workspace) close() {
 	ws.helpers = nil
 }
 
-// run calls f for every part of the current step, part 0 on the calling
-// goroutine, and returns when all are done.
-func (ws *workspace) run(f func(int)) {
-	for p := 1; p < ws.parts; p++ {
-		ws.helpers[p-1] <- f
-	}
-	f(0)
-	for p := 1; p < ws.parts; p++ {
-		<-ws.helperRes
-	}
-}
-
-// cols is part p's share [lo, hi) of d output columns, split at multiples
-// of six to keep the matmul's register blocks whole.
-func (ws *workspace) cols(p, d int) (int, int) {
-	lo := d * p / ws.parts / 6 * 6
-	hi := d * (p + 1) / ws.parts / 6 * 6
-	if p == ws.parts-1 {
-		hi = d
-	}
-	return lo, hi
-}
-
 // forward runs one batched step: every row's token at its position, writing
 // each row's keys and values into its sequence's cache. Afterwards ws.x holds
 // each row's final hidden state (after the final RMSNorm) and ws.logits the
-// classifier output of the rows with logits set, packed in row order. Each
-// weight matrix is swept once for the whole batch; large steps are split
-// across the helper goroutines by output columns (matmuls) and by rows
-// (attention), which changes no result. Rows of one sequence must appear in
-// position order; a row attends to every cached position up to its own,
-// including those written by earlier rows of the same step.
+// classifier output of the rows with logits set, packed in row order. Rows
+// of one sequence must appear in position order and consecutively; a row
+// attends to every cached position up to its own, including those written
+// by earlier rows of the same step.
+//
+// A large step is split by rows, whole sequences at a time, into parts of
+// about equal cost, each run start to finish on its own goroutine: one
+// hand-off per step, and no result depends on the split (every output is
+// computed from its own row in the same order).
 func (m *model) forward(ws *workspace, rows []row) {
-	c := m.cfg
-	w := m.w
-	n := len(rows)
-	dim, kvDim, hs := c.Dim, c.KVDim(), c.HeadSize()
-	half := hs / 2
 	ws.rows = rows
+	ws.split()
+	for p := 1; p < ws.parts; p++ {
+		ws.helpers[p-1] <- p
+	}
+	ws.runPart(0)
+	for p := 1; p < ws.parts; p++ {
+		<-ws.helperRes
+	}
+	ws.rows = nil
+}
+
+// split sets the parts of the current step: one per goroutine when the
+// step has parallelMinRows rows or more.
+func (ws *workspace) split() {
 	ws.parts = 1
-	if n >= parallelMinRows {
+	if len(ws.rows) >= parallelMinRows {
 		ws.parts = len(ws.helpers) + 1
 	}
-	ws.splitAttention()
-	x, k, v, q := ws.x[:n*dim], ws.k[:n*kvDim], ws.v[:n*kvDim], ws.q[:n*dim]
+	splitRows(ws.bounds[:ws.parts+1], ws.rows)
+}
+
+// splitRows cuts rows into len(bounds)-1 parts, part p being rows
+// bounds[p] ≤ r < bounds[p+1], of about equal cost (rowCostPositions plus
+// the positions a row attends to each), cutting only between sequences (rows
+// with different caches); a part may be empty.
+func splitRows(bounds []int, rows []row) {
+	parts, n := len(bounds)-1, len(rows)
+	total := 0
+	for _, rw := range rows {
+		total += rowCostPositions + rw.pos + 1
+	}
+	bounds[0] = 0
+	p, acc := 1, 0
+	prevEnd, prevAcc := 0, 0 // the last place a cut may go, and the cost before it
+	for r, rw := range rows {
+		acc += rowCostPositions + rw.pos + 1
+		if r+1 < n && rows[r+1].kv == rw.kv {
+			continue // the next row is the same sequence's next position
+		}
+		for p < parts && acc*parts >= total*p {
+			// Cut here or at the previous place, whichever is nearer the
+			// target (costs scaled by parts).
+			if prevEnd > bounds[p-1] && total*p-prevAcc*parts < acc*parts-total*p {
+				bounds[p] = prevEnd
+			} else {
+				bounds[p] = r + 1
+			}
+			p++
+		}
+		prevEnd, prevAcc = r+1, acc
+	}
+	for ; p <= parts; p++ {
+		bounds[p] = n
+	}
+}
+
+// runPart runs the forward pass of part p's rows.
+func (ws *workspace) runPart(p int) {
+	lo, hi := ws.bounds[p], ws.bounds[p+1]
+	if lo == hi {
+		return
+	}
+	logitsBefore := 0
+	for _, rw := range ws.rows[:lo] {
+		if rw.logits {
+			logitsBefore++
+		}
+	}
+	ws.m.forwardRows(ws, p, lo, hi, logitsBefore)
+}
+
+// forwardRows is forward for rows lo..hi-1 of the step, using part p's
+// scratch; their logits go to the packed logit rows from logitsBefore on.
+func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
+	c := m.cfg
+	w := m.w
+	rows := ws.rows[lo:hi]
+	n := len(rows)
+	dim, kvDim, hs, hidden := c.Dim, c.KVDim(), c.HeadSize(), c.HiddenDim
+	half := hs / 2
+	kvMul := c.NHeads / c.NKVHeads
+	x, xb, xb2 := ws.x[lo*dim:hi*dim], ws.xb[lo*dim:hi*dim], ws.xb2[lo*dim:hi*dim]
+	q, k, v := ws.q[lo*dim:hi*dim], ws.k[lo*kvDim:hi*kvDim], ws.v[lo*kvDim:hi*kvDim]
+	hb, hb2 := ws.hb[lo*hidden:hi*hidden], ws.hb2[lo*hidden:hi*hidden]
+	xt, att := ws.xt[p], ws.att[p]
 
 	for r, rw := range rows {
 		copy(x[r*dim:(r+1)*dim], w.tokenEmbedding[rw.token*dim:(rw.token+1)*dim])
 	}
 	for l := 0; l < c.NLayers; l++ {
-		ws.layer = l
-		rmsnormRows(ws.xb, x, w.rmsAtt[l*dim:(l+1)*dim], n, dim)
-		ws.run(ws.fnQKV)
+		rmsnormRows(xb, x, w.rmsAtt[l*dim:(l+1)*dim], n, dim)
+		prepareRows(xt, xb, n, dim)
+		matmulPrepared(xt, q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		matmulPrepared(xt, k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+		matmulPrepared(xt, v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
 		for r, rw := range rows {
 			cos := m.ropeCos[rw.pos*half : (rw.pos+1)*half]
 			sin := m.ropeSin[rw.pos*half : (rw.pos+1)*half]
@@ -219,107 +278,33 @@ func (m *model) forward(ws *workspace, rows []row) {
 				kt[i*keyTile] = val
 			}
 		}
-		ws.run(ws.fnAttn)
-		ws.run(ws.fnWo)
-		addInPlace(x, ws.xb2[:n*dim])
-		rmsnormRows(ws.xb, x, w.rmsFFN[l*dim:(l+1)*dim], n, dim)
-		ws.run(ws.fnFFN)
-		ws.run(ws.fnW2)
-		addInPlace(x, ws.xb[:n*dim])
+		for r, rw := range rows {
+			m.attention(xb[r*dim:(r+1)*dim], q[r*dim:(r+1)*dim], rw, l, att, kvMul)
+		}
+		matmulRows(xt, xb2, xb, w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		addInPlace(x, xb2)
+		rmsnormRows(xb, x, w.rmsFFN[l*dim:(l+1)*dim], n, dim)
+		// silu(w1·x) * (w3·x)
+		prepareRows(xt, xb, n, dim)
+		matmulPrepared(xt, hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+		matmulPrepared(xt, hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+		swigluFast(hb, hb2)
+		matmulRows(xt, xb, hb, w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, 0, dim)
+		addInPlace(x, xb)
 	}
 	rmsnormRows(x, x, w.rmsFinal, n, dim)
 
-	ws.nl = 0
+	nl := 0
+	xl := ws.xl[logitsBefore*dim:]
 	for r, rw := range rows {
 		if rw.logits {
-			copy(ws.xl[ws.nl*dim:(ws.nl+1)*dim], x[r*dim:(r+1)*dim])
-			ws.nl++
+			copy(xl[nl*dim:(nl+1)*dim], x[r*dim:(r+1)*dim])
+			nl++
 		}
 	}
-	if ws.nl > 0 {
-		if ws.nl < parallelMinRows {
-			ws.parts = 1
-		}
-		ws.run(ws.fnCls)
+	if nl > 0 {
+		matmulRows(xt, ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], w.wcls, nl, dim, c.VocabSize, 0, c.VocabSize)
 	}
-	ws.rows = nil
-}
-
-// splitAttention balances attention rows over the parts by their cost,
-// which grows with the position.
-func (ws *workspace) splitAttention() {
-	total := 0
-	for _, rw := range ws.rows {
-		total += rw.pos + 1
-	}
-	ws.attSplit[0] = 0
-	p, acc := 1, 0
-	for r, rw := range ws.rows {
-		acc += rw.pos + 1
-		for p < ws.parts && acc*ws.parts >= total*p {
-			ws.attSplit[p] = r + 1
-			p++
-		}
-	}
-	for ; p <= ws.parts; p++ {
-		ws.attSplit[p] = len(ws.rows)
-	}
-}
-
-func (ws *workspace) qkv(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim, kvDim := c.Dim, c.KVDim()
-	xb := ws.xb[:n*dim]
-	xt := ws.xt[p]
-	prepareRows(xt, xb, n, dim)
-	lo, hi := ws.cols(p, dim)
-	matmulPrepared(xt, ws.q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
-	lo, hi = ws.cols(p, kvDim)
-	matmulPrepared(xt, ws.k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
-	matmulPrepared(xt, ws.v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
-}
-
-func (ws *workspace) attention(p int) {
-	c := ws.m.cfg
-	dim, kvMul := c.Dim, c.NHeads/c.NKVHeads
-	for r := ws.attSplit[p]; r < ws.attSplit[p+1]; r++ {
-		ws.m.attention(ws.xb[r*dim:(r+1)*dim], ws.q[r*dim:(r+1)*dim], ws.rows[r], ws.layer, ws.att[p], kvMul)
-	}
-}
-
-func (ws *workspace) wo(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim := c.Dim
-	lo, hi := ws.cols(p, dim)
-	matmulRows(ws.xt[p], ws.xb2, ws.xb[:n*dim], w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
-}
-
-// ffn computes this part's columns of silu(w1·x) * (w3·x).
-func (ws *workspace) ffn(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim, hidden := c.Dim, c.HiddenDim
-	xb := ws.xb[:n*dim]
-	lo, hi := ws.cols(p, hidden)
-	xt := ws.xt[p]
-	prepareRows(xt, xb, n, dim)
-	matmulPrepared(xt, ws.hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
-	matmulPrepared(xt, ws.hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
-	for r := 0; r < n; r++ {
-		swigluFast(ws.hb[r*hidden+lo:r*hidden+hi], ws.hb2[r*hidden+lo:r*hidden+hi])
-	}
-}
-
-func (ws *workspace) w2(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim, hidden := c.Dim, c.HiddenDim
-	lo, hi := ws.cols(p, dim)
-	matmulRows(ws.xt[p], ws.xb, ws.hb[:n*hidden], w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, lo, hi)
-}
-
-func (ws *workspace) classifier(p int) {
-	c := ws.m.cfg
-	lo, hi := ws.cols(p, c.VocabSize)
-	matmulRows(ws.xt[p], ws.logits, ws.xl[:ws.nl*c.Dim], ws.m.w.wcls, ws.nl, c.Dim, c.VocabSize, lo, hi)
 }
 
 // attention computes one row's multi-head attention output into out, as
