@@ -81,10 +81,10 @@
 // by rows, whole sequences at a time, into Options.Threads parts of about
 // equal cost, each run start to finish on its own goroutine (one hand-off
 // per step; a per-layer split needed five barriers a layer, which lost more
-// than it gained on a busy machine); no result depends on the split. Tokens
-// go to each request's goroutine
-// over a channel buffered for the whole generation, so a slow client never
-// stalls the batch; a full queue (MaxQueue) answers 429.
+// than it gained on a busy machine); no result depends on the split.
+// Tokens go to each request's goroutine over a channel buffered for the
+// whole generation, so a slow client never stalls the batch; a full queue
+// (MaxQueue) answers 429.
 //
 // # Vector kernels
 //
