@@ -13,3 +13,7 @@ func softmaxFast(x []float32) { softmax(x) }
 
 // swigluFast is swiglu; the vector build has a faster one.
 func swigluFast(hb, hb2 []float32) { swiglu(hb, hb2) }
+
+// attScratch is the attention scratch one row needs: every head's scores
+// over the whole context.
+func attScratch(c Config) int { return c.NHeads * c.SeqLen }

@@ -77,11 +77,14 @@
 // KVCacheBytes, drops cancelled ones, and runs one batched forward pass over
 // every running sequence — one row per decoding sequence, several prompt
 // positions per prefilling one within MaxBatchTokens — reading each weight
-// matrix once for the whole batch. Steps of four rows or more are split
-// across Options.Threads goroutines (matmuls by output columns, attention by
-// rows), which changes no result. Tokens go to each request's goroutine
-// over a channel buffered for the whole generation, so a slow client never
-// stalls the batch; a full queue (MaxQueue) answers 429.
+// matrix once per part of the batch. Steps of four rows or more are split
+// by rows, whole sequences at a time, into Options.Threads parts of about
+// equal cost, each run start to finish on its own goroutine (one hand-off
+// per step; a per-layer split needed five barriers a layer, which lost more
+// than it gained on a busy machine); no result depends on the split.
+// Tokens go to each request's goroutine over a channel buffered for the
+// whole generation, so a slow client never stalls the batch; a full queue
+// (MaxQueue) answers 429.
 //
 // # Vector kernels
 //

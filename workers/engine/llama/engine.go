@@ -46,8 +46,9 @@ type Options struct {
 	// MaxBatchTokens bounds the positions one step runs, prompt prefill
 	// included (default 128, at least MaxNumSeqs).
 	MaxBatchTokens int
-	// Threads is the goroutines one large step is split across (default
-	// GOMAXPROCS). Steps under four rows always run on one.
+	// Threads is the goroutines one large step is split across, by rows
+	// (default GOMAXPROCS; a worker process sharing its CPUs can bound it).
+	// Steps under four rows always run on one.
 	Threads int
 	// Logger receives load and request logs (default: discard).
 	Logger *slog.Logger

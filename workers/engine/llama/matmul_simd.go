@@ -2,7 +2,10 @@
 
 package llama
 
-import "simd/archsimd"
+import (
+	"simd/archsimd"
+	"unsafe"
+)
 
 // This file vectorizes the batched matmul ACROSS THE BATCH: for
 // out[r][i] = Σ_j w[i][j]·x[r][j], the input rows are transposed into
@@ -142,10 +145,10 @@ func kernel16(res *[simdBlock * 16]float32, xt []float32, w *[simdBlock][]float3
 	w0 := w[0]
 	in := len(w0)
 	w1, w2, w3, w4, w5 := w[1][:in], w[2][:in], w[3][:in], w[4][:in], w[5][:in]
-	xt = xt[:in*16]
 	var a0, a1, a2, a3, a4, a5 archsimd.Float32x16
-	for j := range in {
-		xv := archsimd.LoadFloat32x16((*[16]float32)(xt[j*16:]))
+	xs := lanesOf16(xt, in)
+	for j := range xs {
+		xv := archsimd.LoadFloat32x16(&xs[j])
 		a0 = a0.Add(archsimd.BroadcastFloat32x16(w0[j]).Mul(xv))
 		a1 = a1.Add(archsimd.BroadcastFloat32x16(w1[j]).Mul(xv))
 		a2 = a2.Add(archsimd.BroadcastFloat32x16(w2[j]).Mul(xv))
@@ -168,10 +171,10 @@ func kernel8(res *[simdBlock * 16]float32, xt []float32, w *[simdBlock][]float32
 	w0 := w[0]
 	in := len(w0)
 	w1, w2, w3, w4, w5 := w[1][:in], w[2][:in], w[3][:in], w[4][:in], w[5][:in]
-	xt = xt[:in*8]
 	var a0, a1, a2, a3, a4, a5 archsimd.Float32x8
-	for j := range in {
-		xv := archsimd.LoadFloat32x8((*[8]float32)(xt[j*8:]))
+	xs := lanesOf8(xt, in)
+	for j := range xs {
+		xv := archsimd.LoadFloat32x8(&xs[j])
 		a0 = a0.Add(archsimd.BroadcastFloat32x8(w0[j]).Mul(xv))
 		a1 = a1.Add(archsimd.BroadcastFloat32x8(w1[j]).Mul(xv))
 		a2 = a2.Add(archsimd.BroadcastFloat32x8(w2[j]).Mul(xv))
@@ -186,4 +189,23 @@ func kernel8(res *[simdBlock * 16]float32, xt []float32, w *[simdBlock][]float32
 	a4.Store((*[8]float32)(res[32:]))
 	a5.Store((*[8]float32)(res[40:]))
 	archsimd.ClearAVXUpperBits()
+}
+
+// lanesOf16 views the first n*16 floats of xt as n vectors of 16 (the
+// kernels range over them without a bounds check per load).
+func lanesOf16(xt []float32, n int) [][16]float32 {
+	xt = xt[:n*16]
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*[16]float32)(unsafe.Pointer(&xt[0])), n)
+}
+
+// lanesOf8 views the first n*8 floats of xt as n vectors of 8.
+func lanesOf8(xt []float32, n int) [][8]float32 {
+	xt = xt[:n*8]
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*[8]float32)(unsafe.Pointer(&xt[0])), n)
 }

@@ -34,18 +34,40 @@ func newModel(cfg Config, w *weights) *model {
 }
 
 // kvCache holds one sequence's keys and values, room for capacity
-// positions: values are [layer][position][kvDim], keys are stored
-// transposed, [layer][kvDim][position], so that the attention scores of
-// consecutive positions read consecutive memory (and vectorize across
-// positions).
+// positions. Values are [layer][position][kvDim]. Keys are stored in tiles
+// of keyTile positions, transposed within a tile:
+// [layer][position/keyTile][kvDim][position%keyTile], so that the attention
+// scores of consecutive positions read consecutive memory (and vectorize
+// across positions) while one tile of a head is one short contiguous block.
 type kvCache struct {
 	k, v     []float32
 	capacity int
+	tiles    int // key tiles per layer: capacity rounded up to keyTile
 }
 
+// keyTile is the positions per tile of the key cache.
+const keyTile = 16
+
 func (m *model) newKVCache(capacity int) *kvCache {
-	n := m.cfg.NLayers * capacity * m.cfg.KVDim()
-	return &kvCache{k: make([]float32, n), v: make([]float32, n), capacity: capacity}
+	kvDim := m.cfg.KVDim()
+	tiles := (capacity + keyTile - 1) / keyTile
+	return &kvCache{
+		k:        make([]float32, m.cfg.NLayers*tiles*keyTile*kvDim),
+		v:        make([]float32, m.cfg.NLayers*capacity*kvDim),
+		capacity: capacity,
+		tiles:    tiles,
+	}
+}
+
+// layerKeys is layer's part of the key cache.
+func (kv *kvCache) layerKeys(layer, kvDim int) []float32 {
+	n := kv.tiles * keyTile * kvDim
+	return kv.k[layer*n : (layer+1)*n]
+}
+
+// keyAt is the index in a layer's keys of dimension c of position t.
+func keyAt(kvDim, c, t int) int {
+	return t/keyTile*keyTile*kvDim + c*keyTile + t%keyTile
 }
 
 // row is one token of one sequence in a batched forward step.
@@ -56,12 +78,20 @@ type row struct {
 }
 
 // parallelMinRows is the smallest step split across helper goroutines:
-// below it a step is too short to pay for the hand-offs.
+// below it a step is too short to pay for the hand-off.
 const parallelMinRows = 4
+
+// rowCostPositions weighs a row's matmuls against its attention when a step
+// is split: on stories260K at batch 16 one row's share of the matmuls costs
+// about as much as attending over this many positions.
+const rowCostPositions = 128
 
 // workspace is the forward pass's scratch memory and its helper goroutines,
 // sized once for the largest batch so that a step allocates nothing. It is
-// used by one goroutine at a time (the engine's loop).
+// used by one goroutine at a time (the engine's loop). Buffers hold one
+// slice per row (x: [row][dim], and so on), so parts of a step that own
+// disjoint rows never share memory except the per-part scratch they index
+// by part.
 type workspace struct {
 	m                            *model
 	maxRows                      int
@@ -70,16 +100,12 @@ type workspace struct {
 	xt                           [][]float32 // per part: transposed matmul input (see matmulRows)
 	xl, logits                   []float32   // rows that want logits, packed
 
-	// The current step, read by the phase functions.
+	// The current step, read by the parts.
 	rows      []row
-	layer     int
-	nl        int   // rows that want logits
 	parts     int   // parts the current step is split into
-	attSplit  []int // attention rows of part p: attSplit[p] ≤ r < attSplit[p+1]
-	helpers   []chan func(int)
+	bounds    []int // rows of part p: bounds[p] ≤ r < bounds[p+1]
+	helpers   []chan int
 	helperRes chan struct{}
-	// Phase functions, bound once so that running them allocates nothing.
-	fnQKV, fnAttn, fnWo, fnFFN, fnW2, fnCls func(int)
 }
 
 // newWorkspace sizes scratch for maxRows rows, of which at most
@@ -103,23 +129,22 @@ func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
 		xt:        make([][]float32, threads),
 		xl:        make([]float32, maxRows*c.Dim),
 		logits:    make([]float32, maxLogitRows*c.VocabSize),
-		attSplit:  make([]int, threads+1),
+		bounds:    make([]int, threads+1),
 		helperRes: make(chan struct{}, threads),
 	}
 	for p := range ws.att {
-		ws.att[p] = make([]float32, c.NHeads*c.SeqLen)
+		ws.att[p] = make([]float32, attScratch(c))
 		ws.xt[p] = make([]float32, transposedSize(maxRows, max(c.Dim, c.HiddenDim)))
 	}
-	ws.fnQKV, ws.fnAttn, ws.fnWo, ws.fnFFN, ws.fnW2, ws.fnCls = ws.qkv, ws.attention, ws.wo, ws.ffn, ws.w2, ws.classifier
 	for range threads - 1 {
-		ch := make(chan func(int))
+		ch := make(chan int)
 		ws.helpers = append(ws.helpers, ch)
-		go func(part int) {
-			for f := range ch {
-				f(part)
+		go func() {
+			for part := range ch {
+				ws.runPart(part)
 				ws.helperRes <- struct{}{}
 			}
-		}(len(ws.helpers))
+		}()
 	}
 	return ws
 }
@@ -132,59 +157,115 @@ func (ws *workspace) close() {
 	ws.helpers = nil
 }
 
-// run calls f for every part of the current step, part 0 on the calling
-// goroutine, and returns when all are done.
-func (ws *workspace) run(f func(int)) {
-	for p := 1; p < ws.parts; p++ {
-		ws.helpers[p-1] <- f
-	}
-	f(0)
-	for p := 1; p < ws.parts; p++ {
-		<-ws.helperRes
-	}
-}
-
-// cols is part p's share [lo, hi) of d output columns, split at multiples
-// of six to keep the matmul's register blocks whole.
-func (ws *workspace) cols(p, d int) (int, int) {
-	lo := d * p / ws.parts / 6 * 6
-	hi := d * (p + 1) / ws.parts / 6 * 6
-	if p == ws.parts-1 {
-		hi = d
-	}
-	return lo, hi
-}
-
 // forward runs one batched step: every row's token at its position, writing
 // each row's keys and values into its sequence's cache. Afterwards ws.x holds
 // each row's final hidden state (after the final RMSNorm) and ws.logits the
-// classifier output of the rows with logits set, packed in row order. Each
-// weight matrix is swept once for the whole batch; large steps are split
-// across the helper goroutines by output columns (matmuls) and by rows
-// (attention), which changes no result. Rows of one sequence must appear in
-// position order; a row attends to every cached position up to its own,
-// including those written by earlier rows of the same step.
+// classifier output of the rows with logits set, packed in row order. Rows
+// of one sequence must appear in position order and consecutively; a row
+// attends to every cached position up to its own, including those written
+// by earlier rows of the same step.
+//
+// A large step is split by rows, whole sequences at a time, into parts of
+// about equal cost, each run start to finish on its own goroutine: one
+// hand-off per step, and no result depends on the split (every output is
+// computed from its own row in the same order).
 func (m *model) forward(ws *workspace, rows []row) {
-	c := m.cfg
-	w := m.w
-	n := len(rows)
-	dim, kvDim, hs := c.Dim, c.KVDim(), c.HeadSize()
-	half := hs / 2
 	ws.rows = rows
+	ws.split()
+	for p := 1; p < ws.parts; p++ {
+		ws.helpers[p-1] <- p
+	}
+	ws.runPart(0)
+	for p := 1; p < ws.parts; p++ {
+		<-ws.helperRes
+	}
+	ws.rows = nil
+}
+
+// split sets the parts of the current step: one per goroutine when the
+// step has parallelMinRows rows or more.
+func (ws *workspace) split() {
 	ws.parts = 1
-	if n >= parallelMinRows {
+	if len(ws.rows) >= parallelMinRows {
 		ws.parts = len(ws.helpers) + 1
 	}
-	ws.splitAttention()
-	x, k, v, q := ws.x[:n*dim], ws.k[:n*kvDim], ws.v[:n*kvDim], ws.q[:n*dim]
+	splitRows(ws.bounds[:ws.parts+1], ws.rows)
+}
+
+// splitRows cuts rows into len(bounds)-1 parts, part p being rows
+// bounds[p] ≤ r < bounds[p+1], of about equal cost (rowCostPositions plus
+// the positions a row attends to each), cutting only between sequences (rows
+// with different caches); a part may be empty.
+func splitRows(bounds []int, rows []row) {
+	parts, n := len(bounds)-1, len(rows)
+	total := 0
+	for _, rw := range rows {
+		total += rowCostPositions + rw.pos + 1
+	}
+	bounds[0] = 0
+	p, acc := 1, 0
+	prevEnd, prevAcc := 0, 0 // the last place a cut may go, and the cost before it
+	for r, rw := range rows {
+		acc += rowCostPositions + rw.pos + 1
+		if r+1 < n && rows[r+1].kv == rw.kv {
+			continue // the next row is the same sequence's next position
+		}
+		for p < parts && acc*parts >= total*p {
+			// Cut here or at the previous place, whichever is nearer the
+			// target (costs scaled by parts).
+			if prevEnd > bounds[p-1] && total*p-prevAcc*parts < acc*parts-total*p {
+				bounds[p] = prevEnd
+			} else {
+				bounds[p] = r + 1
+			}
+			p++
+		}
+		prevEnd, prevAcc = r+1, acc
+	}
+	for ; p <= parts; p++ {
+		bounds[p] = n
+	}
+}
+
+// runPart runs the forward pass of part p's rows.
+func (ws *workspace) runPart(p int) {
+	lo, hi := ws.bounds[p], ws.bounds[p+1]
+	if lo == hi {
+		return
+	}
+	logitsBefore := 0
+	for _, rw := range ws.rows[:lo] {
+		if rw.logits {
+			logitsBefore++
+		}
+	}
+	ws.m.forwardRows(ws, p, lo, hi, logitsBefore)
+}
+
+// forwardRows is forward for rows lo..hi-1 of the step, using part p's
+// scratch; their logits go to the packed logit rows from logitsBefore on.
+func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
+	c := m.cfg
+	w := m.w
+	rows := ws.rows[lo:hi]
+	n := len(rows)
+	dim, kvDim, hs, hidden := c.Dim, c.KVDim(), c.HeadSize(), c.HiddenDim
+	half := hs / 2
+	kvMul := c.NHeads / c.NKVHeads
+	x, xb, xb2 := ws.x[lo*dim:hi*dim], ws.xb[lo*dim:hi*dim], ws.xb2[lo*dim:hi*dim]
+	q, k, v := ws.q[lo*dim:hi*dim], ws.k[lo*kvDim:hi*kvDim], ws.v[lo*kvDim:hi*kvDim]
+	hb, hb2 := ws.hb[lo*hidden:hi*hidden], ws.hb2[lo*hidden:hi*hidden]
+	xt, att := ws.xt[p], ws.att[p]
 
 	for r, rw := range rows {
 		copy(x[r*dim:(r+1)*dim], w.tokenEmbedding[rw.token*dim:(rw.token+1)*dim])
 	}
 	for l := 0; l < c.NLayers; l++ {
-		ws.layer = l
-		rmsnormRows(ws.xb, x, w.rmsAtt[l*dim:(l+1)*dim], n, dim)
-		ws.run(ws.fnQKV)
+		rmsnormRows(xb, x, w.rmsAtt[l*dim:(l+1)*dim], n, dim)
+		prepareRows(xt, xb, n, dim)
+		matmulPrepared(xt, q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		matmulPrepared(xt, k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+		matmulPrepared(xt, v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
 		for r, rw := range rows {
 			cos := m.ropeCos[rw.pos*half : (rw.pos+1)*half]
 			sin := m.ropeSin[rw.pos*half : (rw.pos+1)*half]
@@ -192,112 +273,38 @@ func (m *model) forward(ws *workspace, rows []row) {
 			rope(k[r*kvDim:(r+1)*kvDim], cos, sin, hs)
 			off := (l*rw.kv.capacity + rw.pos) * kvDim
 			copy(rw.kv.v[off:off+kvDim], v[r*kvDim:(r+1)*kvDim])
-			kt := rw.kv.k[l*kvDim*rw.kv.capacity+rw.pos:]
+			kt := rw.kv.layerKeys(l, kvDim)[keyAt(kvDim, 0, rw.pos):]
 			for i, val := range k[r*kvDim : (r+1)*kvDim] {
-				kt[i*rw.kv.capacity] = val
+				kt[i*keyTile] = val
 			}
 		}
-		ws.run(ws.fnAttn)
-		ws.run(ws.fnWo)
-		addInPlace(x, ws.xb2[:n*dim])
-		rmsnormRows(ws.xb, x, w.rmsFFN[l*dim:(l+1)*dim], n, dim)
-		ws.run(ws.fnFFN)
-		ws.run(ws.fnW2)
-		addInPlace(x, ws.xb[:n*dim])
+		for r, rw := range rows {
+			m.attention(xb[r*dim:(r+1)*dim], q[r*dim:(r+1)*dim], rw, l, att, kvMul)
+		}
+		matmulRows(xt, xb2, xb, w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		addInPlace(x, xb2)
+		rmsnormRows(xb, x, w.rmsFFN[l*dim:(l+1)*dim], n, dim)
+		// silu(w1·x) * (w3·x)
+		prepareRows(xt, xb, n, dim)
+		matmulPrepared(xt, hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+		matmulPrepared(xt, hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+		swigluFast(hb, hb2)
+		matmulRows(xt, xb, hb, w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, 0, dim)
+		addInPlace(x, xb)
 	}
 	rmsnormRows(x, x, w.rmsFinal, n, dim)
 
-	ws.nl = 0
+	nl := 0
+	xl := ws.xl[logitsBefore*dim:]
 	for r, rw := range rows {
 		if rw.logits {
-			copy(ws.xl[ws.nl*dim:(ws.nl+1)*dim], x[r*dim:(r+1)*dim])
-			ws.nl++
+			copy(xl[nl*dim:(nl+1)*dim], x[r*dim:(r+1)*dim])
+			nl++
 		}
 	}
-	if ws.nl > 0 {
-		if ws.nl < parallelMinRows {
-			ws.parts = 1
-		}
-		ws.run(ws.fnCls)
+	if nl > 0 {
+		matmulRows(xt, ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], w.wcls, nl, dim, c.VocabSize, 0, c.VocabSize)
 	}
-	ws.rows = nil
-}
-
-// splitAttention balances attention rows over the parts by their cost,
-// which grows with the position.
-func (ws *workspace) splitAttention() {
-	total := 0
-	for _, rw := range ws.rows {
-		total += rw.pos + 1
-	}
-	ws.attSplit[0] = 0
-	p, acc := 1, 0
-	for r, rw := range ws.rows {
-		acc += rw.pos + 1
-		for p < ws.parts && acc*ws.parts >= total*p {
-			ws.attSplit[p] = r + 1
-			p++
-		}
-	}
-	for ; p <= ws.parts; p++ {
-		ws.attSplit[p] = len(ws.rows)
-	}
-}
-
-func (ws *workspace) qkv(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim, kvDim := c.Dim, c.KVDim()
-	xb := ws.xb[:n*dim]
-	xt := ws.xt[p]
-	prepareRows(xt, xb, n, dim)
-	lo, hi := ws.cols(p, dim)
-	matmulPrepared(xt, ws.q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
-	lo, hi = ws.cols(p, kvDim)
-	matmulPrepared(xt, ws.k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
-	matmulPrepared(xt, ws.v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, lo, hi)
-}
-
-func (ws *workspace) attention(p int) {
-	c := ws.m.cfg
-	dim, kvMul := c.Dim, c.NHeads/c.NKVHeads
-	for r := ws.attSplit[p]; r < ws.attSplit[p+1]; r++ {
-		ws.m.attention(ws.xb[r*dim:(r+1)*dim], ws.q[r*dim:(r+1)*dim], ws.rows[r], ws.layer, ws.att[p], kvMul)
-	}
-}
-
-func (ws *workspace) wo(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim := c.Dim
-	lo, hi := ws.cols(p, dim)
-	matmulRows(ws.xt[p], ws.xb2, ws.xb[:n*dim], w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, lo, hi)
-}
-
-// ffn computes this part's columns of silu(w1·x) * (w3·x).
-func (ws *workspace) ffn(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim, hidden := c.Dim, c.HiddenDim
-	xb := ws.xb[:n*dim]
-	lo, hi := ws.cols(p, hidden)
-	xt := ws.xt[p]
-	prepareRows(xt, xb, n, dim)
-	matmulPrepared(xt, ws.hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
-	matmulPrepared(xt, ws.hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, lo, hi)
-	for r := 0; r < n; r++ {
-		swigluFast(ws.hb[r*hidden+lo:r*hidden+hi], ws.hb2[r*hidden+lo:r*hidden+hi])
-	}
-}
-
-func (ws *workspace) w2(p int) {
-	c, w, l, n := ws.m.cfg, ws.m.w, ws.layer, len(ws.rows)
-	dim, hidden := c.Dim, c.HiddenDim
-	lo, hi := ws.cols(p, dim)
-	matmulRows(ws.xt[p], ws.xb, ws.hb[:n*hidden], w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, lo, hi)
-}
-
-func (ws *workspace) classifier(p int) {
-	c := ws.m.cfg
-	lo, hi := ws.cols(p, c.VocabSize)
-	matmulRows(ws.xt[p], ws.logits, ws.xl[:ws.nl*c.Dim], ws.m.w.wcls, ws.nl, c.Dim, c.VocabSize, lo, hi)
 }
 
 // attention computes one row's multi-head attention output into out, as
@@ -316,7 +323,7 @@ func (m *model) attention(out, q []float32, rw row, layer int, att []float32, kv
 func (m *model) attentionScalar(out, q []float32, rw row, layer int, att []float32, kvMul int) {
 	c := m.cfg
 	hs, kvDim, capacity := c.HeadSize(), c.KVDim(), rw.kv.capacity
-	kt := rw.kv.k[layer*kvDim*capacity : (layer+1)*kvDim*capacity]
+	kt := rw.kv.layerKeys(layer, kvDim)
 	vc := rw.kv.v[layer*capacity*kvDim : layer*capacity*kvDim+(rw.pos+1)*kvDim]
 	att = att[:rw.pos+1]
 	for h := 0; h < c.NHeads; h++ {
@@ -324,14 +331,14 @@ func (m *model) attentionScalar(out, q []float32, rw row, layer int, att []float
 		ko := (h / kvMul) * hs
 		xh := out[h*hs : (h+1)*hs]
 		if hs%8 == 0 {
-			softmaxFrom(att, scores8(att, qh, kt[ko*capacity:], capacity, m.attScale))
+			softmaxFrom(att, scores8(att, qh, kt, kvDim, ko, m.attScale))
 			weightedSum8(xh, att, vc, ko, kvDim)
 			continue
 		}
 		for t := range att {
 			var score float32
 			for i, qv := range qh {
-				score += float32(qv * kt[(ko+i)*capacity+t])
+				score += float32(qv * kt[keyAt(kvDim, ko+i, t)])
 			}
 			att[t] = score / m.attScale
 		}
@@ -348,43 +355,47 @@ func (m *model) attentionScalar(out, q []float32, rw row, layer int, att []float
 }
 
 // scores8 sets att[t] = (q·k_t)/scale for a head of a multiple of 8 dims
-// whose transposed keys start at kt (dimension i of position t at
-// kt[i*stride+t]), and returns the largest score.
-func scores8(att, q, kt []float32, stride int, scale float32) float32 {
+// whose first dimension is ko, reading the layer's tiled keys kt (see
+// kvCache), and returns the largest score.
+func scores8(att, q, kt []float32, kvDim, ko int, scale float32) float32 {
 	maxVal := float32(math.Inf(-1))
 	inv := 1 / float64(scale)
-	n := len(att)
-	for i0 := 0; i0+8 <= len(q); i0 += 8 {
-		q0, q1, q2, q3, q4, q5, q6, q7 := q[i0], q[i0+1], q[i0+2], q[i0+3], q[i0+4], q[i0+5], q[i0+6], q[i0+7]
-		k0 := kt[i0*stride : i0*stride+n]
-		k1 := kt[(i0+1)*stride : (i0+1)*stride+n]
-		k2 := kt[(i0+2)*stride : (i0+2)*stride+n]
-		k3 := kt[(i0+3)*stride : (i0+3)*stride+n]
-		k4 := kt[(i0+4)*stride : (i0+4)*stride+n]
-		k5 := kt[(i0+5)*stride : (i0+5)*stride+n]
-		k6 := kt[(i0+6)*stride : (i0+6)*stride+n]
-		k7 := kt[(i0+7)*stride : (i0+7)*stride+n]
-		last := i0+8 == len(q)
-		for t := range att {
-			var s float32
-			if i0 > 0 {
-				s = att[t] // the partial sum of the earlier dimensions
-			}
-			s += float32(q0 * k0[t])
-			s += float32(q1 * k1[t])
-			s += float32(q2 * k2[t])
-			s += float32(q3 * k3[t])
-			s += float32(q4 * k4[t])
-			s += float32(q5 * k5[t])
-			s += float32(q6 * k6[t])
-			s += float32(q7 * k7[t])
-			if last {
-				s = divf(s, inv)
-				if s > maxVal {
-					maxVal = s
+	for t0 := 0; t0 < len(att); t0 += keyTile {
+		tile := kt[keyAt(kvDim, ko, t0):]
+		a := att[t0:min(t0+keyTile, len(att))]
+		n := len(a)
+		for i0 := 0; i0+8 <= len(q); i0 += 8 {
+			q0, q1, q2, q3, q4, q5, q6, q7 := q[i0], q[i0+1], q[i0+2], q[i0+3], q[i0+4], q[i0+5], q[i0+6], q[i0+7]
+			k0 := tile[i0*keyTile : i0*keyTile+n]
+			k1 := tile[(i0+1)*keyTile : (i0+1)*keyTile+n]
+			k2 := tile[(i0+2)*keyTile : (i0+2)*keyTile+n]
+			k3 := tile[(i0+3)*keyTile : (i0+3)*keyTile+n]
+			k4 := tile[(i0+4)*keyTile : (i0+4)*keyTile+n]
+			k5 := tile[(i0+5)*keyTile : (i0+5)*keyTile+n]
+			k6 := tile[(i0+6)*keyTile : (i0+6)*keyTile+n]
+			k7 := tile[(i0+7)*keyTile : (i0+7)*keyTile+n]
+			last := i0+8 == len(q)
+			for t := range a {
+				var s float32
+				if i0 > 0 {
+					s = a[t] // the partial sum of the earlier dimensions
 				}
+				s += float32(q0 * k0[t])
+				s += float32(q1 * k1[t])
+				s += float32(q2 * k2[t])
+				s += float32(q3 * k3[t])
+				s += float32(q4 * k4[t])
+				s += float32(q5 * k5[t])
+				s += float32(q6 * k6[t])
+				s += float32(q7 * k7[t])
+				if last {
+					s = divf(s, inv)
+					if s > maxVal {
+						maxVal = s
+					}
+				}
+				a[t] = s
 			}
-			att[t] = s
 		}
 	}
 	return maxVal

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"simd/archsimd"
@@ -112,7 +113,7 @@ func TestAttentionVecMatchesScalar(t *testing.T) {
 				}
 				rw := row{pos: pos, kv: kv}
 				want, got := make([]float32, cfg.Dim), make([]float32, cfg.Dim)
-				att := make([]float32, cfg.NHeads*cfg.SeqLen)
+				att := make([]float32, attScratch(cfg))
 				m.attentionScalar(want, q, rw, 1, att, cfg.NHeads/cfg.NKVHeads)
 				if !m.attentionVec(got, q, rw, 1, att, cfg.NHeads/cfg.NKVHeads) {
 					t.Fatal("attentionVec declined a head size of 8")
@@ -179,4 +180,42 @@ func TestSwigluFastMatchesScalar(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestExpf8Exhaustive compares expf8 with expfReduced on every float32 of
+// expfReduced's range (about two billion values; a sample of them unless
+// TOLLGATE_EXHAUSTIVE is set).
+func TestExpf8Exhaustive(t *testing.T) {
+	if !simdAVX512 {
+		t.Skip("the CPU has no AVX-512")
+	}
+	step := uint32(1)
+	if os.Getenv("TOLLGATE_EXHAUSTIVE") == "" {
+		step = 997
+	}
+	var in, out [8]float32
+	n := 0
+	check := func() {
+		expf8(archsimd.LoadFloat32x8(&in)).Store(&out)
+		for k, v := range in[:n] {
+			if want := expfReduced(v); math.Float32bits(out[k]) != math.Float32bits(want) {
+				t.Fatalf("expf8(%v) = %v (%#x), expfReduced %v (%#x)", v, out[k], math.Float32bits(out[k]), want, math.Float32bits(want))
+			}
+		}
+		n = 0
+	}
+	sweep := func(from, to uint32) { // float32 bit patterns, inclusive
+		for b := from; b <= to && b >= from; b += step {
+			in[n] = math.Float32frombits(b)
+			if n++; n == 8 {
+				check()
+			}
+		}
+		for k := n; k < 8; k++ {
+			in[k] = 0
+		}
+		check()
+	}
+	sweep(0, math.Float32bits(88.72284))       // +0 up
+	sweep(1<<31, math.Float32bits(-103.97208)) // -0 down
 }
