@@ -31,8 +31,13 @@ func (c Config) HeadSize() int { return c.Dim / c.NHeads }
 // KVDim is the width of one position's keys (or values) in one layer.
 func (c Config) KVDim() int { return c.Dim * c.NKVHeads / c.NHeads }
 
-// KVBytesPerToken is the KV-cache memory one position takes across all layers.
-func (c Config) KVBytesPerToken() int64 { return int64(c.NLayers) * 2 * int64(c.KVDim()) * 4 }
+// KVCacheBytes is the KV-cache memory a sequence of capacity positions
+// takes across all layers, as newKVCache allocates it: keys rounded up to
+// whole tiles of keyTile positions, values exact.
+func (c Config) KVCacheBytes(capacity int) int64 {
+	tiles := (capacity + keyTile - 1) / keyTile
+	return int64(c.NLayers) * int64(tiles*keyTile+capacity) * int64(c.KVDim()) * 4
+}
 
 // weights holds the parameters in llama2.c's layout; each matrix is row-major
 // [out, in], concatenated over layers.

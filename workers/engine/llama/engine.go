@@ -120,7 +120,7 @@ func open(dir string, opts Options, beforeStep func()) (*Engine, error) {
 		opts.MaxNumSeqs = 16
 	}
 	if opts.KVCacheBytes <= 0 {
-		opts.KVCacheBytes = int64(opts.MaxNumSeqs) * int64(cfg.SeqLen) * cfg.KVBytesPerToken()
+		opts.KVCacheBytes = int64(opts.MaxNumSeqs) * cfg.KVCacheBytes(cfg.SeqLen)
 	}
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 256
@@ -439,7 +439,7 @@ func (e *Engine) newSequence(id string, prompt []int, embed bool, maxNew int, sm
 		capacity += maxNew - 1
 	}
 	s := &sequence{requestID: id, prompt: prompt, embed: embed, maxNew: maxNew, capacity: capacity,
-		kvBytes: int64(capacity) * e.model.cfg.KVBytesPerToken(), sampler: smp,
+		kvBytes: e.model.cfg.KVCacheBytes(capacity), sampler: smp,
 		out: make(chan seqEvent, maxNew+1)}
 	if embed {
 		s.hidden = make([]float64, e.model.cfg.Dim)

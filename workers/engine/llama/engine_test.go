@@ -212,7 +212,7 @@ func TestQueueFullAndKVBudget(t *testing.T) {
 		}()
 		return done
 	}
-	first := run(60) // reserves 2+59 = 61 positions of the 100
+	first := run(60) // reserves 2+59 = 61 positions (keys rounded up to 64) of the 100
 	<-inStep         // the loop is now held inside its first step
 	// The second cannot fit beside the first and waits; the queue is now
 	// full, so a third is shed at once.
@@ -224,7 +224,7 @@ func TestQueueFullAndKVBudget(t *testing.T) {
 	if err := e.enqueue(second); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := e.Load(t.Context()); l != (workers.Load{Waiting: 1, Running: 1, KVCacheUsage: 0.61, Source: "llama"}) {
+	if l, _ := e.Load(t.Context()); l != (workers.Load{Waiting: 1, Running: 1, KVCacheUsage: 0.625, Source: "llama"}) {
 		t.Errorf("load = %+v", l)
 	}
 	_, err = e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion, Prompt: "Once", MaxTokens: 5},
