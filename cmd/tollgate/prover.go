@@ -43,7 +43,7 @@ func runProver(ctx context.Context, args []string) error {
 		if err := rc.Validate(); err != nil {
 			return err
 		}
-		c, err := dialRedis(ctx, u)
+		c, err := dialRedis(ctx, u, logger)
 		if err != nil {
 			return err
 		}

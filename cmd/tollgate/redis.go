@@ -24,8 +24,10 @@ const spoolFile = "receipts-spool.db"
 // dialRedis connects to url and checks it answers. Timeouts are short so
 // an outage is noticed (and ridden out with the local fallbacks) within a
 // second or two instead of stalling requests; blocking reads
-// (XREADGROUP) get their own longer deadline from go-redis.
-func dialRedis(ctx context.Context, url string) (*redis.Client, error) {
+// (XREADGROUP) get their own longer deadline from go-redis. The client's
+// own messages (a failed dial during an outage) go to logger.
+func dialRedis(ctx context.Context, url string, logger *slog.Logger) (*redis.Client, error) {
+	redis.SetLogger(redisLogger{logger})
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("--redis: %w", err)
@@ -40,6 +42,14 @@ func dialRedis(ctx context.Context, url string) (*redis.Client, error) {
 		return nil, fmt.Errorf("redis at %s: %w", opts.Addr, err)
 	}
 	return c, nil
+}
+
+// redisLogger routes go-redis's internal printf-style messages (it has a
+// process-wide logger) into the structured log instead of stderr.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
 
 // redisMode is what a gateway shares through Redis: the worker registry,
@@ -59,7 +69,7 @@ type redisMode struct {
 // whose scheduler is sched. Redis must answer at start-up; later outages
 // are ridden out.
 func openRedisMode(cfg *config.Config, sched *scheduler.Scheduler, logger *slog.Logger) (*redisMode, error) {
-	c, err := dialRedis(context.Background(), cfg.Redis.URL)
+	c, err := dialRedis(context.Background(), cfg.Redis.URL, logger)
 	if err != nil {
 		return nil, err
 	}
