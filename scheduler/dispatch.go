@@ -426,16 +426,15 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 	}
 	c := a.cand
 	// Embedding calls merge a frame's inputs, so only generation teaches
-	// the latency model.
+	// the latency model. A task that is not streamed sends its text in one
+	// delta at the end (see workers.Task.Stream): its first event is not its
+	// first token, so it teaches the model only at its end (below).
 	learn := a.call.task.Kind != workers.KindEmbedding
+	streamed := a.call.task.Stream
 	if a.firstAt.IsZero() && ev.Type != workers.EventFailed {
 		a.firstAt = now
-		prompt := a.call.promptTokens
-		if ev.Usage != nil && ev.Usage.PromptTokens > 0 {
-			prompt = ev.Usage.PromptTokens
-		}
-		if learn {
-			c.latency.observeTTFT(alpha, prompt, time.Duration(float64(now.Sub(a.sentAt))/a.lf))
+		if learn && streamed {
+			c.latency.observeTTFT(alpha, a.promptTokens(ev), time.Duration(float64(now.Sub(a.sentAt))/a.lf))
 		}
 		s.releasePromptLocked(a)
 	}
@@ -448,8 +447,16 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 		a.remaining -= d
 		c.assignedTokens -= d
 	case workers.EventDone:
-		if n := a.tokens; n > 1 && learn {
+		switch n := a.tokens; {
+		case !learn:
+		case streamed && n > 1:
 			c.latency.observeITL(alpha, time.Duration(float64(now.Sub(a.firstAt))/float64(n-1)/a.lf))
+		case !streamed:
+			// Whole time = TTFT + (n−1) × ITL: with the current ITL
+			// estimate, what is left is this task's time to first token.
+			total := float64(now.Sub(a.sentAt)) / a.lf
+			ttft := total - float64(max(n-1, 0))*c.latency.interToken*float64(time.Second)
+			c.latency.observeTTFT(alpha, a.promptTokens(ev), time.Duration(max(ttft, total/float64(max(n, 1)))))
 		}
 		c.failures = 0
 		c.served++
@@ -469,6 +476,15 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 		c.batcher.Release(&a.entry)
 	}
 	a.call.attemptEvent(a, ev)
+}
+
+// promptTokens is the prompt's size as the worker counted it when the event
+// says, else the gateway's estimate.
+func (a *attempt) promptTokens(ev workers.Event) int {
+	if ev.Usage != nil && ev.Usage.PromptTokens > 0 {
+		return ev.Usage.PromptTokens
+	}
+	return a.call.promptTokens
 }
 
 // releasePromptLocked stops counting the prompt in the worker's

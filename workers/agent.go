@@ -381,7 +381,11 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	}
 	defer a.release()
 
+	// A streamed task sends each delta as it comes; one that is not keeps
+	// them and sends the whole text in one delta before its done event
+	// (same bytes, same token count, one event instead of one per token).
 	var text strings.Builder
+	held := 0 // tokens in text not yet sent (unstreamed tasks)
 	ectx, espan := a.obs.Start(ctx, "engine.generate", obs.KindInternal)
 	res, err := a.engine.Generate(ectx, t, func(d Delta) error {
 		if err := context.Cause(ctx); err != nil {
@@ -394,6 +398,10 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 			return nil
 		}
 		text.WriteString(d.Text)
+		if !t.Stream {
+			held += d.Tokens
+			return nil
+		}
 		return out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens})
 	})
 	espan.SetError(err)
@@ -409,6 +417,12 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 		log.Info("task failed", "err", err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
 		return
+	}
+	if !t.Stream && (text.Len() > 0 || held > 0) {
+		if err := out.send(Event{Index: i, Type: EventDelta, Text: text.String(), Tokens: held}); err != nil {
+			span.SetError(err)
+			return
+		}
 	}
 	digest := ResponseDigest(text.String(), nil)
 	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens)

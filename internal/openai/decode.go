@@ -499,7 +499,7 @@ func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
 
 // Task converts a validated chat request into a worker task.
 func (r *ChatRequest) Task(requestID string) *workers.Task {
-	t := &workers.Task{RequestID: requestID, Kind: workers.KindChat, Model: r.Model, Stop: r.Stop, Seed: r.Seed}
+	t := &workers.Task{RequestID: requestID, Kind: workers.KindChat, Model: r.Model, Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
 	t.Messages = make([]workers.Message, len(r.Messages))
 	n := 0
 	for i, m := range r.Messages {
@@ -526,7 +526,7 @@ const DefaultCompletionMaxTokens = 16
 
 // Task converts a validated completions request into a worker task.
 func (r *CompletionRequest) Task(requestID string) *workers.Task {
-	t := &workers.Task{RequestID: requestID, Kind: workers.KindCompletion, Model: r.Model, Prompt: r.Prompt.Texts[0], Stop: r.Stop, Seed: r.Seed}
+	t := &workers.Task{RequestID: requestID, Kind: workers.KindCompletion, Model: r.Model, Prompt: r.Prompt.Texts[0], Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
 	t.MaxTokens = DefaultCompletionMaxTokens
 	if r.MaxTokens != nil {
 		t.MaxTokens = *r.MaxTokens
