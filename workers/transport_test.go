@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -335,5 +336,35 @@ func TestLinkAuth(t *testing.T) {
 				t.Errorf("Cancel: %v, want ok %v", cerr, tc.ok)
 			}
 		})
+	}
+}
+
+// TestClientReusesConnections: batch after batch goes over one kept-alive
+// connection. A client that closed each stream before its end would dial
+// anew per batch (and, under load, pile up TIME_WAIT sockets).
+func TestClientReusesConnections(t *testing.T) {
+	srv := httptest.NewUnstartedServer(workers.NewHandler(newAgent(t, simEngine(t)), nil))
+	var mu sync.Mutex
+	conns := 0
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := workers.NewClient(srv.URL, workers.ClientOptions{HTTPClient: &http.Client{Transport: workers.NewTransport()}})
+	for i := range 20 {
+		b := &workers.Batch{ID: fmt.Sprintf("b%d", i), Tasks: []workers.Task{chatTask("r"), streamTask(chatTask("s"))}}
+		if err := c.Run(context.Background(), b, func(workers.Event) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 1 {
+		t.Errorf("20 sequential batches opened %d connections, want 1", conns)
 	}
 }

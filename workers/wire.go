@@ -1,0 +1,362 @@
+package workers
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// The worker link's events are NDJSON: one JSON object per line, the
+// encoding/json form of Event. Events are the link's hot path (a stream
+// sends one per token), so both ends use hand-rolled code for the common
+// shapes and encoding/json for the rest:
+//
+//   - appendEvent writes text deltas, done events (usage and completion
+//     record) and failures without reflection, in exactly the field order
+//     and names of Event's JSON tags; embeddings go through encoding/json.
+//   - decodeDelta parses a text delta in that exact form, and only that
+//     form; any other line (another event type, other key order, unknown
+//     keys, a surrogate escape, invalid UTF-8) is declined and decoded by
+//     encoding/json, so what is accepted never depends on which path ran.
+//     The stream validator then checks the event either way.
+
+// appendEvent appends ev as one JSON line (with its trailing newline).
+func appendEvent(b []byte, ev *Event) ([]byte, error) {
+	if len(ev.Embeddings) > 0 || (ev.Completion != nil && !timeEncodable(ev.Completion.Time)) {
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			return b, err
+		}
+		return append(append(b, raw...), '\n'), nil
+	}
+	b = append(b, `{"i":`...)
+	b = strconv.AppendInt(b, int64(ev.Index), 10)
+	b = append(b, `,"t":`...)
+	b = appendString(b, string(ev.Type))
+	if ev.Text != "" {
+		b = append(b, `,"text":`...)
+		b = appendString(b, ev.Text)
+	}
+	if ev.Tokens != 0 {
+		b = append(b, `,"tokens":`...)
+		b = strconv.AppendInt(b, int64(ev.Tokens), 10)
+	}
+	if ev.FinishReason != "" {
+		b = append(b, `,"finish_reason":`...)
+		b = appendString(b, ev.FinishReason)
+	}
+	if u := ev.Usage; u != nil {
+		b = append(b, `,"usage":{"prompt_tokens":`...)
+		b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+		b = append(b, `,"completion_tokens":`...)
+		b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+		b = append(b, '}')
+	}
+	if c := ev.Completion; c != nil {
+		b = append(b, `,"completion":{"request_id":`...)
+		b = appendString(b, c.RequestID)
+		b = append(b, `,"worker_id":`...)
+		b = appendString(b, c.WorkerID)
+		b = append(b, `,"model":`...)
+		b = appendString(b, c.Model)
+		b = append(b, `,"model_digest":`...)
+		b = appendString(b, c.ModelDigest)
+		b = append(b, `,"request_digest":`...)
+		b = appendString(b, c.RequestDigest)
+		b = append(b, `,"response_digest":`...)
+		b = appendString(b, c.ResponseDigest)
+		if c.Subject != "" {
+			b = append(b, `,"subject":`...)
+			b = appendString(b, c.Subject)
+		}
+		b = append(b, `,"prompt_tokens":`...)
+		b = strconv.AppendInt(b, int64(c.PromptTokens), 10)
+		b = append(b, `,"completion_tokens":`...)
+		b = strconv.AppendInt(b, int64(c.CompletionTokens), 10)
+		b = append(b, `,"time":"`...)
+		b = c.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `"}`...)
+	}
+	if e := ev.Error; e != nil {
+		b = append(b, `,"error":{"status":`...)
+		b = strconv.AppendInt(b, int64(e.Status), 10)
+		b = append(b, `,"type":`...)
+		b = appendString(b, e.Type)
+		if e.Code != "" {
+			b = append(b, `,"code":`...)
+			b = appendString(b, e.Code)
+		}
+		if e.Param != "" {
+			b = append(b, `,"param":`...)
+			b = appendString(b, e.Param)
+		}
+		b = append(b, `,"message":`...)
+		b = appendString(b, e.Message)
+		b = append(b, '}')
+	}
+	return append(b, "}\n"...), nil
+}
+
+// timeEncodable reports whether t has the RFC 3339 form encoding/json
+// gives it (a four-digit year and a zone offset under 24 hours).
+func timeEncodable(t time.Time) bool {
+	if y := t.Year(); y < 0 || y > 9999 {
+		return false
+	}
+	_, off := t.Zone()
+	return off > -24*3600 && off < 24*3600
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaping as encoding/json does
+// without HTML escaping: quotes, backslashes, control characters, U+2028
+// and U+2029; invalid UTF-8 becomes U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// decodeEvent decodes one event line: a text delta on the fast path,
+// anything else with encoding/json.
+func decodeEvent(line []byte, ev *Event) error {
+	if decodeDelta(line, ev) {
+		return nil
+	}
+	*ev = Event{}
+	return json.Unmarshal(line, ev)
+}
+
+// decodeDelta parses line when it is exactly
+// {"i":N,"t":"delta"[,"text":"..."][,"tokens":N]} with optional spaces
+// around it, and reports whether it did. It declines everything else,
+// leaving ev for the caller to overwrite.
+func decodeDelta(line []byte, ev *Event) bool {
+	p := wireParser{b: line}
+	p.space()
+	if !p.lit(`{"i":`) {
+		return false
+	}
+	idx, ok := p.int()
+	if !ok || !p.lit(`,"t":"delta"`) {
+		return false
+	}
+	*ev = Event{Index: idx, Type: EventDelta}
+	if p.lit(`,"text":`) {
+		s, ok := p.str()
+		if !ok {
+			return false
+		}
+		ev.Text = s
+	}
+	if p.lit(`,"tokens":`) {
+		n, ok := p.int()
+		if !ok {
+			return false
+		}
+		ev.Tokens = n
+	}
+	if !p.lit("}") {
+		return false
+	}
+	p.space()
+	return p.i == len(p.b)
+}
+
+// wireParser reads the fixed shapes decodeDelta accepts.
+type wireParser struct {
+	b []byte
+	i int
+}
+
+func (p *wireParser) space() {
+	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\t' || p.b[p.i] == '\n' || p.b[p.i] == '\r') {
+		p.i++
+	}
+}
+
+func (p *wireParser) lit(s string) bool {
+	if len(p.b)-p.i < len(s) || string(p.b[p.i:p.i+len(s)]) != s {
+		return false
+	}
+	p.i += len(s)
+	return true
+}
+
+// int reads a JSON integer that fits in 32 bits (larger values are left to
+// encoding/json, whose error then names them).
+func (p *wireParser) int() (int, bool) {
+	neg := p.i < len(p.b) && p.b[p.i] == '-'
+	if neg {
+		p.i++
+	}
+	digits := p.i
+	n := 0
+	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		n = n*10 + int(p.b[p.i]-'0')
+		p.i++
+		if p.i-digits > 9 {
+			return 0, false
+		}
+	}
+	switch {
+	case p.i == digits:
+		return 0, false
+	case p.b[digits] == '0' && p.i-digits > 1: // JSON forbids leading zeros
+		return 0, false
+	case p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E'):
+		return 0, false
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+// str reads a JSON string with valid UTF-8 and the common escapes; a
+// \u escape of a surrogate is declined (encoding/json pairs them).
+func (p *wireParser) str() (string, bool) {
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		return "", false
+	}
+	p.i++
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			s := p.b[start:p.i]
+			p.i++
+			if !utf8.Valid(s) {
+				return "", false
+			}
+			return string(s), true
+		case c == '\\':
+			return p.escapedStr(start)
+		case c < 0x20:
+			return "", false
+		}
+		p.i++
+	}
+	return "", false
+}
+
+func (p *wireParser) escapedStr(start int) (string, bool) {
+	out := make([]byte, 0, p.i-start+16)
+	out = append(out, p.b[start:p.i]...)
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			if !utf8.Valid(out) {
+				return "", false
+			}
+			return string(out), true
+		case c < 0x20:
+			return "", false
+		case c != '\\':
+			out = append(out, c)
+			p.i++
+			continue
+		}
+		if p.i+1 >= len(p.b) {
+			return "", false
+		}
+		e := p.b[p.i+1]
+		p.i += 2
+		switch e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'u':
+			if len(p.b)-p.i < 4 {
+				return "", false
+			}
+			r, ok := hex4(p.b[p.i : p.i+4])
+			if !ok || utf16.IsSurrogate(r) {
+				return "", false
+			}
+			out = utf8.AppendRune(out, r)
+			p.i += 4
+		default:
+			return "", false
+		}
+	}
+	return "", false
+}
+
+func hex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
