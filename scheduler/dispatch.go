@@ -48,7 +48,7 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 			span.SetRequest(t.RequestID, operation(t.Kind), t.Model)
 		}
 	}
-	q := &eventQueue{notify: make(chan struct{}, 1)}
+	q := &eventQueue{notify: make(chan struct{}, 1), evs: make([]workers.Event, 0, 2)}
 	h, err := s.Submit(t, q.push, q.end)
 	if err != nil {
 		return err
@@ -88,9 +88,12 @@ func (c *call) workerID() string {
 
 // eventQueue hands events from the worker link to the Dispatch goroutine
 // without ever blocking the link: a slow client does not stall the batch.
+// Two slices take turns (the one handed out by take comes back as the next
+// one to fill), so a stream of events allocates no slice per event.
 type eventQueue struct {
 	mu     sync.Mutex
 	evs    []workers.Event
+	spare  []workers.Event
 	ended  bool
 	err    error
 	notify chan struct{}
@@ -117,11 +120,14 @@ func (q *eventQueue) wake() {
 	}
 }
 
+// take returns the events queued so far; they stay valid until the next
+// call to take.
 func (q *eventQueue) take() ([]workers.Event, error, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	evs := q.evs
-	q.evs = nil
+	clear(q.spare) // let the previous batch's texts go
+	q.evs, q.spare = q.spare[:0], evs
 	return evs, q.err, q.ended
 }
 
