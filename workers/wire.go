@@ -6,6 +6,8 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/tollgate-ai/tollgate/internal/jsonx"
 )
 
 // The worker link's events are NDJSON: one JSON object per line, the
@@ -34,10 +36,10 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	b = append(b, `{"i":`...)
 	b = strconv.AppendInt(b, int64(ev.Index), 10)
 	b = append(b, `,"t":`...)
-	b = appendString(b, string(ev.Type))
+	b = jsonx.AppendString(b, string(ev.Type))
 	if ev.Text != "" {
 		b = append(b, `,"text":`...)
-		b = appendString(b, ev.Text)
+		b = jsonx.AppendString(b, ev.Text)
 	}
 	if ev.Tokens != 0 {
 		b = append(b, `,"tokens":`...)
@@ -45,7 +47,7 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	}
 	if ev.FinishReason != "" {
 		b = append(b, `,"finish_reason":`...)
-		b = appendString(b, ev.FinishReason)
+		b = jsonx.AppendString(b, ev.FinishReason)
 	}
 	if u := ev.Usage; u != nil {
 		b = append(b, `,"usage":{"prompt_tokens":`...)
@@ -56,20 +58,20 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	}
 	if c := ev.Completion; c != nil {
 		b = append(b, `,"completion":{"request_id":`...)
-		b = appendString(b, c.RequestID)
+		b = jsonx.AppendString(b, c.RequestID)
 		b = append(b, `,"worker_id":`...)
-		b = appendString(b, c.WorkerID)
+		b = jsonx.AppendString(b, c.WorkerID)
 		b = append(b, `,"model":`...)
-		b = appendString(b, c.Model)
+		b = jsonx.AppendString(b, c.Model)
 		b = append(b, `,"model_digest":`...)
-		b = appendString(b, c.ModelDigest)
+		b = jsonx.AppendString(b, c.ModelDigest)
 		b = append(b, `,"request_digest":`...)
-		b = appendString(b, c.RequestDigest)
+		b = jsonx.AppendString(b, c.RequestDigest)
 		b = append(b, `,"response_digest":`...)
-		b = appendString(b, c.ResponseDigest)
+		b = jsonx.AppendString(b, c.ResponseDigest)
 		if c.Subject != "" {
 			b = append(b, `,"subject":`...)
-			b = appendString(b, c.Subject)
+			b = jsonx.AppendString(b, c.Subject)
 		}
 		b = append(b, `,"prompt_tokens":`...)
 		b = strconv.AppendInt(b, int64(c.PromptTokens), 10)
@@ -83,17 +85,17 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 		b = append(b, `,"error":{"status":`...)
 		b = strconv.AppendInt(b, int64(e.Status), 10)
 		b = append(b, `,"type":`...)
-		b = appendString(b, e.Type)
+		b = jsonx.AppendString(b, e.Type)
 		if e.Code != "" {
 			b = append(b, `,"code":`...)
-			b = appendString(b, e.Code)
+			b = jsonx.AppendString(b, e.Code)
 		}
 		if e.Param != "" {
 			b = append(b, `,"param":`...)
-			b = appendString(b, e.Param)
+			b = jsonx.AppendString(b, e.Param)
 		}
 		b = append(b, `,"message":`...)
-		b = appendString(b, e.Message)
+		b = jsonx.AppendString(b, e.Message)
 		b = append(b, '}')
 	}
 	return append(b, "}\n"...), nil
@@ -107,63 +109,6 @@ func timeEncodable(t time.Time) bool {
 	}
 	_, off := t.Zone()
 	return off > -24*3600 && off < 24*3600
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaping as encoding/json does
-// without HTML escaping: quotes, backslashes, control characters, U+2028
-// and U+2029; invalid UTF-8 becomes U+FFFD.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // decodeEvent decodes one event line: a text delta on the fast path,
