@@ -685,3 +685,44 @@ func TestGenerateWholeMalformed(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchdog: a reset pushes the deadline back to a full window after it;
+// stop disarms it.
+func TestWatchdog(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []string // "advance:<d>", "reset", "stop"
+		fired bool
+	}{
+		{"fires after the window", []string{"advance:10s"}, true},
+		{"not before", []string{"advance:9s"}, false},
+		{"reset extends", []string{"advance:6s", "reset", "advance:6s"}, false},
+		{"fires a window after the reset", []string{"advance:6s", "reset", "advance:6s", "advance:4s"}, true},
+		{"many resets", []string{"advance:5s", "reset", "advance:5s", "reset", "advance:5s", "reset", "advance:9s"}, false},
+		{"stopped", []string{"advance:5s", "stop", "advance:20s"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+			fired := 0
+			w := newWatchdog(clk, 10*time.Second, func() { fired++ })
+			for _, s := range tc.steps {
+				switch {
+				case s == "reset":
+					w.reset()
+				case s == "stop":
+					w.stop()
+				default:
+					d, err := time.ParseDuration(strings.TrimPrefix(s, "advance:"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					clk.Advance(d)
+				}
+			}
+			if (fired > 0) != tc.fired || fired > 1 {
+				t.Errorf("fired %d times, want fired=%v", fired, tc.fired)
+			}
+		})
+	}
+}

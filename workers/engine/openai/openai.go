@@ -682,23 +682,54 @@ func upstreamFailure(msg string, cause error) *apierr.Error {
 	return &apierr.Error{Status: http.StatusBadGateway, Type: apierr.TypeServer, Code: "upstream_error", Message: msg, Cause: cause}
 }
 
-// watchdog cancels after d without a reset.
+// watchdog calls fire once d passes without a reset. A reset only notes
+// the time (streams reset it on every line); the one timer, when it comes
+// due, re-arms itself for whatever is left of the idle window.
 type watchdog struct {
 	clock clock.Clock
 	d     time.Duration
 	fire  func()
-	t     clock.Timer
+
+	mu      sync.Mutex
+	last    time.Time // the latest reset
+	t       clock.Timer
+	stopped bool
 }
 
 func newWatchdog(c clock.Clock, d time.Duration, fire func()) *watchdog {
-	w := &watchdog{clock: c, d: d, fire: fire}
-	w.t = c.AfterFunc(d, fire)
+	w := &watchdog{clock: c, d: d, fire: fire, last: c.Now()}
+	w.mu.Lock()
+	w.t = c.AfterFunc(d, w.due)
+	w.mu.Unlock()
 	return w
 }
 
 func (w *watchdog) reset() {
-	w.t.Stop()
-	w.t = w.clock.AfterFunc(w.d, w.fire)
+	now := w.clock.Now()
+	w.mu.Lock()
+	w.last = now
+	w.mu.Unlock()
 }
 
-func (w *watchdog) stop() { w.t.Stop() }
+func (w *watchdog) due() {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	if left := w.d - w.clock.Now().Sub(w.last); left > 0 {
+		w.t = w.clock.AfterFunc(left, w.due)
+		w.mu.Unlock()
+		return
+	}
+	w.stopped = true
+	w.mu.Unlock()
+	w.fire()
+}
+
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.t.Stop()
+}
