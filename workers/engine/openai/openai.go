@@ -290,20 +290,6 @@ type usage struct {
 	CompletionTokens int `json:"completion_tokens"`
 }
 
-// chunk is one streamed event of /chat/completions or /completions.
-type chunk struct {
-	Choices []struct {
-		Index int `json:"index"`
-		Delta struct {
-			Content *string `json:"content"`
-		} `json:"delta"`
-		Text         *string `json:"text"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *usage          `json:"usage"`
-	Error json.RawMessage `json:"error"`
-}
-
 // Generate runs a chat or completion task on the upstream: streamed when
 // the task is (or has no deadline), else as one request and one answer.
 func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
@@ -379,8 +365,8 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 			done = true
 			break
 		}
-		var c chunk
-		if err := json.Unmarshal(data, &c); err != nil {
+		var c upstreamEvent
+		if err := decodeUpstream(data, &c); err != nil {
 			return workers.Result{}, upstreamFailure("the upstream sent a malformed stream event", err)
 		}
 		if len(c.Error) > 0 && string(c.Error) != "null" {
@@ -434,20 +420,6 @@ func (e *Engine) streamUpstream(t *workers.Task) bool {
 	return t.Stream || t.Deadline.IsZero()
 }
 
-// answer is a non-streamed /chat/completions or /completions response.
-type answer struct {
-	Choices []struct {
-		Index   int `json:"index"`
-		Message struct {
-			Content *string `json:"content"`
-		} `json:"message"`
-		Text         *string `json:"text"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *usage          `json:"usage"`
-	Error json.RawMessage `json:"error"`
-}
-
 // answerBufPool recycles the buffers non-streamed answers are read into.
 var answerBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
@@ -469,8 +441,8 @@ func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Rea
 	if int64(buf.Len()) > e.cfg.MaxBodyBytes {
 		return workers.Result{}, upstreamFailure("the upstream's response is too large", fmt.Errorf("over %d bytes", e.cfg.MaxBodyBytes))
 	}
-	var a answer
-	if err := json.Unmarshal(buf.Bytes(), &a); err != nil {
+	var a upstreamEvent
+	if err := decodeUpstream(buf.Bytes(), &a); err != nil {
 		return workers.Result{}, upstreamFailure("the upstream sent a malformed response", err)
 	}
 	if len(a.Error) > 0 && string(a.Error) != "null" {
