@@ -114,7 +114,7 @@ func timeEncodable(t time.Time) bool {
 // decodeEvent decodes one event line: a text delta on the fast path,
 // anything else with encoding/json.
 func decodeEvent(line []byte, ev *Event) error {
-	if decodeDelta(line, ev) {
+	if decodeDelta(line, ev) || decodeDone(line, ev) {
 		return nil
 	}
 	*ev = Event{}
@@ -157,7 +157,87 @@ func decodeDelta(line []byte, ev *Event) bool {
 	return p.i == len(p.b)
 }
 
-// wireParser reads the fixed shapes decodeDelta accepts.
+// decodeDone parses a done event of a generation task in exactly the form
+// appendEvent writes it (finish reason, usage, completion record; no
+// embeddings) and reports whether it did. Its time must read back to the
+// same text, so that what is accepted matches encoding/json.
+func decodeDone(line []byte, ev *Event) bool {
+	p := wireParser{b: line}
+	p.space()
+	if !p.lit(`{"i":`) {
+		return false
+	}
+	idx, ok := p.int()
+	if !ok || !p.lit(`,"t":"done","finish_reason":`) {
+		return false
+	}
+	*ev = Event{Index: idx, Type: EventDone}
+	var u Usage
+	var c Completion
+	fields := []struct {
+		lit string
+		str *string
+		num *int
+	}{
+		{lit: ``, str: &ev.FinishReason},
+		{lit: `,"usage":{"prompt_tokens":`, num: &u.PromptTokens},
+		{lit: `,"completion_tokens":`, num: &u.CompletionTokens},
+		{lit: `},"completion":{"request_id":`, str: &c.RequestID},
+		{lit: `,"worker_id":`, str: &c.WorkerID},
+		{lit: `,"model":`, str: &c.Model},
+		{lit: `,"model_digest":`, str: &c.ModelDigest},
+		{lit: `,"request_digest":`, str: &c.RequestDigest},
+		{lit: `,"response_digest":`, str: &c.ResponseDigest},
+	}
+	for _, f := range fields {
+		if !p.lit(f.lit) {
+			return false
+		}
+		if f.str != nil {
+			if *f.str, ok = p.str(); !ok {
+				return false
+			}
+		} else if *f.num, ok = p.int(); !ok {
+			return false
+		}
+	}
+	if p.lit(`,"subject":`) {
+		if c.Subject, ok = p.str(); !ok {
+			return false
+		}
+	}
+	if !p.lit(`,"prompt_tokens":`) {
+		return false
+	}
+	if c.PromptTokens, ok = p.int(); !ok || !p.lit(`,"completion_tokens":`) {
+		return false
+	}
+	if c.CompletionTokens, ok = p.int(); !ok || !p.lit(`,"time":"`) {
+		return false
+	}
+	end := p.i
+	for end < len(p.b) && p.b[end] != '"' {
+		end++
+	}
+	raw := p.b[p.i:end]
+	t, err := time.Parse(time.RFC3339Nano, string(raw))
+	if err != nil || !timeEncodable(t) || string(t.AppendFormat(nil, time.RFC3339Nano)) != string(raw) {
+		return false
+	}
+	c.Time = t
+	p.i = end
+	if !p.lit(`"}}`) {
+		return false
+	}
+	p.space()
+	if p.i != len(p.b) {
+		return false
+	}
+	ev.Usage, ev.Completion = &u, &c
+	return true
+}
+
+// wireParser reads the fixed shapes decodeDelta and decodeDone accept.
 type wireParser struct {
 	b []byte
 	i int

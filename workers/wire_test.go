@@ -151,7 +151,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte(`{"i":0,"t":"delta","text":"\u00e9\n","tokens":-1}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		var fast Event
-		if !decodeDelta(line, &fast) {
+		if !decodeDelta(line, &fast) && !decodeDone(line, &fast) {
 			return
 		}
 		var ref Event
@@ -186,4 +186,47 @@ func FuzzAppendEvent(f *testing.F) {
 			t.Fatalf("(-link +encoding/json):\n%s", diff)
 		}
 	})
+}
+
+func TestDecodeDoneFastPath(t *testing.T) {
+	done := func(t time.Time, subject string) string {
+		ev := Event{Index: 2, Type: EventDone, FinishReason: "stop", Usage: &Usage{PromptTokens: 3, CompletionTokens: 4},
+			Completion: &Completion{RequestID: "r\"1", WorkerID: "w", Model: "m", ModelDigest: strings.Repeat("a", 64),
+				RequestDigest: strings.Repeat("b", 64), ResponseDigest: strings.Repeat("c", 64), Subject: subject,
+				PromptTokens: 3, CompletionTokens: 4, Time: t}}
+		line, _ := appendEvent(nil, &ev)
+		return string(line)
+	}
+	t0 := time.Date(2026, 11, 22, 3, 4, 5, 120000000, time.UTC)
+	for _, tc := range []struct {
+		name string
+		line string
+		fast bool
+	}{
+		{"as written", done(t0, "key"), true},
+		{"no subject", done(t0, ""), true},
+		{"offset zone", done(t0.In(time.FixedZone("", -7*3600)), "key"), true},
+		{"non-canonical time", strings.Replace(done(t0, "k"), "03:04:05.12Z", "03:04:05.120Z", 1), false},
+		{"unknown field", strings.Replace(done(t0, "k"), `"model":"m"`, `"model":"m","x":1`, 1), false},
+		{"no usage", `{"i":0,"t":"done","finish_reason":"stop","completion":{}}`, false},
+		{"embeddings", `{"i":0,"t":"done","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":0},"embeddings":[[1]]}`, false},
+		{"trailing", done(t0, "k") + "x", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var fast Event
+			if got := decodeDone([]byte(tc.line), &fast); got != tc.fast {
+				t.Fatalf("decodeDone = %v, want %v for %s", got, tc.fast, tc.line)
+			}
+			if !tc.fast {
+				return
+			}
+			var ref Event
+			if err := json.Unmarshal([]byte(tc.line), &ref); err != nil {
+				t.Fatalf("fast path took a line encoding/json refuses: %v", err)
+			}
+			if diff := cmp.Diff(fast, ref); diff != "" {
+				t.Errorf("(-fast +encoding/json):\n%s", diff)
+			}
+		})
+	}
 }
