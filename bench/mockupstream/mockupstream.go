@@ -160,6 +160,10 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 // Close stops the server and closes its connections.
 func (s *Server) Close() error {
 	err := s.srv.Shutdown()
+	// Shutdown closes only the listeners Serve has taken up; a Close that
+	// comes before the serving goroutine got there would otherwise leave
+	// Serve to block in Accept for ever.
+	_ = s.ln.Close()
 	<-s.done
 	return err
 }

@@ -181,6 +181,17 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 
 func bad(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
 
+func anyPositive(series []Series) bool {
+	for _, s := range series {
+		for _, y := range s.Y {
+			if y > 0 && !bad(y) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // LatencyCDF writes the latency distribution of each scenario: X in
 // milliseconds (log axis), Y the fraction of requests at or below it.
 func LatencyCDF(path, title string, scenarios []Series) error {
@@ -200,6 +211,11 @@ func AddedLatency(path, title string, quantiles []Series, target float64) error 
 	c := Chart{
 		Title: title, XLabel: "offered load (requests/s)", YLabel: "added latency (ms, log scale)",
 		Series: quantiles, Points: true, LogY: true,
+	}
+	if !anyPositive(quantiles) {
+		// Nothing measurable was added (a short run's noise): a linear
+		// axis still shows the points, around zero.
+		c.LogY, c.YLabel = false, "added latency (ms)"
 	}
 	if target > 0 {
 		c.Threshold = Threshold{Y: target, Label: fmt.Sprintf("target %.3g ms", target)}
