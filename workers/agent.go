@@ -261,6 +261,7 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 			c()
 		}
 	}()
+	var last func() // the latest generation task, not yet started
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
 		tctx, cancel := a.taskContext(ctx, keys[i], t)
@@ -277,13 +278,16 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 			embedCancels = append(embedCancels, cancel)
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		run := func() {
 			defer a.finish(keys[i])
 			defer cancel()
 			a.runGenerate(tctx, i, t, mv, out)
-		}()
+		}
+		if last != nil {
+			wg.Add(1)
+			go func(f func()) { defer wg.Done(); f() }(last)
+		}
+		last = run
 	}
 	for model, idx := range embedGroups {
 		wg.Add(1)
@@ -291,6 +295,11 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 			defer wg.Done()
 			a.runEmbedGroup(ctx, b, keys, embedCtx, idx, served[model], out)
 		}()
+	}
+	// The last generation task runs on this goroutine, which would only
+	// wait otherwise: a batch of one task costs no goroutine hand-off.
+	if last != nil {
+		last()
 	}
 	wg.Wait()
 	return out.err()
