@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/tollgate-ai/tollgate/internal/jsonx"
 )
@@ -287,101 +285,12 @@ func (p *wireParser) int() (int, bool) {
 	return n, true
 }
 
-// str reads a JSON string with valid UTF-8 and the common escapes; a
-// \u escape of a surrogate is declined (encoding/json pairs them).
+// str reads a JSON string (see jsonx.ReadString for what it declines).
 func (p *wireParser) str() (string, bool) {
-	if p.i >= len(p.b) || p.b[p.i] != '"' {
+	v, n, ok := jsonx.ReadString(p.b[p.i:])
+	if !ok {
 		return "", false
 	}
-	p.i++
-	start := p.i
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			s := p.b[start:p.i]
-			p.i++
-			if !utf8.Valid(s) {
-				return "", false
-			}
-			return string(s), true
-		case c == '\\':
-			return p.escapedStr(start)
-		case c < 0x20:
-			return "", false
-		}
-		p.i++
-	}
-	return "", false
-}
-
-func (p *wireParser) escapedStr(start int) (string, bool) {
-	out := make([]byte, 0, p.i-start+16)
-	out = append(out, p.b[start:p.i]...)
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			p.i++
-			if !utf8.Valid(out) {
-				return "", false
-			}
-			return string(out), true
-		case c < 0x20:
-			return "", false
-		case c != '\\':
-			out = append(out, c)
-			p.i++
-			continue
-		}
-		if p.i+1 >= len(p.b) {
-			return "", false
-		}
-		e := p.b[p.i+1]
-		p.i += 2
-		switch e {
-		case '"', '\\', '/':
-			out = append(out, e)
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'u':
-			if len(p.b)-p.i < 4 {
-				return "", false
-			}
-			r, ok := hex4(p.b[p.i : p.i+4])
-			if !ok || utf16.IsSurrogate(r) {
-				return "", false
-			}
-			out = utf8.AppendRune(out, r)
-			p.i += 4
-		default:
-			return "", false
-		}
-	}
-	return "", false
-}
-
-func hex4(b []byte) (rune, bool) {
-	var r rune
-	for _, c := range b {
-		switch {
-		case c >= '0' && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
+	p.i += n
+	return v, true
 }

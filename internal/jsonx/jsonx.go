@@ -3,7 +3,10 @@
 // encoding/json's reflection costs more than the rest of the work.
 package jsonx
 
-import "unicode/utf8"
+import (
+	"unicode/utf16"
+	"unicode/utf8"
+)
 
 const hexDigits = "0123456789abcdef"
 
@@ -60,4 +63,101 @@ func AppendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// ReadString reads the JSON string at the start of b and returns its value
+// and the bytes it took. It declines (ok false) what it cannot read exactly
+// as encoding/json does, so callers can hand those to encoding/json: a
+// string that is not terminated or holds raw control characters, an
+// unknown escape, a \u escape of a surrogate (encoding/json pairs them)
+// and invalid UTF-8 (which encoding/json replaces).
+func ReadString(b []byte) (v string, n int, ok bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return "", 0, false
+	}
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			s := b[1:i]
+			if !utf8.Valid(s) {
+				return "", 0, false
+			}
+			return string(s), i + 1, true
+		case c == '\\':
+			return readEscaped(b, i)
+		case c < 0x20:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+func readEscaped(b []byte, i int) (string, int, bool) {
+	out := make([]byte, 0, i+16)
+	out = append(out, b[1:i]...)
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case c == '"':
+			if !utf8.Valid(out) {
+				return "", 0, false
+			}
+			return string(out), i + 1, true
+		case c < 0x20:
+			return "", 0, false
+		case c != '\\':
+			out = append(out, c)
+			i++
+			continue
+		}
+		if i+1 >= len(b) {
+			return "", 0, false
+		}
+		e := b[i+1]
+		i += 2
+		switch e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'u':
+			if len(b)-i < 4 {
+				return "", 0, false
+			}
+			r, ok := hex4(b[i : i+4])
+			if !ok || utf16.IsSurrogate(r) {
+				return "", 0, false
+			}
+			out = utf8.AppendRune(out, r)
+			i += 4
+		default:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+func hex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }

@@ -49,3 +49,51 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+func TestReadString(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		ok       bool
+		n        int
+	}{
+		{"plain", `"abc" tail`, true, 5},
+		{"escapes", `"a\n\"\\\/\b\f\r\t\u00e9"`, true, 25},
+		{"empty", `""`, true, 2},
+		{"surrogate pair", `"\ud83d\ude42"`, false, 0},
+		{"lone surrogate", `"\ud83d"`, false, 0},
+		{"bad escape", `"\x"`, false, 0},
+		{"raw newline", "\"a\nb\"", false, 0},
+		{"invalid utf8", "\"a\xffb\"", false, 0},
+		{"unterminated", `"abc`, false, 0},
+		{"unterminated escape", `"abc\`, false, 0},
+		{"not a string", `abc`, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, n, ok := ReadString([]byte(tc.in))
+			if ok != tc.ok || n != tc.n {
+				t.Fatalf("ReadString = %q, %d, %v; want n %d, ok %v", v, n, ok, tc.n, tc.ok)
+			}
+			if !ok {
+				return
+			}
+			var want string
+			if err := json.Unmarshal([]byte(tc.in[:n]), &want); err != nil || v != want {
+				t.Errorf("read %q, encoding/json reads %q (%v)", v, want, err)
+			}
+		})
+	}
+}
+
+func FuzzReadString(f *testing.F) {
+	f.Add([]byte(`"a\n\u00e9\"" x`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, n, ok := ReadString(b)
+		if !ok {
+			return
+		}
+		var want string
+		if err := json.Unmarshal(b[:n], &want); err != nil || v != want {
+			t.Fatalf("%q: read %q, encoding/json reads %q (%v)", b[:n], v, want, err)
+		}
+	})
+}
