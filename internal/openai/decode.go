@@ -211,6 +211,15 @@ var commonExtra = map[string]fieldKind{
 // ParseChat decodes and validates a chat completions body.
 func ParseChat(body []byte, lim Limits) (*ChatRequest, error) {
 	lim = lim.withDefaults()
+	if r, ok := fastChat(body, lim); ok {
+		return r, nil
+	}
+	return parseChatGeneral(body, lim)
+}
+
+// parseChatGeneral is ParseChat for every body: decoded member by member,
+// each error naming its param.
+func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
 		return nil, err
