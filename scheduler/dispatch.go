@@ -699,7 +699,8 @@ func (c *call) finishLocked() {
 	}
 }
 
-// deadlinePassed ends a call that has not started streaming by its deadline.
+// deadlinePassed ends a call that has delivered nothing by its deadline: a
+// stream that has not started, or an unstreamed task not yet answered.
 func (c *call) deadlinePassed() {
 	c.mu.Lock()
 	if c.done || c.delivered {
@@ -713,7 +714,12 @@ func (c *call) deadlinePassed() {
 	c.s.stats.expired++
 	c.s.mu.Unlock()
 	c.s.abort(a)
-	c.onEnd(apierr.Timeout(CodeDeadlineExceeded, "the request's deadline passed before it started", nil))
+	msg := "the request's deadline passed before it started"
+	if !c.task.Stream {
+		// An unstreamed task delivers its whole answer at once, at the end.
+		msg = "the request's deadline passed before its answer was ready"
+	}
+	c.onEnd(apierr.Timeout(CodeDeadlineExceeded, msg, nil))
 }
 
 // cancel ends the call for the client's reason and stops its work.
