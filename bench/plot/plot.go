@@ -227,12 +227,17 @@ func AddedLatency(path, title string, quantiles []Series, target float64) error 
 // scheduling policy (X load as a fraction of capacity or requests/s, as
 // xLabel says; Y milliseconds), with the SLO as a threshold when slo > 0.
 func TTFTByLoad(path, title, xLabel string, policies []Series, slo float64) error {
+	// Policies differ by orders of magnitude near saturation: a log axis
+	// keeps the good ones readable next to the bad.
 	c := Chart{
-		Title: title, XLabel: xLabel, YLabel: "TTFT p99 (ms)",
-		Series: policies, Points: true,
+		Title: title, XLabel: xLabel, YLabel: "TTFT p99 (ms, log scale)",
+		Series: policies, Points: true, LogY: true,
+	}
+	if !anyPositive(policies) {
+		c.LogY, c.YLabel = false, "TTFT p99 (ms)"
 	}
 	if slo > 0 {
-		c.Threshold = Threshold{Y: slo, Label: fmt.Sprintf("SLO %.3g ms", slo)}
+		c.Threshold = Threshold{Y: slo, Label: "SLO " + strconv.FormatFloat(slo, 'f', -1, 64) + " ms"}
 	}
 	return Lines(path, c)
 }
