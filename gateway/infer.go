@@ -174,11 +174,14 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	usage := openai.NewUsage(res.done.Usage)
 	switch inf.task.Kind {
 	case workers.KindChat:
-		return writeJSON(rc, &openai.ChatCompletion{
-			ID: inf.respID, Object: "chat.completion", Created: inf.created, Model: inf.task.Model,
-			Choices: []openai.ChatChoice{{Message: openai.ResponseMessage{Role: "assistant", Content: res.text.String()}, FinishReason: finishReason(res.done)}},
-			Usage:   usage,
-		})
+		// Rendered by hand (the common answer; encoding/json for the rest).
+		text := res.text.String()
+		body := make([]byte, 0, 320+len(text)+len(inf.task.Model)+len(inf.respID))
+		rc.SetContentType("application/json")
+		rc.SetStatusCode(fasthttp.StatusOK)
+		rc.Response.SetBodyRaw(openai.AppendChatCompletion(body, inf.respID, inf.created, inf.task.Model,
+			text, finishReason(res.done), usage))
+		return nil
 	case workers.KindCompletion:
 		return writeJSON(rc, &openai.TextCompletion{
 			ID: inf.respID, Object: "text_completion", Created: inf.created, Model: inf.task.Model,

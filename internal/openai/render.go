@@ -108,3 +108,25 @@ func AppendTextChunk(b []byte, id string, created int64, model, text string) []b
 	b = jsonx.AppendString(b, text)
 	return append(b, `,"index":0,"logprobs":null,"finish_reason":null}],"system_fingerprint":null}`...)
 }
+
+// AppendChatCompletion appends the JSON of a non-streamed chat answer with
+// one choice (the ChatCompletion the gateway sends), without reflection.
+func AppendChatCompletion(b []byte, id string, created int64, model, text, finishReason string, u Usage) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonx.AppendString(b, id)
+	b = append(b, `,"object":"chat.completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":`...)
+	b = jsonx.AppendString(b, model)
+	b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":`...)
+	b = jsonx.AppendString(b, text)
+	b = append(b, `,"refusal":null},"logprobs":null,"finish_reason":`...)
+	b = jsonx.AppendString(b, finishReason)
+	b = append(b, `}],"usage":{"prompt_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+	b = append(b, `,"completion_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+	b = append(b, `,"total_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.TotalTokens), 10)
+	return append(b, `},"system_fingerprint":null}`...)
+}
