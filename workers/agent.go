@@ -382,7 +382,6 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	defer span.End()
 	span.SetRequest(t.RequestID, genAIOperation(t.Kind), t.Model)
 	span.SetInt("tollgate.task.index", i)
-	log := a.logger.With("request_id", t.RequestID, "model", t.Model)
 	if err := a.acquire(ctx); err != nil {
 		span.SetError(err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
@@ -423,7 +422,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	}
 	if err != nil {
 		span.SetError(err)
-		log.Info("task failed", "err", err)
+		a.logger.Info("task failed", "request_id", t.RequestID, "model", t.Model, "err", err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
 		return
 	}
