@@ -179,11 +179,14 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	usage := openai.NewUsage(res.done.Usage)
 	switch inf.task.Kind {
 	case workers.KindChat:
-		return writeJSON(rc, &openai.ChatCompletion{
-			ID: inf.respID, Object: "chat.completion", Created: inf.created, Model: inf.task.Model,
-			Choices: []openai.ChatChoice{{Message: openai.ResponseMessage{Role: "assistant", Content: res.text.String()}, FinishReason: finishReason(res.done)}},
-			Usage:   usage,
-		})
+		// Rendered by hand (the common answer; encoding/json for the rest).
+		text := res.text.String()
+		body := make([]byte, 0, 320+len(text)+len(inf.task.Model)+len(inf.respID))
+		rc.SetContentType("application/json")
+		rc.SetStatusCode(fasthttp.StatusOK)
+		rc.Response.SetBodyRaw(openai.AppendChatCompletion(body, inf.respID, inf.created, inf.task.Model,
+			text, finishReason(res.done), usage))
+		return nil
 	case workers.KindCompletion:
 		return writeJSON(rc, &openai.TextCompletion{
 			ID: inf.respID, Object: "text_completion", Created: inf.created, Model: inf.task.Model,
@@ -287,12 +290,15 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, rc *fast
 	return nil
 }
 
-// sseWriter writes one stream's chunks.
+// sseWriter writes one stream's chunks. Chunks are buffered and flushed
+// whenever no further event is ready, so a client gets each token as soon
+// as it exists, and tokens that arrive together go out in one write.
 type sseWriter struct {
 	s   *Server
 	w   *bufio.Writer
 	inf *inference
 	obs obs.Request // only this writer's goroutine touches it
+	buf []byte      // scratch for hand-rendered chunks
 }
 
 var errClientGone = errors.New("client disconnected")
@@ -309,6 +315,19 @@ func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan
 	}
 	idle := make(chan struct{}, 1)
 	for {
+		// Take whatever is already waiting before paying for a flush.
+		select {
+		case ev := <-events:
+			finished, err := sw.event(ctx, ev)
+			if finished || err != nil {
+				return err
+			}
+			continue
+		default:
+		}
+		if err := sw.flush(); err != nil {
+			return err
+		}
 		t := sw.s.clock.AfterFunc(sw.s.cfg.KeepAlive, func() {
 			select {
 			case idle <- struct{}{}:
@@ -332,9 +351,6 @@ func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan
 			if _, err := sw.w.WriteString(": keepalive\n\n"); err != nil {
 				return errClientGone
 			}
-			if err := sw.w.Flush(); err != nil {
-				return errClientGone
-			}
 		}
 	}
 }
@@ -349,9 +365,11 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 		}
 		sw.obs.FirstToken(sw.s.clock.Now())
 		if inf.task.Kind == workers.KindChat {
-			return false, sw.data(sw.chatChunk(openai.ChatDelta{Content: openai.Ptr(ev.Text)}, nil))
+			sw.buf = openai.AppendChatContentChunk(sw.buf[:0], inf.respID, inf.created, inf.task.Model, ev.Text)
+		} else {
+			sw.buf = openai.AppendTextChunk(sw.buf[:0], inf.respID, inf.created, inf.task.Model, ev.Text)
 		}
-		return false, sw.data(sw.textChunk(ev.Text, nil))
+		return false, sw.dataBytes(sw.buf)
 	case workers.EventFailed:
 		return true, sw.fail(ctx, eventAPIError(ev.Error))
 	case workers.EventDone:
@@ -385,7 +403,10 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 			}
 		}
 		sw.s.logDone(ctx, inf, &ev)
-		return true, sw.raw("data: [DONE]\n\n")
+		if err := sw.raw("data: [DONE]\n\n"); err != nil {
+			return true, err
+		}
+		return true, sw.flush()
 	}
 	return false, nil
 }
@@ -408,6 +429,9 @@ func (sw *sseWriter) fail(ctx context.Context, err error) error {
 	if werr := sw.raw("data: " + string(openai.MarshalError(ae)) + "\n\n"); werr != nil {
 		return werr
 	}
+	if werr := sw.flush(); werr != nil {
+		return werr
+	}
 	return err
 }
 
@@ -416,17 +440,28 @@ func (sw *sseWriter) data(v any) error {
 	if err != nil {
 		return err
 	}
+	return sw.dataBytes(b)
+}
+
+// dataBytes buffers one "data:" line; bufio reports a broken client only
+// when its buffer fills, else at the next flush.
+func (sw *sseWriter) dataBytes(b []byte) error {
 	sw.w.WriteString("data: ")
 	sw.w.Write(b)
-	sw.w.WriteString("\n\n")
-	if err := sw.w.Flush(); err != nil {
+	if _, err := sw.w.WriteString("\n\n"); err != nil {
 		return errClientGone
 	}
 	return nil
 }
 
 func (sw *sseWriter) raw(s string) error {
-	sw.w.WriteString(s)
+	if _, err := sw.w.WriteString(s); err != nil {
+		return errClientGone
+	}
+	return nil
+}
+
+func (sw *sseWriter) flush() error {
 	if err := sw.w.Flush(); err != nil {
 		return errClientGone
 	}

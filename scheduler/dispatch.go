@@ -48,7 +48,7 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 			span.SetRequest(t.RequestID, operation(t.Kind), t.Model)
 		}
 	}
-	q := &eventQueue{notify: make(chan struct{}, 1)}
+	q := &eventQueue{notify: make(chan struct{}, 1), evs: make([]workers.Event, 0, 2)}
 	h, err := s.Submit(t, q.push, q.end)
 	if err != nil {
 		return err
@@ -88,9 +88,12 @@ func (c *call) workerID() string {
 
 // eventQueue hands events from the worker link to the Dispatch goroutine
 // without ever blocking the link: a slow client does not stall the batch.
+// Two slices take turns (the one handed out by take comes back as the next
+// one to fill), so a stream of events allocates no slice per event.
 type eventQueue struct {
 	mu     sync.Mutex
 	evs    []workers.Event
+	spare  []workers.Event
 	ended  bool
 	err    error
 	notify chan struct{}
@@ -117,11 +120,14 @@ func (q *eventQueue) wake() {
 	}
 }
 
+// take returns the events queued so far; they stay valid until the next
+// call to take.
 func (q *eventQueue) take() ([]workers.Event, error, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	evs := q.evs
-	q.evs = nil
+	clear(q.spare) // let the previous batch's texts go
+	q.evs, q.spare = q.spare[:0], evs
 	return evs, q.err, q.ended
 }
 
@@ -426,16 +432,15 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 	}
 	c := a.cand
 	// Embedding calls merge a frame's inputs, so only generation teaches
-	// the latency model.
+	// the latency model. A task that is not streamed sends its text in one
+	// delta at the end (see workers.Task.Stream): its first event is not its
+	// first token, so it teaches the model only at its end (below).
 	learn := a.call.task.Kind != workers.KindEmbedding
+	streamed := a.call.task.Stream
 	if a.firstAt.IsZero() && ev.Type != workers.EventFailed {
 		a.firstAt = now
-		prompt := a.call.promptTokens
-		if ev.Usage != nil && ev.Usage.PromptTokens > 0 {
-			prompt = ev.Usage.PromptTokens
-		}
-		if learn {
-			c.latency.observeTTFT(alpha, prompt, time.Duration(float64(now.Sub(a.sentAt))/a.lf))
+		if learn && streamed {
+			c.latency.observeTTFT(alpha, a.promptTokens(ev), time.Duration(float64(now.Sub(a.sentAt))/a.lf))
 		}
 		s.releasePromptLocked(a)
 	}
@@ -448,8 +453,16 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 		a.remaining -= d
 		c.assignedTokens -= d
 	case workers.EventDone:
-		if n := a.tokens; n > 1 && learn {
+		switch n := a.tokens; {
+		case !learn:
+		case streamed && n > 1:
 			c.latency.observeITL(alpha, time.Duration(float64(now.Sub(a.firstAt))/float64(n-1)/a.lf))
+		case !streamed:
+			// Whole time = TTFT + (n−1) × ITL: with the current ITL
+			// estimate, what is left is this task's time to first token.
+			total := float64(now.Sub(a.sentAt)) / a.lf
+			ttft := total - float64(max(n-1, 0))*c.latency.interToken*float64(time.Second)
+			c.latency.observeTTFT(alpha, a.promptTokens(ev), time.Duration(max(ttft, total/float64(max(n, 1)))))
 		}
 		c.failures = 0
 		c.served++
@@ -469,6 +482,15 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 		c.batcher.Release(&a.entry)
 	}
 	a.call.attemptEvent(a, ev)
+}
+
+// promptTokens is the prompt's size as the worker counted it when the event
+// says, else the gateway's estimate.
+func (a *attempt) promptTokens(ev workers.Event) int {
+	if ev.Usage != nil && ev.Usage.PromptTokens > 0 {
+		return ev.Usage.PromptTokens
+	}
+	return a.call.promptTokens
 }
 
 // releasePromptLocked stops counting the prompt in the worker's
@@ -677,7 +699,8 @@ func (c *call) finishLocked() {
 	}
 }
 
-// deadlinePassed ends a call that has not started streaming by its deadline.
+// deadlinePassed ends a call that has delivered nothing by its deadline: a
+// stream that has not started, or an unstreamed task not yet answered.
 func (c *call) deadlinePassed() {
 	c.mu.Lock()
 	if c.done || c.delivered {
@@ -691,7 +714,12 @@ func (c *call) deadlinePassed() {
 	c.s.stats.expired++
 	c.s.mu.Unlock()
 	c.s.abort(a)
-	c.onEnd(apierr.Timeout(CodeDeadlineExceeded, "the request's deadline passed before it started", nil))
+	msg := "the request's deadline passed before it started"
+	if !c.task.Stream {
+		// An unstreamed task delivers its whole answer at once, at the end.
+		msg = "the request's deadline passed before its answer was ready"
+	}
+	c.onEnd(apierr.Timeout(CodeDeadlineExceeded, msg, nil))
 }
 
 // cancel ends the call for the client's reason and stops its work.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -405,5 +406,87 @@ func TestEjectionBackoff(t *testing.T) {
 	h.conns["http://w1"].finish(0)
 	if !r.ended || r.err != nil || c.failures != 0 {
 		t.Errorf("after a success: ended=%v err=%v failures=%d", r.ended, r.err, c.failures)
+	}
+}
+
+// TestLearningByStream: a streamed task teaches TTFT at its first event and
+// ITL at its end; an unstreamed one (whose text comes in one delta at the
+// end) teaches only TTFT, as its whole time less (n−1) × the current ITL.
+func TestLearningByStream(t *testing.T) {
+	const tokens = 11
+	tests := []struct {
+		name     string
+		stream   bool
+		first    time.Duration                       // send → first event
+		total    time.Duration                       // send → done
+		wantTTFT func(itl, lf float64) time.Duration // what the model learns: unloaded
+		wantITL  func(itl float64) float64
+	}{
+		{"streamed", true, 20 * time.Millisecond, 120 * time.Millisecond,
+			func(_, lf float64) time.Duration { return time.Duration(float64(20*time.Millisecond) / lf) },
+			func(float64) float64 { return 0.010 }},
+		{"unstreamed", false, 400 * time.Millisecond, 400 * time.Millisecond,
+			// The whole time, scaled to no load, less (n−1) unloaded ITLs.
+			func(itl, lf float64) time.Duration {
+				return time.Duration(float64(400*time.Millisecond)/lf - float64(tokens-1)*itl*float64(time.Second))
+			},
+			func(itl float64) float64 { return itl }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			c := h.add("w1", 8)
+			task := chat("x")
+			task.Stream = tc.stream
+			if _, _, err := h.submit(task); err != nil {
+				t.Fatal(err)
+			}
+			cand := h.s.workers["w1"]
+			h.s.mu.Lock()
+			before := cand.latency
+			h.s.mu.Unlock()
+			lf := loadFactor(1, 8)
+			alpha := h.s.cfg.EWMAAlpha
+			want := before
+			// A streamed task's first event carries no usage: the prompt
+			// is the gateway's estimate then; the done event says 10.
+			prompt := 10
+			if tc.stream {
+				prompt = estimatePromptTokens(task)
+			}
+			ttft := tc.wantTTFT(before.interToken, lf)
+			if ttft <= 0 {
+				t.Fatal("test numbers leave no TTFT to learn")
+			}
+			want.observeTTFT(alpha, prompt, ttft)
+			if tc.stream {
+				want.observeITL(alpha, time.Duration(tc.wantITL(before.interToken)*float64(time.Second)/lf))
+			}
+
+			r := c.runs[0]
+			if tc.stream {
+				h.clk.Advance(tc.first)
+				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "a", Tokens: 1})
+				h.clk.Advance(tc.total - tc.first)
+				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "bcdefghijk", Tokens: tokens - 1})
+			} else {
+				h.clk.Advance(tc.total)
+				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "abcdefghijk", Tokens: tokens})
+			}
+			r.onEvent(workers.Event{Index: 0, Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 10, CompletionTokens: tokens}})
+			r.onEnd(nil)
+
+			h.s.mu.Lock()
+			got := cand.latency
+			h.s.mu.Unlock()
+			for _, f := range []struct {
+				name      string
+				got, want float64
+			}{{"overhead", got.overhead, want.overhead}, {"perToken", got.perToken, want.perToken}, {"interToken", got.interToken, want.interToken}} {
+				if math.Abs(f.got-f.want) > 1e-12 {
+					t.Errorf("%s = %g, want %g", f.name, f.got, f.want)
+				}
+			}
+		})
 	}
 }

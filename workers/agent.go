@@ -261,6 +261,7 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 			c()
 		}
 	}()
+	var last func() // the latest generation task, not yet started
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
 		tctx, cancel := a.taskContext(ctx, keys[i], t)
@@ -277,13 +278,16 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 			embedCancels = append(embedCancels, cancel)
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		run := func() {
 			defer a.finish(keys[i])
 			defer cancel()
 			a.runGenerate(tctx, i, t, mv, out)
-		}()
+		}
+		if last != nil {
+			wg.Add(1)
+			go func(f func()) { defer wg.Done(); f() }(last)
+		}
+		last = run
 	}
 	for model, idx := range embedGroups {
 		wg.Add(1)
@@ -291,6 +295,11 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 			defer wg.Done()
 			a.runEmbedGroup(ctx, b, keys, embedCtx, idx, served[model], out)
 		}()
+	}
+	// The last generation task runs on this goroutine, which would only
+	// wait otherwise: a batch of one task costs no goroutine hand-off.
+	if last != nil {
+		last()
 	}
 	wg.Wait()
 	return out.err()
@@ -373,7 +382,6 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	defer span.End()
 	span.SetRequest(t.RequestID, genAIOperation(t.Kind), t.Model)
 	span.SetInt("tollgate.task.index", i)
-	log := a.logger.With("request_id", t.RequestID, "model", t.Model)
 	if err := a.acquire(ctx); err != nil {
 		span.SetError(err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
@@ -381,7 +389,11 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	}
 	defer a.release()
 
+	// A streamed task sends each delta as it comes; one that is not keeps
+	// them and sends the whole text in one delta before its done event
+	// (same bytes, same token count, one event instead of one per token).
 	var text strings.Builder
+	held := 0 // tokens in text not yet sent (unstreamed tasks)
 	ectx, espan := a.obs.Start(ctx, "engine.generate", obs.KindInternal)
 	res, err := a.engine.Generate(ectx, t, func(d Delta) error {
 		if err := context.Cause(ctx); err != nil {
@@ -394,6 +406,10 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 			return nil
 		}
 		text.WriteString(d.Text)
+		if !t.Stream {
+			held += d.Tokens
+			return nil
+		}
 		return out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens})
 	})
 	espan.SetError(err)
@@ -406,9 +422,15 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	}
 	if err != nil {
 		span.SetError(err)
-		log.Info("task failed", "err", err)
+		a.logger.Info("task failed", "request_id", t.RequestID, "model", t.Model, "err", err)
 		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
 		return
+	}
+	if !t.Stream && (text.Len() > 0 || held > 0) {
+		if err := out.send(Event{Index: i, Type: EventDelta, Text: text.String(), Tokens: held}); err != nil {
+			span.SetError(err)
+			return
+		}
 	}
 	digest := ResponseDigest(text.String(), nil)
 	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens)

@@ -383,3 +383,52 @@ func TestMisbehavingEngine(t *testing.T) {
 		})
 	}
 }
+
+func streamTask(t workers.Task) workers.Task {
+	t.Stream = true
+	return t
+}
+
+// TestRunBatchDeltasByStream: a streamed task gets its text delta by delta;
+// one that is not gets the same text and token count in one delta before
+// its done event.
+func TestRunBatchDeltasByStream(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		stream     bool
+		wantDeltas func(n int) bool
+	}{
+		{"streamed", true, func(n int) bool { return n > 1 }},
+		{"unstreamed", false, func(n int) bool { return n == 1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAgent(t, simEngine(t))
+			task := chatTask("r0")
+			task.MaxTokens, task.Stream = 12, tc.stream
+			var c collected
+			if err := a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit); err != nil {
+				t.Fatal(err)
+			}
+			done := c.last(t, 0)
+			if done.Type != workers.EventDone {
+				t.Fatalf("ended %q: %+v", done.Type, done.Error)
+			}
+			deltas := c.events[0][:len(c.events[0])-1]
+			if !tc.wantDeltas(len(deltas)) {
+				t.Errorf("%d deltas", len(deltas))
+			}
+			var text string
+			tokens := 0
+			for _, d := range deltas {
+				text += d.Text
+				tokens += d.Tokens
+			}
+			if tokens != done.Usage.CompletionTokens {
+				t.Errorf("deltas carry %d tokens, usage says %d", tokens, done.Usage.CompletionTokens)
+			}
+			if want := workers.ResponseDigest(text, nil); done.Completion.ResponseDigest != hex.EncodeToString(want[:]) {
+				t.Error("response digest does not match the delivered text")
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
@@ -74,13 +75,25 @@ func Retryable(err error) bool {
 	return errors.As(err, &le) && le.Retryable
 }
 
+// Idle keep-alive connections kept for reuse. A batch holds one connection
+// for as long as it runs, and a worker runs up to one batch per slot at once
+// (one task each while it is not busy), so the pool keeps a worker's
+// largest slot count in use: fewer would make every burst above the limit
+// dial connections and close them again as the burst drains — a loop that
+// piles up TIME_WAIT sockets and slows the very batches that hold
+// connections open.
+const (
+	MaxIdleLinkConnsPerWorker = 1024
+	MaxIdleLinkConns          = 16 * MaxIdleLinkConnsPerWorker
+)
+
 // NewTransport returns the pooled transport Clients use by default.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
+		MaxIdleConns:          MaxIdleLinkConns,
+		MaxIdleConnsPerHost:   MaxIdleLinkConnsPerWorker,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 0, // the first event can take as long as a long prefill
 		ExpectContinueTimeout: time.Second,
@@ -137,6 +150,8 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 	if err != nil {
 		return apierr.Internal(fmt.Errorf("encode batch: %w", err))
 	}
+	ctx, cancelReq := context.WithCancel(ctx)
+	defer cancelReq()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+PathBatch, bytes.NewReader(body))
 	if err != nil {
 		return linkFailure(true, err)
@@ -161,9 +176,12 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 	}
 
 	v := newStreamValidator(b)
-	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	r := linkReaderPool.Get().(*bufio.Reader)
+	r.Reset(resp.Body)
+	defer func() { r.Reset(nil); linkReaderPool.Put(r) }()
+	var scratch []byte
 	for !v.complete() {
-		line, err := readLine(r, c.maxLine)
+		line, err := readLine(r, c.maxLine, &scratch)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctxError(ctx)
@@ -183,8 +201,38 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 		}
 		onEvent(ev)
 	}
+	c.finishStream(cancelReq, r, resp.Body)
 	return nil
 }
+
+// streamEndWait bounds how long Run waits, after a batch's last event, for
+// the worker to end the response. Reading that end is what lets net/http
+// put the connection back in the pool: closing a body before its end
+// closes the connection, and a new batch then dials a new one.
+const streamEndWait = time.Second
+
+// finishStream reads the response's end after the last event, so the
+// connection is reused. A worker that sends more, or takes too long, just
+// costs its connection.
+func (c *Client) finishStream(abort context.CancelFunc, r *bufio.Reader, body io.Reader) {
+	if r.Buffered() > 0 {
+		return // trailing bytes after the last event: let Close drop the conn
+	}
+	t := time.AfterFunc(streamEndWait, abort)
+	defer t.Stop()
+	var one [1]byte
+	if n, err := body.Read(one[:]); n == 0 && err == io.EOF {
+		return
+	}
+	// Data after the batch's end (a protocol violation) or no end in
+	// time: give the connection up.
+	c.logger.Debug("worker stream did not end after its batch", "worker_url", c.base)
+}
+
+// linkReaderPool recycles the readers of event streams. Lines longer than
+// the buffer are assembled by readLine, so the buffer is sized for the
+// common event, not the largest.
+var linkReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
 
 // Cancel asks the worker to stop one task of a running batch.
 func (c *Client) Cancel(ctx context.Context, batchID string, index int) error {
@@ -214,25 +262,34 @@ func (c *Client) authorize(req *http.Request) {
 	}
 }
 
-// readLine reads one '\n'-terminated line of at most max bytes.
-func readLine(r *bufio.Reader, max int) ([]byte, error) {
-	var line []byte
+// readLine reads one '\n'-terminated line of at most max bytes. The line is
+// valid until the next read; it is the reader's own buffer when the line
+// fits, else *scratch.
+func readLine(r *bufio.Reader, max int, scratch *[]byte) ([]byte, error) {
+	chunk, err := r.ReadSlice('\n')
+	if err == nil {
+		if len(chunk) > max {
+			return nil, fmt.Errorf("event line exceeds %d bytes", max)
+		}
+		return chunk, nil
+	}
+	line := (*scratch)[:0]
 	for {
-		chunk, err := r.ReadSlice('\n')
 		if len(line)+len(chunk) > max {
 			return nil, fmt.Errorf("event line exceeds %d bytes", max)
 		}
 		line = append(line, chunk...)
 		switch {
 		case err == nil:
+			*scratch = line
 			return line, nil
 		case errors.Is(err, bufio.ErrBufferFull):
-			continue
 		case err == io.EOF && len(line) > 0:
 			return nil, io.ErrUnexpectedEOF
 		default:
 			return nil, err
 		}
+		chunk, err = r.ReadSlice('\n')
 	}
 }
 
@@ -254,7 +311,7 @@ func (v *streamValidator) complete() bool { return v.open == 0 }
 
 func (v *streamValidator) decode(line []byte) (Event, error) {
 	var ev Event
-	if err := json.Unmarshal(line, &ev); err != nil {
+	if err := decodeEvent(line, &ev); err != nil {
 		return ev, fmt.Errorf("malformed event: %w", err)
 	}
 	if err := v.check(&ev); err != nil {

@@ -1,7 +1,7 @@
 package workers
 
 import (
-	"bufio"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -64,7 +64,8 @@ func WithRoute(pattern string, h http.Handler) HandlerOption {
 // NewHandler serves the agent over the gateway↔worker link:
 //
 //	POST /v1/worker/batch   body: Batch JSON; response: NDJSON stream of
-//	                        Event, one per line, flushed per event. A client
+//	                        Event, one per line, flushed whenever no further
+//	                        event is ready (see eventWriter). A client
 //	                        disconnect cancels the whole batch. Refusals before
 //	                        the first event come back as an OpenAI error body
 //	                        with their status (400 invalid, 503 draining).
@@ -123,32 +124,20 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
-	flusher, _ := w.(http.Flusher)
-	bw := bufio.NewWriterSize(w, 4096)
-	started := false
-	enc := json.NewEncoder(bw)
 	span.SetString("tollgate.batch.id", b.ID)
 	span.SetInt("tollgate.batch.size", len(b.Tasks))
-	err := h.agent.RunBatch(ctx, &b, func(ev Event) error {
-		if !started {
-			w.Header().Set("Content-Type", ContentTypeNDJSON)
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-		if err := enc.Encode(ev); err != nil { // Encode appends the newline
-			return err
-		}
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return nil
-	})
+	// A failed write means the gateway is gone: cancel the batch at once
+	// rather than at the next event.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ew := newEventWriter(w, cancel)
+	err := h.agent.RunBatch(ctx, &b, ew.emit)
+	werr := ew.close()
+	if err == nil {
+		err = werr
+	}
 	span.SetError(err)
-	if err != nil && !started {
+	if err != nil && !ew.hasStarted() {
 		WriteError(w, err)
 		return
 	}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/workers"
@@ -335,5 +337,92 @@ func TestLinkAuth(t *testing.T) {
 				t.Errorf("Cancel: %v, want ok %v", cerr, tc.ok)
 			}
 		})
+	}
+}
+
+// TestClientReusesConnections: batch after batch goes over one kept-alive
+// connection. A client that closed each stream before its end would dial
+// anew per batch (and, under load, pile up TIME_WAIT sockets).
+func TestClientReusesConnections(t *testing.T) {
+	srv := httptest.NewUnstartedServer(workers.NewHandler(newAgent(t, simEngine(t)), nil))
+	var mu sync.Mutex
+	conns := 0
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := workers.NewClient(srv.URL, workers.ClientOptions{HTTPClient: &http.Client{Transport: workers.NewTransport()}})
+	for i := range 20 {
+		b := &workers.Batch{ID: fmt.Sprintf("b%d", i), Tasks: []workers.Task{chatTask("r"), streamTask(chatTask("s"))}}
+		if err := c.Run(context.Background(), b, func(workers.Event) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 1 {
+		t.Errorf("20 sequential batches opened %d connections, want 1", conns)
+	}
+}
+
+// stepEngine emits one delta, then waits for release before finishing.
+type stepEngine struct {
+	*sim.Engine
+	release chan struct{}
+}
+
+func (e *stepEngine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+	if err := emit(workers.Delta{Text: "first", Tokens: 1}); err != nil {
+		return workers.Result{}, err
+	}
+	select {
+	case <-e.release:
+	case <-ctx.Done():
+		return workers.Result{}, context.Cause(ctx)
+	}
+	if err := emit(workers.Delta{Text: " second", Tokens: 1}); err != nil {
+		return workers.Result{}, err
+	}
+	return workers.Result{FinishReason: "stop", PromptTokens: 1, CompletionTokens: 2}, nil
+}
+
+// TestStreamedEventsAreNotHeldBack: the worker flushes a streamed task's
+// event while the task is still running; coalescing never waits for
+// company. (The engine only finishes once the gateway has the first delta,
+// so holding it back would hang the test.)
+func TestStreamedEventsAreNotHeldBack(t *testing.T) {
+	eng := &stepEngine{Engine: simEngine(t), release: make(chan struct{})}
+	c := serveAgent(t, newAgent(t, eng))
+	task := streamTask(chatTask("r0"))
+	var mu sync.Mutex
+	var text string
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, func(ev workers.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			if ev.Type == workers.EventDelta {
+				if text == "" {
+					close(eng.release)
+				}
+				text += ev.Text
+			}
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second): // a hang guard, not a timing assertion
+		t.Fatal("the first delta never reached the gateway while its task ran")
+	}
+	if text != "first second" {
+		t.Errorf("text %q", text)
 	}
 }

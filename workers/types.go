@@ -60,6 +60,12 @@ type Task struct {
 	Priority Priority  `json:"priority,omitempty"`
 	// PromptTokensHint is the gateway's estimate of prompt tokens, for scheduling.
 	PromptTokensHint int `json:"prompt_tokens_hint,omitempty"`
+	// Stream is true when the client reads the answer as it is produced
+	// (SSE). A task that is not streamed gets its text in one delta just
+	// before its done event, and engines may ask their upstream for the
+	// whole answer at once. Not part of Digest: it changes how the text
+	// travels, not what it is.
+	Stream bool `json:"stream,omitempty"`
 	// Traceparent is the W3C traceparent of the request's dispatch span, so
 	// the worker's spans join the request's trace (a batch mixes traces, so
 	// the link request's own headers cannot carry it). Not part of Digest.

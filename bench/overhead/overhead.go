@@ -31,14 +31,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/bench/loadgen"
 	"github.com/tollgate-ai/tollgate/bench/mockupstream"
+	"github.com/tollgate-ai/tollgate/bench/report"
 )
 
 // Modes.
@@ -377,37 +376,11 @@ func peakRSSMiB() float64 {
 	return float64(ru.Maxrss) / 1024
 }
 
-// Env describes the machine a run measured.
-type Env struct {
-	Date       string `json:"date"`
-	CPUModel   string `json:"cpu_model"`
-	NumCPU     int    `json:"num_cpu"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
-	GoVersion  string `json:"go_version"`
-	OS         string `json:"os"`
-}
+// Env describes the machine a run measured (shared by the benches).
+type Env = report.Env
 
 // CurrentEnv reads this machine's description.
-func CurrentEnv() Env {
-	return Env{
-		Date: time.Now().UTC().Format(time.RFC3339), CPUModel: cpuModel(),
-		NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
-		GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH,
-	}
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
-}
+func CurrentEnv() Env { return report.CurrentEnv() }
 
 // ErrNoSteps is returned by report functions given a result without steps.
 var ErrNoSteps = errors.New("overhead: the run has no steps")

@@ -181,6 +181,17 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 
 func bad(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
 
+func anyPositive(series []Series) bool {
+	for _, s := range series {
+		for _, y := range s.Y {
+			if y > 0 && !bad(y) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // LatencyCDF writes the latency distribution of each scenario: X in
 // milliseconds (log axis), Y the fraction of requests at or below it.
 func LatencyCDF(path, title string, scenarios []Series) error {
@@ -201,6 +212,11 @@ func AddedLatency(path, title string, quantiles []Series, target float64) error 
 		Title: title, XLabel: "offered load (requests/s)", YLabel: "added latency (ms, log scale)",
 		Series: quantiles, Points: true, LogY: true,
 	}
+	if !anyPositive(quantiles) {
+		// Nothing measurable was added (a short run's noise): a linear
+		// axis still shows the points, around zero.
+		c.LogY, c.YLabel = false, "added latency (ms)"
+	}
 	if target > 0 {
 		c.Threshold = Threshold{Y: target, Label: fmt.Sprintf("target %.3g ms", target)}
 	}
@@ -211,12 +227,17 @@ func AddedLatency(path, title string, quantiles []Series, target float64) error 
 // scheduling policy (X load as a fraction of capacity or requests/s, as
 // xLabel says; Y milliseconds), with the SLO as a threshold when slo > 0.
 func TTFTByLoad(path, title, xLabel string, policies []Series, slo float64) error {
+	// Policies differ by orders of magnitude near saturation: a log axis
+	// keeps the good ones readable next to the bad.
 	c := Chart{
-		Title: title, XLabel: xLabel, YLabel: "TTFT p99 (ms)",
-		Series: policies, Points: true,
+		Title: title, XLabel: xLabel, YLabel: "TTFT p99 (ms, log scale)",
+		Series: policies, Points: true, LogY: true,
+	}
+	if !anyPositive(policies) {
+		c.LogY, c.YLabel = false, "TTFT p99 (ms)"
 	}
 	if slo > 0 {
-		c.Threshold = Threshold{Y: slo, Label: fmt.Sprintf("SLO %.3g ms", slo)}
+		c.Threshold = Threshold{Y: slo, Label: "SLO " + strconv.FormatFloat(slo, 'f', -1, 64) + " ms"}
 	}
 	return Lines(path, c)
 }

@@ -26,6 +26,11 @@ func TestChartsWritePNG(t *testing.T) {
 				{Name: "p99", X: rates, Y: []float64{0.3, 0.4, 0.8, 3}},
 			}, 1)
 		}},
+		{"added latency all noise", func(p string) error {
+			return AddedLatency(p, "Added latency", []Series{
+				{Name: "p50", X: rates, Y: []float64{-0.05, -0.01, 0, -0.2}},
+			}, 1)
+		}},
 		{"ttft by load", func(p string) error {
 			return TTFTByLoad(p, "TTFT p99", "load (fraction of capacity)", []Series{
 				{Name: "tollgate", X: []float64{0.5, 0.7, 0.9}, Y: []float64{80, 120, 300}},

@@ -6,8 +6,48 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"strings"
+	"time"
 )
+
+// Env describes the machine a run measured.
+type Env struct {
+	Date       string `json:"date"`
+	CPUModel   string `json:"cpu_model"`
+	NumCPU     int    `json:"num_cpu"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	GoVersion  string `json:"go_version"`
+	OS         string `json:"os"`
+}
+
+// CurrentEnv reads this machine's description.
+func CurrentEnv() Env {
+	return Env{
+		Date: time.Now().UTC().Format(time.RFC3339), CPUModel: cpuModel(),
+		NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+		GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH,
+	}
+}
+
+// String is the one-line form the benches print above their tables.
+func (e Env) String() string {
+	return fmt.Sprintf("%s, %d CPUs (GOMAXPROCS %d), %s %s; %s", e.CPUModel, e.NumCPU, e.GOMAXPROCS, e.GoVersion, e.OS, e.Date)
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
 
 // Table is a titled table of preformatted cells.
 type Table struct {

@@ -1,6 +1,8 @@
 package sched
 
 import (
+	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -168,3 +170,30 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestWritePlots(t *testing.T) {
+	res := &Result{Config: DefaultConfig(), CapacityRPS: 40, Loads: []LoadResult{
+		{Load: 0.7, Policies: []PolicyResult{{Policy: "tollgate", TTFTP99: 300, Goodput: 25}, {Policy: "round-robin", TTFTP99: 900, Goodput: 20}}},
+		{Load: 0.9, Policies: []PolicyResult{{Policy: "tollgate", TTFTP99: 600, Goodput: 30}, {Policy: "round-robin", TTFTP99: 4000, Goodput: 15}}},
+	}}
+	dir := t.TempDir()
+	files, err := WritePlots(dir, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 2 {
+		t.Fatalf("files %v", files)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("%s is not a PNG", f)
+		}
+	}
+	if _, err := WritePlots(dir, &Result{}); err != ErrNoLoads {
+		t.Errorf("no loads: %v", err)
+	}
+}

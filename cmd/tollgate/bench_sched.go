@@ -32,6 +32,7 @@ func runBenchSched(_ context.Context, args []string) error {
 	fs.StringVar(&cfg.SlowWorker, "slow-worker", cfg.SlowWorker, "worker that slows down halfway (empty: none)")
 	fs.Float64Var(&cfg.Slowdown, "slowdown", cfg.Slowdown, "the slow worker's latency factor after halfway")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of tables")
+	plotDir := fs.String("plot", "", "write PNG charts (p99 TTFT and goodput against load, per policy) into this directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,6 +54,15 @@ func runBenchSched(_ context.Context, args []string) error {
 	res, err := sched.Run(cfg)
 	if err != nil {
 		return err
+	}
+	if *plotDir != "" {
+		files, err := sched.WritePlots(*plotDir, res)
+		if err != nil {
+			return err
+		}
+		if !*asJSON {
+			defer fmt.Printf("Plots: %s\n", strings.Join(files, ", "))
+		}
 	}
 	if *asJSON {
 		return report.JSON(os.Stdout, res)

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
@@ -70,6 +70,12 @@ func decodeObject(body []byte) (map[string]json.RawMessage, error) {
 		return nil, apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: expected a JSON object.")
 	}
 	var m map[string]json.RawMessage
+	// The common case in one pass; a body it refuses goes through the
+	// Decoder, whose errors tell a bad value from trailing data.
+	if json.Unmarshal(body, &m) == nil {
+		return m, nil
+	}
+	m = nil
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&m); err != nil {
 		return nil, apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: %s.", jsonErrText(err))
@@ -138,9 +144,10 @@ func isEmptyValue(raw json.RawMessage) bool {
 }
 
 // extras applies the policy for fields not mapped into the struct.
-func extras(m map[string]json.RawMessage, mapped map[string]any, extra map[string]fieldKind) error {
-	// Deterministic order so the same body always names the same param.
-	for _, k := range sortedKeys(m) {
+// keys are m's keys in sorted order, so the same body always names the
+// same param.
+func extras(m map[string]json.RawMessage, keys []string, mapped map[string]any, extra map[string]fieldKind) error {
+	for _, k := range keys {
 		if _, ok := mapped[k]; ok {
 			continue
 		}
@@ -156,12 +163,17 @@ func extras(m map[string]json.RawMessage, mapped map[string]any, extra map[strin
 }
 
 func sortedKeys(m map[string]json.RawMessage) []string {
-	return slices.Sorted(maps.Keys(m))
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // decodeMapped decodes each mapped member in key order.
-func decodeMapped(m map[string]json.RawMessage, mapped map[string]any) error {
-	for _, k := range sortedKeys(m) {
+func decodeMapped(m map[string]json.RawMessage, keys []string, mapped map[string]any) error {
+	for _, k := range keys {
 		dst, ok := mapped[k]
 		if !ok {
 			continue
@@ -199,6 +211,15 @@ var commonExtra = map[string]fieldKind{
 // ParseChat decodes and validates a chat completions body.
 func ParseChat(body []byte, lim Limits) (*ChatRequest, error) {
 	lim = lim.withDefaults()
+	if r, ok := fastChat(body, lim); ok {
+		return r, nil
+	}
+	return parseChatGeneral(body, lim)
+}
+
+// parseChatGeneral is ParseChat for every body: decoded member by member,
+// each error naming its param.
+func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
 		return nil, err
@@ -213,10 +234,11 @@ func ParseChat(body []byte, lim Limits) (*ChatRequest, error) {
 		"stream_options": &r.StreamOptions, "presence_penalty": &r.PresencePenalty,
 		"frequency_penalty": &r.FrequencyPenalty, "user": &r.User, "response_format": &responseFormat,
 	}
-	if err := extras(m, mapped, commonExtra); err != nil {
+	keys := sortedKeys(m)
+	if err := extras(m, keys, mapped, commonExtra); err != nil {
 		return nil, err
 	}
-	if err := decodeMapped(m, mapped); err != nil {
+	if err := decodeMapped(m, keys, mapped); err != nil {
 		return nil, err
 	}
 	if err := checkResponseFormat(responseFormat); err != nil {
@@ -259,11 +281,17 @@ func ParseChat(body []byte, lim Limits) (*ChatRequest, error) {
 }
 
 func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
-	prefix := fmt.Sprintf("messages[%d]", i)
-	m, err := decodeMessageObject(prefix, raw)
+	m, err := decodeMessageObject(raw)
 	if err != nil {
-		return err
+		prefix := messagePrefix(i)
+		return apierr.BadRequest(prefix, CodeInvalidType, "Invalid type for '%s': expected an object.", prefix)
 	}
+	// The common message (role and content, maybe name) without building
+	// error names up front; anything else takes the general path.
+	if fastMessage(m, msg) {
+		return checkMessage(i, msg)
+	}
+	prefix := messagePrefix(i)
 	mapped := map[string]any{"role": &msg.Role, "content": &msg.Content, "name": &msg.Name}
 	for _, k := range sortedKeys(m) {
 		dst, ok := mapped[k]
@@ -280,6 +308,46 @@ func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
 			return err
 		}
 	}
+	return checkMessage(i, msg)
+}
+
+func messagePrefix(i int) string { return "messages[" + strconv.Itoa(i) + "]" }
+
+// fastMessage decodes a message whose members are all role, content or
+// name, in any order, each decoding cleanly; it reports false (leaving
+// msg for the general path to redo) otherwise.
+func fastMessage(m map[string]json.RawMessage, msg *ChatMessage) bool {
+	for k, raw := range m {
+		var err error
+		switch k {
+		case "role":
+			err = json.Unmarshal(raw, &msg.Role)
+		case "content":
+			err = json.Unmarshal(raw, &msg.Content)
+		case "name":
+			err = json.Unmarshal(raw, &msg.Name)
+		default:
+			err = errSlowPath
+		}
+		if err != nil {
+			*msg = ChatMessage{}
+			return false
+		}
+	}
+	return true
+}
+
+var errSlowPath = errors.New("not the common shape")
+
+// checkMessage validates decoded message i.
+func checkMessage(i int, msg *ChatMessage) error {
+	switch msg.Role {
+	case "system", "developer", "user", "assistant":
+		if msg.Content != nil {
+			return nil
+		}
+	}
+	prefix := messagePrefix(i)
 	switch msg.Role {
 	case "system", "developer", "user", "assistant":
 	case "":
@@ -295,10 +363,10 @@ func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
 	return nil
 }
 
-func decodeMessageObject(prefix string, raw json.RawMessage) (map[string]json.RawMessage, error) {
+func decodeMessageObject(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
-		return nil, apierr.BadRequest(prefix, CodeInvalidType, "Invalid type for '%s': expected an object.", prefix)
+		return nil, errors.New("not an object")
 	}
 	return m, nil
 }
@@ -415,10 +483,11 @@ func ParseCompletion(body []byte, lim Limits) (*CompletionRequest, error) {
 		"presence_penalty": &r.PresencePenalty, "frequency_penalty": &r.FrequencyPenalty,
 		"user": &r.User, "best_of": &bestOf,
 	}
-	if err := extras(m, mapped, completionExtra); err != nil {
+	keys := sortedKeys(m)
+	if err := extras(m, keys, mapped, completionExtra); err != nil {
 		return nil, err
 	}
-	if err := decodeMapped(m, mapped); err != nil {
+	if err := decodeMapped(m, keys, mapped); err != nil {
 		return nil, err
 	}
 	if err := checkModel(m, r.Model); err != nil {
@@ -463,10 +532,11 @@ func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
 	}
 	var r EmbeddingRequest
 	mapped := map[string]any{"model": &r.Model, "input": &r.Input, "encoding_format": &r.EncodingFormat, "user": &r.User}
-	if err := extras(m, mapped, embeddingExtra); err != nil {
+	keys := sortedKeys(m)
+	if err := extras(m, keys, mapped, embeddingExtra); err != nil {
 		return nil, err
 	}
-	if err := decodeMapped(m, mapped); err != nil {
+	if err := decodeMapped(m, keys, mapped); err != nil {
 		return nil, err
 	}
 	if err := checkModel(m, r.Model); err != nil {
@@ -499,7 +569,7 @@ func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
 
 // Task converts a validated chat request into a worker task.
 func (r *ChatRequest) Task(requestID string) *workers.Task {
-	t := &workers.Task{RequestID: requestID, Kind: workers.KindChat, Model: r.Model, Stop: r.Stop, Seed: r.Seed}
+	t := &workers.Task{RequestID: requestID, Kind: workers.KindChat, Model: r.Model, Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
 	t.Messages = make([]workers.Message, len(r.Messages))
 	n := 0
 	for i, m := range r.Messages {
@@ -526,7 +596,7 @@ const DefaultCompletionMaxTokens = 16
 
 // Task converts a validated completions request into a worker task.
 func (r *CompletionRequest) Task(requestID string) *workers.Task {
-	t := &workers.Task{RequestID: requestID, Kind: workers.KindCompletion, Model: r.Model, Prompt: r.Prompt.Texts[0], Stop: r.Stop, Seed: r.Seed}
+	t := &workers.Task{RequestID: requestID, Kind: workers.KindCompletion, Model: r.Model, Prompt: r.Prompt.Texts[0], Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
 	t.MaxTokens = DefaultCompletionMaxTokens
 	if r.MaxTokens != nil {
 		t.MaxTokens = *r.MaxTokens

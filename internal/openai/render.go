@@ -3,8 +3,10 @@ package openai
 import (
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/jsonx"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -75,3 +77,56 @@ func NewModel(m workers.ModelVersion, created int64) Model {
 
 // Ptr returns a pointer to v (for the nullable fields of chunks).
 func Ptr[T any](v T) *T { return &v }
+
+// AppendChatContentChunk appends the JSON of the stream chunk that carries
+// one piece of a chat answer's text: the same object as ChatChunk with one
+// choice whose delta has only content, without reflection (one is written
+// per token).
+func AppendChatContentChunk(b []byte, id string, created int64, model, text string) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonx.AppendString(b, id)
+	b = append(b, `,"object":"chat.completion.chunk","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":`...)
+	b = jsonx.AppendString(b, model)
+	b = append(b, `,"choices":[{"index":0,"delta":{"content":`...)
+	b = jsonx.AppendString(b, text)
+	return append(b, `},"logprobs":null,"finish_reason":null}],"system_fingerprint":null}`...)
+}
+
+// AppendTextChunk appends the JSON of the stream chunk that carries one
+// piece of a completion's text: TextCompletion with one choice and no
+// finish reason, without reflection.
+func AppendTextChunk(b []byte, id string, created int64, model, text string) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonx.AppendString(b, id)
+	b = append(b, `,"object":"text_completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":`...)
+	b = jsonx.AppendString(b, model)
+	b = append(b, `,"choices":[{"text":`...)
+	b = jsonx.AppendString(b, text)
+	return append(b, `,"index":0,"logprobs":null,"finish_reason":null}],"system_fingerprint":null}`...)
+}
+
+// AppendChatCompletion appends the JSON of a non-streamed chat answer with
+// one choice (the ChatCompletion the gateway sends), without reflection.
+func AppendChatCompletion(b []byte, id string, created int64, model, text, finishReason string, u Usage) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonx.AppendString(b, id)
+	b = append(b, `,"object":"chat.completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":`...)
+	b = jsonx.AppendString(b, model)
+	b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":`...)
+	b = jsonx.AppendString(b, text)
+	b = append(b, `,"refusal":null},"logprobs":null,"finish_reason":`...)
+	b = jsonx.AppendString(b, finishReason)
+	b = append(b, `}],"usage":{"prompt_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+	b = append(b, `,"completion_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+	b = append(b, `,"total_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.TotalTokens), 10)
+	return append(b, `},"system_fingerprint":null}`...)
+}

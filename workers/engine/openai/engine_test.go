@@ -58,10 +58,12 @@ func newEngine(t *testing.T, up *upstreamtest.Server, mod func(*Config)) *Engine
 type collected struct {
 	text   string
 	deltas int
+	tokens int
 }
 
 func (c *collected) emit(d workers.Delta) error {
 	c.text += d.Text
+	c.tokens += d.Tokens
 	c.deltas++
 	return nil
 }
@@ -109,43 +111,71 @@ func TestGenerate(t *testing.T) {
 			wantUsage: func(n int) workers.Result { return workers.Result{PromptTokens: 0, CompletionTokens: n} },
 		},
 	}
+	// A streamed task, or one without a deadline, streams from the
+	// upstream; an unstreamed task with a deadline asks for one answer.
+	modes := []struct {
+		name           string
+		stream         bool
+		deadline       time.Time
+		upstreamStream bool
+	}{
+		{"streamed", true, time.Time{}, true},
+		{"unstreamed without deadline", false, time.Time{}, true},
+		{"unstreamed with deadline", false, time.Now().Add(time.Hour), false},
+	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			up := upstreamtest.Start(upstreamtest.Config{OmitUsage: tc.omitUsage})
-			defer up.Close()
-			e := newEngine(t, up, nil)
-			var got collected
-			res, err := e.Generate(context.Background(), &tc.task, got.emit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tokens, finish := upstreamtest.Generate(tc.prompt, tc.max, nil)
-			want := tc.wantUsage(len(tokens))
-			want.FinishReason = finish
-			if diff := cmp.Diff(want, res); diff != "" {
-				t.Errorf("result (-want +got):\n%s", diff)
-			}
-			if wantText := strings.Join(tokens, ""); got.text != wantText || got.deltas != len(tokens) {
-				t.Errorf("text %q in %d deltas, want %q in %d", got.text, got.deltas, wantText, len(tokens))
-			}
-			path := "/v1/chat/completions"
-			if tc.task.Kind == workers.KindCompletion {
-				path = "/v1/completions"
-			}
-			var sent struct {
-				Model         string `json:"model"`
-				Stream        bool   `json:"stream"`
-				StreamOptions struct {
-					IncludeUsage bool `json:"include_usage"`
-				} `json:"stream_options"`
-			}
-			if err := json.Unmarshal(up.LastBody(path), &sent); err != nil {
-				t.Fatal(err)
-			}
-			if sent.Model != "mock-llm" || !sent.Stream || !sent.StreamOptions.IncludeUsage {
-				t.Errorf("upstream request %s, want model mock-llm, stream and include_usage", up.LastBody(path))
-			}
-		})
+		for _, m := range modes {
+			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
+				up := upstreamtest.Start(upstreamtest.Config{OmitUsage: tc.omitUsage})
+				defer up.Close()
+				e := newEngine(t, up, nil)
+				task := tc.task
+				task.Stream, task.Deadline = m.stream, m.deadline
+				var got collected
+				res, err := e.Generate(context.Background(), &task, got.emit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tokens, finish := upstreamtest.Generate(tc.prompt, tc.max, nil)
+				wantText := strings.Join(tokens, "")
+				want := tc.wantUsage(len(tokens))
+				wantDeltas := len(tokens)
+				if !m.upstreamStream {
+					wantDeltas = 1
+					if tc.omitUsage {
+						want.CompletionTokens = (len(wantText) + 3) / 4
+					}
+				}
+				want.FinishReason = finish
+				if diff := cmp.Diff(want, res); diff != "" {
+					t.Errorf("result (-want +got):\n%s", diff)
+				}
+				if got.text != wantText || got.deltas != wantDeltas {
+					t.Errorf("text %q in %d deltas, want %q in %d", got.text, got.deltas, wantText, wantDeltas)
+				}
+				if got.tokens != res.CompletionTokens {
+					t.Errorf("deltas carry %d tokens, result says %d", got.tokens, res.CompletionTokens)
+				}
+				path := "/v1/chat/completions"
+				if tc.task.Kind == workers.KindCompletion {
+					path = "/v1/completions"
+				}
+				var sent struct {
+					Model         string `json:"model"`
+					Stream        bool   `json:"stream"`
+					StreamOptions *struct {
+						IncludeUsage bool `json:"include_usage"`
+					} `json:"stream_options"`
+				}
+				if err := json.Unmarshal(up.LastBody(path), &sent); err != nil {
+					t.Fatal(err)
+				}
+				wantIncludeUsage := m.upstreamStream
+				if sent.Model != "mock-llm" || sent.Stream != m.upstreamStream || (sent.StreamOptions != nil && sent.StreamOptions.IncludeUsage) != wantIncludeUsage {
+					t.Errorf("upstream request %s, want model mock-llm, stream=%v with include_usage", up.LastBody(path), m.upstreamStream)
+				}
+			})
+		}
 	}
 }
 
@@ -601,6 +631,97 @@ func TestTraceContextPropagated(t *testing.T) {
 			}
 			if h := <-got; h != tc.want {
 				t.Errorf("upstream traceparent = %q, want %q", h, tc.want)
+			}
+		})
+	}
+}
+
+// TestGenerateWholeMalformed: a non-streamed answer is validated like a
+// stream: no choice 0, an error object, bad JSON or an oversized body fail
+// the task with the right status; negative usage is not believed.
+func TestGenerateWholeMalformed(t *testing.T) {
+	tests := []struct {
+		name       string
+		body       string
+		wantStatus int
+		wantText   string
+		wantTokens int
+	}{
+		{"malformed JSON", `{"choices":[`, 502, "", 0},
+		{"no choice 0", `{"choices":[{"index":1,"message":{"content":"x"}}]}`, 502, "", 0},
+		{"no choices", `{"choices":[]}`, 502, "", 0},
+		{"error object", `{"error":{"message":"engine dead","type":"InternalServerError","code":500}}`, 502, "", 0},
+		{"too large", `{"choices":[{"index":0,"message":{"content":"` + strings.Repeat("x", 300) + `"}}]}`, 502, "", 0},
+		{"negative usage estimated", `{"choices":[{"index":0,"message":{"content":"abcdefgh"},"finish_reason":"stop"}],"usage":{"prompt_tokens":-1,"completion_tokens":-5}}`, 0, "abcdefgh", 2},
+		{"null content", `{"choices":[{"index":0,"message":{"content":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":0}}`, 0, "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []workers.ModelVersion{{Name: "m", Digest: digest}},
+				MaxBodyBytes: 256, MetricsURL: MetricsOff, Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			task := workers.Task{Kind: workers.KindChat, Model: "m", Messages: []workers.Message{{Role: "user", Content: "hi"}},
+				Deadline: time.Now().Add(time.Hour)}
+			var got collected
+			res, err := e.Generate(context.Background(), &task, got.emit)
+			if tc.wantStatus != 0 {
+				checkAPIErr(t, err, tc.wantStatus, "")
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.text != tc.wantText || res.CompletionTokens != tc.wantTokens || got.tokens != tc.wantTokens {
+				t.Errorf("text %q, %d tokens (%d in deltas), want %q, %d", got.text, res.CompletionTokens, got.tokens, tc.wantText, tc.wantTokens)
+			}
+		})
+	}
+}
+
+// TestWatchdog: a reset pushes the deadline back to a full window after it;
+// stop disarms it.
+func TestWatchdog(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []string // "advance:<d>", "reset", "stop"
+		fired bool
+	}{
+		{"fires after the window", []string{"advance:10s"}, true},
+		{"not before", []string{"advance:9s"}, false},
+		{"reset extends", []string{"advance:6s", "reset", "advance:6s"}, false},
+		{"fires a window after the reset", []string{"advance:6s", "reset", "advance:6s", "advance:4s"}, true},
+		{"many resets", []string{"advance:5s", "reset", "advance:5s", "reset", "advance:5s", "reset", "advance:9s"}, false},
+		{"stopped", []string{"advance:5s", "stop", "advance:20s"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+			fired := 0
+			w := newWatchdog(clk, 10*time.Second, func() { fired++ })
+			for _, s := range tc.steps {
+				switch {
+				case s == "reset":
+					w.reset()
+				case s == "stop":
+					w.stop()
+				default:
+					d, err := time.ParseDuration(strings.TrimPrefix(s, "advance:"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					clk.Advance(d)
+				}
+			}
+			if (fired > 0) != tc.fired || fired > 1 {
+				t.Errorf("fired %d times, want fired=%v", fired, tc.fired)
 			}
 		})
 	}

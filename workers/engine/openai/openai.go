@@ -2,14 +2,20 @@
 // inference server running next to the worker: vLLM, SGLang, llama.cpp's
 // server, Ollama, or a hosted API.
 //
-// Chat and completion tasks are always streamed from the upstream, with
+// Streamed chat and completion tasks are streamed from the upstream, with
 // stream_options.include_usage set, so text reaches the client as it is made
 // and only two timeouts apply: one for the response headers and one for
 // silence between chunks; a long generation is never cut off by a
-// whole-request timeout. Cancelling the task's context aborts the upstream
-// request, which vLLM and SGLang treat as an abort of the generation.
+// whole-request timeout. A task that is not streamed (its client reads one
+// JSON answer) and has a deadline is sent as a plain request: one response
+// and one JSON decode instead of a chunk per token; its deadline, not the
+// header timeout, bounds the wait for the answer. Cancelling the task's
+// context aborts the upstream request, which vLLM and SGLang treat as an
+// abort of the generation.
 //
-// Usage: when the upstream omits usage, completion tokens are counted as the
+// Usage: when the upstream omits usage from a non-streamed answer,
+// completion tokens are estimated at one per four bytes of text; from a
+// stream, completion tokens are counted as the
 // number of streamed chunks that carried text (vLLM and SGLang send one token
 // per chunk by default, so this is exact for them and approximate for servers
 // that coalesce tokens), and prompt tokens are reported as 0 — unknown — never
@@ -284,29 +290,20 @@ type usage struct {
 	CompletionTokens int `json:"completion_tokens"`
 }
 
-// chunk is one streamed event of /chat/completions or /completions.
-type chunk struct {
-	Choices []struct {
-		Index int `json:"index"`
-		Delta struct {
-			Content *string `json:"content"`
-		} `json:"delta"`
-		Text         *string `json:"text"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *usage          `json:"usage"`
-	Error json.RawMessage `json:"error"`
-}
-
-// Generate streams a chat or completion task from the upstream.
+// Generate runs a chat or completion task on the upstream: streamed when
+// the task is (or has no deadline), else as one request and one answer.
 func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
 	model, err := e.upstreamModel(t.Model)
 	if err != nil {
 		return workers.Result{}, err
 	}
+	stream := e.streamUpstream(t)
 	req := generateRequest{
 		Model: model, MaxTokens: t.MaxTokens, Temperature: t.Temperature, TopP: t.TopP,
-		Seed: t.Seed, Stop: t.Stop, Stream: true, StreamOptions: &streamOptions{IncludeUsage: true},
+		Seed: t.Seed, Stop: t.Stop, Stream: stream,
+	}
+	if stream {
+		req.StreamOptions = &streamOptions{IncludeUsage: true}
 	}
 	var path string
 	switch t.Kind {
@@ -328,7 +325,13 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil) // aborts the upstream request on every early return
-	resp, err := e.post(ctx, cancel, path, body)
+	headerTimeout := e.cfg.HeaderTimeout
+	if !stream {
+		// The answer's headers come only once the whole generation is done:
+		// the task's deadline bounds the wait, not the header timeout.
+		headerTimeout = 0
+	}
+	resp, err := e.post(ctx, cancel, path, body, headerTimeout)
 	if err != nil {
 		return workers.Result{}, err
 	}
@@ -336,7 +339,11 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 
 	idle := newWatchdog(e.clock, e.cfg.IdleTimeout, func() { cancel(errIdleTimeout) })
 	defer idle.stop()
+	if !stream {
+		return e.generateWhole(ctx, t, resp.Body, emit)
+	}
 	events := newSSEReader(resp.Body, e.cfg.MaxEventBytes, idle.reset)
+	defer events.release()
 
 	var (
 		finish string
@@ -358,8 +365,8 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 			done = true
 			break
 		}
-		var c chunk
-		if err := json.Unmarshal(data, &c); err != nil {
+		var c upstreamEvent
+		if err := decodeUpstream(data, &c); err != nil {
 			return workers.Result{}, upstreamFailure("the upstream sent a malformed stream event", err)
 		}
 		if len(c.Error) > 0 && string(c.Error) != "null" {
@@ -404,6 +411,82 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	return res, nil
 }
 
+// streamUpstream reports whether t is streamed from the upstream. A task
+// whose client reads the whole answer at once is not, saving the upstream
+// and the engine a chunk per token, unless it has no deadline: a
+// non-streamed answer sends its headers only at the end, so without a
+// deadline nothing but the header timeout would bound a long generation.
+func (e *Engine) streamUpstream(t *workers.Task) bool {
+	return t.Stream || t.Deadline.IsZero()
+}
+
+// answerBufPool recycles the buffers non-streamed answers are read into.
+var answerBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// generateWhole reads a non-streamed answer and emits its text as one
+// delta. Without usage from the upstream, completion tokens are estimated
+// at one per four bytes of text (prompt tokens unknown, 0) and logged as
+// estimated.
+func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Reader, emit func(workers.Delta) error) (workers.Result, error) {
+	buf := answerBufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			answerBufPool.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(io.LimitReader(body, e.cfg.MaxBodyBytes+1)); err != nil {
+		return workers.Result{}, e.streamError(ctx, err)
+	}
+	if int64(buf.Len()) > e.cfg.MaxBodyBytes {
+		return workers.Result{}, upstreamFailure("the upstream's response is too large", fmt.Errorf("over %d bytes", e.cfg.MaxBodyBytes))
+	}
+	var a upstreamEvent
+	if err := decodeUpstream(buf.Bytes(), &a); err != nil {
+		return workers.Result{}, upstreamFailure("the upstream sent a malformed response", err)
+	}
+	if len(a.Error) > 0 && string(a.Error) != "null" {
+		return workers.Result{}, streamEventError(a.Error)
+	}
+	var text, finish string
+	found := false
+	for _, ch := range a.Choices {
+		if ch.Index != 0 {
+			continue
+		}
+		found = true
+		switch {
+		case ch.Message.Content != nil:
+			text = *ch.Message.Content
+		case ch.Text != nil:
+			text = *ch.Text
+		}
+		if ch.FinishReason != nil {
+			finish = *ch.FinishReason
+		}
+	}
+	if !found {
+		return workers.Result{}, upstreamFailure("the upstream's response has no choice 0", errors.New("no choices"))
+	}
+	if finish != "length" {
+		finish = "stop"
+	}
+	res := workers.Result{FinishReason: finish}
+	if u := a.Usage; u != nil && u.PromptTokens >= 0 && u.CompletionTokens >= 0 {
+		res.PromptTokens, res.CompletionTokens = u.PromptTokens, u.CompletionTokens
+	} else {
+		res.CompletionTokens = (len(text) + 3) / 4
+		e.logUsageEstimated(ctx, "upstream omitted usage; completion tokens estimated from the text's length, prompt tokens unknown (0)",
+			slog.String("request_id", t.RequestID), slog.String("model", t.Model))
+	}
+	if text != "" || res.CompletionTokens > 0 {
+		if err := emit(workers.Delta{Text: text, Tokens: res.CompletionTokens}); err != nil {
+			return workers.Result{}, err
+		}
+	}
+	return res, nil
+}
+
 type embedRequest struct {
 	Model          string   `json:"model"`
 	Input          []string `json:"input"`
@@ -433,7 +516,7 @@ func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (work
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	resp, err := e.post(ctx, cancel, "/embeddings", body)
+	resp, err := e.post(ctx, cancel, "/embeddings", body, e.cfg.HeaderTimeout)
 	if err != nil {
 		return workers.EmbedResult{}, err
 	}
@@ -510,8 +593,9 @@ var (
 
 // post sends a JSON request and returns a 200 response, or an error: an
 // *apierr.Error, or the caller's own cancellation. cancel must cancel ctx;
-// the header timeout calls it with errHeaderTimeout, which aborts the request.
-func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path string, body []byte) (*http.Response, error) {
+// the header timeout (none when 0) calls it with errHeaderTimeout, which
+// aborts the request.
+func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path string, body []byte, headerTimeout time.Duration) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, apierr.Internal(err)
@@ -523,9 +607,14 @@ func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path 
 	if e.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+e.cfg.APIKey)
 	}
-	timer := e.clock.AfterFunc(e.cfg.HeaderTimeout, func() { cancel(errHeaderTimeout) })
+	var timer clock.Timer
+	if headerTimeout > 0 {
+		timer = e.clock.AfterFunc(headerTimeout, func() { cancel(errHeaderTimeout) })
+	}
 	resp, err := e.client.Do(req)
-	timer.Stop()
+	if timer != nil {
+		timer.Stop()
+	}
 	if err != nil {
 		cause := context.Cause(ctx)
 		switch {
@@ -565,23 +654,54 @@ func upstreamFailure(msg string, cause error) *apierr.Error {
 	return &apierr.Error{Status: http.StatusBadGateway, Type: apierr.TypeServer, Code: "upstream_error", Message: msg, Cause: cause}
 }
 
-// watchdog cancels after d without a reset.
+// watchdog calls fire once d passes without a reset. A reset only notes
+// the time (streams reset it on every line); the one timer, when it comes
+// due, re-arms itself for whatever is left of the idle window.
 type watchdog struct {
 	clock clock.Clock
 	d     time.Duration
 	fire  func()
-	t     clock.Timer
+
+	mu      sync.Mutex
+	last    time.Time // the latest reset
+	t       clock.Timer
+	stopped bool
 }
 
 func newWatchdog(c clock.Clock, d time.Duration, fire func()) *watchdog {
-	w := &watchdog{clock: c, d: d, fire: fire}
-	w.t = c.AfterFunc(d, fire)
+	w := &watchdog{clock: c, d: d, fire: fire, last: c.Now()}
+	w.mu.Lock()
+	w.t = c.AfterFunc(d, w.due)
+	w.mu.Unlock()
 	return w
 }
 
 func (w *watchdog) reset() {
-	w.t.Stop()
-	w.t = w.clock.AfterFunc(w.d, w.fire)
+	now := w.clock.Now()
+	w.mu.Lock()
+	w.last = now
+	w.mu.Unlock()
 }
 
-func (w *watchdog) stop() { w.t.Stop() }
+func (w *watchdog) due() {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	if left := w.d - w.clock.Now().Sub(w.last); left > 0 {
+		w.t = w.clock.AfterFunc(left, w.due)
+		w.mu.Unlock()
+		return
+	}
+	w.stopped = true
+	w.mu.Unlock()
+	w.fire()
+}
+
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.t.Stop()
+}

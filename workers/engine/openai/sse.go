@@ -6,27 +6,80 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 var errEventTooLarge = errors.New("stream event too large")
 
+// sseBufferSize is the pooled reader's buffer: one common event fits; a
+// longer line is assembled from several reads, up to the event bound.
+const sseBufferSize = 4 << 10
+
+var sseReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, sseBufferSize) }}
+
 // sseReader reads the data of server-sent events, bounded in size. Comment
 // lines (": keepalive") and the event/id/retry fields are skipped; several
-// data lines of one event are joined with "\n" as the SSE spec says.
+// data lines of one event are joined with "\n" as the SSE spec says. Call
+// release when done with it.
 type sseReader struct {
-	sc     *bufio.Scanner
+	r      *bufio.Reader
 	max    int
 	onLine func() // called for every line read, keepalives included
+	line   []byte // a line longer than the buffer, assembled
 	data   []byte
+	eof    bool
 }
 
 func newSSEReader(r io.Reader, max int, onLine func()) *sseReader {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, min(max, 64<<10)), max)
+	br := sseReaderPool.Get().(*bufio.Reader)
+	br.Reset(r)
 	if onLine == nil {
 		onLine = func() {}
 	}
-	return &sseReader{sc: sc, max: max, onLine: onLine}
+	return &sseReader{r: br, max: max, onLine: onLine}
+}
+
+// release returns the reader's buffer to the pool; r is unusable after.
+func (r *sseReader) release() {
+	if r.r != nil {
+		r.r.Reset(nil)
+		sseReaderPool.Put(r.r)
+		r.r = nil
+	}
+}
+
+// readLine returns the next line without its line ending, valid until the
+// next call; io.EOF once the input is exhausted. A last line without a
+// line ending still counts.
+func (r *sseReader) readLine() ([]byte, error) {
+	if r.eof {
+		return nil, io.EOF
+	}
+	chunk, err := r.r.ReadSlice('\n')
+	line := chunk
+	if err != nil {
+		line = append(r.line[:0], chunk...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			if len(line) > r.max {
+				return nil, fmt.Errorf("%w: line over %d bytes", errEventTooLarge, r.max)
+			}
+			chunk, err = r.r.ReadSlice('\n')
+			line = append(line, chunk...)
+		}
+		r.line = line
+		switch {
+		case err == io.EOF && len(line) > 0:
+			r.eof = true
+		case err != nil:
+			return nil, err
+		}
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) > r.max {
+		return nil, fmt.Errorf("%w: line over %d bytes", errEventTooLarge, r.max)
+	}
+	return line, nil
 }
 
 // next returns the next event's data, valid until the following call, or
@@ -34,9 +87,15 @@ func newSSEReader(r io.Reader, max int, onLine func()) *sseReader {
 func (r *sseReader) next() ([]byte, error) {
 	r.data = r.data[:0]
 	has := false
-	for r.sc.Scan() {
+	for {
+		line, err := r.readLine()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 		r.onLine()
-		line := r.sc.Bytes()
 		if len(line) == 0 {
 			if has {
 				return r.data, nil
@@ -59,12 +118,6 @@ func (r *sseReader) next() ([]byte, error) {
 		}
 		r.data = append(r.data, value...)
 		has = true
-	}
-	if err := r.sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("%w: line over %d bytes", errEventTooLarge, r.max)
-		}
-		return nil, err
 	}
 	if has {
 		return r.data, nil
