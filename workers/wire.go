@@ -124,35 +124,35 @@ func decodeEvent(line []byte, ev *Event) error {
 // around it, and reports whether it did. It declines everything else,
 // leaving ev for the caller to overwrite.
 func decodeDelta(line []byte, ev *Event) bool {
-	p := wireParser{b: line}
-	p.space()
-	if !p.lit(`{"i":`) {
+	p := wireParser{jsonx.Scanner{B: line}}
+	p.Space()
+	if !p.Lit(`{"i":`) {
 		return false
 	}
 	idx, ok := p.int()
-	if !ok || !p.lit(`,"t":"delta"`) {
+	if !ok || !p.Lit(`,"t":"delta"`) {
 		return false
 	}
 	*ev = Event{Index: idx, Type: EventDelta}
-	if p.lit(`,"text":`) {
-		s, ok := p.str()
+	if p.Lit(`,"text":`) {
+		s, ok := p.String()
 		if !ok {
 			return false
 		}
 		ev.Text = s
 	}
-	if p.lit(`,"tokens":`) {
+	if p.Lit(`,"tokens":`) {
 		n, ok := p.int()
 		if !ok {
 			return false
 		}
 		ev.Tokens = n
 	}
-	if !p.lit("}") {
+	if !p.Lit("}") {
 		return false
 	}
-	p.space()
-	return p.i == len(p.b)
+	p.Space()
+	return p.I == len(p.B)
 }
 
 // decodeDone parses a done event of a generation task in exactly the form
@@ -160,13 +160,13 @@ func decodeDelta(line []byte, ev *Event) bool {
 // embeddings) and reports whether it did. Its time must read back to the
 // same text, so that what is accepted matches encoding/json.
 func decodeDone(line []byte, ev *Event) bool {
-	p := wireParser{b: line}
-	p.space()
-	if !p.lit(`{"i":`) {
+	p := wireParser{jsonx.Scanner{B: line}}
+	p.Space()
+	if !p.Lit(`{"i":`) {
 		return false
 	}
 	idx, ok := p.int()
-	if !ok || !p.lit(`,"t":"done","finish_reason":`) {
+	if !ok || !p.Lit(`,"t":"done","finish_reason":`) {
 		return false
 	}
 	*ev = Event{Index: idx, Type: EventDone}
@@ -188,47 +188,47 @@ func decodeDone(line []byte, ev *Event) bool {
 		{lit: `,"response_digest":`, str: &c.ResponseDigest},
 	}
 	for _, f := range fields {
-		if !p.lit(f.lit) {
+		if !p.Lit(f.lit) {
 			return false
 		}
 		if f.str != nil {
-			if *f.str, ok = p.str(); !ok {
+			if *f.str, ok = p.String(); !ok {
 				return false
 			}
 		} else if *f.num, ok = p.int(); !ok {
 			return false
 		}
 	}
-	if p.lit(`,"subject":`) {
-		if c.Subject, ok = p.str(); !ok {
+	if p.Lit(`,"subject":`) {
+		if c.Subject, ok = p.String(); !ok {
 			return false
 		}
 	}
-	if !p.lit(`,"prompt_tokens":`) {
+	if !p.Lit(`,"prompt_tokens":`) {
 		return false
 	}
-	if c.PromptTokens, ok = p.int(); !ok || !p.lit(`,"completion_tokens":`) {
+	if c.PromptTokens, ok = p.int(); !ok || !p.Lit(`,"completion_tokens":`) {
 		return false
 	}
-	if c.CompletionTokens, ok = p.int(); !ok || !p.lit(`,"time":"`) {
+	if c.CompletionTokens, ok = p.int(); !ok || !p.Lit(`,"time":"`) {
 		return false
 	}
-	end := p.i
-	for end < len(p.b) && p.b[end] != '"' {
+	end := p.I
+	for end < len(p.B) && p.B[end] != '"' {
 		end++
 	}
-	raw := p.b[p.i:end]
+	raw := p.B[p.I:end]
 	t, err := time.Parse(time.RFC3339Nano, string(raw))
 	if err != nil || !timeEncodable(t) || string(t.AppendFormat(nil, time.RFC3339Nano)) != string(raw) {
 		return false
 	}
 	c.Time = t
-	p.i = end
-	if !p.lit(`"}}`) {
+	p.I = end
+	if !p.Lit(`"}}`) {
 		return false
 	}
-	p.space()
-	if p.i != len(p.b) {
+	p.Space()
+	if p.I != len(p.B) {
 		return false
 	}
 	ev.Usage, ev.Completion = &u, &c
@@ -236,61 +236,8 @@ func decodeDone(line []byte, ev *Event) bool {
 }
 
 // wireParser reads the fixed shapes decodeDelta and decodeDone accept.
-type wireParser struct {
-	b []byte
-	i int
-}
-
-func (p *wireParser) space() {
-	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\t' || p.b[p.i] == '\n' || p.b[p.i] == '\r') {
-		p.i++
-	}
-}
-
-func (p *wireParser) lit(s string) bool {
-	if len(p.b)-p.i < len(s) || string(p.b[p.i:p.i+len(s)]) != s {
-		return false
-	}
-	p.i += len(s)
-	return true
-}
+type wireParser struct{ jsonx.Scanner }
 
 // int reads a JSON integer that fits in 32 bits (larger values are left to
 // encoding/json, whose error then names them).
-func (p *wireParser) int() (int, bool) {
-	neg := p.i < len(p.b) && p.b[p.i] == '-'
-	if neg {
-		p.i++
-	}
-	digits := p.i
-	n := 0
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		n = n*10 + int(p.b[p.i]-'0')
-		p.i++
-		if p.i-digits > 9 {
-			return 0, false
-		}
-	}
-	switch {
-	case p.i == digits:
-		return 0, false
-	case p.b[digits] == '0' && p.i-digits > 1: // JSON forbids leading zeros
-		return 0, false
-	case p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E'):
-		return 0, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, true
-}
-
-// str reads a JSON string (see jsonx.ReadString for what it declines).
-func (p *wireParser) str() (string, bool) {
-	v, n, ok := jsonx.ReadString(p.b[p.i:])
-	if !ok {
-		return "", false
-	}
-	p.i += n
-	return v, true
-}
+func (p *wireParser) int() (int, bool) { return p.Int(9) }

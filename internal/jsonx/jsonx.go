@@ -1,6 +1,10 @@
-// Package jsonx holds the small append-style JSON helpers of Tollgate's hot
-// paths (the worker link's events, the gateway's stream chunks), where
-// encoding/json's reflection costs more than the rest of the work.
+// Package jsonx holds the small JSON helpers of Tollgate's hot paths (the
+// worker link's events, the gateway's stream chunks and chat bodies, the
+// upstream engine's chunks), where encoding/json's reflection costs more
+// than the rest of the work: append-style string encoding, a string
+// reader, and Scanner, the strict reader under every fast decoder. Each
+// fast decoder declines what it does not read exactly as encoding/json
+// would, and encoding/json then decides.
 package jsonx
 
 import (

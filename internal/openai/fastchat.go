@@ -15,52 +15,52 @@ import (
 // ParseChat's general path to decode it and word the error: what is
 // accepted, and how, never depends on which path ran.
 func fastChat(body []byte, lim Limits) (*ChatRequest, bool) {
-	p := chatScanner{b: body}
+	p := chatScanner{jsonx.Scanner{B: body}}
 	r := &ChatRequest{}
 	var seen [15]bool
 	hasModel, hasMessages := false, false
-	ok := p.object(func(key string) bool {
+	ok := p.Object(func(key string) bool {
 		switch key {
 		case "model":
 			hasModel = true
-			return once(&seen[0]) && p.str(&r.Model)
+			return jsonx.Once(&seen[0]) && p.str(&r.Model)
 		case "messages":
 			hasMessages = true
-			return once(&seen[1]) && p.messages(&r.Messages, lim.MaxMessages)
+			return jsonx.Once(&seen[1]) && p.messages(&r.Messages, lim.MaxMessages)
 		case "max_tokens":
-			return once(&seen[2]) && p.optInt(&r.MaxTokens)
+			return jsonx.Once(&seen[2]) && p.optInt(&r.MaxTokens)
 		case "max_completion_tokens":
-			return once(&seen[3]) && p.optInt(&r.MaxCompletionTokens)
+			return jsonx.Once(&seen[3]) && p.optInt(&r.MaxCompletionTokens)
 		case "temperature":
-			return once(&seen[4]) && p.optFloat(&r.Temperature)
+			return jsonx.Once(&seen[4]) && p.optFloat(&r.Temperature)
 		case "top_p":
-			return once(&seen[5]) && p.optFloat(&r.TopP)
+			return jsonx.Once(&seen[5]) && p.optFloat(&r.TopP)
 		case "n":
-			return once(&seen[6]) && p.optInt(&r.N)
+			return jsonx.Once(&seen[6]) && p.optInt(&r.N)
 		case "seed":
 			var n *int
-			if !once(&seen[7]) || !p.optInt(&n) {
+			if !jsonx.Once(&seen[7]) || !p.optInt(&n) {
 				return false
 			}
 			v := int64(*n)
 			r.Seed = &v
 			return true
 		case "stop":
-			return once(&seen[8]) && p.stop(&r.Stop)
+			return jsonx.Once(&seen[8]) && p.stop(&r.Stop)
 		case "stream":
-			return once(&seen[9]) && p.boolean(&r.Stream)
+			return jsonx.Once(&seen[9]) && p.boolean(&r.Stream)
 		case "stream_options":
-			return once(&seen[10]) && p.streamOptions(&r.StreamOptions)
+			return jsonx.Once(&seen[10]) && p.streamOptions(&r.StreamOptions)
 		case "presence_penalty":
-			return once(&seen[11]) && p.optFloat(&r.PresencePenalty)
+			return jsonx.Once(&seen[11]) && p.optFloat(&r.PresencePenalty)
 		case "frequency_penalty":
-			return once(&seen[12]) && p.optFloat(&r.FrequencyPenalty)
+			return jsonx.Once(&seen[12]) && p.optFloat(&r.FrequencyPenalty)
 		case "user":
-			return once(&seen[13]) && p.str(&r.User)
+			return jsonx.Once(&seen[13]) && p.str(&r.User)
 		}
 		return false
 	})
-	if !ok || !p.end() || !hasModel || !hasMessages {
+	if !ok || !p.End() || !hasModel || !hasMessages {
 		return nil, false
 	}
 	// The same checks as the general path; any failure goes back to it.
@@ -86,186 +86,25 @@ func fastChat(body []byte, lim Limits) (*ChatRequest, bool) {
 	return r, true
 }
 
-func once(seen *bool) bool {
-	if *seen {
-		return false
-	}
-	*seen = true
-	return true
-}
-
 // chatScanner reads the shapes fastChat accepts; every method reports
 // false to hand the body to the general path.
-type chatScanner struct {
-	b []byte
-	i int
-}
-
-func (p *chatScanner) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-func (p *chatScanner) peek() byte {
-	if p.i < len(p.b) {
-		return p.b[p.i]
-	}
-	return 0
-}
-
-func (p *chatScanner) end() bool {
-	p.ws()
-	return p.i == len(p.b)
-}
-
-// object reads an object, calling member with the reader at each value.
-func (p *chatScanner) object(member func(key string) bool) bool {
-	p.ws()
-	if p.peek() != '{' {
-		return false
-	}
-	p.i++
-	p.ws()
-	if p.peek() == '}' {
-		p.i++
-		return true
-	}
-	for {
-		p.ws()
-		var key string
-		if !p.str(&key) {
-			return false
-		}
-		p.ws()
-		if p.peek() != ':' {
-			return false
-		}
-		p.i++
-		p.ws()
-		if !member(key) {
-			return false
-		}
-		p.ws()
-		switch p.peek() {
-		case ',':
-			p.i++
-		case '}':
-			p.i++
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// array reads an array, calling elem with the reader at each element.
-func (p *chatScanner) array(elem func() bool) bool {
-	if p.peek() != '[' {
-		return false
-	}
-	p.i++
-	p.ws()
-	if p.peek() == ']' {
-		p.i++
-		return true
-	}
-	for {
-		p.ws()
-		if !elem() {
-			return false
-		}
-		p.ws()
-		switch p.peek() {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
-			return true
-		default:
-			return false
-		}
-	}
-}
+type chatScanner struct{ jsonx.Scanner }
 
 func (p *chatScanner) str(dst *string) bool {
-	v, n, ok := jsonx.ReadString(p.b[p.i:])
-	if !ok {
-		return false
-	}
-	*dst, p.i = v, p.i+n
-	return true
+	v, ok := p.String()
+	*dst = v
+	return ok
 }
 
 func (p *chatScanner) boolean(dst *bool) bool {
-	switch {
-	case p.lit("true"):
-		*dst = true
-	case p.lit("false"):
-		*dst = false
-	default:
-		return false
-	}
-	return true
-}
-
-func (p *chatScanner) lit(l string) bool {
-	if len(p.b)-p.i >= len(l) && string(p.b[p.i:p.i+len(l)]) == l {
-		p.i += len(l)
-		return true
-	}
-	return false
-}
-
-// number returns the literal of a JSON number and whether it is a plain
-// integer (no fraction or exponent).
-func (p *chatScanner) number() (lit []byte, integer bool, ok bool) {
-	start := p.i
-	if p.peek() == '-' {
-		p.i++
-	}
-	digits := func() int {
-		n := 0
-		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-			p.i++
-			n++
-		}
-		return n
-	}
-	first := p.i
-	n := digits()
-	if n == 0 || n > 1 && p.b[first] == '0' {
-		return nil, false, false
-	}
-	integer = true
-	if p.peek() == '.' {
-		p.i++
-		integer = false
-		if digits() == 0 {
-			return nil, false, false
-		}
-	}
-	if c := p.peek(); c == 'e' || c == 'E' {
-		p.i++
-		integer = false
-		if c := p.peek(); c == '+' || c == '-' {
-			p.i++
-		}
-		if digits() == 0 {
-			return nil, false, false
-		}
-	}
-	return p.b[start:p.i], integer, true
+	v, ok := p.Bool()
+	*dst = v
+	return ok
 }
 
 // optInt reads an integer as encoding/json reads it into *int (no nulls).
 func (p *chatScanner) optInt(dst **int) bool {
-	lit, integer, ok := p.number()
+	lit, integer, ok := p.Number()
 	if !ok || !integer {
 		return false
 	}
@@ -280,7 +119,7 @@ func (p *chatScanner) optInt(dst **int) bool {
 
 // optFloat reads a number as encoding/json reads it into *float64.
 func (p *chatScanner) optFloat(dst **float64) bool {
-	lit, _, ok := p.number()
+	lit, _, ok := p.Number()
 	if !ok {
 		return false
 	}
@@ -294,7 +133,7 @@ func (p *chatScanner) optFloat(dst **float64) bool {
 
 // stop reads a string or an array of strings.
 func (p *chatScanner) stop(dst *StringList) bool {
-	if p.peek() == '"' {
+	if p.Peek() == '"' {
 		var s string
 		if !p.str(&s) {
 			return false
@@ -303,7 +142,7 @@ func (p *chatScanner) stop(dst *StringList) bool {
 		return true
 	}
 	list := StringList{}
-	ok := p.array(func() bool {
+	ok := p.Array(func() bool {
 		var s string
 		if !p.str(&s) {
 			return false
@@ -319,8 +158,8 @@ func (p *chatScanner) stop(dst *StringList) bool {
 func (p *chatScanner) streamOptions(dst **StreamOptions) bool {
 	so := &StreamOptions{}
 	seen := false
-	ok := p.object(func(key string) bool {
-		return key == "include_usage" && once(&seen) && p.boolean(&so.IncludeUsage)
+	ok := p.Object(func(key string) bool {
+		return key == "include_usage" && jsonx.Once(&seen) && p.boolean(&so.IncludeUsage)
 	})
 	*dst = so
 	return ok
@@ -329,25 +168,25 @@ func (p *chatScanner) streamOptions(dst **StreamOptions) bool {
 // messages reads an array of {role, content, name} string members.
 func (p *chatScanner) messages(dst *[]ChatMessage, max int) bool {
 	msgs := make([]ChatMessage, 0, 4)
-	ok := p.array(func() bool {
+	ok := p.Array(func() bool {
 		if len(msgs) == max {
 			return false
 		}
 		var m ChatMessage
 		var seen [3]bool
-		if !p.object(func(key string) bool {
+		if !p.Object(func(key string) bool {
 			switch key {
 			case "role":
-				return once(&seen[0]) && p.str(&m.Role)
+				return jsonx.Once(&seen[0]) && p.str(&m.Role)
 			case "content":
 				var text string
-				if !once(&seen[1]) || !p.str(&text) {
+				if !jsonx.Once(&seen[1]) || !p.str(&text) {
 					return false
 				}
 				m.Content = &Content{Text: text}
 				return true
 			case "name":
-				return once(&seen[2]) && p.str(&m.Name)
+				return jsonx.Once(&seen[2]) && p.str(&m.Name)
 			}
 			return false
 		}) {
