@@ -6,6 +6,10 @@ import "math"
 type model struct {
 	cfg Config
 	w   *weights
+	// wt is the matrices of w transposed for matmulWT (batches of two rows
+	// or more), or nil where the CPU lacks the kernel or they would take
+	// more than maxTransposedBytes.
+	wt *transposedWeights
 	// ropeCos/ropeSin[pos*half+i] rotate the pair (2i, 2i+1) of every head at
 	// position pos, computed as run.c computes them.
 	ropeCos, ropeSin []float32
@@ -21,6 +25,7 @@ func newModel(cfg Config, w *weights) *model {
 		ropeSin:  make([]float32, cfg.SeqLen*half),
 		attScale: sqrtf(float32(hs)),
 	}
+	m.wt = newTransposedWeights(cfg, w)
 	for i := 0; i < half; i++ {
 		headDim := float32(2 * i)
 		freq := 1 / float32(math.Pow(10000, float64(headDim/float32(hs))))
@@ -31,6 +36,60 @@ func newModel(cfg Config, w *weights) *model {
 		}
 	}
 	return m
+}
+
+// transposedWeights holds each matrix of a checkpoint transposed for
+// matmulWT, every layer's copy transposedLen long, layer after layer.
+type transposedWeights struct {
+	wq, wk, wv, wo, w1, w2, w3, wcls []float32
+}
+
+// newTransposedWeights transposes w's matrices, or returns nil where the
+// CPU has no matmulWT or the copies would exceed maxTransposedBytes (they
+// take about as much memory as the matrices themselves).
+func newTransposedWeights(c Config, w *weights) *transposedWeights {
+	if !transposedWeightsOK() || len(w.wq) == 0 {
+		return nil
+	}
+	dim, kvDim, hidden, layers := c.Dim, c.KVDim(), c.HiddenDim, c.NLayers
+	size := layers*(2*transposedLen(dim, dim)+2*transposedLen(kvDim, dim)+
+		2*transposedLen(hidden, dim)+transposedLen(dim, hidden)) + transposedLen(c.VocabSize, dim)
+	if size*4 > maxTransposedBytes {
+		return nil
+	}
+	each := func(src []float32, d, in, count int) []float32 {
+		n := transposedLen(d, in)
+		dst := make([]float32, count*n)
+		for l := range count {
+			transposeMatrix(dst[l*n:(l+1)*n], src[l*d*in:(l+1)*d*in], d, in)
+		}
+		return dst
+	}
+	return &transposedWeights{
+		wq:   each(w.wq, dim, dim, layers),
+		wk:   each(w.wk, kvDim, dim, layers),
+		wv:   each(w.wv, kvDim, dim, layers),
+		wo:   each(w.wo, dim, dim, layers),
+		w1:   each(w.w1, hidden, dim, layers),
+		w2:   each(w.w2, dim, hidden, layers),
+		w3:   each(w.w3, hidden, dim, layers),
+		wcls: each(w.wcls, c.VocabSize, dim, 1),
+	}
+}
+
+// maxTransposedBytes bounds the memory spent on transposed weights: 256 MiB
+// covers checkpoints up to about 60M parameters (stories260K needs 1.1 MB);
+// larger ones keep the batch-lane kernel alone.
+const maxTransposedBytes = 256 << 20
+
+// wtMinRows is the smallest batch matmulWT takes.
+const wtMinRows = 2
+
+// layerOf is layer l's part of a transposed matrix of d outputs and in
+// inputs per layer.
+func layerOf(wt []float32, l, d, in int) []float32 {
+	n := transposedLen(d, in)
+	return wt[l*n : (l+1)*n]
 }
 
 // kvCache holds one sequence's keys and values, room for capacity
@@ -256,16 +315,28 @@ func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
 	q, k, v := ws.q[lo*dim:hi*dim], ws.k[lo*kvDim:hi*kvDim], ws.v[lo*kvDim:hi*kvDim]
 	hb, hb2 := ws.hb[lo*hidden:hi*hidden], ws.hb2[lo*hidden:hi*hidden]
 	xt, att := ws.xt[p], ws.att[p]
+	// Batches of wtMinRows rows or more take the transposed-weight kernel
+	// where there is one; a lone row keeps run.c's scalar loop.
+	wt := m.wt
+	if n < wtMinRows {
+		wt = nil
+	}
 
 	for r, rw := range rows {
 		copy(x[r*dim:(r+1)*dim], w.tokenEmbedding[rw.token*dim:(rw.token+1)*dim])
 	}
 	for l := 0; l < c.NLayers; l++ {
 		rmsnormRows(xb, x, w.rmsAtt[l*dim:(l+1)*dim], n, dim)
-		prepareRows(xt, xb, n, dim)
-		matmulPrepared(xt, q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
-		matmulPrepared(xt, k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
-		matmulPrepared(xt, v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+		if wt != nil {
+			matmulWT(q, xb, layerOf(wt.wq, l, dim, dim), n, dim, dim)
+			matmulWT(k, xb, layerOf(wt.wk, l, kvDim, dim), n, dim, kvDim)
+			matmulWT(v, xb, layerOf(wt.wv, l, kvDim, dim), n, dim, kvDim)
+		} else {
+			prepareRows(xt, xb, n, dim)
+			matmulPrepared(xt, q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+			matmulPrepared(xt, k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+			matmulPrepared(xt, v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+		}
 		for r, rw := range rows {
 			cos := m.ropeCos[rw.pos*half : (rw.pos+1)*half]
 			sin := m.ropeSin[rw.pos*half : (rw.pos+1)*half]
@@ -281,15 +352,26 @@ func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
 		for r, rw := range rows {
 			m.attention(xb[r*dim:(r+1)*dim], q[r*dim:(r+1)*dim], rw, l, att, kvMul)
 		}
-		matmulRows(xt, xb2, xb, w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		if wt != nil {
+			matmulWT(xb2, xb, layerOf(wt.wo, l, dim, dim), n, dim, dim)
+		} else {
+			matmulRows(xt, xb2, xb, w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		}
 		addInPlace(x, xb2)
 		rmsnormRows(xb, x, w.rmsFFN[l*dim:(l+1)*dim], n, dim)
 		// silu(w1·x) * (w3·x)
-		prepareRows(xt, xb, n, dim)
-		matmulPrepared(xt, hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
-		matmulPrepared(xt, hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
-		swigluFast(hb, hb2)
-		matmulRows(xt, xb, hb, w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, 0, dim)
+		if wt != nil {
+			matmulWT(hb, xb, layerOf(wt.w1, l, hidden, dim), n, dim, hidden)
+			matmulWT(hb2, xb, layerOf(wt.w3, l, hidden, dim), n, dim, hidden)
+			swigluFast(hb, hb2)
+			matmulWT(xb, hb, layerOf(wt.w2, l, dim, hidden), n, hidden, dim)
+		} else {
+			prepareRows(xt, xb, n, dim)
+			matmulPrepared(xt, hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+			matmulPrepared(xt, hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+			swigluFast(hb, hb2)
+			matmulRows(xt, xb, hb, w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, 0, dim)
+		}
 		addInPlace(x, xb)
 	}
 	rmsnormRows(x, x, w.rmsFinal, n, dim)
@@ -302,7 +384,9 @@ func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
 			nl++
 		}
 	}
-	if nl > 0 {
+	if nl >= wtMinRows && m.wt != nil {
+		matmulWT(ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], m.wt.wcls, nl, dim, c.VocabSize)
+	} else if nl > 0 {
 		matmulRows(xt, ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], w.wcls, nl, dim, c.VocabSize, 0, c.VocabSize)
 	}
 }

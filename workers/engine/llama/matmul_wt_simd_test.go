@@ -1,0 +1,62 @@
+//go:build goexperiment.simd && amd64
+
+package llama
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestMatmulWTMatchesScalar compares the transposed-weight kernel bit for
+// bit with the scalar matmul on every batch size up to 20.
+func TestMatmulWTMatchesScalar(t *testing.T) {
+	if !transposedWeightsOK() {
+		t.Skip("the CPU has no AVX-512")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for n := 1; n <= 20; n++ {
+		for _, dims := range [][2]int{{64, 172}, {172, 64}, {64, 32}, {5, 7}, {64, 512}} {
+			in, d := dims[0], dims[1]
+			x, w := randFloats(rng, n*in), randFloats(rng, d*in)
+			wt := make([]float32, transposedLen(d, in))
+			transposeMatrix(wt, w, d, in)
+			want, got := make([]float32, n*d), make([]float32, n*d)
+			matmul(want, x, w, n, in, d, 0, d)
+			matmulWT(got, x, wt, n, in, d)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("n=%d in=%d d=%d: out[%d][%d] = %v, scalar %v", n, in, d, i/d, i%d, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkMatmulKernels(b *testing.B) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{2, 8, 16} {
+		for _, dims := range [][2]int{{64, 64}, {64, 172}, {172, 64}, {64, 512}} {
+			in, d := dims[0], dims[1]
+			x, w := randFloats(rng, n*in), randFloats(rng, d*in)
+			wt := make([]float32, transposedLen(d, in))
+			transposeMatrix(wt, w, d, in)
+			out := make([]float32, n*d)
+			xt := make([]float32, transposedSize(n, in))
+			b.Run(fmt.Sprintf("lanes/n=%d/in=%d/d=%d", n, in, d), func(b *testing.B) {
+				for b.Loop() {
+					matmulRows(xt, out, x, w, n, in, d, 0, d)
+				}
+			})
+			for _, shape := range []int{2, 3, 4, 6} {
+				b.Run(fmt.Sprintf("wt%d/n=%d/in=%d/d=%d", shape, n, in, d), func(b *testing.B) {
+					wtShape = shape
+					for b.Loop() {
+						matmulWT(out, x, wt, n, in, d)
+					}
+				})
+			}
+		}
+	}
+}
