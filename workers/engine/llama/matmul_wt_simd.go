@@ -23,7 +23,8 @@ import (
 // output row. A register tile is two vectors by up to six rows: twelve
 // accumulators, two weights and a broadcast — the 15 registers Go allocates.
 //
-// It needs AVX-512 (16 lanes, tiles of 32 outputs). The transposed copy
+// Tiles are 32 outputs: two vectors of 16 on AVX-512, or two passes of two
+// vectors of eight on AVX2. The transposed copy
 // costs about as much memory as the weights it copies (plus padding of d to
 // a multiple of 32), so it is only made for checkpoints whose matrices come
 // to at most maxTransposedBytes; larger ones keep the batch-lane kernel.
@@ -31,12 +32,8 @@ import (
 // wtTile is the outputs per tile of a transposed weight matrix.
 const wtTile = 32
 
-// wtShape picks the row kernels matmulWT uses (a variable so the kernel
-// benchmark can compare them): 3 takes rows three at a time.
-var wtShape = 3
-
 // transposedWeightsOK reports whether the CPU runs the transposed kernel.
-func transposedWeightsOK() bool { return simdAVX512 }
+func transposedWeightsOK() bool { return simdAVX512 || simdAVX2 }
 
 // transposedLen is the length of one matrix's transposed copy.
 func transposedLen(d, in int) int { return (d + wtTile - 1) / wtTile * wtTile * in }
@@ -68,36 +65,30 @@ func matmulWT(out, x, wt []float32, n, in, d int) {
 	tiles := (d + wtTile - 1) / wtTile
 	wt = wt[:tiles*wtTile*in]
 	x = x[:n*in]
-	var res [6][wtTile]float32
+	var res [3][wtTile]float32
 	for t := range tiles {
 		tw := tilesOf(wt[t*wtTile*in:], in)
 		i0 := t * wtTile
-		nk := min(wtTile, d-i0)
-		r := 0
-		for r < n {
-			left := n - r
-			var rows int
+		for r := 0; r < n; r += 3 {
+			// A short last block repeats its last row; the extra results
+			// are dropped.
+			rows := min(3, n-r)
+			x0 := x[r*in:]
+			x1 := x[(r+rows/2)*in:]
+			x2 := x[(r+rows-1)*in:]
 			switch {
-			case left >= 3 && wtShape == 3:
-				rows = 3
-				wtKernel3(&res, tw, x[r*in:], x[(r+1)*in:], x[(r+2)*in:])
-			case left >= 6 && left != 8 && wtShape == 6:
-				rows = 6
-				wtKernel6(&res, tw, x[r*in:], in)
-			case left >= 4 && wtShape >= 4:
-				rows = 4
-				wtKernel4(&res, tw, x[r*in:], x[(r+1)*in:], x[(r+2)*in:], x[(r+3)*in:])
-			case left >= 2:
-				rows = 2
-				wtKernel2(&res, tw, x[r*in:], x[(r+1)*in:])
+			case simdAVX512 && rows == 3:
+				wtKernel3(&res, tw, x0, x1, x2)
+			case simdAVX512:
+				wtKernel2(&res, tw, x0, x2)
 			default:
-				rows = 1
-				wtKernel2(&res, tw, x[r*in:], x[r*in:])
+				wtKernel3x8(&res, tw, 0, x0, x1, x2)
+				wtKernel3x8(&res, tw, 16, x0, x1, x2)
 			}
 			for b := range rows {
-				copy(out[(r+b)*d+i0:(r+b)*d+i0+nk], res[b][:nk])
+				o := out[(r+b)*d+i0 : (r+b+1)*d]
+				copy(o[:min(wtTile, len(o))], res[b][:])
 			}
-			r += rows
 		}
 	}
 }
@@ -111,82 +102,8 @@ func tilesOf(wt []float32, n int) [][wtTile]float32 {
 	return unsafe.Slice((*[wtTile]float32)(unsafe.Pointer(&wt[0])), n)
 }
 
-// wtKernel6 sets res[b][k] = Σ_j tw[j][k]·x[b*in+j] for six rows b.
-func wtKernel6(res *[6][wtTile]float32, tw [][wtTile]float32, x []float32, in int) {
-	x = x[:6*in]
-	x0, x1, x2, x3, x4, x5 := x[:in], x[in:2*in], x[2*in:3*in], x[3*in:4*in], x[4*in:5*in], x[5*in:6*in]
-	x0, x1, x2, x3, x4, x5 = x0[:len(tw)], x1[:len(tw)], x2[:len(tw)], x3[:len(tw)], x4[:len(tw)], x5[:len(tw)]
-	var a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 archsimd.Float32x16
-	for j := range tw {
-		w0 := archsimd.LoadFloat32x16((*[16]float32)(tw[j][0:16]))
-		w1 := archsimd.LoadFloat32x16((*[16]float32)(tw[j][16:32]))
-		b := archsimd.BroadcastFloat32x16(x0[j])
-		a00 = a00.Add(w0.Mul(b))
-		a01 = a01.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x1[j])
-		a10 = a10.Add(w0.Mul(b))
-		a11 = a11.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x2[j])
-		a20 = a20.Add(w0.Mul(b))
-		a21 = a21.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x3[j])
-		a30 = a30.Add(w0.Mul(b))
-		a31 = a31.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x4[j])
-		a40 = a40.Add(w0.Mul(b))
-		a41 = a41.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x5[j])
-		a50 = a50.Add(w0.Mul(b))
-		a51 = a51.Add(w1.Mul(b))
-	}
-	a00.Store((*[16]float32)(res[0][0:16]))
-	a01.Store((*[16]float32)(res[0][16:32]))
-	a10.Store((*[16]float32)(res[1][0:16]))
-	a11.Store((*[16]float32)(res[1][16:32]))
-	a20.Store((*[16]float32)(res[2][0:16]))
-	a21.Store((*[16]float32)(res[2][16:32]))
-	a30.Store((*[16]float32)(res[3][0:16]))
-	a31.Store((*[16]float32)(res[3][16:32]))
-	a40.Store((*[16]float32)(res[4][0:16]))
-	a41.Store((*[16]float32)(res[4][16:32]))
-	a50.Store((*[16]float32)(res[5][0:16]))
-	a51.Store((*[16]float32)(res[5][16:32]))
-	archsimd.ClearAVXUpperBits()
-}
-
-// wtKernel4 is wtKernel6 for four rows.
-func wtKernel4(res *[6][wtTile]float32, tw [][wtTile]float32, x0, x1, x2, x3 []float32) {
-	x0, x1, x2, x3 = x0[:len(tw)], x1[:len(tw)], x2[:len(tw)], x3[:len(tw)]
-	var a00, a01, a10, a11, a20, a21, a30, a31 archsimd.Float32x16
-	for j := range tw {
-		w0 := archsimd.LoadFloat32x16((*[16]float32)(tw[j][0:16]))
-		w1 := archsimd.LoadFloat32x16((*[16]float32)(tw[j][16:32]))
-		b := archsimd.BroadcastFloat32x16(x0[j])
-		a00 = a00.Add(w0.Mul(b))
-		a01 = a01.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x1[j])
-		a10 = a10.Add(w0.Mul(b))
-		a11 = a11.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x2[j])
-		a20 = a20.Add(w0.Mul(b))
-		a21 = a21.Add(w1.Mul(b))
-		b = archsimd.BroadcastFloat32x16(x3[j])
-		a30 = a30.Add(w0.Mul(b))
-		a31 = a31.Add(w1.Mul(b))
-	}
-	a00.Store((*[16]float32)(res[0][0:16]))
-	a01.Store((*[16]float32)(res[0][16:32]))
-	a10.Store((*[16]float32)(res[1][0:16]))
-	a11.Store((*[16]float32)(res[1][16:32]))
-	a20.Store((*[16]float32)(res[2][0:16]))
-	a21.Store((*[16]float32)(res[2][16:32]))
-	a30.Store((*[16]float32)(res[3][0:16]))
-	a31.Store((*[16]float32)(res[3][16:32]))
-	archsimd.ClearAVXUpperBits()
-}
-
-// wtKernel2 is wtKernel6 for two rows.
-func wtKernel2(res *[6][wtTile]float32, tw [][wtTile]float32, x0, x1 []float32) {
+// wtKernel2 is wtKernel3 for two rows (res[0] and res[1]).
+func wtKernel2(res *[3][wtTile]float32, tw [][wtTile]float32, x0, x1 []float32) {
 	x0, x1 = x0[:len(tw)], x1[:len(tw)]
 	var a00, a01, a10, a11 archsimd.Float32x16
 	for j := range tw {
@@ -206,8 +123,12 @@ func wtKernel2(res *[6][wtTile]float32, tw [][wtTile]float32, x0, x1 []float32) 
 	archsimd.ClearAVXUpperBits()
 }
 
-// wtKernel3 is wtKernel6 for three rows.
-func wtKernel3(res *[6][wtTile]float32, tw [][wtTile]float32, x0, x1, x2 []float32) {
+// wtKernel3 sets res[b][k] = Σ_j tw[j][k]·xb[j] for the three rows xb
+// (AVX-512): two vectors of 16 outputs by three rows, six accumulators.
+// Larger blocks (two vectors by four or six rows) spill — Go allocates 15
+// vector registers and schedules every scalar load of x first — and ran
+// slower than the batch-lane kernel.
+func wtKernel3(res *[3][wtTile]float32, tw [][wtTile]float32, x0, x1, x2 []float32) {
 	x0, x1, x2 = x0[:len(tw)], x1[:len(tw)], x2[:len(tw)]
 	var a00, a01, a10, a11, a20, a21 archsimd.Float32x16
 	for j := range tw {
@@ -229,5 +150,33 @@ func wtKernel3(res *[6][wtTile]float32, tw [][wtTile]float32, x0, x1, x2 []float
 	a11.Store((*[16]float32)(res[1][16:32]))
 	a20.Store((*[16]float32)(res[2][0:16]))
 	a21.Store((*[16]float32)(res[2][16:32]))
+	archsimd.ClearAVXUpperBits()
+}
+
+// wtKernel3x8 is wtKernel3 on AVX2: the 16 outputs from column off of the
+// tiles as two vectors of eight, into res[b][off:off+16].
+func wtKernel3x8(res *[3][wtTile]float32, tw [][wtTile]float32, off int, x0, x1, x2 []float32) {
+	x0, x1, x2 = x0[:len(tw)], x1[:len(tw)], x2[:len(tw)]
+	off &= 16
+	var a00, a01, a10, a11, a20, a21 archsimd.Float32x8
+	for j := range tw {
+		w0 := archsimd.LoadFloat32x8((*[8]float32)(tw[j][off : off+8]))
+		w1 := archsimd.LoadFloat32x8((*[8]float32)(tw[j][off+8 : off+16]))
+		b := archsimd.BroadcastFloat32x8(x0[j])
+		a00 = a00.Add(w0.Mul(b))
+		a01 = a01.Add(w1.Mul(b))
+		b = archsimd.BroadcastFloat32x8(x1[j])
+		a10 = a10.Add(w0.Mul(b))
+		a11 = a11.Add(w1.Mul(b))
+		b = archsimd.BroadcastFloat32x8(x2[j])
+		a20 = a20.Add(w0.Mul(b))
+		a21 = a21.Add(w1.Mul(b))
+	}
+	a00.Store((*[8]float32)(res[0][off : off+8]))
+	a01.Store((*[8]float32)(res[0][off+8 : off+16]))
+	a10.Store((*[8]float32)(res[1][off : off+8]))
+	a11.Store((*[8]float32)(res[1][off+8 : off+16]))
+	a20.Store((*[8]float32)(res[2][off : off+8]))
+	a21.Store((*[8]float32)(res[2][off+8 : off+16]))
 	archsimd.ClearAVXUpperBits()
 }
