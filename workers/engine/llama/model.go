@@ -1,6 +1,11 @@
 package llama
 
-import "math"
+import (
+	"math"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
 
 // model is a loaded checkpoint plus the tables the forward pass reuses.
 type model struct {
@@ -160,12 +165,30 @@ type workspace struct {
 	xl, logits                   []float32   // rows that want logits, packed
 
 	// The current step, read by the parts.
-	rows      []row
-	parts     int   // parts the current step is split into
-	bounds    []int // rows of part p: bounds[p] ≤ r < bounds[p+1]
-	helpers   []chan int
-	helperRes chan struct{}
+	rows    []row
+	parts   int   // parts the current step is split into
+	bounds  []int // rows of part p: bounds[p] ≤ r < bounds[p+1]
+	helpers []*helper
+	gen     atomic.Uint64 // steps handed to the helpers so far
+	quit    atomic.Bool
 }
+
+// helper is a helper goroutine's hand-off state. A step is handed off by
+// bumping workspace.gen and finished when every helper's done reaches it.
+// Between steps a helper spins (yielding its P) for helperSpin before it
+// parks on wake: on the VMs this runs on, waking a parked goroutine on an
+// idle CPU took tens of microseconds, a large share of a 16-row step, and
+// made two threads barely faster than one.
+type helper struct {
+	part     int
+	done     atomic.Uint64 // the last step finished
+	sleeping atomic.Bool   // parked on wake (or about to)
+	wake     chan struct{} // capacity 1
+}
+
+// helperSpin is how long an idle helper polls for the next step before it
+// parks; the engine loop's work between steps is far shorter.
+const helperSpin = 200 * time.Microsecond
 
 // newWorkspace sizes scratch for maxRows rows, of which at most
 // maxLogitRows want logits, and starts threads-1 helper goroutines (stopped
@@ -174,45 +197,90 @@ func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
 	c := m.cfg
 	threads = max(threads, 1)
 	ws := &workspace{
-		m:         m,
-		maxRows:   maxRows,
-		x:         make([]float32, maxRows*c.Dim),
-		xb:        make([]float32, maxRows*c.Dim),
-		xb2:       make([]float32, maxRows*c.Dim),
-		q:         make([]float32, maxRows*c.Dim),
-		k:         make([]float32, maxRows*c.KVDim()),
-		v:         make([]float32, maxRows*c.KVDim()),
-		hb:        make([]float32, maxRows*c.HiddenDim),
-		hb2:       make([]float32, maxRows*c.HiddenDim),
-		att:       make([][]float32, threads),
-		xt:        make([][]float32, threads),
-		xl:        make([]float32, maxRows*c.Dim),
-		logits:    make([]float32, maxLogitRows*c.VocabSize),
-		bounds:    make([]int, threads+1),
-		helperRes: make(chan struct{}, threads),
+		m:       m,
+		maxRows: maxRows,
+		x:       make([]float32, maxRows*c.Dim),
+		xb:      make([]float32, maxRows*c.Dim),
+		xb2:     make([]float32, maxRows*c.Dim),
+		q:       make([]float32, maxRows*c.Dim),
+		k:       make([]float32, maxRows*c.KVDim()),
+		v:       make([]float32, maxRows*c.KVDim()),
+		hb:      make([]float32, maxRows*c.HiddenDim),
+		hb2:     make([]float32, maxRows*c.HiddenDim),
+		att:     make([][]float32, threads),
+		xt:      make([][]float32, threads),
+		xl:      make([]float32, maxRows*c.Dim),
+		logits:  make([]float32, maxLogitRows*c.VocabSize),
+		bounds:  make([]int, threads+1),
 	}
 	for p := range ws.att {
 		ws.att[p] = make([]float32, attScratch(c))
 		ws.xt[p] = make([]float32, transposedSize(maxRows, max(c.Dim, c.HiddenDim)))
 	}
-	for range threads - 1 {
-		ch := make(chan int)
-		ws.helpers = append(ws.helpers, ch)
-		go func() {
-			for part := range ch {
-				ws.runPart(part)
-				ws.helperRes <- struct{}{}
-			}
-		}()
+	for p := 1; p < threads; p++ {
+		h := &helper{part: p, wake: make(chan struct{}, 1)}
+		ws.helpers = append(ws.helpers, h)
+		go ws.helperLoop(h)
 	}
 	return ws
 }
 
+// helperLoop runs h's part of every step handed off until close.
+func (ws *workspace) helperLoop(h *helper) {
+	var seen uint64
+	for {
+		seen = ws.awaitStep(h, seen)
+		if ws.quit.Load() {
+			return
+		}
+		ws.runPart(h.part)
+		h.done.Store(seen)
+	}
+}
+
+// awaitStep waits for a step after seen and returns its number: polling,
+// then parked once helperSpin has passed without one.
+func (ws *workspace) awaitStep(h *helper, seen uint64) uint64 {
+	start := time.Now()
+	for spins := 0; ; spins++ {
+		if g := ws.gen.Load(); g != seen {
+			return g
+		}
+		runtime.Gosched() // let the engine's other goroutines have this P
+		if spins%16 != 15 || time.Since(start) < helperSpin {
+			continue
+		}
+		// Park. handOff reads sleeping after bumping gen, and this reads
+		// gen after setting sleeping, so one of the two sees the other.
+		h.sleeping.Store(true)
+		if g := ws.gen.Load(); g != seen {
+			h.sleeping.Store(false)
+			return g
+		}
+		<-h.wake
+		h.sleeping.Store(false)
+		start = time.Now()
+	}
+}
+
+// handOff starts the next step on every helper.
+func (ws *workspace) handOff() uint64 {
+	g := ws.gen.Add(1)
+	for _, h := range ws.helpers {
+		if h.sleeping.Load() {
+			select {
+			case h.wake <- struct{}{}:
+			default: // a wake-up is already pending
+			}
+		}
+	}
+	return g
+}
+
 // close stops the helper goroutines.
 func (ws *workspace) close() {
-	for _, ch := range ws.helpers {
-		close(ch)
-	}
+	ws.quit.Store(true)
+	ws.handOff()
 	ws.helpers = nil
 }
 
@@ -231,12 +299,19 @@ func (ws *workspace) close() {
 func (m *model) forward(ws *workspace, rows []row) {
 	ws.rows = rows
 	ws.split()
-	for p := 1; p < ws.parts; p++ {
-		ws.helpers[p-1] <- p
+	if ws.parts == 1 {
+		ws.runPart(0)
+		ws.rows = nil
+		return
 	}
+	g := ws.handOff()
 	ws.runPart(0)
-	for p := 1; p < ws.parts; p++ {
-		<-ws.helperRes
+	for _, h := range ws.helpers {
+		for spins := 0; h.done.Load() != g; spins++ {
+			if spins >= 64 {
+				runtime.Gosched()
+			}
+		}
 	}
 	ws.rows = nil
 }
