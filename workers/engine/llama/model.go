@@ -139,6 +139,11 @@ type row struct {
 	token, pos int
 	kv         *kvCache
 	logits     bool // compute the classifier output for this row
+	// smp, for a row with logits, samples its next token into
+	// workspace.tokens within the row's part of the step, so that the
+	// batch's sampling runs in parallel too (a sequence's sampler is only
+	// ever used by the part that holds its rows).
+	smp *sampler
 }
 
 // parallelMinRows is the smallest step split across helper goroutines:
@@ -163,6 +168,7 @@ type workspace struct {
 	att                          [][]float32 // per part: attention scores, [head][position]
 	xt                           [][]float32 // per part: transposed matmul input (see matmulRows)
 	xl, logits                   []float32   // rows that want logits, packed
+	tokens                       []int       // per row: the token its smp sampled
 
 	// The current step, read by the parts.
 	rows    []row
@@ -211,6 +217,7 @@ func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
 		xt:      make([][]float32, threads),
 		xl:      make([]float32, maxRows*c.Dim),
 		logits:  make([]float32, maxLogitRows*c.VocabSize),
+		tokens:  make([]int, maxRows),
 		bounds:  make([]int, threads+1),
 	}
 	for p := range ws.att {
@@ -463,6 +470,16 @@ func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
 		matmulWT(ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], m.wt.wcls, nl, dim, c.VocabSize)
 	} else if nl > 0 {
 		matmulRows(xt, ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], w.wcls, nl, dim, c.VocabSize, 0, c.VocabSize)
+	}
+	li := logitsBefore
+	for r, rw := range rows {
+		if !rw.logits {
+			continue
+		}
+		if rw.smp != nil {
+			ws.tokens[lo+r] = rw.smp.sample(ws.logits[li*c.VocabSize : (li+1)*c.VocabSize])
+		}
+		li++
 	}
 }
 
