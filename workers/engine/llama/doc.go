@@ -81,7 +81,10 @@
 // by rows, whole sequences at a time, into Options.Threads parts of about
 // equal cost, each run start to finish on its own goroutine (one hand-off
 // per step; a per-layer split needed five barriers a layer, which lost more
-// than it gained on a busy machine); no result depends on the split.
+// than it gained on a busy machine); no result depends on the split. The
+// hand-off is an atomic step counter that idle helpers poll for a short
+// while before parking, since waking a parked goroutine cost tens of
+// microseconds on a VM.
 // Tokens go to each request's goroutine over a channel buffered for the
 // whole generation, so a slow client never stalls the batch; a full queue
 // (MaxQueue) answers 429.
@@ -90,9 +93,12 @@
 //
 // Built with GOEXPERIMENT=simd on amd64, the package uses simd/archsimd
 // where the CPU has AVX2 (AVX-512 for 16 lanes), checked at run time: the
-// batched matmul is vectorized across the batch (input rows transposed so
-// that one lane is one row), and attention for heads of eight dimensions
-// across positions (scores; keys are cached transposed for it), across a
+// batched matmul runs on a copy of each weight matrix transposed at load,
+// vectorized across output columns with one broadcast input value per row
+// (the copy is skipped past 256 MiB of matrices, falling back to a kernel
+// vectorized across the batch, input rows transposed so that one lane is
+// one row); a lone row keeps run.c's scalar loop. Attention for heads of
+// eight dimensions is vectorized across positions (scores; keys are cached transposed for it), across a
 // head's dimensions (weighted sum of values) and with a vector exponential
 // (softmax, also the sampler's). Every lane does a separate multiply and add
 // (never a fused multiply-add) in run.c's summation order, so results stay

@@ -144,19 +144,22 @@ func (e *Engine) planStep(running []*sequence, rows []row, rowSeq []*sequence) (
 			if pos < len(s.prompt) {
 				tok = s.prompt[pos]
 			}
-			rows = append(rows, row{token: tok, pos: pos, kv: s.kv,
-				logits: !s.embed && i == n-1 && pos >= len(s.prompt)-1})
+			rw := row{token: tok, pos: pos, kv: s.kv,
+				logits: !s.embed && i == n-1 && pos >= len(s.prompt)-1}
+			if rw.logits {
+				rw.smp = s.sampler
+			}
+			rows = append(rows, rw)
 			rowSeq = append(rowSeq, s)
 		}
 	}
 	return rows, rowSeq
 }
 
-// finishStep samples the rows that produced logits, pools embedding rows and
-// retires sequences that ended.
+// finishStep takes the tokens the forward pass sampled, pools embedding
+// rows and retires sequences that ended.
 func (e *Engine) finishStep(running []*sequence, rows []row, rowSeq []*sequence) []*sequence {
 	c := e.model.cfg
-	li := 0
 	for r, rw := range rows {
 		s := rowSeq[r]
 		s.fed = rw.pos + 1
@@ -173,9 +176,7 @@ func (e *Engine) finishStep(running []*sequence, rows []row, rowSeq []*sequence)
 		if !rw.logits {
 			continue
 		}
-		logits := e.ws.logits[li*c.VocabSize : (li+1)*c.VocabSize]
-		li++
-		tok := s.sampler.sample(logits)
+		tok := e.ws.tokens[r] // sampled by the forward pass (row.smp)
 		if tok == tokenBOS || tok == tokenEOS {
 			s.out <- seqEvent{finish: "stop", isFinal: true}
 			s.cancelled.Store(true)

@@ -20,3 +20,14 @@ func prepareRows(xt, x []float32, n, in int) {}
 func matmulPrepared(xt, out, x, w []float32, n, in, d, lo, hi int) {
 	matmul(out, x, w, n, in, d, lo, hi)
 }
+
+// transposedWeightsOK reports whether the build and CPU run matmulWT: never
+// in the scalar build.
+func transposedWeightsOK() bool { return false }
+
+func transposedLen(d, in int) int { return 0 }
+
+func transposeMatrix(wt, w []float32, d, in int) {}
+
+// matmulWT is never called in the scalar build (transposedWeightsOK).
+func matmulWT(out, x, wt []float32, n, in, d int) { panic("llama: matmulWT without SIMD") }

@@ -1,11 +1,20 @@
 package llama
 
-import "math"
+import (
+	"math"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
 
 // model is a loaded checkpoint plus the tables the forward pass reuses.
 type model struct {
 	cfg Config
 	w   *weights
+	// wt is the matrices of w transposed for matmulWT (batches of two rows
+	// or more), or nil where the CPU lacks the kernel or they would take
+	// more than maxTransposedBytes.
+	wt *transposedWeights
 	// ropeCos/ropeSin[pos*half+i] rotate the pair (2i, 2i+1) of every head at
 	// position pos, computed as run.c computes them.
 	ropeCos, ropeSin []float32
@@ -21,6 +30,7 @@ func newModel(cfg Config, w *weights) *model {
 		ropeSin:  make([]float32, cfg.SeqLen*half),
 		attScale: sqrtf(float32(hs)),
 	}
+	m.wt = newTransposedWeights(cfg, w)
 	for i := 0; i < half; i++ {
 		headDim := float32(2 * i)
 		freq := 1 / float32(math.Pow(10000, float64(headDim/float32(hs))))
@@ -31,6 +41,60 @@ func newModel(cfg Config, w *weights) *model {
 		}
 	}
 	return m
+}
+
+// transposedWeights holds each matrix of a checkpoint transposed for
+// matmulWT, every layer's copy transposedLen long, layer after layer.
+type transposedWeights struct {
+	wq, wk, wv, wo, w1, w2, w3, wcls []float32
+}
+
+// newTransposedWeights transposes w's matrices, or returns nil where the
+// CPU has no matmulWT or the copies would exceed maxTransposedBytes (they
+// take about as much memory as the matrices themselves).
+func newTransposedWeights(c Config, w *weights) *transposedWeights {
+	if !transposedWeightsOK() || len(w.wq) == 0 {
+		return nil
+	}
+	dim, kvDim, hidden, layers := c.Dim, c.KVDim(), c.HiddenDim, c.NLayers
+	size := layers*(2*transposedLen(dim, dim)+2*transposedLen(kvDim, dim)+
+		2*transposedLen(hidden, dim)+transposedLen(dim, hidden)) + transposedLen(c.VocabSize, dim)
+	if size*4 > maxTransposedBytes {
+		return nil
+	}
+	each := func(src []float32, d, in, count int) []float32 {
+		n := transposedLen(d, in)
+		dst := make([]float32, count*n)
+		for l := range count {
+			transposeMatrix(dst[l*n:(l+1)*n], src[l*d*in:(l+1)*d*in], d, in)
+		}
+		return dst
+	}
+	return &transposedWeights{
+		wq:   each(w.wq, dim, dim, layers),
+		wk:   each(w.wk, kvDim, dim, layers),
+		wv:   each(w.wv, kvDim, dim, layers),
+		wo:   each(w.wo, dim, dim, layers),
+		w1:   each(w.w1, hidden, dim, layers),
+		w2:   each(w.w2, dim, hidden, layers),
+		w3:   each(w.w3, hidden, dim, layers),
+		wcls: each(w.wcls, c.VocabSize, dim, 1),
+	}
+}
+
+// maxTransposedBytes bounds the memory spent on transposed weights: 256 MiB
+// covers checkpoints up to about 60M parameters (stories260K needs 1.1 MB);
+// larger ones keep the batch-lane kernel alone.
+const maxTransposedBytes = 256 << 20
+
+// wtMinRows is the smallest batch matmulWT takes.
+const wtMinRows = 2
+
+// layerOf is layer l's part of a transposed matrix of d outputs and in
+// inputs per layer.
+func layerOf(wt []float32, l, d, in int) []float32 {
+	n := transposedLen(d, in)
+	return wt[l*n : (l+1)*n]
 }
 
 // kvCache holds one sequence's keys and values, room for capacity
@@ -75,6 +139,11 @@ type row struct {
 	token, pos int
 	kv         *kvCache
 	logits     bool // compute the classifier output for this row
+	// smp, for a row with logits, samples its next token into
+	// workspace.tokens within the row's part of the step, so that the
+	// batch's sampling runs in parallel too (a sequence's sampler is only
+	// ever used by the part that holds its rows).
+	smp *sampler
 }
 
 // parallelMinRows is the smallest step split across helper goroutines:
@@ -99,14 +168,33 @@ type workspace struct {
 	att                          [][]float32 // per part: attention scores, [head][position]
 	xt                           [][]float32 // per part: transposed matmul input (see matmulRows)
 	xl, logits                   []float32   // rows that want logits, packed
+	tokens                       []int       // per row: the token its smp sampled
 
 	// The current step, read by the parts.
-	rows      []row
-	parts     int   // parts the current step is split into
-	bounds    []int // rows of part p: bounds[p] ≤ r < bounds[p+1]
-	helpers   []chan int
-	helperRes chan struct{}
+	rows    []row
+	parts   int   // parts the current step is split into
+	bounds  []int // rows of part p: bounds[p] ≤ r < bounds[p+1]
+	helpers []*helper
+	gen     atomic.Uint64 // steps handed to the helpers so far
+	quit    atomic.Bool
 }
+
+// helper is a helper goroutine's hand-off state. A step is handed off by
+// bumping workspace.gen and finished when every helper's done reaches it.
+// Between steps a helper spins (yielding its P) for helperSpin before it
+// parks on wake: on the VMs this runs on, waking a parked goroutine on an
+// idle CPU took tens of microseconds, a large share of a 16-row step, and
+// made two threads barely faster than one.
+type helper struct {
+	part     int
+	done     atomic.Uint64 // the last step finished
+	sleeping atomic.Bool   // parked on wake (or about to)
+	wake     chan struct{} // capacity 1
+}
+
+// helperSpin is how long an idle helper polls for the next step before it
+// parks; the engine loop's work between steps is far shorter.
+const helperSpin = 200 * time.Microsecond
 
 // newWorkspace sizes scratch for maxRows rows, of which at most
 // maxLogitRows want logits, and starts threads-1 helper goroutines (stopped
@@ -115,45 +203,91 @@ func (m *model) newWorkspace(maxRows, maxLogitRows, threads int) *workspace {
 	c := m.cfg
 	threads = max(threads, 1)
 	ws := &workspace{
-		m:         m,
-		maxRows:   maxRows,
-		x:         make([]float32, maxRows*c.Dim),
-		xb:        make([]float32, maxRows*c.Dim),
-		xb2:       make([]float32, maxRows*c.Dim),
-		q:         make([]float32, maxRows*c.Dim),
-		k:         make([]float32, maxRows*c.KVDim()),
-		v:         make([]float32, maxRows*c.KVDim()),
-		hb:        make([]float32, maxRows*c.HiddenDim),
-		hb2:       make([]float32, maxRows*c.HiddenDim),
-		att:       make([][]float32, threads),
-		xt:        make([][]float32, threads),
-		xl:        make([]float32, maxRows*c.Dim),
-		logits:    make([]float32, maxLogitRows*c.VocabSize),
-		bounds:    make([]int, threads+1),
-		helperRes: make(chan struct{}, threads),
+		m:       m,
+		maxRows: maxRows,
+		x:       make([]float32, maxRows*c.Dim),
+		xb:      make([]float32, maxRows*c.Dim),
+		xb2:     make([]float32, maxRows*c.Dim),
+		q:       make([]float32, maxRows*c.Dim),
+		k:       make([]float32, maxRows*c.KVDim()),
+		v:       make([]float32, maxRows*c.KVDim()),
+		hb:      make([]float32, maxRows*c.HiddenDim),
+		hb2:     make([]float32, maxRows*c.HiddenDim),
+		att:     make([][]float32, threads),
+		xt:      make([][]float32, threads),
+		xl:      make([]float32, maxRows*c.Dim),
+		logits:  make([]float32, maxLogitRows*c.VocabSize),
+		tokens:  make([]int, maxRows),
+		bounds:  make([]int, threads+1),
 	}
 	for p := range ws.att {
 		ws.att[p] = make([]float32, attScratch(c))
 		ws.xt[p] = make([]float32, transposedSize(maxRows, max(c.Dim, c.HiddenDim)))
 	}
-	for range threads - 1 {
-		ch := make(chan int)
-		ws.helpers = append(ws.helpers, ch)
-		go func() {
-			for part := range ch {
-				ws.runPart(part)
-				ws.helperRes <- struct{}{}
-			}
-		}()
+	for p := 1; p < threads; p++ {
+		h := &helper{part: p, wake: make(chan struct{}, 1)}
+		ws.helpers = append(ws.helpers, h)
+		go ws.helperLoop(h)
 	}
 	return ws
 }
 
+// helperLoop runs h's part of every step handed off until close.
+func (ws *workspace) helperLoop(h *helper) {
+	var seen uint64
+	for {
+		seen = ws.awaitStep(h, seen)
+		if ws.quit.Load() {
+			return
+		}
+		ws.runPart(h.part)
+		h.done.Store(seen)
+	}
+}
+
+// awaitStep waits for a step after seen and returns its number: polling,
+// then parked once helperSpin has passed without one.
+func (ws *workspace) awaitStep(h *helper, seen uint64) uint64 {
+	start := time.Now()
+	for spins := 0; ; spins++ {
+		if g := ws.gen.Load(); g != seen {
+			return g
+		}
+		runtime.Gosched() // let the engine's other goroutines have this P
+		if spins%16 != 15 || time.Since(start) < helperSpin {
+			continue
+		}
+		// Park. handOff reads sleeping after bumping gen, and this reads
+		// gen after setting sleeping, so one of the two sees the other.
+		h.sleeping.Store(true)
+		if g := ws.gen.Load(); g != seen {
+			h.sleeping.Store(false)
+			return g
+		}
+		<-h.wake
+		h.sleeping.Store(false)
+		start = time.Now()
+	}
+}
+
+// handOff starts the next step on every helper.
+func (ws *workspace) handOff() uint64 {
+	g := ws.gen.Add(1)
+	for _, h := range ws.helpers {
+		if h.sleeping.Load() {
+			select {
+			case h.wake <- struct{}{}:
+			default: // a wake-up is already pending
+			}
+		}
+	}
+	return g
+}
+
 // close stops the helper goroutines.
 func (ws *workspace) close() {
-	for _, ch := range ws.helpers {
-		close(ch)
-	}
+	ws.quit.Store(true)
+	ws.handOff()
 	ws.helpers = nil
 }
 
@@ -172,12 +306,19 @@ func (ws *workspace) close() {
 func (m *model) forward(ws *workspace, rows []row) {
 	ws.rows = rows
 	ws.split()
-	for p := 1; p < ws.parts; p++ {
-		ws.helpers[p-1] <- p
+	if ws.parts == 1 {
+		ws.runPart(0)
+		ws.rows = nil
+		return
 	}
+	g := ws.handOff()
 	ws.runPart(0)
-	for p := 1; p < ws.parts; p++ {
-		<-ws.helperRes
+	for _, h := range ws.helpers {
+		for spins := 0; h.done.Load() != g; spins++ {
+			if spins >= 64 {
+				runtime.Gosched()
+			}
+		}
 	}
 	ws.rows = nil
 }
@@ -256,16 +397,28 @@ func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
 	q, k, v := ws.q[lo*dim:hi*dim], ws.k[lo*kvDim:hi*kvDim], ws.v[lo*kvDim:hi*kvDim]
 	hb, hb2 := ws.hb[lo*hidden:hi*hidden], ws.hb2[lo*hidden:hi*hidden]
 	xt, att := ws.xt[p], ws.att[p]
+	// Batches of wtMinRows rows or more take the transposed-weight kernel
+	// where there is one; a lone row keeps run.c's scalar loop.
+	wt := m.wt
+	if n < wtMinRows {
+		wt = nil
+	}
 
 	for r, rw := range rows {
 		copy(x[r*dim:(r+1)*dim], w.tokenEmbedding[rw.token*dim:(rw.token+1)*dim])
 	}
 	for l := 0; l < c.NLayers; l++ {
 		rmsnormRows(xb, x, w.rmsAtt[l*dim:(l+1)*dim], n, dim)
-		prepareRows(xt, xb, n, dim)
-		matmulPrepared(xt, q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
-		matmulPrepared(xt, k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
-		matmulPrepared(xt, v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+		if wt != nil {
+			matmulWT(q, xb, layerOf(wt.wq, l, dim, dim), n, dim, dim)
+			matmulWT(k, xb, layerOf(wt.wk, l, kvDim, dim), n, dim, kvDim)
+			matmulWT(v, xb, layerOf(wt.wv, l, kvDim, dim), n, dim, kvDim)
+		} else {
+			prepareRows(xt, xb, n, dim)
+			matmulPrepared(xt, q, xb, w.wq[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+			matmulPrepared(xt, k, xb, w.wk[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+			matmulPrepared(xt, v, xb, w.wv[l*kvDim*dim:(l+1)*kvDim*dim], n, dim, kvDim, 0, kvDim)
+		}
 		for r, rw := range rows {
 			cos := m.ropeCos[rw.pos*half : (rw.pos+1)*half]
 			sin := m.ropeSin[rw.pos*half : (rw.pos+1)*half]
@@ -281,15 +434,26 @@ func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
 		for r, rw := range rows {
 			m.attention(xb[r*dim:(r+1)*dim], q[r*dim:(r+1)*dim], rw, l, att, kvMul)
 		}
-		matmulRows(xt, xb2, xb, w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		if wt != nil {
+			matmulWT(xb2, xb, layerOf(wt.wo, l, dim, dim), n, dim, dim)
+		} else {
+			matmulRows(xt, xb2, xb, w.wo[l*dim*dim:(l+1)*dim*dim], n, dim, dim, 0, dim)
+		}
 		addInPlace(x, xb2)
 		rmsnormRows(xb, x, w.rmsFFN[l*dim:(l+1)*dim], n, dim)
 		// silu(w1·x) * (w3·x)
-		prepareRows(xt, xb, n, dim)
-		matmulPrepared(xt, hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
-		matmulPrepared(xt, hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
-		swigluFast(hb, hb2)
-		matmulRows(xt, xb, hb, w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, 0, dim)
+		if wt != nil {
+			matmulWT(hb, xb, layerOf(wt.w1, l, hidden, dim), n, dim, hidden)
+			matmulWT(hb2, xb, layerOf(wt.w3, l, hidden, dim), n, dim, hidden)
+			swigluFast(hb, hb2)
+			matmulWT(xb, hb, layerOf(wt.w2, l, dim, hidden), n, hidden, dim)
+		} else {
+			prepareRows(xt, xb, n, dim)
+			matmulPrepared(xt, hb, xb, w.w1[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+			matmulPrepared(xt, hb2, xb, w.w3[l*hidden*dim:(l+1)*hidden*dim], n, dim, hidden, 0, hidden)
+			swigluFast(hb, hb2)
+			matmulRows(xt, xb, hb, w.w2[l*dim*hidden:(l+1)*dim*hidden], n, hidden, dim, 0, dim)
+		}
 		addInPlace(x, xb)
 	}
 	rmsnormRows(x, x, w.rmsFinal, n, dim)
@@ -302,8 +466,20 @@ func (m *model) forwardRows(ws *workspace, p, lo, hi, logitsBefore int) {
 			nl++
 		}
 	}
-	if nl > 0 {
+	if nl >= wtMinRows && m.wt != nil {
+		matmulWT(ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], m.wt.wcls, nl, dim, c.VocabSize)
+	} else if nl > 0 {
 		matmulRows(xt, ws.logits[logitsBefore*c.VocabSize:], xl[:nl*dim], w.wcls, nl, dim, c.VocabSize, 0, c.VocabSize)
+	}
+	li := logitsBefore
+	for r, rw := range rows {
+		if !rw.logits {
+			continue
+		}
+		if rw.smp != nil {
+			ws.tokens[lo+r] = rw.smp.sample(ws.logits[li*c.VocabSize : (li+1)*c.VocabSize])
+		}
+		li++
 	}
 }
 
