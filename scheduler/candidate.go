@@ -7,13 +7,24 @@ import (
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
+// epoch is the origin of monoNanos.
+var epoch = time.Now()
+
+// monoNanos is t in nanoseconds since the process started, read from the
+// monotonic clock when t has a reading of it (times from clock.Real do):
+// heartbeat expiry and ejection must not move when the wall clock is
+// stepped (an NTP correction on a loaded VM took every worker out of
+// rotation at once). Times without a monotonic reading (fake clocks) use
+// their wall time, consistently.
+func monoNanos(t time.Time) int64 { return int64(t.Sub(epoch)) }
+
 // Candidate is the scheduler's live view of one registered worker, as
 // filters and scorers see it. All fields are guarded by the scheduler's
 // lock; plugins run with it held and only read.
 type Candidate struct {
 	// What every cycle reads comes first, together, for the cache.
-	beatNs   int64   // last heartbeat (or registration) in Unix nanoseconds
-	ejectNs  int64   // out of rotation until then, Unix nanoseconds
+	beatNs   int64   // last heartbeat (or registration), in monoNanos
+	ejectNs  int64   // out of rotation until then, in monoNanos; 0: never ejected
 	slots    int     // tasks the worker runs at once
 	waiting  int     // the engine's waiting queue in the last heartbeat
 	pressure float64 // memory pressure from the last heartbeat, see memoryPressure
@@ -47,7 +58,7 @@ func (c *Candidate) healthy(now int64, timeout time.Duration) bool {
 	return now-c.beatNs <= int64(timeout) && !c.draining && !c.ejected(now)
 }
 
-func (c *Candidate) ejected(now int64) bool { return now < c.ejectNs }
+func (c *Candidate) ejected(now int64) bool { return c.ejectNs != 0 && now < c.ejectNs }
 
 // stale reports whether its telemetry is too old to trust at now (Unix ns).
 func (c *Candidate) stale(now int64, after time.Duration) bool {
@@ -55,11 +66,11 @@ func (c *Candidate) stale(now int64, after time.Duration) bool {
 }
 
 func (c *Candidate) setBeat(now time.Time) {
-	c.lastBeat, c.beatNs = now, now.UnixNano()
+	c.lastBeat, c.beatNs = now, monoNanos(now)
 }
 
 func (c *Candidate) setEjected(until time.Time) {
-	c.ejectedUntil, c.ejectNs = until, until.UnixNano()
+	c.ejectedUntil, c.ejectNs = until, monoNanos(until)
 }
 
 // load is assigned tasks per slot.

@@ -289,7 +289,7 @@ func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
 	}
 	t = start
 	req.Now = s.clock.Now()
-	req.nowNs = req.Now.UnixNano()
+	req.nowNs = monoNanos(req.Now)
 	sc := &s.scratch
 	cands := append(sc.cands[:0], s.order...)
 	for i, f := range s.filters {

@@ -21,7 +21,7 @@ func (s *Scheduler) queueCounts() obs.QueueCounts {
 // what the health filter lets through (fresh heartbeat, not draining, not
 // ejected).
 func (s *Scheduler) workerCounts() obs.WorkerCounts {
-	now := s.clock.Now().UnixNano()
+	now := monoNanos(s.clock.Now())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var w obs.WorkerCounts

@@ -11,7 +11,7 @@ import (
 type Request struct {
 	Task *workers.Task
 	Now  time.Time
-	// nowNs is Now in Unix nanoseconds.
+	// nowNs is Now in monoNanos.
 	nowNs int64
 	// PromptTokens and OutputTokens are estimates for scheduling.
 	PromptTokens int

@@ -84,7 +84,7 @@ func TestFilters(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := tt.req
-			req.Now, req.nowNs = t0, t0.UnixNano()
+			req.Now, req.nowNs = t0, monoNanos(t0)
 			if req.Task == nil {
 				req.Task = chat("r")
 			}
@@ -130,7 +130,7 @@ func TestScorers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := tt.req
-			req.Now, req.nowNs = t0, t0.UnixNano()
+			req.Now, req.nowNs = t0, monoNanos(t0)
 			req.Task = chat("r")
 			cands := mkCands(tt.specs, t0)
 			req.predTTFT = make([]float64, len(cands))

@@ -325,7 +325,7 @@ func (s *Scheduler) Workers() []WorkerStatus {
 	for _, c := range s.order {
 		st := WorkerStatus{
 			Registered: c.reg, Joined: c.joined, LastHeartbeat: c.lastBeat,
-			Healthy: c.healthy(now.UnixNano(), s.cfg.HeartbeatTimeout), Draining: c.hb.Draining,
+			Healthy: c.healthy(monoNanos(now), s.cfg.HeartbeatTimeout), Draining: c.hb.Draining,
 			Slots: c.slots, Assigned: c.assigned, Served: c.served, Failed: c.failed,
 			Latency: LatencyEstimate{
 				OverheadMs: c.latency.overhead * 1e3, PrefillPerTokenUs: c.latency.perToken * 1e6,
@@ -333,7 +333,7 @@ func (s *Scheduler) Workers() []WorkerStatus {
 			},
 		}
 		st.Registered.SessionToken = ""
-		if c.ejected(now.UnixNano()) {
+		if c.ejected(monoNanos(now)) {
 			t := c.ejectedUntil
 			st.EjectedUntil = &t
 		}
@@ -361,7 +361,7 @@ func (s *Scheduler) Models() []workers.ModelVersion {
 	seen := map[[2]string]bool{}
 	var out []workers.ModelVersion
 	for _, c := range s.order {
-		if !c.healthy(now.UnixNano(), s.cfg.HeartbeatTimeout) {
+		if !c.healthy(monoNanos(now), s.cfg.HeartbeatTimeout) {
 			continue
 		}
 		for _, m := range c.reg.Models {

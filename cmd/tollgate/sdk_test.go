@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"math"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
@@ -20,7 +22,9 @@ const sdkKey = "sk-sdk-test-key"
 // binary.
 func startTestDev(t *testing.T) *devStack {
 	t.Helper()
-	d, err := startDevForBench(t.TempDir(), true)
+	// The stack's log is kept and shown only if the test fails.
+	var buf lockedBuffer
+	d, err := startDevLogged(t.TempDir(), true, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,18 +32,43 @@ func startTestDev(t *testing.T) *devStack {
 		if err := d.stop(); err != nil {
 			t.Errorf("stop: %v", err)
 		}
+		if t.Failed() {
+			t.Logf("tollgate dev log:\n%s", buf.String())
+		}
 	})
 	return d
+}
+
+// lockedBuffer is a bytes.Buffer safe for the stack's concurrent logging.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startDevForBench starts a dev stack with the sim-tiny simulator on a free
 // loopback port, logging discarded.
 func startDevForBench(dataDir string, receipts bool) (*devStack, error) {
+	return startDevLogged(dataDir, receipts, slog.New(slog.DiscardHandler))
+}
+
+func startDevLogged(dataDir string, receipts bool, logger *slog.Logger) (*devStack, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	o := devOptions{ln: ln, logger: slog.New(slog.DiscardHandler)}
+	o := devOptions{ln: ln, logger: logger}
 	o.gateway = gatewayFlags{data: dataDir, apiKey: sdkKey, adminKey: "sk-admin-test", noReceipts: !receipts, noProver: true}
 	o.engine = engineFlags{kind: "sim", profile: "sim-tiny", timeScale: 1}
 	return startDev(context.Background(), o)
