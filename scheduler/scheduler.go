@@ -281,6 +281,11 @@ func (s *Scheduler) Remove(workerID string) {
 func (s *Scheduler) removeLocked(c *Candidate) {
 	delete(s.workers, c.id)
 	s.order = slices.DeleteFunc(s.order, func(x *Candidate) bool { return x == c })
+	// A link with a connection pool of its own (*workers.Client) lets its
+	// idle connections go; batches in flight on it finish.
+	if cl, ok := c.conn.(interface{ Close() error }); ok {
+		_ = cl.Close()
+	}
 }
 
 // failQueued fails what still waits in a removed worker's batcher.

@@ -49,6 +49,7 @@ type ClientOptions struct {
 type Client struct {
 	base    string
 	http    *http.Client
+	ownPool bool // http is this Client's own (Close releases its connections)
 	maxLine int
 	token   string
 	logger  *slog.Logger
@@ -102,14 +103,15 @@ func NewTransport() *http.Transport {
 	}
 }
 
-var defaultHTTPClient = &http.Client{Transport: NewTransport()}
-
 // NewClient returns a client for the worker serving NewHandler at baseURL
 // (e.g. "http://10.0.0.5:9000").
 func NewClient(baseURL string, opts ClientOptions) *Client {
 	c := &Client{base: strings.TrimRight(baseURL, "/"), http: opts.HTTPClient, maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs}
 	if c.http == nil {
-		c.http = defaultHTTPClient
+		// A pool per link, not one per process: when a worker restarts on
+		// the same address (or a test's port is reused), its new link must
+		// never be handed an idle connection to the old process.
+		c.http, c.ownPool = &http.Client{Transport: NewTransport()}, true
 	}
 	if c.maxLine <= 0 {
 		c.maxLine = DefaultMaxEventBytes
@@ -118,6 +120,16 @@ func NewClient(baseURL string, opts ClientOptions) *Client {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// Close releases the link's idle connections when the Client owns its pool
+// (no ClientOptions.HTTPClient); batches in flight finish. The scheduler
+// calls it when the worker leaves or registers anew.
+func (c *Client) Close() error {
+	if c.ownPool {
+		c.http.CloseIdleConnections()
+	}
+	return nil
 }
 
 // BaseURL is the worker's address.

@@ -40,7 +40,8 @@ func startObsDev(t *testing.T) (d *devStack, spans *tracetest.InMemoryExporter, 
 		t.Fatal(err)
 	}
 	spans = tracetest.NewInMemoryExporter()
-	o := devOptions{ln: ln, logger: slog.New(slog.DiscardHandler)}
+	var logs lockedBuffer // shown only if the test fails
+	o := devOptions{ln: ln, logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	o.gateway = gatewayFlags{data: t.TempDir(), apiKey: sdkKey, adminKey: "sk-admin-test", noProver: true}
 	o.gateway.obs.options = []obs.Option{obs.WithSpanExporter(keptSpans{spans})}
 	o.engine = engineFlags{kind: "sim", profile: "sim-tiny", timeScale: 1}
@@ -53,6 +54,9 @@ func startObsDev(t *testing.T) (d *devStack, spans *tracetest.InMemoryExporter, 
 		once.Do(func() {
 			if err := d.stop(); err != nil {
 				t.Errorf("stop: %v", err)
+			}
+			if t.Failed() {
+				t.Logf("tollgate dev log:\n%s", logs.String())
 			}
 		})
 	}
