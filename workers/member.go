@@ -55,7 +55,14 @@ type Registerer struct {
 	base    string
 	mu      sync.Mutex
 	session RegisterResponse
+	// registering is open while a Register call is in flight (see
+	// LinkToken) and closed when it ends.
+	registering chan struct{}
 }
+
+// linkTokenWait bounds how long LinkToken waits for a registration in
+// flight.
+const linkTokenWait = 5 * time.Second
 
 // Session is the current registration (zero before the first one).
 func (r *Registerer) Session() RegisterResponse {
@@ -64,9 +71,30 @@ func (r *Registerer) Session() RegisterResponse {
 	return r.session
 }
 
-// SessionToken is the current session token; a worker Handler built
-// WithLinkAuth(r.SessionToken) accepts only batches that carry it.
+// SessionToken is the current session token.
 func (r *Registerer) SessionToken() string { return r.Session().SessionToken }
+
+// LinkToken is the session token for the worker's link handler
+// (WithLinkAuth(r.LinkToken)): while a registration is in flight it first
+// waits, up to linkTokenWait, for the gateway's answer. The gateway routes
+// batches to a worker as soon as it accepts the registration, which can be
+// before this worker has read the new token from the answer; refusing such
+// a batch would fail the request and get the worker ejected.
+func (r *Registerer) LinkToken() string {
+	r.mu.Lock()
+	pending := r.registering
+	r.mu.Unlock()
+	if pending != nil {
+		expired := make(chan struct{})
+		t := r.cfg.Clock.AfterFunc(linkTokenWait, func() { close(expired) })
+		select {
+		case <-pending:
+		case <-expired:
+		}
+		t.Stop()
+	}
+	return r.SessionToken()
+}
 
 // NewRegisterer checks cfg and builds a Registerer.
 func NewRegisterer(cfg MemberConfig) (*Registerer, error) {
@@ -103,6 +131,18 @@ func NewRegisterer(cfg MemberConfig) (*Registerer, error) {
 
 // Register fetches a challenge, signs it and registers.
 func (r *Registerer) Register(ctx context.Context) (*RegisterResponse, error) {
+	pending := make(chan struct{})
+	r.mu.Lock()
+	r.registering = pending
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.registering == pending {
+			r.registering = nil
+		}
+		r.mu.Unlock()
+		close(pending)
+	}()
 	var ch ChallengeResponse
 	if err := r.post(ctx, PathChallenge, "", struct{}{}, &ch); err != nil {
 		return nil, fmt.Errorf("challenge: %w", err)

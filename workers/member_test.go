@@ -3,6 +3,7 @@ package workers_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -175,5 +176,78 @@ func TestRunMember(t *testing.T) {
 	next(t, gw.events, "deregister")
 	if err := <-done; err != nil {
 		t.Fatalf("RunMember: %v", err)
+	}
+}
+
+// TestLinkTokenDuringRegistration is the start-up race: the gateway routes
+// a batch to a worker as soon as it accepts the registration, before the
+// worker has read its new session token from the answer. The link handler
+// (WithLinkAuth(r.LinkToken)) must wait for the answer and accept the
+// batch, not refuse it (a refusal fails the request and gets the worker
+// ejected).
+func TestLinkTokenDuringRegistration(t *testing.T) {
+	k, _ := keys.Generate(nil)
+	agent := newAgent(t, simEngine(t))
+	reg, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, OpenRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r *workers.Registerer
+	arrived := make(chan struct{}, 1)
+	linkHandler := workers.NewHandler(agent, nil, workers.WithLinkAuth(func() string { return r.LinkToken() }))
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		arrived <- struct{}{}
+		linkHandler.ServeHTTP(w, req)
+	}))
+	defer worker.Close()
+
+	batchStatus := make(chan int, 1)
+	gw := &testGateway{reg: reg, events: make(chan string, 100)}
+	gateway := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != workers.PathRegister {
+			gw.ServeHTTP(w, req)
+			return
+		}
+		var rr workers.RegisterRequest
+		if err := json.NewDecoder(req.Body).Decode(&rr); err != nil {
+			workers.WriteError(w, apierr.BadRequest("", "invalid_json", "%v", err))
+			return
+		}
+		accepted, err := reg.Register(req.Context(), &rr, time.Now())
+		if err != nil {
+			workers.WriteError(w, err)
+			return
+		}
+		// The scheduler now routes a batch to the worker, carrying the new
+		// session token, while this answer is still unsent.
+		go func() {
+			body, _ := json.Marshal(workers.Batch{ID: "b1", Tasks: []workers.Task{chatTask("r0")}})
+			breq, _ := http.NewRequest(http.MethodPost, worker.URL+"/v1/worker/batch", strings.NewReader(string(body)))
+			breq.Header.Set("Authorization", "Bearer "+accepted.SessionToken)
+			resp, err := http.DefaultClient.Do(breq)
+			if err != nil {
+				batchStatus <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			batchStatus <- resp.StatusCode
+		}()
+		<-arrived // the batch is at the worker before the worker has its token
+		json.NewEncoder(w).Encode(workers.RegisterResponse{WorkerID: accepted.WorkerID, SessionToken: accepted.SessionToken,
+			HeartbeatIntervalMS: 1000})
+	}))
+	defer gateway.Close()
+
+	r, err = workers.NewRegisterer(workers.MemberConfig{GatewayURL: gateway.URL, ProviderToken: providerToken, Key: k,
+		AdvertiseURL: worker.URL, Agent: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-batchStatus; got != http.StatusOK {
+		t.Errorf("batch sent during registration: status %d, want 200", got)
 	}
 }

@@ -234,7 +234,7 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	// Batches and cancels must carry the session token the gateway got at
 	// registration; anyone else who can reach the port is refused (401).
 	handler := workers.NewHandler(agent, logger,
-		workers.WithLinkAuth(member.SessionToken),
+		workers.WithLinkAuth(member.LinkToken),
 		workers.WithRoute("GET /metrics", workerMetrics(gpus, hostname, n.obs)),
 		workers.WithRoute("POST "+workers.PathCountersign, workers.NewCountersigner(n.key, agent, logger)))
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
