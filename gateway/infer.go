@@ -28,8 +28,8 @@ type inference struct {
 	task         *workers.Task
 	stream       bool
 	includeUsage bool
-	format       string // embeddings encoding_format
-	key          *APIKey
+	format       string  // embeddings encoding_format
+	key          *APIKey // whose limits, deadline and token budget apply
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
@@ -44,7 +44,7 @@ func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) e
 	inf := s.newInference(key, r.Task(reqID), "chatcmpl-")
 	req.SetOperation(obs.OpChat, inf.task.Model, reqID)
 	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, key, req)
+	return s.run(rc, inf, req)
 }
 
 func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
@@ -59,7 +59,7 @@ func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string, req *obs.Req
 	inf := s.newInference(key, r.Task(reqID), "cmpl-")
 	req.SetOperation(obs.OpTextCompletion, inf.task.Model, reqID)
 	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, key, req)
+	return s.run(rc, inf, req)
 }
 
 func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
@@ -74,7 +74,7 @@ func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string, req *obs.Requ
 	inf := s.newInference(key, r.Task(reqID), "emb-")
 	req.SetOperation(obs.OpEmbeddings, inf.task.Model, reqID)
 	inf.format = r.EncodingFormat
-	return s.run(rc, inf, key, req)
+	return s.run(rc, inf, req)
 }
 
 func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *inference {
@@ -93,12 +93,12 @@ func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *
 // worker link and the ledger write join its trace, then answers as JSON
 // or as an SSE stream. req stays the handler's (it never escapes, so an
 // unobserved request costs nothing); a stream takes a copy over.
-func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, key *APIKey, req *obs.Request) error {
-	d, err := requestDeadline(rc, key, s.cfg.DefaultDeadline)
+func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
+	d, err := requestDeadline(rc, inf.key, s.cfg.DefaultDeadline)
 	if err != nil {
 		return err
 	}
-	if err := s.admit(context.Background(), key, inf.reqID); err != nil {
+	if err := s.admit(context.Background(), inf.key, inf.reqID); err != nil {
 		return err
 	}
 	inf.task.Deadline = s.clock.Now().Add(d)

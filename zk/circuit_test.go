@@ -62,12 +62,10 @@ func testBatch(t testing.TB, capacity, n int) (*Batch, *eddsa.PrivateKey) {
 
 func signBatch(t testing.TB, b *Batch, key *eddsa.PrivateKey) {
 	t.Helper()
-	pub, err := b.Public()
+	msg, err := b.Message()
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := b.Root()
-	msg := receipts.BatchMessage(root, b.ModelVersion, pub.LeafCount, pub.TotalPromptTokens, pub.TotalCompletionTokens, b.Sequence)
 	if b.Signature, err = receipts.SignBatch(key, msg); err != nil {
 		t.Fatal(err)
 	}

@@ -84,6 +84,21 @@ func (b *Batch) Public() (receipts.BatchPublic, error) {
 	}, nil
 }
 
+// Message is what the worker signs for b: receipts.BatchMessage over its
+// root, model version, totals and sequence.
+func (b *Batch) Message() (fr.Element, error) {
+	root, err := b.Root()
+	if err != nil {
+		return fr.Element{}, err
+	}
+	var tp, tc uint64
+	for _, l := range b.Leaves {
+		tp += l.PromptTokens
+		tc += l.CompletionTokens
+	}
+	return receipts.BatchMessage(root, b.ModelVersion, uint64(len(b.Leaves)), tp, tc, b.Sequence), nil
+}
+
 // Assign builds the full witness assignment for b.
 func Assign(b *Batch) (*BatchCircuit, error) {
 	c, err := NewCircuit(b.Capacity)

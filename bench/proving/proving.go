@@ -251,15 +251,10 @@ func fullBatch(capacity int) (*zk.Batch, error) {
 		rc.SetUint64(uint64(1_000_000 + i))
 		b.Leaves = append(b.Leaves, zk.LeafInput{RequestCommitment: rc, PromptTokens: uint64(100 + i%50), CompletionTokens: uint64(200 + i%300)})
 	}
-	pub, err := b.Public()
+	msg, err := b.Message()
 	if err != nil {
 		return nil, err
 	}
-	root, err := b.Root()
-	if err != nil {
-		return nil, err
-	}
-	msg := receipts.BatchMessage(root, b.ModelVersion, pub.LeafCount, pub.TotalPromptTokens, pub.TotalCompletionTokens, b.Sequence)
 	if b.Signature, err = receipts.SignBatch(key, msg); err != nil {
 		return nil, err
 	}

@@ -239,26 +239,10 @@ func softmaxVec(x []float32) {
 // summing.
 func expShifted(x []float32) {
 	maxVal := maxOf(x)
-	mv := archsimd.BroadcastFloat32x8(maxVal)
-	lowest := archsimd.BroadcastFloat32x8(-103.97208)
-	i := 0
-	for ; i+8 <= len(x); i += 8 {
-		blk := (*[8]float32)(x[i:])
-		d := archsimd.LoadFloat32x8(blk).Sub(mv)
-		switch {
-		case d.GreaterEqual(lowest).ToBits() != 0xff:
-			for k, v := range blk {
-				blk[k] = expf(v - maxVal)
-			}
-		case simdAVX512:
-			expf8(d).Store(blk)
-		default:
-			expf4(d.GetLo()).StoreSlice(blk[0:])
-			expf4(d.GetHi()).StoreSlice(blk[4:])
-		}
-	}
-	for k, v := range x[i:] {
-		x[i+k] = expf(v - maxVal)
+	expTiles(x, maxVal)
+	tail := len(x) &^ 7
+	for k, v := range x[tail:] {
+		x[tail+k] = expf(v - maxVal)
 	}
 }
 
