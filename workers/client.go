@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tollgate-ai/tollgate/internal/h1"
 	"io"
 	"log/slog"
 	"net"
@@ -29,12 +30,12 @@ const CodeWorkerUnavailable = "worker_unavailable"
 
 // ClientOptions configures a Client.
 type ClientOptions struct {
-	// HTTPClient overrides the pooled client. It must have no overall
-	// Timeout: event streams last as long as generation does.
-	HTTPClient *http.Client
 	// MaxEventBytes bounds one event line (default 16 MiB: an embedding
 	// task's vectors come in one event).
 	MaxEventBytes int
+	// MaxIdleConns bounds the kept-alive connections kept for reuse
+	// (default MaxIdleLinkConnsPerWorker).
+	MaxIdleConns int
 	// Token, when set, is sent as "Authorization: Bearer <Token>" (see
 	// WithLinkAuth); use the worker's Registered.SessionToken.
 	Token  string
@@ -45,11 +46,13 @@ type ClientOptions struct {
 }
 
 // Client is the gateway's end of the link to one worker. It is safe for
-// concurrent use; connections are pooled and kept alive.
+// concurrent use; connections are pooled and kept alive. Requests go over
+// internal/h1: each batch is written and its event stream read on the
+// calling goroutine, with no hand-off to transport goroutines.
 type Client struct {
 	base    string
-	http    *http.Client
-	ownPool bool // http is this Client's own (Close releases its connections)
+	link    *h1.Client
+	linkErr error // the base URL was refused; every call fails with it
 	maxLine int
 	token   string
 	logger  *slog.Logger
@@ -76,27 +79,24 @@ func Retryable(err error) bool {
 	return errors.As(err, &le) && le.Retryable
 }
 
-// Idle keep-alive connections kept for reuse. A batch holds one connection
-// for as long as it runs, and a worker runs up to one batch per slot at once
-// (one task each while it is not busy), so the pool keeps a worker's
-// largest slot count in use: fewer would make every burst above the limit
-// dial connections and close them again as the burst drains — a loop that
-// piles up TIME_WAIT sockets and slows the very batches that hold
-// connections open.
-const (
-	MaxIdleLinkConnsPerWorker = 1024
-	MaxIdleLinkConns          = 16 * MaxIdleLinkConnsPerWorker
-)
+// MaxIdleLinkConnsPerWorker is how many idle keep-alive connections a link
+// keeps for reuse. A batch holds one connection for as long as it runs, and
+// a worker runs up to one batch per slot at once (one task each while it is
+// not busy), so the pool keeps a worker's largest slot count in use: fewer
+// would make every burst above the limit dial connections and close them
+// again as the burst drains — a loop that piles up TIME_WAIT sockets and
+// slows the very batches that hold connections open.
+const MaxIdleLinkConnsPerWorker = 1024
 
-// NewTransport returns the pooled transport Clients use by default.
+// NewTransport returns a pooled net/http transport for a worker's own calls
+// to the gateway (registration, heartbeats).
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          MaxIdleLinkConns,
-		MaxIdleConnsPerHost:   MaxIdleLinkConnsPerWorker,
+		MaxIdleConns:          64,
+		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 0, // the first event can take as long as a long prefill
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false,
 		DisableCompression:    true,
@@ -104,15 +104,15 @@ func NewTransport() *http.Transport {
 }
 
 // NewClient returns a client for the worker serving NewHandler at baseURL
-// (e.g. "http://10.0.0.5:9000").
+// (e.g. "http://10.0.0.5:9000"). Each link has its own connection pool:
+// when a worker restarts on the same address (or a test's port is reused),
+// its new link is never handed an idle connection to the old process.
 func NewClient(baseURL string, opts ClientOptions) *Client {
-	c := &Client{base: strings.TrimRight(baseURL, "/"), http: opts.HTTPClient, maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs}
-	if c.http == nil {
-		// A pool per link, not one per process: when a worker restarts on
-		// the same address (or a test's port is reused), its new link must
-		// never be handed an idle connection to the old process.
-		c.http, c.ownPool = &http.Client{Transport: NewTransport()}, true
+	c := &Client{base: strings.TrimRight(baseURL, "/"), maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs}
+	if opts.MaxIdleConns <= 0 {
+		opts.MaxIdleConns = MaxIdleLinkConnsPerWorker
 	}
+	c.link, c.linkErr = h1.New(c.base, h1.Options{MaxIdle: opts.MaxIdleConns})
 	if c.maxLine <= 0 {
 		c.maxLine = DefaultMaxEventBytes
 	}
@@ -122,12 +122,11 @@ func NewClient(baseURL string, opts ClientOptions) *Client {
 	return c
 }
 
-// Close releases the link's idle connections when the Client owns its pool
-// (no ClientOptions.HTTPClient); batches in flight finish. The scheduler
-// calls it when the worker leaves or registers anew.
+// Close releases the link's idle connections; batches in flight finish.
+// The scheduler calls it when the worker leaves or registers anew.
 func (c *Client) Close() error {
-	if c.ownPool {
-		c.http.CloseIdleConnections()
+	if c.link != nil {
+		return c.link.Close()
 	}
 	return nil
 }
@@ -158,21 +157,17 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 		span.SetInt("tollgate.batch.size", len(b.Tasks))
 		defer func() { span.SetError(err); span.End() }()
 	}
+	if c.linkErr != nil {
+		return linkFailure(true, c.linkErr)
+	}
 	body, err := json.Marshal(b)
 	if err != nil {
 		return apierr.Internal(fmt.Errorf("encode batch: %w", err))
 	}
 	ctx, cancelReq := context.WithCancel(ctx)
 	defer cancelReq()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+PathBatch, bytes.NewReader(body))
-	if err != nil {
-		return linkFailure(true, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", ContentTypeNDJSON)
-	obs.InjectHTTP(ctx, req.Header)
-	c.authorize(req)
-	resp, err := c.http.Do(req)
+	resp, err := c.link.Do(ctx, &h1.Request{Method: http.MethodPost, Path: PathBatch, Body: body,
+		Header: c.header(ctx, h1.Field{Name: "Content-Type", Value: "application/json"}, h1.Field{Name: "Accept", Value: ContentTypeNDJSON})})
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctxError(ctx)
@@ -180,8 +175,8 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 		return linkFailure(true, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return refusal(resp)
+	if resp.Status != http.StatusOK {
+		return refusal(resp.Status, resp.Header, resp.Body)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, ContentTypeNDJSON) {
 		return linkFailure(true, fmt.Errorf("unexpected content type %q", ct))
@@ -218,9 +213,9 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 }
 
 // streamEndWait bounds how long Run waits, after a batch's last event, for
-// the worker to end the response. Reading that end is what lets net/http
-// put the connection back in the pool: closing a body before its end
-// closes the connection, and a new batch then dials a new one.
+// the worker to end the response. Reading that end is what puts the
+// connection back in the pool: closing a body before its end closes the
+// connection, and a new batch then dials a new one.
 const streamEndWait = time.Second
 
 // finishStream reads the response's end after the last event, so the
@@ -248,30 +243,31 @@ var linkReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil,
 
 // Cancel asks the worker to stop one task of a running batch.
 func (c *Client) Cancel(ctx context.Context, batchID string, index int) error {
-	body, _ := json.Marshal(CancelRequest{BatchID: batchID, Index: index})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+PathCancel, bytes.NewReader(body))
-	if err != nil {
-		return linkFailure(false, err)
+	if c.linkErr != nil {
+		return linkFailure(false, c.linkErr)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	obs.InjectHTTP(ctx, req.Header)
-	c.authorize(req)
-	resp, err := c.http.Do(req)
+	body, _ := json.Marshal(CancelRequest{BatchID: batchID, Index: index})
+	resp, err := c.link.Do(ctx, &h1.Request{Method: http.MethodPost, Path: PathCancel, Body: body,
+		Header: c.header(ctx, h1.Field{Name: "Content-Type", Value: "application/json"})})
 	if err != nil {
 		return linkFailure(false, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return refusal(resp)
+	if resp.Status/100 != 2 {
+		return refusal(resp.Status, resp.Header, resp.Body)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	return nil
 }
 
-func (c *Client) authorize(req *http.Request) {
+// header is a request's header: fields, the trace context and the link
+// token.
+func (c *Client) header(ctx context.Context, fields ...h1.Field) []h1.Field {
+	obs.InjectFields(ctx, func(k, v string) { fields = append(fields, h1.Field{Name: k, Value: v}) })
 	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+		fields = append(fields, h1.Field{Name: "Authorization", Value: "Bearer " + c.token})
 	}
+	return fields
 }
 
 // readLine reads one '\n'-terminated line of at most max bytes. The line is
@@ -415,24 +411,24 @@ func ctxError(ctx context.Context) error {
 // draining or overloaded, other 5xx, 401/403 link authentication, an answer
 // that is not an error body) becomes 503 worker_unavailable and is
 // retryable on another worker.
-func refusal(resp *http.Response) error {
+func refusal(status int, h http.Header, r io.Reader) error {
 	var body ErrorBody
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	raw, _ := io.ReadAll(io.LimitReader(r, 64<<10))
 	_ = json.Unmarshal(raw, &body)
-	cause := &LinkError{Retryable: true, Err: fmt.Errorf("worker answered %s: %s", resp.Status, body.Error.Message)}
+	cause := &LinkError{Retryable: true, Err: fmt.Errorf("worker answered %d %s: %s", status, http.StatusText(status), body.Error.Message)}
 	var e *apierr.Error
 	switch {
-	case body.Error.Message != "" && resp.StatusCode >= 400 && resp.StatusCode < 500 &&
-		resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden:
-		body.Error.Status = resp.StatusCode
+	case body.Error.Message != "" && status >= 400 && status < 500 &&
+		status != http.StatusUnauthorized && status != http.StatusForbidden:
+		body.Error.Status = status
 		e = body.Error.APIError()
-		cause.Retryable = resp.StatusCode == http.StatusTooManyRequests
-	case body.Error.Message != "" && resp.StatusCode == http.StatusServiceUnavailable:
+		cause.Retryable = status == http.StatusTooManyRequests
+	case body.Error.Message != "" && status == http.StatusServiceUnavailable:
 		e = body.Error.APIError()
 	default:
 		e = &apierr.Error{Status: http.StatusServiceUnavailable, Type: apierr.TypeUnavailable, Code: CodeWorkerUnavailable, Message: "the worker is unavailable"}
 	}
-	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra > 0 {
+	if ra, err := strconv.Atoi(h.Get("Retry-After")); err == nil && ra > 0 {
 		e.RetryAfter = time.Duration(ra) * time.Second
 	}
 	e.Cause = cause

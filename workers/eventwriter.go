@@ -16,27 +16,28 @@ var errEventWriterClosed = errors.New("event stream closed")
 // eventBufPool recycles the encode buffers of event streams.
 var eventBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-// eventWriter streams a batch's events to the gateway. emit only encodes an
-// event into a buffer; one goroutine writes and flushes whatever has
-// accumulated, so events that arrive while a write is in flight go out
-// together in the next one. A stream is therefore flushed as soon as no
-// further event is ready (a token is never held back waiting for company),
-// yet a busy batch costs one write per burst, not one per token.
+// eventWriter streams a batch's events to the gateway. emit encodes an
+// event into a buffer; if no write is in flight, the emitting goroutine
+// then writes and flushes whatever has accumulated itself, and events
+// emitted meanwhile by the batch's other tasks go out together in its next
+// write. A stream is therefore flushed as soon as no further event is ready
+// (a token is never held back waiting for company), a busy batch costs one
+// write per burst, not one per token, and no goroutine is handed the write
+// (a hand-off is a thread wake-up, and on a loaded host those are what tail
+// latency is made of).
 type eventWriter struct {
 	w       http.ResponseWriter
 	flusher http.Flusher
 	onFail  func() // called once when a write fails (the gateway is gone)
 
-	mu      sync.Mutex
-	cond    sync.Cond // signalled when pending is taken or the writer stops
-	pending *[]byte
-	spare   *[]byte
-	started bool // the status line is committed (first event emitted)
-	closing bool
-	err     error
-
-	wake chan struct{}
-	done chan struct{}
+	mu         sync.Mutex
+	cond       sync.Cond // signalled when a write ends
+	pending    *[]byte
+	spare      *[]byte
+	writing    bool // a goroutine is writing; it takes pending before it stops
+	started    bool // the status line is committed (first event emitted)
+	headerSent bool // touched only by the writing goroutine
+	err        error
 }
 
 func newEventWriter(w http.ResponseWriter, onFail func()) *eventWriter {
@@ -45,37 +46,78 @@ func newEventWriter(w http.ResponseWriter, onFail func()) *eventWriter {
 		onFail:  onFail,
 		pending: eventBufPool.Get().(*[]byte),
 		spare:   eventBufPool.Get().(*[]byte),
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
 	}
 	ew.flusher, _ = w.(http.Flusher)
 	ew.cond.L = &ew.mu
-	go ew.loop()
 	return ew
 }
 
-// emit queues ev for writing. It fails once a write has failed.
+// emit queues ev and, unless another goroutine is writing already, writes
+// everything queued. It fails once a write has failed. While a write is in
+// flight and more than maxPendingEventBytes wait, emit waits (backpressure).
 func (ew *eventWriter) emit(ev Event) error {
 	ew.mu.Lock()
+	defer ew.mu.Unlock()
 	if ew.err != nil {
-		err := ew.err
-		ew.mu.Unlock()
-		return err
+		return ew.err
 	}
 	b, err := appendEvent(*ew.pending, &ev)
 	if err != nil {
-		ew.mu.Unlock()
 		return err
 	}
 	*ew.pending = b
 	ew.started = true
-	for len(*ew.pending) > maxPendingEventBytes && ew.err == nil {
-		ew.signal()
-		ew.cond.Wait()
+	if ew.writing {
+		for ew.writing && len(*ew.pending) > maxPendingEventBytes && ew.err == nil {
+			ew.cond.Wait()
+		}
+		if ew.writing || ew.err != nil {
+			return ew.err
+		}
+		if len(*ew.pending) == 0 {
+			return nil // the writer took it
+		}
 	}
+	ew.writing = true
+	failed := false
+	for len(*ew.pending) > 0 && ew.err == nil {
+		buf := ew.pending
+		ew.pending, ew.spare = ew.spare, buf
+		ew.mu.Unlock()
+		err := ew.write(*buf)
+		ew.mu.Lock()
+		*buf = (*buf)[:0]
+		if err != nil && ew.err == nil {
+			ew.err, failed = err, true
+		}
+		ew.cond.Broadcast()
+	}
+	ew.writing = false
+	ew.cond.Broadcast()
 	err = ew.err
-	ew.mu.Unlock()
-	ew.signal()
+	if failed && ew.onFail != nil {
+		ew.mu.Unlock() // onFail cancels the batch: not under the lock
+		ew.onFail()
+		ew.mu.Lock()
+	}
+	return err
+}
+
+// write sends one burst of encoded events, the status line first.
+func (ew *eventWriter) write(b []byte) error {
+	if !ew.headerSent {
+		h := ew.w.Header()
+		h.Set("Content-Type", ContentTypeNDJSON)
+		h.Set("Cache-Control", "no-store")
+		ew.w.WriteHeader(http.StatusOK)
+		ew.headerSent = true
+	}
+	_, err := ew.w.Write(b)
+	if err == nil && ew.flusher != nil {
+		// net/http's Flush reports no error; a broken connection shows on
+		// the next Write or through the request context.
+		ew.flusher.Flush()
+	}
 	return err
 }
 
@@ -87,76 +129,24 @@ func (ew *eventWriter) hasStarted() bool {
 	return ew.started
 }
 
-func (ew *eventWriter) signal() {
-	select {
-	case ew.wake <- struct{}{}:
-	default:
-	}
-}
-
-// close writes what is still pending, stops the writer goroutine and
-// returns the first write error. The ResponseWriter is the caller's again
-// afterwards.
+// close waits for a write in flight, releases the buffers and returns the
+// first write error. The ResponseWriter is the caller's again afterwards.
 func (ew *eventWriter) close() error {
 	ew.mu.Lock()
-	ew.closing = true
-	ew.mu.Unlock()
-	ew.signal()
-	<-ew.done
-	ew.mu.Lock()
 	defer ew.mu.Unlock()
+	for ew.writing {
+		ew.cond.Wait()
+	}
 	for _, b := range []*[]byte{ew.pending, ew.spare} {
-		if cap(*b) <= 64<<10 {
+		if b != nil && cap(*b) <= 64<<10 {
 			*b = (*b)[:0]
 			eventBufPool.Put(b)
 		}
 	}
 	ew.pending, ew.spare = nil, nil
-	return ew.err
-}
-
-func (ew *eventWriter) loop() {
-	defer close(ew.done)
-	headerSent := false
-	for range ew.wake {
-		for {
-			ew.mu.Lock()
-			buf := ew.pending
-			if len(*buf) == 0 || ew.err != nil {
-				closing := ew.closing
-				ew.mu.Unlock()
-				if closing {
-					return
-				}
-				break
-			}
-			ew.pending, ew.spare = ew.spare, buf
-			ew.mu.Unlock()
-
-			if !headerSent {
-				h := ew.w.Header()
-				h.Set("Content-Type", ContentTypeNDJSON)
-				h.Set("Cache-Control", "no-store")
-				ew.w.WriteHeader(http.StatusOK)
-				headerSent = true
-			}
-			_, err := ew.w.Write(*buf)
-			if err == nil && ew.flusher != nil {
-				// net/http's Flush reports no error; a broken connection
-				// shows on the next Write or through the request context.
-				ew.flusher.Flush()
-			}
-			ew.mu.Lock()
-			*buf = (*buf)[:0]
-			failed := err != nil && ew.err == nil
-			if failed {
-				ew.err = err
-			}
-			ew.cond.Broadcast()
-			ew.mu.Unlock()
-			if failed && ew.onFail != nil {
-				ew.onFail()
-			}
-		}
+	if ew.err == nil {
+		ew.err = errEventWriterClosed
+		return nil
 	}
+	return ew.err
 }

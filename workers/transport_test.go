@@ -356,7 +356,7 @@ func TestClientReusesConnections(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c := workers.NewClient(srv.URL, workers.ClientOptions{HTTPClient: &http.Client{Transport: workers.NewTransport()}})
+	c := workers.NewClient(srv.URL, workers.ClientOptions{})
 	for i := range 20 {
 		b := &workers.Batch{ID: fmt.Sprintf("b%d", i), Tasks: []workers.Task{chatTask("r"), streamTask(chatTask("s"))}}
 		if err := c.Run(context.Background(), b, func(workers.Event) {}); err != nil {

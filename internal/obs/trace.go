@@ -187,6 +187,22 @@ func InjectHTTP(ctx context.Context, h http.Header) {
 	}
 }
 
+// InjectFields writes ctx's W3C trace context (traceparent, tracestate)
+// through set, for clients that build their own headers; nothing when ctx
+// carries no span.
+func InjectFields(ctx context.Context, set func(key, value string)) {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		propagator.Inject(ctx, setCarrier(set))
+	}
+}
+
+// setCarrier is a write-only propagation.TextMapCarrier.
+type setCarrier func(key, value string)
+
+func (setCarrier) Get(string) string   { return "" }
+func (f setCarrier) Set(key, v string) { f(key, v) }
+func (setCarrier) Keys() []string      { return nil }
+
 // Traceparent returns ctx's span context as a W3C traceparent string, or ""
 // when there is none. Put it in workers.Task.Traceparent per task, and
 // beside each receipt for the prover's links.

@@ -38,6 +38,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tollgate-ai/tollgate/internal/h1"
 	"io"
 	"log/slog"
 	"net"
@@ -95,10 +96,8 @@ type Config struct {
 	MaxBodyBytes  int64         `yaml:"max_body_bytes"`  // bound on a non-streamed response
 	MetricsTTL    time.Duration `yaml:"metrics_ttl"`     // how long one scrape is reused
 
-	// Transport replaces the pooled HTTP transport (optional).
-	Transport http.RoundTripper `yaml:"-"`
-	Clock     clock.Clock       `yaml:"-"`
-	Logger    *slog.Logger      `yaml:"-"`
+	Clock  clock.Clock  `yaml:"-"`
+	Logger *slog.Logger `yaml:"-"`
 }
 
 var hexDigest = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -153,10 +152,11 @@ func (c *Config) Validate() error {
 // workers.Engine and workers.LoadReporter.
 type Engine struct {
 	cfg        Config
-	base       string // BaseURL without trailing slash
-	metricsURL string // "" when off
-	client     *http.Client
-	transport  *http.Transport // nil when Config.Transport was given
+	base       string          // BaseURL without trailing slash
+	metricsURL string          // "" when off
+	up         *h1.Client      // generation and embeddings
+	client     *http.Client    // the metrics scrape
+	transport  *http.Transport // client's
 	models     map[string]workers.ModelVersion
 	list       []workers.ModelVersion
 	clock      clock.Clock
@@ -226,31 +226,28 @@ func New(cfg Config) (*Engine, error) {
 		e.models[m.Name] = m
 		e.list = append(e.list, m)
 	}
-	rt := cfg.Transport
-	if rt == nil {
-		e.transport = &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        cfg.MaxConns,
-			MaxIdleConnsPerHost: cfg.MaxConns,
-			IdleConnTimeout:     90 * time.Second,
-			ForceAttemptHTTP2:   true,
-			// A gzip-encoded event stream would be buffered; ask for none.
-			DisableCompression: true,
-		}
-		rt = e.transport
+	// Generation and embedding requests go over h1: written and read on
+	// the task's own goroutine, no hand-off to transport goroutines.
+	up, err := h1.New(e.base, h1.Options{DialTimeout: cfg.DialTimeout, MaxIdle: cfg.MaxConns})
+	if err != nil {
+		return nil, fmt.Errorf("openai engine config: %w", err)
 	}
-	// No Client.Timeout: streams last as long as generation does. The header
-	// and idle timeouts are enforced per request.
-	e.client = &http.Client{Transport: rt}
+	e.up = up
+	// The metrics scrape (once per MetricsTTL at most) uses net/http.
+	e.transport = &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	e.client = &http.Client{Transport: e.transport}
 	return e, nil
 }
 
 // Close releases pooled connections.
 func (e *Engine) Close() error {
-	if e.transport != nil {
-		e.transport.CloseIdleConnections()
-	}
-	return nil
+	e.transport.CloseIdleConnections()
+	return e.up.Close()
 }
 
 // Models lists the configured model versions.
@@ -595,23 +592,20 @@ var (
 // *apierr.Error, or the caller's own cancellation. cancel must cancel ctx;
 // the header timeout (none when 0) calls it with errHeaderTimeout, which
 // aborts the request.
-func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path string, body []byte, headerTimeout time.Duration) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, apierr.Internal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	// W3C trace context: the upstream's spans join the request's trace.
-	obs.InjectHTTP(ctx, req.Header)
-	req.Header.Set("Accept", "application/json, text/event-stream")
+func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path string, body []byte, headerTimeout time.Duration) (*h1.Response, error) {
+	header := make([]h1.Field, 0, 4)
+	header = append(header, h1.Field{Name: "Content-Type", Value: "application/json"},
+		h1.Field{Name: "Accept", Value: "application/json, text/event-stream"})
 	if e.cfg.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+e.cfg.APIKey)
+		header = append(header, h1.Field{Name: "Authorization", Value: "Bearer " + e.cfg.APIKey})
 	}
+	// W3C trace context: the upstream's spans join the request's trace.
+	obs.InjectFields(ctx, func(k, v string) { header = append(header, h1.Field{Name: k, Value: v}) })
 	var timer clock.Timer
 	if headerTimeout > 0 {
 		timer = e.clock.AfterFunc(headerTimeout, func() { cancel(errHeaderTimeout) })
 	}
-	resp, err := e.client.Do(req)
+	resp, err := e.up.Do(ctx, &h1.Request{Method: http.MethodPost, Path: path, Header: header, Body: body})
 	if timer != nil {
 		timer.Stop()
 	}
@@ -626,10 +620,10 @@ func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path 
 		}
 		return nil, apierr.Unavailable("upstream_error", "the upstream inference server is unreachable", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.Status != http.StatusOK {
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
-		return nil, statusError(resp.StatusCode, resp.Header, raw)
+		return nil, statusError(resp.Status, resp.Header, raw)
 	}
 	return resp, nil
 }
