@@ -110,6 +110,9 @@ func WriteMarkdown(w io.Writer, res *Result) error {
 	fmt.Fprintf(w, "Load: open loop, %s arrivals, %s per phase, latency from each request's scheduled send time. "+
 		"Upstream: mock, %.3g ms latency (+%.3g ms jitter), %d tokens per response.\n\n",
 		res.Arrival, res.Duration, res.Upstream.LatencyMS, res.Upstream.JitterMS, res.Upstream.Tokens)
+	if res.Layout == "processes" {
+		fmt.Fprintf(w, "Layout: load generator, mock upstream and Tollgate (gateway + worker over loopback HTTP) each in its own process, as deployed.\n\n")
+	}
 	if res.WorkerLink == "in-process" {
 		fmt.Fprintf(w, "Diagnostic run: the scheduler calls the worker agent in process; the worker transport is left out.\n\n")
 	}
@@ -120,10 +123,14 @@ func WriteMarkdown(w io.Writer, res *Result) error {
 	}
 	for _, mode := range modes(res) {
 		if r := res.MaxRate[mode]; r > 0 {
-			fmt.Fprintf(w, "%s: highest rate holding added p99 < %.0f ms with no errors: %.0f rps.\n", modeTitle(mode), TargetP99, r)
+			fmt.Fprintf(w, "%s: highest rate holding added p99 ≤ %.0f ms with no errors: %.0f rps.\n", modeTitle(mode), TargetP99, r)
 		} else {
-			fmt.Fprintf(w, "%s: no rate held added p99 < %.0f ms with no errors.\n", modeTitle(mode), TargetP99)
+			fmt.Fprintf(w, "%s: no rate held added p99 ≤ %.0f ms with no errors.\n", modeTitle(mode), TargetP99)
 		}
+	}
+	if res.Layout == "processes" {
+		_, err := fmt.Fprintf(w, "Peak RSS of the Tollgate process (gateway and worker): %.0f MiB.\n", res.PeakRSSMiB)
+		return err
 	}
 	_, err := fmt.Fprintf(w, "Peak RSS of the whole process (load generator, mock, gateway, worker): %.0f MiB.\n", res.PeakRSSMiB)
 	return err

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 
 func init() {
 	register(benchCommands, "overhead", "latency and CPU Tollgate adds over a mock upstream, direct vs through, up to saturation", runBenchOverhead)
+	register(benchCommands, "serve", "internal: serve one part of bench overhead (the mock upstream or the stack) in a child process", runBenchServe)
 }
 
 // runBenchOverhead runs bench/overhead and prints Markdown tables, or with
@@ -35,6 +38,7 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 1, "arrival schedule seed")
 	keepGoing := fs.Bool("keep-going", false, "run every rate even after one saturates (errors)")
 	inProcess := fs.Bool("in-process-worker", false, "diagnostic: link the scheduler to the worker agent in process, leaving out the worker transport")
+	layout := fs.String("layout", "processes", "processes: the mock upstream and Tollgate each in a child process, as deployed; in-process: everything in this process")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,6 +70,18 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	switch *layout {
+	case "processes":
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("-layout processes: cannot find this binary to run the parts: %w", err)
+		}
+		cfg.Launch = overhead.Processes(exe, "bench", "serve")
+	case "in-process":
+		cfg.Launch = overhead.InProcess()
+	default:
+		return fmt.Errorf("-layout: %q is not processes or in-process", *layout)
+	}
 	var progress *progressLine
 	if isTerminal(os.Stdout) && !*asJSON {
 		progress = &progressLine{f: os.Stdout}
@@ -81,6 +97,48 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 		return err
 	}
 	return runErr
+}
+
+// runBenchServe is the child side of -layout processes: it serves one part
+// until its stdin ends. The stack part takes the gateway's runtime settings
+// (see applyGCDefault): it stands for a deployed gateway.
+func runBenchServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("tollgate bench serve", flag.ContinueOnError)
+	part := fs.String("part", "", "upstream or stack")
+	latency := fs.Duration("upstream-latency", time.Millisecond, "upstream: latency before each response")
+	jitter := fs.Duration("upstream-jitter", 0, "upstream: extra uniform random latency in [0, jitter)")
+	tokens := fs.Int("tokens", 16, "upstream: completion tokens per response")
+	model := fs.String("model", overhead.Model, "the served model")
+	upstream := fs.String("upstream", "", "stack: the upstream's base URL")
+	maxConc := fs.Int("max-concurrency", 1024, "stack: the worker's slot count")
+	inProcess := fs.Bool("in-process-worker", false, "stack: link the scheduler to the worker agent in process")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	cfg := overhead.ServeConfig{Part: *part}
+	switch *part {
+	case "upstream":
+		cfg.Upstream.Latency, cfg.Upstream.Jitter, cfg.Upstream.Tokens = *latency, *jitter, *tokens
+		cfg.Upstream.Models = []string{*model}
+		if err := cfg.Upstream.Validate(); err != nil {
+			return err
+		}
+	case "stack":
+		if *upstream == "" {
+			return errors.New("-upstream is required for the stack part")
+		}
+		if *maxConc <= 0 || *maxConc > 1<<16 {
+			return fmt.Errorf("-max-concurrency: %d is outside [1, 65536]", *maxConc)
+		}
+		cfg.Stack = overhead.StackConfig{UpstreamURL: *upstream, Model: *model, MaxConcurrency: *maxConc, InProcessWorker: *inProcess}
+		applyGCDefault(slog.Default())
+	default:
+		return fmt.Errorf("-part: %q is not upstream or stack", *part)
+	}
+	return overhead.Serve(ctx, cfg, os.Stdout, overhead.StdinClosed())
 }
 
 func printOverhead(res *overhead.Result, asJSON bool, plotDir string) error {

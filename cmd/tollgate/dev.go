@@ -53,6 +53,7 @@ func runDev(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	applyGCDefault(slog.Default())
 	d, err := startDev(ctx, o)
 	if err != nil {
 		return err

@@ -156,6 +156,7 @@ func runGateway(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	applyGCDefault(logger)
 	prov, shutdownObs, err := gf.obs.setup(ctx, "tollgate-gateway", logger)
 	if err != nil {
 		return err

@@ -164,6 +164,7 @@ func runWorker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	applyGCDefault(logger)
 	prov, shutdownObs, err := of.setup(ctx, "tollgate-worker", logger)
 	if err != nil {
 		return err
