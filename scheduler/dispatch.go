@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/batching"
@@ -36,6 +37,11 @@ const (
 // returned. A task that has delivered no event is retried once on another
 // worker when its worker fails.
 //
+// A task with Stream false whose frame holds only itself (the idle path)
+// has its link call run on the calling goroutine, under ctx: its events
+// then reach onEvent together when the call returns, which is all a client
+// of one answer waits for, and no goroutine is started or woken.
+//
 // With Deps.Obs tracing, Dispatch runs under a "scheduler.dispatch" span
 // (a child of ctx's span) and sets t.Traceparent to it, so the batcher's
 // queue span and the worker's task spans join the request's trace.
@@ -49,12 +55,17 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 		}
 	}
 	q := &eventQueue{notify: make(chan struct{}, 1), evs: make([]workers.Event, 0, 2)}
-	h, err := s.Submit(t, q.push, q.end)
+	// A task whose client wants one answer may have its batch run on this
+	// goroutine, which would only wait otherwise (see call.offerInline).
+	h, err := s.submit(t, q.push, q.end, t != nil && !t.Stream, ctx)
 	if err != nil {
 		return err
 	}
 	if span.Recording() {
 		span.SetWorker(h.c.workerID())
+	}
+	if run := h.c.takeInline(); run != nil {
+		run()
 	}
 	for {
 		evs, end, ended := q.take()
@@ -145,10 +156,21 @@ func (h *Handle) Cancel(cause error) { h.c.cancel(cause) }
 // (or timers) and must not block. Admission errors are returned directly and
 // then neither callback is called.
 func (s *Scheduler) Submit(t *workers.Task, onEvent func(workers.Event), onEnd func(error)) (*Handle, error) {
+	return s.submit(t, onEvent, onEnd, false, nil)
+}
+
+// submit is Submit; with inline, a frame of just this task sent while the
+// caller is still in submit is left for the caller to run (takeInline),
+// under ctx (the caller's: it bounds the link stream it will wait on).
+func (s *Scheduler) submit(t *workers.Task, onEvent func(workers.Event), onEnd func(error), inline bool, ctx context.Context) (*Handle, error) {
 	if t == nil || t.Model == "" {
 		return nil, apierr.BadRequest("model", "missing_model", "the task names no model")
 	}
 	c := &call{s: s, task: t, onEvent: onEvent, onEnd: onEnd}
+	if inline {
+		c.inlineCtx = ctx
+		c.inline.Store(inlineOpen)
+	}
 	c.promptTokens = estimatePromptTokens(t)
 	c.outputTokens = s.estimateOutputTokens(t)
 	c.affinity = s.affinityKey(t)
@@ -172,6 +194,46 @@ func (s *Scheduler) Submit(t *workers.Task, onEvent func(workers.Event), onEnd f
 	return &Handle{c: c}, nil
 }
 
+// Inline hand-over states.
+const (
+	inlineClosed  int32 = iota
+	inlineOpen          // the dispatching goroutine is in submit and will call takeInline
+	inlineOffered       // a run waits in inlineRun
+)
+
+// offerInline hands run (a one-task frame's link call) to the call's own
+// dispatching goroutine when that goroutine is still in submit and will run
+// it next: it would otherwise only wait for the answer, so running the
+// frame there saves a goroutine and the wake-up that hands the events back.
+// It reports false (the caller starts a goroutine) in every other case.
+func (c *call) offerInline(run func(ctx context.Context)) bool {
+	if c.inline.Load() != inlineOpen {
+		return false
+	}
+	c.inlineMu.Lock()
+	defer c.inlineMu.Unlock()
+	if c.inline.Load() != inlineOpen {
+		return false
+	}
+	ctx := c.inlineCtx
+	c.inlineRun = func() { run(ctx) }
+	c.inline.Store(inlineOffered)
+	return true
+}
+
+// takeInline closes the hand-over and returns the run offered, if any.
+func (c *call) takeInline() func() {
+	if c.inline.Load() == inlineClosed {
+		return nil
+	}
+	c.inlineMu.Lock()
+	defer c.inlineMu.Unlock()
+	run := c.inlineRun
+	c.inlineRun, c.inlineCtx = nil, nil
+	c.inline.Store(inlineClosed)
+	return run
+}
+
 // call is one task's dispatch, across at most two attempts.
 type call struct {
 	s            *Scheduler
@@ -181,6 +243,13 @@ type call struct {
 	promptTokens int
 	outputTokens int
 	affinity     uint64
+
+	// The inline hand-over (offerInline, takeInline): inlineMu is a leaf
+	// lock, never held while another is taken.
+	inline    atomic.Int32
+	inlineMu  sync.Mutex
+	inlineRun func()
+	inlineCtx context.Context
 
 	mu        sync.Mutex
 	cur       *attempt
@@ -407,13 +476,15 @@ func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]
 		sc.Start(&run.batch, onEvent, onEnd)
 		return
 	}
-	go func() {
-		// The batch outlives any one request: its tasks are cancelled one by
-		// one through Conn.Cancel, and the stream ends when all have ended.
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		onEnd(conn.Run(ctx, &run.batch, onEvent))
-	}()
+	start := func(ctx context.Context) { onEnd(conn.Run(ctx, &run.batch, onEvent)) }
+	if len(frame) == 1 && frame[0].Value.call.offerInline(start) {
+		// A frame of one task, run by that task's own dispatching goroutine
+		// under its request's context: the stream is the task's alone.
+		return
+	}
+	// The batch outlives any one request: its tasks are cancelled one by
+	// one through Conn.Cancel, and the stream ends when all have ended.
+	go start(context.Background())
 }
 
 // workerEvent routes one event of a running batch.

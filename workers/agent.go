@@ -250,7 +250,7 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 	defer cancelBatch()
 
 	out := &emitter{emit: emit, cancel: cancelBatch}
-	served := modelIndex(a.engine.Models())
+	served := a.engine.Models() // a few entries: scanned, not indexed
 
 	var wg sync.WaitGroup
 	embedGroups := map[string][]int{} // model -> task indexes
@@ -265,7 +265,7 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
 		tctx, cancel := a.taskContext(ctx, keys[i], t)
-		mv, ok := served[t.Model]
+		mv, ok := findModel(served, t.Model)
 		if !ok {
 			cancel()
 			a.finish(keys[i])
@@ -293,7 +293,8 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.runEmbedGroup(ctx, b, keys, embedCtx, idx, served[model], out)
+			mv, _ := findModel(served, model)
+			a.runEmbedGroup(ctx, b, keys, embedCtx, idx, mv, out)
 		}()
 	}
 	// The last generation task runs on this goroutine, which would only
@@ -617,12 +618,14 @@ func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, 
 	return c
 }
 
-func modelIndex(ms []ModelVersion) map[string]ModelVersion {
-	m := make(map[string]ModelVersion, len(ms))
+// findModel returns the version of ms named name.
+func findModel(ms []ModelVersion, name string) (ModelVersion, bool) {
 	for _, mv := range ms {
-		m[mv.Name] = mv
+		if mv.Name == name {
+			return mv, true
+		}
 	}
-	return m
+	return ModelVersion{}, false
 }
 
 // taskError renders why a task failed as an event error.

@@ -164,8 +164,6 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 	if err != nil {
 		return apierr.Internal(fmt.Errorf("encode batch: %w", err))
 	}
-	ctx, cancelReq := context.WithCancel(ctx)
-	defer cancelReq()
 	resp, err := c.link.Do(ctx, &h1.Request{Method: http.MethodPost, Path: PathBatch, Body: body,
 		Header: c.header(ctx, h1.Field{Name: "Content-Type", Value: "application/json"}, h1.Field{Name: "Accept", Value: ContentTypeNDJSON})})
 	if err != nil {
@@ -208,7 +206,7 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 		}
 		onEvent(ev)
 	}
-	c.finishStream(cancelReq, r, resp.Body)
+	c.finishStream(resp, r)
 	return nil
 }
 
@@ -221,14 +219,14 @@ const streamEndWait = time.Second
 // finishStream reads the response's end after the last event, so the
 // connection is reused. A worker that sends more, or takes too long, just
 // costs its connection.
-func (c *Client) finishStream(abort context.CancelFunc, r *bufio.Reader, body io.Reader) {
+func (c *Client) finishStream(resp *h1.Response, r *bufio.Reader) {
 	if r.Buffered() > 0 {
 		return // trailing bytes after the last event: let Close drop the conn
 	}
-	t := time.AfterFunc(streamEndWait, abort)
+	t := time.AfterFunc(streamEndWait, resp.Abort)
 	defer t.Stop()
 	var one [1]byte
-	if n, err := body.Read(one[:]); n == 0 && err == io.EOF {
+	if n, err := resp.Body.Read(one[:]); n == 0 && err == io.EOF {
 		return
 	}
 	// Data after the batch's end (a protocol violation) or no end in
@@ -411,7 +409,7 @@ func ctxError(ctx context.Context) error {
 // draining or overloaded, other 5xx, 401/403 link authentication, an answer
 // that is not an error body) becomes 503 worker_unavailable and is
 // retryable on another worker.
-func refusal(status int, h http.Header, r io.Reader) error {
+func refusal(status int, h interface{ Get(string) string }, r io.Reader) error {
 	var body ErrorBody
 	raw, _ := io.ReadAll(io.LimitReader(r, 64<<10))
 	_ = json.Unmarshal(raw, &body)

@@ -18,17 +18,27 @@ var eventBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); retu
 
 // eventWriter streams a batch's events to the gateway. emit encodes an
 // event into a buffer; if no write is in flight, the emitting goroutine
-// then writes and flushes whatever has accumulated itself, and events
-// emitted meanwhile by the batch's other tasks go out together in its next
-// write. A stream is therefore flushed as soon as no further event is ready
-// (a token is never held back waiting for company), a busy batch costs one
-// write per burst, not one per token, and no goroutine is handed the write
-// (a hand-off is a thread wake-up, and on a loaded host those are what tail
-// latency is made of).
+// then writes whatever has accumulated itself, and events emitted meanwhile
+// by the batch's other tasks go out together in its next write. No
+// goroutine is handed the write (a hand-off is a thread wake-up, and on a
+// loaded host those are what tail latency is made of).
+//
+// When to write and flush:
+//   - a streamed task's event: at once (a token is never held back waiting
+//     for company, yet a busy batch costs one write per burst, not one per
+//     token);
+//   - the text of a task that is not streamed: held, since its done event
+//     follows at once and the client reads neither before the other;
+//   - the batch's last ending event: written but not flushed — the
+//     handler returns next, and net/http sends it together with the end of
+//     the response. A one-task unstreamed batch is one write on the wire.
 type eventWriter struct {
 	w       http.ResponseWriter
 	flusher http.Flusher
 	onFail  func() // called once when a write fails (the gateway is gone)
+
+	streamed []bool // per task index: the task is streamed
+	open     int    // tasks not yet ended (done or failed emitted)
 
 	mu         sync.Mutex
 	cond       sync.Cond // signalled when a write ends
@@ -40,12 +50,17 @@ type eventWriter struct {
 	err        error
 }
 
-func newEventWriter(w http.ResponseWriter, onFail func()) *eventWriter {
+func newEventWriter(w http.ResponseWriter, b *Batch, onFail func()) *eventWriter {
 	ew := &eventWriter{
-		w:       w,
-		onFail:  onFail,
-		pending: eventBufPool.Get().(*[]byte),
-		spare:   eventBufPool.Get().(*[]byte),
+		w:        w,
+		onFail:   onFail,
+		streamed: make([]bool, len(b.Tasks)),
+		open:     len(b.Tasks),
+		pending:  eventBufPool.Get().(*[]byte),
+		spare:    eventBufPool.Get().(*[]byte),
+	}
+	for i := range b.Tasks {
+		ew.streamed[i] = b.Tasks[i].Stream
 	}
 	ew.flusher, _ = w.(http.Flusher)
 	ew.cond.L = &ew.mu
@@ -67,6 +82,12 @@ func (ew *eventWriter) emit(ev Event) error {
 	}
 	*ew.pending = b
 	ew.started = true
+	switch {
+	case ev.Type == EventDone || ev.Type == EventFailed:
+		ew.open--
+	case ev.Type == EventDelta && ev.Index >= 0 && ev.Index < len(ew.streamed) && !ew.streamed[ev.Index]:
+		return nil // held: the task's ending event follows
+	}
 	if ew.writing {
 		for ew.writing && len(*ew.pending) > maxPendingEventBytes && ew.err == nil {
 			ew.cond.Wait()
@@ -83,8 +104,9 @@ func (ew *eventWriter) emit(ev Event) error {
 	for len(*ew.pending) > 0 && ew.err == nil {
 		buf := ew.pending
 		ew.pending, ew.spare = ew.spare, buf
+		flush := ew.open > 0 // else the handler's return flushes
 		ew.mu.Unlock()
-		err := ew.write(*buf)
+		err := ew.write(*buf, flush)
 		ew.mu.Lock()
 		*buf = (*buf)[:0]
 		if err != nil && ew.err == nil {
@@ -104,7 +126,7 @@ func (ew *eventWriter) emit(ev Event) error {
 }
 
 // write sends one burst of encoded events, the status line first.
-func (ew *eventWriter) write(b []byte) error {
+func (ew *eventWriter) write(b []byte, flush bool) error {
 	if !ew.headerSent {
 		h := ew.w.Header()
 		h.Set("Content-Type", ContentTypeNDJSON)
@@ -113,7 +135,7 @@ func (ew *eventWriter) write(b []byte) error {
 		ew.headerSent = true
 	}
 	_, err := ew.w.Write(b)
-	if err == nil && ew.flusher != nil {
+	if err == nil && flush && ew.flusher != nil {
 		// net/http's Flush reports no error; a broken connection shows on
 		// the next Write or through the request context.
 		ew.flusher.Flush()
@@ -136,6 +158,12 @@ func (ew *eventWriter) close() error {
 	defer ew.mu.Unlock()
 	for ew.writing {
 		ew.cond.Wait()
+	}
+	if len(*ew.pending) > 0 && ew.err == nil {
+		// Held text whose task never ended (the batch stopped early).
+		if err := ew.write(*ew.pending, false); err != nil {
+			ew.err = err
+		}
 	}
 	for _, b := range []*[]byte{ew.pending, ew.spare} {
 		if b != nil && cap(*b) <= 64<<10 {

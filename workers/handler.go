@@ -1,7 +1,6 @@
 package workers
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -64,8 +63,9 @@ func WithRoute(pattern string, h http.Handler) HandlerOption {
 // NewHandler serves the agent over the gateway↔worker link:
 //
 //	POST /v1/worker/batch   body: Batch JSON; response: NDJSON stream of
-//	                        Event, one per line, flushed whenever no further
-//	                        event is ready (see eventWriter). A client
+//	                        Event, one per line; a streamed task's events are
+//	                        flushed whenever no further event is ready (see
+//	                        eventWriter). A client
 //	                        disconnect cancels the whole batch. Refusals before
 //	                        the first event come back as an OpenAI error body
 //	                        with their status (400 invalid, 503 draining).
@@ -126,11 +126,9 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 	}
 	span.SetString("tollgate.batch.id", b.ID)
 	span.SetInt("tollgate.batch.size", len(b.Tasks))
-	// A failed write means the gateway is gone: cancel the batch at once
-	// rather than at the next event.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ew := newEventWriter(w, cancel)
+	// A failed write means the gateway is gone: the emitting task gets the
+	// error and RunBatch cancels the whole batch at once.
+	ew := newEventWriter(w, &b, nil)
 	err := h.agent.RunBatch(ctx, &b, ew.emit)
 	werr := ew.close()
 	if err == nil {

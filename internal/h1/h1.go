@@ -29,11 +29,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -145,8 +145,43 @@ type Request struct {
 // pool, closing it earlier closes the connection.
 type Response struct {
 	Status int
-	Header http.Header
+	Header Header
 	Body   io.ReadCloser
+	body   *body
+}
+
+// Abort makes a Read of the body blocked now, or made later, fail, and the
+// connection is not reused. It is safe to call from any goroutine, also
+// after the body has ended (it then does nothing).
+func (r *Response) Abort() {
+	if r.body != nil && r.body.state.CompareAndSwap(bodyReading, bodyAborted) {
+		r.body.conn.expire()
+	}
+}
+
+// Header is a response's header fields in the order received, names as
+// sent (compare them with Get, which ignores case).
+type Header []Field
+
+// Get returns the first value of the named field, or "".
+func (h Header) Get(name string) string {
+	for _, f := range h {
+		if strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// Values returns every value of the named field.
+func (h Header) Values(name string) []string {
+	var out []string
+	for _, f := range h {
+		if strings.EqualFold(f.Name, name) {
+			out = append(out, f.Value)
+		}
+	}
+	return out
 }
 
 // Errors.
@@ -206,6 +241,7 @@ func (c *Client) Close() error {
 }
 
 type conn struct {
+	hdr      []byte // scratch for a response's header lines
 	nc       net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -333,20 +369,25 @@ func (c *Client) roundTrip(cn *conn, req *Request, stop func() bool) (resp *Resp
 		}
 		// 1xx interim responses carry no body; the final one follows.
 	}
-	b := &body{c: c, cn: cn, stop: stop, reusable: true}
+	b := &body{c: c, cn: cn, conn: cn, stop: stop, reusable: true}
 	if resp.Status == http.StatusSwitchingProtocols {
 		return nil, false, errors.New("h1: the server switched protocols")
 	}
-	connTokens := resp.Header.Values("Connection")
-	for _, v := range connTokens {
-		for _, tok := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "close") {
-				b.reusable = false
+	var te, cl []string
+	for _, f := range resp.Header {
+		switch {
+		case strings.EqualFold(f.Name, "Connection"):
+			for _, tok := range strings.Split(f.Value, ",") {
+				if strings.EqualFold(strings.TrimSpace(tok), "close") {
+					b.reusable = false
+				}
 			}
+		case strings.EqualFold(f.Name, "Transfer-Encoding"):
+			te = append(te, f.Value)
+		case strings.EqualFold(f.Name, "Content-Length"):
+			cl = append(cl, f.Value)
 		}
 	}
-	te := resp.Header.Values("Transfer-Encoding")
-	cl := resp.Header.Values("Content-Length")
 	switch {
 	case resp.Status == http.StatusNoContent || resp.Status == http.StatusNotModified:
 		b.r, b.remain = cn.br, 0
@@ -366,7 +407,7 @@ func (c *Client) roundTrip(cn *conn, req *Request, stop func() bool) (resp *Resp
 		// Delimited by the connection's end.
 		b.r, b.reusable = cn.br, false
 	}
-	resp.Body = b
+	resp.Body, resp.body = b, b
 	if b.sized && b.remain == 0 {
 		b.finish()
 	}
@@ -394,7 +435,11 @@ func (c *Client) readHead(cn *conn) (*Response, error) {
 	if err != nil || len(code) != 3 || status < 100 {
 		return nil, fmt.Errorf("h1: malformed status code in %q", truncate(line))
 	}
-	resp := &Response{Status: status, Header: http.Header{}}
+	// The header's lines are gathered into one string, which the fields
+	// then share: two allocations per response, not two per field.
+	raw := cn.hdr[:0]
+	var spanBuf [16][4]int
+	spans := spanBuf[:0] // name start, name end, value start, value end in raw
 	for {
 		line, err := readLine(cn.br, &budget)
 		if err != nil {
@@ -407,11 +452,21 @@ func (c *Client) readHead(cn *conn) (*Response, error) {
 		if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
 			return nil, fmt.Errorf("h1: malformed header line %q", truncate(line))
 		}
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
-		resp.Header[key] = append(resp.Header[key], string(bytes.TrimSpace(value)))
+		value = bytes.TrimSpace(value)
+		n0 := len(raw)
+		raw = append(raw, name...)
+		v0 := len(raw)
+		raw = append(raw, value...)
+		spans = append(spans, [4]int{n0, v0, v0, len(raw)})
+	}
+	cn.hdr = raw
+	all := string(raw)
+	resp := &Response{Status: status, Header: make(Header, len(spans), len(spans)+1)}
+	for i, sp := range spans {
+		resp.Header[i] = Field{Name: all[sp[0]:sp[1]], Value: all[sp[2]:sp[3]]}
 	}
 	if string(proto) == "HTTP/1.0" && !strings.EqualFold(resp.Header.Get("Connection"), "keep-alive") {
-		resp.Header.Set("Connection", "close")
+		resp.Header = append(resp.Header, Field{Name: "Connection", Value: "close"})
 	}
 	return resp, nil
 }
@@ -462,7 +517,9 @@ func truncate(b []byte) []byte {
 // back once the body has been read to its end.
 type body struct {
 	c        *Client
-	cn       *conn
+	cn       *conn // nil once released
+	conn     *conn // never nil: what Abort expires while state is reading
+	state    atomic.Int32
 	stop     func() bool // unregisters the context's cancellation
 	r        io.Reader
 	chunked  bool
@@ -524,15 +581,23 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Body states: Abort may expire the connection only while it is still the
+// body's; finish hands it on only if Abort has not.
+const (
+	bodyReading int32 = iota
+	bodyDone
+	bodyAborted
+)
+
 // finish marks the body read to its end and releases the connection: back
-// to the pool when it may carry another request and its request was not
-// cancelled meanwhile.
+// to the pool when it may carry another request and its request was neither
+// cancelled nor aborted meanwhile.
 func (b *body) finish() {
 	if b.eof {
 		return
 	}
 	b.eof = true
-	if b.stop() && b.reusable {
+	if b.stop() && b.state.CompareAndSwap(bodyReading, bodyDone) && b.reusable {
 		b.c.put(b.cn)
 	} else {
 		b.cn.close()
@@ -547,6 +612,7 @@ func (b *body) Close() error {
 	}
 	b.closed = true
 	if !b.eof {
+		b.state.Store(bodyDone)
 		b.stop()
 		b.cn.close()
 		b.cn = nil

@@ -28,7 +28,7 @@ func countConns(srv *httptest.Server) *atomic.Int32 {
 	return &n
 }
 
-func do(t *testing.T, c *Client, req *Request) (int, http.Header, string) {
+func do(t *testing.T, c *Client, req *Request) (int, Header, string) {
 	t.Helper()
 	resp, err := c.Do(context.Background(), req)
 	if err != nil {
@@ -382,5 +382,51 @@ func TestConcurrentRequests(t *testing.T) {
 	c.mu.Unlock()
 	if idle > 4 {
 		t.Fatalf("%d idle connections kept, want at most 4", idle)
+	}
+}
+
+func TestAbort(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("x"))
+		if r.URL.Path == "/hang" {
+			w.(http.Flusher).Flush()
+			<-release
+		}
+	}))
+	conns := countConns(srv)
+	srv.Start()
+	defer srv.Close()
+	defer close(release)
+	c, _ := New(srv.URL, Options{})
+	defer c.Close()
+
+	// Abort unblocks a read in flight; the connection is dropped.
+	resp, err := c.Do(context.Background(), &Request{Method: "GET", Path: "/hang"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one [1]byte
+	if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(20*time.Millisecond, resp.Abort)
+	if _, err := resp.Body.Read(one[:]); err == nil {
+		t.Fatal("read after Abort succeeded")
+	}
+	resp.Body.Close()
+
+	// Abort after the end does nothing: the connection is reused.
+	for range 2 {
+		resp, err := c.Do(context.Background(), &Request{Method: "GET", Path: "/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Abort()
+		resp.Body.Close()
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (the aborted one, then one reused)", n)
 	}
 }

@@ -83,6 +83,11 @@ func ReadString(b []byte) (v string, n int, ok bool) {
 		switch c := b[i]; {
 		case c == '"':
 			s := b[1:i]
+			if len(s) <= maxInterned {
+				if v, ok := interned[string(s)]; ok {
+					return v, i + 1, true
+				}
+			}
 			if !utf8.Valid(s) {
 				return "", 0, false
 			}
@@ -95,6 +100,25 @@ func ReadString(b []byte) (v string, n int, ok bool) {
 	}
 	return "", 0, false
 }
+
+// interned holds the short strings nearly every request, answer and
+// worker event carries (roles, finish reasons, object kinds, the event
+// types), so that reading them allocates nothing.
+var interned = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range []string{
+		"system", "user", "assistant", "tool", "developer",
+		"stop", "length", "content_filter", "tool_calls",
+		"chat.completion", "chat.completion.chunk", "text_completion", "list", "embedding",
+		"delta", "done", "failed", "text", "float", "base64",
+	} {
+		m[s] = s
+	}
+	return m
+}()
+
+// maxInterned is the longest interned string.
+const maxInterned = len("chat.completion.chunk")
 
 func readEscaped(b []byte, i int) (string, int, bool) {
 	out := make([]byte, 0, i+16)

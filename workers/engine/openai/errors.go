@@ -104,7 +104,7 @@ var openAITypes = map[string]bool{
 }
 
 // statusError maps a non-200 upstream response to what the client sees.
-func statusError(status int, h http.Header, raw []byte) *apierr.Error {
+func statusError(status int, retryAfterValue string, raw []byte) *apierr.Error {
 	u := parseErrorBody(raw)
 	cause := fmt.Errorf("upstream status %d: %s", status, u.Message)
 	switch {
@@ -121,7 +121,7 @@ func statusError(status int, h http.Header, raw []byte) *apierr.Error {
 		if code == "" {
 			code = "upstream_rate_limited"
 		}
-		return apierr.RateLimited(code, msg, retryAfter(h.Get("Retry-After")))
+		return apierr.RateLimited(code, msg, retryAfter(retryAfterValue))
 	case status >= 400 && status < 500:
 		e := &apierr.Error{Status: status, Type: u.Type, Code: u.Code, Param: u.Param, Message: u.Message, Cause: cause}
 		if !openAITypes[e.Type] {
@@ -153,7 +153,7 @@ func streamEventError(raw json.RawMessage) *apierr.Error {
 		}
 	}
 	body, _ := json.Marshal(map[string]json.RawMessage{"error": raw})
-	return statusError(status, http.Header{}, body)
+	return statusError(status, "", body)
 }
 
 // retryAfter parses a Retry-After header in seconds; unparsable or absent

@@ -623,7 +623,7 @@ func (e *Engine) post(ctx context.Context, cancel context.CancelCauseFunc, path 
 	if resp.Status != http.StatusOK {
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
-		return nil, statusError(resp.Status, resp.Header, raw)
+		return nil, statusError(resp.Status, resp.Header.Get("Retry-After"), raw)
 	}
 	return resp, nil
 }

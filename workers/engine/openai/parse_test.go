@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -116,7 +115,7 @@ func FuzzParseErrorBody(f *testing.F) {
 		if len(u.Message) > maxMessageBytes+len("…") || !utf8.ValidString(u.Message) {
 			t.Fatalf("message not bounded: %q", u.Message)
 		}
-		e := statusError(400, http.Header{}, []byte(body))
+		e := statusError(400, "", []byte(body))
 		if e.Status != 400 || e.Message == "" || !openAITypes[e.Type] {
 			t.Fatalf("mapped to %+v", e)
 		}
