@@ -317,23 +317,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	var wg sync.WaitGroup
 	lag := hdrhistogram.New(histMin, histMax, 3)
+	pace := newPacer()
+	defer pace.stop()
 	r.start = time.Now()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
 loop:
 	for _, off := range sched {
-		due := r.start.Add(off)
-		if d := time.Until(due); d > 50*time.Microsecond {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				break loop
-			}
-		} else if ctx.Err() != nil {
+		if !pace.sleepUntil(ctx, r.start.Add(off)) {
 			break loop
 		}
+		due := r.start.Add(off)
 		select {
 		case r.sem <- struct{}{}:
 		default:

@@ -161,7 +161,7 @@ type Result struct {
 	// Layout is "processes" (generator, mock upstream and stack each in
 	// its own process) or "in-process" (all in one).
 	Layout string `json:"layout"`
-	Steps      []Step `json:"steps"`
+	Steps  []Step `json:"steps"`
 	// MaxRate is, per mode, the highest rate such that it and every lower
 	// rate held added p99 ≤ TargetP99 with no errors (0: none did).
 	MaxRate map[string]float64 `json:"max_rate_p99_under_1ms"`

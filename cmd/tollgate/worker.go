@@ -238,7 +238,9 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 		workers.WithLinkAuth(member.LinkToken),
 		workers.WithRoute("GET /metrics", workerMetrics(gpus, hostname, n.obs)),
 		workers.WithRoute("POST "+workers.PathCountersign, workers.NewCountersigner(n.key, agent, logger)))
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Idle link connections outlive the gateway's own idle limit (60 s,
+	// internal/h1), so the gateway, not the worker, retires them.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("worker serving", "worker", n.key.WorkerID(), "listen", ln.Addr().String(), "advertise", n.advertise, "gateway", n.gatewayURL,

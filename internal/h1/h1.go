@@ -199,7 +199,9 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		cn, err := c.get(ctx)
+		// A retry dials: the server that closed one idle connection has
+		// likely closed the others too.
+		cn, err := c.get(ctx, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -255,8 +257,8 @@ func (cn *conn) expire() { _ = cn.nc.SetDeadline(time.Unix(1, 0)) }
 func (cn *conn) close() { _ = cn.nc.Close() }
 
 // get takes the most recently used idle connection that is young enough, or
-// dials one.
-func (c *Client) get(ctx context.Context) (*conn, error) {
+// dials one (always with fresh).
+func (c *Client) get(ctx context.Context, fresh bool) (*conn, error) {
 	now := time.Now()
 	c.mu.Lock()
 	if c.closed {
@@ -265,7 +267,7 @@ func (c *Client) get(ctx context.Context) (*conn, error) {
 	}
 	var stale []*conn
 	var cn *conn
-	for len(c.idle) > 0 {
+	for len(c.idle) > 0 && !fresh {
 		last := c.idle[len(c.idle)-1]
 		c.idle[len(c.idle)-1] = nil
 		c.idle = c.idle[:len(c.idle)-1]

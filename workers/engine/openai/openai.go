@@ -228,7 +228,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	// Generation and embedding requests go over h1: written and read on
 	// the task's own goroutine, no hand-off to transport goroutines.
-	up, err := h1.New(e.base, h1.Options{DialTimeout: cfg.DialTimeout, MaxIdle: cfg.MaxConns})
+	up, err := h1.New(e.base, h1.Options{DialTimeout: cfg.DialTimeout, MaxIdle: cfg.MaxConns, IdleTimeout: upstreamIdleConnTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("openai engine config: %w", err)
 	}
@@ -243,6 +243,11 @@ func New(cfg Config) (*Engine, error) {
 	e.client = &http.Client{Transport: e.transport}
 	return e, nil
 }
+
+// upstreamIdleConnTimeout retires an idle upstream connection before the
+// server would: uvicorn (vLLM, SGLang) closes keep-alive connections after
+// 5 s idle, and a request sent on one it has just closed costs a retry.
+const upstreamIdleConnTimeout = 4 * time.Second
 
 // Close releases pooled connections.
 func (e *Engine) Close() error {
