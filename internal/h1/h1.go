@@ -46,9 +46,9 @@ const (
 	DefaultMaxHeaderBytes = 64 << 10
 )
 
-// bufSize is each connection's read and write buffer. A header line longer
-// than it is refused.
-const bufSize = 16 << 10
+// bufSize is each connection's read and write buffer. Longer header lines
+// are assembled (within Options.MaxHeaderBytes); larger bodies stream.
+const bufSize = 4 << 10
 
 // Options configures a Client. Zero values take the defaults.
 type Options struct {
@@ -244,6 +244,7 @@ func (c *Client) Close() error {
 
 type conn struct {
 	hdr      []byte // scratch for a response's header lines
+	line     []byte // scratch for a line longer than br's buffer
 	nc       net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -421,7 +422,7 @@ var errNothingRead = errors.New("h1: connection closed before a response")
 // readHead reads a status line and header.
 func (c *Client) readHead(cn *conn) (*Response, error) {
 	budget := c.opts.MaxHeaderBytes
-	line, err := readLine(cn.br, &budget)
+	line, err := readLine(cn.br, &budget, &cn.line)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 			return nil, fmt.Errorf("%w: %w", errNothingRead, err)
@@ -443,7 +444,7 @@ func (c *Client) readHead(cn *conn) (*Response, error) {
 	var spanBuf [16][4]int
 	spans := spanBuf[:0] // name start, name end, value start, value end in raw
 	for {
-		line, err := readLine(cn.br, &budget)
+		line, err := readLine(cn.br, &budget, &cn.line)
 		if err != nil {
 			return nil, fmt.Errorf("h1: read header: %w", err)
 		}
@@ -474,13 +475,22 @@ func (c *Client) readHead(cn *conn) (*Response, error) {
 }
 
 // readLine reads one CRLF- (or LF-) terminated line without its ending,
-// charging its length to *budget.
-func readLine(br *bufio.Reader, budget *int) ([]byte, error) {
+// charging its length to *budget. The line is valid until the next read; a
+// line longer than the reader's buffer is assembled in *scratch.
+func readLine(br *bufio.Reader, budget *int, scratch *[]byte) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return nil, errors.New("header line too long")
+	if errors.Is(err, bufio.ErrBufferFull) {
+		buf := append((*scratch)[:0], line...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			if len(buf) > *budget {
+				return nil, errors.New("response header too large")
+			}
+			line, err = br.ReadSlice('\n')
+			buf = append(buf, line...)
 		}
+		*scratch, line = buf, buf
+	}
+	if err != nil {
 		if err == io.EOF && len(line) > 0 {
 			err = io.ErrUnexpectedEOF
 		}
@@ -562,7 +572,7 @@ func (b *body) Read(p []byte) (int, error) {
 	case err == io.EOF && b.chunked:
 		budget := b.c.opts.MaxHeaderBytes
 		for {
-			line, terr := readLine(b.cn.br, &budget)
+			line, terr := readLine(b.cn.br, &budget, &b.cn.line)
 			if terr != nil {
 				b.err = fmt.Errorf("h1: read trailer: %w", terr)
 				return n, b.err

@@ -251,7 +251,7 @@ func TestMalformedResponses(t *testing.T) {
 		{"garbage status", "HTTX/1.1 200 OK\r\n\r\n", "malformed status line"},
 		{"bad code", "HTTP/1.1 2x0 OK\r\n\r\n", "malformed status code"},
 		{"header without colon", "HTTP/1.1 200 OK\r\nBroken\r\n\r\n", "malformed header"},
-		{"huge header", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", "too long"},
+		{"huge header line", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", "too large"},
 		{"too many headers", "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-A: "+strings.Repeat("b", 1000)+"\r\n", 80) + "\r\n", "too large"},
 		{"conflicting length", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab", "conflicting"},
 		{"negative length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"},
@@ -428,5 +428,17 @@ func TestAbort(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2 (the aborted one, then one reused)", n)
+	}
+}
+
+// TestLongHeaderLine: a header line longer than the read buffer is
+// assembled, within MaxHeaderBytes.
+func TestLongHeaderLine(t *testing.T) {
+	long := strings.Repeat("v", 10<<10)
+	c, _ := New(rawServer(t, "HTTP/1.1 200 OK\r\nX-Long: "+long+"\r\nContent-Length: 2\r\n\r\nok"), Options{})
+	defer c.Close()
+	status, h, got := do(t, c, &Request{Method: "GET", Path: "/"})
+	if status != 200 || got != "ok" || h.Get("x-long") != long {
+		t.Fatalf("got %d %q, header of %d bytes", status, got, len(h.Get("X-Long")))
 	}
 }
