@@ -24,7 +24,8 @@ import (
 // forwards to an OpenAI-compatible upstream, in this process but linked
 // the way a deployment links them: the client reaches the gateway over a
 // loopback socket (fasthttp), and the scheduler reaches the worker over
-// another (net/http, the production worker transport).
+// another (the production worker link: internal/h1 on the gateway's side,
+// net/http on the worker's).
 type Stack struct {
 	// URL is the gateway's base URL, ending in /v1.
 	URL string
