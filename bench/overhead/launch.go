@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -179,6 +180,45 @@ func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(bytes.TrimSpace(t.b))
+}
+
+// ParseServeFlags reads a child part's flags (those Processes passes).
+func ParseServeFlags(args []string) (ServeConfig, error) {
+	fs := flag.NewFlagSet("tollgate bench serve", flag.ContinueOnError)
+	part := fs.String("part", "", "upstream or stack")
+	latency := fs.Duration("upstream-latency", time.Millisecond, "upstream: latency before each response")
+	jitter := fs.Duration("upstream-jitter", 0, "upstream: extra uniform random latency in [0, jitter)")
+	tokens := fs.Int("tokens", 16, "upstream: completion tokens per response")
+	model := fs.String("model", Model, "the served model")
+	upstream := fs.String("upstream", "", "stack: the upstream's base URL")
+	maxConc := fs.Int("max-concurrency", 1024, "stack: the worker's slot count")
+	inProcess := fs.Bool("in-process-worker", false, "stack: link the scheduler to the worker agent in process")
+	if err := fs.Parse(args); err != nil {
+		return ServeConfig{}, err
+	}
+	if fs.NArg() > 0 {
+		return ServeConfig{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	cfg := ServeConfig{Part: *part}
+	switch *part {
+	case "upstream":
+		cfg.Upstream.Latency, cfg.Upstream.Jitter, cfg.Upstream.Tokens = *latency, *jitter, *tokens
+		cfg.Upstream.Models = []string{*model}
+		if err := cfg.Upstream.Validate(); err != nil {
+			return ServeConfig{}, err
+		}
+	case "stack":
+		if *upstream == "" {
+			return ServeConfig{}, errors.New("-upstream is required for the stack part")
+		}
+		if *maxConc <= 0 || *maxConc > 1<<16 {
+			return ServeConfig{}, fmt.Errorf("-max-concurrency: %d is outside [1, 65536]", *maxConc)
+		}
+		cfg.Stack = StackConfig{UpstreamURL: *upstream, Model: *model, MaxConcurrency: *maxConc, InProcessWorker: *inProcess}
+	default:
+		return ServeConfig{}, fmt.Errorf("-part: %q is not upstream or stack", *part)
+	}
+	return cfg, nil
 }
 
 // ServeConfig is what a child part is told by its flags.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -103,40 +102,12 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 // until its stdin ends. The stack part takes the gateway's runtime settings
 // (see applyGCDefault): it stands for a deployed gateway.
 func runBenchServe(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("tollgate bench serve", flag.ContinueOnError)
-	part := fs.String("part", "", "upstream or stack")
-	latency := fs.Duration("upstream-latency", time.Millisecond, "upstream: latency before each response")
-	jitter := fs.Duration("upstream-jitter", 0, "upstream: extra uniform random latency in [0, jitter)")
-	tokens := fs.Int("tokens", 16, "upstream: completion tokens per response")
-	model := fs.String("model", overhead.Model, "the served model")
-	upstream := fs.String("upstream", "", "stack: the upstream's base URL")
-	maxConc := fs.Int("max-concurrency", 1024, "stack: the worker's slot count")
-	inProcess := fs.Bool("in-process-worker", false, "stack: link the scheduler to the worker agent in process")
-	if err := fs.Parse(args); err != nil {
+	cfg, err := overhead.ParseServeFlags(args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	cfg := overhead.ServeConfig{Part: *part}
-	switch *part {
-	case "upstream":
-		cfg.Upstream.Latency, cfg.Upstream.Jitter, cfg.Upstream.Tokens = *latency, *jitter, *tokens
-		cfg.Upstream.Models = []string{*model}
-		if err := cfg.Upstream.Validate(); err != nil {
-			return err
-		}
-	case "stack":
-		if *upstream == "" {
-			return errors.New("-upstream is required for the stack part")
-		}
-		if *maxConc <= 0 || *maxConc > 1<<16 {
-			return fmt.Errorf("-max-concurrency: %d is outside [1, 65536]", *maxConc)
-		}
-		cfg.Stack = overhead.StackConfig{UpstreamURL: *upstream, Model: *model, MaxConcurrency: *maxConc, InProcessWorker: *inProcess}
+	if cfg.Part == "stack" {
 		applyGCDefault(slog.Default())
-	default:
-		return fmt.Errorf("-part: %q is not upstream or stack", *part)
 	}
 	return overhead.Serve(ctx, cfg, os.Stdout, overhead.StdinClosed())
 }
