@@ -476,7 +476,18 @@ func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]
 		sc.Start(&run.batch, onEvent, onEnd)
 		return
 	}
-	start := func(ctx context.Context) { onEnd(conn.Run(ctx, &run.batch, onEvent)) }
+	start := func(ctx context.Context) {
+		err := conn.Run(ctx, &run.batch, onEvent)
+		if err != nil && ctx.Err() != nil && len(run.atts) == 1 {
+			// Only an inline run has its request's context, and its end is
+			// the request's (deadline or cancel), not the worker's failure:
+			// end the call as Dispatch does on ctx.Done, and report the run
+			// cancelled so the worker is not ejected.
+			run.atts[0].call.cancel(apierr.From(context.Cause(ctx)))
+			err = fmt.Errorf("%w: the request ended: %w", context.Canceled, err)
+		}
+		onEnd(err)
+	}
 	if len(frame) == 1 && frame[0].Value.call.offerInline(start) {
 		// A frame of one task, run by that task's own dispatching goroutine
 		// under its request's context: the stream is the task's alone.
