@@ -1,0 +1,69 @@
+package workers
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// countingWriter records the writes and flushes an eventWriter makes.
+type countingWriter struct {
+	*httptest.ResponseRecorder
+	writes, flushes int
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	w.writes++
+	return w.ResponseRecorder.Write(b)
+}
+
+func (w *countingWriter) Flush() { w.flushes++ }
+
+var _ http.Flusher = (*countingWriter)(nil)
+
+// TestEventWriterFlushPolicy: a streamed task's events are flushed as they
+// come, an unstreamed task's text waits for its done event, and the
+// batch's last event is written but left for the end of the response.
+func TestEventWriterFlushPolicy(t *testing.T) {
+	delta := func(i int) Event { return Event{Index: i, Type: EventDelta, Text: "hi", Tokens: 1} }
+	done := func(i int) Event { return Event{Index: i, Type: EventDone, FinishReason: "stop", Usage: &Usage{}} }
+	cases := []struct {
+		name            string
+		stream          []bool // per task
+		events          []Event
+		writes, flushes int
+	}{
+		{"one unstreamed task: one write, no flush", []bool{false}, []Event{delta(0), done(0)}, 1, 0},
+		{"one streamed task: each delta flushed, the end left", []bool{true}, []Event{delta(0), delta(0), done(0)}, 3, 2},
+		{"two unstreamed tasks: the first end flushed", []bool{false, false}, []Event{delta(0), done(0), delta(1), done(1)}, 2, 1},
+		{"mixed", []bool{true, false}, []Event{delta(0), delta(1), done(1), delta(0), done(0)}, 4, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &Batch{ID: "b"}
+			for _, s := range tc.stream {
+				b.Tasks = append(b.Tasks, Task{Stream: s})
+			}
+			w := &countingWriter{ResponseRecorder: httptest.NewRecorder()}
+			ew := newEventWriter(w, b, nil)
+			for _, ev := range tc.events {
+				if err := ew.emit(ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := ew.close(); err != nil {
+				t.Fatal(err)
+			}
+			if w.writes != tc.writes || w.flushes != tc.flushes {
+				t.Errorf("%d writes, %d flushes; want %d, %d", w.writes, w.flushes, tc.writes, tc.flushes)
+			}
+			if got := strings.Count(w.Body.String(), "\n"); got != len(tc.events) {
+				t.Errorf("%d event lines written, want %d:\n%s", got, len(tc.events), w.Body.String())
+			}
+			if err := ew.emit(done(0)); err == nil {
+				t.Error("emit after close succeeded")
+			}
+		})
+	}
+}
