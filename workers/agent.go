@@ -411,7 +411,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 			held += d.Tokens
 			return nil
 		}
-		return out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens})
+		return out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens, More: d.More})
 	})
 	espan.SetError(err)
 	espan.End()

@@ -26,7 +26,9 @@ var eventBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); retu
 // When to write and flush:
 //   - a streamed task's event: at once (a token is never held back waiting
 //     for company, yet a busy batch costs one write per burst, not one per
-//     token);
+//     token), unless the engine marked it More — its next event came in
+//     with it and follows at once, and the two go out in one write (the
+//     client still gets every event);
 //   - the text of a task that is not streamed: held, since its done event
 //     follows at once and the client reads neither before the other;
 //   - the batch's last ending event: written but not flushed — the
@@ -87,6 +89,8 @@ func (ew *eventWriter) emit(ev Event) error {
 		ew.open--
 	case ev.Type == EventDelta && ev.Index >= 0 && ev.Index < len(ew.streamed) && !ew.streamed[ev.Index]:
 		return nil // held: the task's ending event follows
+	case ev.More && len(*ew.pending) <= maxPendingEventBytes:
+		return nil // held: the engine has the next event at hand
 	}
 	if ew.writing {
 		for ew.writing && len(*ew.pending) > maxPendingEventBytes && ew.err == nil {

@@ -28,6 +28,7 @@ var _ http.Flusher = (*countingWriter)(nil)
 func TestEventWriterFlushPolicy(t *testing.T) {
 	delta := func(i int) Event { return Event{Index: i, Type: EventDelta, Text: "hi", Tokens: 1} }
 	done := func(i int) Event { return Event{Index: i, Type: EventDone, FinishReason: "stop", Usage: &Usage{}} }
+	more := func(ev Event) Event { ev.More = true; return ev }
 	cases := []struct {
 		name            string
 		stream          []bool // per task
@@ -38,6 +39,8 @@ func TestEventWriterFlushPolicy(t *testing.T) {
 		{"one streamed task: each delta flushed, the end left", []bool{true}, []Event{delta(0), delta(0), done(0)}, 3, 2},
 		{"two unstreamed tasks: the first end flushed", []bool{false, false}, []Event{delta(0), done(0), delta(1), done(1)}, 2, 1},
 		{"mixed", []bool{true, false}, []Event{delta(0), delta(1), done(1), delta(0), done(0)}, 4, 3},
+		{"streamed deltas marked More go with the next event", []bool{true},
+			[]Event{more(delta(0)), more(delta(0)), delta(0), more(delta(0)), done(0)}, 2, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -127,6 +127,10 @@ type Event struct {
 	Completion   *Completion `json:"completion,omitempty"`    // EventDone
 
 	Error *EventError `json:"error,omitempty"` // EventError
+
+	// More (never on the wire) is a streamed delta's Delta.More: the
+	// worker's event writer may hold it for the event that follows at once.
+	More bool `json:"-"`
 }
 
 // EventError is an engine failure in OpenAI terms (see internal/apierr).
@@ -198,6 +202,10 @@ type ModelVersion struct {
 type Delta struct {
 	Text   string
 	Tokens int
+	// More: the engine already holds its next delta or its end (they came
+	// in together), so the worker may send this one with it instead of on
+	// its own. Never set it when what follows may take time.
+	More bool
 }
 
 // Result is how a generation ended.

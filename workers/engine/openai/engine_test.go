@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -724,5 +725,46 @@ func TestWatchdog(t *testing.T) {
 				t.Errorf("fired %d times, want fired=%v", fired, tc.fired)
 			}
 		})
+	}
+}
+
+// TestDeltaMore: a streamed delta whose next event came in with it is
+// marked More (the worker may send the two in one write); the last one
+// before the upstream pauses is not.
+func TestDeltaMore(t *testing.T) {
+	chunk := func(s string) string {
+		return `data: {"choices":[{"index":0,"delta":{"content":"` + s + `"}}]}` + "\n\n"
+	}
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, chunk("a")+chunk("b")+chunk("c"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-time.After(hangGuard):
+		}
+		io.WriteString(w, chunk("d")+`data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":4}}`+"\n\ndata: [DONE]\n\n")
+	}))
+	defer srv.Close()
+	e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []workers.ModelVersion{{Name: "m", Digest: digest}}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var got []string
+	task := &workers.Task{Kind: workers.KindChat, Model: "m", Stream: true, Messages: []workers.Message{{Role: "user", Content: "hi"}}}
+	res, err := e.Generate(context.Background(), task, func(d workers.Delta) error {
+		got = append(got, fmt.Sprintf("%s:%v", d.Text, d.More))
+		if d.Text == "c" {
+			close(release)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "a:true b:true c:false d:true"; strings.Join(got, " ") != want || res.CompletionTokens != 4 {
+		t.Fatalf("deltas %q (usage %+v), want %q", strings.Join(got, " "), res, want)
 	}
 }

@@ -384,7 +384,9 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 			}
 			if text != nil && *text != "" {
 				chunks++
-				if err := emit(workers.Delta{Text: *text, Tokens: 1}); err != nil {
+				// More: the next event came in with this one (the
+				// worker then sends both in one write).
+				if err := emit(workers.Delta{Text: *text, Tokens: 1, More: events.eventBuffered()}); err != nil {
 					return workers.Result{}, err
 				}
 			}

@@ -48,6 +48,17 @@ func (r *sseReader) release() {
 	}
 }
 
+// eventBuffered reports whether a whole further event (a blank line ends
+// one) has been received already and waits in the buffer.
+func (r *sseReader) eventBuffered() bool {
+	n := r.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := r.r.Peek(n)
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
+}
+
 // readLine returns the next line without its line ending, valid until the
 // next call; io.EOF once the input is exhausted. A last line without a
 // line ending still counts.
