@@ -57,7 +57,7 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 	q := &eventQueue{notify: make(chan struct{}, 1), evs: make([]workers.Event, 0, 2)}
 	// A task whose client wants one answer may have its batch run on this
 	// goroutine, which would only wait otherwise (see call.offerInline).
-	h, err := s.submit(t, q.push, q.end, t != nil && !t.Stream, ctx)
+	h, err := s.submit(ctx, t, q.push, q.end, t != nil && !t.Stream)
 	if err != nil {
 		return err
 	}
@@ -156,13 +156,13 @@ func (h *Handle) Cancel(cause error) { h.c.cancel(cause) }
 // (or timers) and must not block. Admission errors are returned directly and
 // then neither callback is called.
 func (s *Scheduler) Submit(t *workers.Task, onEvent func(workers.Event), onEnd func(error)) (*Handle, error) {
-	return s.submit(t, onEvent, onEnd, false, nil)
+	return s.submit(context.Background(), t, onEvent, onEnd, false)
 }
 
 // submit is Submit; with inline, a frame of just this task sent while the
 // caller is still in submit is left for the caller to run (takeInline),
 // under ctx (the caller's: it bounds the link stream it will wait on).
-func (s *Scheduler) submit(t *workers.Task, onEvent func(workers.Event), onEnd func(error), inline bool, ctx context.Context) (*Handle, error) {
+func (s *Scheduler) submit(ctx context.Context, t *workers.Task, onEvent func(workers.Event), onEnd func(error), inline bool) (*Handle, error) {
 	if t == nil || t.Model == "" {
 		return nil, apierr.BadRequest("model", "missing_model", "the task names no model")
 	}
