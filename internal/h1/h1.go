@@ -372,10 +372,10 @@ func (c *Client) roundTrip(cn *conn, req *Request, stop func() bool) (resp *Resp
 		}
 		// 1xx interim responses carry no body; the final one follows.
 	}
-	b := &body{c: c, cn: cn, conn: cn, stop: stop, reusable: true}
 	if resp.Status == http.StatusSwitchingProtocols {
 		return nil, false, errors.New("h1: the server switched protocols")
 	}
+	b := &body{c: c, cn: cn, conn: cn, stop: stop, reusable: true}
 	var te, cl []string
 	for _, f := range resp.Header {
 		switch {
