@@ -428,7 +428,8 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 		return
 	}
 	if !t.Stream && (text.Len() > 0 || held > 0) {
-		if err := out.send(Event{Index: i, Type: EventDelta, Text: text.String(), Tokens: held}); err != nil {
+		// More: its done event follows at once, and goes in the same write.
+		if err := out.send(Event{Index: i, Type: EventDelta, Text: text.String(), Tokens: held, More: true}); err != nil {
 			span.SetError(err)
 			return
 		}

@@ -33,9 +33,6 @@ type ClientOptions struct {
 	// MaxEventBytes bounds one event line (default 16 MiB: an embedding
 	// task's vectors come in one event).
 	MaxEventBytes int
-	// MaxIdleConns bounds the kept-alive connections kept for reuse
-	// (default MaxIdleLinkConnsPerWorker).
-	MaxIdleConns int
 	// Token, when set, is sent as "Authorization: Bearer <Token>" (see
 	// WithLinkAuth); use the worker's Registered.SessionToken.
 	Token  string
@@ -109,10 +106,7 @@ func NewTransport() *http.Transport {
 // its new link is never handed an idle connection to the old process.
 func NewClient(baseURL string, opts ClientOptions) *Client {
 	c := &Client{base: strings.TrimRight(baseURL, "/"), maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs}
-	if opts.MaxIdleConns <= 0 {
-		opts.MaxIdleConns = MaxIdleLinkConnsPerWorker
-	}
-	c.link, c.linkErr = h1.New(c.base, h1.Options{MaxIdle: opts.MaxIdleConns})
+	c.link, c.linkErr = h1.New(c.base, h1.Options{MaxIdle: MaxIdleLinkConnsPerWorker})
 	if c.maxLine <= 0 {
 		c.maxLine = DefaultMaxEventBytes
 	}

@@ -24,23 +24,19 @@ var eventBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); retu
 // loaded host those are what tail latency is made of).
 //
 // When to write and flush:
-//   - a streamed task's event: at once (a token is never held back waiting
-//     for company, yet a busy batch costs one write per burst, not one per
-//     token), unless the engine marked it More — its next event came in
-//     with it and follows at once, and the two go out in one write (the
-//     client still gets every event);
-//   - the text of a task that is not streamed: held, since its done event
-//     follows at once and the client reads neither before the other;
+//   - an event: at once (a token is never held back waiting for company,
+//     yet a busy batch costs one write per burst, not one per token),
+//     unless it is marked More — what follows it is already at hand (the
+//     engine's next delta, or an unstreamed task's done event after its
+//     text), and the two go out in one write (the client still gets every
+//     event);
 //   - the batch's last ending event: written but not flushed — the
 //     handler returns next, and net/http sends it together with the end of
 //     the response. A one-task unstreamed batch is one write on the wire.
 type eventWriter struct {
 	w       http.ResponseWriter
 	flusher http.Flusher
-	onFail  func() // called once when a write fails (the gateway is gone)
-
-	streamed []bool // per task index: the task is streamed
-	open     int    // tasks not yet ended (done or failed emitted)
+	open    int // tasks not yet ended (done or failed emitted)
 
 	mu         sync.Mutex
 	cond       sync.Cond // signalled when a write ends
@@ -52,17 +48,15 @@ type eventWriter struct {
 	err        error
 }
 
-func newEventWriter(w http.ResponseWriter, b *Batch, onFail func()) *eventWriter {
+// newEventWriter writes the events of a batch of tasks tasks to w. A write
+// that fails (the gateway is gone) is returned to the emitting task, and
+// RunBatch then cancels the whole batch.
+func newEventWriter(w http.ResponseWriter, tasks int) *eventWriter {
 	ew := &eventWriter{
-		w:        w,
-		onFail:   onFail,
-		streamed: make([]bool, len(b.Tasks)),
-		open:     len(b.Tasks),
-		pending:  eventBufPool.Get().(*[]byte),
-		spare:    eventBufPool.Get().(*[]byte),
-	}
-	for i := range b.Tasks {
-		ew.streamed[i] = b.Tasks[i].Stream
+		w:       w,
+		open:    tasks,
+		pending: eventBufPool.Get().(*[]byte),
+		spare:   eventBufPool.Get().(*[]byte),
 	}
 	ew.flusher, _ = w.(http.Flusher)
 	ew.cond.L = &ew.mu
@@ -87,10 +81,8 @@ func (ew *eventWriter) emit(ev Event) error {
 	switch {
 	case ev.Type == EventDone || ev.Type == EventFailed:
 		ew.open--
-	case ev.Type == EventDelta && ev.Index >= 0 && ev.Index < len(ew.streamed) && !ew.streamed[ev.Index]:
-		return nil // held: the task's ending event follows
 	case ev.More && len(*ew.pending) <= maxPendingEventBytes:
-		return nil // held: the engine has the next event at hand
+		return nil // held: what follows is at hand
 	}
 	if ew.writing {
 		for ew.writing && len(*ew.pending) > maxPendingEventBytes && ew.err == nil {
@@ -104,7 +96,6 @@ func (ew *eventWriter) emit(ev Event) error {
 		}
 	}
 	ew.writing = true
-	failed := false
 	for len(*ew.pending) > 0 && ew.err == nil {
 		buf := ew.pending
 		ew.pending, ew.spare = ew.spare, buf
@@ -114,19 +105,13 @@ func (ew *eventWriter) emit(ev Event) error {
 		ew.mu.Lock()
 		*buf = (*buf)[:0]
 		if err != nil && ew.err == nil {
-			ew.err, failed = err, true
+			ew.err = err
 		}
 		ew.cond.Broadcast()
 	}
 	ew.writing = false
 	ew.cond.Broadcast()
-	err = ew.err
-	if failed && ew.onFail != nil {
-		ew.mu.Unlock() // onFail cancels the batch: not under the lock
-		ew.onFail()
-		ew.mu.Lock()
-	}
-	return err
+	return ew.err
 }
 
 // write sends one burst of encoded events, the status line first.

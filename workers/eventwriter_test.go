@@ -23,8 +23,9 @@ func (w *countingWriter) Flush() { w.flushes++ }
 var _ http.Flusher = (*countingWriter)(nil)
 
 // TestEventWriterFlushPolicy: a streamed task's events are flushed as they
-// come, an unstreamed task's text waits for its done event, and the
-// batch's last event is written but left for the end of the response.
+// come, an event marked More (an unstreamed task's text, a delta whose next
+// came in with it) waits for what follows, and the batch's last event is
+// written but left for the end of the response.
 func TestEventWriterFlushPolicy(t *testing.T) {
 	delta := func(i int) Event { return Event{Index: i, Type: EventDelta, Text: "hi", Tokens: 1} }
 	done := func(i int) Event { return Event{Index: i, Type: EventDone, FinishReason: "stop", Usage: &Usage{}} }
@@ -44,13 +45,12 @@ func TestEventWriterFlushPolicy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := &Batch{ID: "b"}
-			for _, s := range tc.stream {
-				b.Tasks = append(b.Tasks, Task{Stream: s})
-			}
 			w := &countingWriter{ResponseRecorder: httptest.NewRecorder()}
-			ew := newEventWriter(w, b, nil)
+			ew := newEventWriter(w, len(tc.stream))
 			for _, ev := range tc.events {
+				if ev.Type == EventDelta && !tc.stream[ev.Index] {
+					ev.More = true // as the agent sends an unstreamed task's text
+				}
 				if err := ew.emit(ev); err != nil {
 					t.Fatal(err)
 				}

@@ -128,7 +128,7 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 	span.SetInt("tollgate.batch.size", len(b.Tasks))
 	// A failed write means the gateway is gone: the emitting task gets the
 	// error and RunBatch cancels the whole batch at once.
-	ew := newEventWriter(w, &b, nil)
+	ew := newEventWriter(w, len(b.Tasks))
 	err := h.agent.RunBatch(ctx, &b, ew.emit)
 	werr := ew.close()
 	if err == nil {

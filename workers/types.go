@@ -128,8 +128,10 @@ type Event struct {
 
 	Error *EventError `json:"error,omitempty"` // EventError
 
-	// More (never on the wire) is a streamed delta's Delta.More: the
-	// worker's event writer may hold it for the event that follows at once.
+	// More (never on the wire): what follows this delta is at hand (a
+	// streamed delta's Delta.More, or an unstreamed task's text, which its
+	// done event follows), so the worker's event writer may hold it for
+	// that event.
 	More bool `json:"-"`
 }
 

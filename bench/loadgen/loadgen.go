@@ -322,10 +322,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.start = time.Now()
 loop:
 	for _, off := range sched {
-		if !pace.sleepUntil(ctx, r.start.Add(off)) {
+		due := r.start.Add(off)
+		if !pace.sleepUntil(ctx, due) {
 			break loop
 		}
-		due := r.start.Add(off)
 		select {
 		case r.sem <- struct{}{}:
 		default:

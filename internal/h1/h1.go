@@ -173,17 +173,6 @@ func (h Header) Get(name string) string {
 	return ""
 }
 
-// Values returns every value of the named field.
-func (h Header) Values(name string) []string {
-	var out []string
-	for _, f := range h {
-		if strings.EqualFold(f.Name, name) {
-			out = append(out, f.Value)
-		}
-	}
-	return out
-}
-
 // Errors.
 var (
 	ErrClosed     = errors.New("h1: client closed")
