@@ -172,9 +172,10 @@ func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 	return VerifyProof(vk, &b.Public, b.Proof)
 }
 
-// VerifyProof checks a base64 Groth16 proof against public inputs.
+// VerifyProof checks a base64 Groth16 proof against public values, building
+// the public witness the verifying key's circuit expects (PublicInputs).
 func VerifyProof(vk *VerifyingKey, public *BatchPublic, proof64 string) error {
-	pub, err := public.Elements()
+	pub, err := PublicInputs(vk.Header.Circuit, public)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformedBatch, err)
 	}
