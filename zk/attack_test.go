@@ -48,6 +48,7 @@ type adversary struct {
 	// (0 past the end, gnark's own choice).
 	zeroQuotients []*big.Int
 	zeroDivs      int // how many 0/0 divisions the circuit performed
+	divs          int // how many DivUnchecked the circuit performed
 }
 
 type dishonestAPI struct {
@@ -73,6 +74,7 @@ func (d dishonestAPI) ToBinary(v frontend.Variable, n ...int) []frontend.Variabl
 }
 
 func (a *adversary) divHint(field *big.Int, in, out []*big.Int) error {
+	a.divs++
 	num, den := in[0], in[1]
 	if den.Sign() != 0 {
 		inv := new(big.Int).ModInverse(den, field)
