@@ -59,13 +59,16 @@ func squareProof(t *testing.T) (string, *groth16bn254.Proof, groth16.VerifyingKe
 	return base64.StdEncoding.EncodeToString(buf.Bytes()), p.(*groth16bn254.Proof), vk
 }
 
+// elHex is v as a canonical field element string.
+func elHex(v uint64) string { return ElementHex(u64(v)) }
+
 func calldataBatch(proof64 string) *BatchProof {
 	ts := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 	return &BatchProof{
 		Circuit:  CircuitV2,
 		Capacity: 8,
 		Public: BatchPublic{
-			Root: "0x0102", ModelVersion: "0x0304", RegistryRoot: "0x0506", WorkerID: "0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000000", // r-1
+			Root: elHex(0x0102), ModelVersion: elHex(0x0304), RegistryRoot: elHex(0x0506), WorkerID: "0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000000", // r-1
 			LeafCount: 3, TotalPromptTokens: 1000, TotalCompletionTokens: 2000, Sequence: 42, Time: &ts,
 		},
 		Proof: proof64,
@@ -178,7 +181,7 @@ func TestVerifyChecksStatedCalldata(t *testing.T) {
 	root := MerkleRoot(leaves)
 	var registry fr.Element
 	registry.SetUint64(77)
-	r.WorkerID = "0x05"
+	r.WorkerID = elHex(5)
 	ts := time.Date(2026, 3, 1, 0, 0, 1, 0, time.UTC)
 	r.Batch = &BatchProof{Circuit: CircuitV2, Capacity: 2, Index: 0, Path: []string{ElementHex(leaves[1])},
 		Public: BatchPublic{Root: ElementHex(root), ModelVersion: ElementHex(mv), RegistryRoot: ElementHex(registry), WorkerID: r.WorkerID,

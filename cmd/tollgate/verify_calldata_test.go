@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/consensys/gnark-crypto/ecc"
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/consensys/gnark/backend/groth16"
 	"github.com/consensys/gnark/frontend"
 	"github.com/consensys/gnark/frontend/cs/r1cs"
@@ -51,7 +52,7 @@ func anyProof(t *testing.T) string {
 func TestPrintCalldata(t *testing.T) {
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	v2 := &receipts.BatchProof{Circuit: receipts.CircuitV2, Capacity: 8, Proof: anyProof(t),
-		Public: receipts.BatchPublic{Root: "0x01", ModelVersion: "0x02", RegistryRoot: "0x03", WorkerID: "0x04", LeafCount: 1, Time: &ts}}
+		Public: receipts.BatchPublic{Root: elementHex(1), ModelVersion: elementHex(2), RegistryRoot: elementHex(3), WorkerID: elementHex(4), LeafCount: 1, Time: &ts}}
 	want, err := receipts.Calldata(v2)
 	if err != nil {
 		t.Fatal(err)
@@ -77,4 +78,11 @@ func TestPrintCalldata(t *testing.T) {
 			}
 		})
 	}
+}
+
+// elementHex is v as a canonical field element string.
+func elementHex(v uint64) string {
+	var e fr.Element
+	e.SetUint64(v)
+	return receipts.ElementHex(e)
 }

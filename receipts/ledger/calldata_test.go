@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/consensys/gnark-crypto/ecc"
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/consensys/gnark/backend/groth16"
 	"github.com/consensys/gnark/frontend"
 	"github.com/consensys/gnark/frontend/cs/r1cs"
@@ -45,9 +46,9 @@ func TestRenderCalldata(t *testing.T) {
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	e := &Entry{Seq: 1, ID: "rcpt_0", Completion: completion(0), BatchSeq: 1, Index: 0}
 	for _, circuit := range []string{receipts.CircuitV2, receipts.CircuitV1} {
-		b := &Batch{Seq: 1, Capacity: 2, Status: receipts.StatusProven, Leaves: []string{"0x01", "0x02"}, Circuit: circuit,
-			Public: &receipts.BatchPublic{Root: "0x03", ModelVersion: "0x04", RegistryRoot: "0x05", WorkerID: "0x06", LeafCount: 2, Time: &ts},
-			Proof: base64.StdEncoding.EncodeToString(buf.Bytes()), VKID: "vk"}
+		b := &Batch{Seq: 1, Capacity: 2, Status: receipts.StatusProven, Leaves: []string{elementHex(1), elementHex(2)}, Circuit: circuit,
+			Public: &receipts.BatchPublic{Root: elementHex(3), ModelVersion: elementHex(4), RegistryRoot: elementHex(5), WorkerID: elementHex(6), LeafCount: 2, Time: &ts},
+			Proof:  base64.StdEncoding.EncodeToString(buf.Bytes()), VKID: "vk"}
 		r, err := render(e, b, treeCache{})
 		if err != nil {
 			t.Fatal(err)
@@ -59,4 +60,11 @@ func TestRenderCalldata(t *testing.T) {
 			t.Errorf("%s: calldata %.20q, want %.20q", circuit, r.Batch.Calldata, want)
 		}
 	}
+}
+
+// elementHex is v as a canonical field element string.
+func elementHex(v uint64) string {
+	var e fr.Element
+	e.SetUint64(v)
+	return receipts.ElementHex(e)
 }
