@@ -65,6 +65,9 @@ type BatchProof struct {
 	Proof          string      `json:"proof"`     // gnark Groth16 proof, base64
 	VerifyingKeyID string      `json:"vk_id"`
 	ProvenAt       time.Time   `json:"proven_at"`
+	// Calldata is the on-chain verification call for this batch (v2 only;
+	// see Calldata), as a convenience: Verify checks it when present.
+	Calldata string `json:"calldata,omitempty"`
 }
 
 // Verification failures. Verify wraps one of these with details.
@@ -168,6 +171,11 @@ func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 	}
 	if vk.ID != b.VerifyingKeyID || vk.Header.Capacity != b.Capacity || vk.Header.Circuit != b.Circuit {
 		return fmt.Errorf("%w: receipt names %s (capacity %d), key is %s (capacity %d)", ErrVerifyingKey, b.VerifyingKeyID, b.Capacity, vk.ID, vk.Header.Capacity)
+	}
+	if b.Calldata != "" {
+		if err := checkCalldata(b); err != nil {
+			return err
+		}
 	}
 	return VerifyProof(vk, &b.Public, b.Proof)
 }

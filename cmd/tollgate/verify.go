@@ -37,6 +37,7 @@ func runVerify(ctx context.Context, args []string) error {
 	fs.Var(&vkFiles, "vk", "verifying key file (repeatable)")
 	fs.Var(&roots, "registry-root", "trusted model registry root, 0x-hex (repeatable)")
 	gateway := fs.String("gateway", "", "gateway base URL to fetch verifying keys and registry roots from")
+	calldata := fs.Bool("calldata", false, "after each verified receipt, print its batch's on-chain calldata (TollgateBatchVerifier.verifyBatch)")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: tollgate verify [-vk FILE]... [-registry-root HEX]... [-gateway URL] FILE... (- for stdin)")
 		fs.PrintDefaults()
@@ -82,6 +83,8 @@ func runVerify(ctx context.Context, args []string) error {
 			total++
 			if !v.check(ctx, os.Stdout, raw) {
 				failed++
+			} else if *calldata {
+				printCalldata(os.Stdout, raw)
 			}
 		})
 		if err != nil {
