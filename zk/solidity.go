@@ -296,9 +296,15 @@ contract TollgateBatchVerifier is Verifier {
     /// later root before the batch's time (a revoked pair), or the batch is
     /// older than the first root.
     error RegistryRootNotInForce();
+    /// A time (a root's validFrom or a batch time) after MAX_TIME.
+    error TimeOutOfRange();
 
     uint256 constant SHA256_GAS = {{.SHA256Gas}}; // 60 + 12 per word of the preimage
     uint256 constant OPEN = type(uint64).max; // validUntil of the latest root
+    // Times are Unix ns up to 2262-04-11 (int64), as Tollgate encodes them
+    // (receipts.UnixNanos): a batch time beyond has no receipt off chain,
+    // and no validFrom can reach OPEN, so OPEN only ever marks the latest root.
+    uint64 constant MAX_TIME = uint64(type(int64).max);
     uint256 constant DIGEST_MASK = (1 << 253) - 1;
 
     address public owner;
@@ -324,11 +330,13 @@ contract TollgateBatchVerifier is Verifier {
     }
 
     /// Appends a registry root to the history: it is in force from
-    /// validFrom (Unix ns, later than the previous root's) until the next
-    /// root's validFrom. Revoking a pair is posting a root without it.
+    /// validFrom (Unix ns, later than the previous root's, at most MAX_TIME)
+    /// until the next root's validFrom. Revoking a pair is posting a root
+    /// without it.
     function postRegistryRoot(uint256 root, uint64 validFrom) external {
         if (msg.sender != owner) revert NotOwner();
         if (root >= R) revert PublicInputNotInField();
+        if (validFrom > MAX_TIME) revert TimeOutOfRange();
         uint256 n = registryRootCount;
         if (n > 0) {
             // The previous posting ends where this one starts.
@@ -394,6 +402,7 @@ contract TollgateBatchVerifier is Verifier {
         if (b.root >= R || b.modelVersion >= R || b.registryRoot >= R || b.workerId >= R) {
             revert PublicInputNotInField();
         }
+        if (b.batchTime > MAX_TIME) revert TimeOutOfRange();
         requireRootInForce(b.registryRoot, b.batchTime);
         verifyProof(proof, [publicDigest(b)]);
     }

@@ -181,6 +181,34 @@ const w3 = await deploy(W, owner32)
 await post(w3, fx.admitted, batchTime + 1n)
 expectRevert('refuses a batch older than the first registry root', await verify(w3, fx.genuine), 'RegistryRootNotInForce')
 
+// Boundaries of the root in force: a root is in force from its validFrom
+// (inclusive) to the next root's (exclusive).
+const w4 = await deploy(W, owner32)
+await post(w4, fx.admitted, batchTime - HOUR)
+await post(w4, fx.without_pair, batchTime)
+expectRevert('refuses a batch whose time is exactly the revoking root\'s validFrom', await verify(w4, fx.genuine), 'RegistryRootNotInForce')
+const w5 = await deploy(W, owner32)
+await post(w5, fx.admitted, batchTime)
+await post(w5, fx.without_pair, batchTime + 1n)
+const edge = await verify(w5, fx.genuine)
+check('a batch at its root\'s validFrom, 1 ns before the revocation, verifies', edge.ok, `${edge.ok ? '' : revertName(W.abi, edge.ret)}`)
+
+// Times past 2262 (int64 ns): Tollgate has no encoding for them off chain,
+// and a validFrom of 2^64 - 1 made the previous root's validUntil read as
+// "open", so two roots were in force at once.
+const MAX_TIME = (1n << 63n) - 1n
+const w6 = await deploy(W, owner32)
+await post(w6, fx.admitted, batchTime - HOUR)
+expectRevert('refuses a registry root valid from 2^64 - 1 (the latest root\'s open end)', await post(w6, fx.without_pair, (1n << 64n) - 1n), 'TimeOutOfRange')
+expectRevert('refuses a registry root valid from after 2262', await post(w6, fx.without_pair, MAX_TIME + 1n), 'TimeOutOfRange')
+check('accepts a registry root valid from the last int64 nanosecond', (await post(w6, fx.without_pair, MAX_TIME)).ok)
+const w7 = await deploy(W, owner32)
+await post(w7, fx.admitted, batchTime - HOUR)
+const genuineHex = strip(fx.genuine)
+const timeWord = 8 + 8 * 64 // selector, then root, model version, registry root, worker, four u64s
+const farFuture = '0x' + genuineHex.slice(0, timeWord) + word(MAX_TIME + 1n) + genuineHex.slice(timeWord + 64)
+expectRevert('refuses a batch time after 2262 before anything else', await verify(w7, farFuture), 'TimeOutOfRange')
+
 // The verifiers alone: gnark's export versus the hardened one.
 const G1 = contracts['GnarkVerifier1.sol'].Verifier
 const g1 = await deploy(G1)
