@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/httpguard"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/internal/ratelimit"
@@ -218,7 +219,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		CloseOnShutdown:              true,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
-		Logger:                       fasthttpLogger{s.log},
+		// fasthttp's header errors otherwise quote the raw header
+		// block, credentials included, into the error (and the log).
+		SecureErrorLogMessage: true,
+		Logger:                fasthttpLogger{s.log},
 	}
 	return s, nil
 }
@@ -232,7 +236,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	return s.srv.Serve(ln)
+	// Ambiguous framing (request smuggling) is refused before fasthttp
+	// parses it; see internal/httpguard.
+	return s.srv.Serve(httpguard.Listener(ln, httpguard.Limits{}))
 }
 
 // Shutdown stops accepting connections, closes idle ones, and waits for
@@ -268,6 +274,8 @@ func (s *Server) handleTransportError(rc *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		ae = apierr.TooLarge(s.cfg.BodyLimit)
+	case guardRefusal(err) != nil:
+		ae = guardRefusal(err)
 	default:
 		var te interface{ Timeout() bool }
 		if errors.As(err, &te) && te.Timeout() {

@@ -1,0 +1,22 @@
+package gateway
+
+import (
+	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/httpguard"
+)
+
+// guardRefusal turns a request refused by httpguard (ambiguous framing)
+// into the client's error, or nil when err is something else. fasthttp
+// closes the connection after any transport error.
+func guardRefusal(err error) *apierr.Error {
+	g, ok := httpguard.IsRefusal(err)
+	if !ok {
+		return nil
+	}
+	code := "malformed_request"
+	if g.Status == 431 {
+		code = "request_header_too_large"
+	}
+	return &apierr.Error{Status: g.Status, Type: apierr.TypeInvalidRequest, Code: code,
+		Message: "The HTTP request was refused: " + g.Reason + ".", Cause: err}
+}
