@@ -3,7 +3,17 @@ package gateway
 import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/httpguard"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 )
+
+// registerSecrets tells the process's log redaction every credential the
+// gateway was configured with.
+func registerSecrets(cfg Config) {
+	for _, k := range cfg.APIKeys {
+		obs.AddSecrets(k.Key)
+	}
+	obs.AddSecrets(cfg.AdminKeys...)
+}
 
 // guardRefusal turns a request refused by httpguard (ambiguous framing)
 // into the client's error, or nil when err is something else. fasthttp

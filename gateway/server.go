@@ -208,6 +208,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		s.admin[sha256.Sum256([]byte(k))] = true
 	}
+	registerSecrets(cfg)
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
 		ErrorHandler:                 s.handleTransportError,

@@ -15,6 +15,11 @@ import (
 // reports whether the server closed it.
 func rawExchange(t *testing.T, addr, stream string) (resps []*http.Response, bodies []string, closed bool) {
 	t.Helper()
+	return rawExchangeFor(t, addr, stream, 3*time.Second)
+}
+
+func rawExchangeFor(t *testing.T, addr, stream string, wait time.Duration) (resps []*http.Response, bodies []string, closed bool) {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -23,7 +28,7 @@ func rawExchange(t *testing.T, addr, stream string) (resps []*http.Response, bod
 	if _, err := io.WriteString(c, stream); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(wait))
 	br := bufio.NewReader(c)
 	for {
 		resp, err := http.ReadResponse(br, nil)

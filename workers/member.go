@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
@@ -170,8 +171,13 @@ func (r *Registerer) Register(ctx context.Context) (*RegisterResponse, error) {
 		return nil, fmt.Errorf("register: gateway answered worker %q (want %q) or no session", resp.WorkerID, r.cfg.Key.WorkerID())
 	}
 	r.mu.Lock()
+	old := r.session.SessionToken
 	r.session = resp
 	r.mu.Unlock()
+	// The session token authenticates the gateway's batches to this
+	// worker: keep it out of the worker's log.
+	obs.ForgetSecret(old)
+	obs.AddSecrets(resp.SessionToken)
 	return &resp, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
@@ -141,6 +142,11 @@ type Registrar struct {
 	allowed    map[string]ModelVersion // name + " " + digest
 	challenges map[string]challenge
 	sessions   map[string][32]byte // worker ID -> SHA-256 of its session token
+
+	// logged holds each worker's live session token for log redaction
+	// (see redactSession); its own lock keeps it off the hot paths.
+	loggedMu sync.Mutex
+	logged   map[string]string
 }
 
 type challenge struct {
@@ -168,6 +174,7 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 			return nil, fmt.Errorf("registrar: provider_tokens[%d]: must be at least 16 characters", i)
 		}
 		r.tokens = append(r.tokens, sha256.Sum256([]byte(t)))
+		obs.AddSecrets(t)
 	}
 	if r.ttl <= 0 {
 		r.ttl = 30 * time.Second
@@ -294,6 +301,7 @@ func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.T
 	r.mu.Lock()
 	r.sessions[w.WorkerID] = sha256.Sum256([]byte(w.SessionToken))
 	r.mu.Unlock()
+	r.redactSession(w.WorkerID, w.SessionToken)
 	r.logger.Info("worker registered", "worker", w.WorkerID, "url", w.URL, "models", len(w.Models), "gpus", len(w.GPUs))
 	return w, nil
 }
@@ -342,6 +350,7 @@ func (r *Registrar) Forget(workerID string) {
 	r.mu.Lock()
 	delete(r.sessions, workerID)
 	r.mu.Unlock()
+	r.redactSession(workerID, "")
 }
 
 func invalid(param, format string, args ...any) error {
@@ -469,4 +478,23 @@ func isLowerHex(s string) bool {
 		}
 	}
 	return true
+}
+
+// redactSession registers a worker's new session token (empty: none) with
+// the process's log redaction and retires its previous one, so the set of
+// secrets follows the live sessions instead of growing with churn.
+func (r *Registrar) redactSession(workerID, token string) {
+	r.loggedMu.Lock()
+	defer r.loggedMu.Unlock()
+	if r.logged == nil {
+		r.logged = map[string]string{}
+	}
+	if old, ok := r.logged[workerID]; ok {
+		obs.ForgetSecret(old)
+		delete(r.logged, workerID)
+	}
+	if token != "" {
+		obs.AddSecrets(token)
+		r.logged[workerID] = token
+	}
 }

@@ -172,6 +172,7 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	defer shutdownObs(context.WithoutCancel(ctx))
 	tok := firstNonEmpty(*token, os.Getenv("TOLLGATE_PROVIDER_TOKEN"))
+	obs.AddSecrets(tok) // never logged
 	if tok == "" {
 		return errors.New("--provider-token (or TOLLGATE_PROVIDER_TOKEN) is required")
 	}
