@@ -145,7 +145,8 @@ func (r *Registerer) Register(ctx context.Context) (*RegisterResponse, error) {
 		close(pending)
 	}()
 	var ch ChallengeResponse
-	if err := r.post(ctx, PathChallenge, "", struct{}{}, &ch); err != nil {
+	// Challenges are only for holders of a provider token.
+	if err := r.post(ctx, PathChallenge, r.cfg.ProviderToken, struct{}{}, &ch); err != nil {
 		return nil, fmt.Errorf("challenge: %w", err)
 	}
 	models := r.cfg.Agent.Models()
