@@ -91,6 +91,12 @@ type Config struct {
 	// KeepAlive is the idle time after which a stream gets a `: keepalive`
 	// comment. Default 15s.
 	KeepAlive time.Duration
+	// WarmUp is how long after start a request for a known model (see
+	// Deps.KnownModels) that no worker serves yet answers 503
+	// model_warming_up with Retry-After instead of 404: after a restart,
+	// workers need a heartbeat or two to register again. Default 30s;
+	// negative: off.
+	WarmUp time.Duration
 	// ReadTimeout bounds reading one request; IdleTimeout a kept-alive
 	// connection between requests. Defaults 30s and 120s. There is no write
 	// timeout: streams are long.
@@ -141,6 +147,10 @@ type Deps struct {
 	// store unreachable, say) makes it 503 with the error as the reason,
 	// while the gateway keeps serving what it can.
 	Readiness []func() error
+	// KnownModels names the models that exist even when no worker serves
+	// them yet (configured and allowed models), for Config.WarmUp. nil:
+	// no warm-up.
+	KnownModels func() []string
 	// Version is shown on the status page.
 	Version string
 	Logger  *slog.Logger
@@ -181,6 +191,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.RateLimiter == nil {
 		deps.RateLimiter = func(r ratelimit.Rate) (ratelimit.Limiter, error) { return ratelimit.NewLocal(r) }
 	}
+	deps.Dispatcher = newWarmingDispatcher(deps.Dispatcher, deps.Clock, cfg.WarmUp, deps.KnownModels)
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, clock: deps.Clock,
 		keys: map[[32]byte]*APIKey{}, admin: map[[32]byte]bool{}}
 	ids := map[string]bool{}

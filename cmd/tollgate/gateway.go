@@ -250,6 +250,9 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		Logger:      logger,
 		Obs:         prov,
 		Status:      schedulerStatus{g.sched},
+		// Configured and admin-allowed models answer 503 (not 404) while
+		// workers re-register after a restart.
+		KnownModels: knownModels(g.registrar),
 	}
 	if cfg.Redis.Enabled() {
 		if g.redis, err = openRedisMode(cfg, g.sched, logger); err != nil {
