@@ -278,7 +278,7 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		if g.redis != nil {
 			g.store, err = g.redis.openLedger(cfg, logger)
 		} else {
-			g.store, err = ledger.OpenBolt(filepath.Join(cfg.DataDir, ledgerFile))
+			g.store, err = openBoltStore(filepath.Join(cfg.DataDir, ledgerFile))
 		}
 		if err != nil {
 			g.closeStore()
