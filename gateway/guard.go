@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"encoding/json"
+	"io"
+
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/httpguard"
 	"github.com/tollgate-ai/tollgate/internal/obs"
@@ -29,4 +32,13 @@ func guardRefusal(err error) *apierr.Error {
 	}
 	return &apierr.Error{Status: g.Status, Type: apierr.TypeInvalidRequest, Code: code,
 		Message: "The HTTP request was refused: " + g.Reason + ".", Cause: err}
+}
+
+// onlyOneValue refuses anything but whitespace after the JSON value dec
+// has just decoded (json.Decoder stops at the end of the first value).
+func onlyOneValue(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
+		return apierr.BadRequest("", "invalid_json", "We could not parse the JSON body of your request: unexpected data after the JSON value.")
+	}
+	return nil
 }
