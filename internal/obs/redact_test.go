@@ -21,7 +21,9 @@ func TestRedactHandler(t *testing.T) {
 	}{
 		{"message", func() { log.Info("key Zq7XvLw2NpR8sT4u seen") }, []string{"Zq7XvLw2NpR8sT4u"}},
 		{"string attr", func() { log.Info("x", "path", "/v1/Zq7XvLw2NpR8sT4u") }, []string{"Zq7XvLw2NpR8sT4u"}},
-		{"error attr", func() { log.Info("x", "err", fmt.Errorf("wrapped: %w", errors.New("tok 0123456789abcdef0123456789abcdef"))) }, []string{"0123456789abcdef0123456789abcdef"}},
+		{"error attr", func() {
+			log.Info("x", "err", fmt.Errorf("wrapped: %w", errors.New("tok 0123456789abcdef0123456789abcdef")))
+		}, []string{"0123456789abcdef0123456789abcdef"}},
 		{"group", func() { log.Info("x", slog.Group("g", "v", "Zq7XvLw2NpR8sT4u")) }, []string{"Zq7XvLw2NpR8sT4u"}},
 		{"struct", func() { log.Info("x", "req", struct{ Token string }{"Zq7XvLw2NpR8sT4u"}) }, []string{"Zq7XvLw2NpR8sT4u"}},
 		{"with attrs", func() { log.With("k", "Zq7XvLw2NpR8sT4u").Info("x") }, []string{"Zq7XvLw2NpR8sT4u"}},
