@@ -16,7 +16,7 @@ RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/k
               ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/... ./internal/cluster/...
 PLAIN_PKGS  = $(filter-out $(shell $(GO) list $(RACE_PKGS)),$(shell $(GO) list ./...))
 
-.PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench redis
+.PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench redis fuzz
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tollgate
@@ -66,3 +66,17 @@ bench:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+# Every native fuzz target in the module (found by name, so new ones join
+# automatically), FUZZTIME each; a crasher stops the run and is kept in the
+# package's testdata/fuzz. FUZZ_PKGS narrows it (e.g. FUZZ_PKGS=./gateway/...).
+FUZZTIME  ?= 10s
+FUZZ_PKGS ?= ./...
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(FUZZ_PKGS)); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "== $$pkg $$t"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done

@@ -22,7 +22,8 @@ type WorkerRegistry interface {
 // Registrar checks who may join: challenges, signatures, the model
 // allow-list and session tokens. Satisfied by *workers.Registrar.
 type Registrar interface {
-	Challenge(now time.Time) (string, error)
+	// Challenge needs the caller's provider token (its bearer token).
+	Challenge(providerToken string, now time.Time) (string, error)
 	Register(ctx context.Context, req *workers.RegisterRequest, now time.Time) (*workers.Registered, error)
 	// VerifySession fails with an apierr 401 (code unknown_worker or
 	// invalid_session) for a token that does not open this worker's session.
@@ -58,7 +59,8 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 	now := s.clock.Now()
 	switch op {
 	case "challenge":
-		c, err := s.deps.Registrar.Challenge(now)
+		tok, _ := bearer(rc)
+		c, err := s.deps.Registrar.Challenge(tok, now)
 		if err != nil {
 			return err
 		}

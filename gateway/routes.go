@@ -355,5 +355,5 @@ func readJSON(rc *fasthttp.RequestCtx, v any) error {
 		}
 		return apierr.BadRequest("", "invalid_json", "We could not parse the JSON body of your request: %v.", err)
 	}
-	return nil
+	return onlyOneValue(dec)
 }

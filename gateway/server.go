@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/httpguard"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/internal/ratelimit"
@@ -90,6 +91,12 @@ type Config struct {
 	// KeepAlive is the idle time after which a stream gets a `: keepalive`
 	// comment. Default 15s.
 	KeepAlive time.Duration
+	// WarmUp is how long after start a request for a known model (see
+	// Deps.KnownModels) that no worker serves yet answers 503
+	// model_warming_up with Retry-After instead of 404: after a restart,
+	// workers need a heartbeat or two to register again. Default 30s;
+	// negative: off.
+	WarmUp time.Duration
 	// ReadTimeout bounds reading one request; IdleTimeout a kept-alive
 	// connection between requests. Defaults 30s and 120s. There is no write
 	// timeout: streams are long.
@@ -140,6 +147,10 @@ type Deps struct {
 	// store unreachable, say) makes it 503 with the error as the reason,
 	// while the gateway keeps serving what it can.
 	Readiness []func() error
+	// KnownModels names the models that exist even when no worker serves
+	// them yet (configured and allowed models), for Config.WarmUp. nil:
+	// no warm-up.
+	KnownModels func() []string
 	// Version is shown on the status page.
 	Version string
 	Logger  *slog.Logger
@@ -180,6 +191,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.RateLimiter == nil {
 		deps.RateLimiter = func(r ratelimit.Rate) (ratelimit.Limiter, error) { return ratelimit.NewLocal(r) }
 	}
+	deps.Dispatcher = newWarmingDispatcher(deps.Dispatcher, deps.Clock, cfg.WarmUp, deps.KnownModels)
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, clock: deps.Clock,
 		keys: map[[32]byte]*APIKey{}, admin: map[[32]byte]bool{}}
 	ids := map[string]bool{}
@@ -207,6 +219,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		s.admin[sha256.Sum256([]byte(k))] = true
 	}
+	registerSecrets(cfg)
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
 		ErrorHandler:                 s.handleTransportError,
@@ -218,7 +231,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		CloseOnShutdown:              true,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
-		Logger:                       fasthttpLogger{s.log},
+		// fasthttp's header errors otherwise quote the raw header
+		// block, credentials included, into the error (and the log).
+		SecureErrorLogMessage: true,
+		Logger:                fasthttpLogger{s.log},
 	}
 	return s, nil
 }
@@ -232,7 +248,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	return s.srv.Serve(ln)
+	// Ambiguous framing (request smuggling) is refused before fasthttp
+	// parses it; see internal/httpguard.
+	return s.srv.Serve(httpguard.Listener(ln, httpguard.Limits{}))
 }
 
 // Shutdown stops accepting connections, closes idle ones, and waits for
@@ -268,6 +286,8 @@ func (s *Server) handleTransportError(rc *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		ae = apierr.TooLarge(s.cfg.BodyLimit)
+	case guardRefusal(err) != nil:
+		ae = guardRefusal(err)
 	default:
 		var te interface{ Timeout() bool }
 		if errors.As(err, &te) && te.Timeout() {

@@ -413,7 +413,7 @@ func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
 	}
 	if s.shed && !req.Task.Deadline.IsZero() {
 		slack := req.Task.Deadline.Sub(req.Now).Seconds()
-		if best > slack && req.Task.Priority == workers.PriorityInteractive {
+		if best > slack && req.Task.Priority == workers.PriorityInteractive && !mayExceedContext(req, cands) {
 			s.stats.shed++
 			observe()
 			retry := time.Duration(max(best-slack, 1) * float64(time.Second))

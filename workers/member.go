@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
@@ -144,7 +145,8 @@ func (r *Registerer) Register(ctx context.Context) (*RegisterResponse, error) {
 		close(pending)
 	}()
 	var ch ChallengeResponse
-	if err := r.post(ctx, PathChallenge, "", struct{}{}, &ch); err != nil {
+	// Challenges are only for holders of a provider token.
+	if err := r.post(ctx, PathChallenge, r.cfg.ProviderToken, struct{}{}, &ch); err != nil {
 		return nil, fmt.Errorf("challenge: %w", err)
 	}
 	models := r.cfg.Agent.Models()
@@ -170,8 +172,13 @@ func (r *Registerer) Register(ctx context.Context) (*RegisterResponse, error) {
 		return nil, fmt.Errorf("register: gateway answered worker %q (want %q) or no session", resp.WorkerID, r.cfg.Key.WorkerID())
 	}
 	r.mu.Lock()
+	old := r.session.SessionToken
 	r.session = resp
 	r.mu.Unlock()
+	// The session token authenticates the gateway's batches to this
+	// worker: keep it out of the worker's log.
+	obs.ForgetSecret(old)
+	obs.AddSecrets(resp.SessionToken)
 	return &resp, nil
 }
 

@@ -30,7 +30,7 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	switch r.URL.Path {
 	case workers.PathChallenge:
-		c, err := g.reg.Challenge(now)
+		c, err := g.reg.Challenge(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), now)
 		if err != nil {
 			workers.WriteError(w, err)
 			return

@@ -17,6 +17,7 @@ import (
 	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
@@ -120,7 +121,8 @@ type RegistrarConfig struct {
 	Models           []ModelVersion
 	// ChallengeTTL is how long a challenge may be answered (default 30 s).
 	ChallengeTTL time.Duration
-	// MaxChallenges bounds outstanding challenges (default 10000).
+	// MaxChallenges bounds outstanding challenges per provider token
+	// (default 10000).
 	MaxChallenges int
 	// HeartbeatInterval is what workers are told (default 1 s, at most 1 s).
 	HeartbeatInterval time.Duration
@@ -140,11 +142,21 @@ type Registrar struct {
 	mu         sync.Mutex
 	allowed    map[string]ModelVersion // name + " " + digest
 	challenges map[string]challenge
-	sessions   map[string][32]byte // worker ID -> SHA-256 of its session token
+	expiry     []queued // challenges in issue order, from head
+	head       int
+	// outstanding counts unexpired challenges per provider token.
+	outstanding []int
+	sessions    map[string][32]byte // worker ID -> SHA-256 of its session token
+
+	// logged holds each worker's live session token for log redaction
+	// (see redactSession); its own lock keeps it off the hot paths.
+	loggedMu sync.Mutex
+	logged   map[string]string
 }
 
 type challenge struct {
 	expires time.Time
+	token   int // index of the provider token it was issued to
 	used    bool
 }
 
@@ -168,7 +180,9 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 			return nil, fmt.Errorf("registrar: provider_tokens[%d]: must be at least 16 characters", i)
 		}
 		r.tokens = append(r.tokens, sha256.Sum256([]byte(t)))
+		obs.AddSecrets(t)
 	}
+	r.outstanding = make([]int, len(r.tokens))
 	if r.ttl <= 0 {
 		r.ttl = 30 * time.Second
 	}
@@ -217,8 +231,17 @@ func (r *Registrar) AllowedModels() []ModelVersion {
 	return out
 }
 
-// Challenge issues a fresh single-use challenge: 32 random bytes, hex.
-func (r *Registrar) Challenge(now time.Time) (string, error) {
+// Challenge issues a fresh single-use challenge (32 random bytes, hex) to
+// a caller presenting a valid provider token (401 invalid_provider_token
+// otherwise), so that nobody else can fill the table and lock workers out.
+// Each token has its own bound (MaxChallenges outstanding): one provider
+// flooding cannot starve another. Expired challenges leave from the front
+// of a queue in issue order, O(1) amortised per call.
+func (r *Registrar) Challenge(providerToken string, now time.Time) (string, error) {
+	tok, ok := r.tokenIndex(providerToken)
+	if !ok {
+		return "", apierr.Unauthorized(CodeInvalidProviderToken, "a valid provider token is required to request a registration challenge")
+	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", apierr.Internal(err)
@@ -227,18 +250,39 @@ func (r *Registrar) Challenge(now time.Time) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pruneLocked(now)
-	if len(r.challenges) >= r.maxChal {
+	if r.outstanding[tok] >= r.maxChal {
 		return "", apierr.RateLimited("too_many_challenges", "too many outstanding registration challenges", r.ttl)
 	}
-	r.challenges[c] = challenge{expires: now.Add(r.ttl)}
+	exp := now.Add(r.ttl)
+	r.challenges[c] = challenge{expires: exp, token: tok}
+	r.expiry = append(r.expiry, queued{challenge: c, expires: exp})
+	r.outstanding[tok]++
 	return c, nil
 }
 
+// queued is one challenge in issue order, for pruning.
+type queued struct {
+	challenge string
+	expires   time.Time
+}
+
+// pruneLocked drops expired challenges from the front of the issue-order
+// queue (the TTL is fixed, so expiry follows issue order; a clock that
+// steps back only delays pruning, and the per-token bound still holds).
 func (r *Registrar) pruneLocked(now time.Time) {
-	for c, st := range r.challenges {
-		if !now.Before(st.expires) {
-			delete(r.challenges, c)
+	for r.head < len(r.expiry) && !now.Before(r.expiry[r.head].expires) {
+		q := r.expiry[r.head]
+		r.expiry[r.head] = queued{}
+		r.head++
+		if st, ok := r.challenges[q.challenge]; ok {
+			delete(r.challenges, q.challenge)
+			r.outstanding[st.token]--
 		}
+	}
+	if r.head > 64 && r.head*2 > len(r.expiry) {
+		n := copy(r.expiry, r.expiry[r.head:])
+		clear(r.expiry[n:])
+		r.expiry, r.head = r.expiry[:n], 0
 	}
 }
 
@@ -294,17 +338,27 @@ func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.T
 	r.mu.Lock()
 	r.sessions[w.WorkerID] = sha256.Sum256([]byte(w.SessionToken))
 	r.mu.Unlock()
+	r.redactSession(w.WorkerID, w.SessionToken)
 	r.logger.Info("worker registered", "worker", w.WorkerID, "url", w.URL, "models", len(w.Models), "gpus", len(w.GPUs))
 	return w, nil
 }
 
 func (r *Registrar) tokenOK(token string) bool {
+	_, ok := r.tokenIndex(token)
+	return ok
+}
+
+// tokenIndex finds which provider token this is, comparing against every
+// one in constant time.
+func (r *Registrar) tokenIndex(token string) (int, bool) {
 	h := sha256.Sum256([]byte(token))
-	ok := 0
-	for _, t := range r.tokens {
-		ok |= subtle.ConstantTimeCompare(h[:], t[:])
+	idx := -1
+	for i, t := range r.tokens {
+		if subtle.ConstantTimeCompare(h[:], t[:]) == 1 {
+			idx = i
+		}
 	}
-	return ok == 1 && token != ""
+	return idx, idx >= 0 && token != ""
 }
 
 func (r *Registrar) spendChallenge(c string, now time.Time) error {
@@ -342,6 +396,7 @@ func (r *Registrar) Forget(workerID string) {
 	r.mu.Lock()
 	delete(r.sessions, workerID)
 	r.mu.Unlock()
+	r.redactSession(workerID, "")
 }
 
 func invalid(param, format string, args ...any) error {
@@ -469,4 +524,23 @@ func isLowerHex(s string) bool {
 		}
 	}
 	return true
+}
+
+// redactSession registers a worker's new session token (empty: none) with
+// the process's log redaction and retires its previous one, so the set of
+// secrets follows the live sessions instead of growing with churn.
+func (r *Registrar) redactSession(workerID, token string) {
+	r.loggedMu.Lock()
+	defer r.loggedMu.Unlock()
+	if r.logged == nil {
+		r.logged = map[string]string{}
+	}
+	if old, ok := r.logged[workerID]; ok {
+		obs.ForgetSecret(old)
+		delete(r.logged, workerID)
+	}
+	if token != "" {
+		obs.AddSecrets(token)
+		r.logged[workerID] = token
+	}
 }

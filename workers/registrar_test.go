@@ -55,7 +55,7 @@ func resign(t *testing.T, k *keys.Key, req *workers.RegisterRequest) {
 func TestRegister(t *testing.T) {
 	r := newRegistrar(t, false)
 	k, _ := keys.Generate(nil)
-	c, err := r.Challenge(t0)
+	c, err := r.Challenge(providerToken, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestRegisterRefusals(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRegistrar(t, tc.open)
-			c, err := r.Challenge(t0)
+			c, err := r.Challenge(providerToken, t0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -238,14 +238,14 @@ func TestAllowModel(t *testing.T) {
 func TestChallengesBounded(t *testing.T) {
 	r, _ := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, MaxChallenges: 2, ChallengeTTL: time.Second})
 	for range 2 {
-		if _, err := r.Challenge(t0); err != nil {
+		if _, err := r.Challenge(providerToken, t0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := r.Challenge(t0); err == nil {
+	if _, err := r.Challenge(providerToken, t0); err == nil {
 		t.Fatal("third outstanding challenge accepted")
 	}
-	if _, err := r.Challenge(t0.Add(time.Second)); err != nil {
+	if _, err := r.Challenge(providerToken, t0.Add(time.Second)); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}
 }
@@ -281,4 +281,48 @@ func FuzzRegister(f *testing.F) {
 			t.Fatalf("refusal %v is not a 400..403 apierr", err)
 		}
 	})
+}
+
+// Challenges need a provider token; each token has its own bound.
+func TestChallengesNeedAProviderToken(t *testing.T) {
+	other := "pt-other-provider-0000"
+	r, _ := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken, other}, MaxChallenges: 2, ChallengeTTL: time.Second})
+	for _, tok := range []string{"", "pt-wrong-0000000000"} {
+		if _, err := r.Challenge(tok, t0); code(err) != workers.CodeInvalidProviderToken {
+			t.Errorf("token %q: %v, want %s", tok, err, workers.CodeInvalidProviderToken)
+		}
+	}
+	for range 2 {
+		if _, err := r.Challenge(providerToken, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Challenge(providerToken, t0); err == nil {
+		t.Fatal("third outstanding challenge accepted")
+	}
+	// Another provider is not starved by the first one's flood.
+	if _, err := r.Challenge(other, t0); err != nil {
+		t.Fatalf("other provider: %v", err)
+	}
+}
+
+// BenchmarkChallengeFull issues challenges against a full table, each
+// call pruning the oldest (the old code scanned the whole table).
+func BenchmarkChallengeFull(b *testing.B) {
+	const n = 10_000
+	r, _ := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, MaxChallenges: n, ChallengeTTL: time.Duration(n) * time.Millisecond})
+	now := t0
+	for range n {
+		now = now.Add(time.Millisecond)
+		if _, err := r.Challenge(providerToken, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(time.Millisecond)
+		if _, err := r.Challenge(providerToken, now); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

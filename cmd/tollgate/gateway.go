@@ -250,6 +250,9 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		Logger:      logger,
 		Obs:         prov,
 		Status:      schedulerStatus{g.sched},
+		// Configured and admin-allowed models answer 503 (not 404) while
+		// workers re-register after a restart.
+		KnownModels: knownModels(g.registrar),
 	}
 	if cfg.Redis.Enabled() {
 		if g.redis, err = openRedisMode(cfg, g.sched, logger); err != nil {
@@ -275,7 +278,7 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		if g.redis != nil {
 			g.store, err = g.redis.openLedger(cfg, logger)
 		} else {
-			g.store, err = ledger.OpenBolt(filepath.Join(cfg.DataDir, ledgerFile))
+			g.store, err = openBoltStore(filepath.Join(cfg.DataDir, ledgerFile))
 		}
 		if err != nil {
 			g.closeStore()

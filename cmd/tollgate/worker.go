@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/tollgate-ai/tollgate/internal/config"
+	"github.com/tollgate-ai/tollgate/internal/httpguard"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/llama"
@@ -171,6 +172,7 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	defer shutdownObs(context.WithoutCancel(ctx))
 	tok := firstNonEmpty(*token, os.Getenv("TOLLGATE_PROVIDER_TOKEN"))
+	obs.AddSecrets(tok) // never logged
 	if tok == "" {
 		return errors.New("--provider-token (or TOLLGATE_PROVIDER_TOKEN) is required")
 	}
@@ -242,7 +244,9 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	// internal/h1), so the gateway, not the worker, retires them.
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	// Ambiguous framing (request smuggling) is refused before net/http
+	// parses it, as on the gateway.
+	go func() { served <- srv.Serve(httpguard.Listener(ln, httpguard.Limits{})) }()
 	logger.Info("worker serving", "worker", n.key.WorkerID(), "listen", ln.Addr().String(), "advertise", n.advertise, "gateway", n.gatewayURL,
 		"models", modelNames(n.engine.Models()))
 

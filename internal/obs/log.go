@@ -18,6 +18,9 @@ type LogConfig struct {
 	Level string `yaml:"level"`
 	// Output defaults to stderr.
 	Output io.Writer `yaml:"-"`
+	// Secrets are redacted from every record (nil: the process-wide set,
+	// see AddSecrets).
+	Secrets *Secrets `yaml:"-"`
 }
 
 // Validate names the bad field.
@@ -37,7 +40,9 @@ func (c *LogConfig) Validate() error {
 }
 
 // Logger builds the process logger: JSON or text, wrapped so that every
-// record logged with a context carries request_id, trace_id and span_id.
+// record logged with a context carries request_id, trace_id and span_id,
+// and so that no registered secret or bearer-looking value is written
+// (see RedactHandler).
 // An invalid config falls back to the defaults; call Validate first.
 func Logger(cfg LogConfig) *slog.Logger {
 	out := cfg.Output
@@ -55,7 +60,7 @@ func Logger(cfg LogConfig) *slog.Logger {
 	} else {
 		h = slog.NewJSONHandler(out, opts)
 	}
-	return slog.New(NewLogHandler(h))
+	return slog.New(NewLogHandler(NewRedactHandler(h, cfg.Secrets)))
 }
 
 type requestIDKey struct{}

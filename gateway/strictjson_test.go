@@ -1,0 +1,28 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+// Admin and worker routes must refuse a body with anything after its one
+// JSON value (the old decoder stopped at the first value and accepted
+// `{...} trailing garbage`).
+func TestAdminBodyTrailingGarbage(t *testing.T) {
+	registrar, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar = &fakeRegistry{}, registrar })
+	for _, body := range []string{
+		`{"name":"tiny","digest":"` + strings.Repeat("ab", 32) + `"} trailing`,
+		`{"name":"tiny","digest":"` + strings.Repeat("ab", 32) + `"}{"name":"x"}`,
+	} {
+		resp := h.do(t, "POST", "/v1/admin/models", adminKey, body)
+		if b := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(b, "invalid_json") {
+			t.Errorf("%q: %d %s, want 400 invalid_json", body, resp.StatusCode, b)
+		}
+	}
+}
