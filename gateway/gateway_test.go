@@ -72,7 +72,7 @@ func echoScript(ctx context.Context, t *workers.Task, onEvent func(workers.Event
 		return apierr.NotFound("model", "model_not_found", "The model '%s' does not exist", t.Model)
 	}
 	done := workers.Event{Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 5, CompletionTokens: 2},
-		Completion: &workers.Completion{RequestID: t.RequestID, Model: t.Model}}
+		Completion: &workers.Completion{RequestID: t.RequestID, Model: t.Model, Subject: t.Subject}}
 	if t.Kind == workers.KindEmbedding {
 		for range t.Inputs {
 			done.Embeddings = append(done.Embeddings, []float32{0.6, 0.8})
@@ -91,6 +91,7 @@ func echoScript(ctx context.Context, t *workers.Task, onEvent func(workers.Event
 type fakeLedger struct {
 	mu       sync.Mutex
 	recorded map[string]*workers.Completion
+	voids    map[string]*workers.Void
 }
 
 func (l *fakeLedger) Record(_ context.Context, id string, c *workers.Completion) error {
@@ -112,8 +113,32 @@ func (l *fakeLedger) Receipt(_ context.Context, id string) (json.RawMessage, err
 	return nil, apierr.NotFound("id", "receipt_not_found", "no receipt %s", id)
 }
 
+func (l *fakeLedger) ReceiptOf(ctx context.Context, subject, id string) (json.RawMessage, error) {
+	l.mu.Lock()
+	c, ok := l.recorded[id]
+	l.mu.Unlock()
+	if ok && c.Subject != subject {
+		return nil, apierr.NotFound("id", "receipt_not_found", "no receipt %s", id)
+	}
+	return l.Receipt(ctx, id)
+}
+
+func (l *fakeLedger) RecordVoid(_ context.Context, id string, v *workers.Void) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.voids == nil {
+		l.voids = map[string]*workers.Void{}
+	}
+	l.voids[id] = v
+	return nil
+}
+
 func (l *fakeLedger) Export(_ context.Context, after string, limit int) ([]json.RawMessage, string, error) {
 	return []json.RawMessage{json.RawMessage(`{"id":"rcpt_a"}`)}, "", nil
+}
+
+func (l *fakeLedger) ExportOf(_ context.Context, subject, after string, limit int) ([]json.RawMessage, string, error) {
+	return []json.RawMessage{json.RawMessage(`{"id":"rcpt_own"}`)}, "", nil
 }
 
 func (l *fakeLedger) VerifyingKey(_ context.Context, id string) ([]byte, error) {

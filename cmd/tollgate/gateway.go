@@ -294,6 +294,9 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 	for i, k := range cfg.APIKeys {
 		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass(),
 			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute}
+		if k.Billing() {
+			keys[i].Role = gateway.RoleBilling
+		}
 	}
 	g.srv, err = gateway.New(gateway.Config{
 		APIKeys:         keys,

@@ -35,6 +35,7 @@ import (
 //	    priority: interactive  # or batch
 //	    requests_per_minute: 600   # 0: unlimited
 //	    tokens_per_minute: 200000  # 0: unlimited
+//	  - {id: billing, key: sk-..., role: billing}  # reads every receipt, makes no requests
 //	admin_keys: [sk-admin-...]
 //	provider_tokens: [pt-at-least-16-chars]
 //	open_registration: false
@@ -105,10 +106,22 @@ type Redis struct {
 // Enabled reports whether the Redis mode is on.
 func (r Redis) Enabled() bool { return r.URL != "" }
 
-// APIKey is one client key.
+// Key roles (APIKey.Role).
+const (
+	// RoleClient (the default, also written "") makes inference requests
+	// and reads its own receipts: those whose subject is its ID.
+	RoleClient = "client"
+	// RoleBilling reads every receipt (a billing system's key) and may
+	// make no request.
+	RoleBilling = "billing"
+)
+
+// APIKey is one client or billing key.
 type APIKey struct {
-	ID       string   `yaml:"id"`
-	Key      string   `yaml:"key"`
+	ID  string `yaml:"id"`
+	Key string `yaml:"key"`
+	// Role is client (default) or billing; see RoleClient and RoleBilling.
+	Role     string   `yaml:"role"`
 	Deadline Duration `yaml:"deadline"` // 0: timeouts.default_deadline
 	Priority string   `yaml:"priority"` // interactive (default) or batch
 	// RequestsPerMinute limits the key's requests (0: unlimited), exactly,
@@ -120,6 +133,9 @@ type APIKey struct {
 	// debt, and may overshoot by what its requests in flight use.
 	TokensPerMinute int64 `yaml:"tokens_per_minute"`
 }
+
+// Billing reports whether the key has the billing role.
+func (k APIKey) Billing() bool { return k.Role == RoleBilling }
 
 // PriorityClass maps Priority to the workers' constant.
 func (k APIKey) PriorityClass() workers.Priority {
@@ -278,6 +294,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api_keys[%d].key: repeats another key", i)
 		case k.Deadline < 0:
 			return fmt.Errorf("api_keys[%d].deadline: negative", i)
+		case k.Role != "" && k.Role != RoleClient && k.Role != RoleBilling:
+			return fmt.Errorf("api_keys[%d].role: %q is not client or billing", i, k.Role)
 		case k.Priority != "" && k.Priority != "interactive" && k.Priority != "batch":
 			return fmt.Errorf("api_keys[%d].priority: %q is not interactive or batch", i, k.Priority)
 		case k.RequestsPerMinute < 0 || k.RequestsPerMinute > 1e9:

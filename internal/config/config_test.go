@@ -20,6 +20,7 @@ data_dir: /tmp/x
 body_limit_bytes: 65536
 api_keys:
   - {id: team-a, key: sk-aaaaaaaa, deadline: 2m, priority: batch}
+  - {id: billing, key: sk-bbbbbbbb, role: billing}
 admin_keys: [sk-admin-123]
 provider_tokens: [pt-0123456789abcdef]
 open_registration: true
@@ -37,6 +38,7 @@ scheduler: {policy: round-robin, heartbeat_timeout: 3s}
 		{"short key", `api_keys: [{id: a, key: x}]`, "api_keys[0].key"},
 		{"duplicate id", `api_keys: [{id: a, key: sk-aaaaaaaa}, {id: a, key: sk-bbbbbbbb}]`, "api_keys[1].id"},
 		{"bad priority", `api_keys: [{id: a, key: sk-aaaaaaaa, priority: urgent}]`, "api_keys[0].priority"},
+		{"bad role", `api_keys: [{id: a, key: sk-aaaaaaaa, role: root}]`, "api_keys[0].role"},
 		{"admin repeats api key", `{api_keys: [{id: a, key: sk-aaaaaaaa}], admin_keys: [sk-aaaaaaaa]}`, "admin_keys[0]"},
 		{"short provider token", `provider_tokens: [short]`, "provider_tokens[0]"},
 		{"bad model digest", `models: [{name: m, digest: xyz}]`, "models[0]"},

@@ -75,9 +75,10 @@ type WorkerCounts struct {
 	Healthy, Unhealthy int
 }
 
-// ReceiptCounts is the ledger's backlog at collection time.
+// ReceiptCounts is the ledger's backlog at collection time (Void: receipt
+// IDs that name nothing billable).
 type ReceiptCounts struct {
-	Pending, Proven, Failed int64
+	Pending, Proven, Failed, Void int64
 }
 
 // Generation is one finished (or failed) inference request, as the gateway
@@ -179,6 +180,7 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	pending := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "pending")))
 	proven := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "proven")))
 	failed := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "failed")))
+	void := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "void")))
 	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		if f := m.queueFn.Load(); f != nil {
 			q := (*f)()
@@ -198,6 +200,7 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 			o.ObserveInt64(rcpts, r.Pending, pending)
 			o.ObserveInt64(rcpts, r.Proven, proven)
 			o.ObserveInt64(rcpts, r.Failed, failed)
+			o.ObserveInt64(rcpts, r.Void, void)
 		}
 		return nil
 	}, queue, inflight, workers, rcpts)
