@@ -345,7 +345,7 @@ func (v *streamValidator) check(ev *Event) error {
 		if ev.Usage.PromptTokens < 0 || ev.Usage.CompletionTokens < 0 {
 			return fmt.Errorf("task %d: negative usage", ev.Index)
 		}
-		if ev.FinishReason != "stop" && ev.FinishReason != "length" {
+		if ev.FinishReason != "stop" && ev.FinishReason != "length" && !EndedEarly(ev.FinishReason) {
 			return fmt.Errorf("task %d: finish_reason %q", ev.Index, ev.FinishReason)
 		}
 		c := ev.Completion

@@ -278,7 +278,9 @@ type Engine interface {
 	Models() []ModelVersion
 	// Generate runs a chat or completion task, calling emit with each piece
 	// of text as it is produced. It stops early when ctx is done or emit
-	// returns an error.
+	// returns an error. With an error it may still return the usage of the
+	// work done until then (its prompt tokens, when known), which the
+	// agent records for a task that ended early (see FinishCancelled).
 	Generate(ctx context.Context, t *Task, emit func(Delta) error) (Result, error)
 	// Embed embeds all inputs in one engine call.
 	Embed(ctx context.Context, model string, inputs []string) (EmbedResult, error)
