@@ -121,8 +121,14 @@ func (s *Server) writeError(ctx context.Context, rc *fasthttp.RequestCtx, reqID 
 		}
 	}
 	s.log.Log(ctx, level, "request failed", "request_id", reqID, "status", ae.Status, "code", ae.Code, "err", err)
+	// A receipt recorded for the request (a generation billed for what it
+	// produced before its deadline) stays named on the error.
+	receipt := string(rc.Response.Header.Peek(HeaderReceipt))
 	rc.Response.Reset()
 	rc.Response.Header.Set(HeaderRequestID, reqID)
+	if receipt != "" {
+		rc.Response.Header.Set(HeaderReceipt, receipt)
+	}
 	rc.SetStatusCode(ae.Status)
 	if ae.RetryAfter > 0 {
 		rc.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(ae.RetryAfter.Seconds()))))
