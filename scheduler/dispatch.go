@@ -639,12 +639,25 @@ func (s *Scheduler) runEnded(run *batchRun, err error) {
 			orphans = append(orphans, a)
 		}
 	}
+	// A completion record the gateway refused (workers.RecordPolicy) is
+	// the worker's lie or fault: it is ejected for it, the reason logged
+	// and counted, and the task it concerned fails with the link's 502
+	// (never retried: its worker already generated it).
+	var refused *workers.RecordError
+	isRefusal := errors.As(err, &refused)
 	if err != nil || len(orphans) > 0 {
-		if !errors.Is(err, context.Canceled) {
+		switch {
+		case isRefusal:
+			s.stats.recordsRefused++
+			s.ejectLocked(c, now, "completion record refused: "+refused.Error())
+		case !errors.Is(err, context.Canceled):
 			s.ejectLocked(c, now, "worker link failed")
 		}
 	}
 	s.mu.Unlock()
+	if isRefusal {
+		s.metrics.RecordRecordRefused(context.Background(), refused.Check)
+	}
 	if len(orphans) == 0 {
 		return
 	}
@@ -657,6 +670,10 @@ func (s *Scheduler) runEnded(run *batchRun, err error) {
 		s.mu.Lock()
 		noEvent := a.firstAt.IsZero()
 		s.mu.Unlock()
+		if isRefusal && a.index == refused.Index {
+			s.attemptFailed(a, apierr.From(err), false)
+			continue
+		}
 		s.attemptFailed(a, linkErr, noEvent)
 	}
 }

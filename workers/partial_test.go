@@ -76,7 +76,9 @@ func TestTaskEndedEarly(t *testing.T) {
 			task.Deadline = t0.Add(time.Minute)
 			var c collected
 			done := make(chan error, 1)
-			go func() { done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit) }()
+			go func() {
+				done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit)
+			}()
 			<-eng.stalled
 			switch tc.stop {
 			case "cancel":

@@ -223,7 +223,8 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		// The link presents the worker's session token (the worker's
 		// handler refuses batches without it); a new session re-dials.
 		DialWorker: func(w *workers.Registered) scheduler.Conn {
-			return workers.NewClient(w.URL, workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov})
+			return workers.NewClient(w.URL, workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov,
+				Records: cfg.Records.Policy(w)}) // every completion record is checked (internal/config Records)
 		},
 	})
 	if err != nil {

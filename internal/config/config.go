@@ -45,6 +45,12 @@ import (
 //	timeouts: {default_deadline: 10m, keepalive: 15s, read: 30s, idle: 120s, shutdown: 30s}
 //	log: {level: info, format: text}
 //	scheduler: {policy: tollgate, heartbeat_timeout: 3s}
+//	records:                  # how workers' completion records are checked
+//	  clock_skew: 30s
+//	  bounds: {completion_tokens_per_byte: 1, completion_slack: 16,
+//	           prompt_tokens_per_byte: 1, prompt_tokens_per_message: 8, prompt_slack: 64}
+//	  models:
+//	    deepseek-r1: {hidden_completion: true}   # reasoning tokens leave no text
 //	redis:
 //	  url: redis://127.0.0.1:6379/0   # empty: embedded stores, one gateway
 //	  prefix: "{tollgate}:"
@@ -79,6 +85,74 @@ type Config struct {
 	// Redis, when its URL is set, shares state among gateway replicas and
 	// provers (see Redis).
 	Redis Redis `yaml:"redis"`
+	// Records bounds what a worker's completion record may claim.
+	Records Records `yaml:"records"`
+}
+
+// Records is how the gateway checks each completion record a worker sends
+// before it becomes a receipt (workers.RecordPolicy): it must name the
+// task sent, its subject and the bytes relayed, the worker's own ID and a
+// registered version, a time within ClockSkew of the batch, and token
+// counts within the model's usage bounds. A record that fails is refused,
+// the client gets 502 and the worker is ejected.
+type Records struct {
+	// ClockSkew is how far a record's time may lie outside the span the
+	// gateway saw the batch run in (default 30s).
+	ClockSkew Duration `yaml:"clock_skew"`
+	// Bounds are every model's usage bounds; a zero field takes
+	// workers.DefaultUsageBounds' (one token per byte of text, slack 16 on
+	// completions; one per byte, 8 per message and 64 on prompts).
+	Bounds workers.UsageBounds `yaml:"bounds"`
+	// Models overrides Bounds for a model name, field by field (a zero
+	// field keeps Bounds'); hidden_completion: true for a model whose
+	// completion tokens include text it does not return (reasoning).
+	Models map[string]workers.UsageBounds `yaml:"models"`
+}
+
+// BoundsFor is model's usage bounds: Models[model] over Bounds over the
+// defaults.
+func (r Records) BoundsFor(model string) workers.UsageBounds {
+	b := r.Bounds
+	if o, ok := r.Models[model]; ok {
+		if o.CompletionPerByte != 0 {
+			b.CompletionPerByte = o.CompletionPerByte
+		}
+		if o.CompletionSlack != 0 {
+			b.CompletionSlack = o.CompletionSlack
+		}
+		if o.PromptPerByte != 0 {
+			b.PromptPerByte = o.PromptPerByte
+		}
+		if o.PromptPerMessage != 0 {
+			b.PromptPerMessage = o.PromptPerMessage
+		}
+		if o.PromptSlack != 0 {
+			b.PromptSlack = o.PromptSlack
+		}
+		b.HiddenCompletion = b.HiddenCompletion || o.HiddenCompletion
+	}
+	return b.WithDefaults()
+}
+
+// Policy is the record policy for a link to the registered worker w.
+func (r Records) Policy(w *workers.Registered) workers.RecordPolicy {
+	return workers.RecordPolicy{WorkerID: w.WorkerID, Models: w.Models, Skew: r.ClockSkew.D(), Bounds: r.BoundsFor}
+}
+
+// Validate names the first bad field of the records section.
+func (r Records) Validate() error {
+	if r.ClockSkew < Duration(time.Second) || r.ClockSkew > Duration(time.Hour) {
+		return fmt.Errorf("records.clock_skew: %s is outside [1s, 1h]", r.ClockSkew.D())
+	}
+	if err := r.Bounds.Validate(); err != nil {
+		return fmt.Errorf("records.bounds.%w", err)
+	}
+	for name, b := range r.Models {
+		if err := b.Validate(); err != nil {
+			return fmt.Errorf("records.models[%s].%w", name, err)
+		}
+	}
+	return nil
 }
 
 // Redis is the shared-state mode: with URL set, every replica using the
@@ -239,6 +313,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.Redis.WorkerTTL, 10*time.Second)
 	def(&c.Redis.ClaimIdle, 30*time.Second)
+	def(&c.Records.ClockSkew, workers.DefaultRecordSkew)
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -350,6 +425,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
+	}
+	if err := c.Records.Validate(); err != nil {
+		return err
 	}
 	return c.Redis.Validate()
 }

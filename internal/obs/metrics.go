@@ -40,6 +40,7 @@ const (
 	MetricReceipts        = "tollgate.receipts"
 	MetricProvingDuration = "tollgate.receipts.proving.duration"
 	MetricLedgerWrite     = "tollgate.ledger.write.duration"
+	MetricRecordsRefused  = "tollgate.worker.records.refused"
 )
 
 // Bucket boundaries. The GenAI ones are the semantic conventions'
@@ -117,6 +118,7 @@ type Metrics struct {
 	batchSize    metric.Int64Histogram
 	proving      metric.Float64Histogram
 	ledgerWrite  metric.Float64Histogram
+	refused      metric.Int64Counter
 
 	queueFn    atomic.Pointer[func() QueueCounts]
 	workersFn  atomic.Pointer[func() WorkerCounts]
@@ -162,6 +164,10 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	m.batchSize = i64(MetricBatchSize, "{task}", "Tasks per batch frame sent to a worker.", bucketsBatchSize)
 	m.proving = f64(MetricProvingDuration, "s", "Duration of proving one receipt batch.", bucketsProving)
 	m.ledgerWrite = f64(MetricLedgerWrite, "s", "Duration of one durable ledger write (fsync included).", bucketsLedgerWrite)
+
+	m.refused, err = meter.Int64Counter(MetricRecordsRefused, metric.WithUnit("{record}"),
+		metric.WithDescription("Worker completion records the gateway refused, by the check that failed (each ejected its worker)."))
+	errs = append(errs, err)
 
 	queue, err := meter.Int64ObservableGauge(MetricQueueLength, metric.WithUnit("{task}"), metric.WithDescription("Tasks waiting in all batcher queues."))
 	errs = append(errs, err)
@@ -327,6 +333,14 @@ func (m *Metrics) RecordProving(ctx context.Context, d time.Duration, ok bool) {
 func (m *Metrics) RecordLedgerWrite(ctx context.Context, d time.Duration, ok bool) {
 	if m.Enabled() {
 		m.ledgerWrite.Record(ctx, d.Seconds(), m.outcome(ok).rec...)
+	}
+}
+
+// RecordRecordRefused counts one completion record refused by check (one
+// of the workers.Check* names, a fixed set).
+func (m *Metrics) RecordRecordRefused(ctx context.Context, check string) {
+	if m.Enabled() {
+		m.refused.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attribute.String("check", check))))
 	}
 }
 
