@@ -1,10 +1,11 @@
 package config
 
 import (
-	"github.com/tollgate-ai/tollgate/workers"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/workers"
 )
 
 func TestParse(t *testing.T) {
