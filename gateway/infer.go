@@ -34,47 +34,31 @@ type inference struct {
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
-	key, err := s.authenticate(rc)
-	if err != nil {
-		return err
-	}
-	r, err := openai.ParseChat(rc.PostBody(), s.cfg.Limits)
-	if err != nil {
-		return err
-	}
-	inf := s.newInference(key, r.Task(reqID), "chatcmpl-")
-	req.SetOperation(obs.OpChat, inf.task.Model, reqID)
-	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, req)
+	return s.infer(rc, reqID, req, workers.KindChat, "chatcmpl-", obs.OpChat)
 }
 
 func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
-	key, err := s.authenticate(rc)
-	if err != nil {
-		return err
-	}
-	r, err := openai.ParseCompletion(rc.PostBody(), s.cfg.Limits)
-	if err != nil {
-		return err
-	}
-	inf := s.newInference(key, r.Task(reqID), "cmpl-")
-	req.SetOperation(obs.OpTextCompletion, inf.task.Model, reqID)
-	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, req)
+	return s.infer(rc, reqID, req, workers.KindCompletion, "cmpl-", obs.OpTextCompletion)
 }
 
 func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
+	return s.infer(rc, reqID, req, workers.KindEmbedding, "emb-", obs.OpEmbeddings)
+}
+
+// infer authenticates, decodes the body (parseRequest, the one path from an
+// OpenAI body to a task) and runs it.
+func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, kind workers.Kind, respPrefix, op string) error {
 	key, err := s.authenticate(rc)
 	if err != nil {
 		return err
 	}
-	r, err := openai.ParseEmbedding(rc.PostBody(), s.cfg.Limits)
+	p, err := parseRequest(kind, rc.PostBody(), s.cfg.Limits, reqID, key.ID)
 	if err != nil {
 		return err
 	}
-	inf := s.newInference(key, r.Task(reqID), "emb-")
-	req.SetOperation(obs.OpEmbeddings, inf.task.Model, reqID)
-	inf.format = r.EncodingFormat
+	inf := s.newInference(key, p.task, respPrefix)
+	req.SetOperation(op, inf.task.Model, reqID)
+	inf.stream, inf.includeUsage, inf.format = p.stream, p.includeUsage, p.format
 	return s.run(rc, inf, req)
 }
 
@@ -84,7 +68,6 @@ func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *
 	if s.deps.Ledger != nil {
 		inf.receiptID = ids.Receipt()
 	}
-	t.Subject = key.ID
 	t.Priority = key.Priority
 	return inf
 }

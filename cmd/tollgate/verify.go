@@ -37,6 +37,8 @@ func runVerify(ctx context.Context, args []string) error {
 	fs.Var(&vkFiles, "vk", "verifying key file (repeatable)")
 	fs.Var(&roots, "registry-root", "trusted model registry root, 0x-hex (repeatable)")
 	gateway := fs.String("gateway", "", "gateway base URL to fetch verifying keys and registry roots from")
+	requestFile := fs.String("request", "", "your own OpenAI request body (JSON): check it is the receipt's request (verify_digests.go)")
+	responseFile := fs.String("response", "", "the response body you received (JSON, or the raw SSE stream): check it is the receipt's response")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: tollgate verify [-vk FILE]... [-registry-root HEX]... [-gateway URL] FILE... (- for stdin)")
 		fs.PrintDefaults()
@@ -47,6 +49,14 @@ func runVerify(ctx context.Context, args []string) error {
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return errors.New("no receipt files")
+	}
+	if *requestFile != "" || *responseFile != "" {
+		if err := verifyDigests(os.Stdout, *requestFile, *responseFile, fs.Args()); err != nil {
+			return err
+		}
+		if len(roots) == 0 && *gateway == "" {
+			return nil // digests only; the proof needs -registry-root or -gateway
+		}
 	}
 	v := &verifier{keys: map[string]*receipts.VerifyingKey{}, gateway: strings.TrimSuffix(*gateway, "/"),
 		client: &http.Client{Timeout: 30 * time.Second}}
