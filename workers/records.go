@@ -192,14 +192,19 @@ func (e *RecordError) Error() string {
 type relayed struct {
 	h     hash.Hash
 	bytes int
+	buf   [128]byte // the text is copied here to be hashed: a []byte(text) conversion would allocate per delta
 }
 
 func (r *relayed) add(text string) {
 	if r.h == nil {
 		r.h = sha256.New()
 	}
-	r.h.Write([]byte(text))
 	r.bytes += len(text)
+	for len(text) > 0 {
+		n := copy(r.buf[:], text)
+		r.h.Write(r.buf[:n])
+		text = text[n:]
+	}
 }
 
 func (r *relayed) digest() string {
