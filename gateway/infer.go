@@ -358,9 +358,11 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 	// The stream writer outlives the handler: it takes the request's
 	// observation over and ends it after the last byte.
 	sw := &sseWriter{s: s, inf: inf, obs: req.Detach()}
-	// The writer runs on the connection's goroutine, which reads nothing
-	// meanwhile: the connection (not the recycled RequestCtx) can be
-	// watched there too, so a client that leaves between tokens stops its
+	// While the writer runs (on fasthttp's stream goroutine) the
+	// connection's own goroutine only copies its output to the client and
+	// reads nothing, and it reads the next request only after the writer
+	// has returned: the connection (not the recycled RequestCtx) can be
+	// watched meanwhile, so a client that leaves between tokens stops its
 	// work at once rather than at the next write.
 	conn := rc.Conn()
 	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
