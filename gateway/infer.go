@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -33,47 +34,31 @@ type inference struct {
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
-	key, err := s.authenticate(rc)
-	if err != nil {
-		return err
-	}
-	r, err := openai.ParseChat(rc.PostBody(), s.cfg.Limits)
-	if err != nil {
-		return err
-	}
-	inf := s.newInference(key, r.Task(reqID), "chatcmpl-")
-	req.SetOperation(obs.OpChat, inf.task.Model, reqID)
-	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, req)
+	return s.infer(rc, reqID, req, workers.KindChat, "chatcmpl-", obs.OpChat)
 }
 
 func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
-	key, err := s.authenticate(rc)
-	if err != nil {
-		return err
-	}
-	r, err := openai.ParseCompletion(rc.PostBody(), s.cfg.Limits)
-	if err != nil {
-		return err
-	}
-	inf := s.newInference(key, r.Task(reqID), "cmpl-")
-	req.SetOperation(obs.OpTextCompletion, inf.task.Model, reqID)
-	inf.stream, inf.includeUsage = r.Stream, r.IncludeUsage()
-	return s.run(rc, inf, req)
+	return s.infer(rc, reqID, req, workers.KindCompletion, "cmpl-", obs.OpTextCompletion)
 }
 
 func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
+	return s.infer(rc, reqID, req, workers.KindEmbedding, "emb-", obs.OpEmbeddings)
+}
+
+// infer authenticates, decodes the body (parseRequest, the one path from an
+// OpenAI body to a task) and runs it.
+func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, kind workers.Kind, respPrefix, op string) error {
 	key, err := s.authenticate(rc)
 	if err != nil {
 		return err
 	}
-	r, err := openai.ParseEmbedding(rc.PostBody(), s.cfg.Limits)
+	p, err := parseRequest(kind, rc.PostBody(), s.cfg.Limits, reqID, key.ID)
 	if err != nil {
 		return err
 	}
-	inf := s.newInference(key, r.Task(reqID), "emb-")
-	req.SetOperation(obs.OpEmbeddings, inf.task.Model, reqID)
-	inf.format = r.EncodingFormat
+	inf := s.newInference(key, p.task, respPrefix)
+	req.SetOperation(op, inf.task.Model, reqID)
+	inf.stream, inf.includeUsage, inf.format = p.stream, p.includeUsage, p.format
 	return s.run(rc, inf, req)
 }
 
@@ -83,7 +68,6 @@ func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *
 	if s.deps.Ledger != nil {
 		inf.receiptID = ids.Receipt()
 	}
-	t.Subject = key.ID
 	t.Priority = key.Priority
 	return inf
 }
@@ -102,16 +86,28 @@ func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) 
 		return err
 	}
 	inf.task.Deadline = s.clock.Now().Add(d)
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	// The request's context ends at its deadline, or with errClientClosed
+	// when its client goes away (watchClient; a failed stream write).
+	base, cancelCause := context.WithCancelCause(context.Background())
+	ctx, cancelTimer := context.WithTimeout(base, d)
+	cancel := func(cause error) { cancelCause(cause); cancelTimer() }
 	if s.deps.Obs != nil {
 		ctx = req.Context(obs.WithRequestID(ctx, inf.reqID))
 	}
 	if inf.stream {
 		return s.stream(ctx, cancel, rc, inf, req)
 	}
-	defer cancel()
+	defer cancel(nil)
+	stopWatch := watchClient(rc.Conn(), func() { cancel(errClientClosed) })
+	defer stopWatch()
 	return s.unary(ctx, rc, inf, req)
 }
+
+// errClientClosed ends a request whose client went away (nginx's 499,
+// "client closed request"). Its work is stopped and what it generated is
+// recorded (docs/billing.md); nobody reads the response.
+var errClientClosed = &apierr.Error{Status: workers.StatusClientClosed, Type: apierr.TypeInvalidRequest, Code: "client_closed",
+	Message: "the client closed the connection before the answer was complete"}
 
 // result collects a task's events for a JSON answer.
 type result struct {
@@ -149,6 +145,10 @@ func eventAPIError(e *workers.EventError) error {
 	return e.APIError()
 }
 
+// unary answers with one JSON body. A request that ends before its answer
+// (client gone, deadline) still has its worker's record of the tokens
+// generated until then when there is one: it is recorded and billed, and
+// the error response names its receipt (docs/billing.md).
 func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
 	var res result
 	err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev workers.Event) error {
@@ -161,11 +161,20 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	if !res.firstText.IsZero() {
 		req.FirstToken(res.firstText)
 	}
-	if err != nil {
-		return err
+	if res.done != nil && workers.EndedEarly(res.done.FinishReason) {
+		return s.unaryEndedEarly(ctx, rc, inf, req, res.done, err)
 	}
-	if err := res.err(); err != nil {
-		return err
+	if res.done == nil {
+		// No record: nothing billable was served.
+		if err != nil {
+			return err
+		}
+		return res.err()
+	}
+	// A whole answer, even if the request ended as it came: its client,
+	// if still there, gets it.
+	if inf.task.Kind == workers.KindEmbedding && len(res.done.Embeddings) != len(inf.task.Inputs) {
+		return apierr.Internal(errors.New("worker returned the wrong number of embeddings"))
 	}
 	req.SetUsage(res.done.Usage.PromptTokens, res.done.Usage.CompletionTokens)
 	s.charge(ctx, inf.key, inf.reqID, res.done.Usage)
@@ -194,13 +203,34 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 			Usage:   &usage,
 		})
 	default:
-		if len(res.done.Embeddings) != len(inf.task.Inputs) {
-			return apierr.Internal(errors.New("worker returned the wrong number of embeddings"))
-		}
 		return writeJSON(rc, openai.NewEmbeddingList(inf.task.Model, inf.format, res.done.Embeddings, usage.PromptTokens))
 	}
 }
 
+// unaryEndedEarly answers an unstreamed request whose generation was
+// stopped part way: a stopped one (client gone, deadline) is billed for
+// the tokens generated, and its error response names the receipt; one
+// that failed is not billed (its client received nothing).
+func (s *Server) unaryEndedEarly(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request, done *workers.Event, err error) error {
+	if err == nil {
+		err = eventAPIError(done.Error)
+	}
+	if done.FinishReason != workers.FinishCancelled {
+		return err
+	}
+	req.SetUsage(done.Usage.PromptTokens, done.Usage.CompletionTokens)
+	s.charge(ctx, inf.key, inf.reqID, done.Usage)
+	if rerr := s.record(ctx, inf, done); rerr != nil {
+		return rerr
+	}
+	if inf.receiptID != "" {
+		rc.Response.Header.Set(HeaderReceipt, inf.receiptID) // kept on the error response (writeError)
+	}
+	s.logDone(ctx, inf, done)
+	return err
+}
+
+// finishReason is the OpenAI finish reason of a finished generation.
 func finishReason(done *workers.Event) string {
 	if done.FinishReason == "" {
 		return "stop"
@@ -226,44 +256,94 @@ func (s *Server) record(ctx context.Context, inf *inference, done *workers.Event
 	return nil
 }
 
+// recordVoid makes the receipt ID a client already holds (a stream's
+// headers) resolve to a void receipt: nothing billable was served, and
+// why. Like record, it is not cut short by a client that has gone.
+func (s *Server) recordVoid(ctx context.Context, inf *inference, why error) {
+	if s.deps.Ledger == nil || inf.receiptID == "" {
+		return
+	}
+	reason := "nothing billable was served"
+	if ae := apierr.From(why); ae != nil && ae.Message != "" {
+		reason += ": " + ae.Message
+	}
+	d := inf.task.Digest()
+	v := &workers.Void{RequestID: inf.reqID, RequestDigest: hex.EncodeToString(d[:]), Subject: inf.task.Subject,
+		Model: inf.task.Model, Time: s.clock.Now().UTC(), Reason: reason}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.deps.Ledger.RecordVoid(ctx, inf.receiptID, v); err != nil {
+		s.log.ErrorContext(ctx, "void receipt not recorded: the ID the client holds will not resolve", "request_id", inf.reqID,
+			"receipt", inf.receiptID, "err", err)
+		return
+	}
+	s.log.InfoContext(ctx, "receipt void", "request_id", inf.reqID, "receipt", inf.receiptID, "reason", reason)
+}
+
 func (s *Server) logDone(ctx context.Context, inf *inference, done *workers.Event) {
 	u := openai.NewUsage(done.Usage)
 	s.log.InfoContext(ctx, "request done", "request_id", inf.reqID, "model", inf.task.Model, "kind", inf.task.Kind,
 		"stream", inf.stream, "prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens,
-		"receipt", inf.receiptID)
+		"finish_reason", done.FinishReason, "receipt", inf.receiptID)
+}
+
+// dispatchEnd is how a stream's dispatch ended: its error, and its last
+// event when that was a done event the writer did not take (the request
+// had ended: client gone, deadline) — the record of what was generated,
+// still to be recorded.
+type dispatchEnd struct {
+	err  error
+	kept *workers.Event
 }
 
 // stream answers with SSE. It opens the dispatch first and waits for the
 // first event, so an error before any output still gets its real status;
-// only then does it commit to a 200 and hand the rest to a body stream
-// writer. A failed write means the client is gone: cancel() makes the next
-// onEvent fail, and the scheduler cancels the task on the worker.
-func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
+// only then does it commit to a 200 — handing the client its receipt ID —
+// and hand the rest to a body stream writer. From then on the ID always
+// resolves: to the worker's record (complete, or of the tokens generated
+// when the stream ended early) or to a void receipt. A failed write means
+// the client is gone: cancel stops the task and the scheduler delivers the
+// worker's last event, which the writer then records.
+func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
 	events := make(chan workers.Event) // unbuffered: Dispatch cannot return before its events are taken
-	done := make(chan error, 1)
+	done := make(chan dispatchEnd, 1)
 	go func() {
-		done <- s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev workers.Event) error {
+		var kept *workers.Event
+		err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev workers.Event) error {
 			select {
 			case events <- ev:
-				return nil
 			case <-ctx.Done():
-				return context.Cause(ctx)
+				// Nobody reads any more; keep the record, drop the text
+				// (the client is gone, or gets the deadline's error).
+				if ev.Type == workers.EventDone {
+					kept = &ev
+				}
 			}
+			return nil // never stop Dispatch: its last event is the record
 		})
+		done <- dispatchEnd{err: err, kept: kept}
 	}()
 
+	stopWatch := watchClient(rc.Conn(), func() { cancel(errClientClosed) })
 	var first workers.Event
 	select {
 	case first = <-events:
-	case err := <-done:
-		cancel()
-		if err == nil {
-			err = apierr.Internal(errors.New("dispatch ended without events"))
+		stopWatch()
+	case end := <-done:
+		stopWatch()
+		cancel(nil)
+		// No byte went out, no ID was handed out. A record of tokens
+		// generated before the client left is still billable.
+		if end.kept != nil {
+			s.recordEnded(ctx, inf, end.kept)
 		}
-		return err
+		if end.err == nil {
+			end.err = apierr.Internal(errors.New("dispatch ended without events"))
+		}
+		return end.err
 	}
 	if first.Type == workers.EventFailed {
-		cancel()
+		cancel(nil)
 		<-done
 		return eventAPIError(first.Error)
 	}
@@ -278,16 +358,45 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, rc *fast
 	// The stream writer outlives the handler: it takes the request's
 	// observation over and ends it after the last byte.
 	sw := &sseWriter{s: s, inf: inf, obs: req.Detach()}
+	// While the writer runs (on fasthttp's stream goroutine) the
+	// connection's own goroutine only copies its output to the client and
+	// reads nothing, and it reads the next request only after the writer
+	// has returned: the connection (not the recycled RequestCtx) can be
+	// watched meanwhile, so a client that leaves between tokens stops its
+	// work at once rather than at the next write.
+	conn := rc.Conn()
 	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer cancel()
+		defer cancel(nil)
+		stopWatch := watchClient(conn, func() { cancel(errClientClosed) })
+		defer stopWatch()
 		sw.w = w
 		err := sw.run(ctx, first, events, done)
+		if !sw.settled {
+			// The client went away (a write failed) before the end: stop
+			// the task and settle its receipt with what the worker
+			// reports (Dispatch returns within the scheduler's grace).
+			cancel(errClientClosed)
+			sw.settle(ctx, <-done)
+		}
 		if err != nil {
 			s.log.InfoContext(ctx, "stream ended early", "request_id", inf.reqID, "model", inf.task.Model, "err", err)
 		}
 		sw.obs.EndErr(err, s.clock.Now()) // headers said 200; the code still tells what failed
 	})
 	return nil
+}
+
+// recordEnded records the last done event of a request that ended before
+// its client took it; a failure is logged (nobody is left to tell).
+func (s *Server) recordEnded(ctx context.Context, inf *inference, done *workers.Event) {
+	if done.Usage != nil {
+		s.charge(ctx, inf.key, inf.reqID, done.Usage)
+	}
+	if err := s.record(ctx, inf, done); err != nil {
+		s.log.ErrorContext(ctx, "record of an ended request not written", "request_id", inf.reqID, "err", err)
+		return
+	}
+	s.logDone(ctx, inf, done)
 }
 
 // sseWriter writes one stream's chunks. Chunks are buffered and flushed
@@ -299,11 +408,30 @@ type sseWriter struct {
 	inf *inference
 	obs obs.Request // only this writer's goroutine touches it
 	buf []byte      // scratch for hand-rendered chunks
+	// settled: the receipt ID the headers named has been recorded (the
+	// worker's record) or voided.
+	settled bool
+}
+
+// settle makes the stream's receipt resolve once its dispatch has ended
+// without the writer taking a done event: to the kept record of what was
+// generated, or, with none, to a void receipt.
+func (sw *sseWriter) settle(ctx context.Context, end dispatchEnd) {
+	sw.settled = true
+	if end.kept != nil {
+		sw.s.recordEnded(ctx, sw.inf, end.kept)
+		return
+	}
+	why := end.err
+	if why == nil {
+		why = apierr.Internal(errors.New("dispatch ended without a done event"))
+	}
+	sw.s.recordVoid(ctx, sw.inf, why)
 }
 
 var errClientGone = errors.New("client disconnected")
 
-func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan workers.Event, done <-chan error) error {
+func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan workers.Event, done <-chan dispatchEnd) error {
 	if sw.inf.task.Kind == workers.KindChat {
 		if err := sw.data(sw.chatChunk(openai.ChatDelta{Role: "assistant", Content: openai.Ptr("")}, nil)); err != nil {
 			return err
@@ -341,8 +469,15 @@ func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan
 			if finished || err != nil {
 				return err
 			}
-		case derr := <-done:
+		case end := <-done:
 			t.Stop()
+			if end.kept != nil {
+				// The request ended (its deadline) as its record came.
+				_, err := sw.event(ctx, *end.kept)
+				return err
+			}
+			sw.settle(ctx, end)
+			derr := end.err
 			if derr == nil {
 				derr = apierr.Internal(errors.New("dispatch ended without a done event"))
 			}
@@ -371,12 +506,25 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 		}
 		return false, sw.dataBytes(sw.buf)
 	case workers.EventFailed:
+		sw.settled = true
+		sw.s.recordVoid(ctx, inf, eventAPIError(ev.Error))
 		return true, sw.fail(ctx, eventAPIError(ev.Error))
 	case workers.EventDone:
 		sw.obs.SetUsage(ev.Usage.PromptTokens, ev.Usage.CompletionTokens)
 		sw.s.charge(ctx, inf.key, inf.reqID, ev.Usage)
+		sw.settled = true
 		if err := sw.s.record(ctx, inf, &ev); err != nil {
 			return true, sw.fail(ctx, err)
+		}
+		if workers.EndedEarly(ev.FinishReason) {
+			// Billed for the tokens generated; the client learns why
+			// the stream stopped, the way OpenAI reports errors.
+			sw.s.logDone(ctx, inf, &ev)
+			cause := eventAPIError(ev.Error)
+			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				cause = apierr.Timeout("deadline_exceeded", "the request's deadline passed", nil)
+			}
+			return true, sw.fail(ctx, cause)
 		}
 		reason := finishReason(&ev)
 		if inf.task.Kind == workers.KindChat {

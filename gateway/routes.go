@@ -121,8 +121,14 @@ func (s *Server) writeError(ctx context.Context, rc *fasthttp.RequestCtx, reqID 
 		}
 	}
 	s.log.Log(ctx, level, "request failed", "request_id", reqID, "status", ae.Status, "code", ae.Code, "err", err)
+	// A receipt recorded for the request (a generation billed for what it
+	// produced before its deadline) stays named on the error.
+	receipt := string(rc.Response.Header.Peek(HeaderReceipt))
 	rc.Response.Reset()
 	rc.Response.Header.Set(HeaderRequestID, reqID)
+	if receipt != "" {
+		rc.Response.Header.Set(HeaderReceipt, receipt)
+	}
 	rc.SetStatusCode(ae.Status)
 	if ae.RetryAfter > 0 {
 		rc.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(ae.RetryAfter.Seconds()))))
@@ -160,8 +166,9 @@ var (
 	errBadKey = apierr.Unauthorized("invalid_api_key", "Incorrect API key provided.")
 )
 
-// authenticate returns the client's key. Lookup is by SHA-256 of the token,
-// so the comparison does not leak the key through timing.
+// authenticate returns the key of a client that may make requests. Lookup
+// is by SHA-256 of the token, so the comparison does not leak the key
+// through timing. A billing key is refused (403): it only reads receipts.
 func (s *Server) authenticate(rc *fasthttp.RequestCtx) (*APIKey, error) {
 	tok, ok := bearer(rc)
 	if !ok {
@@ -171,8 +178,13 @@ func (s *Server) authenticate(rc *fasthttp.RequestCtx) (*APIKey, error) {
 	if k == nil {
 		return nil, errBadKey
 	}
+	if k.Role == RoleBilling {
+		return nil, errBillingNoClient
+	}
 	return k, nil
 }
+
+var errBillingNoClient = apierr.Forbidden("billing_key", "A billing key reads receipts; it cannot make requests.")
 
 // authenticateAdmin accepts only admin keys.
 func (s *Server) authenticateAdmin(rc *fasthttp.RequestCtx) error {
@@ -190,18 +202,32 @@ func (s *Server) authenticateAdmin(rc *fasthttp.RequestCtx) error {
 	return errBadKey
 }
 
-// authenticateAny accepts client and admin keys (receipts are for billing
-// systems, which may hold either).
-func (s *Server) authenticateAny(rc *fasthttp.RequestCtx) error {
+// receiptReader is who reads receipts: admin and billing keys read every
+// receipt (all), a client key only those whose subject is its own ID.
+type receiptReader struct {
+	all     bool
+	subject string
+}
+
+// authenticateReceipts accepts client, billing and admin keys and says
+// which receipts the caller may see.
+func (s *Server) authenticateReceipts(rc *fasthttp.RequestCtx) (receiptReader, error) {
 	tok, ok := bearer(rc)
 	if !ok {
-		return errNoKey
+		return receiptReader{}, errNoKey
 	}
 	h := sha256.Sum256([]byte(tok))
-	if s.admin[h] || s.keys[h] != nil {
-		return nil
+	if s.admin[h] {
+		return receiptReader{all: true}, nil
 	}
-	return errBadKey
+	k := s.keys[h]
+	switch {
+	case k == nil:
+		return receiptReader{}, errBadKey
+	case k.Role == RoleBilling:
+		return receiptReader{all: true}, nil
+	}
+	return receiptReader{subject: k.ID}, nil
 }
 
 func (s *Server) healthz(rc *fasthttp.RequestCtx) error {
@@ -257,8 +283,12 @@ func (s *Server) listWorkers(rc *fasthttp.RequestCtx) error {
 	return writeJSON(rc, map[string]any{"object": "list", "data": list})
 }
 
+// exportReceipts lists receipts in ledger order: every receipt for an
+// admin or billing key, only its own (from the ledger's per-subject
+// index, with cursors of its own) for a client key.
 func (s *Server) exportReceipts(rc *fasthttp.RequestCtx) error {
-	if err := s.authenticateAny(rc); err != nil {
+	who, err := s.authenticateReceipts(rc)
+	if err != nil {
 		return err
 	}
 	if s.deps.Ledger == nil {
@@ -279,7 +309,13 @@ func (s *Server) exportReceipts(rc *fasthttp.RequestCtx) error {
 	}
 	ctx, cancel := opContext()
 	defer cancel()
-	items, next, err := s.deps.Ledger.Export(ctx, after, limit)
+	var items []json.RawMessage
+	var next string
+	if who.all {
+		items, next, err = s.deps.Ledger.Export(ctx, after, limit)
+	} else {
+		items, next, err = s.deps.Ledger.ExportOf(ctx, who.subject, after, limit)
+	}
 	if err != nil {
 		return err
 	}
@@ -304,8 +340,12 @@ func validPathID(id string) bool {
 	return id != "" && len(id) <= 128 && ids.ValidRequestID(id) && !strings.ContainsAny(id, "/ ")
 }
 
+// getReceipt serves one receipt: any to an admin or billing key, only its
+// own to a client key, which gets the same 404 for another's receipt as
+// for an unknown ID (never 403: receipt IDs do not leak).
 func (s *Server) getReceipt(rc *fasthttp.RequestCtx, id string) error {
-	if err := s.authenticateAny(rc); err != nil {
+	who, err := s.authenticateReceipts(rc)
+	if err != nil {
 		return err
 	}
 	if s.deps.Ledger == nil {
@@ -316,7 +356,12 @@ func (s *Server) getReceipt(rc *fasthttp.RequestCtx, id string) error {
 	}
 	ctx, cancel := opContext()
 	defer cancel()
-	raw, err := s.deps.Ledger.Receipt(ctx, id)
+	var raw json.RawMessage
+	if who.all {
+		raw, err = s.deps.Ledger.Receipt(ctx, id)
+	} else {
+		raw, err = s.deps.Ledger.ReceiptOf(ctx, who.subject, id)
+	}
 	if err != nil {
 		return err
 	}

@@ -42,10 +42,18 @@ type Dispatcher interface {
 type Ledger interface {
 	// Record stores c under receiptID durably (fsync'd) before returning.
 	Record(ctx context.Context, receiptID string, c *workers.Completion) error
-	// Receipt returns the receipt JSON, or an apierr 404.
+	// RecordVoid stores, as durably, that receiptID (already handed to a
+	// client) names nothing billable, and why.
+	RecordVoid(ctx context.Context, receiptID string, v *workers.Void) error
+	// Receipt returns any receipt's JSON, or an apierr 404.
 	Receipt(ctx context.Context, id string) (json.RawMessage, error)
-	// Export lists receipts after cursor in order, with the next cursor.
+	// ReceiptOf returns the receipt only if its subject is subject, and
+	// otherwise the same apierr 404 as for an unknown ID.
+	ReceiptOf(ctx context.Context, subject, id string) (json.RawMessage, error)
+	// Export lists every receipt after cursor in order, with the next cursor.
 	Export(ctx context.Context, after string, limit int) (items []json.RawMessage, next string, err error)
+	// ExportOf lists subject's receipts only, with cursors of its own.
+	ExportOf(ctx context.Context, subject, after string, limit int) (items []json.RawMessage, next string, err error)
 	// VerifyingKey returns a verifying key's bytes, or an apierr 404.
 	VerifyingKey(ctx context.Context, id string) ([]byte, error)
 }
@@ -62,10 +70,23 @@ type ReceiptCounter interface {
 	ReceiptCounts(ctx context.Context) (statuspage.Receipts, error)
 }
 
-// APIKey is one client key.
+// KeyRole is what an API key may do.
+type KeyRole string
+
+const (
+	// RoleClient keys make inference requests and read their own
+	// receipts (those whose subject is the key's ID).
+	RoleClient KeyRole = ""
+	// RoleBilling keys read every receipt (GET /v1/receipts and
+	// /v1/receipts/{id}) and nothing else: a billing system's credential.
+	RoleBilling KeyRole = "billing"
+)
+
+// APIKey is one client or billing key.
 type APIKey struct {
 	ID       string           // subject recorded in receipts; never the key itself
 	Key      string           // the bearer secret
+	Role     KeyRole          // RoleClient (default) or RoleBilling
 	Deadline time.Duration    // default request deadline; 0: Config.DefaultDeadline
 	Priority workers.Priority // admission class
 	// RequestsPerMinute and TokensPerMinute limit the key (0: unlimited),
@@ -199,6 +220,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		k := &cfg.APIKeys[i]
 		if k.Key == "" || k.ID == "" {
 			return nil, fmt.Errorf("gateway: api key %d needs both id and key", i)
+		}
+		if k.Role != RoleClient && k.Role != RoleBilling {
+			return nil, fmt.Errorf("gateway: api key %q has unknown role %q", k.ID, k.Role)
 		}
 		if ids[k.ID] {
 			return nil, fmt.Errorf("gateway: duplicate api key id %q", k.ID)

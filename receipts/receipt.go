@@ -22,6 +22,11 @@ const (
 	StatusPending = "pending"
 	StatusProven  = "proven"
 	StatusFailed  = "failed"
+	// StatusVoid is a receipt ID handed to a client for a request that
+	// served nothing billable (its stream failed before any token was
+	// recorded); Error says why. A void receipt has no leaf and is never
+	// proven.
+	StatusVoid = "void"
 )
 
 // Receipt is the self-describing receipt JSON (version 1): the leaf's
@@ -31,7 +36,7 @@ type Receipt struct {
 	Version int    `json:"version"`
 	ID      string `json:"id"`
 	Status  string `json:"status"`
-	Error   string `json:"error,omitempty"` // why proving failed (status failed)
+	Error   string `json:"error,omitempty"` // why proving failed (status failed), or why nothing was billed (status void)
 	// Cursor is the receipt's position in the gateway's export order: pass
 	// it as ?after= to list the receipts recorded after it.
 	Cursor string `json:"cursor,omitempty"`
@@ -47,6 +52,10 @@ type Receipt struct {
 	WorkerID         string    `json:"worker_id"`
 	PromptTokens     uint64    `json:"prompt_tokens"`
 	CompletionTokens uint64    `json:"completion_tokens"`
+	// FinishReason is how the generation ended: "stop" or "length", or
+	// "cancelled" or "error" when it ended early and the tokens are those
+	// generated until then. Informational: not part of the leaf.
+	FinishReason string `json:"finish_reason,omitempty"`
 	// Derived, for readers; Verify recomputes them.
 	ModelVersion string `json:"model_version"` // ModelVersionCommitment
 	Leaf         string `json:"leaf"`

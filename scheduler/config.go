@@ -61,6 +61,11 @@ type Config struct {
 	// ejected after a failure (defaults 1s and 60s).
 	EjectBase time.Duration `yaml:"eject_base" json:"eject_base"`
 	EjectMax  time.Duration `yaml:"eject_max" json:"eject_max"`
+	// StopGrace is how long a task stopped on its worker (its client went
+	// away, or its deadline passed) is waited for: the worker then ends it
+	// with the record of the tokens it generated, which Dispatch delivers
+	// (default 5s). Past it the call ends without one.
+	StopGrace time.Duration `yaml:"stop_grace" json:"stop_grace"`
 
 	// AffinityLoad is the load (assigned ÷ slots) above which the affinity
 	// scorer yields a task's preferred worker to the next one (default 0.8).
@@ -103,6 +108,7 @@ func (c Config) withDefaults() Config {
 	def(&c.TelemetryStale, 1500*time.Millisecond)
 	def(&c.EjectBase, time.Second)
 	def(&c.EjectMax, time.Minute)
+	def(&c.StopGrace, 5*time.Second)
 	def(&c.PriorOverhead, 20*time.Millisecond)
 	def(&c.PriorPerToken, 100*time.Microsecond)
 	def(&c.PriorInterToken, 15*time.Millisecond)
@@ -156,7 +162,7 @@ func (c Config) Validate() error {
 		d    time.Duration
 	}{
 		{"heartbeat_timeout", c.HeartbeatTimeout}, {"telemetry_stale", c.TelemetryStale},
-		{"eject_base", c.EjectBase}, {"eject_max", c.EjectMax},
+		{"eject_base", c.EjectBase}, {"eject_max", c.EjectMax}, {"stop_grace", c.StopGrace},
 		{"prior_overhead", c.PriorOverhead}, {"prior_prefill_per_token", c.PriorPerToken}, {"prior_inter_token", c.PriorInterToken},
 	} {
 		if f.d < 0 {

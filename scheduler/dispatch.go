@@ -37,6 +37,13 @@ const (
 // returned. A task that has delivered no event is retried once on another
 // worker when its worker fails.
 //
+// When ctx ends first (the client went away, or the deadline passed) the
+// task is stopped on its worker and Dispatch keeps delivering its events
+// until the worker's last one, for at most Config.StopGrace: a generation
+// that had produced tokens ends with a done event whose record counts them
+// (finish reason workers.FinishCancelled), which onEvent receives before
+// Dispatch returns ctx's error. The caller records it; it is billable.
+//
 // A task with Stream false whose frame holds only itself (the idle path)
 // has its link call run on the calling goroutine, under ctx: its events
 // then reach onEvent together when the call returns, which is all a client
@@ -67,6 +74,7 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 	if run := h.c.takeInline(); run != nil {
 		run()
 	}
+	ctxDone := ctx.Done()
 	for {
 		evs, end, ended := q.take()
 		for _, ev := range evs {
@@ -80,9 +88,11 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 		}
 		select {
 		case <-q.notify:
-		case <-ctx.Done():
-			h.Cancel(context.Cause(ctx))
-			return apierr.From(context.Cause(ctx))
+		case <-ctxDone:
+			// Stop the task, and wait (StopGrace at most) for the
+			// record of what it generated.
+			h.c.stop(apierr.From(context.Cause(ctx)))
+			ctxDone = nil
 		}
 	}
 }
@@ -257,6 +267,14 @@ type call struct {
 	delivered bool // an event went to the client: no more retries
 	done      bool
 	deadlineT clock.Timer
+	// stopping: stop asked the worker to end the task and the call waits
+	// for its last event (until graceT), then ends with stopCause.
+	stopping  bool
+	stopCause error
+	graceT    clock.Timer
+	// linkStop ends the link of an inline run (set by sendFrame's start):
+	// the run outlives its request's context by the grace.
+	linkStop context.CancelFunc
 }
 
 // attempt is one placement of a call on a worker. Its fields after entry
@@ -477,13 +495,28 @@ func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]
 		return
 	}
 	start := func(ctx context.Context) {
-		err := conn.Run(ctx, &run.batch, onEvent)
-		if err != nil && ctx.Err() != nil && len(run.atts) == 1 {
-			// Only an inline run has its request's context, and its end is
-			// the request's (deadline or cancel), not the worker's failure:
-			// end the call as Dispatch does on ctx.Done, and report the run
-			// cancelled so the worker is not ejected.
-			run.atts[0].call.cancel(apierr.From(context.Cause(ctx)))
+		link := ctx
+		if ctx.Done() != nil && len(run.atts) == 1 {
+			// Only an inline run has its request's context. When it ends
+			// (client gone, deadline) the task is stopped as Dispatch
+			// stops one, and the link stays open for the worker's last
+			// event, the record of what it generated, until the call ends
+			// or the grace passes (graceOver ends the link).
+			c := run.atts[0].call
+			var stopLink context.CancelFunc
+			link, stopLink = context.WithCancel(context.WithoutCancel(ctx))
+			defer stopLink()
+			c.mu.Lock()
+			c.linkStop = stopLink
+			c.mu.Unlock()
+			unwatch := context.AfterFunc(ctx, func() { c.stop(apierr.From(context.Cause(ctx))) })
+			defer unwatch()
+		}
+		err := conn.Run(link, &run.batch, onEvent)
+		if err != nil && link != ctx && link.Err() != nil {
+			// The request's end (its grace over), not the worker's
+			// failure: report the run cancelled so the worker is not
+			// ejected.
 			err = fmt.Errorf("%w: the request ended: %w", context.Canceled, err)
 		}
 		onEnd(err)
@@ -517,7 +550,7 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 	// the latency model. A task that is not streamed sends its text in one
 	// delta at the end (see workers.Task.Stream): its first event is not its
 	// first token, so it teaches the model only at its end (below).
-	learn := a.call.task.Kind != workers.KindEmbedding
+	learn := a.call.task.Kind != workers.KindEmbedding && !workers.EndedEarly(ev.FinishReason)
 	streamed := a.call.task.Stream
 	if a.firstAt.IsZero() && ev.Type != workers.EventFailed {
 		a.firstAt = now
@@ -606,12 +639,25 @@ func (s *Scheduler) runEnded(run *batchRun, err error) {
 			orphans = append(orphans, a)
 		}
 	}
+	// A completion record the gateway refused (workers.RecordPolicy) is
+	// the worker's lie or fault: it is ejected for it, the reason logged
+	// and counted, and the task it concerned fails with the link's 502
+	// (never retried: its worker already generated it).
+	var refused *workers.RecordError
+	isRefusal := errors.As(err, &refused)
 	if err != nil || len(orphans) > 0 {
-		if !errors.Is(err, context.Canceled) {
+		switch {
+		case isRefusal:
+			s.stats.recordsRefused++
+			s.ejectLocked(c, now, "completion record refused: "+refused.Error())
+		case !errors.Is(err, context.Canceled):
 			s.ejectLocked(c, now, "worker link failed")
 		}
 	}
 	s.mu.Unlock()
+	if isRefusal {
+		s.metrics.RecordRecordRefused(context.Background(), refused.Check)
+	}
 	if len(orphans) == 0 {
 		return
 	}
@@ -624,6 +670,10 @@ func (s *Scheduler) runEnded(run *batchRun, err error) {
 		s.mu.Lock()
 		noEvent := a.firstAt.IsZero()
 		s.mu.Unlock()
+		if isRefusal && a.index == refused.Index {
+			s.attemptFailed(a, apierr.From(err), false)
+			continue
+		}
 		s.attemptFailed(a, linkErr, noEvent)
 	}
 }
@@ -687,12 +737,15 @@ func (c *call) attemptEvent(a *attempt, ev workers.Event) {
 		return
 	}
 	if ev.Type == workers.EventFailed {
-		if !c.delivered && c.attempts < 2 && ev.Error != nil && retryable(ev.Error.Status) {
+		if !c.stopping && !c.delivered && c.attempts < 2 && ev.Error != nil && retryable(ev.Error.Status) {
 			c.retryUnlock(a, ev.Error.APIError())
 			return
 		}
 		var err error = apierr.Internal(errors.New("worker reported a failure without details"))
-		if ev.Error != nil {
+		switch {
+		case c.stopping:
+			err = c.stopCause
+		case ev.Error != nil:
 			err = ev.Error.APIError()
 		}
 		c.finishLocked()
@@ -702,14 +755,18 @@ func (c *call) attemptEvent(a *attempt, ev workers.Event) {
 	}
 	c.delivered = true
 	final := ev.Type == workers.EventDone
+	var end error // a stopped call ends with its stop's cause, after its record
 	if final {
 		c.finishLocked()
+		if c.stopping {
+			end = c.stopCause
+		}
 	}
 	c.mu.Unlock()
 	ev.Index = 0
 	c.onEvent(ev)
 	if final {
-		c.onEnd(nil)
+		c.onEnd(end)
 	}
 }
 
@@ -721,9 +778,12 @@ func (c *call) attemptFailed(a *attempt, err error, retry bool) {
 		c.mu.Unlock()
 		return
 	}
-	if retry && !c.delivered && c.attempts < 2 {
+	if retry && !c.stopping && !c.delivered && c.attempts < 2 {
 		c.retryUnlock(a, err)
 		return
+	}
+	if c.stopping {
+		err = c.stopCause
 	}
 	c.finishLocked()
 	c.mu.Unlock()
@@ -751,14 +811,19 @@ func (c *call) retryUnlock(a *attempt, cause error) {
 	c.abortIfDone(next)
 }
 
-// abortIfDone stops attempt a if the call ended (deadline, client gone)
-// while a was being handed to its batcher.
+// abortIfDone stops attempt a if the call ended or was stopped (deadline,
+// client gone) while a was being handed to its batcher.
 func (c *call) abortIfDone(a *attempt) {
 	c.mu.Lock()
-	done := c.done
+	done, stopping, cause := c.done, c.stopping, c.stopCause
 	c.mu.Unlock()
-	if done {
+	switch {
+	case done:
 		c.s.abort(a)
+	case stopping:
+		if c.s.abort(a) == abortDropped {
+			c.end(a, cause)
+		}
 	}
 }
 
@@ -779,29 +844,82 @@ func (c *call) finishLocked() {
 	if c.deadlineT != nil {
 		c.deadlineT.Stop()
 	}
+	if c.graceT != nil {
+		c.graceT.Stop()
+	}
 }
 
 // deadlinePassed ends a call that has delivered nothing by its deadline: a
 // stream that has not started, or an unstreamed task not yet answered.
+// The task is stopped (see stop): an unstreamed generation that had
+// produced tokens still reports them.
 func (c *call) deadlinePassed() {
 	c.mu.Lock()
-	if c.done || c.delivered {
+	if c.done || c.delivered || c.stopping {
 		c.mu.Unlock()
 		return
 	}
-	a := c.cur
-	c.finishLocked()
 	c.mu.Unlock()
 	c.s.mu.Lock()
 	c.s.stats.expired++
 	c.s.mu.Unlock()
-	c.s.abort(a)
 	msg := "the request's deadline passed before it started"
 	if !c.task.Stream {
 		// An unstreamed task delivers its whole answer at once, at the end.
 		msg = "the request's deadline passed before its answer was ready"
 	}
-	c.onEnd(apierr.Timeout(CodeDeadlineExceeded, msg, nil))
+	c.stop(apierr.Timeout(CodeDeadlineExceeded, msg, nil))
+}
+
+// stop ends the call for its request's own reason (client gone, deadline)
+// and lets the worker report what it generated: a task still queued is
+// dropped and the call ends at once; one on its worker is cancelled there
+// and the call ends with its last event — a done event with the record of
+// the tokens generated until then is delivered — or, if none comes within
+// Config.StopGrace, without one. The call's error is cause either way.
+func (c *call) stop(cause error) {
+	if cause == nil {
+		cause = context.Canceled
+	}
+	c.mu.Lock()
+	if c.done || c.stopping {
+		c.mu.Unlock()
+		return
+	}
+	c.stopping, c.stopCause = true, cause
+	a := c.cur
+	c.mu.Unlock()
+	if c.s.abort(a) == abortDropped {
+		c.end(a, cause)
+		return
+	}
+	c.mu.Lock()
+	if !c.done {
+		c.graceT = c.s.clock.AfterFunc(c.s.cfg.StopGrace, c.graceOver)
+	}
+	c.mu.Unlock()
+}
+
+// graceOver ends a stopped call whose worker sent no last event in time.
+func (c *call) graceOver() {
+	c.mu.Lock()
+	if c.done {
+		c.mu.Unlock()
+		return
+	}
+	a, cause, stopLink := c.cur, c.stopCause, c.linkStop
+	c.finishLocked()
+	c.mu.Unlock()
+	worker := ""
+	if a != nil {
+		worker = a.cand.id
+	}
+	c.s.logger.Warn("stopped task: its worker sent no last event in time; nothing recorded", "request_id", c.task.RequestID,
+		"worker", worker, "grace", c.s.cfg.StopGrace)
+	if stopLink != nil {
+		stopLink()
+	}
+	c.onEnd(cause)
 }
 
 // cancel ends the call for the client's reason and stops its work.
@@ -821,29 +939,41 @@ func (c *call) cancel(cause error) {
 	c.onEnd(cause)
 }
 
+// What abort did with an attempt.
+type abortResult int
+
+const (
+	abortDropped abortResult = iota // it never reached its worker (or there was none)
+	abortRunning                    // it is (or is about to be) on its worker, asked to stop
+	abortEnded                      // its last event is in, on its way to its call
+)
+
 // abort stops attempt a: out of the queue if still there, else cancelled on
-// the worker (whose EventFailed then ends the attempt).
-func (s *Scheduler) abort(a *attempt) {
+// the worker (whose last event then ends the attempt).
+func (s *Scheduler) abort(a *attempt) abortResult {
 	if a == nil {
-		return
+		return abortDropped
 	}
 	if a.cand.batcher.Cancel(&a.entry) {
 		s.mu.Lock()
 		s.endAttemptLocked(a)
 		s.mu.Unlock()
-		return
+		return abortDropped
 	}
 	s.mu.Lock()
 	run, ended := a.run, a.ended
 	a.cancelled = true
 	s.mu.Unlock()
-	if run == nil || ended {
-		return
+	if ended {
+		return abortEnded
+	}
+	if run == nil {
+		return abortRunning // being sent: its frame will carry it
 	}
 	conn, id, index := a.cand.conn, run.batch.ID, a.index
 	if _, ok := conn.(StartConn); ok {
 		_ = conn.Cancel(context.Background(), id, index)
-		return
+		return abortRunning
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -852,6 +982,7 @@ func (s *Scheduler) abort(a *attempt) {
 			s.logger.Debug("cancel on worker failed", "worker", a.cand.id, "request_id", a.call.task.RequestID, "err", err)
 		}
 	}()
+	return abortRunning
 }
 
 // estimatePromptTokens is the gateway's hint, or about four bytes a token.

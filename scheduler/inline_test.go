@@ -45,7 +45,7 @@ func TestDispatchDeadlineWithHungWorker(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			conn := &hungConn{gone: make(chan struct{})}
 			t.Cleanup(func() { close(conn.gone) })
-			s, err := New(Config{}, Deps{Clock: clock.Real{}, Dial: func(string) Conn { return conn }})
+			s, err := New(Config{StopGrace: 50 * time.Millisecond}, Deps{Clock: clock.Real{}, Dial: func(string) Conn { return conn }})
 			if err != nil {
 				t.Fatal(err)
 			}

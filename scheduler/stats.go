@@ -13,6 +13,7 @@ type statsState struct {
 	batchSize  batching.Histogram   // tasks per frame
 
 	cycles, placed, shed, expired, retries, ejections uint64
+	recordsRefused                                    uint64
 }
 
 func (st *statsState) init(filters []Filter, scorers []Scorer) {
@@ -39,6 +40,9 @@ type Stats struct {
 	Expired   uint64 `json:"expired"`
 	Retries   uint64 `json:"retries"`
 	Ejections uint64 `json:"ejections"`
+	// RecordsRefused counts the completion records that failed the
+	// gateway's checks (each ejected its worker).
+	RecordsRefused uint64 `json:"records_refused"`
 	// Refused counts, per filter, the cycles that filter left without a candidate.
 	Refused map[string]uint64 `json:"refused"`
 
@@ -61,6 +65,7 @@ func (s *Scheduler) Stats() Stats {
 	st := &s.stats
 	out := Stats{
 		Placed: st.placed, Shed: st.shed, Expired: st.expired, Retries: st.retries, Ejections: st.ejections,
+		RecordsRefused:  st.recordsRefused,
 		Refused:         map[string]uint64{},
 		DecisionLatency: st.decisions.Summary(),
 		StepLatency:     map[string]batching.Summary{},

@@ -170,8 +170,11 @@ func (a *Agent) Drain(ctx context.Context) error {
 	}
 }
 
-// Cancel stops one task of a running batch; it then ends with EventFailed
-// (code "cancelled"). Unknown batches or indexes are ignored: the task may
+// Cancel stops one task of a running batch. A generation that had
+// produced tokens then ends with a done event, finish reason
+// FinishCancelled, whose record counts the tokens generated until then;
+// one that had not, and an embedding task, with EventFailed (code
+// "cancelled"). Unknown batches or indexes are ignored: the task may
 // already have ended.
 func (a *Agent) Cancel(batchID string, index int) {
 	a.mu.Lock()
@@ -395,6 +398,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	// (same bytes, same token count, one event instead of one per token).
 	var text strings.Builder
 	held := 0 // tokens in text not yet sent (unstreamed tasks)
+	sent := 0 // tokens sent in deltas (streamed tasks)
 	ectx, espan := a.obs.Start(ctx, "engine.generate", obs.KindInternal)
 	res, err := a.engine.Generate(ectx, t, func(d Delta) error {
 		if err := context.Cause(ctx); err != nil {
@@ -411,20 +415,21 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 			held += d.Tokens
 			return nil
 		}
-		return out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens, More: d.More})
+		if err := out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens, More: d.More}); err != nil {
+			return err
+		}
+		sent += d.Tokens
+		return nil
 	})
 	espan.SetError(err)
 	espan.End()
-	if err == nil && ctx.Err() != nil {
-		err = context.Cause(ctx)
-	}
 	if err == nil && (res.PromptTokens < 0 || res.CompletionTokens < 0) {
 		err = fmt.Errorf("engine reported negative usage %+v", res)
 	}
 	if err != nil {
 		span.SetError(err)
-		a.logger.Info("task failed", "request_id", t.RequestID, "model", t.Model, "err", err)
-		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+		a.logger.Info("task failed", "request_id", t.RequestID, "model", t.Model, "tokens", held+sent, "err", err)
+		a.endEarly(ctx, i, t, mv, out, err, res, text.String(), held, sent)
 		return
 	}
 	if !t.Stream && (text.Len() > 0 || held > 0) {
@@ -435,17 +440,50 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 		}
 	}
 	digest := ResponseDigest(text.String(), nil)
-	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens)
-	// The link carries only "stop" and "length"; an engine's other reasons
-	// (an upstream's "content_filter", say) end the text too.
+	// The link carries "stop" and "length" for a generation that ran to
+	// its end; an engine's other reasons (an upstream's "content_filter",
+	// say) end the text too.
 	finish := res.FinishReason
 	if finish != "length" {
 		finish = "stop"
 	}
+	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens, finish)
 	span.SetUsage(res.PromptTokens, res.CompletionTokens)
 	out.send(Event{Index: i, Type: EventDone, FinishReason: finish,
 		Usage:      &Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens},
 		Completion: c})
+}
+
+// endEarly ends a generation task that failed or was stopped. When tokens
+// were already generated and they are billable — the task was cancelled
+// (its client went away, or its deadline passed), or it is streamed and
+// its client already received them — it ends with a done event whose
+// record counts exactly those tokens (and, for an unstreamed task, the
+// text they make, sent first so the gateway sees the bytes the digest
+// covers), finish reason FinishCancelled or FinishError, and the error
+// that ended it. Otherwise it fails with no record: nothing billable was
+// served (see docs/billing.md).
+func (a *Agent) endEarly(ctx context.Context, i int, t *Task, mv ModelVersion, out *emitter, err error, res Result, text string, held, sent int) {
+	cancelled := ctx.Err() != nil
+	tokens := held + sent
+	if tokens == 0 || (!cancelled && !t.Stream) {
+		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+		return
+	}
+	finish := FinishError
+	if cancelled {
+		finish = FinishCancelled
+	}
+	if !t.Stream {
+		if out.send(Event{Index: i, Type: EventDelta, Text: text, Tokens: held, More: true}) != nil {
+			return
+		}
+	}
+	prompt := max(res.PromptTokens, 0)
+	c := a.completion(t, mv, ResponseDigest(text, nil), prompt, tokens, finish)
+	out.send(Event{Index: i, Type: EventDone, FinishReason: finish,
+		Usage:      &Usage{PromptTokens: prompt, CompletionTokens: tokens},
+		Completion: c, Error: taskError(ctx, err)})
 }
 
 // genAIOperation is the GenAI operation name (gen_ai.operation.name) of a
@@ -520,7 +558,7 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, tas
 			continue
 		}
 		digest := ResponseDigest("", vecs)
-		c := a.completion(t, mv, digest, tokens[j], 0)
+		c := a.completion(t, mv, digest, tokens[j], 0, "stop")
 		out.send(Event{Index: i, Type: EventDone, FinishReason: "stop",
 			Usage:      &Usage{PromptTokens: tokens[j]},
 			Embeddings: vecs, Completion: c})
@@ -599,7 +637,7 @@ func sumInts(xs []int) int {
 	return n
 }
 
-func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, completion int) *Completion {
+func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, completion int, finish string) *Completion {
 	req := t.Digest()
 	c := &Completion{
 		RequestID:        t.RequestID,
@@ -612,6 +650,7 @@ func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, 
 		PromptTokens:     prompt,
 		CompletionTokens: completion,
 		Time:             a.clock.Now().UTC(),
+		FinishReason:     finish,
 	}
 	if err := a.produced.add(c); err != nil {
 		a.logger.Error("completion record not persisted", "request_id", t.RequestID, "err", err)

@@ -40,6 +40,11 @@ type ClientOptions struct {
 	// Obs traces each batch request (a client span, whose W3C context the
 	// request carries to the worker). nil: off.
 	Obs *obs.Provider
+	// Records is what the worker's completion records are held to (see
+	// RecordPolicy). The zero value still checks each record against the
+	// task and the bytes relayed; the gateway sets the worker's
+	// registered ID and models and the per-model usage bounds.
+	Records RecordPolicy
 }
 
 // Client is the gateway's end of the link to one worker. It is safe for
@@ -54,6 +59,7 @@ type Client struct {
 	token   string
 	logger  *slog.Logger
 	obs     *obs.Provider
+	records RecordPolicy
 }
 
 // LinkError is a failure of the worker link itself (connect, status, broken
@@ -105,7 +111,7 @@ func NewTransport() *http.Transport {
 // when a worker restarts on the same address (or a test's port is reused),
 // its new link is never handed an idle connection to the old process.
 func NewClient(baseURL string, opts ClientOptions) *Client {
-	c := &Client{base: strings.TrimRight(baseURL, "/"), maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs, records: opts.Records}
 	c.link, c.linkErr = h1.New(c.base, h1.Options{MaxIdle: MaxIdleLinkConnsPerWorker})
 	if c.maxLine <= 0 {
 		c.maxLine = DefaultMaxEventBytes
@@ -158,6 +164,7 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 	if err != nil {
 		return apierr.Internal(fmt.Errorf("encode batch: %w", err))
 	}
+	sent := c.records.clock().Now()
 	resp, err := c.link.Do(ctx, &h1.Request{Method: http.MethodPost, Path: PathBatch, Body: body,
 		Header: c.header(ctx, h1.Field{Name: "Content-Type", Value: "application/json"}, h1.Field{Name: "Accept", Value: ContentTypeNDJSON})})
 	if err != nil {
@@ -174,7 +181,7 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 		return linkFailure(true, fmt.Errorf("unexpected content type %q", ct))
 	}
 
-	v := newStreamValidator(b)
+	v := newStreamValidator(b, &c.records, sent)
 	r := linkReaderPool.Get().(*bufio.Reader)
 	r.Reset(resp.Body)
 	defer func() { r.Reset(nil); linkReaderPool.Put(r) }()
@@ -194,6 +201,11 @@ func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err er
 			continue
 		}
 		ev, err := v.decode(line)
+		var refused *RecordError
+		if errors.As(err, &refused) {
+			c.logger.Warn("worker record refused", "batch", b.ID, "worker_url", c.base, "check", refused.Check, "err", err)
+			return recordRefusal(refused)
+		}
 		if err != nil {
 			c.logger.Warn("malformed worker event", "batch", b.ID, "worker_url", c.base, "err", err)
 			return linkFailure(v.delivered == 0, err)
@@ -294,17 +306,21 @@ func readLine(r *bufio.Reader, max int, scratch *[]byte) ([]byte, error) {
 }
 
 // streamValidator checks each event against the batch it answers: the index
-// is a task of the batch, the task has not ended, and the event carries what
-// its type requires.
+// is a task of the batch, the task has not ended, the event carries what
+// its type requires, and a done event's completion record describes the
+// task and the bytes relayed for it (RecordPolicy).
 type streamValidator struct {
 	b         *Batch
+	policy    *RecordPolicy
+	sent      time.Time
 	ended     []bool
+	text      []relayed // per task: what its deltas carried
 	open      int
 	delivered int
 }
 
-func newStreamValidator(b *Batch) *streamValidator {
-	return &streamValidator{b: b, ended: make([]bool, len(b.Tasks)), open: len(b.Tasks)}
+func newStreamValidator(b *Batch, policy *RecordPolicy, sent time.Time) *streamValidator {
+	return &streamValidator{b: b, policy: policy, sent: sent, ended: make([]bool, len(b.Tasks)), text: make([]relayed, len(b.Tasks)), open: len(b.Tasks)}
 }
 
 func (v *streamValidator) complete() bool { return v.open == 0 }
@@ -337,6 +353,7 @@ func (v *streamValidator) check(ev *Event) error {
 		if t.Kind == KindEmbedding {
 			return fmt.Errorf("task %d: text delta for an embedding task", ev.Index)
 		}
+		v.text[ev.Index].add(ev.Text)
 		return nil
 	case EventDone:
 		if ev.Usage == nil || ev.Completion == nil {
@@ -345,7 +362,7 @@ func (v *streamValidator) check(ev *Event) error {
 		if ev.Usage.PromptTokens < 0 || ev.Usage.CompletionTokens < 0 {
 			return fmt.Errorf("task %d: negative usage", ev.Index)
 		}
-		if ev.FinishReason != "stop" && ev.FinishReason != "length" {
+		if ev.FinishReason != "stop" && ev.FinishReason != "length" && !EndedEarly(ev.FinishReason) {
 			return fmt.Errorf("task %d: finish_reason %q", ev.Index, ev.FinishReason)
 		}
 		c := ev.Completion
@@ -360,6 +377,9 @@ func (v *streamValidator) check(ev *Event) error {
 		}
 		if t.Kind == KindEmbedding && len(ev.Embeddings) != len(t.Inputs) {
 			return fmt.Errorf("task %d: %d embeddings for %d inputs", ev.Index, len(ev.Embeddings), len(t.Inputs))
+		}
+		if err := v.policy.checkRecord(ev.Index, t, ev, &v.text[ev.Index], v.sent); err != nil {
+			return err
 		}
 	case EventFailed:
 		if ev.Error == nil || ev.Error.Message == "" {
@@ -384,6 +404,18 @@ func isHexDigest(s string) bool {
 		}
 	}
 	return true
+}
+
+// CodeRecordRefused is the code of the 502 a client gets when its
+// worker's completion record failed the gateway's checks.
+const CodeRecordRefused = "worker_record_refused"
+
+// recordRefusal is the error of a link whose worker sent a record the
+// gateway refused: 502, not retried, its cause a *LinkError wrapping the
+// *RecordError (the scheduler ejects the worker for it).
+func recordRefusal(re *RecordError) error {
+	return &apierr.Error{Status: http.StatusBadGateway, Type: apierr.TypeServer, Code: CodeRecordRefused,
+		Message: "the worker's completion record failed the gateway's checks", Cause: &LinkError{Err: re}}
 }
 
 func linkFailure(retryable bool, err error) error {

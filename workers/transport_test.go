@@ -2,6 +2,7 @@ package workers_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
@@ -22,7 +24,13 @@ func serveAgent(t *testing.T, a *workers.Agent) *workers.Client {
 	t.Helper()
 	srv := httptest.NewServer(workers.NewHandler(a, nil))
 	t.Cleanup(srv.Close)
-	return workers.NewClient(srv.URL, workers.ClientOptions{})
+	return workers.NewClient(srv.URL, linkOptions())
+}
+
+// linkOptions are a link's options for an agent on the tests' fake clock
+// (newAgent): its records are checked against that clock.
+func linkOptions() workers.ClientOptions {
+	return workers.ClientOptions{Records: workers.RecordPolicy{Clock: clock.NewFake(t0)}}
 }
 
 func TestClientRoundTrip(t *testing.T) {
@@ -128,9 +136,17 @@ func TestClientUnreachable(t *testing.T) {
 	}
 }
 
-const validDone = `{"i":0,"t":"done","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":1},` +
-	`"completion":{"request_id":"r0","request_digest":"0000000000000000000000000000000000000000000000000000000000000000",` +
-	`"response_digest":"0000000000000000000000000000000000000000000000000000000000000000","prompt_tokens":1,"completion_tokens":1}}`
+// doneLine is a done event for chatTask(id) whose record describes it and
+// text, the bytes its deltas carried.
+func doneLine(id, text string) string {
+	task := chatTask(id)
+	rq, rs := task.Digest(), sha256.Sum256([]byte(text))
+	return fmt.Sprintf(`{"i":0,"t":"done","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":1},`+
+		`"completion":{"request_id":%q,"request_digest":"%x","response_digest":"%x","subject":%q,"prompt_tokens":1,"completion_tokens":1,"time":%q}}`,
+		id, rq, rs, task.Subject, t0.Format(time.RFC3339Nano))
+}
+
+var validDone = doneLine("r0", "")
 
 // TestClientValidatesStream feeds the client hand-written streams from a fake
 // worker and checks that every malformed frame fails the link.
@@ -142,14 +158,14 @@ func TestClientValidatesStream(t *testing.T) {
 		retryable bool
 		delivered int
 	}{
-		{"valid", `{"i":0,"t":"delta","text":"a","tokens":1}` + "\n" + validDone + "\n", false, false, 2},
+		{"valid", `{"i":0,"t":"delta","text":"a","tokens":1}` + "\n" + doneLine("r0", "a") + "\n", false, false, 2},
 		{"blank lines are skipped", "\n" + validDone + "\n", false, false, 1},
 		{"unknown index", `{"i":5,"t":"delta","text":"a"}` + "\n", true, true, 0},
 		{"negative index", `{"i":-1,"t":"delta","text":"a"}` + "\n", true, true, 0},
 		{"unknown type", `{"i":0,"t":"weird"}` + "\n", true, true, 0},
 		{"done without completion", `{"i":0,"t":"done","finish_reason":"stop","usage":{}}` + "\n", true, true, 0},
 		{"done names another request", strings.Replace(validDone, `"r0"`, `"r9"`, 1) + "\n", true, true, 0},
-		{"bad digest", strings.Replace(validDone, `"0000000000000000000000000000000000000000000000000000000000000000"`, `"xyz"`, 1) + "\n", true, true, 0},
+		{"bad digest", strings.Replace(validDone, `"request_digest":"`, `"request_digest":"xyz`, 1) + "\n", true, true, 0},
 		{"bad finish reason", strings.Replace(validDone, `"stop"`, `"tired"`, 1) + "\n", true, true, 0},
 		{"error without error", `{"i":0,"t":"error"}` + "\n", true, true, 0},
 		{"event after done", validDone + "\n" + `{"i":0,"t":"delta","text":"a"}` + "\n", false, false, 1},
@@ -168,7 +184,9 @@ func TestClientValidatesStream(t *testing.T) {
 				fmt.Fprint(w, tc.body)
 			}))
 			defer srv.Close()
-			c := workers.NewClient(srv.URL, workers.ClientOptions{MaxEventBytes: 4096})
+			opts := linkOptions()
+			opts.MaxEventBytes = 4096
+			c := workers.NewClient(srv.URL, opts)
 			tasks := []workers.Task{chatTask("r0")}
 			if strings.HasPrefix(tc.name, "duplicate") {
 				tasks = append(tasks, chatTask("r1"))
@@ -325,7 +343,9 @@ func TestLinkAuth(t *testing.T) {
 			mu.Lock()
 			token = tc.server
 			mu.Unlock()
-			c := workers.NewClient(srv.URL, workers.ClientOptions{Token: tc.client})
+			opts := linkOptions()
+			opts.Token = tc.client
+			c := workers.NewClient(srv.URL, opts)
 			err := c.Run(context.Background(), batch(), func(workers.Event) {})
 			if tc.ok != (err == nil) {
 				t.Fatalf("Run: %v, want ok %v", err, tc.ok)
@@ -356,7 +376,7 @@ func TestClientReusesConnections(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c := workers.NewClient(srv.URL, workers.ClientOptions{})
+	c := workers.NewClient(srv.URL, linkOptions())
 	for i := range 20 {
 		b := &workers.Batch{ID: fmt.Sprintf("b%d", i), Tasks: []workers.Task{chatTask("r"), streamTask(chatTask("s"))}}
 		if err := c.Run(context.Background(), b, func(workers.Event) {}); err != nil {

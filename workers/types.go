@@ -121,12 +121,16 @@ type Event struct {
 	Text   string `json:"text,omitempty"`   // EventDelta
 	Tokens int    `json:"tokens,omitempty"` // EventDelta: completion tokens in Text
 
-	FinishReason string      `json:"finish_reason,omitempty"` // EventDone: "stop" or "length"
-	Usage        *Usage      `json:"usage,omitempty"`         // EventDone
-	Embeddings   [][]float32 `json:"embeddings,omitempty"`    // EventDone, KindEmbedding: one per input
-	Completion   *Completion `json:"completion,omitempty"`    // EventDone
+	// FinishReason (EventDone) is "stop" or "length" for a generation that
+	// ran to its end, or "cancelled" or "error" for one that ended early
+	// with tokens already generated (see FinishCancelled): its Usage and
+	// Completion then count only those tokens, and Error says why it ended.
+	FinishReason string      `json:"finish_reason,omitempty"`
+	Usage        *Usage      `json:"usage,omitempty"`      // EventDone
+	Embeddings   [][]float32 `json:"embeddings,omitempty"` // EventDone, KindEmbedding: one per input
+	Completion   *Completion `json:"completion,omitempty"` // EventDone
 
-	Error *EventError `json:"error,omitempty"` // EventError
+	Error *EventError `json:"error,omitempty"` // EventFailed; EventDone that ended early
 
 	// More (never on the wire): what follows this delta is at hand (a
 	// streamed delta's Delta.More, or an unstreamed task's text, which its
@@ -163,6 +167,43 @@ type Completion struct {
 	PromptTokens     int       `json:"prompt_tokens"`
 	CompletionTokens int       `json:"completion_tokens"`
 	Time             time.Time `json:"time"`
+	// FinishReason is how the generation ended (Event.FinishReason; "stop"
+	// for embeddings). It is not part of the receipt leaf: the tokens are
+	// what is proven, the reason tells a reader why there are so few.
+	FinishReason string `json:"finish_reason,omitempty"`
+}
+
+// Finish reasons of a completion record beyond OpenAI's "stop" and
+// "length": the generation ended early and the record counts the tokens
+// generated until then (see docs/billing.md).
+const (
+	// FinishCancelled: the task was stopped before it finished — its
+	// client went away, or its deadline passed.
+	FinishCancelled = "cancelled"
+	// FinishError: the engine (or its upstream) failed after the client
+	// had received tokens of a streamed answer.
+	FinishError = "error"
+)
+
+// EndedEarly reports whether a finish reason says the generation was cut
+// short (FinishCancelled or FinishError).
+func EndedEarly(finishReason string) bool {
+	return finishReason == FinishCancelled || finishReason == FinishError
+}
+
+// Void is the gateway's record of a receipt ID it handed to a client (in
+// a stream's headers) for a request that then served nothing billable:
+// the ID resolves to a receipt with status "void" and this reason, and
+// never to a billable leaf.
+type Void struct {
+	RequestID string `json:"request_id"`
+	// RequestDigest is the digest of the task the gateway sent
+	// (Task.Digest), so the client can tell the receipt is its own.
+	RequestDigest string    `json:"request_digest"`
+	Subject       string    `json:"subject"`
+	Model         string    `json:"model"`
+	Time          time.Time `json:"time"`
+	Reason        string    `json:"reason"`
 }
 
 // ResponseDigest is the SHA-256 of a task's output: the generated text for
@@ -237,7 +278,9 @@ type Engine interface {
 	Models() []ModelVersion
 	// Generate runs a chat or completion task, calling emit with each piece
 	// of text as it is produced. It stops early when ctx is done or emit
-	// returns an error.
+	// returns an error. With an error it may still return the usage of the
+	// work done until then (its prompt tokens, when known), which the
+	// agent records for a task that ended early (see FinishCancelled).
 	Generate(ctx context.Context, t *Task, emit func(Delta) error) (Result, error)
 	// Embed embeds all inputs in one engine call.
 	Embed(ctx context.Context, model string, inputs []string) (EmbedResult, error)

@@ -77,7 +77,12 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 		b = strconv.AppendInt(b, int64(c.CompletionTokens), 10)
 		b = append(b, `,"time":"`...)
 		b = c.Time.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, `"}`...)
+		b = append(b, '"')
+		if c.FinishReason != "" {
+			b = append(b, `,"finish_reason":`...)
+			b = jsonx.AppendString(b, c.FinishReason)
+		}
+		b = append(b, '}')
 	}
 	if e := ev.Error; e != nil {
 		b = append(b, `,"error":{"status":`...)
@@ -224,7 +229,15 @@ func decodeDone(line []byte, ev *Event) bool {
 	}
 	c.Time = t
 	p.I = end
-	if !p.Lit(`"}}`) {
+	if !p.Lit(`"`) {
+		return false
+	}
+	if p.Lit(`,"finish_reason":`) {
+		if c.FinishReason, ok = p.String(); !ok {
+			return false
+		}
+	}
+	if !p.Lit(`}}`) {
 		return false
 	}
 	p.Space()

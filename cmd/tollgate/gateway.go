@@ -223,7 +223,8 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		// The link presents the worker's session token (the worker's
 		// handler refuses batches without it); a new session re-dials.
 		DialWorker: func(w *workers.Registered) scheduler.Conn {
-			return workers.NewClient(w.URL, workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov})
+			return workers.NewClient(w.URL, workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov,
+				Records: cfg.Records.Policy(w)}) // every completion record is checked (internal/config Records)
 		},
 	})
 	if err != nil {
@@ -297,6 +298,9 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 	for i, k := range cfg.APIKeys {
 		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass(),
 			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute}
+		if k.Billing() {
+			keys[i].Role = gateway.RoleBilling
+		}
 	}
 	g.srv, err = gateway.New(gateway.Config{
 		APIKeys:         keys,

@@ -38,6 +38,8 @@ func runVerify(ctx context.Context, args []string) error {
 	fs.Var(&roots, "registry-root", "trusted model registry root, 0x-hex (repeatable)")
 	gateway := fs.String("gateway", "", "gateway base URL to fetch verifying keys and registry roots from")
 	calldata := fs.Bool("calldata", false, "after each verified receipt, print its batch's on-chain calldata (TollgateBatchVerifier.verifyBatch)")
+	requestFile := fs.String("request", "", "your own OpenAI request body (JSON): check it is the receipt's request (verify_digests.go)")
+	responseFile := fs.String("response", "", "the response body you received (JSON, or the raw SSE stream): check it is the receipt's response")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: tollgate verify [-vk FILE]... [-registry-root HEX]... [-gateway URL] FILE... (- for stdin)")
 		fs.PrintDefaults()
@@ -48,6 +50,14 @@ func runVerify(ctx context.Context, args []string) error {
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return errors.New("no receipt files")
+	}
+	if *requestFile != "" || *responseFile != "" {
+		if err := verifyDigests(os.Stdout, *requestFile, *responseFile, fs.Args()); err != nil {
+			return err
+		}
+		if len(roots) == 0 && *gateway == "" {
+			return nil // digests only; the proof needs -registry-root or -gateway
+		}
 	}
 	v := &verifier{keys: map[string]*receipts.VerifyingKey{}, gateway: strings.TrimSuffix(*gateway, "/"),
 		client: &http.Client{Timeout: 30 * time.Second}}

@@ -35,6 +35,7 @@ import (
 //	    priority: interactive  # or batch
 //	    requests_per_minute: 600   # 0: unlimited
 //	    tokens_per_minute: 200000  # 0: unlimited
+//	  - {id: billing, key: sk-..., role: billing}  # reads every receipt, makes no requests
 //	admin_keys: [sk-admin-...]
 //	provider_tokens: [pt-at-least-16-chars]
 //	open_registration: false
@@ -44,6 +45,12 @@ import (
 //	timeouts: {default_deadline: 10m, keepalive: 15s, read: 30s, idle: 120s, shutdown: 30s}
 //	log: {level: info, format: text}
 //	scheduler: {policy: tollgate, heartbeat_timeout: 3s}
+//	records:                  # how workers' completion records are checked
+//	  clock_skew: 30s
+//	  bounds: {completion_tokens_per_byte: 1, completion_slack: 16,
+//	           prompt_tokens_per_byte: 1, prompt_tokens_per_message: 8, prompt_slack: 64}
+//	  models:
+//	    deepseek-r1: {hidden_completion: true}   # reasoning tokens leave no text
 //	redis:
 //	  url: redis://127.0.0.1:6379/0   # empty: embedded stores, one gateway
 //	  prefix: "{tollgate}:"
@@ -78,6 +85,74 @@ type Config struct {
 	// Redis, when its URL is set, shares state among gateway replicas and
 	// provers (see Redis).
 	Redis Redis `yaml:"redis"`
+	// Records bounds what a worker's completion record may claim.
+	Records Records `yaml:"records"`
+}
+
+// Records is how the gateway checks each completion record a worker sends
+// before it becomes a receipt (workers.RecordPolicy): it must name the
+// task sent, its subject and the bytes relayed, the worker's own ID and a
+// registered version, a time within ClockSkew of the batch, and token
+// counts within the model's usage bounds. A record that fails is refused,
+// the client gets 502 and the worker is ejected.
+type Records struct {
+	// ClockSkew is how far a record's time may lie outside the span the
+	// gateway saw the batch run in (default 30s).
+	ClockSkew Duration `yaml:"clock_skew"`
+	// Bounds are every model's usage bounds; a zero field takes
+	// workers.DefaultUsageBounds' (one token per byte of text, slack 16 on
+	// completions; one per byte, 8 per message and 64 on prompts).
+	Bounds workers.UsageBounds `yaml:"bounds"`
+	// Models overrides Bounds for a model name, field by field (a zero
+	// field keeps Bounds'); hidden_completion: true for a model whose
+	// completion tokens include text it does not return (reasoning).
+	Models map[string]workers.UsageBounds `yaml:"models"`
+}
+
+// BoundsFor is model's usage bounds: Models[model] over Bounds over the
+// defaults.
+func (r Records) BoundsFor(model string) workers.UsageBounds {
+	b := r.Bounds
+	if o, ok := r.Models[model]; ok {
+		if o.CompletionPerByte != 0 {
+			b.CompletionPerByte = o.CompletionPerByte
+		}
+		if o.CompletionSlack != 0 {
+			b.CompletionSlack = o.CompletionSlack
+		}
+		if o.PromptPerByte != 0 {
+			b.PromptPerByte = o.PromptPerByte
+		}
+		if o.PromptPerMessage != 0 {
+			b.PromptPerMessage = o.PromptPerMessage
+		}
+		if o.PromptSlack != 0 {
+			b.PromptSlack = o.PromptSlack
+		}
+		b.HiddenCompletion = b.HiddenCompletion || o.HiddenCompletion
+	}
+	return b.WithDefaults()
+}
+
+// Policy is the record policy for a link to the registered worker w.
+func (r Records) Policy(w *workers.Registered) workers.RecordPolicy {
+	return workers.RecordPolicy{WorkerID: w.WorkerID, Models: w.Models, Skew: r.ClockSkew.D(), Bounds: r.BoundsFor}
+}
+
+// Validate names the first bad field of the records section.
+func (r Records) Validate() error {
+	if r.ClockSkew < Duration(time.Second) || r.ClockSkew > Duration(time.Hour) {
+		return fmt.Errorf("records.clock_skew: %s is outside [1s, 1h]", r.ClockSkew.D())
+	}
+	if err := r.Bounds.Validate(); err != nil {
+		return fmt.Errorf("records.bounds.%w", err)
+	}
+	for name, b := range r.Models {
+		if err := b.Validate(); err != nil {
+			return fmt.Errorf("records.models[%s].%w", name, err)
+		}
+	}
+	return nil
 }
 
 // Redis is the shared-state mode: with URL set, every replica using the
@@ -105,10 +180,22 @@ type Redis struct {
 // Enabled reports whether the Redis mode is on.
 func (r Redis) Enabled() bool { return r.URL != "" }
 
-// APIKey is one client key.
+// Key roles (APIKey.Role).
+const (
+	// RoleClient (the default, also written "") makes inference requests
+	// and reads its own receipts: those whose subject is its ID.
+	RoleClient = "client"
+	// RoleBilling reads every receipt (a billing system's key) and may
+	// make no request.
+	RoleBilling = "billing"
+)
+
+// APIKey is one client or billing key.
 type APIKey struct {
-	ID       string   `yaml:"id"`
-	Key      string   `yaml:"key"`
+	ID  string `yaml:"id"`
+	Key string `yaml:"key"`
+	// Role is client (default) or billing; see RoleClient and RoleBilling.
+	Role     string   `yaml:"role"`
 	Deadline Duration `yaml:"deadline"` // 0: timeouts.default_deadline
 	Priority string   `yaml:"priority"` // interactive (default) or batch
 	// RequestsPerMinute limits the key's requests (0: unlimited), exactly,
@@ -120,6 +207,9 @@ type APIKey struct {
 	// debt, and may overshoot by what its requests in flight use.
 	TokensPerMinute int64 `yaml:"tokens_per_minute"`
 }
+
+// Billing reports whether the key has the billing role.
+func (k APIKey) Billing() bool { return k.Role == RoleBilling }
 
 // PriorityClass maps Priority to the workers' constant.
 func (k APIKey) PriorityClass() workers.Priority {
@@ -223,6 +313,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.Redis.WorkerTTL, 10*time.Second)
 	def(&c.Redis.ClaimIdle, 30*time.Second)
+	def(&c.Records.ClockSkew, workers.DefaultRecordSkew)
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -278,6 +369,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api_keys[%d].key: repeats another key", i)
 		case k.Deadline < 0:
 			return fmt.Errorf("api_keys[%d].deadline: negative", i)
+		case k.Role != "" && k.Role != RoleClient && k.Role != RoleBilling:
+			return fmt.Errorf("api_keys[%d].role: %q is not client or billing", i, k.Role)
 		case k.Priority != "" && k.Priority != "interactive" && k.Priority != "batch":
 			return fmt.Errorf("api_keys[%d].priority: %q is not interactive or batch", i, k.Priority)
 		case k.RequestsPerMinute < 0 || k.RequestsPerMinute > 1e9:
@@ -332,6 +425,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
+	}
+	if err := c.Records.Validate(); err != nil {
+		return err
 	}
 	return c.Redis.Validate()
 }

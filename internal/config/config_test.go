@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/workers"
 )
 
 func TestParse(t *testing.T) {
@@ -20,6 +22,7 @@ data_dir: /tmp/x
 body_limit_bytes: 65536
 api_keys:
   - {id: team-a, key: sk-aaaaaaaa, deadline: 2m, priority: batch}
+  - {id: billing, key: sk-bbbbbbbb, role: billing}
 admin_keys: [sk-admin-123]
 provider_tokens: [pt-0123456789abcdef]
 open_registration: true
@@ -36,7 +39,10 @@ scheduler: {policy: round-robin, heartbeat_timeout: 3s}
 		{"bad listen", `listen: nowhere`, "listen"},
 		{"short key", `api_keys: [{id: a, key: x}]`, "api_keys[0].key"},
 		{"duplicate id", `api_keys: [{id: a, key: sk-aaaaaaaa}, {id: a, key: sk-bbbbbbbb}]`, "api_keys[1].id"},
+		{"bad record skew", `records: {clock_skew: 1ms}`, "records.clock_skew"},
+		{"bad model bounds", `records: {models: {m: {prompt_slack: -1}}}`, "records.models[m].prompt_slack"},
 		{"bad priority", `api_keys: [{id: a, key: sk-aaaaaaaa, priority: urgent}]`, "api_keys[0].priority"},
+		{"bad role", `api_keys: [{id: a, key: sk-aaaaaaaa, role: root}]`, "api_keys[0].role"},
 		{"admin repeats api key", `{api_keys: [{id: a, key: sk-aaaaaaaa}], admin_keys: [sk-aaaaaaaa]}`, "admin_keys[0]"},
 		{"short provider token", `provider_tokens: [short]`, "provider_tokens[0]"},
 		{"bad model digest", `models: [{name: m, digest: xyz}]`, "models[0]"},
@@ -91,4 +97,27 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("Parse accepted a config that does not validate")
 		}
 	})
+}
+
+func TestRecordBoundsPerModel(t *testing.T) {
+	c, err := Parse([]byte(`
+records:
+  bounds: {prompt_slack: 100}
+  models:
+    r1: {hidden_completion: true, completion_slack: 4}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := c.Records.BoundsFor("other")
+	if def.PromptSlack != 100 || def.CompletionSlack != workers.DefaultUsageBounds.CompletionSlack || def.HiddenCompletion {
+		t.Errorf("default bounds %+v", def)
+	}
+	r1 := c.Records.BoundsFor("r1")
+	if r1.PromptSlack != 100 || r1.CompletionSlack != 4 || !r1.HiddenCompletion || r1.PromptPerMessage != workers.DefaultUsageBounds.PromptPerMessage {
+		t.Errorf("r1 bounds %+v", r1)
+	}
+	if c.Records.ClockSkew.D() != workers.DefaultRecordSkew {
+		t.Errorf("clock skew %s", c.Records.ClockSkew.D())
+	}
 }

@@ -40,6 +40,7 @@ const (
 	MetricReceipts        = "tollgate.receipts"
 	MetricProvingDuration = "tollgate.receipts.proving.duration"
 	MetricLedgerWrite     = "tollgate.ledger.write.duration"
+	MetricRecordsRefused  = "tollgate.worker.records.refused"
 )
 
 // Bucket boundaries. The GenAI ones are the semantic conventions'
@@ -75,9 +76,10 @@ type WorkerCounts struct {
 	Healthy, Unhealthy int
 }
 
-// ReceiptCounts is the ledger's backlog at collection time.
+// ReceiptCounts is the ledger's backlog at collection time (Void: receipt
+// IDs that name nothing billable).
 type ReceiptCounts struct {
-	Pending, Proven, Failed int64
+	Pending, Proven, Failed, Void int64
 }
 
 // Generation is one finished (or failed) inference request, as the gateway
@@ -116,6 +118,7 @@ type Metrics struct {
 	batchSize    metric.Int64Histogram
 	proving      metric.Float64Histogram
 	ledgerWrite  metric.Float64Histogram
+	refused      metric.Int64Counter
 
 	queueFn    atomic.Pointer[func() QueueCounts]
 	workersFn  atomic.Pointer[func() WorkerCounts]
@@ -162,6 +165,10 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	m.proving = f64(MetricProvingDuration, "s", "Duration of proving one receipt batch.", bucketsProving)
 	m.ledgerWrite = f64(MetricLedgerWrite, "s", "Duration of one durable ledger write (fsync included).", bucketsLedgerWrite)
 
+	m.refused, err = meter.Int64Counter(MetricRecordsRefused, metric.WithUnit("{record}"),
+		metric.WithDescription("Worker completion records the gateway refused, by the check that failed (each ejected its worker)."))
+	errs = append(errs, err)
+
 	queue, err := meter.Int64ObservableGauge(MetricQueueLength, metric.WithUnit("{task}"), metric.WithDescription("Tasks waiting in all batcher queues."))
 	errs = append(errs, err)
 	inflight, err := meter.Int64ObservableGauge(MetricInFlight, metric.WithUnit("{task}"), metric.WithDescription("Tasks placed on workers and not yet ended."))
@@ -179,6 +186,7 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	pending := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "pending")))
 	proven := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "proven")))
 	failed := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "failed")))
+	void := metric.WithAttributeSet(attribute.NewSet(attribute.String("status", "void")))
 	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		if f := m.queueFn.Load(); f != nil {
 			q := (*f)()
@@ -198,6 +206,7 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 			o.ObserveInt64(rcpts, r.Pending, pending)
 			o.ObserveInt64(rcpts, r.Proven, proven)
 			o.ObserveInt64(rcpts, r.Failed, failed)
+			o.ObserveInt64(rcpts, r.Void, void)
 		}
 		return nil
 	}, queue, inflight, workers, rcpts)
@@ -324,6 +333,14 @@ func (m *Metrics) RecordProving(ctx context.Context, d time.Duration, ok bool) {
 func (m *Metrics) RecordLedgerWrite(ctx context.Context, d time.Duration, ok bool) {
 	if m.Enabled() {
 		m.ledgerWrite.Record(ctx, d.Seconds(), m.outcome(ok).rec...)
+	}
+}
+
+// RecordRecordRefused counts one completion record refused by check (one
+// of the workers.Check* names, a fixed set).
+func (m *Metrics) RecordRecordRefused(ctx context.Context, check string) {
+	if m.Enabled() {
+		m.refused.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attribute.String("check", check))))
 	}
 }
 

@@ -33,6 +33,9 @@ type Config struct {
 	TokenDelay      time.Duration // between streamed tokens
 	EmbeddingDim    int           // default 8
 	Flavor          string        // "vllm" (default) or "sglang": the names on /metrics
+	// ReportUsage, when set, is the usage reported for every generation
+	// instead of the true counts: a lying upstream.
+	ReportUsage *Usage
 
 	// OnRequest is called when a request arrives, before any delay.
 	OnRequest func(path string)
@@ -41,8 +44,9 @@ type Config struct {
 }
 
 // Failure is an injected error: the status and OpenAI error body the next
-// requests get. With AfterTokens > 0 a streamed generation sends that many
-// tokens first and then the error as an SSE data event, as vLLM does.
+// requests get. With AfterTokens > 0, or with a Form, a streamed generation
+// answers 200, sends AfterTokens tokens and then the error inside the
+// stream, in Form's shape.
 type Failure struct {
 	Status      int
 	Type        string
@@ -50,6 +54,42 @@ type Failure struct {
 	Message     string
 	RetryAfter  string // Retry-After header value, if any
 	AfterTokens int
+	Form        StreamErrorForm
+}
+
+// StreamErrorForm is how a server reports an error inside a stream that has
+// already answered 200.
+type StreamErrorForm string
+
+// The stream error forms of the servers the OpenAI engine fronts.
+const (
+	// FormVLLM (the default): `data: {"error": {"message", "type",
+	// "param", "code"}}` then `data: [DONE]` (vLLM since 0.6, ErrorInfo).
+	FormVLLM StreamErrorForm = "vllm"
+	// FormVLLMObject: older vLLM's top-level ErrorResponse,
+	// `data: {"object": "error", "message", "type", "param", "code"}`
+	// then `data: [DONE]`.
+	FormVLLMObject StreamErrorForm = "vllm-object"
+	// FormSGLang: `data: {"error": {"object": "error", "message",
+	// "type", "param", "code"}}` then `data: [DONE]`.
+	FormSGLang StreamErrorForm = "sglang"
+	// FormLlamaCpp: llama.cpp's llama-server, an SSE field named
+	// "error" — `error: {"code", "message", "type"}` — then
+	// `data: [DONE]` (its context-size error, for one).
+	FormLlamaCpp StreamErrorForm = "llama.cpp"
+	// FormEventError: an `event: error` whose data is the error object.
+	FormEventError StreamErrorForm = "event"
+	// FormNoFinish: no error at all, but the stream ends with
+	// `data: [DONE]` and no choice ever carried a finish reason.
+	FormNoFinish StreamErrorForm = "no-finish"
+	// FormEOF: the stream just ends, with neither a finish reason nor
+	// [DONE].
+	FormEOF StreamErrorForm = "eof"
+)
+
+// Usage is a token count the mock reports.
+type Usage struct {
+	PromptTokens, CompletionTokens int
 }
 
 // Stats counts what the server saw.
@@ -334,7 +374,7 @@ func (s *Server) api(h apiHandler) http.HandlerFunc {
 		if !s.wait(r, headerDelay) {
 			return
 		}
-		if fail != nil && fail.AfterTokens <= 0 {
+		if fail != nil && fail.AfterTokens <= 0 && fail.Form == "" {
 			writeError(w, fail.Status, fail.Type, fail.Code, fail.Message, fail.RetryAfter)
 			return
 		}
@@ -449,6 +489,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, req *genReques
 	tokens, finish := Generate(prompt, max, req.Stop)
 	_, tokenDelay := s.delays()
 	u := usage{PromptTokens: promptTokens, CompletionTokens: len(tokens), TotalTokens: promptTokens + len(tokens)}
+	if r := s.cfg.ReportUsage; r != nil {
+		u = usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.PromptTokens + r.CompletionTokens}
+	}
 	id := "cmpl-mock"
 	object := "text_completion"
 	if chat {
@@ -509,7 +552,10 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, req *genReques
 	}
 	for i, tok := range tokens {
 		if fail != nil && i == fail.AfterTokens {
-			send(map[string]any{"error": map[string]any{"message": fail.Message, "type": fail.Type, "param": nil, "code": codeValue(fail.Code, fail.Status)}})
+			s.streamError(w, fail)
+			if flusher != nil {
+				flusher.Flush()
+			}
 			return
 		}
 		if i > 0 && !s.wait(r, tokenDelay) {
@@ -532,6 +578,38 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, req *genReques
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	if flusher != nil {
 		flusher.Flush()
+	}
+}
+
+// streamError writes f inside a stream in f.Form's shape, and what the
+// server sends after it.
+func (s *Server) streamError(w http.ResponseWriter, f *Failure) {
+	code := codeValue(f.Code, f.Status)
+	inner := map[string]any{"message": f.Message, "type": f.Type, "param": nil, "code": code}
+	line := func(field string, v any) {
+		b, _ := json.Marshal(v)
+		fmt.Fprintf(w, "%s: %s\n\n", field, b)
+	}
+	done := func() { fmt.Fprint(w, "data: [DONE]\n\n") }
+	switch f.Form {
+	case FormVLLMObject:
+		line("data", map[string]any{"object": "error", "message": f.Message, "type": f.Type, "param": nil, "code": code})
+		done()
+	case FormSGLang:
+		line("data", map[string]any{"error": map[string]any{"object": "error", "message": f.Message, "type": f.Type, "param": nil, "code": code}})
+		done()
+	case FormLlamaCpp:
+		line("error", map[string]any{"code": code, "message": f.Message, "type": f.Type})
+		done()
+	case FormEventError:
+		fmt.Fprint(w, "event: error\n")
+		line("data", inner)
+	case FormNoFinish:
+		done()
+	case FormEOF:
+	default:
+		line("data", map[string]any{"error": inner})
+		done()
 	}
 }
 

@@ -23,7 +23,15 @@ var (
 	bucketBatches = []byte("batches") // batch seq → Batch JSON
 	bucketOpen    = []byte("open")    // batch seq → empty, while unfinished
 	bucketMeta    = []byte("meta")
+	// bucketSubjects holds one nested bucket per subject (API key ID):
+	// subject seq → entry seq, the index of a client's own export.
+	bucketSubjects = []byte("subjects")
 )
+
+// metaSubjectsIndexed marks a ledger whose every entry is in
+// bucketSubjects (set by initSubjects once it has indexed the entries of
+// a ledger written before the index existed).
+var metaSubjectsIndexed = []byte("subjects/indexed")
 
 // BoltStore is the embedded Store: one bbolt file, every write transaction
 // fsync'd; concurrent appends share one transaction (group commit, see
@@ -47,12 +55,12 @@ func OpenBolt(path string) (*BoltStore, error) {
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketEntries, bucketIDs, bucketPending, bucketBatches, bucketOpen, bucketMeta} {
+		for _, b := range [][]byte{bucketEntries, bucketIDs, bucketPending, bucketBatches, bucketOpen, bucketMeta, bucketSubjects} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return initCounts(tx)
+		return errors.Join(initCounts(tx), initSubjects(tx))
 	})
 	if err != nil {
 		db.Close()
@@ -119,11 +127,23 @@ func (s *BoltStore) commit(group []*appendReq) {
 					return err
 				}
 				e.Seq = seq
+				if err := indexSubject(tx, e); err != nil {
+					return err
+				}
 				v, err := json.Marshal(e)
 				if err != nil {
 					return err
 				}
-				if err := errors.Join(eb.Put(key(seq), v), ib.Put([]byte(e.ID), key(seq)), pb.Put(key(seq), nil)); err != nil {
+				if err := errors.Join(eb.Put(key(seq), v), ib.Put([]byte(e.ID), key(seq))); err != nil {
+					return err
+				}
+				if e.Void != nil {
+					if err := addVoid(tx); err != nil {
+						return err
+					}
+					continue // nothing to prove
+				}
+				if err := pb.Put(key(seq), nil); err != nil {
 					return err
 				}
 			}
@@ -205,6 +225,95 @@ func (s *BoltStore) List(ctx context.Context, after uint64, limit int) ([]*Entry
 		return nil
 	})
 	return out, batches, err
+}
+
+// ListSubject reads the subject's index bucket from after+1.
+func (s *BoltStore) ListSubject(ctx context.Context, subject string, after uint64, limit int) ([]*Entry, map[uint64]*Batch, error) {
+	var out []*Entry
+	batches := map[uint64]*Batch{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		sb := tx.Bucket(bucketSubjects).Bucket([]byte(subject))
+		if sb == nil || subject == "" {
+			return nil
+		}
+		c := sb.Cursor()
+		for k, v := c.Seek(key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			e, err := getEntry(tx, seqOf(v))
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+			if e.BatchSeq != 0 && batches[e.BatchSeq] == nil {
+				b, err := getBatch(tx, e.BatchSeq)
+				if err != nil {
+					return err
+				}
+				batches[e.BatchSeq] = b
+			}
+		}
+		return nil
+	})
+	return out, batches, err
+}
+
+// indexSubject gives e its SubjectSeq and adds it to its subject's index
+// (no-op without a subject).
+func indexSubject(tx *bolt.Tx, e *Entry) error {
+	sub := e.Subject()
+	if sub == "" {
+		return nil
+	}
+	sb, err := tx.Bucket(bucketSubjects).CreateBucketIfNotExists([]byte(sub))
+	if err != nil {
+		return fmt.Errorf("ledger: subject index: %w", err)
+	}
+	n, err := sb.NextSequence()
+	if err != nil {
+		return err
+	}
+	e.SubjectSeq = n
+	return sb.Put(key(n), key(e.Seq))
+}
+
+// initSubjects indexes, once, the entries of a ledger written before the
+// per-subject index existed (rewriting each with its SubjectSeq).
+func initSubjects(tx *bolt.Tx) error {
+	mb := tx.Bucket(bucketMeta)
+	if mb.Get(metaSubjectsIndexed) != nil {
+		return nil
+	}
+	eb := tx.Bucket(bucketEntries)
+	type rewrite struct {
+		k []byte
+		e *Entry
+	}
+	var todo []rewrite
+	err := eb.ForEach(func(k, v []byte) error {
+		var e Entry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("entry %d: %w", seqOf(k), err)
+		}
+		if e.SubjectSeq == 0 && e.Subject() != "" {
+			todo = append(todo, rewrite{append([]byte(nil), k...), &e})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range todo { // bbolt forbids writes inside ForEach
+		if err := indexSubject(tx, r.e); err != nil {
+			return err
+		}
+		v, err := json.Marshal(r.e)
+		if err != nil {
+			return err
+		}
+		if err := eb.Put(r.k, v); err != nil {
+			return err
+		}
+	}
+	return mb.Put(metaSubjectsIndexed, []byte{1})
 }
 
 // Entries returns entries by receipt ID, in the order asked.

@@ -49,7 +49,7 @@ func TestRenderCalldata(t *testing.T) {
 		b := &Batch{Seq: 1, Capacity: 2, Status: receipts.StatusProven, Leaves: []string{elementHex(1), elementHex(2)}, Circuit: circuit,
 			Public: &receipts.BatchPublic{Root: elementHex(3), ModelVersion: elementHex(4), RegistryRoot: elementHex(5), WorkerID: elementHex(6), LeafCount: 2, Time: &ts},
 			Proof:  base64.StdEncoding.EncodeToString(buf.Bytes()), VKID: "vk"}
-		r, err := render(e, b, treeCache{})
+		r, err := render(e, b, treeCache{}, false)
 		if err != nil {
 			t.Fatal(err)
 		}

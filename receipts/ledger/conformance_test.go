@@ -177,7 +177,7 @@ func TestStoreAppendOrderAndList(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := confEntry(2)
-		want.Seq = 3
+		want.Seq, want.SubjectSeq = 3, 3
 		if diff := cmp.Diff(e, want); diff != "" || b != nil {
 			t.Errorf("Get (-got +want):\n%s batch %v", diff, b)
 		}

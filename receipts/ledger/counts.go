@@ -13,9 +13,10 @@ import (
 )
 
 // Counts is the ledger's receipts by proof status. Pending counts every
-// receipt not yet in a proven or failed batch (open batches included).
+// receipt not yet in a proven or failed batch (open batches included);
+// Void the receipt IDs that name nothing billable.
 type Counts struct {
-	Pending, Proven, Failed int64
+	Pending, Proven, Failed, Void int64
 }
 
 // Counter is an optional Store extension that counts receipts cheaply
@@ -43,7 +44,7 @@ func (l *Ledger) Counts(ctx context.Context) (Counts, error) {
 	for _, b := range open {
 		n += int64(len(b.Receipts))
 	}
-	return Counts{Pending: n}, nil
+	return Counts{Pending: n}, nil // void receipts are not counted without a Counter
 }
 
 // Meta keys of the bolt store's counters of receipts in finished batches,
@@ -52,6 +53,7 @@ func (l *Ledger) Counts(ctx context.Context) (Counts, error) {
 var (
 	metaProven = []byte("counts/proven")
 	metaFailed = []byte("counts/failed")
+	metaVoid   = []byte("counts/void")
 )
 
 var _ Counter = (*BoltStore)(nil)
@@ -62,8 +64,8 @@ func (s *BoltStore) Counts(ctx context.Context) (Counts, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		recorded := int64(tx.Bucket(bucketEntries).Sequence())
 		mb := tx.Bucket(bucketMeta)
-		c.Proven, c.Failed = readCount(mb, metaProven), readCount(mb, metaFailed)
-		c.Pending = recorded - c.Proven - c.Failed
+		c.Proven, c.Failed, c.Void = readCount(mb, metaProven), readCount(mb, metaFailed), readCount(mb, metaVoid)
+		c.Pending = recorded - c.Proven - c.Failed - c.Void
 		return nil
 	})
 	if err != nil {
@@ -89,6 +91,12 @@ func addFinished(tx *bolt.Tx, b *Batch) error {
 	}
 	mb := tx.Bucket(bucketMeta)
 	return mb.Put(k, key(uint64(readCount(mb, k)+int64(len(b.Receipts)))))
+}
+
+// addVoid counts one void entry, inside the appending transaction.
+func addVoid(tx *bolt.Tx) error {
+	mb := tx.Bucket(bucketMeta)
+	return mb.Put(metaVoid, key(uint64(readCount(mb, metaVoid)+1)))
 }
 
 // initCounts fills the counters of a ledger written before they existed,

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -99,13 +100,40 @@ func ValidateCompletion(receiptID string, c *workers.Completion) error {
 	return err
 }
 
+// RecordVoid stores a void receipt: an ID handed to a client whose request
+// served nothing billable. It returns once the entry is durable; the ID
+// then resolves to status "void" with v.Reason, and is never proven.
+func (l *Ledger) RecordVoid(ctx context.Context, receiptID string, v *workers.Void) error {
+	switch {
+	case receiptID == "" || len(receiptID) > 128:
+		return apierr.Internal(fmt.Errorf("record void receipt: bad receipt ID %q", receiptID))
+	case v == nil || v.RequestID == "" || v.Reason == "":
+		return apierr.Internal(fmt.Errorf("record void receipt %s: request ID and reason are required", receiptID))
+	}
+	cp := *v
+	now := l.opts.Clock.Now()
+	err := l.store.Append(ctx, []*Entry{{ID: receiptID, Void: &cp, RecordedAt: now, Traceparent: obs.Traceparent(ctx)}})
+	l.opts.Metrics.RecordLedgerWrite(ctx, l.opts.Clock.Now().Sub(now), err == nil)
+	if err != nil {
+		return apierr.Internal(fmt.Errorf("record void receipt %s: %w", receiptID, err))
+	}
+	return nil
+}
+
 func receiptOf(e *Entry) *receipts.Receipt {
+	if v := e.Void; v != nil && e.Completion == nil {
+		return &receipts.Receipt{
+			Version: receipts.Version, ID: e.ID, Status: receipts.StatusVoid, Error: v.Reason,
+			RequestID: v.RequestID, RequestDigest: v.RequestDigest, Subject: v.Subject, Time: v.Time, Model: v.Model,
+		}
+	}
 	c := e.Completion
 	r := &receipts.Receipt{
 		Version: receipts.Version, ID: e.ID, Status: receipts.StatusPending,
 		RequestID: c.RequestID, RequestDigest: c.RequestDigest, ResponseDigest: c.ResponseDigest,
 		Subject: c.Subject, Time: c.Time, Model: c.Model, ModelDigest: c.ModelDigest, WorkerID: c.WorkerID,
 		PromptTokens: uint64(max(c.PromptTokens, 0)), CompletionTokens: uint64(max(c.CompletionTokens, 0)),
+		FinishReason: c.FinishReason,
 	}
 	return r
 }
@@ -129,10 +157,19 @@ func (c treeCache) tree(b *Batch) (receipts.MerkleTree, error) {
 	return t, nil
 }
 
-// render builds a receipt's JSON from its entry and batch.
-func render(e *Entry, b *Batch, trees treeCache) (*receipts.Receipt, error) {
+// render builds a receipt's JSON from its entry and batch. A subject's
+// own view (own) gives the entry's cursor in that subject's export.
+func render(e *Entry, b *Batch, trees treeCache, own bool) (*receipts.Receipt, error) {
 	r := receiptOf(e)
-	r.Cursor = strconv.FormatUint(e.Seq, 10)
+	switch {
+	case !own:
+		r.Cursor = strconv.FormatUint(e.Seq, 10)
+	case e.SubjectSeq != 0:
+		r.Cursor = strconv.FormatUint(e.SubjectSeq, 10)
+	}
+	if r.Status == receipts.StatusVoid {
+		return r, nil
+	}
 	if _, mv, leaf, err := r.LeafFields(); err == nil {
 		r.ModelVersion, r.Leaf = receipts.ElementHex(mv), receipts.ElementHex(leaf)
 	}
@@ -168,11 +205,34 @@ func render(e *Entry, b *Batch, trees treeCache) (*receipts.Receipt, error) {
 
 // Receipt returns a receipt's JSON, or an apierr 404.
 func (l *Ledger) Receipt(ctx context.Context, id string) (json.RawMessage, error) {
+	return l.receipt(ctx, id, "", false)
+}
+
+// errNoReceipt is the 404 for a receipt that does not exist or is not the
+// caller's: the two are indistinguishable, so receipt IDs do not leak.
+func errNoReceipt(id string) error {
+	return apierr.NotFound("id", "receipt_not_found", "no receipt %q", id)
+}
+
+// ReceiptOf is Receipt for one subject (an API key ID): a receipt of
+// another subject is a 404, exactly as an unknown one. Its cursor is its
+// position in the subject's own export (ExportOf).
+func (l *Ledger) ReceiptOf(ctx context.Context, subject, id string) (json.RawMessage, error) {
+	if subject == "" {
+		return nil, apierr.Internal(errors.New("ledger: ReceiptOf needs a subject"))
+	}
+	return l.receipt(ctx, id, subject, true)
+}
+
+func (l *Ledger) receipt(ctx context.Context, id, subject string, own bool) (json.RawMessage, error) {
 	e, b, err := l.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	r, err := render(e, b, treeCache{})
+	if own && e.Subject() != subject {
+		return nil, errNoReceipt(id)
+	}
+	r, err := render(e, b, treeCache{}, own)
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
@@ -184,6 +244,25 @@ func (l *Ledger) Receipt(ctx context.Context, id string) (json.RawMessage, error
 // empty when this page reaches the end (a later call with the last item's
 // cursor picks up receipts recorded since).
 func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.RawMessage, string, error) {
+	return l.export(ctx, after, limit, func(from uint64, n int) ([]*Entry, map[uint64]*Batch, error) {
+		return l.store.List(ctx, from, n)
+	}, false)
+}
+
+// ExportOf is Export of one subject's receipts only, read from the
+// store's per-subject index (Store.ListSubject): a page costs the same
+// however much other keys record, and its cursors count only the
+// subject's own receipts, so they say nothing of other keys' traffic.
+func (l *Ledger) ExportOf(ctx context.Context, subject, after string, limit int) ([]json.RawMessage, string, error) {
+	if subject == "" {
+		return nil, "", apierr.Internal(errors.New("ledger: ExportOf needs a subject"))
+	}
+	return l.export(ctx, after, limit, func(from uint64, n int) ([]*Entry, map[uint64]*Batch, error) {
+		return l.store.ListSubject(ctx, subject, from, n)
+	}, true)
+}
+
+func (l *Ledger) export(ctx context.Context, after string, limit int, list func(uint64, int) ([]*Entry, map[uint64]*Batch, error), own bool) ([]json.RawMessage, string, error) {
 	var from uint64
 	if after != "" {
 		n, err := strconv.ParseUint(after, 10, 64)
@@ -193,7 +272,7 @@ func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.Ra
 		from = n
 	}
 	limit = min(max(limit, 1), 1000)
-	entries, batches, err := l.store.List(ctx, from, limit+1) // one more tells whether a next page exists
+	entries, batches, err := list(from, limit+1) // one more tells whether a next page exists
 	if err != nil {
 		return nil, "", apierr.Internal(err)
 	}
@@ -202,7 +281,7 @@ func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.Ra
 	out := make([]json.RawMessage, 0, len(entries))
 	trees := treeCache{}
 	for _, e := range entries {
-		r, err := render(e, batches[e.BatchSeq], trees)
+		r, err := render(e, batches[e.BatchSeq], trees, own)
 		if err != nil {
 			return nil, "", apierr.Internal(err)
 		}
@@ -214,7 +293,11 @@ func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.Ra
 	}
 	next := ""
 	if more {
-		next = strconv.FormatUint(entries[len(entries)-1].Seq, 10)
+		last := entries[len(entries)-1]
+		next = strconv.FormatUint(last.Seq, 10)
+		if own {
+			next = strconv.FormatUint(last.SubjectSeq, 10)
+		}
 	}
 	return out, next, nil
 }

@@ -24,14 +24,17 @@ import (
 // by default, so that all keys share one Redis Cluster slot and the Lua
 // scripts may touch them together):
 //
-//	e:<receipt ID>  hash {j: entry JSON, s: seq, b: batch seq, i: leaf index}
+//	e:<receipt ID>  hash {j: entry JSON, s: seq, b: batch seq, i: leaf index, u: subject seq}
 //	order           sorted set, member receipt ID, score seq (export order)
+//	s:<subject>     sorted set, member receipt ID, score subject seq (a key's own export)
+//	sseq:<subject>  counter (INCR) of a subject's entries
 //	pending         sorted set, receipts not yet in a batch, score seq
 //	seq, bseq       counters (INCR) for entry and batch sequences
 //	b:<batch seq>   string, batch JSON
 //	open            sorted set of batch seqs neither proven nor failed
 //	meta            hash of named values
 //	count:proven, count:failed  receipts in finished batches (Counts)
+//	count:void      void receipts (never batched)
 //	jobs            stream of assigned batches, the proving queue (see Queue)
 //
 // Every multi-key write is one Lua script (EVALSHA), which Redis runs
@@ -122,9 +125,11 @@ func (s *RedisStore) batchKey(seq uint64) string {
 
 // appendScript stores a group of append requests. ARGV: prefix, number of
 // requests, then per request its entry count followed by (id, entry JSON,
-// batch seq, index) per entry. It returns, per request, the Seq of its
-// first entry, or 0 if one of its receipt IDs is already taken or repeated
-// within the request (that request alone fails, as in BoltStore).
+// batch seq, index, subject, kind) per entry, kind "v" for a void entry
+// (never pending) and "r" otherwise. It returns, per request, an array of
+// the Seq of its first entry followed by each entry's subject seq (0
+// without a subject), or 0 if one of its receipt IDs is already taken or
+// repeated within the request (that request alone fails, as in BoltStore).
 var appendScript = redis.NewScript(`
 local p = ARGV[1]
 local nreq = tonumber(ARGV[2])
@@ -136,25 +141,38 @@ for r = 1, nreq do
   local ok = true
   local mine = {}
   for k = 0, n - 1 do
-    local id = ARGV[pos + 1 + 4 * k]
+    local id = ARGV[pos + 1 + 6 * k]
     if taken[id] or mine[id] or redis.call('EXISTS', p .. 'e:' .. id) == 1 then ok = false end
     mine[id] = true
   end
   if ok then
+    local res = {}
     for k = 0, n - 1 do
-      local id = ARGV[pos + 1 + 4 * k]
+      local at = pos + 1 + 6 * k
+      local id, bseq, sub, kind = ARGV[at], ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
       taken[id] = true
       local seq = redis.call('INCR', p .. 'seq')
-      if k == 0 then out[r] = seq end
-      redis.call('HSET', p .. 'e:' .. id, 'j', ARGV[pos + 2 + 4 * k], 's', seq, 'b', ARGV[pos + 3 + 4 * k], 'i', ARGV[pos + 4 + 4 * k])
+      if k == 0 then res[1] = seq end
+      local u = 0
+      if sub ~= '' then
+        u = redis.call('INCR', p .. 'sseq:' .. sub)
+        redis.call('ZADD', p .. 's:' .. sub, u, id)
+      end
+      res[k + 2] = u
+      redis.call('HSET', p .. 'e:' .. id, 'j', ARGV[at + 1], 's', seq, 'b', bseq, 'i', ARGV[at + 3], 'u', u)
       redis.call('ZADD', p .. 'order', seq, id)
-      if ARGV[pos + 3 + 4 * k] == '0' then redis.call('ZADD', p .. 'pending', seq, id) end
+      if kind == 'v' then
+        redis.call('INCR', p .. 'count:void')
+      elseif bseq == '0' then
+        redis.call('ZADD', p .. 'pending', seq, id)
+      end
     end
-    if n == 0 then out[r] = -1 end
+    if n == 0 then res[1] = -1 end
+    out[r] = res
   else
     out[r] = 0
   end
-  pos = pos + 1 + 4 * n
+  pos = pos + 1 + 6 * n
 end
 return out
 `)
@@ -221,16 +239,20 @@ func (s *RedisStore) commit(group []*appendReq) {
 		args = append(args, len(r.entries))
 		for _, e := range r.entries {
 			stored := *e
-			stored.Seq, stored.BatchSeq, stored.Index = 0, 0, 0
+			stored.Seq, stored.BatchSeq, stored.Index, stored.SubjectSeq = 0, 0, 0, 0
 			v, err := json.Marshal(&stored)
 			if err != nil {
 				fail(fmt.Errorf("ledger: encode entry %s: %w", e.ID, err))
 				return
 			}
-			args = append(args, e.ID, v, e.BatchSeq, e.Index)
+			kind := "r"
+			if e.Void != nil {
+				kind = "v"
+			}
+			args = append(args, e.ID, v, e.BatchSeq, e.Index, e.Subject(), kind)
 		}
 	}
-	res, err := appendScript.Run(context.Background(), s.c, nil, args...).Int64Slice()
+	res, err := appendScript.Run(context.Background(), s.c, nil, args...).Slice()
 	if err == nil && len(res) != len(group) {
 		err = fmt.Errorf("ledger: redis append returned %d results for %d requests", len(res), len(group))
 	}
@@ -239,15 +261,25 @@ func (s *RedisStore) commit(group []*appendReq) {
 		return
 	}
 	for gi, r := range group {
-		switch first := res[gi]; {
-		case first == 0:
+		seqs, ok := res[gi].([]any)
+		if !ok {
 			r.done <- fmt.Errorf("%w: %s", ErrDuplicate, dupID(r.entries))
-		default:
-			for k, e := range r.entries {
-				e.Seq = uint64(first) + uint64(k)
-			}
-			r.done <- nil
+			continue
 		}
+		if len(r.entries) == 0 {
+			r.done <- nil
+			continue
+		}
+		if len(seqs) != len(r.entries)+1 {
+			r.done <- fmt.Errorf("ledger: redis append returned %d seqs for %d entries", len(seqs)-1, len(r.entries))
+			continue
+		}
+		first, _ := seqs[0].(int64)
+		for k, e := range r.entries {
+			u, _ := seqs[k+1].(int64)
+			e.Seq, e.SubjectSeq = uint64(first)+uint64(k), uint64(u)
+		}
+		r.done <- nil
 	}
 }
 
@@ -261,9 +293,13 @@ func dupID(entries []*Entry) string {
 	return strings.Join(ids, ",")
 }
 
-// decodeEntry rebuilds an entry from its hash fields.
+// entryFields are the hash fields of an entry, in decodeEntry's order.
+var entryFields = []string{"j", "s", "b", "i", "u"}
+
+// decodeEntry rebuilds an entry from its hash fields (entryFields; "u" is
+// absent from entries recorded before the per-subject index).
 func decodeEntry(id string, h []any) (*Entry, error) {
-	if len(h) != 4 || h[0] == nil {
+	if len(h) != len(entryFields) || h[0] == nil {
 		return nil, fmt.Errorf("ledger: receipt %s missing", id)
 	}
 	var e Entry
@@ -280,6 +316,9 @@ func decodeEntry(id string, h []any) (*Entry, error) {
 		return n
 	}
 	e.Seq, e.BatchSeq, e.Index = num(h[1]), num(h[2]), int(num(h[3]))
+	if h[4] != nil {
+		e.SubjectSeq = num(h[4])
+	}
 	return &e, err
 }
 
@@ -292,7 +331,7 @@ func (s *RedisStore) entries(ctx context.Context, ids []string) ([]*Entry, error
 	cmds := make([]*redis.SliceCmd, len(ids))
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, s.entryKey(id), "j", "s", "b", "i")
+			cmds[i] = p.HMGet(ctx, s.entryKey(id), entryFields...)
 		}
 		return nil
 	})
@@ -359,7 +398,7 @@ func (s *RedisStore) withBatches(ctx context.Context, es []*Entry) (map[uint64]*
 }
 
 func (s *RedisStore) Get(ctx context.Context, id string) (*Entry, *Batch, error) {
-	h, err := s.c.HMGet(ctx, s.entryKey(id), "j", "s", "b", "i").Result()
+	h, err := s.c.HMGet(ctx, s.entryKey(id), entryFields...).Result()
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: redis read: %w", err)
 	}
@@ -382,6 +421,26 @@ func (s *RedisStore) List(ctx context.Context, after uint64, limit int) ([]*Entr
 		return nil, map[uint64]*Batch{}, nil
 	}
 	ids, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.prefix + "order", ByScore: true,
+		Start: "(" + strconv.FormatUint(after, 10), Stop: "+inf", Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: redis read: %w", err)
+	}
+	es, err := s.entries(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	bs, err := s.withBatches(ctx, es)
+	return es, bs, err
+}
+
+// ListSubject reads the subject's sorted set (s:<subject>) from after+1.
+// Entries recorded before the per-subject index are not in it: they are
+// listed only by List (a billing or admin export).
+func (s *RedisStore) ListSubject(ctx context.Context, subject string, after uint64, limit int) ([]*Entry, map[uint64]*Batch, error) {
+	if limit <= 0 || subject == "" {
+		return nil, map[uint64]*Batch{}, nil
+	}
+	ids, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.prefix + "s:" + subject, ByScore: true,
 		Start: "(" + strconv.FormatUint(after, 10), Stop: "+inf", Count: int64(limit)}).Result()
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: redis read: %w", err)
@@ -483,7 +542,7 @@ var _ Counter = (*RedisStore)(nil)
 // Counts reads the counters kept by FinishBatch and the entry sequence, in
 // one round trip.
 func (s *RedisStore) Counts(ctx context.Context) (Counts, error) {
-	vals, err := s.c.MGet(ctx, s.prefix+"seq", s.prefix+"count:proven", s.prefix+"count:failed").Result()
+	vals, err := s.c.MGet(ctx, s.prefix+"seq", s.prefix+"count:proven", s.prefix+"count:failed", s.prefix+"count:void").Result()
 	if err != nil {
 		return Counts{}, fmt.Errorf("ledger counts: redis: %w", err)
 	}
@@ -495,7 +554,7 @@ func (s *RedisStore) Counts(ctx context.Context) (Counts, error) {
 			}
 		}
 	}
-	return Counts{Pending: n[0] - n[1] - n[2], Proven: n[1], Failed: n[2]}, nil
+	return Counts{Pending: n[0] - n[1] - n[2] - n[3], Proven: n[1], Failed: n[2], Void: n[3]}, nil
 }
 
 // Meta returns nil (no error) for an unknown key, like BoltStore.

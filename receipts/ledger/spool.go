@@ -277,7 +277,7 @@ func (s *SpoolStore) spooled(id string) *Entry {
 		})
 	})
 	if found != nil {
-		found.Seq, found.BatchSeq = 0, 0
+		found.Seq, found.BatchSeq, found.SubjectSeq = 0, 0, 0
 	}
 	return found
 }

@@ -24,18 +24,38 @@ import (
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
-// Entry is one receipt as stored: the completion record, its position in
-// the ledger and, once batched, its batch and leaf index.
+// Entry is one receipt as stored: the completion record (or, for a void
+// receipt, the void record instead), its position in the ledger and, once
+// batched, its batch and leaf index.
 type Entry struct {
-	Seq        uint64              `json:"seq"` // ledger order, from 1
+	Seq uint64 `json:"seq"` // ledger order, from 1
+	// SubjectSeq is the entry's position among its subject's entries, from
+	// 1 (0: no subject, or recorded before the per-subject index): the
+	// cursor of a client's own export, which says nothing of other keys'
+	// traffic.
+	SubjectSeq uint64              `json:"subject_seq,omitempty"`
 	ID         string              `json:"id"`
 	Completion *workers.Completion `json:"completion"`
-	RecordedAt time.Time           `json:"recorded_at"`
-	BatchSeq   uint64              `json:"batch_seq,omitempty"` // 0 while pending
-	Index      int                 `json:"index,omitempty"`     // leaf slot in the batch
+	// Void, set instead of Completion, records a receipt ID that names
+	// nothing billable. A void entry is never pending and never batched.
+	Void       *workers.Void `json:"void,omitempty"`
+	RecordedAt time.Time     `json:"recorded_at"`
+	BatchSeq   uint64        `json:"batch_seq,omitempty"` // 0 while pending
+	Index      int           `json:"index,omitempty"`     // leaf slot in the batch
 	// Traceparent is the W3C traceparent of the request that recorded it,
 	// so the prover's batch span can link to the request's trace.
 	Traceparent string `json:"traceparent,omitempty"`
+}
+
+// Subject is the API key ID the entry belongs to.
+func (e *Entry) Subject() string {
+	switch {
+	case e.Completion != nil:
+		return e.Completion.Subject
+	case e.Void != nil:
+		return e.Void.Subject
+	}
+	return ""
 }
 
 // Batch is one group of receipts of one worker and one model version,
@@ -72,9 +92,15 @@ type Store interface {
 	// List returns up to limit entries with Seq > after, in order, with
 	// their batches.
 	List(ctx context.Context, after uint64, limit int) ([]*Entry, map[uint64]*Batch, error)
+	// ListSubject is List over one subject's entries: up to limit entries
+	// of that subject with SubjectSeq > after, in order. It reads the
+	// subject's own index, so a page costs the same however many other
+	// subjects' entries lie between.
+	ListSubject(ctx context.Context, subject string, after uint64, limit int) ([]*Entry, map[uint64]*Batch, error)
 	// Entries returns entries by receipt ID, in the order asked.
 	Entries(ctx context.Context, ids []string) ([]*Entry, error)
-	// Pending returns the entries not yet in a batch, in order.
+	// Pending returns the entries not yet in a batch, in order (void
+	// entries never are).
 	Pending(ctx context.Context) ([]*Entry, error)
 	// AssignBatch gives b the next batch sequence, stores it and moves its
 	// receipts out of pending, atomically. It fails if any receipt is no

@@ -499,8 +499,9 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	case errors.Is(err, errStopped):
 		finish = "stop"
 	case err != nil:
+		// Stopped part way: what was done is still reported.
 		e.logger.Debug("generation ended early", "request_id", t.RequestID, "err", err)
-		return workers.Result{}, err
+		return workers.Result{PromptTokens: len(r.prompt), CompletionTokens: generated}, err
 	default:
 		if err := out.flush(); err != nil {
 			return workers.Result{}, err

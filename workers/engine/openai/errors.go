@@ -156,6 +156,24 @@ func streamEventError(raw json.RawMessage) *apierr.Error {
 	return statusError(status, "", body)
 }
 
+// streamErrorReport maps the data of an error event (`event: error`, or
+// llama.cpp's `error:` line): an error object, bare (llama.cpp's
+// {"code": 400, "message": ..., "type": ...}) or wrapped in {"error": ...}.
+func streamErrorReport(data []byte) *apierr.Error {
+	raw := json.RawMessage(append([]byte(nil), data...))
+	var wrapped struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(raw, &wrapped) == nil && len(wrapped.Error) > 0 && wrapped.Error[0] == '{' {
+		raw = wrapped.Error
+	}
+	if !json.Valid(raw) {
+		// Not JSON: the text is the message.
+		raw, _ = json.Marshal(map[string]string{"message": string(data)})
+	}
+	return streamEventError(raw)
+}
+
 // retryAfter parses a Retry-After header in seconds; unparsable or absent
 // gives one second, so a client always gets a hint.
 func retryAfter(v string) time.Duration {

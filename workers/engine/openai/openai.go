@@ -26,7 +26,17 @@
 // message (except 401/403, which concern the worker's own credentials and
 // become 502), 429 keeps Retry-After, other 5xx become 502 "upstream_error",
 // 503 and an unreachable upstream become 503 "upstream_error", and a header or
-// idle timeout becomes 504 "upstream_timeout".
+// idle timeout becomes 504 "upstream_timeout". An error reported inside a
+// stream that already answered 200 — vLLM's and SGLang's
+// `data: {"error": {...}}`, older vLLM's top-level `{"object": "error"}`,
+// llama.cpp's `error: {...}` field line (followed by `data: [DONE]`), an
+// `event: error` — ends the generation with that error, its numeric code
+// taken as the status (so a prompt over llama.cpp's context is the client's
+// 400); a stream that ends, with `[DONE]` or without, before any choice
+// carried a finish reason is a 502. Neither is ever an answer: the worker
+// then records at most the tokens its client already received (see
+// docs/billing.md). With such an error Generate returns, as its Result,
+// the completion tokens streamed so far (one per chunk).
 //
 // Load comes from the upstream's Prometheus endpoint (vLLM or SGLang gauges),
 // cached briefly; see Load.
@@ -352,6 +362,11 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 		done   bool
 		got    *usage
 		chunks int
+		// partial is what is known of the usage when the stream fails
+		// part way: the chunks streamed so far (the upstream's usage comes
+		// only at the end). The agent records it for the tokens the client
+		// already received.
+		partial workers.Result
 	)
 	for !done {
 		data, err := events.next()
@@ -359,7 +374,11 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 			break
 		}
 		if err != nil {
-			return workers.Result{}, e.streamError(ctx, err)
+			return partial, e.streamError(ctx, err)
+		}
+		if events.failed() {
+			// llama.cpp's `error: {...}` line, or an `event: error`.
+			return partial, streamErrorReport(data)
 		}
 		if string(bytes.TrimSpace(data)) == "[DONE]" {
 			// Read the response's end so the connection returns to the pool.
@@ -369,10 +388,14 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 		}
 		var c upstreamEvent
 		if err := decodeUpstream(data, &c); err != nil {
-			return workers.Result{}, upstreamFailure("the upstream sent a malformed stream event", err)
+			return partial, upstreamFailure("the upstream sent a malformed stream event", err)
 		}
 		if len(c.Error) > 0 && string(c.Error) != "null" {
-			return workers.Result{}, streamEventError(c.Error)
+			return partial, streamEventError(c.Error)
+		}
+		if c.Object == "error" {
+			// Older vLLM: the whole event is its ErrorResponse.
+			return partial, streamEventError(append(json.RawMessage(nil), data...))
 		}
 		for _, ch := range c.Choices {
 			if ch.Index != 0 {
@@ -384,10 +407,11 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 			}
 			if text != nil && *text != "" {
 				chunks++
+				partial.CompletionTokens = chunks
 				// More: the next event came in with this one (the
 				// worker then sends both in one write).
 				if err := emit(workers.Delta{Text: *text, Tokens: 1, More: events.eventBuffered()}); err != nil {
-					return workers.Result{}, err
+					return partial, err
 				}
 			}
 			if ch.FinishReason != nil && *ch.FinishReason != "" {
@@ -398,8 +422,14 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 			got = c.Usage
 		}
 	}
-	if !done && finish == "" {
-		return workers.Result{}, upstreamFailure("the upstream stream ended before the generation finished", io.ErrUnexpectedEOF)
+	if finish == "" {
+		// Ended ([DONE] or EOF) without saying how the generation ended:
+		// a server that hit an error it did not report, or a cut stream.
+		// Never an answer: it would be billed as a complete one.
+		if done {
+			return partial, upstreamFailure("the upstream stream ended without a finish reason", errNoFinish)
+		}
+		return partial, upstreamFailure("the upstream stream ended before the generation finished", io.ErrUnexpectedEOF)
 	}
 	if finish != "length" {
 		finish = "stop"
@@ -451,6 +481,9 @@ func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Rea
 	}
 	if len(a.Error) > 0 && string(a.Error) != "null" {
 		return workers.Result{}, streamEventError(a.Error)
+	}
+	if a.Object == "error" {
+		return workers.Result{}, streamEventError(append(json.RawMessage(nil), buf.Bytes()...))
 	}
 	var text, finish string
 	found := false
@@ -593,6 +626,7 @@ func decodeEmbeddings(raw []byte, n int) (vectors [][]float32, promptTokens int,
 var (
 	errHeaderTimeout = errors.New("upstream response header timeout")
 	errIdleTimeout   = errors.New("upstream idle timeout")
+	errNoFinish      = errors.New("[DONE] without a finish reason")
 )
 
 // post sends a JSON request and returns a 200 response, or an error: an

@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -24,6 +25,30 @@ var sseCases = []struct {
 	{"trailing event without blank line", "data: last", []string{"last"}, false},
 	{"oversized line", "data: " + strings.Repeat("y", 300) + "\n\n", nil, true},
 	{"oversized event from many lines", strings.Repeat("data: "+strings.Repeat("z", 60)+"\n", 5) + "\n", nil, true},
+	{"llama.cpp error field", "error: {\"code\":400,\"message\":\"too long\"}\n\ndata: [DONE]\n\n", []string{`{"code":400,"message":"too long"}`, "[DONE]"}, false},
+	{"event error", "event: error\ndata: {\"message\":\"boom\"}\n\n", []string{`{"message":"boom"}`}, false},
+}
+
+// TestSSEErrorReports: an `error:` field or an `event: error` marks its
+// event as an error report, and only that event.
+func TestSSEErrorReports(t *testing.T) {
+	in := "data: {\"a\":1}\n\nerror: {\"code\":400}\n\nevent: error\ndata: {\"b\":2}\n\nevent: message\ndata: {\"c\":3}\n\ndata: x\nerror: {\"d\":4}\n\n"
+	r := newSSEReader(strings.NewReader(in), 256, nil)
+	var got []string
+	for {
+		d, err := r.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %v", d, r.failed()))
+	}
+	want := []string{`{"a":1} false`, `{"code":400} true`, `{"b":2} true`, `{"c":3} false`, `{"d":4} true`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
 }
 
 func readAll(in string, max int) ([]string, error) {

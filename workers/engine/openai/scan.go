@@ -14,6 +14,8 @@ type upstreamEvent struct {
 	Choices []upstreamChoice `json:"choices"`
 	Usage   *usage           `json:"usage"`
 	Error   json.RawMessage  `json:"error"`
+	// Object is "error" for older vLLM's top-level ErrorResponse.
+	Object string `json:"object"`
 }
 
 type upstreamChoice struct {
@@ -49,9 +51,19 @@ func decodeUpstream(data []byte, ev *upstreamEvent) error {
 type upScanner struct{ jsonx.Scanner }
 
 func (s *upScanner) event(ev *upstreamEvent) bool {
-	var seen [3]bool
+	var seen [4]bool
 	ok := s.Object(func(key string) bool {
 		switch key {
+		case "object":
+			if !jsonx.Once(&seen[3]) {
+				return false
+			}
+			if s.Lit("null") {
+				return true
+			}
+			v, ok := s.String()
+			ev.Object = v
+			return ok
 		case "choices":
 			return jsonx.Once(&seen[0]) && s.choices(&ev.Choices)
 		case "usage":
@@ -64,7 +76,7 @@ func (s *upScanner) event(ev *upstreamEvent) bool {
 			ev.Error = append(json.RawMessage(nil), s.B[start:s.I]...)
 			return true
 		}
-		return !foldsTo(key, "choices", "usage", "error") && s.Skip()
+		return !foldsTo(key, "choices", "usage", "error", "object") && s.Skip()
 	})
 	return ok && s.End()
 }

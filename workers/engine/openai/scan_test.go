@@ -15,6 +15,8 @@ var upstreamDocs = []struct {
 	doc     string
 	scanned bool // the scanner reads it itself (else encoding/json does)
 }{
+	{"older vllm error object", `{"object":"error","message":"bad","type":"BadRequestError","param":null,"code":400}`, true},
+	{"sglang error", `{"error":{"object":"error","message":"bad","type":"BadRequestError","param":null,"code":400}}`, true},
 	{"vllm chat chunk", `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" the"},"logprobs":null,"finish_reason":null}]}`, true},
 	{"role chunk", `{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}`, true},
 	{"finish chunk", `{"choices":[{"index":0,"delta":{},"finish_reason":"length","stop_reason":null}]}`, true},

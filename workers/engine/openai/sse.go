@@ -18,9 +18,11 @@ const sseBufferSize = 4 << 10
 var sseReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, sseBufferSize) }}
 
 // sseReader reads the data of server-sent events, bounded in size. Comment
-// lines (": keepalive") and the event/id/retry fields are skipped; several
-// data lines of one event are joined with "\n" as the SSE spec says. Call
-// release when done with it.
+// lines (": keepalive") and the id/retry fields are skipped; several data
+// lines of one event are joined with "\n" as the SSE spec says. An event
+// named "error" (`event: error`) and an "error" field (llama.cpp's
+// `error: {...}` line, which carries its error object) mark the event as
+// an error report: see failed. Call release when done with it.
 type sseReader struct {
 	r      *bufio.Reader
 	max    int
@@ -28,6 +30,7 @@ type sseReader struct {
 	line   []byte // a line longer than the buffer, assembled
 	data   []byte
 	eof    bool
+	isErr  bool // the event next returned reports an error
 }
 
 func newSSEReader(r io.Reader, max int, onLine func()) *sseReader {
@@ -93,10 +96,15 @@ func (r *sseReader) readLine() ([]byte, error) {
 	return line, nil
 }
 
+// failed reports whether the event next last returned reports an error
+// (`event: error`, or an `error:` field whose value is then its data).
+func (r *sseReader) failed() bool { return r.isErr }
+
 // next returns the next event's data, valid until the following call, or
 // io.EOF when the stream ends cleanly.
 func (r *sseReader) next() ([]byte, error) {
 	r.data = r.data[:0]
+	r.isErr = false
 	has := false
 	for {
 		line, err := r.readLine()
@@ -117,10 +125,19 @@ func (r *sseReader) next() ([]byte, error) {
 			continue
 		}
 		field, value, _ := bytes.Cut(line, []byte(":"))
-		if string(field) != "data" {
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(field) {
+		case "data":
+		case "event":
+			r.isErr = r.isErr || string(value) == "error"
+			continue
+		case "error":
+			// llama.cpp: the error object is this field's value. It
+			// replaces whatever data the event had.
+			r.isErr, has, r.data = true, false, r.data[:0]
+		default:
 			continue
 		}
-		value = bytes.TrimPrefix(value, []byte(" "))
 		if has {
 			r.data = append(r.data, '\n')
 		}

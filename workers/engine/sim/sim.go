@@ -184,17 +184,19 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	defer e.leave(promptTokens + len(plan.tokens))
 
 	ttft := time.Duration(float64(e.prof.PrefillOverhead+time.Duration(promptTokens)*e.prof.PrefillPerToken) * e.factor(rng))
+	// Stopped part way, it still reports what it did: the prompt, and the
+	// tokens emitted so far.
 	if err := e.wait(ctx, ttft); err != nil {
-		return workers.Result{}, err
+		return workers.Result{PromptTokens: promptTokens}, err
 	}
 	for i, tok := range plan.tokens {
 		if i > 0 {
 			if err := e.wait(ctx, time.Duration(float64(e.prof.InterTokenLatency)*e.factor(rng))); err != nil {
-				return workers.Result{}, err
+				return workers.Result{PromptTokens: promptTokens, CompletionTokens: i}, err
 			}
 		}
 		if err := emit(workers.Delta{Text: tok, Tokens: 1}); err != nil {
-			return workers.Result{}, err
+			return workers.Result{PromptTokens: promptTokens, CompletionTokens: i}, err
 		}
 	}
 	e.done()

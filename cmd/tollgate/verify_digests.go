@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/tollgate-ai/tollgate/gateway"
+	"github.com/tollgate-ai/tollgate/receipts"
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+// maxBodyFile bounds a request or response body read by verify.
+const maxBodyFile = 256 << 20
+
+// verifyDigests is `tollgate verify --request FILE --response FILE
+// RECEIPT`: it recomputes the receipt's request digest from the client's
+// own OpenAI request body (the canonical task the gateway built from it,
+// gateway.RequestTask, with the receipt's request ID and subject) and its
+// response digest from the response body the client received — JSON, or
+// the raw SSE stream — and says whether each matches. Either file may be
+// omitted. The receipt's proof is verified separately (without these
+// flags, or with -gateway / -registry-root as well).
+func verifyDigests(w io.Writer, requestFile, responseFile string, receiptFiles []string) error {
+	var all []json.RawMessage
+	for _, name := range receiptFiles {
+		if err := eachReceipt(name, func(raw json.RawMessage) { all = append(all, raw) }); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if len(all) != 1 {
+		return fmt.Errorf("--request/--response check one receipt, got %d", len(all))
+	}
+	var r receipts.Receipt
+	if err := json.Unmarshal(all[0], &r); err != nil {
+		return fmt.Errorf("receipt: %w", err)
+	}
+	failed := 0
+	report := func(what, got, want string) {
+		if got == want {
+			fmt.Fprintf(w, "%s %s: %s digest %s OK\n", r.ID, r.RequestID, what, got)
+			return
+		}
+		failed++
+		fmt.Fprintf(w, "%s %s: %s digest MISMATCH: the body gives %s, the receipt says %s\n", r.ID, r.RequestID, what, got, want)
+	}
+	if requestFile != "" {
+		body, err := readBodyFile(requestFile)
+		if err != nil {
+			return err
+		}
+		task, err := gateway.RequestTask(body, r.RequestID, r.Subject)
+		if err != nil {
+			return fmt.Errorf("%s: %w", requestFile, err)
+		}
+		d := task.Digest()
+		report("request", hex.EncodeToString(d[:]), r.RequestDigest)
+	}
+	if responseFile != "" {
+		body, err := readBodyFile(responseFile)
+		if err != nil {
+			return err
+		}
+		d, err := responseDigest(body)
+		if err != nil {
+			return fmt.Errorf("%s: %w", responseFile, err)
+		}
+		report("response", hex.EncodeToString(d[:]), r.ResponseDigest)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d digest(s) do not match receipt %s", failed, r.ID)
+	}
+	return nil
+}
+
+func readBodyFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxBodyFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxBodyFile {
+		return nil, fmt.Errorf("%s: over %d bytes", name, maxBodyFile)
+	}
+	return b, nil
+}
+
+// responseDigest is workers.ResponseDigest of what a gateway response body
+// carries: a chat or text completion (choice 0's text), an embeddings list
+// (its vectors in index order, float or base64), or an SSE stream of chunks
+// (choice 0's text deltas concatenated).
+func responseDigest(body []byte) ([32]byte, error) {
+	trimmed := bytes.TrimSpace(body)
+	if bytes.HasPrefix(trimmed, []byte("data:")) || bytes.HasPrefix(trimmed, []byte(":")) {
+		text, err := streamText(trimmed)
+		if err != nil {
+			return [32]byte{}, err
+		}
+		return workers.ResponseDigest(text, nil), nil
+	}
+	var resp struct {
+		Object  string `json:"object"`
+		Choices []struct {
+			Index   int     `json:"index"`
+			Text    *string `json:"text"`
+			Message *struct {
+				Content *string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+		Data []struct {
+			Index     int             `json:"index"`
+			Embedding json.RawMessage `json:"embedding"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(trimmed, &resp); err != nil {
+		return [32]byte{}, fmt.Errorf("not a JSON response or an SSE stream: %w", err)
+	}
+	if resp.Object == "list" {
+		return embeddingsDigest(resp.Data)
+	}
+	for _, c := range resp.Choices {
+		if c.Index != 0 {
+			continue
+		}
+		switch {
+		case c.Message != nil && c.Message.Content != nil:
+			return workers.ResponseDigest(*c.Message.Content, nil), nil
+		case c.Text != nil:
+			return workers.ResponseDigest(*c.Text, nil), nil
+		}
+	}
+	return [32]byte{}, errors.New("the response has no choice 0 with text")
+}
+
+func embeddingsDigest(data []struct {
+	Index     int             `json:"index"`
+	Embedding json.RawMessage `json:"embedding"`
+}) ([32]byte, error) {
+	sort.SliceStable(data, func(i, j int) bool { return data[i].Index < data[j].Index })
+	vecs := make([][]float32, len(data))
+	for i, d := range data {
+		var b64 string
+		if json.Unmarshal(d.Embedding, &b64) == nil {
+			raw, err := base64.StdEncoding.DecodeString(b64)
+			if err != nil || len(raw)%4 != 0 {
+				return [32]byte{}, fmt.Errorf("embedding %d: bad base64", d.Index)
+			}
+			vecs[i] = make([]float32, len(raw)/4)
+			for j := range vecs[i] {
+				vecs[i][j] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*j:]))
+			}
+			continue
+		}
+		if err := json.Unmarshal(d.Embedding, &vecs[i]); err != nil {
+			return [32]byte{}, fmt.Errorf("embedding %d: %w", d.Index, err)
+		}
+	}
+	return workers.ResponseDigest("", vecs), nil
+}
+
+// streamText concatenates choice 0's text of an SSE stream of chat or
+// text-completion chunks, up to [DONE] (or the end); an error event
+// ends it too (a stream that ended early: its receipt covers the text
+// the worker generated, which may be more than the client received).
+func streamText(body []byte) (string, error) {
+	var text strings.Builder
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 64<<10), maxBodyFile)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		data, ok := strings.CutPrefix(line, "data:")
+		if !ok {
+			continue
+		}
+		data = strings.TrimSpace(data)
+		if data == "[DONE]" {
+			break
+		}
+		var chunk struct {
+			Choices []struct {
+				Index int     `json:"index"`
+				Text  *string `json:"text"`
+				Delta *struct {
+					Content *string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Error json.RawMessage `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+			return "", fmt.Errorf("stream chunk: %w", err)
+		}
+		if chunk.Error != nil {
+			break
+		}
+		for _, c := range chunk.Choices {
+			switch {
+			case c.Index != 0:
+			case c.Delta != nil && c.Delta.Content != nil:
+				text.WriteString(*c.Delta.Content)
+			case c.Text != nil:
+				text.WriteString(*c.Text)
+			}
+		}
+	}
+	return text.String(), sc.Err()
+}
