@@ -162,8 +162,7 @@ func readNode(dec *json.Decoder, path string, depth int) (*jsonNode, error) {
 				}
 				n.obj[k] = v
 			}
-			_, err := dec.Token() // '}'
-			return n, err
+			return n, closeToken(dec, path)
 		case '[':
 			n := &jsonNode{kind: '['}
 			for i := 0; dec.More(); i++ {
@@ -173,8 +172,7 @@ func readNode(dec *json.Decoder, path string, depth int) (*jsonNode, error) {
 				}
 				n.arr = append(n.arr, v)
 			}
-			_, err := dec.Token() // ']'
-			return n, err
+			return n, closeToken(dec, path)
 		}
 	case string:
 		return &jsonNode{kind: 's', text: t}, nil
@@ -186,6 +184,13 @@ func readNode(dec *json.Decoder, path string, depth int) (*jsonNode, error) {
 		return &jsonNode{kind: 'z'}, nil
 	}
 	return nil, fmt.Errorf("%w: %s: unexpected token %v", ErrEncoding, orRoot(path), tok)
+}
+
+func closeToken(dec *json.Decoder, path string) error {
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrEncoding, orRoot(path), err)
+	}
+	return nil
 }
 
 // diffTree reports the first difference between the input and its
