@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
@@ -27,17 +28,19 @@ const MaxCountersignLeaves = 1024
 
 // CountersignRequest asks a worker to sign a receipt batch: the completion
 // records in leaf order, the model version they claim and the batch's
-// sequence and circuit capacity.
+// sequence, circuit capacity and time (when it was cut; UTC, RFC 3339 with
+// nanoseconds on the wire).
 type CountersignRequest struct {
 	Sequence    uint64       `json:"sequence"`
 	Capacity    int          `json:"capacity"`
 	Model       string       `json:"model"`
 	ModelDigest string       `json:"model_digest"`
+	Time        time.Time    `json:"time"`
 	Completions []Completion `json:"completions"`
 }
 
 // CountersignResponse is the worker's signature over
-// receipts.BatchMessage(root, model version, totals, sequence).
+// receipts.BatchMessageV2(root, model version, totals, sequence, time).
 type CountersignResponse struct {
 	Root      string `json:"root"`       // 0x-hex batch root the worker computed
 	Signature string `json:"signature"`  // base64 EdDSA signature
@@ -93,6 +96,9 @@ func (c *Countersigner) Countersign(ctx context.Context, req *CountersignRequest
 	if err != nil {
 		return nil, apierr.BadRequest("model_digest", "invalid_batch", "%v", err)
 	}
+	if req.Time.IsZero() || req.Time.UnixNano() < 0 || req.Time.Location() != time.UTC {
+		return nil, apierr.BadRequest("time", "invalid_batch", "batch time %s: want a UTC time after 1970", req.Time)
+	}
 	leaves := make([]fr.Element, req.Capacity)
 	seen := make(map[string]bool, n)
 	var totalPrompt, totalCompletion uint64
@@ -128,7 +134,7 @@ func (c *Countersigner) Countersign(ctx context.Context, req *CountersignRequest
 	}
 	root := receipts.MerkleRoot(leaves)
 	mv := receipts.ModelVersionCommitment(req.Model, weights)
-	msg := receipts.BatchMessage(root, mv, uint64(n), totalPrompt, totalCompletion, req.Sequence)
+	msg := receipts.BatchMessageV2(root, mv, uint64(n), totalPrompt, totalCompletion, req.Sequence, uint64(req.Time.UnixNano()))
 	msgBytes := msg.Bytes()
 	sig, err := c.key.Sign(msgBytes[:])
 	if err != nil {
