@@ -143,7 +143,7 @@ func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 		return fmt.Errorf("%w: stated %s, recomputed %s", ErrLeafMismatch, r.Leaf, ElementHex(leaf))
 	}
 	if r.ModelVersion != "" && r.ModelVersion != ElementHex(mv) {
-		return fmt.Errorf("%w: stated model_version %s, recomputed %s", ErrLeafMismatch, r.ModelVersion, ElementHex(mv))
+		return fmt.Errorf("%w: stated model_version %s, recomputed %s", ErrModelVersion, r.ModelVersion, ElementHex(mv))
 	}
 	b := r.Batch
 	if b.Circuit == CircuitV2 {

@@ -150,7 +150,7 @@ func TestTrustPins(t *testing.T) {
 				r := structuralReceipt(t, el(2), t0.Add(90*time.Second))
 				r.ModelVersion = ElementHex(el(8))
 				return r
-			}(), ErrLeafMismatch},
+			}(), ErrModelVersion},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := tt.trust.Verify(tt.r); !errors.Is(err, tt.want) {

@@ -215,6 +215,16 @@ func TestAdmissionTreeMatchesMerkleRoot(t *testing.T) {
 			t.Errorf("path of slot %d does not lead to the root", i)
 		}
 	}
+	built, err := BuildAdmissionTree(map[uint64]fr.Element{0: full[0], 1: full[1], 2: full[2], 777: full[777], AdmissionSlots - 1: full[AdmissionSlots-1], 5: {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := built.Root(); !got.Equal(&root) {
+		t.Error("BuildAdmissionTree root differs from Set's")
+	}
+	if i, ok := built.Find(full[777]); !ok || i != 777 {
+		t.Errorf("Find = %d, %v", i, ok)
+	}
 	c := tree.Clone()
 	for _, i := range []uint64{0, 1, 2, 777, AdmissionSlots - 1} {
 		tree.Set(i, fr.Element{})
