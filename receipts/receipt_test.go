@@ -139,6 +139,12 @@ func TestTrustPins(t *testing.T) {
 				r.Batch.Public.Root = ElementHex(root)
 				return r
 			}(), ErrReceiptTime},
+		{"v1 root trusted: only the proof fails", Trust{Keys: map[string]*VerifyingKey{"k2": v1key}, V1Roots: []fr.Element{el(2)}},
+			func() *Receipt {
+				r := structuralReceipt(t, el(2), t0)
+				r.Batch.Circuit, r.Batch.Public.Time = CircuitV1, nil
+				return r
+			}(), ErrProof},
 		{"v1 root not trusted", Trust{Keys: map[string]*VerifyingKey{"k2": v1key}, V1Roots: []fr.Element{el(5)}},
 			func() *Receipt {
 				r := structuralReceipt(t, el(2), t0)
