@@ -342,3 +342,24 @@ func FuzzParseRootHistory(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadOperatorKey: the operator key file parser never panics, and a
+// file it accepts as a secret key yields the public key it states.
+func FuzzReadOperatorKey(f *testing.F) {
+	k := testOperator(f, 3)
+	var sec, pub bytes.Buffer
+	WriteOperatorKey(&sec, k)
+	WriteOperatorPublicKey(&pub, k.Public())
+	f.Add(sec.String())
+	f.Add(pub.String())
+	f.Add(`{"type":"tollgate-operator-key","version":1,"scheme":"ed25519","public_key":"","private_key":"00"}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		if k, err := ReadOperatorKey([]byte(s)); err == nil {
+			p, err := ReadOperatorPublicKey([]byte(s))
+			if err != nil || !p.Equal(k.Public()) {
+				t.Fatalf("secret file's public key: %v", err)
+			}
+		}
+		ReadOperatorPublicKey([]byte(s))
+	})
+}

@@ -173,3 +173,26 @@ func FuzzParseReceipt(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseReceipt compares strict parsing with the plain
+// encoding/json decoding it replaced.
+func BenchmarkParseReceipt(b *testing.B) {
+	raw := []byte(canonicalReceiptJSON(b))
+	b.Run("strict", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ParseReceipt(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var r Receipt
+			if err := json.Unmarshal(raw, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

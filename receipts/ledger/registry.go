@@ -36,6 +36,12 @@ import (
 // sharing a Redis store append to one chain; they must all hold the same
 // operator key, which the state records.
 //
+// Entry times come from the appending replica's clock (strictly after the
+// previous entry's). Replicas and provers must keep their clocks in sync
+// (NTP): a replica whose clock is behind could append an entry dated
+// before a batch another replica has already cut, and that batch's proof
+// would then be judged against the newer root.
+//
 // The current tree is cached and updated incrementally (16 hashes per
 // changed slot); a state written by another replica is picked up by
 // comparing the stored bytes and rebuilt from its pairs (16 hashes a pair).

@@ -337,3 +337,39 @@ func BenchmarkAdmissionAt(b *testing.B) {
 		}
 	})
 }
+
+// TestRegistryConcurrentInOneProcess: admissions, revocations and lookups
+// racing on one ledger (run with -race) leave one valid chain.
+func TestRegistryConcurrentInOneProcess(t *testing.T) {
+	e := newRegistryEnv(t)
+	ctx := context.Background()
+	v := workers.ModelVersion{Name: "a", Digest: digest("a")}
+	if err := e.l.AdmitWorker(ctx, workerN(0), v); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 10 {
+				w := workerN(1 + g*10 + i)
+				if err := e.l.AdmitWorker(ctx, w, v); err != nil {
+					t.Error(err)
+				}
+				if i%3 == 0 {
+					if _, err := e.l.Revoke(ctx, w, "", ""); err != nil {
+						t.Error(err)
+					}
+				}
+				if _, err := e.l.AdmissionAt(ctx, e.clk.Now().Add(time.Hour), workerN(0), mvOf(v)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	_, roots := e.verified(t)
+	pairs, denied, _ := e.l.Admitted(ctx)
+	if len(pairs) != 1+40-16 || len(denied) != 16 || roots.Len() != 1+40+16 {
+		t.Errorf("%d pairs, %d denied, %d entries", len(pairs), len(denied), roots.Len())
+	}
+}
