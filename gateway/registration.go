@@ -67,6 +67,10 @@ type registryLedger interface {
 	// digest (empty: all), puts a root without them in force, and denies
 	// them until reinstated. It returns the versions removed.
 	RevokeWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error)
+	// RevokeKey revokes the worker's key from a time (a compromised key):
+	// its pairs go, and the signed history refuses its batches dated from
+	// then on under any root. The key cannot be reinstated.
+	RevokeKey(ctx context.Context, workerID string, from time.Time) ([]workers.ModelVersion, error)
 	// ReinstateWorker lifts the denials model and digest cover; it returns
 	// those still in force (an empty name or digest: all).
 	ReinstateWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error)
@@ -234,6 +238,10 @@ type revokeRequest struct {
 	WorkerID string `json:"worker_id"`
 	Model    string `json:"model,omitempty"`  // empty: every model
 	Digest   string `json:"digest,omitempty"` // empty: every digest
+	// From (revoke only) revokes the worker's key itself from that time,
+	// which may be in the past: for a compromised key, whose holder could
+	// otherwise prove batches backdated to before the revocation.
+	From *time.Time `json:"from,omitempty"`
 }
 
 func (s *Server) readRevoke(rc *fasthttp.RequestCtx) (registryLedger, *revokeRequest, error) {
@@ -257,6 +265,12 @@ func (s *Server) readRevoke(rc *fasthttp.RequestCtx) (registryLedger, *revokeReq
 	if req.Digest != "" && req.Model == "" {
 		return nil, nil, apierr.BadRequest("model", "missing_required_parameter", "A 'digest' needs its 'model'.")
 	}
+	if req.From != nil && req.Model != "" {
+		return nil, nil, apierr.BadRequest("from", "invalid_value", "'from' revokes the worker's key, for every model: leave 'model' out.")
+	}
+	if req.From != nil && req.From.After(s.clock.Now()) {
+		return nil, nil, apierr.BadRequest("from", "invalid_value", "Invalid 'from': it is in the future.")
+	}
 	return rl, &req, nil
 }
 
@@ -264,7 +278,8 @@ func (s *Server) readRevoke(rc *fasthttp.RequestCtx) (registryLedger, *revokeReq
 // model (all when omitted) leave the admission registry (a new signed
 // root), the worker leaves rotation and its session ends, and it cannot
 // admit those pairs again by registering until an admin reinstates it. If
-// it registers again with other models, it serves those.
+// it registers again with other models, it serves those. With "from" the
+// key itself is revoked from that time (see registryLedger.RevokeKey).
 func (s *Server) revokeWorker(rc *fasthttp.RequestCtx) error {
 	rl, req, err := s.readRevoke(rc)
 	if err != nil {
@@ -272,7 +287,12 @@ func (s *Server) revokeWorker(rc *fasthttp.RequestCtx) error {
 	}
 	ctx, cancel := opContext()
 	defer cancel()
-	removed, err := rl.RevokeWorker(ctx, req.WorkerID, req.Model, req.Digest)
+	var removed []workers.ModelVersion
+	if req.From != nil {
+		removed, err = rl.RevokeKey(ctx, req.WorkerID, *req.From)
+	} else {
+		removed, err = rl.RevokeWorker(ctx, req.WorkerID, req.Model, req.Digest)
+	}
 	if err != nil {
 		return apierr.Internal(err)
 	}
@@ -282,11 +302,17 @@ func (s *Server) revokeWorker(rc *fasthttp.RequestCtx) error {
 	if s.deps.Registrar != nil {
 		s.deps.Registrar.Forget(req.WorkerID)
 	}
-	s.log.Info("worker revoked", "worker", req.WorkerID, "model", req.Model, "digest", req.Digest, "pairs_removed", len(removed))
 	if removed == nil {
 		removed = []workers.ModelVersion{}
 	}
-	return writeJSON(rc, map[string]any{"worker_id": req.WorkerID, "model": req.Model, "digest": req.Digest, "removed": removed})
+	out := map[string]any{"worker_id": req.WorkerID, "model": req.Model, "digest": req.Digest, "removed": removed}
+	if req.From != nil {
+		out["key_revoked_from"] = req.From.UTC()
+		s.log.Warn("worker key revoked", "worker", req.WorkerID, "from", req.From.UTC(), "pairs_removed", len(removed))
+	} else {
+		s.log.Info("worker revoked", "worker", req.WorkerID, "model", req.Model, "digest", req.Digest, "pairs_removed", len(removed))
+	}
+	return writeJSON(rc, out)
 }
 
 // reinstateWorker serves POST /v1/admin/reinstate: it lifts the denials the

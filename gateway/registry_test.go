@@ -32,7 +32,7 @@ func TestRevocationThroughTheGateway(t *testing.T) {
 	op, _ := receipts.GenerateOperatorKey(bytes.NewReader(bytes.Repeat([]byte{5}, 32)))
 	led := ledger.New(st, ledger.Options{Clock: clk, Operator: op})
 	reg := &fakeRegistry{}
-	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar, d.Ledger = reg, registrar, led })
+	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar, d.Ledger, d.Clock = reg, registrar, led, clk })
 	key, _ := keys.Generate(nil)
 	agent := workers.NewAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: modelsOnly{}})
 	defer agent.Close()
@@ -130,5 +130,32 @@ func TestRevocationThroughTheGateway(t *testing.T) {
 	}
 	if hist, roots := history(); len(hist.Entries) != 3 || !inRoot(roots) {
 		t.Fatalf("after reinstating: %d entries", len(hist.Entries))
+	}
+
+	// A compromised key is revoked from a time in the past: the history
+	// lists it, and it is never admitted again.
+	clk.Advance(time.Minute)
+	from := clk.Now().Add(-90 * time.Second).Format(time.RFC3339Nano)
+	if resp := h.do(t, "POST", "/v1/admin/revoke", adminKey, `{"worker_id":"`+key.WorkerID()+`","model":"tiny","from":"`+from+`"}`); resp.StatusCode != 400 {
+		t.Errorf("key revocation for one model: %d", resp.StatusCode)
+	}
+	future := clk.Now().Add(time.Hour).Format(time.RFC3339Nano)
+	if resp := h.do(t, "POST", "/v1/admin/revoke", adminKey, `{"worker_id":"`+key.WorkerID()+`","from":"`+future+`"}`); resp.StatusCode != 400 {
+		t.Errorf("key revocation from the future: %d", resp.StatusCode)
+	}
+	resp = h.do(t, "POST", "/v1/admin/revoke", adminKey, `{"worker_id":"`+key.WorkerID()+`","from":"`+from+`"}`)
+	if b := readAll(t, resp); resp.StatusCode != 200 || !strings.Contains(b, `"key_revoked_from"`) {
+		t.Fatalf("key revocation: %d %s", resp.StatusCode, b)
+	}
+	hist, roots := history()
+	if last := hist.Entries[len(hist.Entries)-1]; len(last.Revoked) != 1 || last.Revoked[0].WorkerID != key.WorkerID() {
+		t.Fatalf("last entry %+v", last)
+	}
+	if _, revoked := roots.KeyRevoked(key.WorkerID(), clk.Now().Add(-time.Minute)); !revoked {
+		t.Error("key not revoked for a batch dated after from")
+	}
+	h.do(t, "POST", "/v1/admin/reinstate", adminKey, body)
+	if _, err := m.Register(ctx); errCode(err) != "worker_revoked" {
+		t.Fatalf("burned key registered again: %v", err)
 	}
 }

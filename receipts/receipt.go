@@ -249,7 +249,9 @@ func IsDevKey(h KeyHeader) bool { return h.Ceremony != "mpc" }
 //   - Roots: the operator's verified registry root history (v2). The
 //     batch's registry root must be the root in force at its batch time,
 //     so a key the operator never admitted, or a pair it revoked before
-//     the batch, cannot produce a receipt that verifies.
+//     the batch, cannot produce a receipt that verifies; and a key the
+//     history revokes from some time (RevokedKey) verifies nothing dated
+//     from then on.
 //   - V1Roots: model registry roots trusted for v1 receipts (the v1
 //     registry holds model versions only; v1 proofs are unaudited).
 //   - AllowDevKeys: accept keys whose header does not name an MPC
@@ -289,6 +291,10 @@ func (t *Trust) Verify(r *Receipt) error {
 		var err error
 		if root, _, err = t.Roots.RootAt(*b.Public.Time); err != nil {
 			return fmt.Errorf("%w: %w", ErrRegistryRoot, err)
+		}
+		if from, revoked := t.Roots.KeyRevoked(b.Public.WorkerID, *b.Public.Time); revoked {
+			return fmt.Errorf("%w: worker %s from %s, batch time %s", ErrKeyRevoked, b.Public.WorkerID,
+				from.Format(time.RFC3339Nano), b.Public.Time.Format(time.RFC3339Nano))
 		}
 	case CircuitV1:
 		claimed, err := ParseCanonicalElement(b.Public.RegistryRoot)

@@ -34,10 +34,21 @@ import (
 // as_of (or, without a head, after the last entry's own time): fetch a
 // newer history to verify newer receipts.
 //
+// Revoking a pair only changes the root from the revocation on: a worker
+// that still holds its key could prove made-up batches dated before it
+// against the old root. When a key is compromised the operator revokes
+// the key itself from a time (RevokedKey, listed in an entry and signed
+// with it): every batch of that worker ID with a batch time at or after
+// From is refused, whatever root it was proven under. Such a key is burned
+// for good; the worker needs a new key.
+//
 // Signed bytes (all integers big-endian; Unix times in nanoseconds):
 //
-//	entry: "tollgate/registry-root/v1\x00" ‖ seq u64 ‖ root (32) ‖ time u64 ‖ prev (32)
+//	entry: "tollgate/registry-root/v1\x00" ‖ seq u64 ‖ root (32) ‖ time u64 ‖ prev (32) ‖ revoked (32)
 //	head:  "tollgate/registry-head/v1\x00" ‖ seq u64 ‖ hash (32) ‖ as_of u64
+//
+// where revoked is SHA-256 of the entry's revoked keys, each worker ID (32)
+// ‖ from u64, in order (SHA-256 of nothing when there are none).
 //
 // An entry's hash (the next entry's prev) is SHA-256 of its signed bytes;
 // the first entry's prev is 32 zero bytes. Sequence numbers start at 1 and
@@ -54,11 +65,21 @@ const RootHistoryVersion = 1
 
 // RootEntry is one signed registry root.
 type RootEntry struct {
-	Seq       uint64    `json:"seq"`
-	Root      string    `json:"root"` // 0x field element
-	Time      time.Time `json:"time"` // in force from (UTC)
-	Prev      string    `json:"prev"` // 0x SHA-256 of the previous entry's signed bytes
-	Signature string    `json:"signature"`
+	Seq  uint64    `json:"seq"`
+	Root string    `json:"root"` // 0x field element
+	Time time.Time `json:"time"` // in force from (UTC)
+	Prev string    `json:"prev"` // 0x SHA-256 of the previous entry's signed bytes
+	// Revoked are worker keys revoked from a time at or before this
+	// entry's (see RevokedKey).
+	Revoked   []RevokedKey `json:"revoked,omitempty"`
+	Signature string       `json:"signature"`
+}
+
+// RevokedKey revokes a worker's key from From on: no batch of WorkerID
+// with a batch time at or after From verifies, under any root.
+type RevokedKey struct {
+	WorkerID string    `json:"worker_id"` // 0x field element
+	From     time.Time `json:"from"`      // UTC, not after the entry's time
 }
 
 // RootHead is the operator's signed statement that Seq (with Hash) is the
@@ -84,6 +105,7 @@ var (
 	ErrHistory      = errors.New("registry root history does not verify")
 	ErrNoRootAt     = errors.New("no registry root in force at that time")
 	ErrStaleHistory = errors.New("registry root history is older than the batch")
+	ErrKeyRevoked   = errors.New("worker key revoked by the operator")
 )
 
 var zeroHash = "0x" + hex.EncodeToString(make([]byte, 32))
@@ -104,13 +126,28 @@ func (e *RootEntry) signedBytes() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("entry %d: %w", e.Seq, err)
 	}
-	b := make([]byte, 0, len(rootEntryDomain)+8+32+8+32)
+	rev := sha256.New()
+	for i, k := range e.Revoked {
+		w, err := ParseCanonicalElement(k.WorkerID)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d revoked key %d: %w", e.Seq, i, err)
+		}
+		from, err := unixNano(k.From)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d revoked key %d: %w", e.Seq, i, err)
+		}
+		wb := w.Bytes()
+		rev.Write(wb[:])
+		rev.Write(binary.BigEndian.AppendUint64(nil, from))
+	}
+	b := make([]byte, 0, len(rootEntryDomain)+8+32+8+32+32)
 	b = append(b, rootEntryDomain...)
 	b = binary.BigEndian.AppendUint64(b, e.Seq)
 	rb := root.Bytes()
 	b = append(b, rb[:]...)
 	b = binary.BigEndian.AppendUint64(b, ns)
-	return append(b, prev...), nil
+	b = append(b, prev...)
+	return rev.Sum(b), nil
 }
 
 // Hash is the entry's hash: SHA-256 of its signed bytes, 0x-hex.
@@ -194,9 +231,13 @@ func (k *OperatorKey) SignEntry(e *RootEntry) error {
 
 // NextEntry returns the signed entry that follows history (nil: the first
 // entry), putting root in force at t, or at one nanosecond after the last
-// entry if t is not after it (times increase strictly).
-func (k *OperatorKey) NextEntry(history []RootEntry, root fr.Element, t time.Time) (RootEntry, error) {
+// entry if t is not after it (times increase strictly), and revoking the
+// given keys (their From must not be after the entry's time).
+func (k *OperatorKey) NextEntry(history []RootEntry, root fr.Element, t time.Time, revoked ...RevokedKey) (RootEntry, error) {
 	e := RootEntry{Seq: 1, Root: ElementHex(root), Time: t.UTC().Round(0), Prev: zeroHash}
+	for _, r := range revoked {
+		e.Revoked = append(e.Revoked, RevokedKey{WorkerID: r.WorkerID, From: r.From.UTC().Round(0)})
+	}
 	if n := len(history); n > 0 {
 		last := &history[n-1]
 		h, err := last.Hash()
@@ -206,6 +247,11 @@ func (k *OperatorKey) NextEntry(history []RootEntry, root fr.Element, t time.Tim
 		e.Seq, e.Prev = last.Seq+1, h
 		if !e.Time.After(last.Time) {
 			e.Time = last.Time.Add(time.Nanosecond)
+		}
+	}
+	for _, r := range e.Revoked {
+		if r.From.After(e.Time) {
+			return e, fmt.Errorf("key %s revoked from %s, after the entry's time %s", r.WorkerID, r.From.Format(time.RFC3339Nano), e.Time.Format(time.RFC3339Nano))
 		}
 	}
 	return e, k.SignEntry(&e)
@@ -266,7 +312,8 @@ func verifySig(pub ed25519.PublicKey, msg []byte, sig64 string) error {
 type Roots struct {
 	entries []RootEntry
 	roots   []fr.Element
-	asOf    time.Time // the history speaks up to here
+	asOf    time.Time            // the history speaks up to here
+	revoked map[string]time.Time // worker ID → earliest From of a RevokedKey
 }
 
 // VerifyHistory checks a history against the operator's public key: seq
@@ -280,7 +327,7 @@ func VerifyHistory(pub ed25519.PublicKey, entries []RootEntry) (*Roots, error) {
 	if len(entries) == 0 {
 		return nil, fmt.Errorf("%w: no entries", ErrHistory)
 	}
-	r := &Roots{entries: append([]RootEntry(nil), entries...), roots: make([]fr.Element, len(entries))}
+	r := &Roots{entries: append([]RootEntry(nil), entries...), roots: make([]fr.Element, len(entries)), revoked: map[string]time.Time{}}
 	prev := zeroHash
 	for i := range r.entries {
 		e := &r.entries[i]
@@ -300,6 +347,14 @@ func VerifyHistory(pub ed25519.PublicKey, entries []RootEntry) (*Roots, error) {
 		}
 		if err := verifySig(pub, msg, e.Signature); err != nil {
 			return nil, fmt.Errorf("%w: entry %d: %w", ErrHistory, e.Seq, err)
+		}
+		for _, k := range e.Revoked {
+			if CheckUTC(k.From) != nil || k.From.After(e.Time) {
+				return nil, fmt.Errorf("%w: entry %d revokes %s from %s, after the entry or not UTC", ErrHistory, e.Seq, k.WorkerID, k.From.Format(time.RFC3339Nano))
+			}
+			if from, ok := r.revoked[k.WorkerID]; !ok || k.From.Before(from) {
+				r.revoked[k.WorkerID] = k.From
+			}
 		}
 		r.roots[i], _ = ParseElement(e.Root)
 		sum := sha256.Sum256(msg)
@@ -369,6 +424,13 @@ func (r *Roots) RootAt(t time.Time) (fr.Element, *RootEntry, error) {
 	return r.roots[i], &e, nil
 }
 
+// KeyRevoked reports whether the history revokes workerID's key for a
+// batch at t (a RevokedKey with From at or before t), and from when.
+func (r *Roots) KeyRevoked(workerID string, t time.Time) (time.Time, bool) {
+	from, ok := r.revoked[workerID]
+	return from, ok && !t.Before(from)
+}
+
 // AsOf is the time up to which the history speaks.
 func (r *Roots) AsOf() time.Time { return r.asOf }
 
@@ -400,6 +462,11 @@ func ParseRootHistory(b []byte) (*RootHistory, error) {
 		_, perr := parseHash(e.Prev)
 		if err := check(fmt.Sprintf("entry %d", i+1), CheckElement(e.Root), perr, CheckUTC(e.Time), CheckBase64(e.Signature)); err != nil {
 			return nil, err
+		}
+		for j, k := range e.Revoked {
+			if err := check(fmt.Sprintf("entry %d revoked key %d", i+1, j), CheckElement(k.WorkerID), CheckUTC(k.From)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if hd := h.Head; hd != nil {

@@ -320,6 +320,14 @@ func TestParseRootHistory(t *testing.T) {
 func FuzzParseRootHistory(f *testing.F) {
 	f.Add(historyJSON(f))
 	f.Add(`{"version":1,"operator_key":"","entries":[]}`)
+	{
+		k := testOperator(f, 1)
+		h := testHistory(f, k)
+		e, _ := k.NextEntry(h.Entries, el(4), t0.Add(3*time.Minute), RevokedKey{WorkerID: ElementHex(el(42)), From: t0})
+		signed, _ := k.History(append(h.Entries, e), t0.Add(10*time.Minute))
+		b, _ := json.Marshal(signed)
+		f.Add(string(b))
+	}
 	other := testOperator(f, 9).Public()
 	f.Fuzz(func(t *testing.T, s string) {
 		h, err := ParseRootHistory([]byte(s))
@@ -362,4 +370,62 @@ func FuzzReadOperatorKey(f *testing.F) {
 		}
 		ReadOperatorPublicKey([]byte(s))
 	})
+}
+
+// TestKeyRevocation: a key revoked from a time refuses batches dated from
+// then on under any root, including roots signed before the revocation;
+// the revocation list is covered by the entry's signature.
+func TestKeyRevocation(t *testing.T) {
+	k := testOperator(t, 1)
+	h := testHistory(t, k) // roots 1, 2, 3 at t0, +1m, +2m
+	w := ElementHex(el(42))
+	from := t0.Add(30 * time.Second) // backdated: before the entry that revokes it
+	e, err := k.NextEntry(h.Entries, el(4), t0.Add(3*time.Minute), RevokedKey{WorkerID: w, From: from})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := append(h.Entries, e)
+	signed, _ := k.History(entries, t0.Add(10*time.Minute))
+	roots, err := signed.Verify(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		at   time.Time
+		want bool
+	}{{from.Add(-1), false}, {from, true}, {t0.Add(5 * time.Minute), true}} {
+		if _, got := roots.KeyRevoked(w, tt.at); got != tt.want {
+			t.Errorf("at %s: revoked %v, want %v", tt.at, got, tt.want)
+		}
+	}
+	if _, got := roots.KeyRevoked(ElementHex(el(43)), t0.Add(5*time.Minute)); got {
+		t.Error("another key revoked")
+	}
+	// The list is signed: dropping or moving a revocation breaks the entry.
+	for name, edit := range map[string]func(*RootHistory){
+		"revocation dropped": func(h *RootHistory) { h.Entries[3].Revoked = nil },
+		"from moved later":   func(h *RootHistory) { h.Entries[3].Revoked[0].From = from.Add(time.Minute) },
+		"worker changed":     func(h *RootHistory) { h.Entries[3].Revoked[0].WorkerID = ElementHex(el(43)) },
+	} {
+		c, _ := k.History(append([]RootEntry(nil), entries...), t0.Add(10*time.Minute))
+		c.Entries[3].Revoked = append([]RevokedKey(nil), c.Entries[3].Revoked...)
+		edit(c)
+		if _, err := c.Verify(k.Public()); !errors.Is(err, ErrHistory) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A revocation cannot take effect after its own entry.
+	if _, err := k.NextEntry(entries, el(5), t0.Add(4*time.Minute), RevokedKey{WorkerID: w, From: t0.Add(time.Hour)}); err == nil {
+		t.Error("future revocation signed")
+	}
+	// Trust refuses a batch of the revoked key dated after From, even
+	// proven under root 1, which was in force.
+	mpc := &VerifyingKey{ID: "k2", Header: KeyHeader{Kind: "vk", Circuit: CircuitV2, Capacity: 2, Ceremony: "mpc"}}
+	trust := Trust{Keys: map[string]*VerifyingKey{"k2": mpc}, Roots: roots}
+	if err := trust.Verify(structuralReceipt(t, el(1), t0.Add(45*time.Second))); !errors.Is(err, ErrKeyRevoked) {
+		t.Errorf("backdated batch of a revoked key: %v", err)
+	}
+	if err := trust.Verify(structuralReceipt(t, el(1), t0.Add(15*time.Second))); !errors.Is(err, ErrProof) {
+		t.Errorf("batch before the revocation: %v (want only the fake proof to fail)", err)
+	}
 }

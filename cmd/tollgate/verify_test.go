@@ -339,6 +339,43 @@ func TestVerifyRefusesRevokedPair(t *testing.T) {
 	}
 }
 
+// TestVerifyRefusesBackdatedBatchOfRevokedKey: a revoked worker backdates
+// a made-up batch to before its revocation and proves it against the root
+// then in force, which holds its pair: revoking the pair does not stop
+// that (zk/AUDIT.md). Revoking the key from a time before the forged batch
+// time does, offline.
+func TestVerifyRefusesBackdatedBatchOfRevokedKey(t *testing.T) {
+	e := newVerifyEnv(t)
+	ctx := context.Background()
+	oldReg, _ := e.l.Registry(ctx)
+	admitted := e.clk.Now()
+	e.clk.Advance(time.Hour)
+	if _, err := e.l.Revoke(ctx, e.key.WorkerID(), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(time.Minute)
+	backdated := admitted.Add(30 * time.Minute) // inside its admitted hour
+	e.history = e.exportHistory(t, "roots-revoked.json")
+	forged, _ := forge(t, e, e.key, oldReg, backdated)
+	if out, err := runVerifyOut(t, append(e.pinned(), forged)...); err != nil {
+		t.Fatalf("with only the pair revoked the backdated forgery verifies (as zk/AUDIT.md says); got %v\n%s", err, out)
+	}
+	// The key is revoked from before the forged batch time.
+	if _, err := e.l.RevokeKey(ctx, e.key.WorkerID(), admitted.Add(20*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(time.Second)
+	e.history = e.exportHistory(t, "roots-key-revoked.json")
+	out, err := runVerifyOut(t, append(e.pinned(), forged)...)
+	if err == nil || !strings.Contains(out, receipts.ErrKeyRevoked.Error()) {
+		t.Fatalf("backdated batch of a revoked key: %v\n%s", err, out)
+	}
+	// Receipts proven before the key's revocation time still verify.
+	if out, err := runVerifyOut(t, append(e.pinned(), e.good)...); err != nil {
+		t.Fatalf("earlier receipts: %v\n%s", err, out)
+	}
+}
+
 // TestVerifyOfflineAfterGatewayStops: a receipt served by `tollgate dev`
 // (gateway, worker and prover in one process) verifies with -gateway (which
 // says what it trusted), then, once the history and key are exported and

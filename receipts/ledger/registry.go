@@ -105,6 +105,8 @@ type Denial struct {
 	Model    string    `json:"model,omitempty"`
 	Digest   string    `json:"digest,omitempty"`
 	At       time.Time `json:"at"`
+	// Burned: the key itself was revoked (RevokeKey); no reinstating.
+	Burned bool `json:"burned,omitempty"`
 }
 
 func (d *Denial) covers(workerID, model, digest string) bool {
@@ -238,10 +240,18 @@ func (v *admissionView) treeAt(i int) (*receipts.AdmissionTree, error) {
 	return t, nil
 }
 
-// update applies fn to a copy of the state and, if fn reports a change of
-// the tree (slot changes), appends a signed entry for the new root; it
-// writes the state by compare-and-swap, retrying fn on a conflict.
-func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState, tree *receipts.AdmissionTree) ([]slotChange, bool, error)) error {
+// admissionUpdate is what an update changed: slots of the tree, keys
+// revoked (either appends a signed entry), or only unsigned state (write).
+type admissionUpdate struct {
+	changes []slotChange
+	revoked []receipts.RevokedKey
+	write   bool
+}
+
+// updateAdmission applies fn to a copy of the state and, if fn changed the
+// tree or revoked keys, appends a signed entry for the new root; it writes
+// the state by compare-and-swap, retrying fn on a conflict.
+func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState, tree *receipts.AdmissionTree) (admissionUpdate, error)) error {
 	swapper, ok := l.store.(MetaSwapper)
 	if !ok {
 		return errors.New("admission registry: the store cannot compare-and-swap")
@@ -258,11 +268,13 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 			}
 		}
 		tree := v.tree.Clone()
-		changes, write, err := fn(&st, tree)
-		if err != nil || !write {
+		upd, err := fn(&st, tree)
+		changes := upd.changes
+		signed := len(changes) > 0 || len(upd.revoked) > 0
+		if err != nil || !upd.write && !signed {
 			return err
 		}
-		if len(changes) > 0 {
+		if signed {
 			op := l.opts.Operator
 			if op == nil {
 				return ErrNoOperatorKey
@@ -273,7 +285,7 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 			case st.Operator != op.PublicHex():
 				return fmt.Errorf("admission registry: the root history is signed by operator key %s, this process holds %s (every replica must use the same --operator-key)", st.Operator, op.PublicHex())
 			}
-			e, err := op.NextEntry(st.Entries, tree.Root(), l.opts.Clock.Now())
+			e, err := op.NextEntry(st.Entries, tree.Root(), l.opts.Clock.Now(), upd.revoked...)
 			if err != nil {
 				return err
 			}
@@ -283,6 +295,9 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 				}
 			}
 			st.Entries = append(st.Entries, e)
+			if changes == nil {
+				changes = []slotChange{}
+			}
 			st.Changes = append(st.Changes, changes)
 		}
 		raw, err := json.Marshal(&st)
@@ -297,7 +312,7 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 			l.adm.mu.Lock()
 			l.adm.view = &admissionView{raw: raw, st: &st, tree: tree, past: map[int]*receipts.AdmissionTree{}}
 			l.adm.mu.Unlock()
-			if len(changes) > 0 {
+			if signed {
 				last := st.Entries[len(st.Entries)-1]
 				l.logger.Info("registry root changed", "seq", last.Seq, "root", last.Root, "pairs", len(st.Pairs))
 			}
@@ -340,7 +355,7 @@ func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...w
 		}
 		want = append(want, admitVersion{v: v, digest: strings.ToLower(v.Digest), mv: receipts.ElementHex(receipts.ModelVersionCommitment(v.Name, d))})
 	}
-	return l.updateAdmission(ctx, func(st *admissionState, tree *receipts.AdmissionTree) ([]slotChange, bool, error) {
+	return l.updateAdmission(ctx, func(st *admissionState, tree *receipts.AdmissionTree) (admissionUpdate, error) {
 		var revoked []workers.ModelVersion
 		for _, a := range want {
 			for i := range st.Denied {
@@ -351,7 +366,7 @@ func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...w
 			}
 		}
 		if len(revoked) > 0 {
-			return nil, false, &RevokedError{WorkerID: workerID, Versions: revoked}
+			return admissionUpdate{}, &RevokedError{WorkerID: workerID, Versions: revoked}
 		}
 		used := make(map[uint64]bool, len(st.Pairs))
 		for _, p := range st.Pairs {
@@ -368,18 +383,18 @@ func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...w
 				next++
 			}
 			if next == receipts.AdmissionSlots {
-				return nil, false, fmt.Errorf("admission registry is full (%d pairs)", receipts.AdmissionSlots)
+				return admissionUpdate{}, fmt.Errorf("admission registry is full (%d pairs)", receipts.AdmissionSlots)
 			}
 			mv, _ := receipts.ParseElement(a.mv)
 			leaf := receipts.AdmissionLeaf(w, mv)
 			if err := tree.Set(next, leaf); err != nil {
-				return nil, false, err
+				return admissionUpdate{}, err
 			}
 			used[next] = true
 			st.Pairs = append(st.Pairs, AdmittedPair{WorkerID: workerID, Model: a.v.Name, Digest: a.digest, ModelVersion: a.mv, Slot: next})
 			changes = append(changes, slotChange{Slot: next, Leaf: receipts.ElementHex(leaf)})
 		}
-		return changes, len(changes) > 0, nil
+		return admissionUpdate{changes: changes}, nil
 	})
 }
 
@@ -397,16 +412,27 @@ func (l *Ledger) Revoke(ctx context.Context, workerID, model, digest string) ([]
 			return nil, fmt.Errorf("digest: %w", err)
 		}
 	}
+	d := Denial{WorkerID: workerID, Model: model, Digest: digest}
+	return l.revoke(ctx, d, nil)
+}
+
+// revoke removes the pairs d covers, records d (unless already there) and
+// revokes the keys given.
+func (l *Ledger) revoke(ctx context.Context, d Denial, keys []receipts.RevokedKey) ([]AdmittedPair, error) {
 	var removed []AdmittedPair
-	err := l.updateAdmission(ctx, func(st *admissionState, tree *receipts.AdmissionTree) ([]slotChange, bool, error) {
+	err := l.updateAdmission(ctx, func(st *admissionState, tree *receipts.AdmissionTree) (admissionUpdate, error) {
 		removed = nil
-		d := Denial{WorkerID: workerID, Model: model, Digest: digest, At: l.opts.Clock.Now().UTC()}
-		write := false
-		if !slices.ContainsFunc(st.Denied, func(x Denial) bool { return x.WorkerID == d.WorkerID && x.Model == d.Model && x.Digest == d.Digest }) {
+		d.At = l.opts.Clock.Now().UTC()
+		upd := admissionUpdate{revoked: keys}
+		i := slices.IndexFunc(st.Denied, func(x Denial) bool { return x.WorkerID == d.WorkerID && x.Model == d.Model && x.Digest == d.Digest })
+		switch {
+		case i < 0:
 			st.Denied = append(st.Denied, d)
-			write = true
+			upd.write = true
+		case d.Burned && !st.Denied[i].Burned:
+			st.Denied[i].Burned = true
+			upd.write = true
 		}
-		var changes []slotChange
 		kept := st.Pairs[:0]
 		for _, p := range st.Pairs {
 			if !d.covers(p.WorkerID, p.Model, p.Digest) {
@@ -414,31 +440,58 @@ func (l *Ledger) Revoke(ctx context.Context, workerID, model, digest string) ([]
 				continue
 			}
 			if err := tree.Set(p.Slot, fr.Element{}); err != nil {
-				return nil, false, err
+				return admissionUpdate{}, err
 			}
 			removed = append(removed, p)
-			changes = append(changes, slotChange{Slot: p.Slot})
+			upd.changes = append(upd.changes, slotChange{Slot: p.Slot})
 		}
 		st.Pairs = kept
-		return changes, write || len(changes) > 0, nil
+		return upd, nil
 	})
 	return removed, err
 }
 
+// RevokeKey revokes a worker's key from a time (zero: now), for a key that
+// is compromised or a worker that cannot be trusted with its past: every
+// pair of it is removed, and the signed history lists the key as revoked
+// from then on, so no batch of it dated at or after from verifies under any
+// root, including batches a dishonest prover backdates to before the
+// revocation. The key is burned: Reinstate does not lift this, and the
+// worker needs a new key. It returns the versions removed.
+func (l *Ledger) RevokeKey(ctx context.Context, workerID string, from time.Time) ([]workers.ModelVersion, error) {
+	if err := receipts.CheckElement(workerID); err != nil {
+		return nil, fmt.Errorf("worker ID: %w", err)
+	}
+	now := l.opts.Clock.Now()
+	if from.IsZero() {
+		from = now
+	}
+	if from.After(now) {
+		return nil, fmt.Errorf("revoke key %s from %s: that is in the future", workerID, from.Format(time.RFC3339Nano))
+	}
+	removed, err := l.revoke(ctx, Denial{WorkerID: workerID, Burned: true}, []receipts.RevokedKey{{WorkerID: workerID, From: from}})
+	out := make([]workers.ModelVersion, len(removed))
+	for i, p := range removed {
+		out[i] = workers.ModelVersion{Name: p.Model, Digest: p.Digest}
+	}
+	return out, err
+}
+
 // Reinstate lifts the admin's denials of a worker that the given model
 // (empty: any) and digest (empty: any) cover, so its next registration
-// admits it again. It returns the denials still in force for the worker.
+// admits it again; a burned key (RevokeKey) stays denied. It returns the
+// denials still in force for the worker.
 func (l *Ledger) Reinstate(ctx context.Context, workerID, model, digest string) ([]Denial, error) {
 	if err := receipts.CheckElement(workerID); err != nil {
 		return nil, fmt.Errorf("worker ID: %w", err)
 	}
 	var left []Denial
-	err := l.updateAdmission(ctx, func(st *admissionState, _ *receipts.AdmissionTree) ([]slotChange, bool, error) {
+	err := l.updateAdmission(ctx, func(st *admissionState, _ *receipts.AdmissionTree) (admissionUpdate, error) {
 		left = nil
 		kept := st.Denied[:0]
 		lifted := false
 		for _, d := range st.Denied {
-			if d.WorkerID == workerID && (model == "" || d.Model == model) && (digest == "" || d.Digest == digest) {
+			if !d.Burned && d.WorkerID == workerID && (model == "" || d.Model == model) && (digest == "" || d.Digest == digest) {
 				lifted = true
 				continue
 			}
@@ -448,7 +501,7 @@ func (l *Ledger) Reinstate(ctx context.Context, workerID, model, digest string) 
 			}
 		}
 		st.Denied = kept
-		return nil, lifted, nil
+		return admissionUpdate{write: lifted}, nil
 	})
 	return left, err
 }

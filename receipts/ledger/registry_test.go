@@ -373,3 +373,49 @@ func TestRegistryConcurrentInOneProcess(t *testing.T) {
 		t.Errorf("%d pairs, %d denied, %d entries", len(pairs), len(denied), roots.Len())
 	}
 }
+
+// TestRevokeKey: a key revoked from a time in the past is listed in the
+// signed history (a batch dated from then on is refused by verifiers under
+// any root), its pairs leave the registry, and it cannot be reinstated.
+func TestRevokeKey(t *testing.T) {
+	e := newRegistryEnv(t)
+	ctx := context.Background()
+	a := workers.ModelVersion{Name: "a", Digest: digest("a")}
+	w := workerN(1)
+	if err := e.l.AdmitWorker(ctx, w, a); err != nil {
+		t.Fatal(err)
+	}
+	admitted := e.clk.Now()
+	e.clk.Advance(time.Hour)
+	compromised := admitted.Add(10 * time.Minute)
+	if _, err := e.l.RevokeKey(ctx, w, e.clk.Now().Add(time.Second)); err == nil {
+		t.Error("revocation from the future accepted")
+	}
+	removed, err := e.l.RevokeKey(ctx, w, compromised)
+	if err != nil || len(removed) != 1 {
+		t.Fatalf("revoke key: %v %+v", err, removed)
+	}
+	_, roots := e.verified(t)
+	if _, revoked := roots.KeyRevoked(w, compromised.Add(-time.Nanosecond)); revoked {
+		t.Error("revoked before its from")
+	}
+	if _, revoked := roots.KeyRevoked(w, compromised); !revoked {
+		t.Error("key not revoked from its from")
+	}
+	e.checkAdmitted(t, e.clk.Now(), w, a, false)
+	if left, err := e.l.Reinstate(ctx, w, "", ""); err != nil || len(left) != 1 || !left[0].Burned {
+		t.Fatalf("reinstate of a burned key: %v %+v", err, left)
+	}
+	var rev *RevokedError
+	if err := e.l.AdmitWorker(ctx, w, a); !errors.As(err, &rev) {
+		t.Fatalf("burned key admitted again: %v", err)
+	}
+	// A key with no pair left can still be burned (the entry is signed
+	// even though the root does not change).
+	if _, err := e.l.RevokeKey(ctx, workerN(2), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := e.verified(t); len(h.Entries) != 3 || len(h.Entries[2].Revoked) != 1 || h.Entries[2].Root != h.Entries[1].Root {
+		t.Errorf("entries %+v", h.Entries)
+	}
+}
