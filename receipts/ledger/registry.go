@@ -544,7 +544,7 @@ type Admission struct {
 func (l *Ledger) AdmissionAt(ctx context.Context, t time.Time, workerID string, modelVersion fr.Element) (*Admission, error) {
 	w, err := receipts.ParseCanonicalElement(workerID)
 	if err != nil {
-		return nil, fmt.Errorf("worker ID: %w", err)
+		return nil, fmt.Errorf("%w: worker ID: %w", ErrNotAdmitted, err) // never admitted under that spelling
 	}
 	v, err := l.admission(ctx)
 	if err != nil {
