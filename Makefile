@@ -16,7 +16,7 @@ RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/k
               ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/... ./internal/cluster/...
 PLAIN_PKGS  = $(filter-out $(shell $(GO) list $(RACE_PKGS)),$(shell $(GO) list ./...))
 
-.PHONY: build run test test-go test-race test-node test-gpu vet fmt bench redis
+.PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench redis
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tollgate
@@ -27,7 +27,7 @@ run: build
 vet:
 	$(GO) vet ./...
 
-test: vet redis test-go test-race test-node
+test: vet redis test-go test-race test-node test-evm
 
 # Redis-backed tests (the Redis ledger store, the shared rate limiter) use the
 # Redis on 127.0.0.1:6379, starting or installing one when needed.
@@ -46,6 +46,16 @@ test-node: build
 	@command -v node >/dev/null || { echo "test-node: node is required"; exit 1; }
 	cd test/node && { [ -d node_modules/openai ] || npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }
 	cd test/node && node sdk_test.mjs ../../$(BIN)
+
+# The on-chain verifier: the Solidity `tollgate keys solidity` writes for a v2
+# key, compiled with solc-js and run in an in-process EVM (@ethereumjs/vm),
+# both pinned in test/evm/package.json, on a batch the fixture program
+# proves with the cached capacity-8 development keys; prints gas.
+test-evm:
+	@command -v node >/dev/null || { echo "test-evm: node is required"; exit 1; }
+	cd test/evm && { [ -d node_modules/solc ] || npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }
+	$(GO) run ./test/evm/fixture -out test/evm/fixture.json
+	cd test/evm && node evm_test.mjs fixture.json
 
 test-gpu:
 	$(GO) run ./cmd/tollgate gpu -require -metrics

@@ -130,17 +130,18 @@ type RequestFields struct {
 // RequestCommitment is H(TagRequest, SHA-256(request ID) limbs, request
 // digest limbs, response digest limbs, SHA-256(subject) limbs, time) with
 // time in Unix nanoseconds. It is computed outside the circuit; the leaf
-// carries it as one field element. Times before 1970 are rejected.
+// carries it as one field element. Times outside 1970–2262 are rejected
+// (UnixNanos).
 func RequestCommitment(f RequestFields) (fr.Element, error) {
-	ns := f.Time.UnixNano()
-	if ns < 0 {
-		return fr.Element{}, fmt.Errorf("request time %s is before 1970", f.Time)
+	ns, err := UnixNanos(f.Time)
+	if err != nil {
+		return fr.Element{}, fmt.Errorf("request time %s: %w", f.Time, err)
 	}
 	idHi, idLo := Limbs(sha256.Sum256([]byte(f.RequestID)))
 	rqHi, rqLo := Limbs(f.RequestDigest)
 	rsHi, rsLo := Limbs(f.ResponseDigest)
 	sbHi, sbLo := Limbs(sha256.Sum256([]byte(f.Subject)))
-	return HashElements(u64(TagRequest), idHi, idLo, rqHi, rqLo, rsHi, rsLo, sbHi, sbLo, u64(uint64(ns))), nil
+	return HashElements(u64(TagRequest), idHi, idLo, rqHi, rqLo, rsHi, rsLo, sbHi, sbLo, u64(ns)), nil
 }
 
 // ModelVersionCommitment is H(TagModelVersion, SHA-256(name) limbs, weights

@@ -65,6 +65,9 @@ type BatchProof struct {
 	Proof          string      `json:"proof"`     // gnark Groth16 proof, base64
 	VerifyingKeyID string      `json:"vk_id"`
 	ProvenAt       time.Time   `json:"proven_at"`
+	// Calldata is the on-chain verification call for this batch (v2 only;
+	// see Calldata), as a convenience: Verify checks it when present.
+	Calldata string `json:"calldata,omitempty"`
 }
 
 // Verification failures. Verify wraps one of these with details.
@@ -191,7 +194,15 @@ func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 	if vk.ID != b.VerifyingKeyID || vk.Header.Capacity != b.Capacity || vk.Header.Circuit != b.Circuit {
 		return fmt.Errorf("%w: receipt names %s (capacity %d), key is %s (capacity %d)", ErrVerifyingKey, b.VerifyingKeyID, b.Capacity, vk.ID, vk.Header.Capacity)
 	}
-	return VerifyProof(vk, &b.Public, b.Proof)
+	if err := VerifyProof(vk, &b.Public, b.Proof); err != nil {
+		return err
+	}
+	// The stated calldata is a convenience copy: checked after the proof, so
+	// a tampered value is reported as what it is (the proof fails).
+	if b.Calldata != "" {
+		return checkCalldata(b)
+	}
+	return nil
 }
 
 // VerifyProof checks a base64 Groth16 proof against public values, building

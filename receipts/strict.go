@@ -481,6 +481,15 @@ func (r *Receipt) CheckEncoding() error {
 	if err := field("batch.proof", CheckBase64(b.Proof)); err != nil {
 		return err
 	}
+	if b.Calldata != "" {
+		h, ok := strings.CutPrefix(b.Calldata, "0x")
+		switch {
+		case b.Circuit != CircuitV2:
+			return field("batch.calldata", fmt.Errorf("%w: %w: only a %s batch has calldata", ErrEncoding, ErrCalldata, CircuitV2))
+		case !ok || len(h)%2 != 0 || !lowerHex(h):
+			return field("batch.calldata", fmt.Errorf("%w: %w: want 0x and lowercase hex", ErrEncoding, ErrCalldata))
+		}
+	}
 	if b.VerifyingKeyID == "" || strings.ContainsFunc(b.VerifyingKeyID, func(c rune) bool { return c <= ' ' || c > '~' }) {
 		return field("batch.vk_id", fmt.Errorf("%w: %q", ErrEncoding, short(b.VerifyingKeyID)))
 	}

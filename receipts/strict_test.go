@@ -89,6 +89,8 @@ func receiptAttacks(base string) []receiptAttack {
 		{"v1 batch with a time", rep(`"circuit":"`+CircuitV2+`"`, `"circuit":"`+CircuitV1+`"`)},
 		{"unknown circuit", rep(`"circuit":"`+CircuitV2+`"`, `"circuit":"tollgate-batch-v3"`)},
 		{"not an object", `[` + base + `]`},
+		{"uppercase calldata", rep(`"vk_id":`, `"calldata":"0xDD78D609","vk_id":`)},
+		{"calldata without 0x", rep(`"vk_id":`, `"calldata":"dd78d609","vk_id":`)},
 	}
 }
 

@@ -61,7 +61,21 @@ func BatchMessageV2(root, modelVersion fr.Element, count, totalPrompt, totalComp
 const PublicBytesV2 = 4*32 + 5*8
 
 // ErrBatchTime is returned for a v2 batch without a valid time.
-var ErrBatchTime = errors.New("batch time missing or before 1970")
+var ErrBatchTime = errors.New("batch time missing or outside 1970–2262")
+
+// errTimeRange is UnixNanos's error.
+var errTimeRange = errors.New("time outside 1970–2262 (Unix nanoseconds must fit an int64)")
+
+// UnixNanos returns t in Unix nanoseconds, the encoding every hashed or
+// signed time uses, refusing times before 1970 and after 2262-04-11, where
+// time.Time.UnixNano is undefined (it wraps: t + 2^64 ns would encode as
+// t, so a receipt could state a time its proof is not about).
+func UnixNanos(t time.Time) (uint64, error) {
+	if t.Before(time.Unix(0, 0)) || t.After(time.Unix(0, 1<<63-1)) {
+		return 0, errTimeRange
+	}
+	return uint64(t.UnixNano()), nil
+}
 
 // PublicPreimageV2 returns the PublicBytesV2 bytes of p, rejecting
 // non-canonical field elements and a missing batch time.
@@ -70,7 +84,11 @@ func PublicPreimageV2(p *BatchPublic) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.Time == nil || p.Time.UnixNano() < 0 {
+	if p.Time == nil {
+		return nil, ErrBatchTime
+	}
+	ns, err := UnixNanos(*p.Time)
+	if err != nil {
 		return nil, ErrBatchTime
 	}
 	out := make([]byte, 0, PublicBytesV2)
@@ -78,7 +96,7 @@ func PublicPreimageV2(p *BatchPublic) ([]byte, error) {
 		b := e.Bytes()
 		out = append(out, b[:]...)
 	}
-	for _, v := range []uint64{p.LeafCount, p.TotalPromptTokens, p.TotalCompletionTokens, p.Sequence, uint64(p.Time.UnixNano())} {
+	for _, v := range []uint64{p.LeafCount, p.TotalPromptTokens, p.TotalCompletionTokens, p.Sequence, ns} {
 		out = binary.BigEndian.AppendUint64(out, v)
 	}
 	return out, nil

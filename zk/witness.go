@@ -72,7 +72,7 @@ func (b *Batch) Public() (receipts.BatchPublic, error) {
 	if b.PublicKey == nil {
 		return receipts.BatchPublic{}, errors.New("batch has no worker public key")
 	}
-	if b.Time.IsZero() || b.Time.UnixNano() < 0 {
+	if _, err := receipts.UnixNanos(b.Time); err != nil || b.Time.IsZero() {
 		return receipts.BatchPublic{}, receipts.ErrBatchTime
 	}
 	tp, tc := b.totals()
@@ -104,11 +104,12 @@ func (b *Batch) Message() (fr.Element, error) {
 	if err != nil {
 		return fr.Element{}, err
 	}
-	if b.Time.IsZero() || b.Time.UnixNano() < 0 {
+	ns, err := receipts.UnixNanos(b.Time)
+	if err != nil || b.Time.IsZero() {
 		return fr.Element{}, receipts.ErrBatchTime
 	}
 	tp, tc := b.totals()
-	return receipts.BatchMessageV2(root, b.ModelVersion, uint64(len(b.Leaves)), tp, tc, b.Sequence, uint64(b.Time.UnixNano())), nil
+	return receipts.BatchMessageV2(root, b.ModelVersion, uint64(len(b.Leaves)), tp, tc, b.Sequence, ns), nil
 }
 
 // Assign builds the full witness assignment for b.

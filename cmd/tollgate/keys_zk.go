@@ -22,7 +22,7 @@ func init() {
 	gnarklogger.Disable() // gnark logs every compile and proof to stdout
 	register(keyCommands, "setup", "development proving keys for the receipt circuit (single-party set-up)", runKeysSetup)
 	register(keyCommands, "ceremony", "Groth16 MPC ceremony for production keys (ceremony help)", runKeysCeremony)
-	register(keyCommands, "solidity", "export the Solidity verifier for a verifying key", runKeysSolidity)
+	register(keyCommands, "solidity", "export the on-chain verifier for a verifying key (v2: TollgateBatchVerifier)", runKeysSolidity)
 }
 
 func parseCapacities(s string) ([]int, error) {
@@ -92,7 +92,10 @@ func runKeysSolidity(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *vkPath, err)
 	}
-	return writeOut(*out, func(w io.Writer) error { return zk.ExportSolidity(w, vk) })
+	if vk.Header.Circuit != receipts.CircuitV2 {
+		fmt.Fprintf(os.Stderr, "warning: %s is a %s (unaudited) key: the verifier alone, without TollgateBatchVerifier\n", *vkPath, vk.Header.Circuit)
+	}
+	return writeOut(*out, func(w io.Writer) error { return zk.ExportKeySolidity(w, vk) })
 }
 
 func writeOut(path string, write func(io.Writer) error) error {

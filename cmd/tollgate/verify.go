@@ -61,6 +61,7 @@ func runVerify(ctx context.Context, args []string) error {
 	operatorFile := fs.String("operator-key", "", "pinned operator public key file (tollgate-operator-public-key)")
 	gateway := fs.String("gateway", "", "gateway base URL to fetch what is not pinned from (it is then trusted for that)")
 	allowDev := fs.Bool("allow-dev-keys", false, "accept verifying keys from a single-party development set-up")
+	calldata := fs.Bool("calldata", false, "after each verified receipt, print its batch's on-chain calldata (TollgateBatchVerifier.verifyBatch)")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, verifyUsage)
 		fs.PrintDefaults()
@@ -83,6 +84,8 @@ func runVerify(ctx context.Context, args []string) error {
 			total++
 			if !v.check(ctx, raw) {
 				failed++
+			} else if *calldata {
+				printCalldata(v.out, raw)
 			}
 		})
 		if err != nil {

@@ -202,7 +202,7 @@ func TestVerifyCommand(t *testing.T) {
 	r1 := r
 	r1.CompletionTokens--
 	b1 := *r1.Batch
-	b1.Circuit, b1.Public.Time = receipts.CircuitV1, nil
+	b1.Circuit, b1.Public.Time, b1.Calldata = receipts.CircuitV1, nil, ""
 	r1.Batch = &b1
 	v1, _ := json.Marshal(&r1)
 	if out, err := runVerifyOut(t, append(e.pinned(), e.write(t, "v1.json", string(v1)))...); err == nil ||

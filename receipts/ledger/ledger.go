@@ -167,6 +167,9 @@ func render(e *Entry, b *Batch, trees treeCache) (*receipts.Receipt, error) {
 		Circuit: b.Circuit, Capacity: b.Capacity, Index: uint64(e.Index), Path: hex, Public: *b.Public,
 		Signature: b.Signature, Proof: b.Proof, VerifyingKeyID: b.VKID, ProvenAt: b.ProvenAt.UTC(),
 	}
+	if cd, err := receipts.Calldata(r.Batch); err == nil { // v2 batches only
+		r.Batch.Calldata = cd
+	}
 	return r, nil
 }
 
