@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/valyala/fasthttp"
 )
@@ -37,18 +41,62 @@ type Registrar interface {
 
 // workerLedger is an optional extension of Ledger (checked by type
 // assertion): a ledger that must know each worker's URL (for countersigning)
-// and every model version a worker serves (the model registry the proofs
-// commit to). Registration fails if the ledger cannot record them, since
-// that worker's receipts could never be proven.
+// and admits each (worker, model version) pair it serves into the admission
+// registry the proofs commit to. Registration fails if the ledger cannot
+// record them, since that worker's receipts could never be proven.
 type workerLedger interface {
 	SetWorkerURL(ctx context.Context, workerID, url string) error
-	RegisterModels(ctx context.Context, versions ...workers.ModelVersion) error
+	// AdmitWorker admits the pairs (a signed registry root history entry
+	// when any is new). It refuses, admitting nothing, versions an admin
+	// revoked for the worker, with an error that has RevokedVersions.
+	AdmitWorker(ctx context.Context, workerID string, versions ...workers.ModelVersion) error
 }
 
-// admissionLedger is a workerLedger that also keeps the v2 admission
-// registry of (worker, model version) pairs (checked by type assertion).
-type admissionLedger interface {
-	AdmitWorker(ctx context.Context, workerID string, versions ...workers.ModelVersion) error
+// revokedError is how AdmitWorker names the versions it refused.
+type revokedError interface {
+	error
+	RevokedVersions() []workers.ModelVersion
+}
+
+// registryLedger is an optional extension of Ledger that publishes and
+// changes the admission registry (GET /v1/zk/registry, POST
+// /v1/admin/revoke and /v1/admin/reinstate).
+type registryLedger interface {
+	// RootHistory is the operator-signed registry root history.
+	RootHistory(ctx context.Context) (*receipts.RootHistory, error)
+	// RevokeWorker removes the worker's pairs for model (empty: all) and
+	// digest (empty: all), puts a root without them in force, and denies
+	// them until reinstated. It returns the versions removed.
+	RevokeWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error)
+	// RevokeKey revokes the worker's key from a time (a compromised key):
+	// its pairs go, and the signed history refuses its batches dated from
+	// then on under any root. The key cannot be reinstated.
+	RevokeKey(ctx context.Context, workerID string, from time.Time) ([]workers.ModelVersion, error)
+	// ReinstateWorker lifts the denials model and digest cover; it returns
+	// those still in force (an empty name or digest: all).
+	ReinstateWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error)
+}
+
+// admitWorker admits a registering worker's model versions. Versions an admin
+// revoked for it are dropped from the registration (it serves the rest);
+// a worker left with none is refused (403 worker_revoked).
+func (s *Server) admitWorker(ctx context.Context, wl workerLedger, reg *workers.Registered) error {
+	for attempt := 0; ; attempt++ {
+		err := wl.AdmitWorker(ctx, reg.WorkerID, reg.Models...)
+		var rev revokedError
+		if err == nil || !errors.As(err, &rev) {
+			return err
+		}
+		reg.Models = slices.DeleteFunc(reg.Models, func(m workers.ModelVersion) bool {
+			return slices.ContainsFunc(rev.RevokedVersions(), func(r workers.ModelVersion) bool {
+				return r.Name == m.Name && strings.EqualFold(r.Digest, m.Digest)
+			})
+		})
+		s.log.Warn("registration without revoked models", "worker", reg.WorkerID, "revoked", len(rev.RevokedVersions()), "left", len(reg.Models))
+		if len(reg.Models) == 0 || attempt > 0 {
+			return apierr.Forbidden("worker_revoked", "This worker has been revoked for the models it serves; an operator must reinstate it.")
+		}
+	}
 }
 
 // workerRoute serves POST /v1/workers/{challenge,register,heartbeat,deregister}.
@@ -80,13 +128,12 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			return err
 		}
 		if wl, ok := s.deps.Ledger.(workerLedger); ok {
-			if err := wl.RegisterModels(ctx, reg.Models...); err != nil {
-				return apierr.Internal(err)
-			}
-			if al, ok := wl.(admissionLedger); ok {
-				if err := al.AdmitWorker(ctx, reg.WorkerID, reg.Models...); err != nil {
-					return apierr.Internal(err)
+			if err := s.admitWorker(ctx, wl, reg); err != nil {
+				s.deps.Registrar.Forget(reg.WorkerID)
+				if ae := apierr.From(err); ae.Status == fasthttp.StatusForbidden {
+					return err
 				}
+				return apierr.Internal(err)
 			}
 			if err := wl.SetWorkerURL(ctx, reg.WorkerID, reg.URL); err != nil {
 				return apierr.Internal(err)
@@ -169,4 +216,124 @@ func (s *Server) allowModel(rc *fasthttp.RequestCtx) error {
 	}
 	s.log.Info("model allowed", "model", mv.Name, "digest", mv.Digest)
 	return writeJSON(rc, mv)
+}
+
+// getRegistry serves GET /v1/zk/registry: the operator-signed registry
+// root history with a head signed now. Public, like the verifying keys:
+// verifiers pin the operator key and check the signatures themselves.
+func (s *Server) getRegistry(rc *fasthttp.RequestCtx) error {
+	rl, ok := s.deps.Ledger.(registryLedger)
+	if !ok {
+		return errReceiptsOff
+	}
+	ctx, cancel := opContext()
+	defer cancel()
+	h, err := rl.RootHistory(ctx)
+	if err != nil {
+		return err
+	}
+	return writeJSON(rc, h)
+}
+
+// revokeRequest is the body of POST /v1/admin/revoke and /v1/admin/reinstate.
+type revokeRequest struct {
+	WorkerID string `json:"worker_id"`
+	Model    string `json:"model,omitempty"`  // empty: every model
+	Digest   string `json:"digest,omitempty"` // empty: every digest
+	// From (revoke only) revokes the worker's key itself from that time,
+	// which may be in the past: for a compromised key, whose holder could
+	// otherwise prove batches backdated to before the revocation.
+	From *time.Time `json:"from,omitempty"`
+}
+
+func (s *Server) readRevoke(rc *fasthttp.RequestCtx) (registryLedger, *revokeRequest, error) {
+	if err := s.authenticateAdmin(rc); err != nil {
+		return nil, nil, err
+	}
+	rl, ok := s.deps.Ledger.(registryLedger)
+	if !ok {
+		return nil, nil, errReceiptsOff
+	}
+	var req revokeRequest
+	if err := readJSON(rc, &req); err != nil {
+		return nil, nil, err
+	}
+	if receipts.CheckElement(req.WorkerID) != nil {
+		return nil, nil, apierr.BadRequest("worker_id", "invalid_value", "Invalid 'worker_id': want 0x and 64 lowercase hex digits.")
+	}
+	if req.Digest != "" && receipts.CheckDigest(req.Digest) != nil {
+		return nil, nil, apierr.BadRequest("digest", "invalid_value", "Invalid 'digest': want 64 lowercase hex digits.")
+	}
+	if req.Digest != "" && req.Model == "" {
+		return nil, nil, apierr.BadRequest("model", "missing_required_parameter", "A 'digest' needs its 'model'.")
+	}
+	if req.From != nil && req.Model != "" {
+		return nil, nil, apierr.BadRequest("from", "invalid_value", "'from' revokes the worker's key, for every model: leave 'model' out.")
+	}
+	if req.From != nil && req.From.After(s.clock.Now()) {
+		return nil, nil, apierr.BadRequest("from", "invalid_value", "Invalid 'from': it is in the future.")
+	}
+	return rl, &req, nil
+}
+
+// revokeWorker serves POST /v1/admin/revoke: the worker's pairs for the
+// model (all when omitted) leave the admission registry (a new signed
+// root), the worker leaves rotation and its session ends, and it cannot
+// admit those pairs again by registering until an admin reinstates it. If
+// it registers again with other models, it serves those. With "from" the
+// key itself is revoked from that time (see registryLedger.RevokeKey).
+func (s *Server) revokeWorker(rc *fasthttp.RequestCtx) error {
+	rl, req, err := s.readRevoke(rc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := opContext()
+	defer cancel()
+	var removed []workers.ModelVersion
+	if req.From != nil {
+		removed, err = rl.RevokeKey(ctx, req.WorkerID, *req.From)
+	} else {
+		removed, err = rl.RevokeWorker(ctx, req.WorkerID, req.Model, req.Digest)
+	}
+	if err != nil {
+		return apierr.Internal(err)
+	}
+	if s.deps.Registry != nil {
+		s.deps.Registry.Remove(req.WorkerID)
+	}
+	if s.deps.Registrar != nil {
+		s.deps.Registrar.Forget(req.WorkerID)
+	}
+	if removed == nil {
+		removed = []workers.ModelVersion{}
+	}
+	out := map[string]any{"worker_id": req.WorkerID, "model": req.Model, "digest": req.Digest, "removed": removed}
+	if req.From != nil {
+		out["key_revoked_from"] = req.From.UTC()
+		s.log.Warn("worker key revoked", "worker", req.WorkerID, "from", req.From.UTC(), "pairs_removed", len(removed))
+	} else {
+		s.log.Info("worker revoked", "worker", req.WorkerID, "model", req.Model, "digest", req.Digest, "pairs_removed", len(removed))
+	}
+	return writeJSON(rc, out)
+}
+
+// reinstateWorker serves POST /v1/admin/reinstate: it lifts the denials the
+// model (all when omitted) covers; the worker's next registration admits
+// it again. The answer lists the denials still in force.
+func (s *Server) reinstateWorker(rc *fasthttp.RequestCtx) error {
+	rl, req, err := s.readRevoke(rc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := opContext()
+	defer cancel()
+	left, err := rl.ReinstateWorker(ctx, req.WorkerID, req.Model, req.Digest)
+	if err != nil {
+		return apierr.Internal(err)
+	}
+	s.log.Info("worker reinstated", "worker", req.WorkerID, "model", req.Model, "digest", req.Digest, "still_revoked", len(left))
+	if left == nil {
+		left = []workers.ModelVersion{}
+	}
+	return writeJSON(rc, map[string]any{"worker_id": req.WorkerID, "still_revoked": left})
 }

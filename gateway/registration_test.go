@@ -198,7 +198,7 @@ func (l *recordingLedger) SetWorkerURL(_ context.Context, id, url string) error 
 	return nil
 }
 
-func (l *recordingLedger) RegisterModels(_ context.Context, vs ...workers.ModelVersion) error {
+func (l *recordingLedger) AdmitWorker(_ context.Context, _ string, vs ...workers.ModelVersion) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.models = append(l.models, vs...)

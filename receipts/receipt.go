@@ -93,6 +93,8 @@ var (
 	ErrProof          = errors.New("proof does not verify")
 	ErrMalformedBatch = errors.New("malformed batch")
 	ErrTokensMissing  = errors.New("batch totals cannot cover the receipt's tokens")
+	ErrReceiptTime    = errors.New("receipt time is after its batch time")
+	ErrDevKey         = errors.New("verifying key is from a single-party development set-up")
 )
 
 // LeafFields recomputes the request commitment, model version commitment
@@ -124,17 +126,26 @@ func (r *Receipt) LeafFields() (commitment, modelVersion, leaf fr.Element, err e
 	return commitment, ModelVersionCommitment(r.Model, md), leaf, nil
 }
 
-// Verify checks a proven receipt on its own: it recomputes the leaf from
-// its fields, follows the Merkle path to the batch root, checks the model
-// version and worker against the batch's public inputs, checks the registry
-// root against the trusted one, and verifies the Groth16 proof with vk. The
-// error wraps one of the Err* values above.
+// Verify checks a proven receipt on its own: it checks the field encodings
+// (CheckEncoding), recomputes the leaf from its fields, follows the Merkle
+// path to the batch root, checks the model version and worker against the
+// batch's public inputs, for v2 that the receipt is not later than its
+// batch, checks the registry root against the trusted one, and verifies
+// the Groth16 proof with vk. The error wraps one of the Err* values above
+// (or ErrEncoding, ErrBatchTime).
+//
+// Verify trusts its caller for vk and registryRoot: Trust.Verify is the
+// verifier that picks them from pins (a pinned key set, the root in force
+// at the batch's time per a verified operator history).
 func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 	if r.Version != Version {
 		return fmt.Errorf("%w: %d", ErrVersion, r.Version)
 	}
 	if r.Status != StatusProven || r.Batch == nil {
 		return fmt.Errorf("%w: status %q", ErrNotProven, r.Status)
+	}
+	if err := r.CheckEncoding(); err != nil {
+		return err
 	}
 	_, mv, leaf, err := r.LeafFields()
 	if err != nil {
@@ -143,7 +154,18 @@ func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 	if r.Leaf != "" && r.Leaf != ElementHex(leaf) {
 		return fmt.Errorf("%w: stated %s, recomputed %s", ErrLeafMismatch, r.Leaf, ElementHex(leaf))
 	}
+	if r.ModelVersion != "" && r.ModelVersion != ElementHex(mv) {
+		return fmt.Errorf("%w: stated model_version %s, recomputed %s", ErrModelVersion, r.ModelVersion, ElementHex(mv))
+	}
 	b := r.Batch
+	if b.Circuit == CircuitV2 {
+		if b.Public.Time == nil {
+			return ErrBatchTime
+		}
+		if r.Time.After(*b.Public.Time) {
+			return fmt.Errorf("%w: receipt %s, batch %s", ErrReceiptTime, r.Time.Format(time.RFC3339Nano), b.Public.Time.Format(time.RFC3339Nano))
+		}
+	}
 	pub, err := b.Public.Elements()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformedBatch, err)
@@ -232,4 +254,92 @@ func PublicWitness(pub []fr.Element) (witness.Witness, error) {
 		return nil, err
 	}
 	return w, nil
+}
+
+// IsDevKey reports whether a key header does not name an MPC ceremony:
+// keys from a single-party set-up ("dev"), or with no ceremony recorded,
+// can be forged with by whoever ran the set-up.
+func IsDevKey(h KeyHeader) bool { return h.Ceremony != "mpc" }
+
+// Trust is what an offline verifier pins, and Verify the verifier that
+// judges a receipt by them alone:
+//
+//   - Keys: the verifying keys it accepts, by ID (pinned by file or by
+//     hash). A receipt naming any other key is refused.
+//   - Roots: the operator's verified registry root history (v2). The
+//     batch's registry root must be the root in force at its batch time,
+//     so a key the operator never admitted, or a pair it revoked before
+//     the batch, cannot produce a receipt that verifies; and a key the
+//     history revokes from some time (RevokedKey) verifies nothing dated
+//     from then on.
+//   - V1Roots: model registry roots trusted for v1 receipts (the v1
+//     registry holds model versions only; v1 proofs are unaudited).
+//   - AllowDevKeys: accept keys whose header does not name an MPC
+//     ceremony (IsDevKey). Off by default.
+type Trust struct {
+	Keys         map[string]*VerifyingKey
+	Roots        *Roots
+	V1Roots      []fr.Element
+	AllowDevKeys bool
+}
+
+// Verify checks r with the pinned key and root (see Trust and Verify).
+func (t *Trust) Verify(r *Receipt) error {
+	if r.Batch == nil {
+		return Verify(r, nil, fr.Element{}) // reports not proven / version
+	}
+	b := r.Batch
+	vk := t.Keys[b.VerifyingKeyID]
+	if vk == nil {
+		return fmt.Errorf("%w: key %s is not pinned", ErrVerifyingKey, b.VerifyingKeyID)
+	}
+	if IsDevKey(vk.Header) && !t.AllowDevKeys {
+		return fmt.Errorf("%w: %s (ceremony %q); allow development keys explicitly to accept it", ErrDevKey, vk.ID, vk.Header.Ceremony)
+	}
+	if vk.Header.Circuit != b.Circuit {
+		return fmt.Errorf("%w: receipt is for %s, key %s for %s", ErrVerifyingKey, b.Circuit, vk.ID, vk.Header.Circuit)
+	}
+	var root fr.Element
+	switch b.Circuit {
+	case CircuitV2:
+		if b.Public.Time == nil {
+			return ErrBatchTime
+		}
+		if t.Roots == nil {
+			return fmt.Errorf("%w: no operator root history pinned", ErrRegistryRoot)
+		}
+		var err error
+		if root, _, err = t.Roots.RootAt(*b.Public.Time); err != nil {
+			return fmt.Errorf("%w: %w", ErrRegistryRoot, err)
+		}
+		if from, revoked := t.Roots.KeyRevoked(b.Public.WorkerID, *b.Public.Time); revoked {
+			return fmt.Errorf("%w: worker %s from %s, batch time %s", ErrKeyRevoked, b.Public.WorkerID,
+				from.Format(time.RFC3339Nano), b.Public.Time.Format(time.RFC3339Nano))
+		}
+	case CircuitV1:
+		claimed, err := ParseCanonicalElement(b.Public.RegistryRoot)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformedBatch, err)
+		}
+		found := false
+		for _, tr := range t.V1Roots {
+			found = found || tr.Equal(&claimed)
+		}
+		if !found {
+			return fmt.Errorf("%w: v1 registry root %s is not trusted", ErrRegistryRoot, b.Public.RegistryRoot)
+		}
+		root = claimed
+	default:
+		return fmt.Errorf("%w: unknown circuit %q", ErrMalformedBatch, b.Circuit)
+	}
+	return Verify(r, vk, root)
+}
+
+// VerifyJSON parses a receipt strictly (ParseReceipt) and verifies it.
+func (t *Trust) VerifyJSON(raw []byte) (*Receipt, error) {
+	r, err := ParseReceipt(raw)
+	if err != nil {
+		return nil, err
+	}
+	return r, t.Verify(r)
 }

@@ -291,7 +291,11 @@ func measureLatency(ctx context.Context, cfg Config, progress func(string)) (*La
 	}
 	defer st.Close()
 	logger := slog.New(slog.DiscardHandler)
-	l := ledger.New(st, ledger.Options{KeyDir: cfg.KeyDir, Logger: logger})
+	operator, err := receipts.GenerateOperatorKey(rand.Reader) // signs this run's registry root history
+	if err != nil {
+		return nil, err
+	}
+	l := ledger.New(st, ledger.Options{KeyDir: cfg.KeyDir, Logger: logger, Operator: operator})
 	weights := sha256.Sum256([]byte("bench weights"))
 	model := workers.ModelVersion{Name: "bench-model", Digest: hex.EncodeToString(weights[:])}
 	key, err := keys.Generate(rand.Reader)

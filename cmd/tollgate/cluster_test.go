@@ -74,7 +74,9 @@ func TestRedisCluster(t *testing.T) {
 		rpm        = 100
 	)
 
-	// Two gateway replicas.
+	// Two gateway replicas, signing one registry root history with one
+	// operator key.
+	operatorKey := filepath.Join(t.TempDir(), "operator.key")
 	var gws [2]*gatewayStack
 	for i := range gws {
 		cfg := config.Default()
@@ -91,7 +93,7 @@ func TestRedisCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Listen = ln.Addr().String()
-		gw, err := startGateway(cfg, ln, true, logger.With("replica", i), nil)
+		gw, err := startGateway(cfg, ln, stackOptions{receipts: true, operatorKey: operatorKey}, logger.With("replica", i), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

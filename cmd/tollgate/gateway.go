@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/gateway"
@@ -17,6 +20,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
+	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/receipts/prover"
 	"github.com/tollgate-ai/tollgate/scheduler"
@@ -78,7 +82,8 @@ func (o *obsFlags) logger(c config.Log, fromFile bool) (*slog.Logger, error) {
 // the config file.
 type gatewayFlags struct {
 	configPath, listen, data, apiKey, adminKey, providerToken, redisURL string
-	openRegistration, noReceipts, noProver                              bool
+	keys, operatorKey                                                   string
+	openRegistration, noReceipts, noProver, allowDevKeys                bool
 	obs                                                                 obsFlags
 }
 
@@ -94,6 +99,14 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogForma
 	fs.BoolVar(&g.noReceipts, "no-receipts", false, "turn receipts off (no ledger)")
 	fs.BoolVar(&g.noProver, "no-prover", false, "record receipts but do not prove them in this process (the embedded ledger is single-process)")
 	fs.StringVar(&g.redisURL, "redis", "", "share the worker registry, rate limits, receipt ledger and proving queue with other replicas through this Redis (redis://host:port/db); env TOLLGATE_REDIS_URL")
+	fs.StringVar(&g.keys, "keys", "", "proving and verifying key directory (default DATA/keys), e.g. ceremony keys from `tollgate keys ceremony`")
+	fs.StringVar(&g.operatorKey, "operator-key", "", "operator key file (ed25519) that signs the registry root history (default DATA/operator.key, created if missing, public half beside it as .pub; replicas sharing a Redis must use the same file)")
+}
+
+// stack is what startGateway needs from the flags.
+func (g *gatewayFlags) stack(cfg *config.Config) stackOptions {
+	return stackOptions{receipts: !g.noReceipts, keyDir: firstNonEmpty(g.keys, filepath.Join(cfg.DataDir, "keys")),
+		operatorKey: firstNonEmpty(g.operatorKey, filepath.Join(cfg.DataDir, operatorKeyFile))}
 }
 
 // load merges file, flags and environment into one validated config.
@@ -145,6 +158,7 @@ func runGateway(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tollgate gateway", flag.ContinueOnError)
 	var gf gatewayFlags
 	gf.register(fs, "", "json")
+	fs.BoolVar(&gf.allowDevKeys, "allow-dev-keys", false, "let the prover use development keys (single-party set-up: whoever ran it can forge receipts), setting up capacity-8 ones in DATA/keys if there are none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -172,26 +186,42 @@ func runGateway(ctx context.Context, args []string) error {
 		cfg.ProviderTokens = append(cfg.ProviderTokens, t)
 		fmt.Fprintf(os.Stderr, "generated provider token (give it to workers): %s\n", t)
 	}
+	opts := gf.stack(cfg)
+	kp := keyPolicy{allowDev: gf.allowDevKeys}
+	if opts.receipts && !gf.noProver {
+		// Refuse development keys before serving anything.
+		if kp.have, err = checkProvingKeys(opts.keyDir, gf.allowDevKeys, logger); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	gw, err := startGateway(cfg, ln, !gf.noReceipts, logger, prov)
+	gw, err := startGateway(cfg, ln, opts, logger, prov)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	logger.Info("gateway listening", "url", gw.URL())
 	if !gf.noProver {
-		gw.startProver(ctx)
+		gw.startProver(ctx, kp)
 	}
 	return gw.wait(ctx)
+}
+
+// stackOptions configure startGateway beyond the config file.
+type stackOptions struct {
+	receipts    bool   // record receipts (a ledger)
+	keyDir      string // proving and verifying keys (default DATA/keys)
+	operatorKey string // operator key file (default DATA/operator.key, created if missing)
 }
 
 // gatewayStack is a serving gateway with its scheduler, registrar and
 // (optional) receipts ledger.
 type gatewayStack struct {
 	cfg       *config.Config
+	keyDir    string
 	srv       *gateway.Server
 	sched     *scheduler.Scheduler
 	registrar *workers.Registrar
@@ -214,8 +244,10 @@ type gatewayStack struct {
 // startGateway wires config → scheduler, registrar, ledger, gateway and
 // starts serving on ln.
 // prov (nil: off) traces and measures all of them.
-func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *slog.Logger, prov *obs.Provider) (*gatewayStack, error) {
-	g := &gatewayStack{cfg: cfg, ln: ln, served: make(chan error, 1), logger: logger, obs: prov}
+func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger *slog.Logger, prov *obs.Provider) (*gatewayStack, error) {
+	opts.keyDir = firstNonEmpty(opts.keyDir, filepath.Join(cfg.DataDir, "keys"))
+	opts.operatorKey = firstNonEmpty(opts.operatorKey, filepath.Join(cfg.DataDir, operatorKeyFile))
+	g := &gatewayStack{cfg: cfg, keyDir: opts.keyDir, ln: ln, served: make(chan error, 1), logger: logger, obs: prov}
 	var err error
 	g.sched, err = scheduler.New(cfg.Scheduler, scheduler.Deps{
 		Logger: logger,
@@ -271,8 +303,13 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 		}()
 		logger.Info("redis mode: registry, rate limits, receipts and proving queue are shared", "prefix", cfg.Redis.Prefix)
 	}
-	if receiptsOn {
+	if opts.receipts {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			g.closeStore()
+			return nil, err
+		}
+		operator, err := loadOrCreateOperatorKey(opts.operatorKey, logger)
+		if err != nil {
 			g.closeStore()
 			return nil, err
 		}
@@ -285,7 +322,7 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 			g.closeStore()
 			return nil, fmt.Errorf("receipts ledger: %w", err)
 		}
-		g.ledger = ledger.New(g.store, ledger.Options{KeyDir: filepath.Join(cfg.DataDir, "keys"), Logger: logger, Metrics: prov.Metrics()})
+		g.ledger = ledger.New(g.store, ledger.Options{KeyDir: opts.keyDir, Logger: logger, Metrics: prov.Metrics(), Operator: operator})
 		deps.Ledger = g.ledger
 		deps.Receipts = ledgerCounts{g.ledger}
 		led := g.ledger
@@ -351,18 +388,67 @@ func (g *gatewayStack) stop() error {
 	return errors.Join(err, g.closeStore())
 }
 
+// keyPolicy says which proving keys the in-process prover may use.
+type keyPolicy struct {
+	// allowDev accepts development (single-party) keys, and sets up
+	// capacity-8 ones in the key directory when there are none.
+	allowDev bool
+	// have: the key directory already holds keys (checkProvingKeys).
+	have bool
+	// background are capacities to set up as development keys after the
+	// prover starts (`tollgate dev`); the prover picks them up on its next
+	// key rescan.
+	background []int
+}
+
+// checkProvingKeys looks at the verifying keys in dir: it refuses
+// development keys (a header not naming an MPC ceremony) unless allowDev,
+// and a directory without keys unless allowDev (then they are set up). It
+// reports whether dir holds keys.
+func checkProvingKeys(dir string, allowDev bool, logger *slog.Logger) (bool, error) {
+	var found, dev []string
+	for _, c := range zk.Capacities {
+		_, vkPath := zk.KeyFiles(dir, c)
+		b, err := os.ReadFile(vkPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		vk, err := receipts.ParseVerifyingKey(b)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", vkPath, err)
+		}
+		found = append(found, vkPath)
+		if receipts.IsDevKey(vk.Header) {
+			dev = append(dev, vkPath)
+		}
+	}
+	switch {
+	case len(dev) > 0 && !allowDev:
+		return false, fmt.Errorf("%s: development keys (single-party set-up: whoever ran it can forge receipts); use ceremony keys (`tollgate keys ceremony`, --keys DIR) or pass --allow-dev-keys", strings.Join(dev, ", "))
+	case len(found) == 0 && !allowDev:
+		return false, fmt.Errorf("no proving keys in %s: pass --keys DIR with ceremony keys (`tollgate keys ceremony`), --allow-dev-keys to set up development keys, or --no-prover", dir)
+	case len(dev) > 0:
+		logger.Warn("proving with development keys (single-party set-up): receipts are for development only; `tollgate verify` refuses them without --allow-dev-keys", "keys", dir)
+	}
+	return len(found) > 0, nil
+}
+
 // startProver proves the ledger's receipts in this process (the embedded
-// ledger cannot be shared with a separate `tollgate prover`). Development
-// keys for the smallest batch capacity are set up in DATA/keys on first use,
-// in the background, so serving starts at once; receipts stay pending until
-// then.
-func (g *gatewayStack) startProver(ctx context.Context) {
+// ledger cannot be shared with a separate `tollgate prover`). When the key
+// directory is empty (and kp allows development keys) capacity-8
+// development keys are set up first, in the background, so serving starts
+// at once; receipts stay pending until then. kp.background capacities are
+// set up afterwards and picked up by the running prover.
+func (g *gatewayStack) startProver(ctx context.Context, kp keyPolicy) {
 	if g.ledger == nil {
 		return
 	}
 	ctx, g.cancelProver = context.WithCancel(context.WithoutCancel(ctx))
 	g.proverDone = make(chan struct{})
-	keyDir := filepath.Join(g.cfg.DataDir, "keys")
+	keyDir := g.keyDir
 	l := g.ledger
 	if g.redis != nil {
 		// Join the shared proving queue: the prover needs the Redis store
@@ -371,18 +457,103 @@ func (g *gatewayStack) startProver(ctx context.Context) {
 	}
 	go func() {
 		defer close(g.proverDone)
-		if err := zk.EnsureDevKeys(keyDir, zk.Capacities[0]); err != nil {
-			g.logger.Error("prover: development key set-up failed; receipts stay pending", "err", err)
-			return
+		if !kp.have {
+			if !kp.allowDev {
+				g.logger.Error("prover: no proving keys; receipts stay pending", "keys", keyDir)
+				return
+			}
+			if err := zk.EnsureDevKeys(keyDir, zk.Capacities[0]); err != nil {
+				g.logger.Error("prover: development key set-up failed; receipts stay pending", "err", err)
+				return
+			}
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if len(kp.background) > 0 {
+			go setUpDevKeys(ctx, keyDir, kp.background, g.logger)
 		}
 		g.logger.Info("prover started", "keys", keyDir)
 		if err := prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: g.logger, Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}); err != nil {
 			g.logger.Error("prover stopped", "err", err)
 		}
 	}()
+}
+
+// setUpDevKeys sets up development keys for capacities one after another
+// (each takes from seconds to minutes and all cores), stopping between
+// them once ctx ends. A set-up under way when the process exits leaves no
+// partial key (keys are written atomically).
+func setUpDevKeys(ctx context.Context, dir string, capacities []int, logger *slog.Logger) {
+	for _, c := range capacities {
+		if ctx.Err() != nil {
+			return
+		}
+		start := time.Now()
+		if err := zk.EnsureDevKeys(dir, c); err != nil {
+			logger.Warn("background development key set-up failed", "capacity", c, "err", err)
+			return
+		}
+		logger.Info("development keys ready; the prover picks them up within a minute", "capacity", c, "took", time.Since(start).Round(time.Second))
+	}
+}
+
+// operatorKeyFile is the operator key's default name in the data directory.
+const operatorKeyFile = "operator.key"
+
+// loadOrCreateOperatorKey loads the operator key at path, creating it
+// (0600, never overwritten) with its public half in path.pub if absent.
+// Only the path and the public key are logged.
+func loadOrCreateOperatorKey(path string, logger *slog.Logger) (*receipts.OperatorKey, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := receipts.ReadOperatorKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		logger.Info("operator key", "path", path, "public_key", k.PublicHex())
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	k, err := receipts.GenerateOperatorKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeOperatorKeyFiles(path, k); err != nil {
+		return nil, err
+	}
+	logger.Info("created operator key", "path", path, "public_key", k.PublicHex(), "public_key_file", path+".pub")
+	return k, nil
+}
+
+// writeOperatorKeyFiles writes k to path (0600, which must not exist) and
+// its public half to path.pub (0644).
+func writeOperatorKeyFiles(path string, k *receipts.OperatorKey) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := receipts.WriteOperatorKey(f, k); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	var pub bytes.Buffer
+	if err := receipts.WriteOperatorPublicKey(&pub, k.Public()); err != nil {
+		return err
+	}
+	return os.WriteFile(path+".pub", pub.Bytes(), 0o644)
 }
 
 // closeStore stops the registry sync and closes the ledger and the Redis

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,7 +24,8 @@ const ledgerFile = "receipts.db"
 func runProver(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("prover", flag.ContinueOnError)
 	data := fs.String("data", "data", "data directory holding "+ledgerFile+" (not while a gateway holds it: the embedded store is single-process)")
-	keys := fs.String("keys", "", "key directory (default DATA/keys)")
+	keys := fs.String("keys", "", "proving key directory (default DATA/keys), e.g. ceremony keys from `tollgate keys ceremony`")
+	allowDev := fs.Bool("allow-dev-keys", false, "prove with development keys (single-party set-up: whoever ran it can forge receipts)")
 	maxAge := fs.Duration("max-age", time.Second, "close a batch when its oldest receipt has waited this long")
 	interval := fs.Duration("interval", 250*time.Millisecond, "ledger scan interval")
 	redisURL := fs.String("redis", "", "prove from the shared ledger and proving queue in this Redis (redis://host:port/db), with any number of other provers; env TOLLGATE_REDIS_URL")
@@ -37,6 +39,13 @@ func runProver(ctx context.Context, args []string) error {
 		*keys = filepath.Join(*data, "keys")
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	have, err := checkProvingKeys(*keys, *allowDev, logger)
+	if err != nil {
+		return err
+	}
+	if !have {
+		return fmt.Errorf("no proving keys in %s (`tollgate keys ceremony`, or `tollgate keys setup` for development keys)", *keys)
+	}
 	cfg := prover.Config{KeyDir: *keys, MaxAge: *maxAge, Interval: *interval, Logger: logger, ClaimIdle: *claimIdle, Consumer: *consumer}
 	if u := firstNonEmpty(*redisURL, os.Getenv("TOLLGATE_REDIS_URL")); u != "" {
 		rc := config.Redis{URL: u, Prefix: *prefix, WorkerTTL: config.Duration(10 * time.Second), ClaimIdle: config.Duration(*claimIdle)}

@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,13 +17,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
-
 	"github.com/tollgate-ai/tollgate/receipts"
 )
 
 func init() {
-	register(commands, "verify", "verify receipts offline (JSON files, JSONL exports, - for stdin)", runVerify)
+	register(commands, "verify", "verify receipts offline against pinned keys and registry roots (JSON files, JSONL exports, - for stdin)", runVerify)
 }
 
 type stringList []string
@@ -28,20 +29,43 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
+// verifyOut is where `tollgate verify` reports (tests capture it).
+var verifyOut io.Writer = os.Stdout
+
 // maxReceiptFile bounds one input (a JSONL export of many receipts).
 const maxReceiptFile = 1 << 30
 
+const verifyUsage = `usage: tollgate verify [flags] FILE... (- for stdin)
+
+Trust comes from pins, not from the receipts:
+  verifying keys   --vk FILE (the key file itself) or --vk-hash SHA256 (of a
+                   key file fetched with -gateway); any other key is refused
+  registry roots   --roots FILE (a signed root history, from 'tollgate registry
+                   export' or GET /v1/zk/registry), checked against
+                   --operator-key FILE when given; or --operator-key FILE with
+                   -gateway URL to fetch the history and check it
+  v1 receipts      --registry-root HEX (v1 proofs are unaudited)
+
+-gateway URL alone trusts the gateway for whatever is not pinned and says so.
+Development keys are refused unless --allow-dev-keys.
+
+`
+
 func runVerify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	var vkFiles, roots stringList
-	fs.Var(&vkFiles, "vk", "verifying key file (repeatable)")
-	fs.Var(&roots, "registry-root", "trusted model registry root, 0x-hex (repeatable)")
-	gateway := fs.String("gateway", "", "gateway base URL to fetch verifying keys and registry roots from")
+	var vkFiles, vkHashes, v1Roots stringList
+	fs.Var(&vkFiles, "vk", "pinned verifying key file (repeatable)")
+	fs.Var(&vkHashes, "vk-hash", "SHA-256 (hex) of a verifying key file to accept from -gateway (repeatable)")
+	fs.Var(&v1Roots, "registry-root", "trusted v1 model registry root, 0x-hex (repeatable; v1 receipts only)")
+	rootsFile := fs.String("roots", "", "pinned registry root history file (signed by the operator)")
+	operatorFile := fs.String("operator-key", "", "pinned operator public key file (tollgate-operator-public-key)")
+	gateway := fs.String("gateway", "", "gateway base URL to fetch what is not pinned from (it is then trusted for that)")
+	allowDev := fs.Bool("allow-dev-keys", false, "accept verifying keys from a single-party development set-up")
 	calldata := fs.Bool("calldata", false, "after each verified receipt, print its batch's on-chain calldata (TollgateBatchVerifier.verifyBatch)")
 	requestFile := fs.String("request", "", "your own OpenAI request body (JSON): check it is the receipt's request (verify_digests.go)")
 	responseFile := fs.String("response", "", "the response body you received (JSON, or the raw SSE stream): check it is the receipt's response")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: tollgate verify [-vk FILE]... [-registry-root HEX]... [-gateway URL] FILE... (- for stdin)")
+		fmt.Fprint(os.Stderr, verifyUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -55,53 +79,30 @@ func runVerify(ctx context.Context, args []string) error {
 		if err := verifyDigests(os.Stdout, *requestFile, *responseFile, fs.Args()); err != nil {
 			return err
 		}
-		if len(roots) == 0 && *gateway == "" {
-			return nil // digests only; the proof needs -registry-root or -gateway
+		if len(v1Roots) == 0 && *rootsFile == "" && *operatorFile == "" && *gateway == "" {
+			return nil // digests only; the proof needs pinned roots or -gateway
 		}
 	}
-	v := &verifier{keys: map[string]*receipts.VerifyingKey{}, gateway: strings.TrimSuffix(*gateway, "/"),
-		client: &http.Client{Timeout: 30 * time.Second}}
-	for _, f := range vkFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		vk, err := receipts.ParseVerifyingKey(b)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		v.keys[vk.ID] = vk
-	}
-	for _, r := range roots {
-		e, err := receipts.ParseElement(r)
-		if err != nil {
-			return fmt.Errorf("-registry-root: %w", err)
-		}
-		v.roots = append(v.roots, e)
-	}
-	if len(v.roots) == 0 {
-		if v.gateway == "" {
-			return errors.New("need -registry-root or -gateway")
-		}
-		if err := v.fetchRoots(ctx); err != nil {
-			return err
-		}
+	v := &verifier{gateway: strings.TrimSuffix(*gateway, "/"), client: &http.Client{Timeout: 30 * time.Second}, out: verifyOut,
+		trust: receipts.Trust{Keys: map[string]*receipts.VerifyingKey{}, AllowDevKeys: *allowDev}, hashes: map[string]bool{}}
+	if err := v.pin(ctx, vkFiles, vkHashes, v1Roots, *rootsFile, *operatorFile); err != nil {
+		return err
 	}
 	failed, total := 0, 0
 	for _, name := range fs.Args() {
 		err := eachReceipt(name, func(raw json.RawMessage) {
 			total++
-			if !v.check(ctx, os.Stdout, raw) {
+			if !v.check(ctx, raw) {
 				failed++
 			} else if *calldata {
-				printCalldata(os.Stdout, raw)
+				printCalldata(v.out, raw)
 			}
 		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	fmt.Fprintf(os.Stdout, "%d receipts, %d OK, %d failed\n", total, total-failed, failed)
+	fmt.Fprintf(v.out, "%d receipts, %d OK, %d failed (%d duplicates)\n", total, total-failed, failed, v.duplicates)
 	if total == 0 {
 		return errors.New("no receipts in the input")
 	}
@@ -112,7 +113,8 @@ func runVerify(ctx context.Context, args []string) error {
 }
 
 // eachReceipt reads a file of receipts: one JSON receipt, a JSON-lines
-// export, or an export page {"data":[...]}.
+// export, or an export page {"object":"list","data":[...],...}. Each
+// receipt's bytes are passed on as they are, for strict parsing.
 func eachReceipt(name string, fn func(json.RawMessage)) error {
 	var r io.Reader
 	if name == "-" {
@@ -133,10 +135,15 @@ func eachReceipt(name string, fn func(json.RawMessage)) error {
 		} else if err != nil {
 			return err
 		}
+		// A page only in its canonical form (exact keys, none twice);
+		// anything else is read as a receipt, and refused if it is not one.
 		var page struct {
-			Data []json.RawMessage `json:"data"`
+			Object  string            `json:"object"`
+			Data    []json.RawMessage `json:"data"`
+			HasMore bool              `json:"has_more"`
+			Next    string            `json:"next,omitempty"`
 		}
-		if json.Unmarshal(raw, &page) == nil && page.Data != nil {
+		if receipts.DecodeStrict(raw, &page) == nil && page.Object == "list" {
 			for _, d := range page.Data {
 				fn(d)
 			}
@@ -147,11 +154,123 @@ func eachReceipt(name string, fn func(json.RawMessage)) error {
 }
 
 type verifier struct {
-	keys    map[string]*receipts.VerifyingKey
-	roots   []fr.Element
+	trust   receipts.Trust
+	hashes  map[string]bool // pinned vk file hashes (--vk-hash)
 	gateway string
 	client  *http.Client
+	out     io.Writer
+
+	seenRequests map[string]string // request ID → receipt ID, of receipts that verified
+	seenLeaves   map[string]string // leaf → receipt ID
+	duplicates   int
 }
+
+// pin sets up the trust from the flags, fetching from the gateway only what
+// is not pinned, and prints what it trusts.
+func (v *verifier) pin(ctx context.Context, vkFiles, vkHashes, v1Roots []string, rootsFile, operatorFile string) error {
+	for _, f := range vkFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		vk, err := receipts.ParseVerifyingKey(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		if receipts.IsDevKey(vk.Header) && !v.trust.AllowDevKeys {
+			return fmt.Errorf("%s: %w (ceremony %q); pass --allow-dev-keys to accept it", f, receipts.ErrDevKey, vk.Header.Ceremony)
+		}
+		v.trust.Keys[vk.ID] = vk
+		fmt.Fprintf(v.out, "trust: verifying key %s (%s, ceremony %q) pinned by file %s, sha256 %s\n", vk.ID, vk.Header.Circuit, vk.Header.Ceremony, f, fileHash(b))
+	}
+	for _, h := range vkHashes {
+		if receipts.CheckDigest(h) != nil {
+			return fmt.Errorf("--vk-hash %q: want 64 lowercase hex digits", h)
+		}
+		v.hashes[h] = true
+	}
+	for _, r := range v1Roots {
+		e, err := receipts.ParseCanonicalElement(r)
+		if err != nil {
+			return fmt.Errorf("--registry-root: %w", err)
+		}
+		v.trust.V1Roots = append(v.trust.V1Roots, e)
+		fmt.Fprintf(v.out, "trust: v1 registry root %s pinned\n", r)
+	}
+	var operator ed25519.PublicKey
+	if operatorFile != "" {
+		b, err := os.ReadFile(operatorFile)
+		if err != nil {
+			return err
+		}
+		if operator, err = receipts.ReadOperatorPublicKey(b); err != nil {
+			return fmt.Errorf("%s: %w", operatorFile, err)
+		}
+		fmt.Fprintf(v.out, "trust: operator key %s pinned by file %s\n", hex.EncodeToString(operator), operatorFile)
+	}
+	var histBytes []byte
+	switch {
+	case rootsFile != "":
+		b, err := os.ReadFile(rootsFile)
+		if err != nil {
+			return err
+		}
+		histBytes = b
+	case v.gateway != "":
+		b, err := v.get(ctx, "/v1/zk/registry")
+		if err != nil && !errors.Is(err, errNotFound) {
+			return fmt.Errorf("registry root history: %w", err)
+		}
+		histBytes = b
+	}
+	if histBytes != nil {
+		if err := v.pinHistory(histBytes, operator, rootsFile); err != nil {
+			return err
+		}
+	}
+	if v.gateway != "" && len(v1Roots) == 0 {
+		if err := v.fetchV1Roots(ctx); err != nil {
+			return err
+		}
+	}
+	switch {
+	case v.trust.Roots == nil && len(v.trust.V1Roots) == 0:
+		return errors.New("no registry roots to trust: need --roots FILE, or -gateway URL (with --operator-key FILE to pin its history), or --registry-root HEX for v1 receipts")
+	case len(v.trust.Keys) == 0 && v.gateway == "":
+		return errors.New("no verifying key to trust: need --vk FILE, or --vk-hash SHA256 with -gateway URL")
+	}
+	return nil
+}
+
+func (v *verifier) pinHistory(b []byte, operator ed25519.PublicKey, file string) error {
+	h, err := receipts.ParseRootHistory(b)
+	if err != nil {
+		return err
+	}
+	roots, err := h.Verify(operator) // nil: the key the history names
+	if err != nil {
+		return err
+	}
+	v.trust.Roots = roots
+	from := "pinned file " + file
+	if file == "" {
+		from = "gateway " + v.gateway
+	}
+	keyNote := "the pinned operator key"
+	if operator == nil {
+		keyNote = "operator key " + h.OperatorKey + ", NOT pinned: "
+		if file == "" {
+			keyNote += "trusted because the gateway says so"
+		} else {
+			keyNote += "trusted because the file is pinned"
+		}
+	}
+	fmt.Fprintf(v.out, "trust: registry root history from %s: %d entries, speaks up to %s, signed by %s\n",
+		from, roots.Len(), roots.AsOf().Format(time.RFC3339Nano), keyNote)
+	return nil
+}
+
+var errNotFound = errors.New("not found")
 
 func (v *verifier) get(ctx context.Context, path string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.gateway+path, nil)
@@ -167,93 +286,141 @@ func (v *verifier) get(ctx context.Context, path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", path, res.Status)
+	switch res.StatusCode {
+	case http.StatusOK:
+		return b, nil
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("GET %s: %w", path, errNotFound)
 	}
-	return b, nil
+	return nil, fmt.Errorf("GET %s: %s", path, res.Status)
 }
 
-func (v *verifier) fetchRoots(ctx context.Context) error {
+// fetchV1Roots trusts the gateway's legacy v1 model registry roots.
+func (v *verifier) fetchV1Roots(ctx context.Context) error {
 	b, err := v.get(ctx, "/v1/zk/keys/registry")
+	if errors.Is(err, errNotFound) {
+		return nil
+	}
 	if err != nil {
-		return fmt.Errorf("registry roots: %w", err)
+		return fmt.Errorf("v1 registry roots: %w", err)
 	}
 	var reg struct {
 		Roots []string `json:"roots"`
 	}
 	if err := json.Unmarshal(b, &reg); err != nil {
-		return fmt.Errorf("registry roots: %w", err)
+		return fmt.Errorf("v1 registry roots: %w", err)
 	}
 	for _, r := range reg.Roots {
 		e, err := receipts.ParseElement(r)
 		if err != nil {
-			return fmt.Errorf("registry roots: %w", err)
+			return fmt.Errorf("v1 registry roots: %w", err)
 		}
-		v.roots = append(v.roots, e)
+		v.trust.V1Roots = append(v.trust.V1Roots, e)
 	}
-	if len(v.roots) == 0 {
-		return errors.New("the gateway has no registered model versions")
+	if len(reg.Roots) > 0 {
+		fmt.Fprintf(v.out, "trust: %d v1 registry roots from gateway %s, NOT pinned: trusted because the gateway says so\n", len(reg.Roots), v.gateway)
 	}
 	return nil
 }
 
-func (v *verifier) key(ctx context.Context, id string) (*receipts.VerifyingKey, error) {
-	if vk, ok := v.keys[id]; ok {
-		return vk, nil
-	}
-	if v.gateway == "" {
-		return nil, fmt.Errorf("%w: no key %q given (-vk or -gateway)", receipts.ErrVerifyingKey, id)
+// key makes sure the receipt's key is in the trust: pinned by file, or
+// fetched from the gateway and accepted if its hash is pinned (or, with no
+// hash pinned, because the gateway says so, which it prints).
+func (v *verifier) key(ctx context.Context, id string) error {
+	if _, ok := v.trust.Keys[id]; ok || v.gateway == "" {
+		return nil // Trust.Verify refuses an unpinned key
 	}
 	b, err := v.get(ctx, "/v1/zk/keys/"+url.PathEscape(id))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", receipts.ErrVerifyingKey, err)
+		return fmt.Errorf("%w: %w", receipts.ErrVerifyingKey, err)
 	}
 	vk, err := receipts.ParseVerifyingKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", receipts.ErrVerifyingKey, err)
+		return fmt.Errorf("%w: %w", receipts.ErrVerifyingKey, err)
 	}
-	v.keys[id] = vk // verified against the receipt's key ID by receipts.Verify
-	return vk, nil
+	if vk.ID != id {
+		return fmt.Errorf("%w: the gateway served key %s for %s", receipts.ErrVerifyingKey, vk.ID, id)
+	}
+	sum := fileHash(b)
+	switch {
+	case v.hashes[sum]:
+		fmt.Fprintf(v.out, "trust: verifying key %s from gateway %s, sha256 %s pinned by --vk-hash\n", id, v.gateway, sum)
+	case len(v.hashes) > 0 || len(v.trust.Keys) > 0:
+		return fmt.Errorf("%w: gateway key %s (sha256 %s) is not pinned", receipts.ErrVerifyingKey, id, sum)
+	default:
+		fmt.Fprintf(v.out, "trust: verifying key %s (ceremony %q) from gateway %s, sha256 %s, NOT pinned: trusted because the gateway says so\n",
+			id, vk.Header.Ceremony, v.gateway, sum)
+	}
+	v.trust.Keys[id] = vk
+	return nil
+}
+
+func fileHash(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
 
 // check verifies one receipt and prints its line; it reports success.
-func (v *verifier) check(ctx context.Context, w io.Writer, raw json.RawMessage) bool {
-	var r receipts.Receipt
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		fmt.Fprintf(w, "?\tFAIL: malformed receipt: %v\n", err)
+func (v *verifier) check(ctx context.Context, raw json.RawMessage) bool {
+	r, err := receipts.ParseReceipt(raw)
+	if err != nil {
+		fmt.Fprintf(v.out, "?\tFAIL: malformed receipt: %v\n", err)
 		return false
 	}
 	digest := r.ModelDigest
 	if len(digest) > 12 {
 		digest = digest[:12]
 	}
-	fmt.Fprintf(w, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d\t", r.ID, r.Model, digest, r.WorkerID, r.PromptTokens, r.CompletionTokens)
-	err := v.verify(ctx, &r)
+	circuit := ""
+	if r.Batch != nil {
+		circuit = "\tcircuit " + r.Batch.Circuit
+		if r.Batch.Circuit == receipts.CircuitV1 {
+			circuit += " (unaudited)"
+		}
+	}
+	var keyErr error
+	if r.Batch != nil {
+		keyErr = v.key(ctx, r.Batch.VerifyingKeyID) // prints what it trusts, before the receipt's line
+	}
+	fmt.Fprintf(v.out, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d%s\t", r.ID, r.Model, digest, r.WorkerID, r.PromptTokens, r.CompletionTokens, circuit)
+	err = keyErr
+	if err == nil {
+		err = v.verify(r)
+	}
 	if err != nil {
-		fmt.Fprintf(w, "FAIL: %v\n", err)
+		fmt.Fprintf(v.out, "FAIL: %v\n", err)
 		return false
 	}
-	fmt.Fprintln(w, "OK")
+	fmt.Fprintln(v.out, "OK")
 	return true
 }
 
-func (v *verifier) verify(ctx context.Context, r *receipts.Receipt) error {
-	if r.Batch == nil {
-		return receipts.Verify(r, nil, fr.Element{}) // reports not proven / version
+func (v *verifier) verify(r *receipts.Receipt) error {
+	if err := v.trust.Verify(r); err != nil {
+		return err
 	}
-	vk, err := v.key(ctx, r.Batch.VerifyingKeyID)
+	return v.unique(r)
+}
+
+// unique flags a verified receipt whose request or leaf a receipt verified
+// before it already carries: billing either would bill the request twice.
+func (v *verifier) unique(r *receipts.Receipt) error {
+	if v.seenRequests == nil {
+		v.seenRequests, v.seenLeaves = map[string]string{}, map[string]string{}
+	}
+	_, _, leaf, err := r.LeafFields()
 	if err != nil {
 		return err
 	}
-	root := v.roots[0]
-	if claimed, err := receipts.ParseElement(r.Batch.Public.RegistryRoot); err == nil {
-		for _, t := range v.roots {
-			if t.Equal(&claimed) {
-				root = t
-			}
-		}
+	lh := receipts.ElementHex(leaf)
+	if first, ok := v.seenRequests[r.RequestID]; ok {
+		v.duplicates++
+		return fmt.Errorf("duplicate: request ID %q is also in receipt %s", r.RequestID, first)
 	}
-	return receipts.Verify(r, vk, root)
+	if first, ok := v.seenLeaves[lh]; ok {
+		v.duplicates++
+		return fmt.Errorf("duplicate: leaf %s is also in receipt %s", lh, first)
+	}
+	v.seenRequests[r.RequestID], v.seenLeaves[lh] = r.ID, r.ID
+	return nil
 }

@@ -426,48 +426,6 @@ func TestStoreSwapMeta(t *testing.T) {
 	})
 }
 
-// TestRegistryConcurrentReplicas is two gateway replicas registering
-// different model versions at once through one Redis: the compare-and-swap
-// keeps every version.
-func TestRegistryConcurrentReplicas(t *testing.T) {
-	r := redistest.New(t)
-	ctx := context.Background()
-	var ledgers []*Ledger
-	for range 2 {
-		st, err := OpenRedis(ctx, r.URL, RedisOptions{Prefix: r.Prefix})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		ledgers = append(ledgers, New(st, Options{}))
-	}
-	const perReplica = 20
-	var wg sync.WaitGroup
-	errs := make(chan error, 2*perReplica)
-	for i, l := range ledgers {
-		wg.Go(func() {
-			for j := range perReplica {
-				name := fmt.Sprintf("model-%d-%d", i, j)
-				if err := l.RegisterModels(ctx, workers.ModelVersion{Name: name, Digest: digest(name)}); err != nil {
-					errs <- err
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	st, err := ledgers[0].loadRegistry(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Versions) != 2*perReplica {
-		t.Errorf("registry holds %d versions, want %d", len(st.Versions), 2*perReplica)
-	}
-}
-
 func TestStoreSurvivesReopen(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store, reopen func() Store) {
 		ctx := context.Background()

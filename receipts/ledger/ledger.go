@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -21,9 +20,10 @@ import (
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
-// RegistryKeyID is the key ID under which VerifyingKey serves the model
-// registry (JSON: current root, every root it ever had, and the versions),
-// so `tollgate verify --gateway` can fetch the trusted roots.
+// RegistryKeyID is the key ID under which VerifyingKey serves the legacy v1
+// model registry (JSON: current root, every root it had, and the
+// versions), which v1 receipts were proven against. The v2 admission
+// registry's signed root history is RootHistory.
 const RegistryKeyID = "registry"
 
 // Options configure a Ledger.
@@ -34,6 +34,10 @@ type Options struct {
 	Clock  clock.Clock // stamps RecordedAt; default clock.Real
 	// Metrics records each write's latency (nil: off).
 	Metrics *obs.Metrics
+	// Operator signs the admission registry's root history (AdmitWorker,
+	// Revoke) and its published head. Without it the registry can be read
+	// but not changed.
+	Operator *receipts.OperatorKey
 }
 
 // Ledger records completions as receipts and serves them; it satisfies
@@ -43,9 +47,9 @@ type Ledger struct {
 	opts   Options
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	keys     map[string][]byte // vk ID → file; loaded lazily, reloaded on a miss
-	registry *registryState
+	mu   sync.Mutex
+	keys map[string][]byte // vk ID → file; loaded lazily, reloaded on a miss
+	adm  admissionCache
 }
 
 // New returns a ledger over store.
@@ -96,6 +100,9 @@ func ValidateCompletion(receiptID string, c *workers.Completion) error {
 		return fmt.Errorf("worker_id: %w", err)
 	}
 	r := receiptOf(&Entry{ID: receiptID, Completion: c})
+	if err := r.CheckEncoding(); err != nil { // lowercase digests: the receipt must parse strictly
+		return err
+	}
 	_, _, _, err := r.LeafFields()
 	return err
 }
@@ -131,7 +138,7 @@ func receiptOf(e *Entry) *receipts.Receipt {
 	r := &receipts.Receipt{
 		Version: receipts.Version, ID: e.ID, Status: receipts.StatusPending,
 		RequestID: c.RequestID, RequestDigest: c.RequestDigest, ResponseDigest: c.ResponseDigest,
-		Subject: c.Subject, Time: c.Time, Model: c.Model, ModelDigest: c.ModelDigest, WorkerID: c.WorkerID,
+		Subject: c.Subject, Time: c.Time.UTC(), Model: c.Model, ModelDigest: c.ModelDigest, WorkerID: c.WorkerID,
 		PromptTokens: uint64(max(c.PromptTokens, 0)), CompletionTokens: uint64(max(c.CompletionTokens, 0)),
 		FinishReason: c.FinishReason,
 	}
@@ -195,7 +202,7 @@ func render(e *Entry, b *Batch, trees treeCache, own bool) (*receipts.Receipt, e
 	}
 	r.Batch = &receipts.BatchProof{
 		Circuit: b.Circuit, Capacity: b.Capacity, Index: uint64(e.Index), Path: hex, Public: *b.Public,
-		Signature: b.Signature, Proof: b.Proof, VerifyingKeyID: b.VKID, ProvenAt: b.ProvenAt,
+		Signature: b.Signature, Proof: b.Proof, VerifyingKeyID: b.VKID, ProvenAt: b.ProvenAt.UTC(),
 	}
 	if cd, err := receipts.Calldata(r.Batch); err == nil { // v2 batches only
 		r.Batch.Calldata = cd
@@ -306,11 +313,14 @@ func (l *Ledger) export(ctx context.Context, after string, limit int, list func(
 // the registry JSON for RegistryKeyID, or an apierr 404.
 func (l *Ledger) VerifyingKey(ctx context.Context, id string) ([]byte, error) {
 	if id == RegistryKeyID {
-		st, err := l.loadRegistry(ctx)
+		b, err := l.store.Meta(ctx, metaRegistry)
 		if err != nil {
 			return nil, apierr.Internal(err)
 		}
-		return json.Marshal(st)
+		if b == nil {
+			b = []byte(`{"root":"","roots":[],"versions":[]}`)
+		}
+		return b, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -348,159 +358,6 @@ func (l *Ledger) loadKeysLocked() error {
 		l.keys[vk.ID] = b
 	}
 	return nil
-}
-
-// RegistryEntry is one registered model version; with Worker set it is
-// also an admitted (worker, model version) pair, a leaf of the v2
-// admission registry (receipts.AdmissionLeaf).
-type RegistryEntry struct {
-	Name       string `json:"name"`
-	Digest     string `json:"digest"`
-	Commitment string `json:"commitment"`
-	Worker     string `json:"worker,omitempty"`
-}
-
-type registryState struct {
-	Root     string          `json:"root"`
-	Roots    []string        `json:"roots"` // every root the registry has had, oldest first
-	Versions []RegistryEntry `json:"versions"`
-}
-
-const metaRegistry = "registry"
-
-func (l *Ledger) loadRegistry(ctx context.Context) (*registryState, error) {
-	st, _, err := l.loadRegistryRaw(ctx)
-	return st, err
-}
-
-// loadRegistryRaw is loadRegistry that also returns the stored bytes, for
-// a compare-and-swap of the next state.
-func (l *Ledger) loadRegistryRaw(ctx context.Context) (*registryState, []byte, error) {
-	b, err := l.store.Meta(ctx, metaRegistry)
-	if err != nil {
-		return nil, nil, err
-	}
-	st := &registryState{}
-	if b != nil {
-		if err := json.Unmarshal(b, st); err != nil {
-			return nil, nil, fmt.Errorf("registry: %w", err)
-		}
-	}
-	return st, b, nil
-}
-
-// RegisterModels adds model versions to the registry (append-only; known
-// versions are skipped). The gateway calls it with every version a worker
-// is allowed to serve.
-func (l *Ledger) RegisterModels(ctx context.Context, versions ...workers.ModelVersion) error {
-	return l.register(ctx, "", versions)
-}
-
-// AdmitWorker admits a worker for model versions (append-only; known pairs
-// are skipped): each pair becomes a leaf of the admission registry whose
-// root v2 proofs commit to. The gateway calls it at registration.
-func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...workers.ModelVersion) error {
-	if _, err := receipts.ParseElement(workerID); err != nil {
-		return fmt.Errorf("worker ID: %w", err)
-	}
-	return l.register(ctx, workerID, versions)
-}
-
-func (l *Ledger) register(ctx context.Context, workerID string, versions []workers.ModelVersion) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	// Several gateway replicas may update a shared store's registry at
-	// once: with a MetaSwapper the update is a compare-and-swap, retried on
-	// a conflict, so no replica's versions are lost.
-	swapper, shared := l.store.(MetaSwapper)
-	for attempt := 1; ; attempt++ {
-		st, raw, err := l.loadRegistryRaw(ctx)
-		if err != nil {
-			return err
-		}
-		changed := false
-		for _, v := range versions {
-			d, err := receipts.ParseDigest(v.Digest)
-			if err != nil {
-				return fmt.Errorf("model %s: %w", v.Name, err)
-			}
-			c := receipts.ElementHex(receipts.ModelVersionCommitment(v.Name, d))
-			known := false
-			for _, e := range st.Versions {
-				known = known || e.Commitment == c && (workerID == "" || e.Worker == workerID)
-			}
-			if !known {
-				st.Versions = append(st.Versions, RegistryEntry{Name: v.Name, Digest: strings.ToLower(v.Digest), Commitment: c, Worker: workerID})
-				changed = true
-			}
-		}
-		if !changed {
-			return nil
-		}
-		reg, err := st.registry()
-		if err != nil {
-			return err
-		}
-		st.Root = receipts.ElementHex(reg.Root())
-		st.Roots = append(st.Roots, st.Root)
-		b, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		if !shared {
-			return l.store.PutMeta(ctx, metaRegistry, b)
-		}
-		swapped, err := swapper.SwapMeta(ctx, metaRegistry, raw, b)
-		if err != nil || swapped {
-			return err
-		}
-		if attempt == maxRegistrySwaps {
-			return fmt.Errorf("registry: %d concurrent updates in a row; try again", attempt)
-		}
-	}
-}
-
-// maxRegistrySwaps bounds RegisterModels's compare-and-swap retries.
-const maxRegistrySwaps = 32
-
-// registry is the v2 admission registry: one leaf per admitted (worker,
-// model version) pair, in admission order. Entries without a worker
-// (RegisterModels) admit nobody.
-func (st *registryState) registry() (*receipts.AdmissionRegistry, error) {
-	var leaves []fr.Element
-	for _, e := range st.Versions {
-		if e.Worker == "" {
-			continue
-		}
-		mv, err := receipts.ParseElement(e.Commitment)
-		if err != nil {
-			return nil, err
-		}
-		w, err := receipts.ParseElement(e.Worker)
-		if err != nil {
-			return nil, err
-		}
-		leaves = append(leaves, receipts.AdmissionLeaf(w, mv))
-	}
-	return receipts.NewAdmissionRegistry(leaves)
-}
-
-// Registry returns the current admission registry tree.
-func (l *Ledger) Registry(ctx context.Context) (*receipts.AdmissionRegistry, error) {
-	st, err := l.loadRegistry(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return st.registry()
-}
-
-// RegistryRoots returns every registry root, oldest first.
-func (l *Ledger) RegistryRoots(ctx context.Context) ([]string, error) {
-	st, err := l.loadRegistry(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return st.Roots, nil
 }
 
 // SetWorkerURL records where a worker serves countersign requests (the

@@ -131,38 +131,6 @@ func TestRecordRejectsBadCompletions(t *testing.T) {
 	}
 }
 
-func TestRegistry(t *testing.T) {
-	l := openLedger(t, filepath.Join(t.TempDir(), "l.db"))
-	ctx := context.Background()
-	a := workers.ModelVersion{Name: "a", Digest: digest("a")}
-	b := workers.ModelVersion{Name: "b", Digest: digest("b")}
-	if err := l.RegisterModels(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.RegisterModels(ctx, a, b); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.RegisterModels(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	roots, _ := l.RegistryRoots(ctx)
-	if len(roots) != 2 {
-		t.Fatalf("%d roots, want 2 (re-registering adds none)", len(roots))
-	}
-	raw, err := l.VerifyingKey(ctx, RegistryKeyID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st registryState
-	json.Unmarshal(raw, &st)
-	if st.Root != roots[1] || len(st.Versions) != 2 {
-		t.Errorf("registry %+v", st)
-	}
-	if err := l.RegisterModels(ctx, workers.ModelVersion{Name: "c", Digest: "nothex"}); err == nil {
-		t.Error("bad digest registered")
-	}
-}
-
 // BenchmarkRecordParallel measures fsync'd, group-committed appends under
 // concurrency (run with -cpu and -benchtime; compare with
 // BenchmarkRecordSerial for the group-commit gain).

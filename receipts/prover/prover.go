@@ -12,8 +12,9 @@
 //	l := ledger.New(st, ledger.Options{KeyDir: keyDir, Logger: logger})
 //	err = zk.EnsureDevKeys(keyDir, 8) // seconds; set up 64 and 256 in the background, Run picks them up
 //	go prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: logger})
-//	// gateway.Deps{Ledger: l}: the gateway records the worker URLs and model
-//	// versions into l at registration (SetWorkerURL, RegisterModels).
+//	// gateway.Deps{Ledger: l}: the gateway records the worker URLs and
+//	// admits (worker, model version) pairs into l at registration
+//	// (SetWorkerURL, AdmitWorker).
 //
 // and on the worker:
 //
@@ -353,20 +354,17 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
 		return fail(err)
 	}
 	mv := receipts.ModelVersionCommitment(b.Model, weights)
-	wid, err := receipts.ParseElement(b.WorkerID)
-	if err != nil {
-		return fail(fmt.Errorf("worker ID: %w", err))
+	// The batch is proven against the registry root in force when it was
+	// cut, with the worker's admission path in that root.
+	batchTime := b.CreatedAt.UTC()
+	adm, err := p.ledger.AdmissionAt(ctx, batchTime, b.WorkerID, mv)
+	if errors.Is(err, ledger.ErrNotAdmitted) {
+		return fail(fmt.Errorf("model %s@%s: %w", b.Model, b.ModelDigest, err))
 	}
-	reg, err := p.ledger.Registry(ctx)
 	if err != nil {
 		return 0, err
 	}
-	regIdx, regPath, ok := reg.Path(receipts.AdmissionLeaf(wid, mv))
-	if !ok {
-		return fail(fmt.Errorf("worker %s is not admitted for model version %s@%s", b.WorkerID, b.Model, b.ModelDigest))
-	}
-	batchTime := b.CreatedAt.UTC()
-	zb := &zk.Batch{Capacity: b.Capacity, ModelVersion: mv, RegistryRoot: reg.Root(), RegistryIndex: regIdx, RegistryPath: regPath,
+	zb := &zk.Batch{Capacity: b.Capacity, ModelVersion: mv, RegistryRoot: adm.Root, RegistryIndex: adm.Index, RegistryPath: adm.Path,
 		Sequence: b.Seq, Time: batchTime}
 	req := &workers.CountersignRequest{Sequence: b.Seq, Capacity: b.Capacity, Model: b.Model, ModelDigest: b.ModelDigest, Time: batchTime}
 	for _, e := range entries {

@@ -81,7 +81,7 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.ledger = ledger.New(st, ledger.Options{KeyDir: zk.TestKeyDir(), Clock: e.clock})
+	e.ledger = ledger.New(st, ledger.Options{KeyDir: zk.TestKeyDir(), Clock: e.clock, Operator: testOperator})
 	e.t.Cleanup(func() { st.Close() })
 }
 

@@ -25,7 +25,7 @@ func TestSharedQueueProverKilledMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e.ledger = ledger.New(st, ledger.Options{KeyDir: zk.TestKeyDir(), Clock: e.clock})
+	e.ledger = ledger.New(st, ledger.Options{KeyDir: zk.TestKeyDir(), Clock: e.clock, Operator: testOperator})
 	ctx := context.Background()
 	if err := e.ledger.AdmitWorker(ctx, e.wid, model); err != nil {
 		t.Fatal(err)
