@@ -203,15 +203,14 @@ func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 	if vk.ID != b.VerifyingKeyID || vk.Header.Capacity != b.Capacity || vk.Header.Circuit != b.Circuit {
 		return fmt.Errorf("%w: receipt names %s (capacity %d), key is %s (capacity %d)", ErrVerifyingKey, b.VerifyingKeyID, b.Capacity, vk.ID, vk.Header.Capacity)
 	}
-	if err := VerifyProof(vk, &b.Public, b.Proof); err != nil {
-		return err
-	}
-	// The stated calldata is a convenience copy: checked after the proof, so
-	// a tampered value is reported as what it is (the proof fails).
+	// The stated calldata is a convenience copy of the batch: checked (cheap)
+	// before the pairing.
 	if b.Calldata != "" {
-		return checkCalldata(b)
+		if err := checkCalldata(b); err != nil {
+			return err
+		}
 	}
-	return nil
+	return VerifyProof(vk, &b.Public, b.Proof)
 }
 
 // VerifyProof checks a base64 Groth16 proof against public values, building

@@ -216,6 +216,9 @@ func TestProvenReceiptVerifiesAndTamperingFails(t *testing.T) {
 			if tt.want == receipts.ErrPath {
 				r.Leaf = "" // a forger would restate the leaf too; the path must still catch it
 			}
+			if tt.want == receipts.ErrProof {
+				r.Batch.Calldata = "" // a forger drops the convenience copy; the proof must still catch it
+			}
 			tt.tamper(&r)
 			trusted := root
 			if tt.root {
