@@ -25,7 +25,7 @@ func TestDevReceiptProven(t *testing.T) {
 	bin := buildBinary(t)
 	addr := freeAddr(t)
 	base := "http://" + addr
-	dev := start(t, bin, "dev", "--listen", addr, "--data", t.TempDir(), "--api-key", apiKey, "--model", dir)
+	dev := start(t, bin, "dev", "--listen", addr, "--data", t.TempDir(), "--api-key", apiKey, "--model", dir, "--keys", testKeys(t))
 	dev.waitFor(t, "registered with gateway")
 
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -94,7 +94,7 @@ func TestDevReceiptProven(t *testing.T) {
 		jsonl.Write(r)
 		jsonl.WriteByte('\n')
 	}
-	verify := exec.Command(bin, "verify", "-gateway", base, "-")
+	verify := exec.Command(bin, "verify", "-gateway", base, "--allow-dev-keys", "-")
 	verify.Stdin = &jsonl
 	out, err := verify.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "2 OK, 0 failed") {
@@ -103,7 +103,7 @@ func TestDevReceiptProven(t *testing.T) {
 
 	// A tampered export fails verification and exits non-zero.
 	tampered := bytes.Replace(page.Data[0], []byte(`"completion_tokens":`), []byte(`"completion_tokens":1`), 1)
-	bad := exec.Command(bin, "verify", "-gateway", base, "-")
+	bad := exec.Command(bin, "verify", "-gateway", base, "--allow-dev-keys", "-")
 	bad.Stdin = bytes.NewReader(append(tampered, '\n'))
 	if out, err := bad.CombinedOutput(); err == nil {
 		t.Fatalf("verify accepted a tampered receipt:\n%s", out)

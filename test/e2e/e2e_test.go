@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/zk"
 )
 
 const (
@@ -105,6 +107,18 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// testKeys returns the cached capacity-8 development keys shared by the
+// module's tests (zk.TestKeyDir), setting them up on first use, so a process
+// under test proves at once instead of running its own set-up.
+func testKeys(t *testing.T) string {
+	t.Helper()
+	dir := zk.TestKeyDir()
+	if err := zk.EnsureDevKeys(dir, zk.Capacities[0]); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "tollgate")
@@ -124,7 +138,8 @@ func TestGatewayAndWorkerProcesses(t *testing.T) {
 	addr := freeAddr(t)
 	base := "http://" + addr
 	gw := start(t, bin, "gateway", "--listen", addr, "--data", t.TempDir(), "--api-key", apiKey,
-		"--admin-key", "sk-e2e-admin", "--provider-token", providerToken, "--open-registration")
+		"--admin-key", "sk-e2e-admin", "--provider-token", providerToken, "--open-registration",
+		"--keys", testKeys(t), "--allow-dev-keys")
 	gw.waitFor(t, "gateway listening")
 	wk := start(t, bin, "worker", "--gateway", base, "--engine", "sim", "--profile", "sim-tiny",
 		"--listen", "127.0.0.1:0", "--provider-token", providerToken, "--data", t.TempDir())
@@ -219,7 +234,7 @@ func TestGatewayAndWorkerProcesses(t *testing.T) {
 		if err := os.WriteFile(file, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command(bin, "verify", "-gateway", base, file).CombinedOutput()
+		out, err := exec.Command(bin, "verify", "-gateway", base, "--allow-dev-keys", file).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "1 OK, 0 failed") {
 			t.Fatalf("tollgate verify: %v\n%s", err, out)
 		}
