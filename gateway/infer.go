@@ -218,6 +218,13 @@ func (s *Server) unaryEndedEarly(ctx context.Context, rc *fasthttp.RequestCtx, i
 	if done.FinishReason != workers.FinishCancelled {
 		return err
 	}
+	if !s.stoppedByGateway(ctx, inf.task) {
+		// The worker stopped on its own and calls it cancelled, while the
+		// client still waits for its answer: that is the worker failing,
+		// and a client that receives nothing is billed nothing.
+		return &apierr.Error{Status: fasthttp.StatusBadGateway, Type: apierr.TypeServer, Code: "worker_stopped",
+			Message: "the worker stopped the generation before its end", Cause: err}
+	}
 	req.SetUsage(done.Usage.PromptTokens, done.Usage.CompletionTokens)
 	s.charge(ctx, inf.key, inf.reqID, done.Usage)
 	if rerr := s.record(ctx, inf, done); rerr != nil {
@@ -228,6 +235,19 @@ func (s *Server) unaryEndedEarly(ctx context.Context, rc *fasthttp.RequestCtx, i
 	}
 	s.logDone(ctx, inf, done)
 	return err
+}
+
+// deadlineSkew is how far before a task's deadline (by the gateway's
+// clock) a worker may stop it for that deadline: the worker stops at
+// Task.Deadline by its own clock, a moment before the request's context
+// ends here.
+const deadlineSkew = time.Second
+
+// stoppedByGateway reports whether a task whose record says cancelled was
+// stopped by the gateway: its request ended (client gone, deadline), or
+// its deadline is all but reached.
+func (s *Server) stoppedByGateway(ctx context.Context, t *workers.Task) bool {
+	return ctx.Err() != nil || !t.Deadline.IsZero() && !s.clock.Now().Before(t.Deadline.Add(-deadlineSkew))
 }
 
 // finishReason is the OpenAI finish reason of a finished generation.
