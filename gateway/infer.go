@@ -52,14 +52,28 @@ func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, 
 	if err != nil {
 		return err
 	}
-	p, err := parseRequest(kind, rc.PostBody(), s.cfg.Limits, reqID, key.ID)
+	p, err := parseRequest(kind, rc.PostBody(), s.cfg.Limits, s.taskRequestID(rc, reqID), key.ID)
 	if err != nil {
 		return err
 	}
 	inf := s.newInference(key, p.task, respPrefix)
-	req.SetOperation(op, inf.task.Model, reqID)
+	req.SetOperation(op, inf.task.Model, inf.reqID)
 	inf.stream, inf.includeUsage, inf.format = p.stream, p.includeUsage, p.format
 	return s.run(rc, inf, req)
+}
+
+// taskRequestID is the request ID a task, its record and its receipt
+// carry: unique per request, because records are keyed by it — a worker
+// keeps one record per request ID to countersign (a second replaces the
+// first, two in one batch make it refuse the batch), and billing counts
+// each request ID once. A client's own X-Request-Id (echoed in the
+// response) is kept as its prefix, so the client still finds its
+// receipt by it: "order-42" becomes "order-42.req_…".
+func (s *Server) taskRequestID(rc *fasthttp.RequestCtx, reqID string) string {
+	if string(rc.Request.Header.Peek(HeaderRequestID)) != reqID {
+		return reqID // the gateway's own
+	}
+	return reqID + "." + ids.Request()
 }
 
 func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *inference {

@@ -189,7 +189,7 @@ func TestUnaryClientGone(t *testing.T) {
 		h.ledger.mu.Lock()
 		var c *workers.Completion
 		for _, rc := range h.ledger.recorded {
-			if rc.RequestID == "req-unary-gone" {
+			if strings.HasPrefix(rc.RequestID, "req-unary-gone.") {
 				c = rc
 			}
 		}
