@@ -23,7 +23,7 @@ func TestRequestTaskMatchesTheRoutes(t *testing.T) {
 				t.Fatalf("%d %s", resp.StatusCode, body)
 			}
 			sent := h.disp.lastTask()
-			got, err := RequestTask([]byte(tc.body), "req-canon", "key1")
+			got, err := RequestTask([]byte(tc.body), sent.RequestID, "key1")
 			if err != nil {
 				t.Fatal(err)
 			}

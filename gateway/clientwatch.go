@@ -7,6 +7,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/httpguard"
 )
 
 // watchClient calls gone (once, from another goroutine) if the client
@@ -25,8 +27,12 @@ import (
 // Connections that are not sockets (in-memory listeners, TLS without an
 // underlying socket) are not watched.
 func watchClient(conn net.Conn, gone func()) (stop func()) {
+	// The API listener guards every connection (Server.Serve): the socket
+	// is under the guard, which is not a syscall.Conn — unwrapped, or
+	// no client's going away would ever be seen.
+	conn = httpguard.Unwrap(conn)
 	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		conn = nc.NetConn() // TLS: close_notify is data, which ends the watch; the FIN is not seen
+		conn = httpguard.Unwrap(nc.NetConn()) // TLS: close_notify is data, which ends the watch; the FIN is not seen
 	}
 	sc, ok := conn.(syscall.Conn)
 	if !ok {

@@ -400,7 +400,7 @@ func TestChatJSON(t *testing.T) {
 		t.Errorf("usage (-got +want):\n%s", diff)
 	}
 	task := h.disp.lastTask()
-	if task.RequestID != "my-req-1" || task.Subject != "key1" || task.MaxTokens != 7 || task.Deadline.IsZero() {
+	if !strings.HasPrefix(task.RequestID, "my-req-1.req_") || task.Subject != "key1" || task.MaxTokens != 7 || task.Deadline.IsZero() {
 		t.Errorf("task = %+v", task)
 	}
 }

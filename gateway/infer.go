@@ -52,14 +52,28 @@ func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, 
 	if err != nil {
 		return err
 	}
-	p, err := parseRequest(kind, rc.PostBody(), s.cfg.Limits, reqID, key.ID)
+	p, err := parseRequest(kind, rc.PostBody(), s.cfg.Limits, s.taskRequestID(rc, reqID), key.ID)
 	if err != nil {
 		return err
 	}
 	inf := s.newInference(key, p.task, respPrefix)
-	req.SetOperation(op, inf.task.Model, reqID)
+	req.SetOperation(op, inf.task.Model, inf.reqID)
 	inf.stream, inf.includeUsage, inf.format = p.stream, p.includeUsage, p.format
 	return s.run(rc, inf, req)
+}
+
+// taskRequestID is the request ID a task, its record and its receipt
+// carry: unique per request, because records are keyed by it — a worker
+// keeps one record per request ID to countersign (a second replaces the
+// first, two in one batch make it refuse the batch), and billing counts
+// each request ID once. A client's own X-Request-Id (echoed in the
+// response) is kept as its prefix, so the client still finds its
+// receipt by it: "order-42" becomes "order-42.req_…".
+func (s *Server) taskRequestID(rc *fasthttp.RequestCtx, reqID string) string {
+	if string(rc.Request.Header.Peek(HeaderRequestID)) != reqID {
+		return reqID // the gateway's own
+	}
+	return reqID + "." + ids.Request()
 }
 
 func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *inference {
@@ -218,6 +232,13 @@ func (s *Server) unaryEndedEarly(ctx context.Context, rc *fasthttp.RequestCtx, i
 	if done.FinishReason != workers.FinishCancelled {
 		return err
 	}
+	if !s.stoppedByGateway(ctx, inf.task) {
+		// The worker stopped on its own and calls it cancelled, while the
+		// client still waits for its answer: that is the worker failing,
+		// and a client that receives nothing is billed nothing.
+		return &apierr.Error{Status: fasthttp.StatusBadGateway, Type: apierr.TypeServer, Code: "worker_stopped",
+			Message: "the worker stopped the generation before its end", Cause: err}
+	}
 	req.SetUsage(done.Usage.PromptTokens, done.Usage.CompletionTokens)
 	s.charge(ctx, inf.key, inf.reqID, done.Usage)
 	if rerr := s.record(ctx, inf, done); rerr != nil {
@@ -228,6 +249,19 @@ func (s *Server) unaryEndedEarly(ctx context.Context, rc *fasthttp.RequestCtx, i
 	}
 	s.logDone(ctx, inf, done)
 	return err
+}
+
+// deadlineSkew is how far before a task's deadline (by the gateway's
+// clock) a worker may stop it for that deadline: the worker stops at
+// Task.Deadline by its own clock, a moment before the request's context
+// ends here.
+const deadlineSkew = time.Second
+
+// stoppedByGateway reports whether a task whose record says cancelled was
+// stopped by the gateway: its request ended (client gone, deadline), or
+// its deadline is all but reached.
+func (s *Server) stoppedByGateway(ctx context.Context, t *workers.Task) bool {
+	return ctx.Err() != nil || !t.Deadline.IsZero() && !s.clock.Now().Before(t.Deadline.Add(-deadlineSkew))
 }
 
 // finishReason is the OpenAI finish reason of a finished generation.

@@ -189,7 +189,7 @@ func TestUnaryClientGone(t *testing.T) {
 		h.ledger.mu.Lock()
 		var c *workers.Completion
 		for _, rc := range h.ledger.recorded {
-			if rc.RequestID == "req-unary-gone" {
+			if strings.HasPrefix(rc.RequestID, "req-unary-gone.") {
 				c = rc
 			}
 		}
@@ -213,11 +213,12 @@ func TestUnaryClientGone(t *testing.T) {
 func TestUnaryDeadlineMidGeneration(t *testing.T) {
 	h := newHarness(t, nil)
 	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+		<-ctx.Done() // the deadline passes; the scheduler stops the task
 		onEvent(workers.Event{Type: workers.EventDelta, Text: "Once upon a", Tokens: 3})
 		onEvent(partialDone(tk, workers.FinishCancelled, 3, &workers.EventError{Status: 504, Type: apierr.TypeTimeout, Code: "deadline_exceeded", Message: "the request's deadline passed"}))
 		return apierr.Timeout("deadline_exceeded", "the request's deadline passed before its answer was ready", nil)
 	}
-	resp := h.do(t, "POST", "/v1/chat/completions", testKey, chatOK)
+	resp := h.do(t, "POST", "/v1/chat/completions", testKey, chatOK, HeaderDeadline, "20")
 	body := readAll(t, resp)
 	id := resp.Header.Get(HeaderReceipt)
 	if resp.StatusCode != 504 || !strings.Contains(body, "deadline_exceeded") {

@@ -431,6 +431,12 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 		}
 		return partial, upstreamFailure("the upstream stream ended before the generation finished", io.ErrUnexpectedEOF)
 	}
+	if abortedFinish(finish) {
+		if got != nil {
+			partial.PromptTokens = got.PromptTokens // the tokens streamed stay counted as chunks
+		}
+		return partial, upstreamFailure("the upstream aborted the generation", fmt.Errorf("finish_reason %q", finish))
+	}
 	if finish != "length" {
 		finish = "stop"
 	}
@@ -443,6 +449,14 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 			slog.String("request_id", t.RequestID), slog.String("model", t.Model))
 	}
 	return res, nil
+}
+
+// abortedFinish reports whether an upstream's finish reason says the
+// generation failed rather than ended: vLLM's and SGLang's "abort" (the
+// engine aborted the request), or "error". Such an answer is cut short by
+// the upstream's failure, never a complete one.
+func abortedFinish(finish string) bool {
+	return finish == "abort" || finish == "error"
 }
 
 // streamUpstream reports whether t is streamed from the upstream. A task
@@ -504,6 +518,9 @@ func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Rea
 	}
 	if !found {
 		return workers.Result{}, upstreamFailure("the upstream's response has no choice 0", errors.New("no choices"))
+	}
+	if abortedFinish(finish) {
+		return workers.Result{}, upstreamFailure("the upstream aborted the generation", fmt.Errorf("finish_reason %q", finish))
 	}
 	if finish != "length" {
 		finish = "stop"
