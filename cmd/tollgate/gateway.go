@@ -85,7 +85,13 @@ type gatewayFlags struct {
 func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogFormat string) {
 	g.obs.register(fs, defaultLogFormat)
 	fs.StringVar(&g.configPath, "config", "", "YAML config file (see README); flags override it")
-	fs.StringVar(&g.listen, "listen", defaultListen, "address to serve the API on")
+	// The flag has no default of its own, so that only an explicit
+	// --listen overrides the config file; without either, config.Default's.
+	listenHelp := "address to serve the API on (default: the config's listen"
+	if defaultListen != "" {
+		listenHelp += ", else " + defaultListen
+	}
+	fs.StringVar(&g.listen, "listen", "", listenHelp+")")
 	fs.StringVar(&g.data, "data", "", "data directory (default ./data or the config's data_dir)")
 	fs.StringVar(&g.apiKey, "api-key", "", "client API key (id \"default\"); env TOLLGATE_API_KEY")
 	fs.StringVar(&g.adminKey, "admin-key", "", "admin key for /v1/workers and /v1/admin/*; env TOLLGATE_ADMIN_KEY")

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// `tollgate dev --config FILE` must serve on the file's listen unless
+// --listen is given; the flag's default used to win over the file.
+func TestDevListenFromConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tollgate.yaml")
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:9191\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no file, no flag", nil, "127.0.0.1:8080"},
+		{"file", []string{"--config", file}, "127.0.0.1:9191"},
+		{"file and flag", []string{"--config", file, "--listen", "127.0.0.1:7070"}, "127.0.0.1:7070"},
+		{"flag", []string{"--listen", "127.0.0.1:7071"}, "127.0.0.1:7071"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var o devOptions
+			if err := devFlagSet(&o).Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := o.gateway.load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Listen != tc.want {
+				t.Errorf("listen %q, want %q", cfg.Listen, tc.want)
+			}
+		})
+	}
+}
+
+// The key `tollgate dev` prints is one it made and that works, not the
+// last client key of the config file (a secret of the file's, and possibly
+// stored only as a hash).
+func TestDevPrintsItsOwnKey(t *testing.T) {
+	t.Setenv("TOLLGATE_API_KEY", "")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(file, []byte("api_keys: [{id: file, key: sk-from-file-0123456789}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := devOptions{ln: ln, logger: slog.New(slog.DiscardHandler)}
+	o.gateway = gatewayFlags{configPath: file, data: dir, noReceipts: true, noProver: true}
+	o.engine = engineFlags{kind: "sim", profile: "sim-tiny", timeScale: 1}
+	d, err := startDev(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	if !strings.HasPrefix(d.apiKey, "sk-dev-") {
+		t.Errorf("dev prints API key %q, want its own sk-dev- key", d.apiKey)
+	}
+	for _, key := range []string{d.apiKey, "sk-from-file-0123456789"} {
+		req, _ := http.NewRequest("GET", d.URL()+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET /v1/models with %q: %d, want 200", key, resp.StatusCode)
+		}
+	}
+}
