@@ -9,6 +9,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -105,7 +106,23 @@ type Redis struct {
 // Enabled reports whether the Redis mode is on.
 func (r Redis) Enabled() bool { return r.URL != "" }
 
-// APIKey is one client key.
+// HashedKeyPrefix marks an API or admin key stored as the SHA-256 of the
+// secret: "sha256:" and 64 hex digits (e.g. `printf %s "$KEY" | sha256sum`).
+const HashedKeyPrefix = "sha256:"
+
+// validHashedKey reports whether a key that claims to be a digest is one;
+// a key without the prefix is a plain secret and valid here.
+func validHashedKey(k string) bool {
+	h, ok := strings.CutPrefix(k, HashedKeyPrefix)
+	if !ok {
+		return true
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil && len(h) == 64
+}
+
+// APIKey is one client key: Key is the secret, or HashedKeyPrefix and its
+// SHA-256 in hex.
 type APIKey struct {
 	ID       string   `yaml:"id"`
 	Key      string   `yaml:"key"`
@@ -274,6 +291,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api_keys[%d].id: %q repeats", i, k.ID)
 		case len(k.Key) < 8:
 			return fmt.Errorf("api_keys[%d].key: at least 8 characters", i)
+		case !validHashedKey(k.Key):
+			return fmt.Errorf("api_keys[%d].key: a %s key is %s and 64 hex digits (the SHA-256 of the secret)", i, HashedKeyPrefix, HashedKeyPrefix)
 		case secrets[k.Key]:
 			return fmt.Errorf("api_keys[%d].key: repeats another key", i)
 		case k.Deadline < 0:
@@ -290,6 +309,9 @@ func (c *Config) Validate() error {
 	for i, k := range c.AdminKeys {
 		if len(k) < 8 {
 			return fmt.Errorf("admin_keys[%d]: at least 8 characters", i)
+		}
+		if !validHashedKey(k) {
+			return fmt.Errorf("admin_keys[%d]: a %s key is %s and 64 hex digits (the SHA-256 of the secret)", i, HashedKeyPrefix, HashedKeyPrefix)
 		}
 		if secrets[k] {
 			return fmt.Errorf("admin_keys[%d]: repeats an API key", i)
