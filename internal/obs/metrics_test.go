@@ -324,3 +324,22 @@ func TestNilMetrics(t *testing.T) {
 		t.Error("nil Metrics enabled")
 	}
 }
+
+// The Go runtime and process collectors every Prometheus Go target has:
+// an operator watching for a goroutine or fd leak has no series without them.
+func TestRuntimeAndProcessMetrics(t *testing.T) {
+	p := metricsProvider(t)
+	var buf bytes.Buffer
+	if err := p.WriteMetrics(&buf); err != nil {
+		t.Fatal(err)
+	}
+	samples := parseExposition(t, buf.String())
+	for _, name := range []string{"go_goroutines", "go_threads", "go_memstats_heap_inuse_bytes", "go_gc_gogc_percent",
+		"process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"} {
+		if v, ok := samples[name]; !ok {
+			t.Errorf("scrape lacks %s", name)
+		} else if name == "go_goroutines" && v < 1 {
+			t.Errorf("go_goroutines = %v", v)
+		}
+	}
+}
