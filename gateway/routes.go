@@ -101,6 +101,8 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Req
 		return s.getReceipt(rc, strings.TrimPrefix(path, "/v1/receipts/"))
 	case strings.HasPrefix(path, "/v1/zk/keys/") && get:
 		return s.getVerifyingKey(rc, strings.TrimPrefix(path, "/v1/zk/keys/"))
+	case s.cfg.Pprof && (path == "/debug/pprof" || strings.HasPrefix(path, "/debug/pprof/")):
+		return s.pprof(rc)
 	}
 	if allowFor(path) != "" {
 		return errMethod // handle adds Allow

@@ -81,6 +81,10 @@ type APIKey struct {
 type Config struct {
 	APIKeys   []APIKey
 	AdminKeys []string
+	// Pprof serves net/http/pprof's profiles under /debug/pprof to admin
+	// keys only. Off by default: a heap or goroutine dump holds request
+	// data.
+	Pprof bool
 	// BodyLimit is the largest request body in bytes (413 above). Default 4 MiB.
 	BodyLimit int
 	// Limits bounds request parameters (max_tokens and so on).

@@ -83,3 +83,22 @@ func TestDevPrintsItsOwnKey(t *testing.T) {
 		}
 	}
 }
+
+func TestPprofFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{{nil, false}, {[]string{"--pprof"}, true}} {
+		var o devOptions
+		if err := devFlagSet(&o).Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := o.gateway.load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Pprof != tc.want {
+			t.Errorf("%v: pprof %v, want %v", tc.args, cfg.Pprof, tc.want)
+		}
+	}
+}

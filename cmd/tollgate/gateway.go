@@ -78,7 +78,7 @@ func (o *obsFlags) logger(c config.Log, fromFile bool) (*slog.Logger, error) {
 // the config file.
 type gatewayFlags struct {
 	configPath, listen, data, apiKey, adminKey, providerToken, redisURL string
-	openRegistration, noReceipts, noProver                              bool
+	openRegistration, noReceipts, noProver, pprof                       bool
 	obs                                                                 obsFlags
 }
 
@@ -97,6 +97,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogForma
 	fs.StringVar(&g.adminKey, "admin-key", "", "admin key for /v1/workers and /v1/admin/*; env TOLLGATE_ADMIN_KEY")
 	fs.StringVar(&g.providerToken, "provider-token", "", "token workers present to register; env TOLLGATE_PROVIDER_TOKEN")
 	fs.BoolVar(&g.openRegistration, "open-registration", false, "accept any model version a worker names")
+	fs.BoolVar(&g.pprof, "pprof", false, "serve Go's runtime profiles under /debug/pprof to admin keys (config: pprof)")
 	fs.BoolVar(&g.noReceipts, "no-receipts", false, "turn receipts off (no ledger)")
 	fs.BoolVar(&g.noProver, "no-prover", false, "record receipts but do not prove them in this process (the embedded ledger is single-process)")
 	fs.StringVar(&g.redisURL, "redis", "", "share the worker registry, rate limits, receipt ledger and proving queue with other replicas through this Redis (redis://host:port/db); env TOLLGATE_REDIS_URL")
@@ -128,6 +129,9 @@ func (g *gatewayFlags) load() (*config.Config, error) {
 	}
 	if g.openRegistration {
 		cfg.OpenRegistration = true
+	}
+	if g.pprof {
+		cfg.Pprof = true
 	}
 	if u := firstNonEmpty(g.redisURL, os.Getenv("TOLLGATE_REDIS_URL")); u != "" {
 		cfg.Redis.URL = u
@@ -307,6 +311,7 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 	g.srv, err = gateway.New(gateway.Config{
 		APIKeys:         keys,
 		AdminKeys:       cfg.AdminKeys,
+		Pprof:           cfg.Pprof,
 		BodyLimit:       cfg.BodyLimitBytes,
 		Limits:          openai.Limits{MaxTokens: cfg.Limits.MaxTokens, MaxMessages: cfg.Limits.MaxMessages, MaxInputs: cfg.Limits.MaxInputs},
 		DefaultDeadline: cfg.Timeouts.DefaultDeadline.D(),

@@ -61,6 +61,9 @@ type Config struct {
 	APIKeys []APIKey `yaml:"api_keys"`
 	// AdminKeys open /v1/workers and /v1/admin/*.
 	AdminKeys []string `yaml:"admin_keys"`
+	// Pprof serves Go's runtime profiles under /debug/pprof on the API
+	// listener, to admin keys only (off by default; flag --pprof).
+	Pprof bool `yaml:"pprof"`
 	// ProviderTokens are what workers present to register.
 	ProviderTokens []string `yaml:"provider_tokens"`
 	// OpenRegistration accepts any model version a worker names; otherwise
