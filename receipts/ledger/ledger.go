@@ -131,6 +131,11 @@ func (c treeCache) tree(b *Batch) (receipts.MerkleTree, error) {
 
 // render builds a receipt's JSON from its entry and batch.
 func render(e *Entry, b *Batch, trees treeCache) (*receipts.Receipt, error) {
+	// A stored entry is outside input once read back (a damaged file, a
+	// shared Redis): refuse what would panic below.
+	if e.Completion == nil {
+		return nil, fmt.Errorf("receipt %s has no completion record", e.ID)
+	}
 	r := receiptOf(e)
 	r.Cursor = strconv.FormatUint(e.Seq, 10)
 	if _, mv, leaf, err := r.LeafFields(); err == nil {
@@ -144,7 +149,7 @@ func render(e *Entry, b *Batch, trees treeCache) (*receipts.Receipt, error) {
 		r.Error = b.Error
 		return r, nil
 	}
-	if e.Index >= len(b.Leaves) || b.Public == nil || len(b.Leaves) != b.Capacity {
+	if e.Index < 0 || e.Index >= len(b.Leaves) || b.Public == nil || len(b.Leaves) != b.Capacity {
 		return nil, fmt.Errorf("batch %d is missing leaf %d", b.Seq, e.Index)
 	}
 	tree, err := trees.tree(b)
