@@ -23,7 +23,7 @@ func storedSeeds() (entries, batches [][]byte) {
 	proven, _ := json.Marshal(&Batch{Seq: 2, WorkerID: testWorker, Model: "m", ModelDigest: digest("w"), Capacity: 8,
 		Receipts: []string{"rcpt_x", "rcpt_b"}, Status: receipts.StatusProven, Leaves: leaves, Circuit: receipts.CircuitV2,
 		Public: &receipts.BatchPublic{Root: "0x1", ModelVersion: "0x2", RegistryRoot: "0x3", WorkerID: testWorker, LeafCount: 2},
-		Proof: "AAAA", VKID: "vk", ProvenAt: time.Unix(1800000001, 0).UTC()})
+		Proof:  "AAAA", VKID: "vk", ProvenAt: time.Unix(1800000001, 0).UTC()})
 	failed, _ := json.Marshal(&Batch{Seq: 2, Capacity: 8, Status: receipts.StatusFailed, Error: "worker gone"})
 	open, _ := json.Marshal(&Batch{Seq: 2, Capacity: 8, Status: receipts.StatusPending})
 	return [][]byte{pending, batched, batched, batched, []byte(`{"completion":null}`), []byte(`{"index":-1,"batch_seq":2,"completion":{}}`)},
