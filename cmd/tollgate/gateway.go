@@ -386,7 +386,7 @@ func (g *gatewayStack) startProver(ctx context.Context) {
 			return
 		}
 		g.logger.Info("prover started", "keys", keyDir)
-		if err := prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: g.logger, Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}); err != nil {
+		if err := prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: proverLogger(g.logger), Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}); err != nil {
 			g.logger.Error("prover stopped", "err", err)
 		}
 	}()

@@ -3,9 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
 )
@@ -35,4 +38,12 @@ func openBoltStore(path string) (ledger.Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// proverLogger is the prover's logger with repeats limited per worker: a
+// worker that cannot be reached made it log an ERROR and a WARN three
+// times a second for as long as it was gone. The first of each (worker,
+// message) passes, then one a minute with the count held back.
+func proverLogger(l *slog.Logger) *slog.Logger {
+	return obs.LimitRepeats(l, obs.RepeatLimit{Interval: time.Minute, Keys: []string{"worker"}})
 }

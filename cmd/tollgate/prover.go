@@ -36,7 +36,7 @@ func runProver(ctx context.Context, args []string) error {
 	if *keys == "" {
 		*keys = filepath.Join(*data, "keys")
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	logger := proverLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	cfg := prover.Config{KeyDir: *keys, MaxAge: *maxAge, Interval: *interval, Logger: logger, ClaimIdle: *claimIdle, Consumer: *consumer}
 	if u := firstNonEmpty(*redisURL, os.Getenv("TOLLGATE_REDIS_URL")); u != "" {
 		rc := config.Redis{URL: u, Prefix: *prefix, WorkerTTL: config.Duration(10 * time.Second), ClaimIdle: config.Duration(*claimIdle)}
