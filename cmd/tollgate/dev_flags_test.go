@@ -9,6 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/receipts/ledger"
+	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // `tollgate dev --config FILE` must serve on the file's listen unless
@@ -100,5 +105,36 @@ func TestPprofFlag(t *testing.T) {
 		if cfg.Pprof != tc.want {
 			t.Errorf("%v: pprof %v, want %v", tc.args, cfg.Pprof, tc.want)
 		}
+	}
+}
+
+// The backlog's age feeds the gauge and, past max_pending_age, fails
+// /readyz; it is read from the ledger at most every backlogAgeTTL.
+func TestBacklogAgeReadiness(t *testing.T) {
+	st, err := openBoltStore(filepath.Join(t.TempDir(), "ledger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recorded := time.Unix(1_800_000_000, 0)
+	l := ledger.New(st, ledger.Options{Clock: clock.NewFake(recorded)})
+	now := recorded.Add(time.Minute)
+	b := &backlogAge{ledger: l, now: func() time.Time { return now }}
+	ready := b.readiness(10 * time.Minute)
+	if age, err := b.get(context.Background()); err != nil || age != 0 || ready() != nil {
+		t.Fatalf("empty ledger: age %v err %v ready %v", age, err, ready())
+	}
+	now = now.Add(backlogAgeTTL)
+	c := &workers.Completion{RequestID: "r", WorkerID: "0x01", Model: "m", ModelDigest: strings.Repeat("ab", 32),
+		RequestDigest: strings.Repeat("cd", 32), ResponseDigest: strings.Repeat("ef", 32), Subject: "k", Time: recorded}
+	if err := l.Record(context.Background(), "rcpt_1", c); err != nil {
+		t.Fatal(err)
+	}
+	if age, _ := b.get(context.Background()); age != time.Minute+backlogAgeTTL {
+		t.Errorf("age %v, want %v", age, time.Minute+backlogAgeTTL)
+	}
+	now = now.Add(20 * time.Minute)
+	if err := ready(); err == nil || !strings.Contains(err.Error(), "max_pending_age") {
+		t.Errorf("readiness with a 21-minute backlog: %v", err)
 	}
 }

@@ -302,6 +302,11 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 			c, err := led.Counts(ctx)
 			return obs.ReceiptCounts(c), err
 		})
+		backlog := &backlogAge{ledger: led}
+		prov.Metrics().ObserveBacklog(backlog.get)
+		if max := cfg.MaxPendingAge.D(); max > 0 {
+			deps.Readiness = append(deps.Readiness, backlog.readiness(max))
+		}
 	}
 	keys := make([]gateway.APIKey, len(cfg.APIKeys))
 	for i, k := range cfg.APIKeys {

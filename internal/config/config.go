@@ -61,6 +61,10 @@ type Config struct {
 	APIKeys []APIKey `yaml:"api_keys"`
 	// AdminKeys open /v1/workers and /v1/admin/*.
 	AdminKeys []string `yaml:"admin_keys"`
+	// MaxPendingAge fails /readyz while the oldest receipt not yet proven
+	// or failed is older than this (0: off). The age is exported as
+	// tollgate_receipts_oldest_pending_age_seconds either way.
+	MaxPendingAge Duration `yaml:"max_pending_age"`
 	// Pprof serves Go's runtime profiles under /debug/pprof on the API
 	// listener, to admin keys only (off by default; flag --pprof).
 	Pprof bool `yaml:"pprof"`
@@ -337,6 +341,9 @@ func (c *Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("%s: negative", f.name)
 		}
+	}
+	if c.MaxPendingAge < 0 {
+		return errors.New("max_pending_age: negative")
 	}
 	for _, f := range []struct {
 		name string

@@ -55,6 +55,7 @@ var exposed = []struct{ sample, value string }{
 	{`tollgate_receipts{status="pending"}`, "7"},
 	{`tollgate_receipts{status="proven"}`, "40"},
 	{`tollgate_receipts{status="failed"}`, "1"},
+	{`tollgate_receipts_oldest_pending_age_seconds`, "90"},
 	{`tollgate_receipts_proving_duration_seconds_count{outcome="ok"}`, "1"},
 	{`tollgate_receipts_proving_duration_seconds_count{outcome="error"}`, "1"},
 	{`tollgate_ledger_write_duration_seconds_count{outcome="ok"}`, "1"},
@@ -66,6 +67,7 @@ func recordTraffic(ctx context.Context, m *Metrics) {
 	m.ObserveReceipts(func(context.Context) (ReceiptCounts, error) {
 		return ReceiptCounts{Pending: 7, Proven: 40, Failed: 1}, nil
 	})
+	m.ObserveBacklog(func(context.Context) (time.Duration, error) { return 90 * time.Second, nil })
 	m.RecordRequest(ctx, "POST", "/v1/chat/completions", "llama3-8b", 200, 400*time.Millisecond)
 	m.RecordRequest(ctx, "POST", "/v1/chat/completions", "llama3-8b", 200, 1200*time.Millisecond)
 	m.RecordRequest(ctx, "GET", "unknown", "", 404, time.Millisecond)
