@@ -45,7 +45,9 @@ type soakReport struct {
 	Load     map[string]*loadgen.Result `json:"load"`
 	Growth   []soak.Growth              `json:"growth"`
 	Receipts ledger.Counts              `json:"receipts"`
-	Samples  []soak.Sample              `json:"samples"`
+	// OldestPending is the proving backlog's age when the load stopped.
+	OldestPending time.Duration `json:"oldest_pending_ns"`
+	Samples       []soak.Sample `json:"samples"`
 }
 
 func runBenchSoak(ctx context.Context, args []string) error {
@@ -85,6 +87,7 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	for _, g := range rep.Growth {
 		fmt.Fprintf(os.Stderr, "soak: %-10s first %.0f last %.0f growth %+.1f%% (limit %.0f%%)\n", g.Series, g.First, g.Last, 100*g.Growth, 100*g.Limit)
 	}
+	fmt.Fprintf(os.Stderr, "soak: receipts %+v, oldest unproven %s old\n", rep.Receipts, rep.OldestPending.Round(time.Second))
 	if !rep.Pass {
 		return fmt.Errorf("soak failed: %v", rep.Failures)
 	}
@@ -179,6 +182,11 @@ func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
 	if d.gw.ledger != nil {
 		if rep.Receipts, err = d.gw.ledger.Counts(ctx); err != nil {
 			return nil, err
+		}
+		if at, ok, err := d.gw.ledger.OldestPending(ctx); err != nil {
+			return nil, err
+		} else if ok {
+			rep.OldestPending = time.Since(at)
 		}
 	}
 	stopped = true
