@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -34,7 +36,10 @@ type soakConfig struct {
 	// pending, as with a prover in its own process.
 	Prover  bool   `json:"prover"`
 	DataDir string `json:"-"`
-	logger  *slog.Logger
+	// HeapProfile, when set, gets a heap profile written as the load ends
+	// (before the stack stops): what is still held after the run.
+	HeapProfile string `json:"-"`
+	logger      *slog.Logger
 }
 
 // soakReport is the JSON a soak run prints.
@@ -63,6 +68,7 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Limits.FDs, "max-fd-growth", cfg.Limits.FDs, "largest fd growth after warm-up (fraction, plus -slack)")
 	fs.IntVar(&cfg.Limits.Slack, "slack", cfg.Limits.Slack, "goroutines and fds allowed above the growth fraction (they follow the requests in flight)")
 	fs.BoolVar(&cfg.Prover, "prover", false, "prove receipts in this process, as `tollgate dev` does (default: receipts stay pending, as with `tollgate prover` in its own process)")
+	fs.StringVar(&cfg.HeapProfile, "heapprofile", "", "write a heap profile here when the load ends (go tool pprof -sample_index=inuse_space)")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (default: a temporary one, removed after)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -176,6 +182,11 @@ func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
 	}
 	wg.Wait()
 	stopSampling()
+	if cfg.HeapProfile != "" {
+		if err := writeHeapProfile(cfg.HeapProfile); err != nil {
+			return nil, err
+		}
+	}
 	if err := errors.Join(loadErr, <-sampled); err != nil {
 		return nil, err
 	}
@@ -228,4 +239,13 @@ func sampleEvery(ctx context.Context, start time.Time, every time.Duration, out 
 		case <-t.C:
 		}
 	}
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	return errors.Join(pprof.WriteHeapProfile(f), f.Close())
 }
