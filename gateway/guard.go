@@ -13,9 +13,15 @@ import (
 // gateway was configured with.
 func registerSecrets(cfg Config) {
 	for _, k := range cfg.APIKeys {
-		obs.AddSecrets(k.Key)
+		if secret, ok := plainSecret(k.Key); ok {
+			obs.AddSecrets(secret)
+		}
 	}
-	obs.AddSecrets(cfg.AdminKeys...)
+	for _, k := range cfg.AdminKeys {
+		if secret, ok := plainSecret(k); ok {
+			obs.AddSecrets(secret)
+		}
+	}
 }
 
 // guardRefusal turns a request refused by httpguard (ambiguous framing)

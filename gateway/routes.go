@@ -38,6 +38,9 @@ func (s *Server) handle(rc *fasthttp.RequestCtx) {
 	req := s.deps.Obs.StartRequest(context.Background(), &rc.Request.Header, obs.RouteOf(path), s.clock.Now())
 	if err := s.route(rc, reqID, path, &req); err != nil {
 		ae := s.writeError(req.Context(context.Background()), rc, reqID, err)
+		if ae.Status == fasthttp.StatusMethodNotAllowed {
+			rc.Response.Header.Set("Allow", allowFor(path))
+		}
 		req.End(ae.Status, errorType(ae), s.clock.Now())
 		return
 	}
@@ -104,12 +107,11 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Req
 		return s.getReceipt(rc, strings.TrimPrefix(path, "/v1/receipts/"))
 	case strings.HasPrefix(path, "/v1/zk/keys/") && get:
 		return s.getVerifyingKey(rc, strings.TrimPrefix(path, "/v1/zk/keys/"))
+	case s.cfg.Pprof && (path == "/debug/pprof" || strings.HasPrefix(path, "/debug/pprof/")):
+		return s.pprof(rc)
 	}
-	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/workers", "/v1/admin/models", "/v1/receipts",
-		"/v1/admin/revoke", "/v1/admin/reinstate", "/v1/zk/registry"} {
-		if path == p {
-			return errMethod
-		}
+	if allowFor(path) != "" {
+		return errMethod // handle adds Allow
 	}
 	return apierr.NotFound("", "unknown_url", "Unknown request URL: %s %s.", rc.Method(), path)
 }

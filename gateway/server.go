@@ -9,7 +9,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,6 +102,10 @@ type APIKey struct {
 type Config struct {
 	APIKeys   []APIKey
 	AdminKeys []string
+	// Pprof serves net/http/pprof's profiles under /debug/pprof to admin
+	// keys only. Off by default: a heap or goroutine dump holds request
+	// data.
+	Pprof bool
 	// BodyLimit is the largest request body in bytes (413 above). Default 4 MiB.
 	BodyLimit int
 	// Limits bounds request parameters (max_tokens and so on).
@@ -231,7 +234,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		if err := s.keyLimiters(k); err != nil {
 			return nil, err
 		}
-		h := sha256.Sum256([]byte(k.Key))
+		h, err := keyDigest(k.Key)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: api key %q: %w", k.ID, err)
+		}
 		if _, dup := s.keys[h]; dup {
 			return nil, fmt.Errorf("gateway: api key %q repeats another key's secret", k.ID)
 		}
@@ -241,7 +247,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		if k == "" {
 			return nil, fmt.Errorf("gateway: admin key %d is empty", i)
 		}
-		s.admin[sha256.Sum256([]byte(k))] = true
+		h, err := keyDigest(k)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: admin key %d: %w", i, err)
+		}
+		if s.keys[h] != nil {
+			return nil, fmt.Errorf("gateway: admin key %d repeats an api key's secret", i)
+		}
+		s.admin[h] = true
 	}
 	registerSecrets(cfg)
 	s.srv = &fasthttp.Server{

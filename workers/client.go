@@ -448,6 +448,7 @@ func refusal(status int, h interface{ Get(string) string }, r io.Reader) error {
 		e = body.Error.APIError()
 		cause.Retryable = status == http.StatusTooManyRequests
 	case body.Error.Message != "" && status == http.StatusServiceUnavailable:
+		body.Error.Status = status // the body carries no status (OpenAI form)
 		e = body.Error.APIError()
 	default:
 		e = &apierr.Error{Status: http.StatusServiceUnavailable, Type: apierr.TypeUnavailable, Code: CodeWorkerUnavailable, Message: "the worker is unavailable"}

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -85,7 +86,37 @@ func NewHandler(a *Agent, logger *slog.Logger, opts ...HandlerOption) http.Handl
 	for p, r := range cfg.routes {
 		mux.Handle(p, r)
 	}
-	return mux
+	return routeErrors{mux}
+}
+
+// routeErrors answers what the mux does not route (an unknown path, a known
+// path with another method) in the same OpenAI error form as every other
+// refusal, instead of net/http's plain-text 404 and 405.
+type routeErrors struct{ mux *http.ServeMux }
+
+// probeMethods are tried, only on the error path, to fill Allow.
+var probeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+func (re routeErrors) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := re.mux.Handler(r); pattern != "" {
+		re.mux.ServeHTTP(w, r)
+		return
+	}
+	var allow []string
+	for _, m := range probeMethods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := re.mux.Handler(probe); pattern != "" && m != r.Method {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		WriteError(w, apierr.NotFound("", "not_found", "no route for %s %s", r.Method, r.URL.Path))
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	WriteError(w, &apierr.Error{Status: http.StatusMethodNotAllowed, Type: apierr.TypeInvalidRequest, Code: "method_not_allowed",
+		Message: fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))})
 }
 
 type handler struct {
@@ -187,10 +218,22 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, stri
 	return nil
 }
 
-// ErrorBody is the OpenAI error envelope used on the worker link and the
-// registration routes.
+// ErrorBody reads the OpenAI error envelope that the worker link and the
+// registration routes answer with. The HTTP status is the error's status;
+// Error.Status is only set by an older worker that also sent it in the body.
 type ErrorBody struct {
 	Error EventError `json:"error"`
+}
+
+// openAIError is what WriteError writes: exactly OpenAI's
+// {"error":{"message","type","param","code"}}, param and code null when empty.
+type openAIError struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
 }
 
 // WriteError renders err as an OpenAI error body with its status.
@@ -201,5 +244,13 @@ func WriteError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
 	}
 	w.WriteHeader(e.Status)
-	json.NewEncoder(w).Encode(ErrorBody{Error: *eventError(e)})
+	var body openAIError
+	body.Error.Message, body.Error.Type = e.Message, e.Type
+	if e.Param != "" {
+		body.Error.Param = &e.Param
+	}
+	if e.Code != "" {
+		body.Error.Code = &e.Code
+	}
+	json.NewEncoder(w).Encode(body)
 }

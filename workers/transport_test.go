@@ -3,17 +3,20 @@ package workers_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/workers"
@@ -444,5 +447,60 @@ func TestStreamedEventsAreNotHeldBack(t *testing.T) {
 	}
 	if text != "first second" {
 		t.Errorf("text %q", text)
+	}
+}
+
+// TestHandlerErrorsAreOpenAIShaped: every error the worker link answers,
+// including a wrong method and an unknown path, is an OpenAI error body
+// ({"error":{"message","type","param","code"}}, param and code null when
+// empty, nothing else), and a wrong method on a known route is 405 with Allow.
+func TestHandlerErrorsAreOpenAIShaped(t *testing.T) {
+	h := workers.NewHandler(newAgent(t, simEngine(t)), nil,
+		workers.WithLinkAuth(func() string { return "s3cret" }),
+		workers.WithRoute("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	tests := []struct {
+		name, method, path, body, token string
+		status                          int
+		allow                           string
+	}{
+		{"GET on batch", http.MethodGet, workers.PathBatch, "", "s3cret", http.StatusMethodNotAllowed, "POST"},
+		{"GET on cancel", http.MethodGet, workers.PathCancel, "", "", http.StatusMethodNotAllowed, "POST"},
+		{"DELETE on batch", http.MethodDelete, workers.PathBatch, "", "", http.StatusMethodNotAllowed, "POST"},
+		{"POST on metrics", http.MethodPost, "/metrics", "", "", http.StatusMethodNotAllowed, "GET, HEAD"},
+		{"unknown path", http.MethodPost, "/v1/worker/nope", "", "", http.StatusNotFound, ""},
+		{"no token", http.MethodPost, workers.PathBatch, `{}`, "", http.StatusUnauthorized, ""},
+		{"bad json", http.MethodPost, workers.PathBatch, "{", "s3cret", http.StatusBadRequest, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if got := rec.Header().Get("Allow"); got != tc.allow {
+				t.Errorf("Allow %q, want %q", got, tc.allow)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q, want application/json", ct)
+			}
+			var body map[string]map[string]json.RawMessage
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || len(body) != 1 {
+				t.Fatalf("body %q is not one OpenAI error envelope: %v", rec.Body, err)
+			}
+			e := body["error"]
+			var keys []string
+			for k := range e {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			if diff := cmp.Diff(keys, []string{"code", "message", "param", "type"}); diff != "" {
+				t.Errorf("error keys (-got +want):\n%s", diff)
+			}
+		})
 	}
 }

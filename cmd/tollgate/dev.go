@@ -47,10 +47,8 @@ type devStack struct {
 }
 
 func runDev(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("tollgate dev", flag.ContinueOnError)
 	var o devOptions
-	o.gateway.register(fs, "127.0.0.1:8080", "text")
-	o.engine.register(fs, "auto")
+	fs := devFlagSet(&o)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,6 +69,13 @@ func runDev(ctx context.Context, args []string) error {
 		u, d.engineNote, modelNames(d.gw.sched.Models()), d.apiKey, d.gw.cfg.DataDir, u, d.apiKey, firstModel(d))
 	<-ctx.Done()
 	return d.stop()
+}
+
+func devFlagSet(o *devOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("tollgate dev", flag.ContinueOnError)
+	o.gateway.register(fs, "127.0.0.1:8080", "text")
+	o.engine.register(fs, "auto")
+	return fs
 }
 
 func firstModel(d *devStack) string {
@@ -122,11 +127,12 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 			d.closeObs()
 		}
 	}()
-	if len(cfg.APIKeys) == 0 {
+	// The key printed at start-up is one dev knows works: the one given
+	// by --api-key or TOLLGATE_API_KEY, else a fresh dev key beside the
+	// config file's (which are its secrets, maybe stored only as hashes).
+	if d.apiKey = firstNonEmpty(o.gateway.apiKey, os.Getenv("TOLLGATE_API_KEY")); d.apiKey == "" {
 		d.apiKey = ids.New("sk-dev-")
 		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "dev", Key: d.apiKey})
-	} else {
-		d.apiKey = cfg.APIKeys[len(cfg.APIKeys)-1].Key
 	}
 	// The in-process worker's provider token never leaves the process.
 	token := ids.New("pt-dev-")

@@ -83,19 +83,26 @@ func (o *obsFlags) logger(c config.Log, fromFile bool) (*slog.Logger, error) {
 type gatewayFlags struct {
 	configPath, listen, data, apiKey, adminKey, providerToken, redisURL string
 	keys, operatorKey                                                   string
-	openRegistration, noReceipts, noProver, allowDevKeys                bool
+	openRegistration, noReceipts, noProver, allowDevKeys, pprof         bool
 	obs                                                                 obsFlags
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogFormat string) {
 	g.obs.register(fs, defaultLogFormat)
 	fs.StringVar(&g.configPath, "config", "", "YAML config file (see README); flags override it")
-	fs.StringVar(&g.listen, "listen", defaultListen, "address to serve the API on")
+	// The flag has no default of its own, so that only an explicit
+	// --listen overrides the config file; without either, config.Default's.
+	listenHelp := "address to serve the API on (default: the config's listen"
+	if defaultListen != "" {
+		listenHelp += ", else " + defaultListen
+	}
+	fs.StringVar(&g.listen, "listen", "", listenHelp+")")
 	fs.StringVar(&g.data, "data", "", "data directory (default ./data or the config's data_dir)")
 	fs.StringVar(&g.apiKey, "api-key", "", "client API key (id \"default\"); env TOLLGATE_API_KEY")
 	fs.StringVar(&g.adminKey, "admin-key", "", "admin key for /v1/workers and /v1/admin/*; env TOLLGATE_ADMIN_KEY")
 	fs.StringVar(&g.providerToken, "provider-token", "", "token workers present to register; env TOLLGATE_PROVIDER_TOKEN")
 	fs.BoolVar(&g.openRegistration, "open-registration", false, "accept any model version a worker names")
+	fs.BoolVar(&g.pprof, "pprof", false, "serve Go's runtime profiles under /debug/pprof to admin keys (config: pprof)")
 	fs.BoolVar(&g.noReceipts, "no-receipts", false, "turn receipts off (no ledger)")
 	fs.BoolVar(&g.noProver, "no-prover", false, "record receipts but do not prove them in this process (the embedded ledger is single-process)")
 	fs.StringVar(&g.redisURL, "redis", "", "share the worker registry, rate limits, receipt ledger and proving queue with other replicas through this Redis (redis://host:port/db); env TOLLGATE_REDIS_URL")
@@ -135,6 +142,9 @@ func (g *gatewayFlags) load() (*config.Config, error) {
 	}
 	if g.openRegistration {
 		cfg.OpenRegistration = true
+	}
+	if g.pprof {
+		cfg.Pprof = true
 	}
 	if u := firstNonEmpty(g.redisURL, os.Getenv("TOLLGATE_REDIS_URL")); u != "" {
 		cfg.Redis.URL = u
@@ -330,6 +340,11 @@ func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger
 			c, err := led.Counts(ctx)
 			return obs.ReceiptCounts(c), err
 		})
+		backlog := &backlogAge{ledger: led}
+		prov.Metrics().ObserveBacklog(backlog.get)
+		if max := cfg.MaxPendingAge.D(); max > 0 {
+			deps.Readiness = append(deps.Readiness, backlog.readiness(max))
+		}
 	}
 	keys := make([]gateway.APIKey, len(cfg.APIKeys))
 	for i, k := range cfg.APIKeys {
@@ -342,6 +357,7 @@ func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger
 	g.srv, err = gateway.New(gateway.Config{
 		APIKeys:         keys,
 		AdminKeys:       cfg.AdminKeys,
+		Pprof:           cfg.Pprof,
 		BodyLimit:       cfg.BodyLimitBytes,
 		Limits:          openai.Limits{MaxTokens: cfg.Limits.MaxTokens, MaxMessages: cfg.Limits.MaxMessages, MaxInputs: cfg.Limits.MaxInputs},
 		DefaultDeadline: cfg.Timeouts.DefaultDeadline.D(),
@@ -474,7 +490,7 @@ func (g *gatewayStack) startProver(ctx context.Context, kp keyPolicy) {
 			go setUpDevKeys(ctx, keyDir, kp.background, g.logger)
 		}
 		g.logger.Info("prover started", "keys", keyDir)
-		if err := prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: g.logger, Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}); err != nil {
+		if err := prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: proverLogger(g.logger), Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}); err != nil {
 			g.logger.Error("prover stopped", "err", err)
 		}
 	}()

@@ -38,7 +38,7 @@ func runProver(ctx context.Context, args []string) error {
 	if *keys == "" {
 		*keys = filepath.Join(*data, "keys")
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	logger := proverLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	have, err := checkProvingKeys(*keys, *allowDev, logger)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -67,6 +68,13 @@ type Config struct {
 	APIKeys []APIKey `yaml:"api_keys"`
 	// AdminKeys open /v1/workers and /v1/admin/*.
 	AdminKeys []string `yaml:"admin_keys"`
+	// MaxPendingAge fails /readyz while the oldest receipt not yet proven
+	// or failed is older than this (0: off). The age is exported as
+	// tollgate_receipts_oldest_pending_age_seconds either way.
+	MaxPendingAge Duration `yaml:"max_pending_age"`
+	// Pprof serves Go's runtime profiles under /debug/pprof on the API
+	// listener, to admin keys only (off by default; flag --pprof).
+	Pprof bool `yaml:"pprof"`
 	// ProviderTokens are what workers present to register.
 	ProviderTokens []string `yaml:"provider_tokens"`
 	// OpenRegistration accepts any model version a worker names; otherwise
@@ -180,6 +188,21 @@ type Redis struct {
 // Enabled reports whether the Redis mode is on.
 func (r Redis) Enabled() bool { return r.URL != "" }
 
+// HashedKeyPrefix marks an API or admin key stored as the SHA-256 of the
+// secret: "sha256:" and 64 hex digits (e.g. `printf %s "$KEY" | sha256sum`).
+const HashedKeyPrefix = "sha256:"
+
+// validHashedKey reports whether a key that claims to be a digest is one;
+// a key without the prefix is a plain secret and valid here.
+func validHashedKey(k string) bool {
+	h, ok := strings.CutPrefix(k, HashedKeyPrefix)
+	if !ok {
+		return true
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil && len(h) == 64
+}
+
 // Key roles (APIKey.Role).
 const (
 	// RoleClient (the default, also written "") makes inference requests
@@ -190,7 +213,8 @@ const (
 	RoleBilling = "billing"
 )
 
-// APIKey is one client or billing key.
+// APIKey is one client or billing key: Key is the secret, or
+// HashedKeyPrefix and its SHA-256 in hex.
 type APIKey struct {
 	ID  string `yaml:"id"`
 	Key string `yaml:"key"`
@@ -365,6 +389,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api_keys[%d].id: %q repeats", i, k.ID)
 		case len(k.Key) < 8:
 			return fmt.Errorf("api_keys[%d].key: at least 8 characters", i)
+		case !validHashedKey(k.Key):
+			return fmt.Errorf("api_keys[%d].key: a %s key is %s and 64 hex digits (the SHA-256 of the secret)", i, HashedKeyPrefix, HashedKeyPrefix)
 		case secrets[k.Key]:
 			return fmt.Errorf("api_keys[%d].key: repeats another key", i)
 		case k.Deadline < 0:
@@ -383,6 +409,9 @@ func (c *Config) Validate() error {
 	for i, k := range c.AdminKeys {
 		if len(k) < 8 {
 			return fmt.Errorf("admin_keys[%d]: at least 8 characters", i)
+		}
+		if !validHashedKey(k) {
+			return fmt.Errorf("admin_keys[%d]: a %s key is %s and 64 hex digits (the SHA-256 of the secret)", i, HashedKeyPrefix, HashedKeyPrefix)
 		}
 		if secrets[k] {
 			return fmt.Errorf("admin_keys[%d]: repeats an API key", i)
@@ -405,6 +434,9 @@ func (c *Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("%s: negative", f.name)
 		}
+	}
+	if c.MaxPendingAge < 0 {
+		return errors.New("max_pending_age: negative")
 	}
 	for _, f := range []struct {
 		name string

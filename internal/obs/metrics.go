@@ -38,6 +38,7 @@ const (
 	MetricBatchSize       = "tollgate.batch.size"
 	MetricWorkers         = "tollgate.workers"
 	MetricReceipts        = "tollgate.receipts"
+	MetricBacklogAge      = "tollgate.receipts.oldest_pending.age"
 	MetricProvingDuration = "tollgate.receipts.proving.duration"
 	MetricLedgerWrite     = "tollgate.ledger.write.duration"
 	MetricRecordsRefused  = "tollgate.worker.records.refused"
@@ -123,6 +124,7 @@ type Metrics struct {
 	queueFn    atomic.Pointer[func() QueueCounts]
 	workersFn  atomic.Pointer[func() WorkerCounts]
 	receiptsFn atomic.Pointer[func(context.Context) (ReceiptCounts, error)]
+	backlogFn  atomic.Pointer[func(context.Context) (time.Duration, error)]
 
 	httpAttrs    attrCache[httpKey]
 	genAttrs     attrCache[genKey]
@@ -177,6 +179,8 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	errs = append(errs, err)
 	rcpts, err := meter.Int64ObservableGauge(MetricReceipts, metric.WithUnit("{receipt}"), metric.WithDescription("Receipts in the ledger by status."))
 	errs = append(errs, err)
+	backlog, err := meter.Float64ObservableGauge(MetricBacklogAge, metric.WithUnit("s"), metric.WithDescription("Age of the oldest receipt neither proven nor failed (0: none); grows without bound when proving falls behind."))
+	errs = append(errs, err)
 	if err := joinErrs(errs); err != nil {
 		return nil, fmt.Errorf("obs: instruments: %w", err)
 	}
@@ -208,8 +212,15 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 			o.ObserveInt64(rcpts, r.Failed, failed)
 			o.ObserveInt64(rcpts, r.Void, void)
 		}
+		if f := m.backlogFn.Load(); f != nil {
+			age, err := (*f)(ctx)
+			if err != nil {
+				return fmt.Errorf("obs: backlog gauge: %w", err)
+			}
+			o.ObserveFloat64(backlog, age.Seconds())
+		}
 		return nil
-	}, queue, inflight, workers, rcpts)
+	}, queue, inflight, workers, rcpts, backlog)
 	if err != nil {
 		return nil, fmt.Errorf("obs: register callback: %w", err)
 	}
@@ -252,6 +263,14 @@ func (m *Metrics) ObserveWorkers(f func() WorkerCounts) {
 
 // ObserveReceipts installs the ledger's backlog callback; ctx ends with the
 // scrape.
+// ObserveBacklog installs the callback behind the oldest-pending-receipt
+// age gauge (0 when nothing waits).
+func (m *Metrics) ObserveBacklog(f func(context.Context) (time.Duration, error)) {
+	if m != nil {
+		m.backlogFn.Store(&f)
+	}
+}
+
 func (m *Metrics) ObserveReceipts(f func(context.Context) (ReceiptCounts, error)) {
 	if m != nil {
 		m.receiptsFn.Store(&f)

@@ -55,6 +55,7 @@ var exposed = []struct{ sample, value string }{
 	{`tollgate_receipts{status="pending"}`, "7"},
 	{`tollgate_receipts{status="proven"}`, "40"},
 	{`tollgate_receipts{status="failed"}`, "1"},
+	{`tollgate_receipts_oldest_pending_age_seconds`, "90"},
 	{`tollgate_receipts_proving_duration_seconds_count{outcome="ok"}`, "1"},
 	{`tollgate_receipts_proving_duration_seconds_count{outcome="error"}`, "1"},
 	{`tollgate_ledger_write_duration_seconds_count{outcome="ok"}`, "1"},
@@ -66,6 +67,7 @@ func recordTraffic(ctx context.Context, m *Metrics) {
 	m.ObserveReceipts(func(context.Context) (ReceiptCounts, error) {
 		return ReceiptCounts{Pending: 7, Proven: 40, Failed: 1}, nil
 	})
+	m.ObserveBacklog(func(context.Context) (time.Duration, error) { return 90 * time.Second, nil })
 	m.RecordRequest(ctx, "POST", "/v1/chat/completions", "llama3-8b", 200, 400*time.Millisecond)
 	m.RecordRequest(ctx, "POST", "/v1/chat/completions", "llama3-8b", 200, 1200*time.Millisecond)
 	m.RecordRequest(ctx, "GET", "unknown", "", 404, time.Millisecond)
@@ -322,5 +324,24 @@ func TestNilMetrics(t *testing.T) {
 	recordTraffic(context.Background(), m) // a nil *Metrics is off, not a panic
 	if m.Enabled() {
 		t.Error("nil Metrics enabled")
+	}
+}
+
+// The Go runtime and process collectors every Prometheus Go target has:
+// an operator watching for a goroutine or fd leak has no series without them.
+func TestRuntimeAndProcessMetrics(t *testing.T) {
+	p := metricsProvider(t)
+	var buf bytes.Buffer
+	if err := p.WriteMetrics(&buf); err != nil {
+		t.Fatal(err)
+	}
+	samples := parseExposition(t, buf.String())
+	for _, name := range []string{"go_goroutines", "go_threads", "go_memstats_heap_inuse_bytes", "go_gc_gogc_percent",
+		"process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"} {
+		if v, ok := samples[name]; !ok {
+			t.Errorf("scrape lacks %s", name)
+		} else if name == "go_goroutines" && v < 1 {
+			t.Errorf("go_goroutines = %v", v)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
@@ -183,6 +184,11 @@ func Setup(ctx context.Context, cfg Config, opts ...Option) (*Provider, func(con
 	var mp metric.MeterProvider = metricnoop.NewMeterProvider()
 	if cfg.Prometheus {
 		p.registry = prometheus.NewRegistry()
+		// The standard go_* (goroutines, heap, GC, GOGC/GOMEMLIMIT) and
+		// process_* (RSS, fds, CPU) series, for leak and soak watching.
+		p.registry.MustRegister(
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		exp, err := otelprom.New(otelprom.WithRegisterer(p.registry), otelprom.WithoutScopeInfo())
 		if err != nil {
 			_ = shutdown(ctx)

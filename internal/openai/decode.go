@@ -226,12 +226,12 @@ func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 	}
 	var r ChatRequest
 	var messages []json.RawMessage
-	var responseFormat json.RawMessage
+	var responseFormat, streamOptions json.RawMessage
 	mapped := map[string]any{
 		"model": &r.Model, "messages": &messages, "max_tokens": &r.MaxTokens,
 		"max_completion_tokens": &r.MaxCompletionTokens, "temperature": &r.Temperature,
 		"top_p": &r.TopP, "n": &r.N, "stop": &r.Stop, "seed": &r.Seed, "stream": &r.Stream,
-		"stream_options": &r.StreamOptions, "presence_penalty": &r.PresencePenalty,
+		"stream_options": &streamOptions, "presence_penalty": &r.PresencePenalty,
 		"frequency_penalty": &r.FrequencyPenalty, "user": &r.User, "response_format": &responseFormat,
 	}
 	keys := sortedKeys(m)
@@ -242,6 +242,9 @@ func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 		return nil, err
 	}
 	if err := checkResponseFormat(responseFormat); err != nil {
+		return nil, err
+	}
+	if err := parseStreamOptions(streamOptions, &r.StreamOptions); err != nil {
 		return nil, err
 	}
 	if err := checkModel(m, r.Model); err != nil {
@@ -431,6 +434,38 @@ func checkSampling(temp, topP *float64, n *int, presence, frequency *float64, st
 	return nil
 }
 
+// parseStreamOptions decodes the stream_options object as strictly as the
+// body around it: exact-case keys, and an unknown key is refused naming
+// "stream_options.<key>" (encoding/json alone would drop it, or match
+// "Include_Usage" case-insensitively). raw nil or null leaves *dst nil.
+func parseStreamOptions(raw json.RawMessage, dst **StreamOptions) error {
+	if raw == nil || string(raw) == "null" {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return apierr.BadRequest("stream_options", CodeInvalidType, "Invalid type for 'stream_options': expected an object.")
+	}
+	so := &StreamOptions{}
+	for _, k := range sortedKeys(m) {
+		param := "stream_options." + k
+		var err error
+		switch k {
+		case "include_usage":
+			err = field(param, m[k], &so.IncludeUsage)
+		case "include_obfuscation":
+			err = field(param, m[k], &so.IncludeObfuscation)
+		default:
+			err = apierr.BadRequest(param, CodeUnknown, "Unrecognized request argument supplied: %s", param)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	*dst = so
+	return nil
+}
+
 func checkStreamOptions(stream bool, so *StreamOptions) error {
 	if so != nil && !stream {
 		return apierr.BadRequest("stream_options", CodeInvalidValue, "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
@@ -476,10 +511,11 @@ func ParseCompletion(body []byte, lim Limits) (*CompletionRequest, error) {
 	}
 	var r CompletionRequest
 	var bestOf *int
+	var streamOptions json.RawMessage
 	mapped := map[string]any{
 		"model": &r.Model, "prompt": &r.Prompt, "max_tokens": &r.MaxTokens,
 		"temperature": &r.Temperature, "top_p": &r.TopP, "n": &r.N, "stop": &r.Stop,
-		"seed": &r.Seed, "stream": &r.Stream, "stream_options": &r.StreamOptions,
+		"seed": &r.Seed, "stream": &r.Stream, "stream_options": &streamOptions,
 		"presence_penalty": &r.PresencePenalty, "frequency_penalty": &r.FrequencyPenalty,
 		"user": &r.User, "best_of": &bestOf,
 	}
@@ -488,6 +524,9 @@ func ParseCompletion(body []byte, lim Limits) (*CompletionRequest, error) {
 		return nil, err
 	}
 	if err := decodeMapped(m, keys, mapped); err != nil {
+		return nil, err
+	}
+	if err := parseStreamOptions(streamOptions, &r.StreamOptions); err != nil {
 		return nil, err
 	}
 	if err := checkModel(m, r.Model); err != nil {

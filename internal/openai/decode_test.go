@@ -64,6 +64,12 @@ var chatCases = []errCase{
 	{"presence out of range", `{"model":"m","messages":[{"role":"user","content":"hi"}],"presence_penalty":3}`, "presence_penalty", CodeInvalidValue},
 	{"stream wrong type", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":"yes"}`, "stream", CodeInvalidType},
 	{"stream_options without stream", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}`, "stream_options", CodeInvalidValue},
+	{"stream_options unknown key", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true,"frobnicate":1}}`, "stream_options.frobnicate", CodeUnknown},
+	{"stream_options key in other case", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"Include_Usage":true}}`, "stream_options.Include_Usage", CodeUnknown},
+	{"stream_options not an object", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":[true]}`, "stream_options", CodeInvalidType},
+	{"stream_options usage wrong type", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":"yes"}}`, "stream_options.include_usage", CodeInvalidType},
+	{"ok stream_options null", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":null}`, "", ""},
+	{"ok stream_options obfuscation", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":false,"include_obfuscation":false}}`, "", ""},
 	{"five stops", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":["a","b","c","d","e"]}`, "stop", CodeInvalidValue},
 	{"stop wrong type", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":5}`, "stop", CodeInvalidType},
 	{"logprobs true", `{"model":"m","messages":[{"role":"user","content":"hi"}],"logprobs":true}`, "logprobs", CodeUnsupported},
@@ -116,6 +122,7 @@ var completionCases = []errCase{
 	{"negative max_tokens", `{"model":"m","prompt":"a","max_tokens":-5}`, "max_tokens", CodeInvalidValue},
 	{"missing model", `{"prompt":"a"}`, "model", CodeMissing},
 	{"unknown", `{"model":"m","prompt":"a","messages":[]}`, "messages", CodeUnknown},
+	{"stream_options unknown key", `{"model":"m","prompt":"a","stream":true,"stream_options":{"include_usage":true,"x":0}}`, "stream_options.x", CodeUnknown},
 }
 
 func TestParseCompletion(t *testing.T) {

@@ -167,6 +167,11 @@ func (c treeCache) tree(b *Batch) (receipts.MerkleTree, error) {
 // render builds a receipt's JSON from its entry and batch. A subject's
 // own view (own) gives the entry's cursor in that subject's export.
 func render(e *Entry, b *Batch, trees treeCache, own bool) (*receipts.Receipt, error) {
+	// A stored entry is outside input once read back (a damaged file, a
+	// shared Redis): refuse what would panic below.
+	if e.Completion == nil && e.Void == nil {
+		return nil, fmt.Errorf("receipt %s has neither a completion record nor a void reason", e.ID)
+	}
 	r := receiptOf(e)
 	switch {
 	case !own:
@@ -188,7 +193,7 @@ func render(e *Entry, b *Batch, trees treeCache, own bool) (*receipts.Receipt, e
 		r.Error = b.Error
 		return r, nil
 	}
-	if e.Index >= len(b.Leaves) || b.Public == nil || len(b.Leaves) != b.Capacity {
+	if e.Index < 0 || e.Index >= len(b.Leaves) || b.Public == nil || len(b.Leaves) != b.Capacity {
 		return nil, fmt.Errorf("batch %d is missing leaf %d", b.Seq, e.Index)
 	}
 	tree, err := trees.tree(b)
