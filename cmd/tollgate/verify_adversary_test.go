@@ -46,6 +46,25 @@ func TestVerifyAdversarialInputs(t *testing.T) {
 		}
 	})
 
+	// A proven receipt stated its leaf and model version, or left them
+	// empty, and verified either way: two renderings of one receipt, and a
+	// billing system deduplicating on the stated leaf counted the same
+	// request twice (once as its leaf, once as "").
+	t.Run("stated leaf and model version are required", func(t *testing.T) {
+		for _, blank := range []string{"leaf", "model_version"} {
+			f := r
+			if blank == "leaf" {
+				f.Leaf = ""
+			} else {
+				f.ModelVersion = ""
+			}
+			b, _ := json.Marshal(&f)
+			if out, err := runVerifyOut(t, append(e.pinned(), e.write(t, blank+"-blank.json", string(b)))...); err == nil {
+				t.Errorf("a proven receipt with %s \"\" verified:\n%s", blank, out)
+			}
+		}
+	})
+
 	// --request/--response with a pinned verifying key but no registry
 	// roots checked the digests only and exited 0: a receipt whose proof is
 	// anything at all "verified". And the receipt was read leniently
