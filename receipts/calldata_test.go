@@ -177,6 +177,7 @@ func TestVerifyChecksStatedCalldata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.ModelVersion, r.Leaf = ElementHex(mv), ElementHex(leaf)
 	leaves := []fr.Element{leaf, {}}
 	root := MerkleRoot(leaves)
 	var registry fr.Element

@@ -151,11 +151,14 @@ func Verify(r *Receipt, vk *VerifyingKey, registryRoot fr.Element) error {
 	if err != nil {
 		return err
 	}
-	if r.Leaf != "" && r.Leaf != ElementHex(leaf) {
-		return fmt.Errorf("%w: stated %s, recomputed %s", ErrLeafMismatch, r.Leaf, ElementHex(leaf))
+	// A proven receipt states both, exactly as recomputed: one rendering
+	// per receipt, so a reader that keys on the stated leaf (deduplicating
+	// a billing run) cannot be handed the same leaf once stated and once "".
+	if r.Leaf != ElementHex(leaf) {
+		return fmt.Errorf("%w: stated %q, recomputed %s", ErrLeafMismatch, r.Leaf, ElementHex(leaf))
 	}
-	if r.ModelVersion != "" && r.ModelVersion != ElementHex(mv) {
-		return fmt.Errorf("%w: stated model_version %s, recomputed %s", ErrModelVersion, r.ModelVersion, ElementHex(mv))
+	if r.ModelVersion != ElementHex(mv) {
+		return fmt.Errorf("%w: stated model_version %q, recomputed %s", ErrModelVersion, r.ModelVersion, ElementHex(mv))
 	}
 	b := r.Batch
 	if b.Circuit == CircuitV2 {

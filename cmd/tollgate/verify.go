@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,11 +77,14 @@ func runVerify(ctx context.Context, args []string) error {
 		return errors.New("no receipt files")
 	}
 	if *requestFile != "" || *responseFile != "" {
-		if err := verifyDigests(os.Stdout, *requestFile, *responseFile, fs.Args()); err != nil {
+		if err := verifyDigests(verifyOut, *requestFile, *responseFile, fs.Args()); err != nil {
 			return err
 		}
-		if len(v1Roots) == 0 && *rootsFile == "" && *operatorFile == "" && *gateway == "" {
-			return nil // digests only; the proof needs pinned roots or -gateway
+		// Digests only when nothing at all is pinned: a pin (a --vk alone,
+		// say) asks for the proof, which then needs the rest of the trust.
+		if len(vkFiles) == 0 && len(vkHashes) == 0 && len(v1Roots) == 0 && *rootsFile == "" && *operatorFile == "" && *gateway == "" {
+			fmt.Fprintln(verifyOut, "proof not checked: pin registry roots and a verifying key (or -gateway) to verify the receipt itself")
+			return nil
 		}
 	}
 	v := &verifier{gateway: strings.TrimSuffix(*gateway, "/"), client: &http.Client{Timeout: 30 * time.Second}, out: verifyOut,
@@ -364,7 +368,7 @@ func fileHash(b []byte) string {
 func (v *verifier) check(ctx context.Context, raw json.RawMessage) bool {
 	r, err := receipts.ParseReceipt(raw)
 	if err != nil {
-		fmt.Fprintf(v.out, "?\tFAIL: malformed receipt: %v\n", err)
+		fmt.Fprintf(v.out, "?\tFAIL: malformed receipt: %s\n", printable(err.Error()))
 		return false
 	}
 	digest := r.ModelDigest
@@ -382,17 +386,31 @@ func (v *verifier) check(ctx context.Context, raw json.RawMessage) bool {
 	if r.Batch != nil {
 		keyErr = v.key(ctx, r.Batch.VerifyingKeyID) // prints what it trusts, before the receipt's line
 	}
-	fmt.Fprintf(v.out, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d%s\t", r.ID, r.Model, digest, r.WorkerID, r.PromptTokens, r.CompletionTokens, circuit)
+	fmt.Fprintf(v.out, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d%s\t", printable(r.ID), printable(r.Model), digest, r.WorkerID, r.PromptTokens, r.CompletionTokens, circuit)
 	err = keyErr
 	if err == nil {
 		err = v.verify(r)
 	}
 	if err != nil {
-		fmt.Fprintf(v.out, "FAIL: %v\n", err)
+		fmt.Fprintf(v.out, "FAIL: %s\n", printable(err.Error()))
 		return false
 	}
 	fmt.Fprintln(v.out, "OK")
 	return true
+}
+
+// printable is s as it may appear in the report: itself when every
+// character is graphic, else quoted with escapes. A receipt's free text (its
+// ID, model name, or an error quoting them) must not start a line or field
+// of its own: a pipeline reading the report line by line would take a
+// forged receipt's embedded "...\tOK\n" for a verified one.
+func printable(s string) string {
+	for _, c := range s {
+		if !strconv.IsGraphic(c) {
+			return strconv.QuoteToGraphic(s)
+		}
+	}
+	return s
 }
 
 func (v *verifier) verify(r *receipts.Receipt) error {

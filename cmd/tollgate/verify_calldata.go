@@ -19,8 +19,8 @@ func printCalldata(w io.Writer, raw json.RawMessage) {
 	}
 	cd, err := receipts.Calldata(r.Batch)
 	if err != nil {
-		fmt.Fprintf(w, "%s\tcalldata\tnone: %v\n", r.ID, err)
+		fmt.Fprintf(w, "%s\tcalldata\tnone: %s\n", printable(r.ID), printable(err.Error()))
 		return
 	}
-	fmt.Fprintf(w, "%s\tcalldata\t%s\n", r.ID, cd)
+	fmt.Fprintf(w, "%s\tcalldata\t%s\n", printable(r.ID), cd)
 }

@@ -40,7 +40,9 @@ import (
 // previous entry's). Replicas and provers must keep their clocks in sync
 // (NTP): a replica whose clock is behind could append an entry dated
 // before a batch another replica has already cut, and that batch's proof
-// would then be judged against the newer root.
+// would then be judged against the newer root. Entries are also dated
+// after every head already signed (HeadsAsOf), so a fast clock delays the
+// next entry rather than making two signed statements disagree.
 //
 // The current tree is cached and updated incrementally (16 hashes per
 // changed slot); a state written by another replica is picked up by
@@ -124,6 +126,10 @@ type admissionState struct {
 	Denied   []Denial             `json:"denied,omitempty"`
 	Entries  []receipts.RootEntry `json:"entries"`
 	Changes  [][]slotChange       `json:"changes"` // Changes[i]: the slots Entries[i] changed
+	// HeadsAsOf is the latest as_of of a head any replica signed (see
+	// RootHistory): a head says no entry follows the last one until its
+	// as_of, so every later entry is dated after it.
+	HeadsAsOf time.Time `json:"heads_as_of,omitzero"`
 }
 
 // admissionView is a parsed state with its current tree.
@@ -285,7 +291,11 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 			case st.Operator != op.PublicHex():
 				return fmt.Errorf("admission registry: the root history is signed by operator key %s, this process holds %s (every replica must use the same --operator-key)", st.Operator, op.PublicHex())
 			}
-			e, err := op.NextEntry(st.Entries, tree.Root(), l.opts.Clock.Now(), upd.revoked...)
+			at := l.opts.Clock.Now()
+			if !at.After(st.HeadsAsOf) {
+				at = st.HeadsAsOf.Add(time.Nanosecond) // a signed head spoke for up to then
+			}
+			e, err := op.NextEntry(st.Entries, tree.Root(), at, upd.revoked...)
 			if err != nil {
 				return err
 			}
@@ -598,20 +608,46 @@ func (l *Ledger) Admitted(ctx context.Context) ([]AdmittedPair, []Denial, error)
 // entries, the operator key and, when this ledger holds the operator key,
 // a head signed as of now (without it, verifiers can judge receipts only up
 // to the last entry's time). It is an apierr 404 before any admission.
+//
+// A head is a promise about the future of the shared history: no entry
+// follows the last one until its as_of. So before signing, the as_of is
+// recorded in the state (compare-and-swapped, as every update is), and
+// every entry appended afterwards, by any replica, is dated after it. A
+// replica whose clock runs ahead, or a revocation racing this call, would
+// otherwise date an entry before a head already handed out, and a
+// verifier holding that head would judge batches after the revocation
+// against the root that still admits the revoked pair.
 func (l *Ledger) RootHistory(ctx context.Context) (*receipts.RootHistory, error) {
-	v, err := l.admission(ctx)
-	if err != nil {
-		return nil, err
+	op := l.opts.Operator
+	var st admissionState
+	if op == nil {
+		v, err := l.admission(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st = *v.st
+	} else {
+		asOf := l.opts.Clock.Now().UTC().Round(0)
+		err := l.updateAdmission(ctx, func(s *admissionState, _ *receipts.AdmissionTree) (admissionUpdate, error) {
+			st = *s
+			switch {
+			case len(s.Entries) > 0 && op.PublicHex() != s.Operator:
+				return admissionUpdate{}, fmt.Errorf("admission registry: history signed by %s, this process holds operator key %s", s.Operator, op.PublicHex())
+			case len(s.Entries) == 0 || !asOf.After(s.HeadsAsOf):
+				return admissionUpdate{}, nil // no head, or one as late already promised
+			}
+			s.HeadsAsOf = asOf
+			return admissionUpdate{write: true}, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(st.Entries) > 0 {
+			return op.History(slices.Clone(st.Entries), asOf)
+		}
 	}
-	st := v.st
 	if len(st.Entries) == 0 {
 		return nil, apierr.NotFound("", "registry_empty", "No worker has been admitted yet: the registry has no root.")
-	}
-	if op := l.opts.Operator; op != nil {
-		if op.PublicHex() != st.Operator {
-			return nil, fmt.Errorf("admission registry: history signed by %s, this process holds operator key %s", st.Operator, op.PublicHex())
-		}
-		return op.History(slices.Clone(st.Entries), l.opts.Clock.Now())
 	}
 	return &receipts.RootHistory{Version: receipts.RootHistoryVersion, OperatorKey: st.Operator, Entries: slices.Clone(st.Entries)}, nil
 }

@@ -154,7 +154,10 @@ func TestAdmitRevokeReinstate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Revoking the whole worker removes every pair of it.
+	// Revoking the whole worker removes every pair of it. (A second on:
+	// the heads checkAdmitted published speak for up to now, so an entry
+	// made now would be dated after them.)
+	e.clk.Advance(time.Second)
 	if removed, err := e.l.Revoke(ctx, w1, "", ""); err != nil || len(removed) != 1 {
 		t.Fatalf("revoke all: %v %+v", err, removed)
 	}
@@ -417,5 +420,51 @@ func TestRevokeKey(t *testing.T) {
 	}
 	if h, _ := e.verified(t); len(h.Entries) != 3 || len(h.Entries[2].Revoked) != 1 || h.Entries[2].Root != h.Entries[1].Root {
 		t.Errorf("entries %+v", h.Entries)
+	}
+}
+
+// TestHeadNeverPrecedesALaterEntry: a signed head says "as of A, entry n
+// is the last", so every later entry must be dated after A; otherwise a
+// verifier holding that head judges batches in (entry n+1's time, A]
+// against entry n's root, which still admits a pair the operator revoked.
+// A replica whose clock runs ahead signed such a head, and a replica with
+// the right clock then dated its revocation before it.
+func TestHeadNeverPrecedesALaterEntry(t *testing.T) {
+	e := newRegistryEnv(t)
+	ctx := context.Background()
+	a := workers.ModelVersion{Name: "a", Digest: digest("a")}
+	w := workerN(1)
+	if err := e.l.AdmitWorker(ctx, w, a); err != nil {
+		t.Fatal(err)
+	}
+	fastClk := clock.NewFake(e.clk.Now().Add(time.Minute))
+	fast := New(e.store, Options{Clock: fastClk, Operator: e.op})
+	old, err := fast.RootHistory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(10 * time.Second)
+	if removed, err := e.l.Revoke(ctx, w, "", ""); err != nil || len(removed) != 1 {
+		t.Fatalf("revoke: %v %+v", err, removed)
+	}
+	h, roots := e.verified(t)
+	rev := h.Entries[len(h.Entries)-1]
+	if !rev.Time.After(old.Head.AsOf) {
+		t.Errorf("entry %d dated %s, but a head signed earlier says entry %d is the last as of %s",
+			rev.Seq, rev.Time.Format(time.RFC3339Nano), old.Head.Seq, old.Head.AsOf.Format(time.RFC3339Nano))
+	}
+	// The two signed histories must agree on every time both speak for.
+	b, _ := json.Marshal(old)
+	parsed, _ := receipts.ParseRootHistory(b)
+	oldRoots, err := parsed.Verify(e.op.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := old.Head.AsOf
+	r1, _, err1 := oldRoots.RootAt(at)
+	r2, _, err2 := roots.RootAt(at)
+	if err1 != nil || err2 != nil || !r1.Equal(&r2) {
+		t.Errorf("at %s the old head's history has root %s, the new one %s (%v, %v)", at.Format(time.RFC3339Nano),
+			receipts.ElementHex(r1), receipts.ElementHex(r2), err1, err2)
 	}
 }

@@ -213,13 +213,16 @@ func TestProvenReceiptVerifiesAndTamperingFails(t *testing.T) {
 			raw, _ := json.Marshal(base)
 			var r receipts.Receipt
 			json.Unmarshal(raw, &r)
-			if tt.want == receipts.ErrPath {
-				r.Leaf = "" // a forger would restate the leaf too; the path must still catch it
-			}
 			if tt.want == receipts.ErrProof {
 				r.Batch.Calldata = "" // a forger drops the convenience copy; the proof must still catch it
 			}
 			tt.tamper(&r)
+			if tt.want == receipts.ErrPath {
+				// A forger restates the leaf too; the path must still catch it.
+				if _, _, leaf, err := r.LeafFields(); err == nil {
+					r.Leaf = receipts.ElementHex(leaf)
+				}
+			}
 			trusted := root
 			if tt.root {
 				trusted = otherRoot
