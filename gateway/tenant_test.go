@@ -27,7 +27,7 @@ const (
 func ledgerScript(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
 	hexd := func(s string) string { d := sha256.Sum256([]byte(s)); return hex.EncodeToString(d[:]) }
 	rq := t.Digest()
-	c := &workers.Completion{RequestID: t.RequestID, WorkerID: "0x01", Model: t.Model, ModelDigest: hexd("weights"),
+	c := &workers.Completion{RequestID: t.RequestID, WorkerID: "0x" + strings.Repeat("0", 63) + "1", Model: t.Model, ModelDigest: hexd("weights"),
 		RequestDigest: hex.EncodeToString(rq[:]), ResponseDigest: hexd("Hello world"), Subject: t.Subject,
 		PromptTokens: 5, CompletionTokens: 2, Time: time.Unix(1_700_000_000, 0).UTC(), FinishReason: "stop"}
 	if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "Hello world", Tokens: 2}); err != nil {
