@@ -90,6 +90,8 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Req
 		return s.listWorkers(rc)
 	case path == "/v1/admin/models" && post:
 		return s.allowModel(rc)
+	case path == "/v1/admin/disputes" && get:
+		return s.listDisputes(rc)
 	case strings.HasPrefix(path, "/v1/workers/") && post:
 		return s.workerRoute(rc, reqID, strings.TrimPrefix(path, "/v1/workers/"))
 	case path == "/v1/receipts" && get:
@@ -99,7 +101,7 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Req
 	case strings.HasPrefix(path, "/v1/zk/keys/") && get:
 		return s.getVerifyingKey(rc, strings.TrimPrefix(path, "/v1/zk/keys/"))
 	}
-	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/workers", "/v1/admin/models", "/v1/receipts"} {
+	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/workers", "/v1/admin/models", "/v1/admin/disputes", "/v1/receipts"} {
 		if path == p {
 			return errMethod
 		}

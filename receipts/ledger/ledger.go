@@ -173,6 +173,9 @@ func (l *Ledger) Receipt(ctx context.Context, id string) (json.RawMessage, error
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
+	if r.Audit, err = l.auditState(ctx, id); err != nil {
+		return nil, apierr.Internal(err)
+	}
 	return json.Marshal(r)
 }
 
@@ -201,6 +204,9 @@ func (l *Ledger) Export(ctx context.Context, after string, limit int) ([]json.Ra
 	for _, e := range entries {
 		r, err := render(e, batches[e.BatchSeq], trees)
 		if err != nil {
+			return nil, "", apierr.Internal(err)
+		}
+		if r.Audit, err = l.auditState(ctx, e.ID); err != nil {
 			return nil, "", apierr.Internal(err)
 		}
 		b, err := json.Marshal(r)
