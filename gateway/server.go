@@ -132,6 +132,8 @@ type Deps struct {
 	// Disputes feeds GET /v1/admin/disputes, marshalled as is.
 	Auditor  Auditor
 	Disputes func() any
+	// AuditStatus feeds the status page's audit card (nil: hidden).
+	AuditStatus func() statuspage.Audit
 	// Obs traces each request (continuing a client's W3C trace context),
 	// records the HTTP and GenAI metrics and serves /metrics. nil: off.
 	Obs *obs.Provider

@@ -116,7 +116,7 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 	}()
 	if len(cfg.APIKeys) == 0 {
 		d.apiKey = ids.New("sk-dev-")
-		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "dev", Key: d.apiKey})
+		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "dev", Key: d.apiKey, Audit: true})
 	} else {
 		d.apiKey = cfg.APIKeys[len(cfg.APIKeys)-1].Key
 	}

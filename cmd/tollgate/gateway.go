@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/audit"
 	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/config"
 	"github.com/tollgate-ai/tollgate/internal/ids"
@@ -209,6 +210,10 @@ type gatewayStack struct {
 	// when none was started).
 	proverDone   chan struct{}
 	cancelProver context.CancelFunc
+	// auditor re-executes sampled requests (nil: audits off); stopAuditor
+	// ends it and waits.
+	auditor     *audit.Auditor
+	stopAuditor func()
 }
 
 // startGateway wires config → scheduler, registrar, ledger, gateway and
@@ -290,10 +295,14 @@ func startGateway(cfg *config.Config, ln net.Listener, receiptsOn bool, logger *
 			return obs.ReceiptCounts(c), err
 		})
 	}
+	if err := g.startAuditor(&deps); err != nil {
+		g.closeStore()
+		return nil, err
+	}
 	keys := make([]gateway.APIKey, len(cfg.APIKeys))
 	for i, k := range cfg.APIKeys {
 		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass(),
-			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute}
+			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute, Audit: k.Audit}
 	}
 	g.srv, err = gateway.New(gateway.Config{
 		APIKeys:         keys,
@@ -340,6 +349,9 @@ func (g *gatewayStack) stop() error {
 	if g.proverDone != nil {
 		g.cancelProver()
 		<-g.proverDone
+	}
+	if g.stopAuditor != nil {
+		g.stopAuditor()
 	}
 	return errors.Join(err, g.closeStore())
 }
@@ -423,7 +435,7 @@ func (st schedulerStatus) StatusWorkers() []statuspage.Worker {
 	for i, w := range ws {
 		sw := statuspage.Worker{
 			ID: w.WorkerID, URL: w.URL, Healthy: w.Healthy, Draining: w.Draining, LastHeartbeat: w.LastHeartbeat,
-			InFlight: w.Assigned, MaxConcurrency: w.Slots, GPUs: w.GPUs,
+			InFlight: w.Assigned, MaxConcurrency: w.Slots, GPUs: w.GPUs, Disputed: w.Disputed != "",
 		}
 		for _, m := range w.Models {
 			sw.Models = append(sw.Models, m.Name)

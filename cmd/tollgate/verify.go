@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -216,7 +217,8 @@ func (v *verifier) check(ctx context.Context, w io.Writer, raw json.RawMessage) 
 	if len(digest) > 12 {
 		digest = digest[:12]
 	}
-	fmt.Fprintf(w, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d\t", r.ID, r.Model, digest, r.WorkerID, r.PromptTokens, r.CompletionTokens)
+	audit := cmp.Or(r.Audit, "none") // the gateway's spot re-execution; not part of the proof
+	fmt.Fprintf(w, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d\taudit=%s\t", r.ID, r.Model, digest, r.WorkerID, r.PromptTokens, r.CompletionTokens, audit)
 	err := v.verify(ctx, &r)
 	if err != nil {
 		fmt.Fprintf(w, "FAIL: %v\n", err)

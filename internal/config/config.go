@@ -35,6 +35,7 @@ import (
 //	    priority: interactive  # or batch
 //	    requests_per_minute: 600   # 0: unlimited
 //	    tokens_per_minute: 200000  # 0: unlimited
+//	    audit: false           # may re-send prompts to another provider (default off; on for `tollgate dev`'s key)
 //	admin_keys: [sk-admin-...]
 //	provider_tokens: [pt-at-least-16-chars]
 //	open_registration: false
@@ -49,6 +50,7 @@ import (
 //	  prefix: "{tollgate}:"
 //	  worker_ttl: 10s
 //	  claim_idle: 30s
+//	audit: {enabled: true, rate: 0.01, max_share: 0.05, queue: 256, concurrency: 2, timeout: 5m}
 type Config struct {
 	// Listen is the gateway's address (default 127.0.0.1:8080).
 	Listen string `yaml:"listen"`
@@ -78,6 +80,22 @@ type Config struct {
 	// Redis, when its URL is set, shares state among gateway replicas and
 	// provers (see Redis).
 	Redis Redis `yaml:"redis"`
+	// Audit configures spot re-execution of sampled requests (package
+	// audit).
+	Audit Audit `yaml:"audit"`
+}
+
+// Audit is the auditor's section: it re-executes a sampled fraction of
+// finished greedy (or seeded, on exact engines) requests of keys with
+// audit: true on a worker of another provider and disputes a worker caught
+// serving another model. Zero values take package audit's defaults.
+type Audit struct {
+	Enabled     bool     `yaml:"enabled"`
+	Rate        float64  `yaml:"rate"`      // fraction of eligible requests audited (default 0.01)
+	MaxShare    float64  `yaml:"max_share"` // cap on audit work / served work, in tokens (default 0.05)
+	Queue       int      `yaml:"queue"`     // audits waiting (default 256; beyond: dropped, counted)
+	Concurrency int      `yaml:"concurrency"`
+	Timeout     Duration `yaml:"timeout"` // one re-execution (default 5m)
 }
 
 // Redis is the shared-state mode: with URL set, every replica using the
@@ -119,6 +137,9 @@ type APIKey struct {
 	// charged then: a key is admitted while its token budget is not in
 	// debt, and may overshoot by what its requests in flight use.
 	TokensPerMinute int64 `yaml:"tokens_per_minute"`
+	// Audit lets the auditor re-execute this key's requests: its prompts
+	// then reach a second provider (a third on a mismatch). Default off.
+	Audit bool `yaml:"audit"`
 }
 
 // PriorityClass maps Priority to the workers' constant.
@@ -258,6 +279,14 @@ func Parse(b []byte) (*Config, error) {
 
 // Validate names the first bad field.
 func (c *Config) Validate() error {
+	switch a := c.Audit; {
+	case a.Rate < 0 || a.Rate > 1:
+		return fmt.Errorf("audit.rate: %v is not in [0, 1]", a.Rate)
+	case a.MaxShare < 0 || a.MaxShare > 1:
+		return fmt.Errorf("audit.max_share: %v is not in [0, 1]", a.MaxShare)
+	case a.Queue < 0 || a.Concurrency < 0 || a.Timeout < 0:
+		return errors.New("audit: queue, concurrency and timeout must not be negative")
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port", c.Listen)
 	}

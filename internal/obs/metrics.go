@@ -120,6 +120,7 @@ type Metrics struct {
 	queueFn    atomic.Pointer[func() QueueCounts]
 	workersFn  atomic.Pointer[func() WorkerCounts]
 	receiptsFn atomic.Pointer[func(context.Context) (ReceiptCounts, error)]
+	audit      auditInstruments
 
 	httpAttrs    attrCache[httpKey]
 	genAttrs     attrCache[genKey]
@@ -170,6 +171,7 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	errs = append(errs, err)
 	rcpts, err := meter.Int64ObservableGauge(MetricReceipts, metric.WithUnit("{receipt}"), metric.WithDescription("Receipts in the ledger by status."))
 	errs = append(errs, err)
+	errs = append(errs, m.auditMetrics(meter))
 	if err := joinErrs(errs); err != nil {
 		return nil, fmt.Errorf("obs: instruments: %w", err)
 	}
