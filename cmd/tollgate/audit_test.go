@@ -22,21 +22,6 @@ import (
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
 
-// claimingEngine registers another engine's model version while serving
-// with its own: the dishonest provider.
-type claimingEngine struct {
-	workers.Engine
-	claim workers.ModelVersion
-}
-
-func (c claimingEngine) Models() []workers.ModelVersion { return []workers.ModelVersion{c.claim} }
-
-func (c claimingEngine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
-	t2 := *t
-	t2.Model = c.Engine.Models()[0].Name
-	return c.Engine.Generate(ctx, &t2, emit)
-}
-
 // TestAuditDisputesDishonestWorker runs the gateway as `tollgate gateway`
 // wires it, with the auditor on, and three registered workers of three
 // providers: two on the built-in engine with stories260K, one registering
@@ -96,7 +81,7 @@ func TestAuditDisputesDishonestWorker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			eng = claimingEngine{s, claim}
+			eng = claimed{s, claim}
 		}
 		key, err := loadOrCreateKey(filepath.Join(t.TempDir(), "worker.key"), logger)
 		if err != nil {
