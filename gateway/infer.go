@@ -31,6 +31,8 @@ type inference struct {
 	includeUsage bool
 	format       string  // embeddings encoding_format
 	key          *APIKey // whose limits, deadline and token budget apply
+	text         string  // the whole response text, for the auditor (hasText)
+	hasText      bool
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
@@ -195,6 +197,8 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	if err := s.record(ctx, inf, res.done); err != nil {
 		return err
 	}
+	inf.text, inf.hasText = res.text.String(), inf.task.Kind != workers.KindEmbedding
+	s.observeAudit(inf, res.done)
 	if inf.receiptID != "" {
 		rc.Response.Header.Set(HeaderReceipt, inf.receiptID)
 	}
@@ -560,6 +564,7 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 			}
 			return true, sw.fail(ctx, cause)
 		}
+		sw.s.observeAudit(inf, &ev)
 		reason := finishReason(&ev)
 		if inf.task.Kind == workers.KindChat {
 			err = sw.data(sw.chatChunk(openai.ChatDelta{}, &reason))

@@ -16,6 +16,7 @@ var routeMethods = []struct{ path, allow string }{
 	{"/v1/workers/", "POST"},
 	{"/v1/admin/models", "POST"},
 	{"/v1/admin/revoke", "POST"},
+	{"/v1/admin/disputes", "GET, HEAD"},
 	{"/v1/admin/reinstate", "POST"},
 	{"/v1/zk/registry", "GET, HEAD"},
 	{"/v1/receipts", "GET, HEAD"},

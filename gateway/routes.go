@@ -99,6 +99,8 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Req
 		return s.reinstateWorker(rc)
 	case path == "/v1/zk/registry" && get:
 		return s.getRegistry(rc)
+	case path == "/v1/admin/disputes" && get:
+		return s.listDisputes(rc)
 	case strings.HasPrefix(path, "/v1/workers/") && post:
 		return s.workerRoute(rc, reqID, strings.TrimPrefix(path, "/v1/workers/"))
 	case path == "/v1/receipts" && get:

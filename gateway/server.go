@@ -88,6 +88,10 @@ type APIKey struct {
 	Role     KeyRole          // RoleClient (default) or RoleBilling
 	Deadline time.Duration    // default request deadline; 0: Config.DefaultDeadline
 	Priority workers.Priority // admission class
+	// Audit lets the auditor re-execute the key's requests on a worker of
+	// another provider: its prompts then reach a second (on a mismatch a
+	// third) provider.
+	Audit bool
 	// RequestsPerMinute and TokensPerMinute limit the key (0: unlimited),
 	// across every replica when Deps.RateLimiter shares its buckets. See
 	// admit for how tokens, known only once a request completes, are
@@ -155,6 +159,12 @@ type Deps struct {
 	// ListWorkers feeds GET /v1/workers; its result is marshalled as is.
 	ListWorkers func() any
 	Ledger      Ledger // nil: receipts off
+	// Auditor re-executes a sample of finished requests (nil: no audits);
+	// Disputes feeds GET /v1/admin/disputes, marshalled as is.
+	Auditor  Auditor
+	Disputes func() any
+	// AuditStatus feeds the status page's audit card (nil: hidden).
+	AuditStatus func() statuspage.Audit
 	// Obs traces each request (continuing a client's W3C trace context),
 	// records the HTTP and GenAI metrics and serves /metrics. nil: off.
 	Obs *obs.Provider

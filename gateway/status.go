@@ -39,6 +39,10 @@ func (s *Server) statusPage(rc *fasthttp.RequestCtx) error {
 			snap.Receipts.Enabled = true
 		}
 	}
+	if s.deps.AuditStatus != nil {
+		snap.Audit = s.deps.AuditStatus()
+		snap.Audit.Enabled = true
+	}
 	rc.SetContentType("text/html; charset=utf-8")
 	rc.Response.Header.Set("Cache-Control", "no-store")
 	return statuspage.Render(rc, snap)

@@ -37,6 +37,11 @@ type Receipt struct {
 	ID      string `json:"id"`
 	Status  string `json:"status"`
 	Error   string `json:"error,omitempty"` // why proving failed (status failed), or why nothing was billed (status void)
+	// Audit is the outcome of a spot re-execution of the request on a
+	// worker of another provider: "passed", "failed" (the worker was
+	// disputed), "inconclusive"; empty when it was not audited. Not
+	// covered by the proof: it is the gateway's statement.
+	Audit string `json:"audit,omitempty"`
 	// Cursor is the receipt's position in the gateway's export order: pass
 	// it as ?after= to list the receipts recorded after it.
 	Cursor string `json:"cursor,omitempty"`

@@ -30,6 +30,7 @@ type Candidate struct {
 	pressure float64 // memory pressure from the last heartbeat, see memoryPressure
 	hbSeen   bool
 	draining bool
+	disputed bool   // an audit caught it: out of rotation until an operator clears it
 	hash     uint64 // of id, for rendezvous hashing
 	models   []workers.ModelVersion
 	// Tracked by the scheduler itself between heartbeats.
@@ -55,7 +56,7 @@ func (c *Candidate) ID() string { return c.id }
 
 // healthy reports whether the worker may get new work at now (Unix ns).
 func (c *Candidate) healthy(now int64, timeout time.Duration) bool {
-	return now-c.beatNs <= int64(timeout) && !c.draining && !c.ejected(now)
+	return now-c.beatNs <= int64(timeout) && !c.draining && !c.disputed && !c.ejected(now)
 }
 
 func (c *Candidate) ejected(now int64) bool { return c.ejectNs != 0 && now < c.ejectNs }

@@ -53,6 +53,11 @@ const (
 // (a child of ctx's span) and sets t.Traceparent to it, so the batcher's
 // queue span and the worker's task spans join the request's trace.
 func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) (err error) {
+	return s.dispatch(ctx, "", t, onEvent)
+}
+
+// dispatch is Dispatch, on worker only when that is set.
+func (s *Scheduler) dispatch(ctx context.Context, only string, t *workers.Task, onEvent func(workers.Event) error) (err error) {
 	ctx, span := s.obs.Start(ctx, "scheduler.dispatch", obs.KindInternal)
 	if span.Recording() {
 		defer func() { span.SetError(err); span.End() }()
@@ -64,7 +69,7 @@ func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(
 	q := &eventQueue{notify: make(chan struct{}, 1), evs: make([]workers.Event, 0, 2)}
 	// A task whose client wants one answer may have its batch run on this
 	// goroutine, which would only wait otherwise (see call.offerInline).
-	h, err := s.submit(ctx, t, q.push, q.end, t != nil && !t.Stream)
+	h, err := s.submit(ctx, t, only, q.push, q.end, t != nil && !t.Stream)
 	if err != nil {
 		return err
 	}
@@ -166,17 +171,17 @@ func (h *Handle) Cancel(cause error) { h.c.cancel(cause) }
 // (or timers) and must not block. Admission errors are returned directly and
 // then neither callback is called.
 func (s *Scheduler) Submit(t *workers.Task, onEvent func(workers.Event), onEnd func(error)) (*Handle, error) {
-	return s.submit(context.Background(), t, onEvent, onEnd, false)
+	return s.submit(context.Background(), t, "", onEvent, onEnd, false)
 }
 
 // submit is Submit; with inline, a frame of just this task sent while the
 // caller is still in submit is left for the caller to run (takeInline),
 // under ctx (the caller's: it bounds the link stream it will wait on).
-func (s *Scheduler) submit(ctx context.Context, t *workers.Task, onEvent func(workers.Event), onEnd func(error), inline bool) (*Handle, error) {
+func (s *Scheduler) submit(ctx context.Context, t *workers.Task, only string, onEvent func(workers.Event), onEnd func(error), inline bool) (*Handle, error) {
 	if t == nil || t.Model == "" {
 		return nil, apierr.BadRequest("model", "missing_model", "the task names no model")
 	}
-	c := &call{s: s, task: t, onEvent: onEvent, onEnd: onEnd}
+	c := &call{s: s, task: t, only: only, onEvent: onEvent, onEnd: onEnd}
 	if inline {
 		c.inlineCtx = ctx
 		c.inline.Store(inlineOpen)
@@ -250,6 +255,7 @@ type call struct {
 	task         *workers.Task
 	onEvent      func(workers.Event)
 	onEnd        func(error)
+	only         string // the one worker allowed ("": any)
 	promptTokens int
 	outputTokens int
 	affinity     uint64
@@ -305,7 +311,7 @@ type attempt struct {
 // (without c.mu, since a frame may start and report back at once).
 func (c *call) placeLocked(exclude string) (*attempt, error) {
 	s := c.s
-	req := Request{Task: c.task, PromptTokens: c.promptTokens, OutputTokens: c.outputTokens, AffinityKey: c.affinity, Exclude: exclude}
+	req := Request{Task: c.task, PromptTokens: c.promptTokens, OutputTokens: c.outputTokens, AffinityKey: c.affinity, Exclude: exclude, Only: c.only}
 	var queued obs.Span
 	if s.obs.Tracing() {
 		// Parented from the task's traceparent, not a ctx: a retry places

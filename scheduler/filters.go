@@ -34,7 +34,8 @@ func (f *ModelFilter) Filter(req *Request, cands []*Candidate) []*Candidate {
 }
 
 // HealthFilter keeps workers that heartbeat within Timeout, are not
-// draining, are not ejected after a failure, and are not Request.Exclude.
+// draining, disputed or ejected after a failure, are not Request.Exclude
+// and are Request.Only when that is set.
 type HealthFilter struct {
 	Timeout time.Duration
 }
@@ -46,7 +47,7 @@ func (*HealthFilter) Name() string { return "health" }
 func (f *HealthFilter) Filter(req *Request, cands []*Candidate) []*Candidate {
 	out := cands[:0]
 	for _, c := range cands {
-		if c.healthy(req.nowNs, f.Timeout) && c.id != req.Exclude {
+		if c.healthy(req.nowNs, f.Timeout) && c.id != req.Exclude && (req.Only == "" || c.id == req.Only) {
 			out = append(out, c)
 		}
 	}

@@ -20,6 +20,9 @@ type Request struct {
 	AffinityKey uint64
 	// Exclude is a worker not to use (the one a retry left).
 	Exclude string
+	// Only, when set, is the one worker the task may go to (an audit's
+	// re-execution, see DispatchTo).
+	Only string
 
 	// predTTFT[i] is the predicted TTFT in seconds of the i-th candidate
 	// after filtering, filled once per cycle for scorers and admission.

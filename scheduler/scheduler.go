@@ -92,6 +92,7 @@ type Scheduler struct {
 	batchSeq  uint64
 	batchBase string
 	stats     statsState
+	disputed  map[string]string // worker ID → why (see Dispute)
 }
 
 // cycleScratch is reused by every cycle (under mu) so a decision allocates nothing.
@@ -220,6 +221,7 @@ func (s *Scheduler) Upsert(w *workers.Registered) {
 		},
 	}
 	c.setBeat(now)
+	_, c.disputed = s.disputed[c.id]
 	if old != nil {
 		c.latency = old.latency
 	}
@@ -304,6 +306,7 @@ type WorkerStatus struct {
 	Healthy       bool               `json:"healthy"`
 	Draining      bool               `json:"draining"`
 	EjectedUntil  *time.Time         `json:"ejected_until,omitempty"`
+	Disputed      string             `json:"disputed,omitempty"` // why an audit took it out of rotation
 	Slots         int                `json:"slots"`
 	Assigned      int                `json:"assigned"` // tasks queued or in flight, as the scheduler counts
 	Telemetry     *workers.Heartbeat `json:"telemetry,omitempty"`
@@ -338,6 +341,7 @@ func (s *Scheduler) Workers() []WorkerStatus {
 			},
 		}
 		st.Registered.SessionToken = ""
+		st.Disputed = s.disputed[c.id]
 		if c.ejected(monoNanos(now)) {
 			t := c.ejectedUntil
 			st.EjectedUntil = &t

@@ -79,6 +79,17 @@ type Registered struct {
 	GPUs           []GPU          `json:"gpus"`
 	MaxConcurrency int            `json:"max_concurrency"`
 	SessionToken   string         `json:"session_token,omitempty"`
+	// Provider names who runs the worker: ProviderID of the operator-issued
+	// token it registered with (one token per provider), so the auditor
+	// never has a provider check its own work.
+	Provider string `json:"provider,omitempty"`
+}
+
+// ProviderID is the public name of a provider token: the first 8 bytes of
+// its SHA-256 in hex (the token itself stays secret).
+func ProviderID(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:8])
 }
 
 // RegisterResponse is the body answering a successful registration.
@@ -334,6 +345,7 @@ func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.T
 		GPUs:           append([]GPU(nil), req.GPUs...),
 		MaxConcurrency: req.MaxConcurrency,
 		SessionToken:   hex.EncodeToString(tok[:]),
+		Provider:       ProviderID(req.ProviderToken),
 	}
 	r.mu.Lock()
 	r.sessions[w.WorkerID] = sha256.Sum256([]byte(w.SessionToken))

@@ -239,7 +239,24 @@ type ModelVersion struct {
 	ContextLength int    `json:"context_length,omitempty"`
 	Embeddings    bool   `json:"embeddings,omitempty"` // serves /v1/embeddings
 	OwnedBy       string `json:"owned_by,omitempty"`
+	// Determinism is what the engine promises about repeating a task (see
+	// DeterminismExact); the auditor picks its comparison from it. Not
+	// part of the signed registration: a worker that understates it only
+	// gets a looser test, one that overstates it is caught sooner.
+	Determinism string `json:"determinism,omitempty"`
 }
+
+// Determinism declarations of a model version.
+const (
+	// DeterminismNone (empty) promises nothing beyond what greedy decoding
+	// gives on the engine: batched GPU kernels may change a late token.
+	DeterminismNone = ""
+	// DeterminismExact promises that the same task (greedy, or sampled
+	// with a seed) gives the same bytes on every run and every worker with
+	// the same weights, whatever else runs in the batch. The built-in
+	// llama engine makes it.
+	DeterminismExact = "exact"
+)
 
 // Delta is generated text handed by an engine to the agent as it is produced.
 type Delta struct {

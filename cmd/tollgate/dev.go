@@ -132,7 +132,7 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 	// config file's (which are its secrets, maybe stored only as hashes).
 	if d.apiKey = firstNonEmpty(o.gateway.apiKey, os.Getenv("TOLLGATE_API_KEY")); d.apiKey == "" {
 		d.apiKey = ids.New("sk-dev-")
-		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "dev", Key: d.apiKey})
+		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{ID: "dev", Key: d.apiKey, Audit: true})
 	}
 	// The in-process worker's provider token never leaves the process.
 	token := ids.New("pt-dev-")

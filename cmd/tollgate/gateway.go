@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/audit"
 	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/config"
 	"github.com/tollgate-ai/tollgate/internal/ids"
@@ -249,6 +250,10 @@ type gatewayStack struct {
 	// when none was started).
 	proverDone   chan struct{}
 	cancelProver context.CancelFunc
+	// auditor re-executes sampled requests (nil: audits off); stopAuditor
+	// ends it and waits.
+	auditor     *audit.Auditor
+	stopAuditor func()
 }
 
 // startGateway wires config → scheduler, registrar, ledger, gateway and
@@ -346,10 +351,14 @@ func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger
 			deps.Readiness = append(deps.Readiness, backlog.readiness(max))
 		}
 	}
+	if err := g.startAuditor(&deps); err != nil {
+		g.closeStore()
+		return nil, err
+	}
 	keys := make([]gateway.APIKey, len(cfg.APIKeys))
 	for i, k := range cfg.APIKeys {
 		keys[i] = gateway.APIKey{ID: k.ID, Key: k.Key, Deadline: k.Deadline.D(), Priority: k.PriorityClass(),
-			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute}
+			RequestsPerMinute: k.RequestsPerMinute, TokensPerMinute: k.TokensPerMinute, Audit: k.Audit}
 		if k.Billing() {
 			keys[i].Role = gateway.RoleBilling
 		}
@@ -400,6 +409,9 @@ func (g *gatewayStack) stop() error {
 	if g.proverDone != nil {
 		g.cancelProver()
 		<-g.proverDone
+	}
+	if g.stopAuditor != nil {
+		g.stopAuditor()
 	}
 	return errors.Join(err, g.closeStore())
 }
@@ -617,7 +629,7 @@ func (st schedulerStatus) StatusWorkers() []statuspage.Worker {
 	for i, w := range ws {
 		sw := statuspage.Worker{
 			ID: w.WorkerID, URL: w.URL, Healthy: w.Healthy, Draining: w.Draining, LastHeartbeat: w.LastHeartbeat,
-			InFlight: w.Assigned, MaxConcurrency: w.Slots, GPUs: w.GPUs,
+			InFlight: w.Assigned, MaxConcurrency: w.Slots, GPUs: w.GPUs, Disputed: w.Disputed != "",
 		}
 		for _, m := range w.Models {
 			sw.Models = append(sw.Models, m.Name)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -386,7 +387,8 @@ func (v *verifier) check(ctx context.Context, raw json.RawMessage) bool {
 	if r.Batch != nil {
 		keyErr = v.key(ctx, r.Batch.VerifyingKeyID) // prints what it trusts, before the receipt's line
 	}
-	fmt.Fprintf(v.out, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d%s\t", printable(r.ID), printable(r.Model), digest, r.WorkerID, r.PromptTokens, r.CompletionTokens, circuit)
+	audit := cmp.Or(r.Audit, "none") // the gateway's spot re-execution; not part of the proof
+	fmt.Fprintf(v.out, "%s\tmodel=%s@%s\tworker=%s\ttokens=%d+%d%s\taudit=%s\t", printable(r.ID), printable(r.Model), digest, r.WorkerID, r.PromptTokens, r.CompletionTokens, circuit, printable(audit))
 	err = keyErr
 	if err == nil {
 		err = v.verify(r)

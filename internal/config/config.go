@@ -37,6 +37,7 @@ import (
 //	    requests_per_minute: 600   # 0: unlimited
 //	    tokens_per_minute: 200000  # 0: unlimited
 //	  - {id: billing, key: sk-..., role: billing}  # reads every receipt, makes no requests
+//	    audit: false           # may re-send prompts to another provider (default off; on for `tollgate dev`'s key)
 //	admin_keys: [sk-admin-...]
 //	provider_tokens: [pt-at-least-16-chars]
 //	open_registration: false
@@ -57,6 +58,7 @@ import (
 //	  prefix: "{tollgate}:"
 //	  worker_ttl: 10s
 //	  claim_idle: 30s
+//	audit: {enabled: true, rate: 0.01, max_share: 0.05, queue: 256, concurrency: 2, timeout: 5m}
 type Config struct {
 	// Listen is the gateway's address (default 127.0.0.1:8080).
 	Listen string `yaml:"listen"`
@@ -95,6 +97,9 @@ type Config struct {
 	Redis Redis `yaml:"redis"`
 	// Records bounds what a worker's completion record may claim.
 	Records Records `yaml:"records"`
+	// Audit configures spot re-execution of sampled requests (package
+	// audit).
+	Audit Audit `yaml:"audit"`
 }
 
 // Records is how the gateway checks each completion record a worker sends
@@ -161,6 +166,19 @@ func (r Records) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Audit is the auditor's section: it re-executes a sampled fraction of
+// finished greedy (or seeded, on exact engines) requests of keys with
+// audit: true on a worker of another provider and disputes a worker caught
+// serving another model. Zero values take package audit's defaults.
+type Audit struct {
+	Enabled     bool     `yaml:"enabled"`
+	Rate        float64  `yaml:"rate"`      // fraction of eligible requests audited (default 0.01)
+	MaxShare    float64  `yaml:"max_share"` // cap on audit work / served work, in tokens (default 0.05)
+	Queue       int      `yaml:"queue"`     // audits waiting (default 256; beyond: dropped, counted)
+	Concurrency int      `yaml:"concurrency"`
+	Timeout     Duration `yaml:"timeout"` // one re-execution (default 5m)
 }
 
 // Redis is the shared-state mode: with URL set, every replica using the
@@ -230,6 +248,9 @@ type APIKey struct {
 	// charged then: a key is admitted while its token budget is not in
 	// debt, and may overshoot by what its requests in flight use.
 	TokensPerMinute int64 `yaml:"tokens_per_minute"`
+	// Audit lets the auditor re-execute this key's requests: its prompts
+	// then reach a second provider (a third on a mismatch). Default off.
+	Audit bool `yaml:"audit"`
 }
 
 // Billing reports whether the key has the billing role.
@@ -373,6 +394,14 @@ func Parse(b []byte) (*Config, error) {
 
 // Validate names the first bad field.
 func (c *Config) Validate() error {
+	switch a := c.Audit; {
+	case a.Rate < 0 || a.Rate > 1:
+		return fmt.Errorf("audit.rate: %v is not in [0, 1]", a.Rate)
+	case a.MaxShare < 0 || a.MaxShare > 1:
+		return fmt.Errorf("audit.max_share: %v is not in [0, 1]", a.MaxShare)
+	case a.Queue < 0 || a.Concurrency < 0 || a.Timeout < 0:
+		return errors.New("audit: queue, concurrency and timeout must not be negative")
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port", c.Listen)
 	}

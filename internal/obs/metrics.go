@@ -125,6 +125,7 @@ type Metrics struct {
 	workersFn  atomic.Pointer[func() WorkerCounts]
 	receiptsFn atomic.Pointer[func(context.Context) (ReceiptCounts, error)]
 	backlogFn  atomic.Pointer[func(context.Context) (time.Duration, error)]
+	audit      auditInstruments
 
 	httpAttrs    attrCache[httpKey]
 	genAttrs     attrCache[genKey]
@@ -181,6 +182,7 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	errs = append(errs, err)
 	backlog, err := meter.Float64ObservableGauge(MetricBacklogAge, metric.WithUnit("s"), metric.WithDescription("Age of the oldest receipt neither proven nor failed (0: none); grows without bound when proving falls behind."))
 	errs = append(errs, err)
+	errs = append(errs, m.auditMetrics(meter))
 	if err := joinErrs(errs); err != nil {
 		return nil, fmt.Errorf("obs: instruments: %w", err)
 	}

@@ -30,6 +30,14 @@ type Snapshot struct {
 	Load     Load
 	Requests Requests
 	Receipts Receipts
+	Audit    Audit
+}
+
+// Audit is the auditor's tally; Enabled false hides the card.
+type Audit struct {
+	Enabled                            bool
+	Audited, Passed, Disputes, Dropped uint64
+	Share                              float64 // audit work over served work
 }
 
 // Worker is one registered worker as the scheduler sees it.
@@ -38,6 +46,7 @@ type Worker struct {
 	URL            string
 	Healthy        bool
 	Draining       bool
+	Disputed       bool      // an audit took it out of rotation
 	LastHeartbeat  time.Time // zero: never
 	InFlight       int
 	MaxConcurrency int

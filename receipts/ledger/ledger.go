@@ -248,6 +248,9 @@ func (l *Ledger) receipt(ctx context.Context, id, subject string, own bool) (jso
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
+	if r.Audit, err = l.auditState(ctx, id); err != nil {
+		return nil, apierr.Internal(err)
+	}
 	return json.Marshal(r)
 }
 
@@ -295,6 +298,9 @@ func (l *Ledger) export(ctx context.Context, after string, limit int, list func(
 	for _, e := range entries {
 		r, err := render(e, batches[e.BatchSeq], trees, own)
 		if err != nil {
+			return nil, "", apierr.Internal(err)
+		}
+		if r.Audit, err = l.auditState(ctx, e.ID); err != nil {
 			return nil, "", apierr.Internal(err)
 		}
 		b, err := json.Marshal(r)

@@ -145,6 +145,10 @@ func open(dir string, opts Options, beforeStep func()) (*Engine, error) {
 			ContextLength: cfg.SeqLen,
 			Embeddings:    true,
 			OwnedBy:       "tollgate",
+			// Every kernel reduces in a fixed order per row, whatever
+			// the batch (see TestGoldenConcurrent), and sampling is
+			// run.c's xorshift seeded by the task.
+			Determinism: workers.DeterminismExact,
 		},
 		opts:   opts,
 		logger: opts.Logger.With("model", opts.ModelName),

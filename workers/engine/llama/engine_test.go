@@ -40,7 +40,7 @@ func wantStatus(t *testing.T, err error, status int, code string) {
 func TestModels(t *testing.T) {
 	e := openTestEngine(t, Options{})
 	got := e.Models()
-	want := []workers.ModelVersion{{Name: "stories260K", ContextLength: 512, Embeddings: true, OwnedBy: "tollgate",
+	want := []workers.ModelVersion{{Name: "stories260K", ContextLength: 512, Embeddings: true, OwnedBy: "tollgate", Determinism: workers.DeterminismExact,
 		Digest: manifestDigest([]manifestFile{{"tok512.bin", mustRead(t, "tok512.bin")}, {"stories260K.bin", mustRead(t, "stories260K.bin")}})}}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("Models (-got +want):\n%s", diff)

@@ -1,0 +1,172 @@
+package audit
+
+import (
+	mrand "math/rand/v2"
+	"testing"
+
+	"github.com/tollgate-ai/tollgate/workers"
+)
+
+func out(digest, text string, prompt, completion int) *Output {
+	return &Output{Completion: workers.Completion{ResponseDigest: digest, PromptTokens: prompt, CompletionTokens: completion},
+		Text: text, HasText: true}
+}
+
+func TestExact(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		a, b  *Output
+		match bool
+		div   int
+	}{
+		{"equal", out("aa", "x", 3, 4), out("aa", "x", 3, 4), true, -1},
+		{"other response", out("aa", "Once upon", 3, 4), out("bb", "Once there", 3, 4), false, 5},
+		{"inflated completion tokens", out("aa", "x", 3, 4), out("aa", "x", 3, 9), false, -1},
+		{"inflated prompt tokens", out("aa", "x", 30, 4), out("aa", "x", 3, 4), false, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := Exact{}.Compare(tc.a, tc.b)
+			if v.Match != tc.match || v.Divergence != tc.div {
+				t.Errorf("Compare = %+v, want match %v divergence %d", v, tc.match, tc.div)
+			}
+		})
+	}
+}
+
+func TestPrefix(t *testing.T) {
+	long := "Once upon a time, there was a little girl named Lily. She loved to play outside."
+	for _, tc := range []struct {
+		name  string
+		p     Prefix
+		a, b  *Output
+		match bool
+	}{
+		{"equal", Prefix{}, out("", long, 1, 20), out("", long, 1, 20), true},
+		{"late divergence", Prefix{MinAgree: 32}, out("", long, 1, 20), out("", long[:60]+"inside.", 1, 20), true},
+		{"early divergence", Prefix{MinAgree: 32}, out("", long, 1, 20), out("", "Once upon a time, there was a big dog.", 1, 20), false},
+		{"short texts agree to the end", Prefix{}, out("", "The end", 1, 2), out("", "The end.", 1, 3), true},
+		{"equal text, other token count", Prefix{}, out("", long, 1, 20), out("", long, 1, 25), false},
+		{"token skew allowed", Prefix{MaxTokenSkew: 5}, out("", long, 1, 20), out("", long, 1, 25), true},
+		{"no text", Prefix{}, &Output{}, out("", long, 1, 20), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v := tc.p.Compare(tc.a, tc.b); v.Match != tc.match {
+				t.Errorf("Compare = %+v, want match %v", v, tc.match)
+			}
+		})
+	}
+}
+
+func TestDivergence(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", -1},
+		{"abc", "abc", -1},
+		{"abc", "abd", 2},
+		{"ab", "abc", 2},
+		{"héllo", "hêllo", 1}, // é and ê share their first byte: back to the rune start
+		{"", "a", 0},
+	} {
+		if got := divergence(tc.a, tc.b); got != tc.want {
+			t.Errorf("divergence(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+func FuzzDivergence(f *testing.F) {
+	f.Add("héllo", "hêllo")
+	f.Add("abc", "ab")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		d := divergence(a, b)
+		if d < 0 {
+			if a != b {
+				t.Fatalf("divergence(%q, %q) = -1 for different strings", a, b)
+			}
+			return
+		}
+		if d > len(a) || d > len(b) || a[:d] != b[:d] {
+			t.Fatalf("divergence(%q, %q) = %d is not a common prefix", a, b, d)
+		}
+	})
+}
+
+// nopPool lets Observe run without a cluster (Observe never uses it).
+type nopPool struct{ Pool }
+
+func TestObserve(t *testing.T) {
+	greedy := &workers.Task{Kind: workers.KindChat, Model: "m"}
+	seed := int64(7)
+	seeded := &workers.Task{Kind: workers.KindCompletion, Model: "m", Temperature: 0.8, Seed: &seed}
+	unseeded := &workers.Task{Kind: workers.KindCompletion, Model: "m", Temperature: 0.8}
+	embed := &workers.Task{Kind: workers.KindEmbedding, Model: "m"}
+	rec := &workers.Completion{PromptTokens: 10, CompletionTokens: 10}
+	for _, tc := range []struct {
+		name       string
+		cfg        Config
+		task       *workers.Task
+		finish     string
+		n          int
+		sampled    uint64
+		queued     int
+		ineligible uint64
+		budget     uint64
+		dropped    uint64
+	}{
+		{name: "greedy, every one", cfg: Config{Rate: 1, MaxShare: 1, Queue: 100}, task: greedy, finish: "stop", n: 50, sampled: 50, queued: 50},
+		{name: "seeded", cfg: Config{Rate: 1, MaxShare: 1, Queue: 100}, task: seeded, finish: "length", n: 5, sampled: 5, queued: 5},
+		{name: "unseeded sampling is not reproducible", cfg: Config{Rate: 1}, task: unseeded, finish: "stop", n: 5, ineligible: 5},
+		{name: "embeddings are not audited", cfg: Config{Rate: 1}, task: embed, finish: "stop", n: 5, ineligible: 5},
+		{name: "a request cut short is not audited", cfg: Config{Rate: 1}, task: greedy, finish: "cancelled", n: 5, ineligible: 5},
+		{name: "full queue drops and counts", cfg: Config{Rate: 1, MaxShare: 1, Queue: 3}, task: greedy, finish: "stop", n: 10, sampled: 10, queued: 3, dropped: 7},
+		// Burst 20 pays for the first audit; then each request of 20
+		// tokens earns 2 (10%): one audit per ten requests after it.
+		{name: "budget caps the share", cfg: Config{Rate: 1, MaxShare: 0.1, Burst: 20, Queue: 1000}, task: greedy, finish: "stop", n: 100, sampled: 100, queued: 10, budget: 90},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(tc.cfg, Deps{Pool: nopPool{}, Rand: mrand.NewChaCha8([32]byte{3})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range tc.n {
+				a.Observe("r", tc.task, rec, tc.finish, "", false)
+			}
+			st := a.Stats()
+			if st.Sampled != tc.sampled || len(a.queue) != tc.queued || st.Ineligible != tc.ineligible ||
+				st.SkippedBudget != tc.budget || st.Dropped != tc.dropped || st.Observed != uint64(tc.n) {
+				t.Errorf("stats %+v, queued %d; want sampled %d queued %d ineligible %d budget %d dropped %d",
+					st, len(a.queue), tc.sampled, tc.queued, tc.ineligible, tc.budget, tc.dropped)
+			}
+		})
+	}
+}
+
+// TestSampleRate: the fraction sampled follows Rate (seeded, so exact).
+func TestSampleRate(t *testing.T) {
+	a, err := New(Config{Rate: 0.01, MaxShare: 1, Queue: 100000}, Deps{Pool: nopPool{}, Rand: mrand.NewChaCha8([32]byte{4})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := &workers.Task{Kind: workers.KindChat, Model: "m"}
+	for range 100000 {
+		a.Observe("r", task, &workers.Completion{}, "stop", "", false)
+	}
+	if s := a.Stats().Sampled; s < 900 || s > 1100 {
+		t.Errorf("sampled %d of 100000 at rate 0.01", s)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want bool
+	}{
+		{Config{}, true}, {Config{Rate: 1, MaxShare: 1}, true},
+		{Config{Rate: -0.1}, false}, {Config{Rate: 1.5}, false}, {Config{MaxShare: 2}, false},
+	} {
+		if err := tc.cfg.Validate(); (err == nil) != tc.want {
+			t.Errorf("Validate(%+v) = %v", tc.cfg, err)
+		}
+	}
+}

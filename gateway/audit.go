@@ -1,0 +1,36 @@
+package gateway
+
+import (
+	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/valyala/fasthttp"
+)
+
+// Auditor is told of each recorded completion, after the fact, so that it
+// may re-execute a sample on another worker (package audit). Observe must
+// not block: it runs on the request's goroutine after the receipt is
+// durable.
+type Auditor interface {
+	Observe(receiptID string, t *workers.Task, c *workers.Completion, finish, text string, hasText bool)
+}
+
+// observeAudit hands a finished request to the auditor when its key allows
+// audits (APIKey.Audit: its prompt may be re-sent to another provider).
+func (s *Server) observeAudit(inf *inference, done *workers.Event) {
+	if s.deps.Auditor == nil || !inf.key.Audit || done.Completion == nil {
+		return
+	}
+	s.deps.Auditor.Observe(inf.receiptID, inf.task, done.Completion, finishReason(done), inf.text, inf.hasText)
+}
+
+// listDisputes serves GET /v1/admin/disputes: the audits' disputes with
+// their evidence, oldest first.
+func (s *Server) listDisputes(rc *fasthttp.RequestCtx) error {
+	if err := s.authenticateAdmin(rc); err != nil {
+		return err
+	}
+	var list any = []any{}
+	if s.deps.Disputes != nil {
+		list = s.deps.Disputes()
+	}
+	return writeJSON(rc, map[string]any{"object": "list", "data": list})
+}
