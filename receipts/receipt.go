@@ -32,6 +32,10 @@ type Receipt struct {
 	ID      string `json:"id"`
 	Status  string `json:"status"`
 	Error   string `json:"error,omitempty"` // why proving failed (status failed)
+	// PendingReason says why a pending receipt is waiting (its worker has
+	// not countersigned its batch yet, or the batch was re-cut); empty
+	// while it simply waits its turn.
+	PendingReason string `json:"pending_reason,omitempty"`
 	// Cursor is the receipt's position in the gateway's export order: pass
 	// it as ?after= to list the receipts recorded after it.
 	Cursor string `json:"cursor,omitempty"`
