@@ -44,6 +44,12 @@ type workerLedger interface {
 	RegisterModels(ctx context.Context, versions ...workers.ModelVersion) error
 }
 
+// admissionLedger is a workerLedger that also keeps the v2 admission
+// registry of (worker, model version) pairs (checked by type assertion).
+type admissionLedger interface {
+	AdmitWorker(ctx context.Context, workerID string, versions ...workers.ModelVersion) error
+}
+
 // workerRoute serves POST /v1/workers/{challenge,register,heartbeat,deregister}.
 func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 	if s.deps.Registrar == nil {
@@ -74,6 +80,11 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		if wl, ok := s.deps.Ledger.(workerLedger); ok {
 			if err := wl.RegisterModels(ctx, reg.Models...); err != nil {
 				return apierr.Internal(err)
+			}
+			if al, ok := wl.(admissionLedger); ok {
+				if err := al.AdmitWorker(ctx, reg.WorkerID, reg.Models...); err != nil {
+					return apierr.Internal(err)
+				}
 			}
 			if err := wl.SetWorkerURL(ctx, reg.WorkerID, reg.URL); err != nil {
 				return apierr.Internal(err)

@@ -30,4 +30,21 @@
 // so the packing is injective) a leaf costs one permutation. Measured: 485
 // constraints per receipt at capacity 256 (600 at 64), against about 1,000
 // for a leaf hashing five elements.
+//
+// Batch statement v2 (CircuitV2; zk/AUDIT.md has the audit). Leaves, the
+// request commitment and the model version are as in v1. What changes:
+//
+//	admission leaf     = H(TagAdmission, worker ID, model version)
+//	registry root      = Merkle root (depth RegistryDepthV2 = 16) of admission
+//	                     leaves, zero padding (AdmissionRegistry)
+//	batch message      = H(TagBatchV2, root, model version,
+//	                       count·2^128 + total prompt·2^64 + total completion,
+//	                       sequence, batch time in Unix ns)
+//	public input       = PublicDigestV2: SHA-256 of PublicPreimageV2 (168 bytes),
+//	                     top three bits cleared
+//
+// The circuit proves the admission leaf of H(worker key) and the model
+// version is under the registry root, every point and scalar of the
+// signature is constrained (R and the key of prime order, S < ℓ), and the
+// digest is SHA-256 over the canonical encodings of the public values.
 package receipts

@@ -297,3 +297,78 @@ func (r *Registry) Path(version fr.Element) (uint64, []fr.Element, bool) {
 	}
 	return 0, nil, false
 }
+
+// AdmissionRegistry is the v2 admission registry: a Merkle tree of depth
+// RegistryDepthV2 whose leaves are AdmissionLeaf(worker ID, model version)
+// in admission order, padded with zeros. Only the non-empty part of each
+// level is stored; the rest hashes to the known root of an all-zero
+// subtree, so building it costs one Compress per stored node, not 2^16.
+type AdmissionRegistry struct {
+	levels [][]fr.Element // levels[0] are the leaves; levels[d] the nodes d levels up
+	zeros  []fr.Element   // zeros[d] is the root of an all-zero subtree of height d
+}
+
+// NewAdmissionRegistry builds the tree over admission leaves (see
+// AdmissionLeaf). Zero leaves are refused: they are the padding.
+func NewAdmissionRegistry(leaves []fr.Element) (*AdmissionRegistry, error) {
+	if len(leaves) > 1<<RegistryDepthV2 {
+		return nil, fmt.Errorf("admission registry holds at most %d pairs, got %d", 1<<RegistryDepthV2, len(leaves))
+	}
+	for i := range leaves {
+		if leaves[i].IsZero() {
+			return nil, fmt.Errorf("admission leaf %d is zero (the padding value)", i)
+		}
+	}
+	r := &AdmissionRegistry{zeros: make([]fr.Element, RegistryDepthV2+1)}
+	for d := 1; d <= RegistryDepthV2; d++ {
+		r.zeros[d] = Compress(r.zeros[d-1], r.zeros[d-1])
+	}
+	level := append([]fr.Element(nil), leaves...)
+	r.levels = append(r.levels, level)
+	for d := range RegistryDepthV2 {
+		next := make([]fr.Element, (len(level)+1)/2)
+		for i := range next {
+			right := r.zeros[d]
+			if 2*i+1 < len(level) {
+				right = level[2*i+1]
+			}
+			next[i] = Compress(level[2*i], right)
+		}
+		r.levels = append(r.levels, next)
+		level = next
+	}
+	return r, nil
+}
+
+// Root is the registry root.
+func (r *AdmissionRegistry) Root() fr.Element {
+	if top := r.levels[RegistryDepthV2]; len(top) == 1 {
+		return top[0]
+	}
+	return r.zeros[RegistryDepthV2]
+}
+
+// Path returns the index and the RegistryDepthV2 siblings (bottom up) of an
+// admission leaf, or false if it is not admitted.
+func (r *AdmissionRegistry) Path(leaf fr.Element) (uint64, []fr.Element, bool) {
+	if leaf.IsZero() {
+		return 0, nil, false
+	}
+	for i, l := range r.levels[0] {
+		if !l.Equal(&leaf) {
+			continue
+		}
+		path := make([]fr.Element, RegistryDepthV2)
+		idx := i
+		for d := range RegistryDepthV2 {
+			if s := idx ^ 1; s < len(r.levels[d]) {
+				path[d] = r.levels[d][s]
+			} else {
+				path[d] = r.zeros[d]
+			}
+			idx /= 2
+		}
+		return uint64(i), path, true
+	}
+	return 0, nil, false
+}

@@ -178,3 +178,44 @@ func FuzzParseDigest(f *testing.F) {
 		}
 	})
 }
+
+// The sparse admission tree must equal the full tree over 2^16 padded leaves.
+func TestAdmissionRegistryMatchesFullTree(t *testing.T) {
+	var leaves []fr.Element
+	for i := range 5 {
+		leaves = append(leaves, AdmissionLeaf(el(uint64(100+i)), el(uint64(7+i%2))))
+	}
+	reg, err := NewAdmissionRegistry(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := make([]fr.Element, 1<<RegistryDepthV2)
+	copy(full, leaves)
+	want := MerkleRoot(full)
+	if got := reg.Root(); !got.Equal(&want) {
+		t.Fatalf("root %s, full tree %s", ElementHex(got), ElementHex(want))
+	}
+	for i, l := range leaves {
+		idx, path, ok := reg.Path(l)
+		if !ok || idx != uint64(i) {
+			t.Fatalf("leaf %d: index %d, ok %v", i, idx, ok)
+		}
+		if got := RootFromPath(l, idx, path); !got.Equal(&want) {
+			t.Fatalf("leaf %d: path leads to %s", i, ElementHex(got))
+		}
+	}
+	if _, _, ok := reg.Path(AdmissionLeaf(el(1), el(2))); ok {
+		t.Error("a pair never admitted has a path")
+	}
+	empty, _ := NewAdmissionRegistry(nil)
+	var zeros fr.Element
+	for range RegistryDepthV2 {
+		zeros = Compress(zeros, zeros)
+	}
+	if got := empty.Root(); !got.Equal(&zeros) {
+		t.Errorf("empty registry root %s, want the all-zero root", ElementHex(got))
+	}
+	if _, err := NewAdmissionRegistry([]fr.Element{{}}); err == nil {
+		t.Error("a zero admission leaf was accepted")
+	}
+}

@@ -35,17 +35,19 @@ const MaxCountersignLeaves = 1024
 
 // CountersignRequest asks a worker to sign a receipt batch: the completion
 // records in leaf order, the model version they claim and the batch's
-// sequence and circuit capacity.
+// sequence, circuit capacity and time (when it was cut; UTC, RFC 3339 with
+// nanoseconds on the wire).
 type CountersignRequest struct {
 	Sequence    uint64       `json:"sequence"`
 	Capacity    int          `json:"capacity"`
 	Model       string       `json:"model"`
 	ModelDigest string       `json:"model_digest"`
+	Time        time.Time    `json:"time"`
 	Completions []Completion `json:"completions"`
 }
 
 // CountersignResponse is the worker's signature over
-// receipts.BatchMessage(root, model version, totals, sequence).
+// receipts.BatchMessageV2(root, model version, totals, sequence, time).
 type CountersignResponse struct {
 	Root      string `json:"root"`       // 0x-hex batch root the worker computed
 	Signature string `json:"signature"`  // base64 EdDSA signature
@@ -242,6 +244,9 @@ func (c *Countersigner) Countersign(ctx context.Context, req *CountersignRequest
 	if err != nil {
 		return nil, apierr.BadRequest("model_digest", "invalid_batch", "%v", err)
 	}
+	if req.Time.IsZero() || req.Time.UnixNano() < 0 || req.Time.Location() != time.UTC {
+		return nil, apierr.BadRequest("time", "invalid_batch", "batch time %s: want a UTC time after 1970", req.Time)
+	}
 	// The batch as asked: its root and message from the records in the
 	// request. Every record is then checked against the worker's own, so
 	// what is signed is the worker's records, never the prover's claim.
@@ -277,7 +282,7 @@ func (c *Countersigner) Countersign(ctx context.Context, req *CountersignRequest
 	}
 	root := receipts.MerkleRoot(leaves)
 	mv := receipts.ModelVersionCommitment(req.Model, weights)
-	msg := receipts.BatchMessage(root, mv, uint64(n), totalPrompt, totalCompletion, req.Sequence)
+	msg := receipts.BatchMessageV2(root, mv, uint64(n), totalPrompt, totalCompletion, req.Sequence, uint64(req.Time.UnixNano()))
 	sort.Strings(ids)
 	sb := &SignedBatch{Sequence: req.Sequence, Root: receipts.ElementHex(root), Message: receipts.ElementHex(msg),
 		SignedAt: c.clock.Now().UTC(), RequestIDs: ids}

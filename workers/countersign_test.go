@@ -68,7 +68,7 @@ func produced(workerID string, n int) producedMap {
 }
 
 func request(m producedMap, ids ...string) *CountersignRequest {
-	req := &CountersignRequest{Sequence: 3, Capacity: 8, Model: "m", ModelDigest: digest("weights")}
+	req := &CountersignRequest{Sequence: 3, Capacity: 8, Model: "m", ModelDigest: digest("weights"), Time: time.Unix(1700000100, 5).UTC()}
 	for _, id := range ids {
 		req.Completions = append(req.Completions, *m[id])
 	}
@@ -145,7 +145,7 @@ func TestCountersign(t *testing.T) {
 				t.Fatalf("root %s, want %s", resp.Root, receipts.ElementHex(root))
 			}
 			w, _ := receipts.ParseDigest(req.ModelDigest)
-			msg := receipts.BatchMessage(root, receipts.ModelVersionCommitment(req.Model, w), uint64(len(req.Completions)), tp, tc, req.Sequence)
+			msg := receipts.BatchMessageV2(root, receipts.ModelVersionCommitment(req.Model, w), uint64(len(req.Completions)), tp, tc, req.Sequence, uint64(req.Time.UnixNano()))
 			sig, _ := base64.StdEncoding.DecodeString(resp.Signature)
 			if err := receipts.VerifyBatchSignature(key.Public(), msg, sig); err != nil {
 				t.Fatal(err)

@@ -62,7 +62,7 @@ func produce(t *testing.T, a *workers.Agent, batch string, ids ...string) []work
 }
 
 func countersignRequest(seq uint64, cs ...workers.Completion) *workers.CountersignRequest {
-	return &workers.CountersignRequest{Sequence: seq, Capacity: 8, Model: cs[0].Model, ModelDigest: cs[0].ModelDigest, Completions: cs}
+	return &workers.CountersignRequest{Sequence: seq, Capacity: 8, Model: cs[0].Model, ModelDigest: cs[0].ModelDigest, Time: t0, Completions: cs}
 }
 
 func testKey(t *testing.T, seed byte) *keys.Key {

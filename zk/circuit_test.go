@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/consensys/gnark-crypto/ecc"
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -35,22 +36,40 @@ type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
+var (
+	testModel      = receipts.ModelVersionCommitment("llama3-8b", sha256.Sum256([]byte("weights")))
+	testOtherModel = receipts.ModelVersionCommitment("other", sha256.Sum256([]byte("other")))
+	testBatchTime  = time.Unix(1800000000, 123456789).UTC()
+)
+
+// testRegistry admits the worker key for testModel, next to other pairs
+// (another key for testModel, the worker for another model).
+func testRegistry(t testing.TB, worker *eddsa.PublicKey) *receipts.AdmissionRegistry {
+	t.Helper()
+	wid := receipts.WorkerIDElement(worker)
+	otherWorker := receipts.WorkerIDElement(&testKey(t, 99).PublicKey)
+	reg, err := receipts.NewAdmissionRegistry([]fr.Element{
+		receipts.AdmissionLeaf(otherWorker, testModel),
+		receipts.AdmissionLeaf(wid, testOtherModel),
+		receipts.AdmissionLeaf(wid, testModel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
 // testBatch builds a signed batch of n leaves at the given capacity.
 func testBatch(t testing.TB, capacity, n int) (*Batch, *eddsa.PrivateKey) {
 	t.Helper()
 	key := testKey(t, 1)
-	mv := receipts.ModelVersionCommitment("llama3-8b", sha256.Sum256([]byte("weights")))
-	other := receipts.ModelVersionCommitment("other", sha256.Sum256([]byte("other")))
-	reg, err := receipts.NewRegistry([]fr.Element{other, mv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, path, ok := reg.Path(mv)
+	reg := testRegistry(t, &key.PublicKey)
+	idx, path, ok := reg.Path(receipts.AdmissionLeaf(receipts.WorkerIDElement(&key.PublicKey), testModel))
 	if !ok {
-		t.Fatal("model version not in registry")
+		t.Fatal("worker not admitted")
 	}
-	b := &Batch{Capacity: capacity, ModelVersion: mv, RegistryRoot: reg.Root(), RegistryIndex: idx, RegistryPath: path,
-		PublicKey: &key.PublicKey, Sequence: 7}
+	b := &Batch{Capacity: capacity, ModelVersion: testModel, RegistryRoot: reg.Root(), RegistryIndex: idx, RegistryPath: path,
+		PublicKey: &key.PublicKey, Sequence: 7, Time: testBatchTime}
 	for i := range n {
 		var rc fr.Element
 		rc.SetUint64(uint64(1000 + i))
@@ -90,15 +109,17 @@ func TestBatchCircuitTampering(t *testing.T) {
 		name   string
 		tamper func(c *BatchCircuit)
 	}{
+		{"public digest", func(c *BatchCircuit) { c.PublicDigest = 12345 }},
 		{"root", func(c *BatchCircuit) { c.Root = 12345 }},
 		{"model version", func(c *BatchCircuit) { c.ModelVersion = 42 }},
 		{"registry root", func(c *BatchCircuit) { c.RegistryRoot = 42 }},
 		{"registry path", func(c *BatchCircuit) { c.RegistryPath[3] = 42 }},
-		{"worker id", func(c *BatchCircuit) { c.WorkerID = 42 }},
+		{"registry index", func(c *BatchCircuit) { c.RegistryIndex = 0 }},
 		{"leaf count", func(c *BatchCircuit) { c.LeafCount = 4 }},
 		{"total prompt", func(c *BatchCircuit) { c.TotalPromptTokens = 1 }},
 		{"total completion", func(c *BatchCircuit) { c.TotalCompletionTokens = 1 }},
 		{"sequence", func(c *BatchCircuit) { c.Sequence = 8 }},
+		{"batch time", func(c *BatchCircuit) { c.BatchTime = testBatchTime.UnixNano() + 1 }},
 		{"leaf commitment", func(c *BatchCircuit) { c.RequestCommitments[2] = 1 }},
 		{"leaf prompt tokens", func(c *BatchCircuit) { c.PromptTokens[1] = 999 }},
 		{"leaf completion tokens", func(c *BatchCircuit) { c.CompletionTokens[1] = 1 }},
@@ -181,7 +202,7 @@ func TestNativeAndCircuitHashesAgree(t *testing.T) {
 	a.SetRandom()
 	b.SetUint64(5)
 	d.SetRandom()
-	e.SetUint64(receipts.TagBatch)
+	e.SetUint64(receipts.TagBatchV2)
 	w := &hashCircuit{L: l, R: r, Compressed: receipts.Compress(l, r), A: a, B: b, D: d, E: e, MDHash: receipts.HashElements(a, b, d, e)}
 	if err := test.IsSolved(&hashCircuit{}, w, ecc.BN254.ScalarField()); err != nil {
 		t.Fatal(err)

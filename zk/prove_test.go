@@ -2,6 +2,7 @@ package zk
 
 import (
 	"testing"
+	"time"
 
 	"github.com/consensys/gnark-crypto/ecc"
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -40,6 +41,7 @@ func TestProveAndVerify(t *testing.T) {
 		{"model version", func(pub *receipts.BatchPublic) { pub.ModelVersion = pub.Root }},
 		{"registry root", func(pub *receipts.BatchPublic) { pub.RegistryRoot = pub.Root }},
 		{"worker", func(pub *receipts.BatchPublic) { pub.WorkerID = pub.Root }},
+		{"time", func(pub *receipts.BatchPublic) { t := pub.Time.Add(time.Nanosecond); pub.Time = &t }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,7 +62,7 @@ func TestPublicWitnessOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, _ := b.Public()
-	els, err := pub.Elements()
+	els, err := receipts.PublicInputs(CircuitID, &pub)
 	if err != nil {
 		t.Fatal(err)
 	}

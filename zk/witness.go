@@ -3,6 +3,7 @@ package zk
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
@@ -20,18 +21,22 @@ type LeafInput struct {
 }
 
 // Batch is everything needed to assign a BatchCircuit: the leaves in slot
-// order, the model version and its registry membership, the worker's key
-// and its signature over receipts.BatchMessage.
+// order, the model version, the worker's admission to the registry, the
+// worker's key and its signature over receipts.BatchMessageV2 (Message).
 type Batch struct {
-	Capacity      int
-	Leaves        []LeafInput
-	ModelVersion  fr.Element
-	RegistryRoot  fr.Element
+	Capacity     int
+	Leaves       []LeafInput
+	ModelVersion fr.Element
+	RegistryRoot fr.Element // admission registry root (receipts.AdmissionRegistry)
+	// RegistryIndex and RegistryPath (receipts.RegistryDepthV2 siblings,
+	// bottom up) place receipts.AdmissionLeaf(worker ID, ModelVersion) in
+	// the admission registry.
 	RegistryIndex uint64
 	RegistryPath  []fr.Element
 	PublicKey     *eddsa.PublicKey
 	Signature     []byte // gnark-crypto eddsa encoding (64 bytes)
 	Sequence      uint64
+	Time          time.Time // when the batch was cut; signed and public
 }
 
 // Root is the batch Merkle root over the padded leaves.
@@ -67,11 +72,10 @@ func (b *Batch) Public() (receipts.BatchPublic, error) {
 	if b.PublicKey == nil {
 		return receipts.BatchPublic{}, errors.New("batch has no worker public key")
 	}
-	var tp, tc uint64
-	for _, l := range b.Leaves {
-		tp += l.PromptTokens
-		tc += l.CompletionTokens
+	if b.Time.IsZero() || b.Time.UnixNano() < 0 {
+		return receipts.BatchPublic{}, receipts.ErrBatchTime
 	}
+	tp, tc := b.totals()
 	return receipts.BatchPublic{
 		Root:                  receipts.ElementHex(root),
 		ModelVersion:          receipts.ElementHex(b.ModelVersion),
@@ -81,22 +85,30 @@ func (b *Batch) Public() (receipts.BatchPublic, error) {
 		TotalPromptTokens:     tp,
 		TotalCompletionTokens: tc,
 		Sequence:              b.Sequence,
+		Time:                  receipts.BatchTime(b.Time),
 	}, nil
 }
 
-// Message is what the worker signs for b: receipts.BatchMessage over its
-// root, model version, totals and sequence.
+func (b *Batch) totals() (prompt, completion uint64) {
+	for _, l := range b.Leaves {
+		prompt += l.PromptTokens
+		completion += l.CompletionTokens
+	}
+	return prompt, completion
+}
+
+// Message is what the worker signs for b: receipts.BatchMessageV2 over its
+// root, model version, totals, sequence and time.
 func (b *Batch) Message() (fr.Element, error) {
 	root, err := b.Root()
 	if err != nil {
 		return fr.Element{}, err
 	}
-	var tp, tc uint64
-	for _, l := range b.Leaves {
-		tp += l.PromptTokens
-		tc += l.CompletionTokens
+	if b.Time.IsZero() || b.Time.UnixNano() < 0 {
+		return fr.Element{}, receipts.ErrBatchTime
 	}
-	return receipts.BatchMessage(root, b.ModelVersion, uint64(len(b.Leaves)), tp, tc, b.Sequence), nil
+	tp, tc := b.totals()
+	return receipts.BatchMessageV2(root, b.ModelVersion, uint64(len(b.Leaves)), tp, tc, b.Sequence, uint64(b.Time.UnixNano())), nil
 }
 
 // Assign builds the full witness assignment for b.
@@ -109,19 +121,25 @@ func Assign(b *Batch) (*BatchCircuit, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(b.RegistryPath) != receipts.RegistryDepth {
-		return nil, fmt.Errorf("registry path has %d siblings, want %d", len(b.RegistryPath), receipts.RegistryDepth)
+	if len(b.RegistryPath) != receipts.RegistryDepthV2 {
+		return nil, fmt.Errorf("registry path has %d siblings, want %d", len(b.RegistryPath), receipts.RegistryDepthV2)
 	}
 	var sig eddsa.Signature
 	if _, err := sig.SetBytes(b.Signature); err != nil { // gnark's Assign would panic on a bad encoding
 		return nil, fmt.Errorf("worker signature: %w", err)
 	}
+	digest, err := receipts.PublicDigestV2(&pub)
+	if err != nil {
+		return nil, err
+	}
 	els, err := pub.Elements()
 	if err != nil {
 		return nil, err
 	}
-	c.Root, c.ModelVersion, c.RegistryRoot, c.WorkerID = els[0], els[1], els[2], els[3]
+	c.PublicDigest = digest
+	c.Root, c.ModelVersion, c.RegistryRoot = els[0], els[1], els[2]
 	c.LeafCount, c.TotalPromptTokens, c.TotalCompletionTokens, c.Sequence = els[4], els[5], els[6], els[7]
+	c.BatchTime = uint64(b.Time.UnixNano())
 	for i := range b.Capacity {
 		c.Active[i], c.RequestCommitments[i], c.PromptTokens[i], c.CompletionTokens[i] = 0, 0, 0, 0
 		if i < len(b.Leaves) {

@@ -236,16 +236,17 @@ func fullBatch(capacity int) (*zk.Batch, error) {
 	}
 	mv := receipts.ModelVersionCommitment("bench-model", sha256.Sum256([]byte("bench weights")))
 	other := receipts.ModelVersionCommitment("other-model", sha256.Sum256([]byte("other weights")))
-	reg, err := receipts.NewRegistry([]fr.Element{other, mv})
+	wid := receipts.WorkerIDElement(&key.PublicKey)
+	reg, err := receipts.NewAdmissionRegistry([]fr.Element{receipts.AdmissionLeaf(wid, other), receipts.AdmissionLeaf(wid, mv)})
 	if err != nil {
 		return nil, err
 	}
-	idx, path, ok := reg.Path(mv)
+	idx, path, ok := reg.Path(receipts.AdmissionLeaf(wid, mv))
 	if !ok {
-		return nil, errors.New("model version missing from its registry")
+		return nil, errors.New("worker missing from its admission registry")
 	}
 	b := &zk.Batch{Capacity: capacity, ModelVersion: mv, RegistryRoot: reg.Root(), RegistryIndex: idx, RegistryPath: path,
-		PublicKey: &key.PublicKey, Sequence: 1}
+		PublicKey: &key.PublicKey, Sequence: 1, Time: time.Unix(1800000000, 0).UTC()}
 	for i := range capacity {
 		var rc fr.Element
 		rc.SetUint64(uint64(1_000_000 + i))
@@ -293,11 +294,11 @@ func measureLatency(ctx context.Context, cfg Config, progress func(string)) (*La
 	l := ledger.New(st, ledger.Options{KeyDir: cfg.KeyDir, Logger: logger})
 	weights := sha256.Sum256([]byte("bench weights"))
 	model := workers.ModelVersion{Name: "bench-model", Digest: hex.EncodeToString(weights[:])}
-	if err := l.RegisterModels(ctx, model); err != nil {
-		return nil, err
-	}
 	key, err := keys.Generate(rand.Reader)
 	if err != nil {
+		return nil, err
+	}
+	if err := l.AdmitWorker(ctx, key.WorkerID(), model); err != nil {
 		return nil, err
 	}
 	own := completions{}

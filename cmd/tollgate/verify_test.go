@@ -50,7 +50,7 @@ func TestVerifyCommand(t *testing.T) {
 	ctx := context.Background()
 	sum := sha256.Sum256([]byte("weights"))
 	mv := workers.ModelVersion{Name: "stories260K", Digest: hex.EncodeToString(sum[:])}
-	if err := l.RegisterModels(ctx, mv); err != nil {
+	if err := l.AdmitWorker(ctx, key.WorkerID(), mv); err != nil {
 		t.Fatal(err)
 	}
 	own := producedMap{}

@@ -272,11 +272,14 @@ func (l *Ledger) loadKeysLocked() error {
 	return nil
 }
 
-// RegistryEntry is one registered model version.
+// RegistryEntry is one registered model version; with Worker set it is
+// also an admitted (worker, model version) pair, a leaf of the v2
+// admission registry (receipts.AdmissionLeaf).
 type RegistryEntry struct {
 	Name       string `json:"name"`
 	Digest     string `json:"digest"`
 	Commitment string `json:"commitment"`
+	Worker     string `json:"worker,omitempty"`
 }
 
 type registryState struct {
@@ -312,6 +315,20 @@ func (l *Ledger) loadRegistryRaw(ctx context.Context) (*registryState, []byte, e
 // versions are skipped). The gateway calls it with every version a worker
 // is allowed to serve.
 func (l *Ledger) RegisterModels(ctx context.Context, versions ...workers.ModelVersion) error {
+	return l.register(ctx, "", versions)
+}
+
+// AdmitWorker admits a worker for model versions (append-only; known pairs
+// are skipped): each pair becomes a leaf of the admission registry whose
+// root v2 proofs commit to. The gateway calls it at registration.
+func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...workers.ModelVersion) error {
+	if _, err := receipts.ParseElement(workerID); err != nil {
+		return fmt.Errorf("worker ID: %w", err)
+	}
+	return l.register(ctx, workerID, versions)
+}
+
+func (l *Ledger) register(ctx context.Context, workerID string, versions []workers.ModelVersion) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Several gateway replicas may update a shared store's registry at
@@ -332,10 +349,10 @@ func (l *Ledger) RegisterModels(ctx context.Context, versions ...workers.ModelVe
 			c := receipts.ElementHex(receipts.ModelVersionCommitment(v.Name, d))
 			known := false
 			for _, e := range st.Versions {
-				known = known || e.Commitment == c
+				known = known || e.Commitment == c && (workerID == "" || e.Worker == workerID)
 			}
 			if !known {
-				st.Versions = append(st.Versions, RegistryEntry{Name: v.Name, Digest: strings.ToLower(v.Digest), Commitment: c})
+				st.Versions = append(st.Versions, RegistryEntry{Name: v.Name, Digest: strings.ToLower(v.Digest), Commitment: c, Worker: workerID})
 				changed = true
 			}
 		}
@@ -368,19 +385,30 @@ func (l *Ledger) RegisterModels(ctx context.Context, versions ...workers.ModelVe
 // maxRegistrySwaps bounds RegisterModels's compare-and-swap retries.
 const maxRegistrySwaps = 32
 
-func (st *registryState) registry() (*receipts.Registry, error) {
-	cs := make([]fr.Element, len(st.Versions))
-	for i, e := range st.Versions {
-		var err error
-		if cs[i], err = receipts.ParseElement(e.Commitment); err != nil {
+// registry is the v2 admission registry: one leaf per admitted (worker,
+// model version) pair, in admission order. Entries without a worker
+// (RegisterModels) admit nobody.
+func (st *registryState) registry() (*receipts.AdmissionRegistry, error) {
+	var leaves []fr.Element
+	for _, e := range st.Versions {
+		if e.Worker == "" {
+			continue
+		}
+		mv, err := receipts.ParseElement(e.Commitment)
+		if err != nil {
 			return nil, err
 		}
+		w, err := receipts.ParseElement(e.Worker)
+		if err != nil {
+			return nil, err
+		}
+		leaves = append(leaves, receipts.AdmissionLeaf(w, mv))
 	}
-	return receipts.NewRegistry(cs)
+	return receipts.NewAdmissionRegistry(leaves)
 }
 
-// Registry returns the current model registry tree.
-func (l *Ledger) Registry(ctx context.Context) (*receipts.Registry, error) {
+// Registry returns the current admission registry tree.
+func (l *Ledger) Registry(ctx context.Context) (*receipts.AdmissionRegistry, error) {
 	st, err := l.loadRegistry(ctx)
 	if err != nil {
 		return nil, err

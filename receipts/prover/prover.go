@@ -151,7 +151,11 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 			if url == "" {
 				return nil, fmt.Errorf("no URL recorded for worker %s", workerID)
 			}
-			return workers.RequestCountersign(ctx, client, url, req)
+			cred, err := l.CountersignCredential(ctx, workerID)
+			if err != nil {
+				return nil, err
+			}
+			return workers.RequestCountersign(ctx, client, url, cred, req)
 		}
 	}
 	return p, nil
@@ -353,16 +357,22 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, error) {
 		return fail(err)
 	}
 	mv := receipts.ModelVersionCommitment(b.Model, weights)
+	wid, err := receipts.ParseElement(b.WorkerID)
+	if err != nil {
+		return fail(fmt.Errorf("worker ID: %w", err))
+	}
 	reg, err := p.ledger.Registry(ctx)
 	if err != nil {
 		return 0, err
 	}
-	regIdx, regPath, ok := reg.Path(mv)
+	regIdx, regPath, ok := reg.Path(receipts.AdmissionLeaf(wid, mv))
 	if !ok {
-		return fail(fmt.Errorf("model version %s@%s is not registered", b.Model, b.ModelDigest))
+		return fail(fmt.Errorf("worker %s is not admitted for model version %s@%s", b.WorkerID, b.Model, b.ModelDigest))
 	}
-	zb := &zk.Batch{Capacity: b.Capacity, ModelVersion: mv, RegistryRoot: reg.Root(), RegistryIndex: regIdx, RegistryPath: regPath, Sequence: b.Seq}
-	req := &workers.CountersignRequest{Sequence: b.Seq, Capacity: b.Capacity, Model: b.Model, ModelDigest: b.ModelDigest}
+	batchTime := b.CreatedAt.UTC()
+	zb := &zk.Batch{Capacity: b.Capacity, ModelVersion: mv, RegistryRoot: reg.Root(), RegistryIndex: regIdx, RegistryPath: regPath,
+		Sequence: b.Seq, Time: batchTime}
+	req := &workers.CountersignRequest{Sequence: b.Seq, Capacity: b.Capacity, Model: b.Model, ModelDigest: b.ModelDigest, Time: batchTime}
 	for _, e := range entries {
 		r := &receipts.Receipt{RequestID: e.Completion.RequestID, RequestDigest: e.Completion.RequestDigest,
 			ResponseDigest: e.Completion.ResponseDigest, Subject: e.Completion.Subject, Time: e.Completion.Time,
@@ -446,7 +456,7 @@ func checkCountersign(resp *workers.CountersignResponse, workerID string, root, 
 		tp += l.PromptTokens
 		tc += l.CompletionTokens
 	}
-	msg := receipts.BatchMessage(root, mv, uint64(len(zb.Leaves)), tp, tc, req.Sequence)
+	msg := receipts.BatchMessageV2(root, mv, uint64(len(zb.Leaves)), tp, tc, req.Sequence, uint64(req.Time.UnixNano()))
 	if err := receipts.VerifyBatchSignature(&pub, msg, sig); err != nil {
 		return nil, nil, err
 	}

@@ -70,7 +70,7 @@ func newEnv(t testing.TB) *env {
 		key: key, wid: key.WorkerID(), own: producedMap{}}
 	e.signer = workers.NewCountersigner(key, e.own, nil)
 	e.open()
-	if err := e.ledger.RegisterModels(context.Background(), model); err != nil {
+	if err := e.ledger.AdmitWorker(context.Background(), e.wid, model); err != nil {
 		t.Fatal(err)
 	}
 	return e

@@ -27,7 +27,7 @@ func TestSharedQueueProverKilledMidBatch(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	e.ledger = ledger.New(st, ledger.Options{KeyDir: zk.TestKeyDir(), Clock: e.clock})
 	ctx := context.Background()
-	if err := e.ledger.RegisterModels(ctx, model); err != nil {
+	if err := e.ledger.AdmitWorker(ctx, e.wid, model); err != nil {
 		t.Fatal(err)
 	}
 	ids := e.record("q", 10, true) // one batch of 8 and one of 2 (capacity 8 keys)
