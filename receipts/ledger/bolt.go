@@ -476,13 +476,25 @@ func (s *BoltStore) RecutBatch(ctx context.Context, b *Batch, reason string, fai
 	})
 }
 
+func (s *BoltStore) GetBatch(ctx context.Context, seq uint64) (*Batch, error) {
+	var b *Batch
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketBatches).Get(key(seq)) == nil {
+			return fmt.Errorf("%w: %d", ErrNoBatch, seq)
+		}
+		var err error
+		b, err = getBatch(tx, seq)
+		return err
+	})
+	return b, err
+}
+
 func (s *BoltStore) ReviveBatch(ctx context.Context, seq uint64) (*Batch, error) {
 	var out *Batch
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		ib, pb := tx.Bucket(bucketIDs), tx.Bucket(bucketPending)
-		v := tx.Bucket(bucketBatches).Get(key(seq))
-		if v == nil {
-			return fmt.Errorf("%w: batch %d is unknown", ErrNotOpen, seq)
+		if tx.Bucket(bucketBatches).Get(key(seq)) == nil {
+			return fmt.Errorf("%w: %d", ErrNoBatch, seq)
 		}
 		stored, err := getBatch(tx, seq)
 		if err != nil {

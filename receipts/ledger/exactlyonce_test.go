@@ -240,6 +240,15 @@ func TestStoreRecutAndRevive(t *testing.T) {
 		if _, err := st.ReviveBatch(ctx, b2.Seq); !errors.Is(err, ErrNotOpen) {
 			t.Errorf("revive twice: err = %v, want ErrNotOpen", err)
 		}
+		if _, err := st.ReviveBatch(ctx, 999); !errors.Is(err, ErrNoBatch) {
+			t.Errorf("revive an unknown batch: err = %v, want ErrNoBatch", err)
+		}
+		if got, err := st.GetBatch(ctx, b3.Seq); err != nil || got.Status != StatusRecut || got.Seq != b3.Seq {
+			t.Errorf("GetBatch(re-cut) = %+v, %v", got, err)
+		}
+		if _, err := st.GetBatch(ctx, 999); !errors.Is(err, ErrNoBatch) {
+			t.Errorf("GetBatch(unknown): err = %v, want ErrNoBatch", err)
+		}
 		pending, _ = st.Pending(ctx)
 		if diff := cmp.Diff(ids(pending), []string{es[0].ID, es[4].ID, es[5].ID}); diff != "" {
 			t.Errorf("pool after revive (-got +want):\n%s", diff)

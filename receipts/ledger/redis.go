@@ -635,12 +635,27 @@ func (s *RedisStore) RecutBatch(ctx context.Context, b *Batch, reason string, fa
 	return nil
 }
 
-func (s *RedisStore) ReviveBatch(ctx context.Context, seq uint64) (*Batch, error) {
-	bs, err := s.batches(ctx, []uint64{seq})
-	if err != nil {
-		return nil, fmt.Errorf("%w: batch %d: %w", ErrNotOpen, seq, err)
+func (s *RedisStore) GetBatch(ctx context.Context, seq uint64) (*Batch, error) {
+	v, err := s.c.Get(ctx, s.batchKey(seq)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %d", ErrNoBatch, seq)
 	}
-	b := bs[0]
+	if err != nil {
+		return nil, fmt.Errorf("ledger: redis read: %w", err)
+	}
+	var b Batch
+	if err := json.Unmarshal([]byte(v), &b); err != nil {
+		return nil, fmt.Errorf("ledger: batch %d: %w", seq, err)
+	}
+	b.Seq = seq
+	return &b, nil
+}
+
+func (s *RedisStore) ReviveBatch(ctx context.Context, seq uint64) (*Batch, error) {
+	b, err := s.GetBatch(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
 	if b.Status != StatusRecut {
 		return nil, fmt.Errorf("%w: batch %d is %s, not re-cut", ErrNotOpen, seq, b.Status)
 	}

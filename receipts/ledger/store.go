@@ -128,6 +128,8 @@ type Store interface {
 	// if any of its receipts is no longer pending, ErrNotOpen if the batch
 	// is not re-cut.
 	ReviveBatch(ctx context.Context, seq uint64) (*Batch, error)
+	// GetBatch returns a batch by sequence, ErrNoBatch if there is none.
+	GetBatch(ctx context.Context, seq uint64) (*Batch, error)
 	// Meta reads and PutMeta writes small named values (the model registry,
 	// worker URLs).
 	Meta(ctx context.Context, key string) ([]byte, error)
@@ -143,6 +145,9 @@ const StatusRecut = "recut"
 // ErrNotOpen is returned by RecutBatch and ReviveBatch for a batch that is
 // not in the state they need.
 var ErrNotOpen = errors.New("ledger: batch is not open")
+
+// ErrNoBatch is returned by GetBatch for a sequence no batch has.
+var ErrNoBatch = errors.New("ledger: no such batch")
 
 // MetaSwapper is an optional Store extension for stores shared by several
 // processes: SwapMeta writes value under key only if the key still holds

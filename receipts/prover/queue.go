@@ -2,7 +2,6 @@ package prover
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
@@ -29,9 +28,10 @@ import (
 func (p *Pipeline) runQueue(ctx context.Context, q ledger.Queue) error {
 	p.logger.Info("prover joined the shared proving queue", "consumer", p.cfg.Consumer, "claim_idle", p.cfg.ClaimIdle)
 	var planned time.Time
+	replan := true // a job settled or the queue was idle: a slot may be free
 	for ctx.Err() == nil {
-		if now := p.cfg.Clock.Now(); now.Sub(planned) >= p.cfg.Interval {
-			planned = now
+		if now := p.cfg.Clock.Now(); replan || now.Sub(planned) >= p.cfg.Interval {
+			planned, replan = now, false
 			if err := p.plan(ctx); err != nil && ctx.Err() == nil {
 				p.logger.Error("prover: closing batches failed", "err", err)
 			}
@@ -45,21 +45,24 @@ func (p *Pipeline) runQueue(ctx context.Context, q ledger.Queue) error {
 			continue
 		}
 		if j == nil {
+			replan = true // waited Interval for a job: look for new work
 			continue
 		}
-		if err := p.work(ctx, q, j); err != nil && ctx.Err() == nil {
+		settled, err := p.work(ctx, q, j)
+		if err != nil && ctx.Err() == nil {
 			p.logger.Warn("proving job not done; it will be claimed again", "job", j.ID, "batch", j.Batch.Seq, "err", err)
 		}
+		replan = replan || settled
 	}
 	return nil
 }
 
 // work proves one claimed job and acknowledges it once its outcome is
-// stored.
-func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) error {
+// stored; it reports whether the job's batch is settled (no longer open).
+func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) (bool, error) {
 	if j.Finished() {
 		p.logger.Info("proving job already finished by an earlier prover; acknowledged", "batch", j.Batch.Seq, "status", j.Batch.Status)
-		return q.Ack(ctx, j)
+		return true, q.Ack(ctx, j)
 	}
 	if j.Deliveries > 1 {
 		p.logger.Info("taking over a proving job", "batch", j.Batch.Seq, "deliveries", j.Deliveries)
@@ -81,39 +84,23 @@ func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) erro
 			}
 		}
 	}()
-	_, err := p.prove(wctx, j.Batch)
+	_, settled, err := p.attempt(wctx, j.Batch)
 	stop()
 	<-renewed
-	if err != nil {
-		return err
+	if err != nil || !settled {
+		// Waiting (its worker does not answer, or a stop): left
+		// unacknowledged, it is claimed again after ClaimIdle, by any
+		// prover, and tried once its backoff allows.
+		return false, err
 	}
-	return q.Ack(ctx, j)
+	return true, q.Ack(ctx, j)
 }
 
-// plan closes and queues the batches that are due. Losing a race to
-// another prover is not an error.
+// plan closes and queues the batches that are due, within the per-worker
+// bound on open batches (counted across every prover of the queue).
+// Losing a race to another prover is not an error.
 func (p *Pipeline) plan(ctx context.Context) error {
 	p.refreshKeys()
-	pending, err := p.store.Pending(ctx)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, b := range p.due(pending) {
-		if err := p.store.AssignBatch(ctx, b); err != nil && !errors.Is(err, ledger.ErrNotPending) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// sleep waits d on the pipeline's clock, or until ctx ends.
-func (p *Pipeline) sleep(ctx context.Context, d time.Duration) {
-	done := make(chan struct{})
-	t := p.cfg.Clock.AfterFunc(d, func() { close(done) })
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-done:
-	}
+	_, err := p.cut(ctx)
+	return err
 }
