@@ -44,6 +44,12 @@ type workerLedger interface {
 	RegisterModels(ctx context.Context, versions ...workers.ModelVersion) error
 }
 
+// countersignLedger is a workerLedger that also hands each worker's
+// countersign credential to the provers (checked by type assertion).
+type countersignLedger interface {
+	SetCountersignCredential(ctx context.Context, workerID, credential string) error
+}
+
 // admissionLedger is a workerLedger that also keeps the v2 admission
 // registry of (worker, model version) pairs (checked by type assertion).
 type admissionLedger interface {
@@ -77,6 +83,7 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		if err != nil {
 			return err
 		}
+		countersign := "" // only a ledger's provers countersign
 		if wl, ok := s.deps.Ledger.(workerLedger); ok {
 			if err := wl.RegisterModels(ctx, reg.Models...); err != nil {
 				return apierr.Internal(err)
@@ -89,6 +96,12 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			if err := wl.SetWorkerURL(ctx, reg.WorkerID, reg.URL); err != nil {
 				return apierr.Internal(err)
 			}
+			if cl, ok := wl.(countersignLedger); ok {
+				if err := cl.SetCountersignCredential(ctx, reg.WorkerID, reg.CountersignToken); err != nil {
+					return apierr.Internal(err)
+				}
+				countersign = reg.CountersignToken
+			}
 		}
 		s.deps.Registry.Upsert(reg)
 		s.log.Debug("worker registered", "request_id", reqID, "worker", reg.WorkerID, "url", reg.URL, "models", len(reg.Models))
@@ -96,6 +109,7 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			WorkerID:            reg.WorkerID,
 			SessionToken:        reg.SessionToken,
 			HeartbeatIntervalMS: s.deps.Registrar.HeartbeatInterval().Milliseconds(),
+			CountersignToken:    countersign,
 		})
 	case "heartbeat":
 		var hb workers.Heartbeat

@@ -163,7 +163,11 @@ func TestRedisCluster(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return workers.RequestCountersign(ctx, client, url, req)
+		cred, err := l1.CountersignCredential(ctx, wid)
+		if err != nil {
+			return nil, err
+		}
+		return workers.RequestCountersign(ctx, client, url, cred, req)
 	}
 	provers := []struct {
 		name string
