@@ -138,6 +138,7 @@ type verifier struct {
 	roots   []fr.Element
 	gateway string
 	client  *http.Client
+	dups    receipts.Duplicates // one request billed twice across the inputs
 }
 
 func (v *verifier) get(ctx context.Context, path string) ([]byte, error) {
@@ -242,5 +243,8 @@ func (v *verifier) verify(ctx context.Context, r *receipts.Receipt) error {
 			}
 		}
 	}
-	return receipts.Verify(r, vk, root)
+	if err := receipts.Verify(r, vk, root); err != nil {
+		return err
+	}
+	return v.dups.Add(r)
 }

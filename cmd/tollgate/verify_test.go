@@ -101,4 +101,19 @@ func TestVerifyCommand(t *testing.T) {
 	if err := runVerify(ctx, append(args, good, badFile)); err == nil {
 		t.Fatal("tampered receipt passed tollgate verify")
 	}
+	// One proven request under a second receipt ID (what a double
+	// countersign produced): each receipt verifies alone, the set bills
+	// the request twice.
+	var again receipts.Receipt
+	json.Unmarshal(items[0], &again)
+	again.ID = "rcpt_again"
+	dup, _ := json.Marshal(&again)
+	dupFile := filepath.Join(dir, "dup.json")
+	os.WriteFile(dupFile, dup, 0o600)
+	if err := runVerify(ctx, append(args, dupFile)); err != nil {
+		t.Fatalf("the copy alone: %v", err)
+	}
+	if err := runVerify(ctx, append(args, good, dupFile)); err == nil {
+		t.Fatal("tollgate verify passed two receipts for one request")
+	}
 }
