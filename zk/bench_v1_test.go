@@ -83,6 +83,7 @@ func BenchmarkProveV1(b *testing.B) {
 			w := assignV1(b, batch, v1Registry(b, testOtherModel, testModel))
 			signV1(b, w, batch, key)
 			b.ReportAllocs()
+			cpu := startCPU()
 			for b.Loop() {
 				wit, err := frontend.NewWitness(w, ecc.BN254.ScalarField())
 				if err != nil {
@@ -98,6 +99,7 @@ func BenchmarkProveV1(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(c*b.N)/b.Elapsed().Seconds(), "receipts/s")
+			cpu.report(b, c)
 		})
 	}
 }
