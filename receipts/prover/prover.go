@@ -656,8 +656,15 @@ func (p *Pipeline) refused(ctx context.Context, b *ledger.Batch, entries []*ledg
 			if err != nil {
 				return 0, false, err
 			}
-			if prior.Status == ledger.StatusRecut && !slicesContains(revive, prior.Seq) {
+			switch {
+			case prior.Status == ledger.StatusRecut && !slicesContains(revive, prior.Seq):
 				revive = append(revive, prior.Seq)
+			case prior.Status == receipts.StatusProven || prior.Status == receipts.StatusFailed:
+				// A second record of one request (a ledger written before
+				// request IDs were unique): the request is billed in prior.
+				for _, id := range ids {
+					failed[id] = fmt.Sprintf("a second record of request %q, which batch %d already holds (%s): %s", r.RequestID, prior.Seq, prior.Status, r.Reason)
+				}
 			}
 		case r.Code == workers.RefuseDuplicateInBatch:
 			for _, id := range ids[1:] { // the first of them is the record

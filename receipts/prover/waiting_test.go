@@ -359,3 +359,82 @@ func TestStoppedProverCutsNothing(t *testing.T) {
 		t.Errorf("counts %+v", n)
 	}
 }
+
+// TestRefusalByCode: what the prover does with each kind of explicit
+// refusal. Only the records refused for what they are fail; a record
+// signed into a batch this ledger holds open is never failed.
+func TestRefusalByCode(t *testing.T) {
+	refusal := func(records ...workers.RefusedRecord) error {
+		return &workers.RefusedError{Err: apierr.Forbidden("countersign_refused", "refused"), Records: records}
+	}
+	tests := []struct {
+		name       string
+		refuse     func(req *workers.CountersignRequest, proven uint64) error
+		wantFailed int    // of the batch's 2 receipts
+		wantError  string // in the failed receipt's error
+		wantOpen   bool   // the batch is still open (waits)
+	}{
+		{"unknown record", func(req *workers.CountersignRequest, _ uint64) error {
+			return refusal(workers.RefusedRecord{RequestID: req.Completions[0].RequestID, Code: workers.RefuseUnknownRecord, Reason: "never produced"})
+		}, 1, "never produced", false},
+		{"aged out", func(req *workers.CountersignRequest, _ uint64) error {
+			return refusal(workers.RefusedRecord{RequestID: req.Completions[1].RequestID, Code: workers.RefuseRecordExpired, Reason: "aged out"})
+		}, 1, "record_expired", false},
+		{"signed in a batch this ledger does not hold", func(req *workers.CountersignRequest, _ uint64) error {
+			return refusal(workers.RefusedRecord{RequestID: req.Completions[0].RequestID, Code: workers.RefuseAlreadyCountersigned, Sequence: 99, Reason: "in 99"})
+		}, 1, "does not hold", false},
+		{"signed in a proven batch: a second record", func(req *workers.CountersignRequest, proven uint64) error {
+			return refusal(workers.RefusedRecord{RequestID: req.Completions[0].RequestID, Code: workers.RefuseAlreadyCountersigned, Sequence: proven, Reason: "in the proven one"})
+		}, 1, "a second record", false},
+		{"a refusal naming no record", func(*workers.CountersignRequest, uint64) error { return refusal() }, 2, "refused", false},
+		{"signed under this very sequence, other contents", func(req *workers.CountersignRequest, _ uint64) error {
+			return refusal(workers.RefusedRecord{RequestID: req.Completions[0].RequestID, Code: workers.RefuseAlreadyCountersigned, Sequence: req.Sequence, Reason: "same seq"})
+		}, 0, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			// Batch 1, already proven (its outcome stored directly).
+			done := e.record("done", 1, true)
+			e.clock.Advance(time.Second)
+			b1 := &ledger.Batch{WorkerID: e.wid, Model: model.Name, ModelDigest: model.Digest, Capacity: 8, Receipts: done, CreatedAt: e.clock.Now()}
+			if err := e.ledger.Store().AssignBatch(ctx, b1); err != nil {
+				t.Fatal(err)
+			}
+			b1.Status = receipts.StatusProven
+			if err := e.ledger.Store().FinishBatch(ctx, b1); err != nil {
+				t.Fatal(err)
+			}
+			ids := e.record("x", 2, true)
+			e.clock.Advance(time.Second)
+			p := e.pipeline(func(_ context.Context, _ string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) {
+				return nil, tt.refuse(req, b1.Seq)
+			})
+			if _, err := p.Step(ctx); err != nil {
+				t.Fatal(err)
+			}
+			failed := 0
+			for _, id := range ids {
+				r := e.receipt(id)
+				switch r.Status {
+				case receipts.StatusFailed:
+					failed++
+					if !strings.Contains(r.Error, tt.wantError) {
+						t.Errorf("%s: error %q, want it to say %q", id, r.Error, tt.wantError)
+					}
+				case receipts.StatusPending:
+				default:
+					t.Errorf("%s: %s", id, r.Status)
+				}
+			}
+			if failed != tt.wantFailed {
+				t.Errorf("%d failed, want %d", failed, tt.wantFailed)
+			}
+			open, _ := e.ledger.Store().OpenBatches(ctx)
+			if got := len(open) == 1 && open[0].Seq == 2; got != tt.wantOpen {
+				t.Errorf("batch 2 still open: %v, want %v (open %+v)", got, tt.wantOpen, open)
+			}
+		})
+	}
+}
