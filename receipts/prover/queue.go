@@ -11,16 +11,19 @@ import (
 // Redis mode: `tollgate prover --redis URL`, any number of them). One loop
 // (so the key set needs no lock) does two things in turn:
 //
-//   - planning, at most every Interval: close the batches that are due (as Step
-//     does) with AssignBatch, which puts each on the queue atomically. Every
-//     prover plans; two closing the same receipts race on AssignBatch and
-//     exactly one wins (the other gets ledger.ErrNotPending). Provers
-//     sharing a queue must share their key capacities, since whichever
-//     closes a batch picks its circuit size.
+//   - planning, every Interval and whenever a job settles or the queue is
+//     idle: close the batches that are due (as Step does, within
+//     MaxOpenPerWorker counted over the whole queue) with AssignBatch, which
+//     puts each on the queue atomically. Every prover plans; two closing
+//     the same receipts race on AssignBatch and exactly one wins (the other
+//     gets ledger.ErrNotPending). Provers sharing a queue must share their
+//     key capacities, since whichever closes a batch picks its circuit size.
 //   - proving: claim a job (a dead prover's first, after ClaimIdle; else a
 //     new one), prove it while renewing the claim, store the outcome, and
-//     acknowledge it. A transient failure leaves the job unacknowledged, so
-//     it is claimed again (by any prover) after ClaimIdle.
+//     acknowledge it. A batch that waits (its worker does not answer, see
+//     backoff) or a stop leaves the job unacknowledged, so it is claimed
+//     again (by any prover) after ClaimIdle: the retry interval of the
+//     queue is at least ClaimIdle.
 //
 // A job is acknowledged only after its batch's outcome is stored, and the
 // store keeps the first outcome of a batch only, so every receipt is proven
