@@ -140,7 +140,7 @@ type proverProc struct {
 // ends proven, exactly once, none failed, no request countersigned into
 // two batches, and never more than MaxOpenPerWorker batches open.
 func TestBacklogSurvivesRestarts(t *testing.T) {
-	const n = 40 // 5 batches of capacity 8; `scripts/soak-backlog.sh` runs 50,000 across real processes
+	const n = 120 // 15 batches of capacity 8; `scripts/soak-backlog.sh` runs 50,000 across real processes
 	keys := keyDir(t)
 	path := filepath.Join(t.TempDir(), "receipts.db")
 	var (
