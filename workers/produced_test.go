@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
@@ -252,4 +253,49 @@ func TestRecordStoreIsSingleProcess(t *testing.T) {
 		b.Close()
 		t.Fatal("a second agent opened the same record store")
 	}
+}
+
+// TestAgedOutAndRefusedRecordsAreCounted: the worker's metrics say how
+// many records aged out unsigned and how many countersigns it refused, by
+// reason.
+func TestAgedOutAndRefusedRecordsAreCounted(t *testing.T) {
+	prov, shutdown, err := obs.Setup(context.Background(), obs.Config{ServiceName: "test", Prometheus: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background()) //nolint:errcheck // in-memory
+	clk := clock.NewFake(t0)
+	key := testKey(t, 10)
+	a, err := workers.OpenAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: simEngine(t), Clock: clk,
+		DataDir: t.TempDir(), RecordMaxAge: time.Hour, Obs: prov})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	old := produce(t, a, "b1", "old-0")
+	clk.Advance(2 * time.Hour)
+	produce(t, a, "b2", "new-0")
+	signer := workers.NewCountersigner(key, a, nil, workers.WithCountersignMetrics(prov.Metrics()))
+	if _, err := signer.Countersign(context.Background(), countersignRequest(1, old[0])); err == nil {
+		t.Fatal("an aged-out record was countersigned")
+	}
+	var buf bytes.Buffer
+	if err := prov.WriteMetrics(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`tollgate_worker_records_total{event="aged_out_unsigned"`, `tollgate_worker_records_total{event="refused_record_expired"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(buf.String(), "tollgate_worker"))
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

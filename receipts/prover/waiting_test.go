@@ -438,3 +438,25 @@ func TestRefusalByCode(t *testing.T) {
 		})
 	}
 }
+
+// TestCountersignOutcomesAreCounted: why receipts wait is in a metric too.
+func TestCountersignOutcomesAreCounted(t *testing.T) {
+	prov, shutdown, err := obs.Setup(context.Background(), obs.Config{ServiceName: "test", Prometheus: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background()) //nolint:errcheck // in-memory
+	e := newEnv(t)
+	e.record("m", 2, true)
+	e.clock.Advance(time.Second)
+	p := e.pipeline(down)
+	p.cfg.Obs = prov
+	p.Step(context.Background())
+	var buf strings.Builder
+	if err := prov.WriteMetrics(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if want := `tollgate_receipts_countersign_total{outcome="unreachable"`; !strings.Contains(buf.String(), want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}
