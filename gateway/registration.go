@@ -99,6 +99,12 @@ func (s *Server) admitWorker(ctx context.Context, wl workerLedger, reg *workers.
 	}
 }
 
+// countersignLedger is a workerLedger that also hands each worker's
+// countersign credential to the provers (checked by type assertion).
+type countersignLedger interface {
+	SetCountersignCredential(ctx context.Context, workerID, credential string) error
+}
+
 // workerRoute serves POST /v1/workers/{challenge,register,heartbeat,deregister}.
 func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 	if s.deps.Registrar == nil {
@@ -127,6 +133,7 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		if err != nil {
 			return err
 		}
+		countersign := "" // only a ledger's provers countersign
 		if wl, ok := s.deps.Ledger.(workerLedger); ok {
 			if err := s.admitWorker(ctx, wl, reg); err != nil {
 				s.deps.Registrar.Forget(reg.WorkerID)
@@ -138,6 +145,12 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			if err := wl.SetWorkerURL(ctx, reg.WorkerID, reg.URL); err != nil {
 				return apierr.Internal(err)
 			}
+			if cl, ok := wl.(countersignLedger); ok {
+				if err := cl.SetCountersignCredential(ctx, reg.WorkerID, reg.CountersignToken); err != nil {
+					return apierr.Internal(err)
+				}
+				countersign = reg.CountersignToken
+			}
 		}
 		s.deps.Registry.Upsert(reg)
 		s.log.Debug("worker registered", "request_id", reqID, "worker", reg.WorkerID, "url", reg.URL, "models", len(reg.Models))
@@ -145,6 +158,7 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			WorkerID:            reg.WorkerID,
 			SessionToken:        reg.SessionToken,
 			HeartbeatIntervalMS: s.deps.Registrar.HeartbeatInterval().Milliseconds(),
+			CountersignToken:    countersign,
 		})
 	case "heartbeat":
 		var hb workers.Heartbeat

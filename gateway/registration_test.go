@@ -185,7 +185,18 @@ type recordingLedger struct {
 	fakeLedger
 	mu     sync.Mutex
 	urls   map[string]string
+	creds  map[string]string
 	models []workers.ModelVersion
+}
+
+func (l *recordingLedger) SetCountersignCredential(_ context.Context, id, cred string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.creds == nil {
+		l.creds = map[string]string{}
+	}
+	l.creds[id] = cred
+	return nil
 }
 
 func (l *recordingLedger) SetWorkerURL(_ context.Context, id, url string) error {
@@ -223,13 +234,19 @@ func TestRegistrationTellsTheLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Register(context.Background()); err != nil {
+	resp, err := m.Register(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	led.mu.Lock()
 	defer led.mu.Unlock()
 	if led.urls[key.WorkerID()] != "http://127.0.0.1:9" || len(led.models) != 1 || led.models[0].Name != "tiny" {
 		t.Errorf("ledger got urls %v models %v", led.urls, led.models)
+	}
+	// The provers get the worker's countersign credential, and so does the
+	// worker (whose countersign route then accepts only them).
+	if c := led.creds[key.WorkerID()]; c == "" || c != resp.CountersignToken || m.CountersignToken() != c {
+		t.Errorf("countersign credential: ledger %q, answer %q, worker %q", c, resp.CountersignToken, m.CountersignToken())
 	}
 }
 

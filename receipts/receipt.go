@@ -42,6 +42,10 @@ type Receipt struct {
 	// disputed), "inconclusive"; empty when it was not audited. Not
 	// covered by the proof: it is the gateway's statement.
 	Audit string `json:"audit,omitempty"`
+	// PendingReason says why a pending receipt is waiting (its worker has
+	// not countersigned its batch yet, or the batch was re-cut); empty
+	// while it simply waits its turn.
+	PendingReason string `json:"pending_reason,omitempty"`
 	// Cursor is the receipt's position in the gateway's export order: pass
 	// it as ?after= to list the receipts recorded after it.
 	Cursor string `json:"cursor,omitempty"`

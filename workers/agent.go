@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
@@ -19,13 +20,12 @@ import (
 // Limits on a batch as the agent accepts it. The gateway never sends more;
 // they bound what a misbehaving peer can make the worker hold.
 const (
-	MaxBatchTasks      = 1024
-	MaxBatchIDLen      = 128
-	MaxRequestIDLen    = 256
-	MaxTraceparentLen  = 256 // W3C version 00 is 55 bytes; later versions may append fields
-	MaxModelNameLen    = 256
-	MaxEmbedInputs     = 2048
-	defaultProducedCap = 100_000
+	MaxBatchTasks     = 1024
+	MaxBatchIDLen     = 128
+	MaxRequestIDLen   = 256
+	MaxTraceparentLen = 256 // W3C version 00 is 55 bytes; later versions may append fields
+	MaxModelNameLen   = 256
+	MaxEmbedInputs    = 2048
 )
 
 // CodeWorkerDraining is the error code a draining worker answers new work with.
@@ -51,11 +51,15 @@ type AgentConfig struct {
 	MaxConcurrency int
 	Logger         *slog.Logger
 	Clock          clock.Clock
-	// ProducedCap bounds how many completion records are kept for later
-	// countersigning; the oldest are dropped first. 0 means 100000.
-	ProducedCap int
-	// DataDir, when set, makes the completion records survive a restart:
-	// they are appended to DataDir/completions.jsonl and reloaded by NewAgent.
+	// RecordMaxAge and RecordMaxBytes bound the completion records kept for
+	// later countersigning (0: DefaultRecordMaxAge, DefaultRecordMaxBytes);
+	// the oldest age out first, logged and counted.
+	RecordMaxAge   time.Duration
+	RecordMaxBytes int64
+	// DataDir, when set, makes the completion records and the countersigned
+	// batches survive a restart (DataDir/records.db, fsync'd before a
+	// completion is returned). Without it they live only as long as the
+	// process.
 	DataDir string
 	// Obs traces each task (a "worker.task" span continuing Task.Traceparent,
 	// the engine call a child span) and the batch endpoint. nil: off.
@@ -71,7 +75,7 @@ type Agent struct {
 	clock    clock.Clock
 	slots    chan struct{}
 	obs      *obs.Provider
-	produced *producedLog
+	produced *recordStore
 
 	mu       sync.Mutex
 	draining bool
@@ -85,9 +89,23 @@ type taskKey struct {
 	index int
 }
 
-// NewAgent builds an agent. A failure to reload DataDir's completion records
-// is logged, not fatal: the agent then starts with an empty record.
+// NewAgent builds an agent. A failure to open DataDir's record store is
+// logged, not fatal: the agent then keeps its records in memory only. A
+// worker process uses OpenAgent, which fails instead.
 func NewAgent(cfg AgentConfig) *Agent {
+	a, err := OpenAgent(cfg)
+	if err != nil {
+		a.logger.Error("completion records not durable: the record store did not open", "err", err)
+		a.produced, _ = openRecordStore(recordOptions{maxAge: cfg.RecordMaxAge, maxBytes: cfg.RecordMaxBytes,
+			clock: a.clock, logger: a.logger, metrics: cfg.Obs.Metrics()})
+	}
+	return a
+}
+
+// OpenAgent builds an agent over its record store (DataDir/records.db, or
+// a temporary one without DataDir); it fails if the store cannot be opened
+// (for example, another worker holds it).
+func OpenAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,9 +114,6 @@ func NewAgent(cfg AgentConfig) *Agent {
 	}
 	if cfg.MaxConcurrency <= 0 {
 		cfg.MaxConcurrency = 64
-	}
-	if cfg.ProducedCap <= 0 {
-		cfg.ProducedCap = defaultProducedCap
 	}
 	a := &Agent{
 		workerID: cfg.WorkerID,
@@ -109,12 +124,10 @@ func NewAgent(cfg AgentConfig) *Agent {
 		slots:    make(chan struct{}, cfg.MaxConcurrency),
 		cancels:  map[taskKey]context.CancelFunc{},
 	}
-	p, err := openProducedLog(cfg.DataDir, cfg.ProducedCap)
-	if err != nil {
-		a.logger.Error("completion records not reloaded", "err", err)
-	}
+	p, err := openRecordStore(recordOptions{dir: cfg.DataDir, maxAge: cfg.RecordMaxAge, maxBytes: cfg.RecordMaxBytes,
+		clock: cfg.Clock, logger: a.logger, metrics: cfg.Obs.Metrics()})
 	a.produced = p
-	return a
+	return a, err
 }
 
 // WorkerID is the ID the agent stamps on its completions.
@@ -725,5 +738,5 @@ func (e *emitter) err() error {
 	return e.failed
 }
 
-// Close releases the completion record file, if any. Call it after Drain.
+// Close releases the record store. Call it after Drain.
 func (a *Agent) Close() error { return a.produced.close() }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"math"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -281,46 +279,6 @@ func TestDrain(t *testing.T) {
 	}
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)
-	}
-}
-
-func TestProducedPersists(t *testing.T) {
-	dir := t.TempDir()
-	cfg := workers.AgentConfig{WorkerID: "w", Engine: simEngine(t), Clock: clock.NewFake(t0), DataDir: dir, ProducedCap: 2}
-	a := workers.NewAgent(cfg)
-	var c collected
-	b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), chatTask("r1"), chatTask("r2")}}
-	if err := a.RunBatch(context.Background(), b, c.emit); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
-	again := workers.NewAgent(cfg)
-	defer again.Close()
-	n := 0
-	for _, id := range []string{"r0", "r1", "r2"} {
-		if got, ok := again.Produced(id); ok {
-			n++
-			if got.WorkerID != "w" || got.RequestID != id {
-				t.Errorf("reloaded %+v", got)
-			}
-		}
-	}
-	if n != 2 {
-		t.Errorf("reloaded %d records, want the cap of 2", n)
-	}
-	// The file is compacted as it grows: never more than 2 × cap records.
-	more := &workers.Batch{ID: "b2", Tasks: []workers.Task{chatTask("r3"), chatTask("r4"), chatTask("r5"), chatTask("r6"), chatTask("r7")}}
-	if err := again.RunBatch(context.Background(), more, c.emit); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, "completions.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lines := strings.Count(string(raw), "\n"); lines > 4 {
-		t.Errorf("record file holds %d lines, want at most 2 × cap = 4", lines)
 	}
 }
 

@@ -81,7 +81,18 @@ func (r *Registerer) SessionToken() string { return r.Session().SessionToken }
 // batches to a worker as soon as it accepts the registration, which can be
 // before this worker has read the new token from the answer; refusing such
 // a batch would fail the request and get the worker ejected.
-func (r *Registerer) LinkToken() string {
+func (r *Registerer) LinkToken() string { return r.settled().SessionToken }
+
+// CountersignToken is the countersign credential of the current
+// registration, for the countersign route
+// (WithCountersignCredential(r.CountersignToken)); like LinkToken it
+// first waits for a registration in flight, since the gateway hands the
+// new credential to its provers before this worker reads it.
+func (r *Registerer) CountersignToken() string { return r.settled().CountersignToken }
+
+// settled is the session once no registration is in flight (waiting up to
+// linkTokenWait for one).
+func (r *Registerer) settled() RegisterResponse {
 	r.mu.Lock()
 	pending := r.registering
 	r.mu.Unlock()
@@ -94,7 +105,7 @@ func (r *Registerer) LinkToken() string {
 		}
 		t.Stop()
 	}
-	return r.SessionToken()
+	return r.Session()
 }
 
 // NewRegisterer checks cfg and builds a Registerer.

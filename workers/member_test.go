@@ -48,7 +48,7 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		json.NewEncoder(w).Encode(workers.RegisterResponse{WorkerID: reg.WorkerID, SessionToken: reg.SessionToken,
-			HeartbeatIntervalMS: g.reg.HeartbeatInterval().Milliseconds()})
+			HeartbeatIntervalMS: g.reg.HeartbeatInterval().Milliseconds(), CountersignToken: reg.CountersignToken})
 		g.events <- "register"
 	case workers.PathHeartbeat:
 		var hb workers.Heartbeat
@@ -249,5 +249,33 @@ func TestLinkTokenDuringRegistration(t *testing.T) {
 	}
 	if got := <-batchStatus; got != http.StatusOK {
 		t.Errorf("batch sent during registration: status %d, want 200", got)
+	}
+}
+
+// TestRegistererKeepsTheCountersignCredential: the credential the gateway
+// answered with is what the worker's countersign route then requires.
+func TestRegistererKeepsTheCountersignCredential(t *testing.T) {
+	k, _ := keys.Generate(nil)
+	reg, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, OpenRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &testGateway{reg: reg, events: make(chan string, 100)}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	r, err := workers.NewRegisterer(workers.MemberConfig{GatewayURL: srv.URL, ProviderToken: providerToken, Key: k,
+		AdvertiseURL: "http://127.0.0.1:9", Agent: newAgent(t, simEngine(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.CountersignToken() != "" {
+		t.Fatal("a credential before registering")
+	}
+	resp, err := r.Register(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.CountersignToken == "" || r.CountersignToken() != resp.CountersignToken {
+		t.Errorf("CountersignToken %q, gateway answered %q", r.CountersignToken(), resp.CountersignToken)
 	}
 }

@@ -2,169 +2,574 @@ package workers
 
 import (
 	"bufio"
+	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 )
 
-// producedFile is the name of the completion record log in an agent's DataDir.
-const producedFile = "completions.jsonl"
+// recordsFile is the worker's record store in its DataDir; legacyProduced
+// is the JSON-lines file it replaces (imported once, then removed).
+const (
+	recordsFile    = "records.db"
+	legacyProduced = "completions.jsonl"
+)
 
-// producedLog is the agent's bounded record of the completions it produced,
-// keyed by request ID, so that it can later check what it is asked to
-// countersign. It is an in-memory FIFO of at most cap records, optionally
-// mirrored to an append-only JSON-lines file that is compacted to the newest
-// cap records when it is reopened and whenever it reaches 2 × cap records.
-// Appends are not fsync'd: a record lost in a crash only means the worker
-// declines to countersign that request.
-type producedLog struct {
-	mu    sync.Mutex
-	cap   int
-	byID  map[string]*Completion
-	order []string // ring of request IDs, oldest at head
-	head  int
-	path  string
-	file  *os.File
-	lines int // records in the file, for compaction
+// Default bounds of the record store.
+//
+// Records are kept for RecordMaxAge (7 days) so that a backlog the prover
+// has not countersigned yet, however large, stays signable for that long;
+// RecordMaxBytes (4 GiB) bounds the disk it takes. A record costs about
+// 500 bytes on disk (its JSON, the age index, and its share of the signed
+// set), so 4 GiB holds about 8 million records: 7 days at 13 requests/s, or
+// 11 hours at 200/s. Whichever bound is reached first ages the oldest
+// records out; each one that goes unsigned is logged and counted
+// (tollgate.worker.records{event="aged_out_unsigned"}), and a later
+// countersign request for it is refused with code record_expired.
+const (
+	DefaultRecordMaxAge   = 7 * 24 * time.Hour
+	DefaultRecordMaxBytes = 4 << 30
+)
+
+var (
+	bucketProduced  = []byte("produced")   // request ID → 8-byte stored-at (Unix ns) + Completion JSON
+	bucketAge       = []byte("age")        // stored-at + request ID → empty (oldest first)
+	bucketSigned    = []byte("signed")     // request ID → batch key
+	bucketSigBatch  = []byte("batches")    // batch key → SignedBatch JSON
+	bucketSignedAge = []byte("signed_age") // signed-at + batch key → empty
+	bucketRecMeta   = []byte("meta")
+	metaBytes       = []byte("bytes")          // live bytes, 8-byte BE
+	metaExpired     = []byte("expired_before") // newest stored-at aged out, Unix ns
+)
+
+// sweepChunk bounds how many records one transaction ages out, so a
+// large expiry never holds the writer for long.
+const sweepChunk = 10_000
+
+// recordStore is the worker's durable memory of what it produced and what
+// it countersigned (one bbolt file in the DataDir):
+//
+//   - completion records, keyed by request ID, so it can check what it is
+//     asked to countersign. add returns once the record is fsync'd
+//     (concurrent adds share one fsync), so a record a gateway holds is never
+//     lost to a worker crash.
+//   - every batch it countersigned, keyed by each of its request IDs (see
+//     SignOnce), so it never signs a leaf into two batches, across restarts.
+//
+// Both are bounded by age and the store by size (DefaultRecordMaxAge,
+// DefaultRecordMaxBytes), not by a count smaller than a realistic backlog.
+// bbolt reuses the pages freed by ageing out, so the file stays near its
+// high-water mark. Without a DataDir the same store runs on an unlinked
+// temporary file without fsync: nothing survives the process.
+type recordStore struct {
+	db       *bolt.DB
+	maxAge   time.Duration
+	maxBytes int64
+	clock    clock.Clock
+	logger   *slog.Logger
+	metrics  *obs.Metrics
+
+	expiredBefore atomic.Int64 // Unix ns; see expired
+
+	adds    chan *addReq
+	quit    chan struct{}
+	stopped chan struct{}
+	closed  atomic.Bool
 }
 
-func openProducedLog(dir string, capacity int) (*producedLog, error) {
-	p := &producedLog{cap: capacity, byID: map[string]*Completion{}}
-	if dir == "" {
-		return p, nil
-	}
-	p.path = filepath.Join(dir, producedFile)
-	if err := p.load(p.path); err != nil {
-		return p, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return p, fmt.Errorf("completion records: %w", err)
-	}
-	if err := p.compactLocked(); err != nil {
-		return p, err
-	}
-	return p, nil
+type recordOptions struct {
+	dir      string
+	maxAge   time.Duration
+	maxBytes int64
+	clock    clock.Clock
+	logger   *slog.Logger
+	metrics  *obs.Metrics
 }
 
-// compactLocked rewrites the file with only the records held in memory and
-// reopens it for appending. It runs at open and whenever the file holds
-// twice the cap, so the file stays within 2 × cap records.
-func (p *producedLog) compactLocked() error {
-	if p.file != nil {
-		p.file.Close()
-		p.file = nil
+type addReq struct {
+	c    *Completion
+	done chan error
+}
+
+var errRecordsClosed = errors.New("completion records: store closed")
+
+func openRecordStore(o recordOptions) (*recordStore, error) {
+	if o.maxAge <= 0 {
+		o.maxAge = DefaultRecordMaxAge
 	}
-	tmp := p.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if o.maxBytes <= 0 {
+		o.maxBytes = DefaultRecordMaxBytes
+	}
+	if o.clock == nil {
+		o.clock = clock.Real{}
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	var (
+		db  *bolt.DB
+		err error
+	)
+	if o.dir == "" {
+		db, err = openScratchBolt()
+	} else {
+		if err := os.MkdirAll(o.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("completion records: %w", err)
+		}
+		db, err = bolt.Open(filepath.Join(o.dir, recordsFile), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	}
 	if err != nil {
-		return fmt.Errorf("completion records: %w", err)
+		return nil, fmt.Errorf("completion records: %w", err)
 	}
-	w := bufio.NewWriter(f)
-	for _, c := range p.snapshot() {
-		b, _ := json.Marshal(c)
-		w.Write(append(b, '\n'))
+	s := &recordStore{db: db, maxAge: o.maxAge, maxBytes: o.maxBytes, clock: o.clock, logger: o.logger, metrics: o.metrics,
+		adds: make(chan *addReq, 1024), quit: make(chan struct{}), stopped: make(chan struct{})}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketProduced, bucketAge, bucketSigned, bucketSigBatch, bucketSignedAge, bucketRecMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		s.expiredBefore.Store(int64(getU64(tx.Bucket(bucketRecMeta), metaExpired)))
+		return nil
+	})
+	if err == nil && o.dir != "" {
+		err = s.importLegacy(filepath.Join(o.dir, legacyProduced))
 	}
-	if err := errors.Join(w.Flush(), f.Sync(), f.Close(), os.Rename(tmp, p.path)); err != nil {
-		return fmt.Errorf("completion records: compact: %w", err)
-	}
-	f, err = os.OpenFile(p.path, os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("completion records: %w", err)
+		db.Close()
+		return nil, fmt.Errorf("completion records: %w", err)
 	}
-	p.file = f
-	p.lines = len(p.order)
-	return nil
+	go s.commitLoop()
+	return s, nil
 }
 
-func (p *producedLog) load(path string) error {
+// openScratchBolt opens a bbolt file that is already unlinked: a store
+// for an agent without a DataDir, gone with the process.
+func openScratchBolt() (*bolt.DB, error) {
+	f, err := os.CreateTemp("", "tollgate-records-*.db")
+	if err != nil {
+		return nil, err
+	}
+	path := f.Name()
+	f.Close()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	os.Remove(path)
+	return db, err
+}
+
+// importLegacy moves the records of an older worker's completions.jsonl
+// into the store (aged from their own time) and removes the file.
+func (s *recordStore) importLegacy(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("completion records: %w", err)
+		return err
 	}
 	defer f.Close()
+	var cs []*Completion
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var c Completion
-		if err := json.Unmarshal(sc.Bytes(), &c); err != nil || c.RequestID == "" {
+		if json.Unmarshal(sc.Bytes(), &c) != nil || c.RequestID == "" {
 			continue // a torn last line after a crash
 		}
-		p.addLocked(&c)
+		cs = append(cs, &c)
 	}
-	return sc.Err()
-}
-
-func (p *producedLog) add(c *Completion) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.addLocked(c)
-	if p.file == nil {
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		for _, c := range cs {
+			if err := s.putLocked(tx, c, c.Time); err != nil {
+				return err
+			}
+		}
 		return nil
-	}
-	b, err := json.Marshal(c)
+	})
 	if err != nil {
 		return err
 	}
-	if _, err := p.file.Write(append(b, '\n')); err != nil {
+	s.logger.Info("completion records imported from the old record file", "records", len(cs), "file", path)
+	return os.Remove(path)
+}
+
+// add stores c durably and returns once it is fsync'd.
+func (s *recordStore) add(c *Completion) error {
+	if s.closed.Load() {
+		return errRecordsClosed
+	}
+	r := &addReq{c: c, done: make(chan error, 1)}
+	select {
+	case s.adds <- r:
+	case <-s.quit:
+		return errRecordsClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-s.stopped: // queued as the store closed
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return errRecordsClosed
+		}
+	}
+}
+
+// commitLoop writes everything queued at each moment in one fsync'd
+// transaction: an idle store adds no wait, a busy one shares each fsync.
+func (s *recordStore) commitLoop() {
+	defer close(s.stopped)
+	for {
+		var group []*addReq
+		select {
+		case r := <-s.adds:
+			group = append(group, r)
+		case <-s.quit:
+			for {
+				select {
+				case r := <-s.adds:
+					r.done <- errRecordsClosed
+				default:
+					return
+				}
+			}
+		}
+	gather:
+		for len(group) < cap(s.adds) {
+			select {
+			case r := <-s.adds:
+				group = append(group, r)
+			default:
+				break gather
+			}
+		}
+		s.commit(group)
+	}
+}
+
+func (s *recordStore) commit(group []*addReq) {
+	now := s.clock.Now()
+	var aged agedOut
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, r := range group {
+			if err := s.putLocked(tx, r.c, now); err != nil {
+				return err
+			}
+		}
+		var err error
+		aged, err = s.sweepLocked(tx, now)
+		return err
+	})
+	if err == nil {
+		s.report(aged)
+	}
+	for _, r := range group {
+		r.done <- err
+	}
+}
+
+// putLocked stores c as produced at at (in a write transaction).
+func (s *recordStore) putLocked(tx *bolt.Tx, c *Completion, at time.Time) error {
+	pb, ab, mb := tx.Bucket(bucketProduced), tx.Bucket(bucketAge), tx.Bucket(bucketRecMeta)
+	j, err := json.Marshal(c)
+	if err != nil {
 		return err
 	}
-	p.lines++
-	if p.lines >= 2*p.cap {
-		return p.compactLocked()
+	id := []byte(c.RequestID)
+	size := int64(0)
+	if old := pb.Get(id); len(old) >= 8 {
+		// The same request again (a retried task): the newer record wins.
+		size -= int64(len(old)+2*len(id)) + 8
+		if err := ab.Delete(ageKey(int64(binary.BigEndian.Uint64(old)), id)); err != nil {
+			return err
+		}
 	}
-	return nil
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(j)), uint64(at.UnixNano()))
+	v = append(v, j...)
+	size += int64(len(v)+2*len(id)) + 8
+	return errors.Join(pb.Put(id, v), ab.Put(ageKey(at.UnixNano(), id), nil), addU64(mb, metaBytes, size))
 }
 
-func (p *producedLog) addLocked(c *Completion) {
-	if _, dup := p.byID[c.RequestID]; dup {
-		p.byID[c.RequestID] = c
-		return
-	}
-	if len(p.order) < p.cap {
-		p.order = append(p.order, c.RequestID)
-	} else {
-		delete(p.byID, p.order[p.head])
-		p.order[p.head] = c.RequestID
-		p.head = (p.head + 1) % p.cap
-	}
-	p.byID[c.RequestID] = c
+func ageKey(at int64, id []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(id)), uint64(at)), id...)
 }
 
-func (p *producedLog) get(requestID string) (*Completion, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c, ok := p.byID[requestID]
-	if !ok {
-		return nil, false
-	}
-	cp := *c
-	return &cp, true
+// agedOut is what one sweep removed.
+type agedOut struct {
+	signed, unsigned int
+	batches          int
+	newest           time.Time // the newest record removed
+	full             bool      // removed for size, not age
 }
 
-// snapshot lists the records oldest first.
-func (p *producedLog) snapshot() []*Completion {
-	out := make([]*Completion, 0, len(p.order))
-	for i := range p.order {
-		out = append(out, p.byID[p.order[(p.head+i)%len(p.order)]])
+// sweepLocked ages out (in a write transaction) the records older than
+// maxAge, then the oldest while the store is over maxBytes, and the signed
+// batches older than maxAge, at most sweepChunk of each per call.
+func (s *recordStore) sweepLocked(tx *bolt.Tx, now time.Time) (agedOut, error) {
+	var out agedOut
+	cutoff := now.Add(-s.maxAge).UnixNano()
+	pb, ab, sb, mb := tx.Bucket(bucketProduced), tx.Bucket(bucketAge), tx.Bucket(bucketSigned), tx.Bucket(bucketRecMeta)
+	bytes := int64(getU64(mb, metaBytes))
+	var victims [][]byte
+	c := ab.Cursor()
+	for k, _ := c.First(); k != nil && len(victims) < sweepChunk; k, _ = c.Next() {
+		at := int64(binary.BigEndian.Uint64(k[:8]))
+		if at >= cutoff && bytes <= s.maxBytes {
+			break
+		}
+		if at >= cutoff {
+			out.full = true
+		}
+		id := k[8:]
+		bytes -= int64(len(pb.Get(id))+2*len(id)) + 8
+		victims = append(victims, append([]byte(nil), k...))
 	}
+	for _, k := range victims {
+		id := k[8:]
+		if sb.Get(id) != nil {
+			out.signed++
+		} else {
+			out.unsigned++
+		}
+		if err := errors.Join(pb.Delete(id), ab.Delete(k)); err != nil {
+			return out, err
+		}
+		out.newest = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+	}
+	if len(victims) > 0 {
+		if err := putU64(mb, metaExpired, uint64(out.newest.UnixNano())); err != nil {
+			return out, err
+		}
+		s.expiredBefore.Store(out.newest.UnixNano())
+	}
+	n, freed, err := s.sweepSignedLocked(tx, cutoff)
+	out.batches = n
+	bytes -= freed
+	if err != nil {
+		return out, err
+	}
+	return out, putU64(mb, metaBytes, uint64(max(bytes, 0)))
+}
+
+// sweepSignedLocked forgets the signed batches older than cutoff. A
+// request ID is remembered at least as long as its record: a batch is
+// signed after its records were produced, and both age by maxAge.
+func (s *recordStore) sweepSignedLocked(tx *bolt.Tx, cutoff int64) (int, int64, error) {
+	sab, bb, sb := tx.Bucket(bucketSignedAge), tx.Bucket(bucketSigBatch), tx.Bucket(bucketSigned)
+	var victims [][]byte
+	c := sab.Cursor()
+	for k, _ := c.First(); k != nil && len(victims) < sweepChunk; k, _ = c.Next() {
+		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoff {
+			break
+		}
+		victims = append(victims, append([]byte(nil), k...))
+	}
+	var freed int64
+	for _, k := range victims {
+		bkey := k[8:]
+		if v := bb.Get(bkey); v != nil {
+			var b SignedBatch
+			if err := json.Unmarshal(v, &b); err == nil {
+				for _, id := range b.RequestIDs {
+					if string(sb.Get([]byte(id))) == string(bkey) {
+						if err := sb.Delete([]byte(id)); err != nil {
+							return 0, freed, err
+						}
+					}
+					freed += int64(len(id) + len(bkey))
+				}
+			}
+			freed += int64(len(v) + 2*len(bkey) + 8)
+		}
+		if err := errors.Join(bb.Delete(bkey), sab.Delete(k)); err != nil {
+			return 0, freed, err
+		}
+	}
+	return len(victims), freed, nil
+}
+
+// report logs and counts what a sweep aged out.
+func (s *recordStore) report(a agedOut) {
+	if a.signed+a.unsigned > 0 {
+		why := "older than the record max age"
+		if a.full {
+			why = "the record store is full (max bytes)"
+		}
+		log := s.logger.Info
+		if a.unsigned > 0 {
+			// Records no prover had countersigned yet: their receipts can
+			// no longer be proven.
+			log = s.logger.Warn
+		}
+		log("completion records aged out", "countersigned", a.signed, "never_countersigned", a.unsigned,
+			"newest_aged_out", a.newest.UTC(), "why", why, "max_age", s.maxAge, "max_bytes", s.maxBytes)
+		s.metrics.RecordWorkerRecords(context.Background(), obs.RecordsAgedOutSigned, a.signed)
+		s.metrics.RecordWorkerRecords(context.Background(), obs.RecordsAgedOutUnsigned, a.unsigned)
+	}
+	if a.batches > 0 {
+		s.logger.Info("countersigned batches aged out of the signed set", "batches", a.batches, "max_age", s.maxAge)
+	}
+}
+
+// get returns the record for requestID unless it is unknown or aged out.
+func (s *recordStore) get(requestID string) (*Completion, bool) {
+	cutoff := s.clock.Now().Add(-s.maxAge).UnixNano()
+	var c *Completion
+	s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketProduced).Get([]byte(requestID))
+		if len(v) < 8 || int64(binary.BigEndian.Uint64(v)) < cutoff {
+			return nil
+		}
+		var rec Completion
+		if json.Unmarshal(v[8:], &rec) == nil {
+			c = &rec
+		}
+		return nil
+	})
+	return c, c != nil
+}
+
+// expired reports whether a record produced at t (the time a countersign
+// request claims for it) would have aged out of this store by now.
+func (s *recordStore) expired(t time.Time) bool {
+	n := t.UnixNano()
+	return n <= s.expiredBefore.Load() || n < s.clock.Now().Add(-s.maxAge).UnixNano()
+}
+
+// signedKey names a signed batch: sequence, then root.
+func signedKey(b *SignedBatch) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, b.Sequence), b.Root...)
+}
+
+// signedLocked looks ids up in the signed set (in any transaction); nil
+// if none is there.
+func signedLocked(tx *bolt.Tx, ids []string) (map[string]*SignedBatch, error) {
+	sb, bb := tx.Bucket(bucketSigned), tx.Bucket(bucketSigBatch)
+	var prior map[string]*SignedBatch
+	known := map[string]*SignedBatch{}
+	for _, id := range ids {
+		bk := sb.Get([]byte(id))
+		if bk == nil {
+			continue
+		}
+		if prior == nil {
+			prior = map[string]*SignedBatch{}
+		}
+		pb, ok := known[string(bk)]
+		if !ok {
+			pb = &SignedBatch{}
+			if err := json.Unmarshal(bb.Get(bk), pb); err != nil {
+				return nil, fmt.Errorf("signed batch %x: %w", bk, err)
+			}
+			known[string(bk)] = pb
+		}
+		prior[id] = pb
+	}
+	return prior, nil
+}
+
+// Signed implements CountersignLog on the store.
+func (s *recordStore) Signed(ids []string) map[string]*SignedBatch {
+	var out map[string]*SignedBatch
+	s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = signedLocked(tx, ids)
+		return err
+	})
 	return out
 }
 
-// Close closes the record file, if any.
-func (p *producedLog) close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.file == nil {
+// SignOnce implements CountersignLog on the store: one fsync'd
+// transaction that checks, signs and records.
+func (s *recordStore) SignOnce(b *SignedBatch, sign func() (string, error)) (*SignedBatch, map[string]*SignedBatch, error) {
+	var prior map[string]*SignedBatch
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		sb, bb := tx.Bucket(bucketSigned), tx.Bucket(bucketSigBatch)
+		var err error
+		if prior, err = signedLocked(tx, b.RequestIDs); err != nil || prior != nil {
+			return err
+		}
+		sig, err := sign()
+		if err != nil {
+			return err
+		}
+		b.Signature = sig
+		v, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		bk := signedKey(b)
+		size := int64(len(v) + 2*len(bk) + 8)
+		for _, id := range b.RequestIDs {
+			if err := sb.Put([]byte(id), bk); err != nil {
+				return err
+			}
+			size += int64(len(id) + len(bk))
+		}
+		at := binary.BigEndian.AppendUint64(nil, uint64(b.SignedAt.UnixNano()))
+		return errors.Join(bb.Put(bk, v), tx.Bucket(bucketSignedAge).Put(append(at, bk...), nil),
+			addU64(tx.Bucket(bucketRecMeta), metaBytes, size))
+	})
+	if err != nil || prior != nil {
+		return nil, prior, err
+	}
+	return b, nil, nil
+}
+
+// close stops the committer (queued adds fail) and closes the file.
+func (s *recordStore) close() error {
+	if s.closed.Swap(true) {
 		return nil
 	}
-	err := p.file.Close()
-	p.file = nil
-	return err
+	close(s.quit)
+	<-s.stopped
+	return s.db.Close()
 }
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putU64(b *bolt.Bucket, k []byte, v uint64) error {
+	return b.Put(k, binary.BigEndian.AppendUint64(nil, v))
+}
+
+func addU64(b *bolt.Bucket, k []byte, d int64) error {
+	return putU64(b, k, uint64(max(int64(getU64(b, k))+d, 0)))
+}
+
+// SignOnce records a countersigned batch in the agent's record store (see
+// CountersignLog): the countersigner of a worker whose source is its
+// Agent never signs a leaf twice, across restarts.
+func (a *Agent) SignOnce(b *SignedBatch, sign func() (string, error)) (*SignedBatch, map[string]*SignedBatch, error) {
+	return a.produced.SignOnce(b, sign)
+}
+
+// Signed looks request IDs up in the agent's signed set (CountersignLog).
+func (a *Agent) Signed(ids []string) map[string]*SignedBatch { return a.produced.Signed(ids) }
+
+// RecordExpired reports whether a completion record produced at t has aged
+// out of the agent's store (see DefaultRecordMaxAge), so a countersign
+// request for it is refused as expired rather than unknown.
+func (a *Agent) RecordExpired(t time.Time) bool { return a.produced.expired(t) }

@@ -83,6 +83,12 @@ type Registered struct {
 	// token it registered with (one token per provider), so the auditor
 	// never has a provider check its own work.
 	Provider string `json:"provider,omitempty"`
+	// CountersignToken is the credential the gateway's provers present to
+	// this worker's countersign route (a fresh random one per
+	// registration). The gateway stores it in the ledger's shared meta and
+	// returns it to the worker; it is never logged nor shared with the
+	// worker registry.
+	CountersignToken string `json:"-"`
 }
 
 // ProviderID is the public name of a provider token: the first 8 bytes of
@@ -97,6 +103,10 @@ type RegisterResponse struct {
 	WorkerID            string `json:"worker_id"`
 	SessionToken        string `json:"session_token"`
 	HeartbeatIntervalMS int64  `json:"heartbeat_interval_ms"`
+	// CountersignToken is the credential the worker's countersign route
+	// must require (WithCountersignCredential); empty from a gateway that
+	// keeps no receipts.
+	CountersignToken string `json:"countersign_token,omitempty"`
 }
 
 // DeregisterRequest is the body of POST /v1/workers/deregister.
@@ -333,19 +343,23 @@ func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.T
 		}
 		r.mu.Unlock()
 	}
-	var tok [32]byte
+	var tok, cs [32]byte
 	if _, err := rand.Read(tok[:]); err != nil {
 		return nil, apierr.Internal(err)
 	}
+	if _, err := rand.Read(cs[:]); err != nil {
+		return nil, apierr.Internal(err)
+	}
 	w := &Registered{
-		WorkerID:       keys.WorkerID(pub),
-		PublicKey:      req.PublicKey,
-		URL:            req.URL,
-		Models:         append([]ModelVersion(nil), req.Models...),
-		GPUs:           append([]GPU(nil), req.GPUs...),
-		MaxConcurrency: req.MaxConcurrency,
-		SessionToken:   hex.EncodeToString(tok[:]),
-		Provider:       ProviderID(req.ProviderToken),
+		WorkerID:         keys.WorkerID(pub),
+		PublicKey:        req.PublicKey,
+		URL:              req.URL,
+		Models:           append([]ModelVersion(nil), req.Models...),
+		GPUs:             append([]GPU(nil), req.GPUs...),
+		MaxConcurrency:   req.MaxConcurrency,
+		SessionToken:     hex.EncodeToString(tok[:]),
+		Provider:         ProviderID(req.ProviderToken),
+		CountersignToken: hex.EncodeToString(cs[:]),
 	}
 	r.mu.Lock()
 	r.sessions[w.WorkerID] = sha256.Sum256([]byte(w.SessionToken))

@@ -69,6 +69,20 @@ func TestRegister(t *testing.T) {
 	if err := r.VerifySession(w.WorkerID, w.SessionToken); err != nil {
 		t.Errorf("VerifySession: %v", err)
 	}
+	// A fresh countersign credential per registration, distinct from the
+	// session token and never part of the worker's JSON (which the shared
+	// registry stores).
+	c2, _ := r.Challenge(providerToken, t0)
+	w2, err := r.Register(context.Background(), signedRequest(t, k, c2), t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.CountersignToken) != 64 || w.CountersignToken == w2.CountersignToken || w.CountersignToken == w.SessionToken {
+		t.Errorf("countersign credentials %q then %q (session %q): want fresh 32-byte hex ones", w.CountersignToken, w2.CountersignToken, w.SessionToken)
+	}
+	if raw, _ := json.Marshal(w); strings.Contains(string(raw), w.CountersignToken) {
+		t.Errorf("the countersign credential is in the worker's JSON: %s", raw)
+	}
 	if err := r.VerifySession(w.WorkerID, "wrong"); code(err) != workers.CodeInvalidSession {
 		t.Errorf("wrong token: %v", err)
 	}

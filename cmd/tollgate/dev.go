@@ -242,9 +242,12 @@ var devBackgroundCapacities = []int{64, 256}
 // URL is the gateway's base URL (without /v1).
 func (d *devStack) URL() string { return d.gw.URL() }
 
-// stop drains the worker (its in-flight tasks finish and it deregisters
-// while the gateway still serves), then shuts the gateway down.
+// stop stops the prover first (no batch is cut for a worker about to
+// leave; the backlog stays pending for the next start), drains the worker
+// (its in-flight tasks finish and it deregisters while the gateway still
+// serves), then shuts the gateway down.
 func (d *devStack) stop() error {
+	d.gw.stopProver()
 	d.cancelWorker()
 	werr := <-d.workerDone
 	gerr := d.gw.stop()

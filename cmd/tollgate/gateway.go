@@ -396,9 +396,11 @@ func (g *gatewayStack) wait(ctx context.Context) error {
 	}
 }
 
-// stop shuts the server down, letting in-flight streams finish within the
-// configured bound, then stops the prover and closes the ledger.
+// stop stops the prover (it cuts no more batches; the backlog stays
+// pending for the next start), shuts the server down, letting in-flight
+// streams finish within the configured bound, and closes the ledger.
 func (g *gatewayStack) stop() error {
+	g.stopProver()
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeouts.Shutdown.D())
 	defer cancel()
 	g.logger.Info("gateway shutting down; in-flight requests may finish", "timeout", g.cfg.Timeouts.Shutdown.D())
@@ -406,14 +408,18 @@ func (g *gatewayStack) stop() error {
 	if serr := <-g.served; serr != nil && !errors.Is(serr, net.ErrClosed) {
 		err = errors.Join(err, serr)
 	}
-	if g.proverDone != nil {
-		g.cancelProver()
-		<-g.proverDone
-	}
 	if g.stopAuditor != nil {
 		g.stopAuditor()
 	}
 	return errors.Join(err, g.closeStore())
+}
+
+// stopProver stops the in-process prover, if any, and waits for it.
+func (g *gatewayStack) stopProver() {
+	if g.proverDone != nil {
+		g.cancelProver()
+		<-g.proverDone
+	}
 }
 
 // keyPolicy says which proving keys the in-process prover may use.

@@ -218,10 +218,14 @@ type workerNode struct {
 // ends; then it drains (in-flight tasks finish), deregisters and stops.
 func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	logger := n.logger // agent and member add the worker key themselves
-	agent := workers.NewAgent(workers.AgentConfig{
+	agent, err := workers.OpenAgent(workers.AgentConfig{
 		WorkerID: n.key.WorkerID(), Engine: n.engine, MaxConcurrency: n.maxConcurrency,
 		Logger: logger, DataDir: n.dataDir, Obs: n.obs,
 	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("worker data %s: %w", n.dataDir, err)
+	}
 	defer agent.Close()
 	gpus := telemetry.NewNVML(logger)
 	defer gpus.Close()
@@ -239,7 +243,8 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	handler := workers.NewHandler(agent, logger,
 		workers.WithLinkAuth(member.LinkToken),
 		workers.WithRoute("GET /metrics", workerMetrics(gpus, hostname, n.obs)),
-		workers.WithRoute("POST "+workers.PathCountersign, workers.NewCountersigner(n.key, agent, logger)))
+		workers.WithRoute("POST "+workers.PathCountersign, workers.NewCountersigner(n.key, agent, logger,
+			workers.WithCountersignCredential(member.CountersignToken), workers.WithCountersignMetrics(n.obs.Metrics()))))
 	// Idle link connections outlive the gateway's own idle limit (60 s,
 	// internal/h1), so the gateway, not the worker, retires them.
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}

@@ -42,6 +42,31 @@ const (
 	MetricProvingDuration = "tollgate.receipts.proving.duration"
 	MetricLedgerWrite     = "tollgate.ledger.write.duration"
 	MetricRecordsRefused  = "tollgate.worker.records.refused"
+	// MetricCountersign counts the prover's countersign attempts by outcome
+	// (Countersign* below); MetricWorkerRecords counts what happens to a
+	// worker's completion records (Records* below).
+	MetricCountersign   = "tollgate.receipts.countersign"
+	MetricWorkerRecords = "tollgate.worker.records"
+)
+
+// Outcomes of a countersign attempt (MetricCountersign's "outcome").
+const (
+	CountersignSigned       = "signed"
+	CountersignUnreachable  = "unreachable"
+	CountersignTimeout      = "timeout"
+	CountersignServerError  = "server_error"
+	CountersignUnauthorized = "unauthorized"
+	CountersignRejected     = "rejected" // another 4xx: the batch waits, it is not failed
+	CountersignRefused      = "refused"  // the worker refused records: only those fail
+	CountersignRecut        = "recut"    // the batch was given up and re-cut
+	CountersignRevived      = "revived"  // a re-cut batch the worker had signed was reopened
+)
+
+// Events of a worker's completion records (MetricWorkerRecords's "event");
+// a refused countersign counts "refused_" + its code per record.
+const (
+	RecordsAgedOutSigned   = "aged_out_countersigned"
+	RecordsAgedOutUnsigned = "aged_out_unsigned"
 )
 
 // Bucket boundaries. The GenAI ones are the semantic conventions'
@@ -120,6 +145,8 @@ type Metrics struct {
 	proving      metric.Float64Histogram
 	ledgerWrite  metric.Float64Histogram
 	refused      metric.Int64Counter
+	countersign  metric.Int64Counter
+	records      metric.Int64Counter
 
 	queueFn    atomic.Pointer[func() QueueCounts]
 	workersFn  atomic.Pointer[func() WorkerCounts]
@@ -167,6 +194,10 @@ func newMetrics(meter metric.Meter, on bool) (*Metrics, error) {
 	m.batchSize = i64(MetricBatchSize, "{task}", "Tasks per batch frame sent to a worker.", bucketsBatchSize)
 	m.proving = f64(MetricProvingDuration, "s", "Duration of proving one receipt batch.", bucketsProving)
 	m.ledgerWrite = f64(MetricLedgerWrite, "s", "Duration of one durable ledger write (fsync included).", bucketsLedgerWrite)
+	m.countersign, err = meter.Int64Counter(MetricCountersign, metric.WithUnit("{attempt}"), metric.WithDescription("Countersign attempts of the receipt prover by outcome."))
+	errs = append(errs, err)
+	m.records, err = meter.Int64Counter(MetricWorkerRecords, metric.WithUnit("{record}"), metric.WithDescription("A worker's completion records aged out or refused countersigning, by event."))
+	errs = append(errs, err)
 
 	m.refused, err = meter.Int64Counter(MetricRecordsRefused, metric.WithUnit("{record}"),
 		metric.WithDescription("Worker completion records the gateway refused, by the check that failed (each ejected its worker)."))
@@ -362,6 +393,22 @@ func (m *Metrics) RecordLedgerWrite(ctx context.Context, d time.Duration, ok boo
 func (m *Metrics) RecordRecordRefused(ctx context.Context, check string) {
 	if m.Enabled() {
 		m.refused.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attribute.String("check", check))))
+	}
+}
+
+// RecordCountersign counts one countersign attempt by outcome (one of the
+// Countersign* constants).
+func (m *Metrics) RecordCountersign(ctx context.Context, outcome string) {
+	if m.Enabled() {
+		m.countersign.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
+	}
+}
+
+// RecordWorkerRecords counts n completion records for an event (one of the
+// Records* constants, or "refused_" + a refusal code).
+func (m *Metrics) RecordWorkerRecords(ctx context.Context, event string, n int) {
+	if m.Enabled() && n > 0 {
+		m.records.Add(ctx, int64(n), metric.WithAttributes(attribute.String("event", event)))
 	}
 }
 

@@ -26,6 +26,13 @@ var (
 	// bucketSubjects holds one nested bucket per subject (API key ID):
 	// subject seq → entry seq, the index of a client's own export.
 	bucketSubjects = []byte("subjects")
+	// bucketRequests indexes request IDs (request ID → entry seq), so a
+	// request is recorded at most once whatever receipt ID it comes with.
+	bucketRequests = []byte("requests")
+	// bucketPendingW holds one nested bucket per worker ID (entry seq →
+	// empty): the pending pool by worker, so the prover reads only what it
+	// cuts. Kept in step with bucketPending by every write.
+	bucketPendingW = []byte("pending_by_worker")
 )
 
 // metaSubjectsIndexed marks a ledger whose every entry is in
@@ -60,7 +67,7 @@ func OpenBolt(path string) (*BoltStore, error) {
 				return err
 			}
 		}
-		return errors.Join(initCounts(tx), initSubjects(tx))
+		return errors.Join(initCounts(tx), initSubjects(tx), initIndexes(tx))
 	})
 	if err != nil {
 		db.Close()
@@ -82,6 +89,11 @@ func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
 // ErrDuplicate is returned when a receipt ID is recorded twice.
 var ErrDuplicate = errors.New("receipt ID already recorded")
 
+// ErrDuplicateRequest is returned when a request ID is recorded again
+// under another receipt ID: one served request is billed once. It wraps
+// ErrDuplicate, so a spool flushing it drops it as already recorded.
+var ErrDuplicateRequest = fmt.Errorf("%w: request ID already recorded under another receipt", ErrDuplicate)
+
 // ErrNotPending is returned by AssignBatch when a receipt is already in a
 // batch (another prover closed it first).
 var ErrNotPending = errors.New("ledger: receipt is not pending")
@@ -100,28 +112,33 @@ func (s *BoltStore) commitLoop() {
 }
 
 // commit writes a group in one fsync'd transaction. A request whose receipt
-// ID is already taken fails alone; a failed transaction fails them all.
+// ID or request ID is already taken fails alone; a failed transaction fails
+// them all.
 func (s *BoltStore) commit(group []*appendReq) {
 	errs := make([]error, len(group))
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		eb, ib, pb := tx.Bucket(bucketEntries), tx.Bucket(bucketIDs), tx.Bucket(bucketPending)
-		taken := map[string]bool{}
+		eb, ib, pb, rb := tx.Bucket(bucketEntries), tx.Bucket(bucketIDs), tx.Bucket(bucketPending), tx.Bucket(bucketRequests)
+		taken, takenReq := map[string]bool{}, map[string]bool{}
 		for gi, r := range group {
 			// An ID is refused if stored, taken earlier in this group, or
-			// named twice within this very request.
-			mine := make(map[string]bool, len(r.entries))
+			// named twice within this very request; so is a request ID.
+			mine, mineReq := make(map[string]bool, len(r.entries)), make(map[string]bool, len(r.entries))
 			for _, e := range r.entries {
 				if taken[e.ID] || mine[e.ID] || ib.Get([]byte(e.ID)) != nil {
 					errs[gi] = fmt.Errorf("%w: %s", ErrDuplicate, e.ID)
 					break
 				}
-				mine[e.ID] = true
+				if rq := requestID(e); rq != "" && (takenReq[rq] || mineReq[rq] || rb.Get([]byte(rq)) != nil) {
+					errs[gi] = fmt.Errorf("%w: request %s (receipt %s)", ErrDuplicateRequest, rq, e.ID)
+					break
+				}
+				mine[e.ID], mineReq[requestID(e)] = true, true
 			}
 			if errs[gi] != nil {
 				continue
 			}
 			for _, e := range r.entries {
-				taken[e.ID] = true
+				taken[e.ID], takenReq[requestID(e)] = true, true
 				seq, err := eb.NextSequence()
 				if err != nil {
 					return err
@@ -143,8 +160,13 @@ func (s *BoltStore) commit(group []*appendReq) {
 					}
 					continue // nothing to prove
 				}
-				if err := pb.Put(key(seq), nil); err != nil {
+				if err := errors.Join(pb.Put(key(seq), nil), putPendingW(tx, e)); err != nil {
 					return err
+				}
+				if rq := requestID(e); rq != "" {
+					if err := rb.Put([]byte(rq), key(seq)); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -353,7 +375,7 @@ func (s *BoltStore) Pending(ctx context.Context) ([]*Entry, error) {
 
 func (s *BoltStore) AssignBatch(ctx context.Context, b *Batch) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		bb, pb, eb, ib := tx.Bucket(bucketBatches), tx.Bucket(bucketPending), tx.Bucket(bucketEntries), tx.Bucket(bucketIDs)
+		bb, pb, ib := tx.Bucket(bucketBatches), tx.Bucket(bucketPending), tx.Bucket(bucketIDs)
 		seqs := make([]uint64, len(b.Receipts))
 		for i, id := range b.Receipts {
 			k := ib.Get([]byte(id))
@@ -373,12 +395,8 @@ func (s *BoltStore) AssignBatch(ctx context.Context, b *Batch) error {
 			if err != nil {
 				return err
 			}
-			e.BatchSeq, e.Index = seq, i
-			v, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
-			if err := errors.Join(eb.Put(key(rs), v), pb.Delete(key(rs))); err != nil {
+			e.BatchSeq, e.Index, e.PendingReason = seq, i, ""
+			if err := errors.Join(putEntry(tx, e), pb.Delete(key(rs)), deletePendingW(tx, e)); err != nil {
 				return err
 			}
 		}
@@ -388,6 +406,236 @@ func (s *BoltStore) AssignBatch(ctx context.Context, b *Batch) error {
 		}
 		return errors.Join(bb.Put(key(seq), v), tx.Bucket(bucketOpen).Put(key(seq), nil))
 	})
+}
+
+func putEntry(tx *bolt.Tx, e *Entry) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketEntries).Put(key(e.Seq), v)
+}
+
+func requestID(e *Entry) string {
+	if e.Completion == nil {
+		return ""
+	}
+	return e.Completion.RequestID
+}
+
+func workerOf(e *Entry) []byte {
+	if e.Completion == nil || e.Completion.WorkerID == "" {
+		return []byte("-")
+	}
+	return []byte(e.Completion.WorkerID)
+}
+
+// putPendingW adds a pending entry to its worker's pool.
+func putPendingW(tx *bolt.Tx, e *Entry) error {
+	wb, err := tx.Bucket(bucketPendingW).CreateBucketIfNotExists(workerOf(e))
+	if err != nil {
+		return err
+	}
+	return wb.Put(key(e.Seq), nil)
+}
+
+// deletePendingW takes an entry out of its worker's pool, dropping the
+// worker's bucket once it is empty.
+func deletePendingW(tx *bolt.Tx, e *Entry) error {
+	pw := tx.Bucket(bucketPendingW)
+	wb := pw.Bucket(workerOf(e))
+	if wb == nil {
+		return nil
+	}
+	if err := wb.Delete(key(e.Seq)); err != nil {
+		return err
+	}
+	if k, _ := wb.Cursor().First(); k == nil {
+		return pw.DeleteBucket(workerOf(e))
+	}
+	return nil
+}
+
+// initIndexes builds the request-ID and per-worker pending indexes of a
+// ledger written before they existed; a no-op once they exist.
+func initIndexes(tx *bolt.Tx) error {
+	if tx.Bucket(bucketRequests) == nil {
+		rb, err := tx.CreateBucket(bucketRequests)
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("entry %d: %w", seqOf(k), err)
+			}
+			if rq := requestID(&e); rq != "" && rb.Get([]byte(rq)) == nil {
+				return rb.Put([]byte(rq), k)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if tx.Bucket(bucketPendingW) == nil {
+		if _, err := tx.CreateBucket(bucketPendingW); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error {
+			e, err := getEntry(tx, seqOf(k))
+			if err != nil {
+				return err
+			}
+			return putPendingW(tx, e)
+		})
+	}
+	return nil
+}
+
+func (s *BoltStore) PendingWorkers(ctx context.Context) ([]string, error) {
+	var out []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPendingW).ForEachBucket(func(k []byte) error {
+			out = append(out, string(k))
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *BoltStore) PendingFor(ctx context.Context, workerID string, limit int) ([]*Entry, error) {
+	var out []*Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		wb := tx.Bucket(bucketPendingW).Bucket([]byte(workerID))
+		if wb == nil {
+			return nil
+		}
+		c := wb.Cursor()
+		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+			e, err := getEntry(tx, seqOf(k))
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *BoltStore) UpdateBatch(ctx context.Context, b *Batch) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketOpen).Get(key(b.Seq)) == nil {
+			return nil
+		}
+		stored, err := getBatch(tx, b.Seq)
+		if err != nil {
+			return err
+		}
+		stored.OfferedAt, stored.Attempts, stored.PendingReason = b.OfferedAt, b.Attempts, b.PendingReason
+		return putBatch(tx, stored)
+	})
+}
+
+func putBatch(tx *bolt.Tx, b *Batch) error {
+	v, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketBatches).Put(key(b.Seq), v)
+}
+
+func (s *BoltStore) RecutBatch(ctx context.Context, b *Batch, reason string, failed map[string]string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		ob, pb := tx.Bucket(bucketOpen), tx.Bucket(bucketPending)
+		if ob.Get(key(b.Seq)) == nil {
+			return fmt.Errorf("%w: batch %d", ErrNotOpen, b.Seq)
+		}
+		stored, err := getBatch(tx, b.Seq)
+		if err != nil {
+			return err
+		}
+		nfailed := 0
+		for _, id := range stored.Receipts {
+			k := tx.Bucket(bucketIDs).Get([]byte(id))
+			if k == nil {
+				return fmt.Errorf("ledger: receipt %s of batch %d missing", id, b.Seq)
+			}
+			e, err := getEntry(tx, seqOf(k))
+			if err != nil {
+				return err
+			}
+			e.BatchSeq, e.Index = 0, 0
+			if why, ok := failed[id]; ok {
+				e.Failure, e.PendingReason = why, ""
+				nfailed++
+				if err := putEntry(tx, e); err != nil {
+					return err
+				}
+				continue
+			}
+			e.PendingReason = reason
+			if err := errors.Join(putEntry(tx, e), pb.Put(k, nil), putPendingW(tx, e)); err != nil {
+				return err
+			}
+		}
+		stored.Status, stored.Error = StatusRecut, reason
+		return errors.Join(putBatch(tx, stored), ob.Delete(key(b.Seq)), addCount(tx, metaFailed, nfailed))
+	})
+}
+
+func (s *BoltStore) GetBatch(ctx context.Context, seq uint64) (*Batch, error) {
+	var b *Batch
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketBatches).Get(key(seq)) == nil {
+			return fmt.Errorf("%w: %d", ErrNoBatch, seq)
+		}
+		var err error
+		b, err = getBatch(tx, seq)
+		return err
+	})
+	return b, err
+}
+
+func (s *BoltStore) ReviveBatch(ctx context.Context, seq uint64) (*Batch, error) {
+	var out *Batch
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		ib, pb := tx.Bucket(bucketIDs), tx.Bucket(bucketPending)
+		if tx.Bucket(bucketBatches).Get(key(seq)) == nil {
+			return fmt.Errorf("%w: %d", ErrNoBatch, seq)
+		}
+		stored, err := getBatch(tx, seq)
+		if err != nil {
+			return err
+		}
+		if stored.Status != StatusRecut {
+			return fmt.Errorf("%w: batch %d is %s, not re-cut", ErrNotOpen, seq, stored.Status)
+		}
+		seqs := make([]uint64, len(stored.Receipts))
+		for i, id := range stored.Receipts {
+			k := ib.Get([]byte(id))
+			if k == nil || pb.Get(k) == nil {
+				return fmt.Errorf("%w: receipt %s", ErrNotPending, id)
+			}
+			seqs[i] = seqOf(k)
+		}
+		for i, rs := range seqs {
+			e, err := getEntry(tx, rs)
+			if err != nil {
+				return err
+			}
+			e.BatchSeq, e.Index, e.PendingReason = seq, i, ""
+			if err := errors.Join(putEntry(tx, e), pb.Delete(key(rs)), deletePendingW(tx, e)); err != nil {
+				return err
+			}
+		}
+		stored.Status, stored.Error = receipts.StatusPending, ""
+		stored.OfferedAt, stored.Attempts, stored.PendingReason = time.Time{}, 0, ""
+		out = stored
+		return errors.Join(putBatch(tx, stored), tx.Bucket(bucketOpen).Put(key(seq), nil))
+	})
+	return out, err
 }
 
 func (s *BoltStore) OpenBatches(ctx context.Context) ([]*Batch, error) {

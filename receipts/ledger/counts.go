@@ -89,8 +89,16 @@ func addFinished(tx *bolt.Tx, b *Batch) error {
 	if b.Status == receipts.StatusProven {
 		k = metaProven
 	}
+	return addCount(tx, k, len(b.Receipts))
+}
+
+// addCount adds n to a status counter inside a write transaction.
+func addCount(tx *bolt.Tx, k []byte, n int) error {
+	if n == 0 {
+		return nil
+	}
 	mb := tx.Bucket(bucketMeta)
-	return mb.Put(k, key(uint64(readCount(mb, k)+int64(len(b.Receipts)))))
+	return mb.Put(k, key(uint64(readCount(mb, k)+int64(n))))
 }
 
 // addVoid counts one void entry, inside the appending transaction.
@@ -118,7 +126,7 @@ func initCounts(tx *bolt.Tx) error {
 		}
 		if b.Status == receipts.StatusProven {
 			proven += uint64(len(b.Receipts))
-		} else {
+		} else if b.Status != StatusRecut {
 			failed += uint64(len(b.Receipts))
 		}
 		return nil

@@ -185,7 +185,15 @@ func render(e *Entry, b *Batch, trees treeCache, own bool) (*receipts.Receipt, e
 	if _, mv, leaf, err := r.LeafFields(); err == nil {
 		r.ModelVersion, r.Leaf = receipts.ElementHex(mv), receipts.ElementHex(leaf)
 	}
-	if b == nil || b.Status == receipts.StatusPending {
+	if e.Failure != "" {
+		r.Status, r.Error = receipts.StatusFailed, e.Failure
+		return r, nil
+	}
+	if b == nil || b.Status != receipts.StatusProven && b.Status != receipts.StatusFailed {
+		r.PendingReason = e.PendingReason
+		if b != nil && b.PendingReason != "" {
+			r.PendingReason = b.PendingReason
+		}
 		return r, nil
 	}
 	r.Status = b.Status
@@ -380,5 +388,20 @@ func (l *Ledger) SetWorkerURL(ctx context.Context, workerID, url string) error {
 // WorkerURL returns a worker's recorded URL, or "".
 func (l *Ledger) WorkerURL(ctx context.Context, workerID string) (string, error) {
 	b, err := l.store.Meta(ctx, "worker:"+workerID)
+	return string(b), err
+}
+
+// SetCountersignCredential records the credential the gateway issued to a
+// worker at registration (workers.Registered.CountersignToken), beside its
+// URL in the store's shared meta, so that every prover of the ledger can
+// present it: the worker's countersign route accepts no one else. It is a
+// secret: never log it.
+func (l *Ledger) SetCountersignCredential(ctx context.Context, workerID, credential string) error {
+	return l.store.PutMeta(ctx, "countersign:"+workerID, []byte(credential))
+}
+
+// CountersignCredential returns a worker's countersign credential, or "".
+func (l *Ledger) CountersignCredential(ctx context.Context, workerID string) (string, error) {
+	b, err := l.store.Meta(ctx, "countersign:"+workerID)
 	return string(b), err
 }

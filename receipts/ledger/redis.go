@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -24,11 +26,17 @@ import (
 // by default, so that all keys share one Redis Cluster slot and the Lua
 // scripts may touch them together):
 //
-//	e:<receipt ID>  hash {j: entry JSON, s: seq, b: batch seq, i: leaf index, u: subject seq}
+//	e:<receipt ID>  hash {j: entry JSON, s: seq, b: batch seq, i: leaf index, u: subject seq,
+//	                w: worker ID, r: pending reason, f: failure (Entry.PendingReason, Failure)}
+//	rq:<request ID> string, the receipt ID recording that request (one per request)
 //	order           sorted set, member receipt ID, score seq (export order)
 //	s:<subject>     sorted set, member receipt ID, score subject seq (a key's own export)
 //	sseq:<subject>  counter (INCR) of a subject's entries
 //	pending         sorted set, receipts not yet in a batch, score seq
+//	pw:<worker ID>  sorted set, the same pool by worker (PendingFor)
+//	pworkers        set of worker IDs whose pw: set may be non-empty
+//	recut           sorted set of re-cut batch seqs (ReviveBatch may reopen them)
+//	indexed         "2" once rq: and pw: cover every entry (OpenRedis backfills)
 //	seq, bseq       counters (INCR) for entry and batch sequences
 //	b:<batch seq>   string, batch JSON
 //	open            sorted set of batch seqs neither proven nor failed
@@ -114,6 +122,12 @@ func OpenRedis(ctx context.Context, url string, opts RedisOptions) (*RedisStore,
 	}
 	s := &RedisStore{c: c, prefix: prefix, own: own, appends: make(chan *appendReq, maxGroup),
 		quit: make(chan struct{}), stopped: make(chan struct{}), closed: make(chan struct{})}
+	if err := s.backfillIndexes(ctx); err != nil {
+		if own {
+			c.Close()
+		}
+		return nil, err
+	}
 	go s.commitLoop()
 	return s, nil
 }
@@ -125,32 +139,41 @@ func (s *RedisStore) batchKey(seq uint64) string {
 
 // appendScript stores a group of append requests. ARGV: prefix, number of
 // requests, then per request its entry count followed by (id, entry JSON,
-// batch seq, index, subject, kind) per entry, kind "v" for a void entry
-// (never pending) and "r" otherwise. It returns, per request, an array of
-// the Seq of its first entry followed by each entry's subject seq (0
-// without a subject), or 0 if one of its receipt IDs is already taken or
-// repeated within the request (that request alone fails, as in BoltStore).
+// batch seq, index, subject, kind, request ID, worker ID) per entry, kind
+// "v" for a void entry (never pending, its request ID not indexed) and "r"
+// otherwise. It returns, per request, an array of the Seq of its first
+// entry followed by each entry's subject seq (0 without a subject); or 0 if
+// one of its receipt IDs is already taken or repeated within the request,
+// or -2 if one of its request IDs is (that request alone fails, as in
+// BoltStore).
 var appendScript = redis.NewScript(`
 local p = ARGV[1]
 local nreq = tonumber(ARGV[2])
 local pos = 3
-local taken = {}
+local W = 8
+local taken, takenReq = {}, {}
 local out = {}
 for r = 1, nreq do
   local n = tonumber(ARGV[pos])
-  local ok = true
-  local mine = {}
+  local code = 1
+  local mine, mineReq = {}, {}
   for k = 0, n - 1 do
-    local id = ARGV[pos + 1 + 6 * k]
-    if taken[id] or mine[id] or redis.call('EXISTS', p .. 'e:' .. id) == 1 then ok = false end
+    local at = pos + 1 + W * k
+    local id, kind, rq = ARGV[at], ARGV[at + 5], ARGV[at + 6]
+    if kind == 'v' then rq = '' end
+    if taken[id] or mine[id] or redis.call('EXISTS', p .. 'e:' .. id) == 1 then code = 0
+    elseif rq ~= '' and (takenReq[rq] or mineReq[rq] or redis.call('EXISTS', p .. 'rq:' .. rq) == 1) then code = -2 end
     mine[id] = true
+    if rq ~= '' then mineReq[rq] = true end
   end
-  if ok then
+  if code == 1 then
     local res = {}
     for k = 0, n - 1 do
-      local at = pos + 1 + 6 * k
-      local id, bseq, sub, kind = ARGV[at], ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
+      local at = pos + 1 + W * k
+      local id, bseq, sub, kind, rq, w = ARGV[at], ARGV[at + 2], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
+      if kind == 'v' then rq = '' end
       taken[id] = true
+      if rq ~= '' then takenReq[rq] = true end
       local seq = redis.call('INCR', p .. 'seq')
       if k == 0 then res[1] = seq end
       local u = 0
@@ -159,44 +182,123 @@ for r = 1, nreq do
         redis.call('ZADD', p .. 's:' .. sub, u, id)
       end
       res[k + 2] = u
-      redis.call('HSET', p .. 'e:' .. id, 'j', ARGV[at + 1], 's', seq, 'b', bseq, 'i', ARGV[at + 3], 'u', u)
+      redis.call('HSET', p .. 'e:' .. id, 'j', ARGV[at + 1], 's', seq, 'b', bseq, 'i', ARGV[at + 3], 'u', u, 'w', w)
       redis.call('ZADD', p .. 'order', seq, id)
+      if rq ~= '' then redis.call('SET', p .. 'rq:' .. rq, id) end
       if kind == 'v' then
         redis.call('INCR', p .. 'count:void')
       elseif bseq == '0' then
         redis.call('ZADD', p .. 'pending', seq, id)
+        redis.call('ZADD', p .. 'pw:' .. w, seq, id)
+        redis.call('SADD', p .. 'pworkers', w)
       end
     end
     if n == 0 then res[1] = -1 end
     out[r] = res
   else
-    out[r] = 0
+    out[r] = code
   end
-  pos = pos + 1 + 6 * n
+  pos = pos + 1 + W * n
 end
 return out
 `)
 
-// assignScript: ARGV prefix, batch JSON, receipt IDs... Returns the batch
-// seq, or an error naming the first receipt that is not pending. The batch
-// goes onto the proving queue (XADD jobs) in the same script, so every open
-// batch has a job and no job names a batch that was not stored.
+// assignScript: ARGV prefix, batch JSON, worker ID, receipt IDs... Returns
+// the batch seq, or an error naming the first receipt that is not pending.
+// The batch goes onto the proving queue (XADD jobs) in the same script, so
+// every open batch has a job and no job names a batch that was not stored.
 var assignScript = redis.NewScript(`
 local p = ARGV[1]
-for k = 3, #ARGV do
+for k = 4, #ARGV do
   if not redis.call('ZSCORE', p .. 'pending', ARGV[k]) then
     return redis.error_reply('not pending: ' .. ARGV[k])
   end
 end
 local seq = redis.call('INCR', p .. 'bseq')
-for k = 3, #ARGV do
-  redis.call('HSET', p .. 'e:' .. ARGV[k], 'b', seq, 'i', k - 3)
+for k = 4, #ARGV do
+  local e = p .. 'e:' .. ARGV[k]
+  redis.call('HSET', e, 'b', seq, 'i', k - 4)
+  redis.call('HDEL', e, 'r')
   redis.call('ZREM', p .. 'pending', ARGV[k])
+  local w = redis.call('HGET', e, 'w') or ARGV[3]
+  redis.call('ZREM', p .. 'pw:' .. w, ARGV[k])
+  if redis.call('ZCARD', p .. 'pw:' .. w) == 0 then redis.call('SREM', p .. 'pworkers', w) end
 end
 redis.call('SET', p .. 'b:' .. seq, ARGV[2])
 redis.call('ZADD', p .. 'open', seq, seq)
 redis.call('XADD', p .. 'jobs', '*', 'batch', seq)
 return seq
+`)
+
+// recutScript: ARGV prefix, batch seq, batch JSON (status recut), worker
+// ID, reason, then (receipt ID, failure) pairs; an empty failure sends the
+// receipt back to the pool. Returns the number failed, or an error if the
+// batch is not open.
+var recutScript = redis.NewScript(`
+local p = ARGV[1]
+local seq = ARGV[2]
+if not redis.call('ZSCORE', p .. 'open', seq) then return redis.error_reply('not open') end
+local w = ARGV[4]
+local failed = 0
+for k = 6, #ARGV, 2 do
+  local e = p .. 'e:' .. ARGV[k]
+  local f = ARGV[k + 1]
+  redis.call('HSET', e, 'b', 0, 'i', 0)
+  if f ~= '' then
+    redis.call('HSET', e, 'f', f)
+    redis.call('HDEL', e, 'r')
+    failed = failed + 1
+  else
+    local s = redis.call('HGET', e, 's')
+    local ew = redis.call('HGET', e, 'w') or w
+    redis.call('HSET', e, 'r', ARGV[5])
+    redis.call('ZADD', p .. 'pending', s, ARGV[k])
+    redis.call('ZADD', p .. 'pw:' .. ew, s, ARGV[k])
+    redis.call('SADD', p .. 'pworkers', ew)
+  end
+end
+redis.call('SET', p .. 'b:' .. seq, ARGV[3])
+redis.call('ZREM', p .. 'open', seq)
+redis.call('ZADD', p .. 'recut', seq, seq)
+if failed > 0 then redis.call('INCRBY', p .. 'count:failed', failed) end
+return failed
+`)
+
+// reviveScript: ARGV prefix, batch seq, batch JSON (status pending),
+// worker ID, receipt IDs in leaf order. Returns the seq, or an error if the
+// batch is not re-cut or a receipt is not pending. The batch is queued
+// again (XADD jobs).
+var reviveScript = redis.NewScript(`
+local p = ARGV[1]
+local seq = ARGV[2]
+if not redis.call('ZSCORE', p .. 'recut', seq) then return redis.error_reply('not recut') end
+for k = 5, #ARGV do
+  if not redis.call('ZSCORE', p .. 'pending', ARGV[k]) then
+    return redis.error_reply('not pending: ' .. ARGV[k])
+  end
+end
+for k = 5, #ARGV do
+  local e = p .. 'e:' .. ARGV[k]
+  redis.call('HSET', e, 'b', seq, 'i', k - 5)
+  redis.call('HDEL', e, 'r')
+  redis.call('ZREM', p .. 'pending', ARGV[k])
+  local w = redis.call('HGET', e, 'w') or ARGV[4]
+  redis.call('ZREM', p .. 'pw:' .. w, ARGV[k])
+  if redis.call('ZCARD', p .. 'pw:' .. w) == 0 then redis.call('SREM', p .. 'pworkers', w) end
+end
+redis.call('SET', p .. 'b:' .. seq, ARGV[3])
+redis.call('ZREM', p .. 'recut', seq)
+redis.call('ZADD', p .. 'open', seq, seq)
+redis.call('XADD', p .. 'jobs', '*', 'batch', seq)
+return seq
+`)
+
+// updateScript: ARGV prefix, batch seq, batch JSON: store it if the batch
+// is still open.
+var updateScript = redis.NewScript(`
+if not redis.call('ZSCORE', ARGV[1] .. 'open', ARGV[2]) then return 0 end
+redis.call('SET', ARGV[1] .. 'b:' .. ARGV[2], ARGV[3])
+return 1
 `)
 
 // finishScript: ARGV prefix, batch seq, batch JSON, counter ("proven" or
@@ -239,7 +341,7 @@ func (s *RedisStore) commit(group []*appendReq) {
 		args = append(args, len(r.entries))
 		for _, e := range r.entries {
 			stored := *e
-			stored.Seq, stored.BatchSeq, stored.Index, stored.SubjectSeq = 0, 0, 0, 0
+			stored.Seq, stored.BatchSeq, stored.Index, stored.SubjectSeq, stored.PendingReason, stored.Failure = 0, 0, 0, 0, "", ""
 			v, err := json.Marshal(&stored)
 			if err != nil {
 				fail(fmt.Errorf("ledger: encode entry %s: %w", e.ID, err))
@@ -249,7 +351,7 @@ func (s *RedisStore) commit(group []*appendReq) {
 			if e.Void != nil {
 				kind = "v"
 			}
-			args = append(args, e.ID, v, e.BatchSeq, e.Index, e.Subject(), kind)
+			args = append(args, e.ID, v, e.BatchSeq, e.Index, e.Subject(), kind, requestID(e), string(workerOf(e)))
 		}
 	}
 	res, err := appendScript.Run(context.Background(), s.c, nil, args...).Slice()
@@ -263,7 +365,11 @@ func (s *RedisStore) commit(group []*appendReq) {
 	for gi, r := range group {
 		seqs, ok := res[gi].([]any)
 		if !ok {
-			r.done <- fmt.Errorf("%w: %s", ErrDuplicate, dupID(r.entries))
+			if code, _ := res[gi].(int64); code == -2 {
+				r.done <- fmt.Errorf("%w: receipt %s", ErrDuplicateRequest, dupID(r.entries))
+			} else {
+				r.done <- fmt.Errorf("%w: %s", ErrDuplicate, dupID(r.entries))
+			}
 			continue
 		}
 		if len(r.entries) == 0 {
@@ -293,11 +399,11 @@ func dupID(entries []*Entry) string {
 	return strings.Join(ids, ",")
 }
 
-// entryFields are the hash fields of an entry, in decodeEntry's order.
-var entryFields = []string{"j", "s", "b", "i", "u"}
-
-// decodeEntry rebuilds an entry from its hash fields (entryFields; "u" is
+// entryFields are the hash fields decodeEntry reads, in its order ("u" is
 // absent from entries recorded before the per-subject index).
+var entryFields = []string{"j", "s", "b", "i", "u", "r", "f"}
+
+// decodeEntry rebuilds an entry from its hash fields (entryFields).
 func decodeEntry(id string, h []any) (*Entry, error) {
 	if len(h) != len(entryFields) || h[0] == nil {
 		return nil, fmt.Errorf("ledger: receipt %s missing", id)
@@ -319,6 +425,8 @@ func decodeEntry(id string, h []any) (*Entry, error) {
 	if h[4] != nil {
 		e.SubjectSeq = num(h[4])
 	}
+	e.PendingReason, _ = h[5].(string)
+	e.Failure, _ = h[6].(string)
 	return &e, err
 }
 
@@ -475,7 +583,7 @@ func (s *RedisStore) Pending(ctx context.Context) ([]*Entry, error) {
 	// out, as a snapshot would have.
 	out := es[:0]
 	for _, e := range es {
-		if e.BatchSeq == 0 {
+		if e.BatchSeq == 0 && e.Failure == "" {
 			out = append(out, e)
 		}
 	}
@@ -492,8 +600,8 @@ func (s *RedisStore) AssignBatch(ctx context.Context, b *Batch) error {
 	if err != nil {
 		return fmt.Errorf("ledger: encode batch: %w", err)
 	}
-	args := make([]any, 0, 2+len(b.Receipts))
-	args = append(args, s.prefix, v)
+	args := make([]any, 0, 3+len(b.Receipts))
+	args = append(args, s.prefix, v, b.WorkerID)
 	for _, id := range b.Receipts {
 		args = append(args, id)
 	}
@@ -506,6 +614,180 @@ func (s *RedisStore) AssignBatch(ctx context.Context, b *Batch) error {
 	}
 	b.Seq, b.Status = seq, receipts.StatusPending
 	return nil
+}
+
+func (s *RedisStore) PendingWorkers(ctx context.Context) ([]string, error) {
+	ws, err := s.c.SMembers(ctx, s.prefix+"pworkers").Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: redis read: %w", err)
+	}
+	sort.Strings(ws)
+	return ws, nil
+}
+
+// PendingFor reads the worker's pool. An index member whose entry has been
+// batched meanwhile (or by a backfill racing a batch) is skipped and
+// dropped from the index.
+func (s *RedisStore) PendingFor(ctx context.Context, workerID string, limit int) ([]*Entry, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	key := s.prefix + "pw:" + workerID
+	ids, err := s.c.ZRange(ctx, key, 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: redis read: %w", err)
+	}
+	es, err := s.entries(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Entry, 0, len(es))
+	var stale []any
+	for _, e := range es {
+		if e.BatchSeq == 0 && e.Failure == "" {
+			out = append(out, e)
+		} else {
+			stale = append(stale, e.ID)
+		}
+	}
+	if len(stale) > 0 {
+		// Only entries no longer pending are dropped: a concurrent assign
+		// has already removed them, so this races nothing.
+		s.c.ZRem(ctx, key, stale...)
+	}
+	return out, nil
+}
+
+func (s *RedisStore) UpdateBatch(ctx context.Context, b *Batch) error {
+	stored := *b
+	stored.Status = receipts.StatusPending
+	v, err := json.Marshal(&stored)
+	if err != nil {
+		return fmt.Errorf("ledger: encode batch: %w", err)
+	}
+	if err := updateScript.Run(ctx, s.c, nil, s.prefix, b.Seq, v).Err(); err != nil {
+		return fmt.Errorf("ledger: redis update batch: %w", err)
+	}
+	return nil
+}
+
+func (s *RedisStore) RecutBatch(ctx context.Context, b *Batch, reason string, failed map[string]string) error {
+	stored := *b
+	stored.Status, stored.Error = StatusRecut, reason
+	v, err := json.Marshal(&stored)
+	if err != nil {
+		return fmt.Errorf("ledger: encode batch: %w", err)
+	}
+	args := make([]any, 0, 5+2*len(b.Receipts))
+	args = append(args, s.prefix, b.Seq, v, b.WorkerID, reason)
+	for _, id := range b.Receipts {
+		args = append(args, id, failed[id])
+	}
+	if err := recutScript.Run(ctx, s.c, nil, args...).Err(); err != nil {
+		if strings.Contains(err.Error(), "not open") {
+			return fmt.Errorf("%w: batch %d", ErrNotOpen, b.Seq)
+		}
+		return fmt.Errorf("ledger: redis recut batch: %w", err)
+	}
+	return nil
+}
+
+func (s *RedisStore) GetBatch(ctx context.Context, seq uint64) (*Batch, error) {
+	v, err := s.c.Get(ctx, s.batchKey(seq)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %d", ErrNoBatch, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: redis read: %w", err)
+	}
+	var b Batch
+	if err := json.Unmarshal([]byte(v), &b); err != nil {
+		return nil, fmt.Errorf("ledger: batch %d: %w", seq, err)
+	}
+	b.Seq = seq
+	return &b, nil
+}
+
+func (s *RedisStore) ReviveBatch(ctx context.Context, seq uint64) (*Batch, error) {
+	b, err := s.GetBatch(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	if b.Status != StatusRecut {
+		return nil, fmt.Errorf("%w: batch %d is %s, not re-cut", ErrNotOpen, seq, b.Status)
+	}
+	b.Status, b.Error = receipts.StatusPending, ""
+	b.OfferedAt, b.Attempts, b.PendingReason = time.Time{}, 0, ""
+	stored := *b
+	stored.Seq = 0
+	v, err := json.Marshal(&stored)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: encode batch: %w", err)
+	}
+	args := make([]any, 0, 4+len(b.Receipts))
+	args = append(args, s.prefix, seq, v, b.WorkerID)
+	for _, id := range b.Receipts {
+		args = append(args, id)
+	}
+	if err := reviveScript.Run(ctx, s.c, nil, args...).Err(); err != nil {
+		if msg, ok := strings.CutPrefix(err.Error(), "not pending: "); ok {
+			return nil, fmt.Errorf("%w: receipt %s", ErrNotPending, msg)
+		}
+		if strings.Contains(err.Error(), "not recut") {
+			return nil, fmt.Errorf("%w: batch %d is not re-cut", ErrNotOpen, seq)
+		}
+		return nil, fmt.Errorf("ledger: redis revive batch: %w", err)
+	}
+	return b, nil
+}
+
+// indexVersion marks a ledger whose rq: and pw: indexes cover every entry.
+const indexVersion = "2"
+
+// backfillIndexes builds the request-ID and per-worker pending indexes of
+// a ledger written before they existed (once; every step is idempotent,
+// so replicas opening it at the same time do no harm).
+func (s *RedisStore) backfillIndexes(ctx context.Context) error {
+	if v, err := s.c.Get(ctx, s.prefix+"indexed").Result(); err == nil && v == indexVersion {
+		return nil
+	} else if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("ledger: redis: %w", err)
+	}
+	const chunk = 1000
+	for _, set := range []string{"order", "pending"} {
+		for start := int64(0); ; start += chunk {
+			ids, err := s.c.ZRange(ctx, s.prefix+set, start, start+chunk-1).Result()
+			if err != nil {
+				return fmt.Errorf("ledger: redis backfill: %w", err)
+			}
+			es, err := s.entries(ctx, ids)
+			if err != nil {
+				return err
+			}
+			_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, e := range es {
+					if set == "order" {
+						if rq := requestID(e); rq != "" {
+							p.SetNX(ctx, s.prefix+"rq:"+rq, e.ID, 0)
+						}
+					} else if e.BatchSeq == 0 {
+						w := string(workerOf(e))
+						p.HSet(ctx, s.entryKey(e.ID), "w", w)
+						p.ZAdd(ctx, s.prefix+"pw:"+w, redis.Z{Score: float64(e.Seq), Member: e.ID})
+						p.SAdd(ctx, s.prefix+"pworkers", w)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("ledger: redis backfill: %w", err)
+			}
+			if len(ids) < chunk {
+				break
+			}
+		}
+	}
+	return s.c.Set(ctx, s.prefix+"indexed", indexVersion, 0).Err()
 }
 
 func (s *RedisStore) OpenBatches(ctx context.Context) ([]*Batch, error) {

@@ -213,9 +213,15 @@ func (s *SpoolStore) flush() error {
 		for _, it := range items {
 			e := it.entry
 			e.Seq = 0
-			if err := s.Store.Append(ctx, []*Entry{e}); err != nil && !errors.Is(err, ErrDuplicate) {
+			err := s.Store.Append(ctx, []*Entry{e})
+			if err != nil && !errors.Is(err, ErrDuplicate) {
 				ferr = err
 				break
+			}
+			if errors.Is(err, ErrDuplicateRequest) {
+				// Its request was recorded under another receipt meanwhile:
+				// a second record of one request is never stored.
+				s.opts.Logger.Warn("spooled receipt dropped: its request is already recorded", "receipt", e.ID, "request_id", requestID(e))
 			}
 			flushed = append(flushed, it.key)
 		}

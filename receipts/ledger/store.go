@@ -18,6 +18,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/receipts"
@@ -45,6 +46,14 @@ type Entry struct {
 	// Traceparent is the W3C traceparent of the request that recorded it,
 	// so the prover's batch span can link to the request's trace.
 	Traceparent string `json:"traceparent,omitempty"`
+	// PendingReason says why a receipt is back in the pending pool (its
+	// batch was re-cut; see RecutBatch). Cleared when it is batched again.
+	PendingReason string `json:"pending_reason,omitempty"`
+	// Failure is set when the worker explicitly refused to countersign this
+	// record: the receipt is failed, for that reason, and never batched
+	// again. It is the only way a receipt fails on its own, outside a
+	// failed batch.
+	Failure string `json:"failure,omitempty"`
 }
 
 // Subject is the API key ID the entry belongs to.
@@ -62,29 +71,39 @@ func (e *Entry) Subject() string {
 // assigned durably before proving so that a restart resumes it instead of
 // proving its receipts again.
 type Batch struct {
-	Seq         uint64                `json:"seq"`
-	WorkerID    string                `json:"worker_id"`
-	Model       string                `json:"model"`
-	ModelDigest string                `json:"model_digest"`
-	Capacity    int                   `json:"capacity"`
-	Receipts    []string              `json:"receipts"` // receipt IDs in leaf order
-	Status      string                `json:"status"`   // receipts.StatusPending until proven or failed
-	Error       string                `json:"error,omitempty"`
-	CreatedAt   time.Time             `json:"created_at"`
-	Public      *receipts.BatchPublic `json:"public,omitempty"`
-	Leaves      []string              `json:"leaves,omitempty"` // leaf hashes in slot order, set when proven
-	Signature   string                `json:"signature,omitempty"`
-	Proof       string                `json:"proof,omitempty"`
-	VKID        string                `json:"vk_id,omitempty"`
-	Circuit     string                `json:"circuit,omitempty"`
-	ProvenAt    time.Time             `json:"proven_at,omitzero"`
+	Seq         uint64    `json:"seq"`
+	WorkerID    string    `json:"worker_id"`
+	Model       string    `json:"model"`
+	ModelDigest string    `json:"model_digest"`
+	Capacity    int       `json:"capacity"`
+	Receipts    []string  `json:"receipts"` // receipt IDs in leaf order
+	Status      string    `json:"status"`   // receipts.StatusPending until proven or failed; StatusRecut once re-cut
+	Error       string    `json:"error,omitempty"`
+	CreatedAt   time.Time `json:"created_at"` // when it was cut: the batch time
+	// OfferedAt is when the prover first asked the worker to countersign
+	// the batch; its give-up window counts from here, not from CreatedAt.
+	// Zero until a failed attempt stores it (see UpdateBatch).
+	OfferedAt time.Time `json:"offered_at,omitzero"`
+	// Attempts counts failed countersign attempts; PendingReason is the
+	// last failure, shown on the batch's receipts while they wait.
+	Attempts      int                   `json:"attempts,omitempty"`
+	PendingReason string                `json:"pending_reason,omitempty"`
+	Public        *receipts.BatchPublic `json:"public,omitempty"`
+	Leaves        []string              `json:"leaves,omitempty"` // leaf hashes in slot order, set when proven
+	Signature     string                `json:"signature,omitempty"`
+	Proof         string                `json:"proof,omitempty"`
+	VKID          string                `json:"vk_id,omitempty"`
+	Circuit       string                `json:"circuit,omitempty"`
+	ProvenAt      time.Time             `json:"proven_at,omitzero"`
 }
 
 // Store is what the ledger needs of durable storage. Every write method
 // returns only once the write is durable (fsync'd).
 type Store interface {
 	// Append stores new entries in order, assigning their Seq. Concurrent
-	// calls are group-committed.
+	// calls are group-committed. An entry whose receipt ID is taken fails
+	// with ErrDuplicate, one whose request ID is already recorded (under
+	// any receipt ID) with ErrDuplicateRequest: one record per request.
 	Append(ctx context.Context, entries []*Entry) error
 	// Get returns an entry by receipt ID (apierr 404 if unknown) and its
 	// batch, if it has one.
@@ -106,17 +125,55 @@ type Store interface {
 	// receipts out of pending, atomically. It fails if any receipt is no
 	// longer pending.
 	AssignBatch(ctx context.Context, b *Batch) error
-	// OpenBatches returns batches assigned but neither proven nor failed.
+	// OpenBatches returns batches assigned but neither proven nor failed
+	// nor re-cut.
 	OpenBatches(ctx context.Context) ([]*Batch, error)
 	// FinishBatch stores a batch's outcome (proof or failure). Finishing a
-	// batch that is already finished is a no-op.
+	// batch that is no longer open (finished or re-cut) is a no-op.
 	FinishBatch(ctx context.Context, b *Batch) error
+
+	// PendingWorkers lists the workers that have receipts waiting to be
+	// batched, and PendingFor returns up to limit of one worker's, oldest
+	// first: the prover cuts per worker without reading the whole pool.
+	PendingWorkers(ctx context.Context) ([]string, error)
+	PendingFor(ctx context.Context, workerID string, limit int) ([]*Entry, error)
+	// UpdateBatch stores an open batch's countersign progress (OfferedAt,
+	// Attempts, PendingReason); a no-op for a batch no longer open.
+	UpdateBatch(ctx context.Context, b *Batch) error
+	// RecutBatch ends an open batch without an outcome, atomically: the
+	// receipts named in failed become failed with their reason (the worker
+	// refused them), every other receipt goes back to the pending pool with
+	// reason as its PendingReason, to be batched again. The batch keeps its
+	// receipts and time, with status StatusRecut, so ReviveBatch can reopen
+	// it. ErrNotOpen if the batch is no longer open.
+	RecutBatch(ctx context.Context, b *Batch, reason string, failed map[string]string) error
+	// ReviveBatch reopens a re-cut batch exactly as it was cut (same
+	// sequence, receipts, leaf order and time), atomically taking its
+	// receipts out of the pending pool: the prover does this when the
+	// worker answers that it already countersigned that batch. ErrNotPending
+	// if any of its receipts is no longer pending, ErrNotOpen if the batch
+	// is not re-cut.
+	ReviveBatch(ctx context.Context, seq uint64) (*Batch, error)
+	// GetBatch returns a batch by sequence, ErrNoBatch if there is none.
+	GetBatch(ctx context.Context, seq uint64) (*Batch, error)
 	// Meta reads and PutMeta writes small named values (the model registry,
 	// worker URLs).
 	Meta(ctx context.Context, key string) ([]byte, error)
 	PutMeta(ctx context.Context, key string, value []byte) error
 	Close() error
 }
+
+// StatusRecut is the status of a batch the prover gave up on and re-cut:
+// its receipts went back to the pending pool (RecutBatch). It is never a
+// receipt's status.
+const StatusRecut = "recut"
+
+// ErrNotOpen is returned by RecutBatch and ReviveBatch for a batch that is
+// not in the state they need.
+var ErrNotOpen = errors.New("ledger: batch is not open")
+
+// ErrNoBatch is returned by GetBatch for a sequence no batch has.
+var ErrNoBatch = errors.New("ledger: no such batch")
 
 // MetaSwapper is an optional Store extension for stores shared by several
 // processes: SwapMeta writes value under key only if the key still holds

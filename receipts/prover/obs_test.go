@@ -15,7 +15,6 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
-	"github.com/tollgate-ai/tollgate/zk"
 )
 
 // TestBatchTraceLinksRequests checks that the prover's batch is its own
@@ -53,7 +52,7 @@ func TestBatchTraceLinksRequests(t *testing.T) {
 		t.Fatalf("counts before proving = %+v, %v; want 2 pending", got, err)
 	}
 
-	pl, err := New(e.ledger, Config{KeyDir: zk.TestKeyDir(), MaxAge: time.Second, Clock: e.clock, Obs: p,
+	pl, err := New(e.ledger, Config{KeyDir: e.keys, MaxAge: time.Second, Clock: e.clock, Obs: p,
 		Countersign: func(ctx context.Context, _ string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) {
 			return e.signer.Countersign(ctx, req)
 		}})

@@ -2,7 +2,6 @@ package prover
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
@@ -12,16 +11,19 @@ import (
 // Redis mode: `tollgate prover --redis URL`, any number of them). One loop
 // (so the key set needs no lock) does two things in turn:
 //
-//   - planning, at most every Interval: close the batches that are due (as Step
-//     does) with AssignBatch, which puts each on the queue atomically. Every
-//     prover plans; two closing the same receipts race on AssignBatch and
-//     exactly one wins (the other gets ledger.ErrNotPending). Provers
-//     sharing a queue must share their key capacities, since whichever
-//     closes a batch picks its circuit size.
+//   - planning, every Interval and whenever a job settles or the queue is
+//     idle: close the batches that are due (as Step does, within
+//     MaxOpenPerWorker counted over the whole queue) with AssignBatch, which
+//     puts each on the queue atomically. Every prover plans; two closing
+//     the same receipts race on AssignBatch and exactly one wins (the other
+//     gets ledger.ErrNotPending). Provers sharing a queue must share their
+//     key capacities, since whichever closes a batch picks its circuit size.
 //   - proving: claim a job (a dead prover's first, after ClaimIdle; else a
 //     new one), prove it while renewing the claim, store the outcome, and
-//     acknowledge it. A transient failure leaves the job unacknowledged, so
-//     it is claimed again (by any prover) after ClaimIdle.
+//     acknowledge it. A batch that waits (its worker does not answer, see
+//     backoff) or a stop leaves the job unacknowledged, so it is claimed
+//     again (by any prover) after ClaimIdle: the retry interval of the
+//     queue is at least ClaimIdle.
 //
 // A job is acknowledged only after its batch's outcome is stored, and the
 // store keeps the first outcome of a batch only, so every receipt is proven
@@ -29,9 +31,10 @@ import (
 func (p *Pipeline) runQueue(ctx context.Context, q ledger.Queue) error {
 	p.logger.Info("prover joined the shared proving queue", "consumer", p.cfg.Consumer, "claim_idle", p.cfg.ClaimIdle)
 	var planned time.Time
+	replan := true // a job settled or the queue was idle: a slot may be free
 	for ctx.Err() == nil {
-		if now := p.cfg.Clock.Now(); now.Sub(planned) >= p.cfg.Interval {
-			planned = now
+		if now := p.cfg.Clock.Now(); replan || now.Sub(planned) >= p.cfg.Interval {
+			planned, replan = now, false
 			if err := p.plan(ctx); err != nil && ctx.Err() == nil {
 				p.logger.Error("prover: closing batches failed", "err", err)
 			}
@@ -45,21 +48,24 @@ func (p *Pipeline) runQueue(ctx context.Context, q ledger.Queue) error {
 			continue
 		}
 		if j == nil {
+			replan = true // waited Interval for a job: look for new work
 			continue
 		}
-		if err := p.work(ctx, q, j); err != nil && ctx.Err() == nil {
+		settled, err := p.work(ctx, q, j)
+		if err != nil && ctx.Err() == nil {
 			p.logger.Warn("proving job not done; it will be claimed again", "job", j.ID, "batch", j.Batch.Seq, "err", err)
 		}
+		replan = replan || settled
 	}
 	return nil
 }
 
 // work proves one claimed job and acknowledges it once its outcome is
-// stored.
-func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) error {
+// stored; it reports whether the job's batch is settled (no longer open).
+func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) (bool, error) {
 	if j.Finished() {
 		p.logger.Info("proving job already finished by an earlier prover; acknowledged", "batch", j.Batch.Seq, "status", j.Batch.Status)
-		return q.Ack(ctx, j)
+		return true, q.Ack(ctx, j)
 	}
 	if j.Deliveries > 1 {
 		p.logger.Info("taking over a proving job", "batch", j.Batch.Seq, "deliveries", j.Deliveries)
@@ -81,39 +87,23 @@ func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) erro
 			}
 		}
 	}()
-	_, err := p.prove(wctx, j.Batch)
+	_, settled, err := p.attempt(wctx, j.Batch)
 	stop()
 	<-renewed
-	if err != nil {
-		return err
+	if err != nil || !settled {
+		// Waiting (its worker does not answer, or a stop): left
+		// unacknowledged, it is claimed again after ClaimIdle, by any
+		// prover, and tried once its backoff allows.
+		return false, err
 	}
-	return q.Ack(ctx, j)
+	return true, q.Ack(ctx, j)
 }
 
-// plan closes and queues the batches that are due. Losing a race to
-// another prover is not an error.
+// plan closes and queues the batches that are due, within the per-worker
+// bound on open batches (counted across every prover of the queue).
+// Losing a race to another prover is not an error.
 func (p *Pipeline) plan(ctx context.Context) error {
 	p.refreshKeys()
-	pending, err := p.store.Pending(ctx)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, b := range p.due(pending) {
-		if err := p.store.AssignBatch(ctx, b); err != nil && !errors.Is(err, ledger.ErrNotPending) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// sleep waits d on the pipeline's clock, or until ctx ends.
-func (p *Pipeline) sleep(ctx context.Context, d time.Duration) {
-	done := make(chan struct{})
-	t := p.cfg.Clock.AfterFunc(d, func() { close(done) })
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-done:
-	}
+	_, err := p.cut(ctx)
+	return err
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
-	"github.com/tollgate-ai/tollgate/zk"
 )
 
 // TestSharedQueueProverKilledMidBatch runs two provers on one Redis
@@ -25,7 +24,7 @@ func TestSharedQueueProverKilledMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e.ledger = ledger.New(st, ledger.Options{KeyDir: zk.TestKeyDir(), Clock: e.clock, Operator: testOperator})
+	e.ledger = ledger.New(st, ledger.Options{KeyDir: e.keys, Clock: e.clock, Operator: testOperator})
 	ctx := context.Background()
 	if err := e.ledger.AdmitWorker(ctx, e.wid, model); err != nil {
 		t.Fatal(err)
@@ -49,7 +48,7 @@ func TestSharedQueueProverKilledMidBatch(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	newProver := func(name string, cs func(context.Context, string, *workers.CountersignRequest) (*workers.CountersignResponse, error)) *Pipeline {
-		p, err := New(e.ledger, Config{KeyDir: zk.TestKeyDir(), Clock: e.clock, Countersign: cs,
+		p, err := New(e.ledger, Config{KeyDir: e.keys, Clock: e.clock, Countersign: cs,
 			Consumer: name, ClaimIdle: 300 * time.Millisecond, Interval: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -102,5 +101,77 @@ func TestSharedQueueProverKilledMidBatch(t *testing.T) {
 		if k != 1 {
 			t.Errorf("batch %d countersigned %d times by the survivor", seq, k)
 		}
+	}
+}
+
+// TestTwoProversRaceOnRedis: two provers plan and prove one Redis ledger
+// at the same time. Each receipt is batched once (AssignBatch is atomic:
+// the loser of a race gets ErrNotPending), proven once, and no request is
+// countersigned into two batches.
+func TestTwoProversRaceOnRedis(t *testing.T) {
+	e := newEnv(t)
+	r := redistest.New(t)
+	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e.ledger = ledger.New(st, ledger.Options{KeyDir: e.keys, Clock: e.clock})
+	ctx := context.Background()
+	if err := e.ledger.AdmitWorker(ctx, e.wid, model); err != nil {
+		t.Fatal(err)
+	}
+	ids := e.record("race", 24, true) // three batches of 8
+	e.clock.Advance(time.Second)
+	var log signedLog
+	sign := func(ctx context.Context, _ string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) {
+		resp, err := e.signer.Countersign(ctx, req)
+		if err == nil {
+			log.add(req)
+		}
+		return resp, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, name := range []string{"p1", "p2"} {
+		p, err := New(e.ledger, Config{KeyDir: e.keys, Clock: e.clock, Countersign: sign, Consumer: name,
+			ClaimIdle: 300 * time.Millisecond, Interval: 20 * time.Millisecond, MaxOpenPerWorker: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Run(runCtx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for n := e.counts(); n.Proven < int64(len(ids)); n = e.counts() {
+		if time.Now().After(deadline) || n.Failed > 0 {
+			t.Fatalf("counts %+v", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+	if n := e.counts(); n != (ledger.Counts{Proven: int64(len(ids))}) {
+		t.Errorf("counts %+v, want each receipt proven once", n)
+	}
+	seqs := map[uint64]int{}
+	for _, id := range ids {
+		r := e.receipt(id)
+		if r.Status != receipts.StatusProven {
+			t.Fatalf("%s: %s", id, r.Status)
+		}
+		seqs[r.Batch.Public.Sequence]++
+	}
+	if len(seqs) != 3 {
+		t.Errorf("receipts proven in batches %v, want three batches of 8", seqs)
+	}
+	log.check(t)
+	if j, err := st.Claim(ctx, "check", 0, time.Millisecond); err != nil || j != nil {
+		t.Errorf("queue not drained: %+v, %v", j, err)
 	}
 }
