@@ -158,7 +158,7 @@ func TestVerifyCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("verify export: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "circuit "+receipts.CircuitV2+"\tOK") || !strings.Contains(out, "2 receipts, 2 OK") {
+	if !strings.Contains(out, "circuit "+receipts.CircuitV2+"\taudit=none\tOK") || !strings.Contains(out, "2 receipts, 2 OK") {
 		t.Errorf("report:\n%s", out)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,7 +58,8 @@ func TestProvenAgainstRootInForce(t *testing.T) {
 		t.Fatal("batch was proven against the later root")
 	}
 
-	// Revoked: the next batch, cut after the revocation, fails.
+	// Revoked: the next batch, cut after the revocation, is never proven; it
+	// waits (with backoff) and says why on the receipt.
 	e.clock.Advance(time.Second)
 	if _, err := e.ledger.Revoke(ctx, e.wid, "", ""); err != nil {
 		t.Fatal(err)
@@ -68,8 +70,8 @@ func TestProvenAgainstRootInForce(t *testing.T) {
 	if n, _ := p.Step(ctx); n != 0 {
 		t.Fatalf("proved %d receipts of a revoked worker", n)
 	}
-	if got := strictReceipt(t, e, "rcpt_b-0"); got.Status != receipts.StatusFailed {
-		t.Fatalf("status %s, want failed", got.Status)
+	if got := strictReceipt(t, e, "rcpt_b-0"); got.Status != receipts.StatusPending || !strings.Contains(got.PendingReason, "not admitted") {
+		t.Fatalf("status %s (%q), want pending, not admitted", got.Status, got.PendingReason)
 	}
 	// The receipt proven before the revocation still verifies.
 	h, _ = e.ledger.RootHistory(ctx)

@@ -153,7 +153,7 @@ func TestBacklogSurvivesRestarts(t *testing.T) {
 			t.Fatal(err)
 		}
 		mu.Lock()
-		l = ledger.New(st, ledger.Options{KeyDir: keys})
+		l = ledger.New(st, ledger.Options{KeyDir: keys, Operator: testOperator})
 		mu.Unlock()
 	}
 	current := func() *ledger.Ledger {

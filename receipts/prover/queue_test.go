@@ -116,7 +116,7 @@ func TestTwoProversRaceOnRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e.ledger = ledger.New(st, ledger.Options{KeyDir: e.keys, Clock: e.clock})
+	e.ledger = ledger.New(st, ledger.Options{KeyDir: e.keys, Clock: e.clock, Operator: testOperator})
 	ctx := context.Background()
 	if err := e.ledger.AdmitWorker(ctx, e.wid, model); err != nil {
 		t.Fatal(err)
