@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/httpguard/guardtest"
 )
 
 // rawExchange writes stream on a fresh connection to addr and reads every
@@ -57,9 +59,9 @@ func asNetErr(err error, target *net.Error) bool {
 func TestRequestSmuggling(t *testing.T) {
 	h := newHarness(t, nil)
 	addr := h.ln.Addr().String()
-	for _, tc := range smuggleCases {
-		t.Run(tc.name, func(t *testing.T) {
-			resps, bodies, closed := rawExchange(t, addr, tc.stream)
+	for _, tc := range guardtest.Cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			resps, bodies, closed := rawExchange(t, addr, tc.Stream)
 			for i, b := range bodies {
 				if strings.Contains(b, "/smuggled") {
 					t.Errorf("smuggled request answered (response %d of %d: %d %s)", i+1, len(resps), resps[i].StatusCode, b)
@@ -68,8 +70,8 @@ func TestRequestSmuggling(t *testing.T) {
 			if len(resps) != 1 {
 				t.Fatalf("got %d responses, want 1", len(resps))
 			}
-			if resps[0].StatusCode != tc.status {
-				t.Errorf("status %d, want %d (%s)", resps[0].StatusCode, tc.status, bodies[0])
+			if resps[0].StatusCode != tc.Status {
+				t.Errorf("status %d, want %d (%s)", resps[0].StatusCode, tc.Status, bodies[0])
 			}
 			if !strings.Contains(bodies[0], `"error"`) {
 				t.Errorf("body not in OpenAI form: %s", bodies[0])
@@ -86,10 +88,10 @@ func TestRequestSmuggling(t *testing.T) {
 // values) all pass through and are answered in order on one connection.
 func TestPipelinedRequestsStillServed(t *testing.T) {
 	h := newHarness(t, nil)
-	stream := strings.Join(pipelined, "") + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	stream := strings.Join(guardtest.Pipelined, "") + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 	resps, bodies, _ := rawExchange(t, h.ln.Addr().String(), stream)
-	if len(resps) != len(pipelined)+1 {
-		t.Fatalf("got %d responses, want %d: %q", len(resps), len(pipelined)+1, bodies)
+	if len(resps) != len(guardtest.Pipelined)+1 {
+		t.Fatalf("got %d responses, want %d: %q", len(resps), len(guardtest.Pipelined)+1, bodies)
 	}
 	for i, r := range resps {
 		if r.StatusCode != 200 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -25,7 +26,7 @@ func (r *repeatConn) Read(p []byte) (int, error) {
 var typicalChat = func() []byte {
 	body := `{"model":"tiny","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"` + strings.Repeat("hello ", 30) + `"}],"max_tokens":64,"stream":true}`
 	head := "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: application/json\r\nAuthorization: Bearer sk-tg-0123456789abcdef0123456789abcdef\r\nContent-Type: application/json\r\nUser-Agent: OpenAI/Python 1.54.0\r\nX-Stainless-Lang: python\r\nX-Stainless-Package-Version: 1.54.0\r\nX-Stainless-Os: Linux\r\nX-Stainless-Arch: x64\r\nX-Stainless-Runtime: CPython\r\nX-Stainless-Runtime-Version: 3.12.3\r\nContent-Length: "
-	return []byte(head + itoa(len(body)) + "\r\n\r\n" + body)
+	return []byte(head + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }()
 
 // BenchmarkRead reads request streams as a server would (4 KiB reads),

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/httpguard/guardtest"
 )
 
 // streamConn is a net.Conn reading from a fixed stream, at most chunk
@@ -43,7 +45,7 @@ func drain(stream string, chunk, readSize int) ([]byte, error) {
 }
 
 func TestWellFormedStreamsPassUnchanged(t *testing.T) {
-	stream := strings.Join(pipelined, "")
+	stream := strings.Join(guardtest.Pipelined, "")
 	for _, chunk := range []int{1, 2, 3, 7, 64, 1 << 20} {
 		for _, readSize := range []int{1, 5, 4096} {
 			out, err := drain(stream, chunk, readSize)
@@ -58,18 +60,18 @@ func TestWellFormedStreamsPassUnchanged(t *testing.T) {
 }
 
 func TestRefusedStreams(t *testing.T) {
-	for _, tc := range smuggleCases {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range guardtest.Cases {
+		t.Run(tc.Name, func(t *testing.T) {
 			for _, chunk := range []int{1, 3, 1 << 20} {
-				out, err := drain(tc.stream, chunk, 4096)
+				out, err := drain(tc.Stream, chunk, 4096)
 				var g *Error
 				if !errors.As(err, &g) {
 					t.Fatalf("chunk %d: err %v, want a refusal", chunk, err)
 				}
-				if g.Status != tc.status {
-					t.Errorf("chunk %d: status %d, want %d", chunk, g.Status, tc.status)
+				if g.Status != tc.Status {
+					t.Errorf("chunk %d: status %d, want %d", chunk, g.Status, tc.Status)
 				}
-				if !strings.HasPrefix(tc.stream, string(out)) {
+				if !strings.HasPrefix(tc.Stream, string(out)) {
 					t.Fatalf("chunk %d: handed out bytes that were not in the stream: %q", chunk, out)
 				}
 				if bytes.Contains(out, []byte("/smuggled")) {
@@ -116,22 +118,22 @@ func TestNetHTTPServerGuarded(t *testing.T) {
 	})}
 	go srv.Serve(served)
 	t.Cleanup(func() { srv.Close() })
-	for _, tc := range smuggleCases {
-		t.Run(tc.name, func(t *testing.T) {
-			statuses, bodies, closed := exchange(t, ln.Addr().String(), tc.stream)
+	for _, tc := range guardtest.Cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			statuses, bodies, closed := exchange(t, ln.Addr().String(), tc.Stream)
 			for _, b := range bodies {
 				if strings.Contains(b, "/smuggled") {
 					t.Errorf("smuggled request answered: %v %q", statuses, bodies)
 				}
 			}
-			if len(statuses) != 1 || statuses[0] != tc.status || !closed {
-				t.Errorf("got %v (closed %v), want one %d and the connection closed", statuses, closed, tc.status)
+			if len(statuses) != 1 || statuses[0] != tc.Status || !closed {
+				t.Errorf("got %v (closed %v), want one %d and the connection closed", statuses, closed, tc.Status)
 			}
 		})
 	}
 	t.Run("pipelined", func(t *testing.T) {
-		statuses, bodies, _ := exchange(t, ln.Addr().String(), strings.Join(pipelined, "")+"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-		if len(statuses) != len(pipelined)+1 {
+		statuses, bodies, _ := exchange(t, ln.Addr().String(), strings.Join(guardtest.Pipelined, "")+"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		if len(statuses) != len(guardtest.Pipelined)+1 {
 			t.Fatalf("got %v %q", statuses, bodies)
 		}
 	})
@@ -162,10 +164,10 @@ func exchange(t *testing.T, addr, stream string) (statuses []int, bodies []strin
 }
 
 func FuzzGuard(f *testing.F) {
-	for _, tc := range smuggleCases {
-		f.Add([]byte(tc.stream), uint8(3))
+	for _, tc := range guardtest.Cases {
+		f.Add([]byte(tc.Stream), uint8(3))
 	}
-	f.Add([]byte(strings.Join(pipelined, "")), uint8(1))
+	f.Add([]byte(strings.Join(guardtest.Pipelined, "")), uint8(1))
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
 		out, err := drain(string(stream), int(chunk)+1, 4096)
 		if !bytes.HasPrefix(stream, out) {

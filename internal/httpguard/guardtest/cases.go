@@ -1,17 +1,19 @@
-package httpguard
+// Package guardtest is the request-smuggling table shared by the httpguard
+// tests and the gateway's raw-socket tests, so both play the same attacks.
+package guardtest
 
 import "strings"
 
-// smuggleCase is one request stream a front proxy framing by
+// Case is one request stream a front proxy framing by
 // Content-Length (or by the first of two headers, or by unfolded lines)
 // would forward as one request, followed by a second request. The server
 // must answer the first with 400 and close the connection: the second,
 // smuggled request ("GET /smuggled") must never be answered.
-type smuggleCase struct {
-	name   string
-	stream string
-	// status is the answer expected for the first request.
-	status int
+type Case struct {
+	Name   string
+	Stream string
+	// Status is the answer expected for the first request.
+	Status int
 }
 
 const smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -47,7 +49,8 @@ func post(head string) string {
 	return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + head + "\r\n" + smuggled
 }
 
-var smuggleCases = []smuggleCase{
+// Cases are the streams every guarded server must refuse.
+var Cases = []Case{
 	{"CL+TE chunked", clte("Transfer-Encoding: chunked"), 400},
 	{"TE+CL chunked", tecl("Transfer-Encoding: chunked"), 400},
 	{"CL+TE two spaces", clte("Transfer-Encoding:  chunked"), 400},
@@ -91,9 +94,9 @@ var smuggleCases = []smuggleCase{
 	{"HTTP/2 prior knowledge", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + smuggled, 400},
 }
 
-// pipelined is a well-formed stream the guard must pass unchanged: three
+// Pipelined is a well-formed stream the guard must pass unchanged: three
 // requests, each answered, on one keep-alive connection.
-var pipelined = []string{
+var Pipelined = []string{
 	"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd",
 	"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n",
 	"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-Tab:\tv\t\r\nX-Obs: caf\xc3\xa9\r\n\r\n",
