@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -224,12 +223,4 @@ func (p *Prover) Prove(b *Batch) (string, receipts.BatchPublic, error) {
 		return "", pub, fmt.Errorf("fresh proof does not verify: %w", err)
 	}
 	return enc, pub, nil
-}
-
-// ExportSolidity writes the Solidity verifier for a verifying key.
-func ExportSolidity(w io.Writer, vk *receipts.VerifyingKey) error {
-	if vk == nil {
-		return errors.New("no verifying key")
-	}
-	return vk.Key.ExportSolidity(w)
 }
