@@ -299,14 +299,14 @@ func (r *Registry) Path(version fr.Element) (uint64, []fr.Element, bool) {
 	return 0, nil, false
 }
 
-// AdmissionRegistry is the v2 admission registry: a Merkle tree of depth
-// RegistryDepthV2 whose leaves are AdmissionLeaf(worker ID, model version)
-// in admission order, padded with zeros. Only the non-empty part of each
-// level is stored; the rest hashes to the known root of an all-zero
-// subtree, so building it costs one Compress per stored node, not 2^16.
+// AdmissionRegistry is the v2 admission registry over a list of admission
+// leaves (AdmissionLeaf(worker ID, model version)) in admission order: leaf
+// i in slot i of an AdmissionTree, the ledger's sparse depth-RegistryDepthV2
+// tree, so both compute the same roots and paths. Tests and fixtures that
+// hold a plain list use it; the ledger keeps its AdmissionTree itself.
 type AdmissionRegistry struct {
-	levels [][]fr.Element // levels[0] are the leaves; levels[d] the nodes d levels up
-	zeros  []fr.Element   // zeros[d] is the root of an all-zero subtree of height d
+	leaves []fr.Element
+	tree   *AdmissionTree
 }
 
 // NewAdmissionRegistry builds the tree over admission leaves (see
@@ -315,61 +315,33 @@ func NewAdmissionRegistry(leaves []fr.Element) (*AdmissionRegistry, error) {
 	if len(leaves) > 1<<RegistryDepthV2 {
 		return nil, fmt.Errorf("admission registry holds at most %d pairs, got %d", 1<<RegistryDepthV2, len(leaves))
 	}
+	slots := make(map[uint64]fr.Element, len(leaves))
 	for i := range leaves {
 		if leaves[i].IsZero() {
 			return nil, fmt.Errorf("admission leaf %d is zero (the padding value)", i)
 		}
+		slots[uint64(i)] = leaves[i]
 	}
-	r := &AdmissionRegistry{zeros: make([]fr.Element, RegistryDepthV2+1)}
-	for d := 1; d <= RegistryDepthV2; d++ {
-		r.zeros[d] = Compress(r.zeros[d-1], r.zeros[d-1])
+	t, err := BuildAdmissionTree(slots)
+	if err != nil {
+		return nil, err
 	}
-	level := append([]fr.Element(nil), leaves...)
-	r.levels = append(r.levels, level)
-	for d := range RegistryDepthV2 {
-		next := make([]fr.Element, (len(level)+1)/2)
-		for i := range next {
-			right := r.zeros[d]
-			if 2*i+1 < len(level) {
-				right = level[2*i+1]
-			}
-			next[i] = Compress(level[2*i], right)
-		}
-		r.levels = append(r.levels, next)
-		level = next
-	}
-	return r, nil
+	return &AdmissionRegistry{leaves: append([]fr.Element(nil), leaves...), tree: t}, nil
 }
 
 // Root is the registry root.
-func (r *AdmissionRegistry) Root() fr.Element {
-	if top := r.levels[RegistryDepthV2]; len(top) == 1 {
-		return top[0]
-	}
-	return r.zeros[RegistryDepthV2]
-}
+func (r *AdmissionRegistry) Root() fr.Element { return r.tree.Root() }
 
 // Path returns the index and the RegistryDepthV2 siblings (bottom up) of an
-// admission leaf, or false if it is not admitted.
+// admission leaf (its first slot), or false if it is not admitted.
 func (r *AdmissionRegistry) Path(leaf fr.Element) (uint64, []fr.Element, bool) {
 	if leaf.IsZero() {
 		return 0, nil, false
 	}
-	for i, l := range r.levels[0] {
-		if !l.Equal(&leaf) {
-			continue
+	for i, l := range r.leaves {
+		if l.Equal(&leaf) {
+			return uint64(i), r.tree.Path(uint64(i)), true
 		}
-		path := make([]fr.Element, RegistryDepthV2)
-		idx := i
-		for d := range RegistryDepthV2 {
-			if s := idx ^ 1; s < len(r.levels[d]) {
-				path[d] = r.levels[d][s]
-			} else {
-				path[d] = r.zeros[d]
-			}
-			idx /= 2
-		}
-		return uint64(i), path, true
 	}
 	return 0, nil, false
 }
