@@ -65,7 +65,7 @@ func (p *Pipeline) runQueue(ctx context.Context, q ledger.Queue) error {
 func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) (bool, error) {
 	if j.Finished() {
 		p.logger.Info("proving job already finished by an earlier prover; acknowledged", "batch", j.Batch.Seq, "status", j.Batch.Status)
-		return true, q.Ack(ctx, j)
+		return true, p.ack(ctx, q, j)
 	}
 	if j.Deliveries > 1 {
 		p.logger.Info("taking over a proving job", "batch", j.Batch.Seq, "deliveries", j.Deliveries)
@@ -96,7 +96,17 @@ func (p *Pipeline) work(ctx context.Context, q ledger.Queue, j *ledger.Job) (boo
 		// prover, and tried once its backoff allows.
 		return false, err
 	}
-	return true, q.Ack(ctx, j)
+	return true, p.ack(ctx, q, j)
+}
+
+// ack acknowledges a settled job even when the prover is being stopped: its
+// outcome is already stored, and an acknowledgement lost to the stop would
+// leave the job to be claimed again (harmless, since the ledger keeps the
+// first outcome, but it would be work for nothing).
+func (p *Pipeline) ack(ctx context.Context, q ledger.Queue, j *ledger.Job) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return q.Ack(actx, j)
 }
 
 // plan closes and queues the batches that are due, within the per-worker
