@@ -36,8 +36,8 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // Audit states of a receipt (the receipt JSON's "audit" field).
@@ -51,7 +51,7 @@ const (
 // satisfies it.
 type Pool interface {
 	Peers(name, digest string) []scheduler.Peer
-	DispatchTo(ctx context.Context, workerID string, t *workers.Task, onEvent func(workers.Event) error) error
+	DispatchTo(ctx context.Context, workerID string, t *task.Task, onEvent func(task.Event) error) error
 	Dispute(workerID, reason string)
 }
 
@@ -172,10 +172,10 @@ func (s Stats) Share() float64 {
 
 // Execution is one run of the disputed request, as evidence.
 type Execution struct {
-	Role       string             `json:"role"` // "audited", "auditor" or "referee"
-	WorkerID   string             `json:"worker_id"`
-	Provider   string             `json:"provider,omitempty"`
-	Completion workers.Completion `json:"completion"`
+	Role       string          `json:"role"` // "audited", "auditor" or "referee"
+	WorkerID   string          `json:"worker_id"`
+	Provider   string          `json:"provider,omitempty"`
+	Completion task.Completion `json:"completion"`
 }
 
 // Dispute is the evidence that a worker served something other than the
@@ -200,7 +200,7 @@ type Dispute struct {
 // job is one sampled record.
 type job struct {
 	receiptID string
-	task      workers.Task
+	task      task.Task
 	out       Output
 	cost      float64
 }
@@ -257,8 +257,8 @@ func (cryptoSource) Uint64() uint64 {
 // alone on an engine that declares determinism: greedy decoding, or
 // seeded sampling when exact is true. Embeddings are left out (their
 // floating-point output is compared by nothing here yet).
-func Reproducible(t *workers.Task, exact bool) bool {
-	if t.Kind != workers.KindChat && t.Kind != workers.KindCompletion {
+func Reproducible(t *task.Task, exact bool) bool {
+	if t.Kind != task.KindChat && t.Kind != task.KindCompletion {
 		return false
 	}
 	return t.Temperature == 0 || (exact && t.Seed != nil)
@@ -269,7 +269,7 @@ func Reproducible(t *workers.Task, exact bool) bool {
 // queues. finish is the done event's finish reason (only requests that
 // finished, "stop" or "length", are reproducible); text is the response
 // text when the caller has it (the statistical comparator needs it).
-func (a *Auditor) Observe(receiptID string, t *workers.Task, c *workers.Completion, finish, text string, hasText bool) {
+func (a *Auditor) Observe(receiptID string, t *task.Task, c *task.Completion, finish, text string, hasText bool) {
 	if t == nil || c == nil {
 		return
 	}
@@ -357,7 +357,7 @@ func (a *Auditor) audit(ctx context.Context, j *job) {
 			audited = p
 		}
 	}
-	exact := audited.Determinism == workers.DeterminismExact
+	exact := audited.Determinism == task.DeterminismExact
 	if !Reproducible(&j.task, exact) {
 		a.count(func(s *Stats) { s.Ineligible++ })
 		return
@@ -368,7 +368,7 @@ func (a *Auditor) audit(ctx context.Context, j *job) {
 		a.count(func(s *Stats) { s.SkippedNoPeer++ })
 		return
 	}
-	cmp := a.comparator(exact && auditor.Determinism == workers.DeterminismExact)
+	cmp := a.comparator(exact && auditor.Determinism == task.DeterminismExact)
 	second, err := a.execute(ctx, j, auditor.ID)
 	if err != nil {
 		a.count(func(s *Stats) { s.Errors++ })
@@ -403,7 +403,7 @@ func (a *Auditor) audit(ctx context.Context, j *job) {
 		return
 	}
 	a.count(func(s *Stats) { s.Referees++ })
-	cmp = a.comparator(exact && auditor.Determinism == workers.DeterminismExact && referee.Determinism == workers.DeterminismExact)
+	cmp = a.comparator(exact && auditor.Determinism == task.DeterminismExact && referee.Determinism == task.DeterminismExact)
 	withAudited, withAuditor := cmp.Compare(&j.out, third), cmp.Compare(second, third)
 	evidence := []Execution{
 		{Role: "audited", WorkerID: audited.ID, Provider: audited.Provider, Completion: j.out.Completion},
@@ -435,7 +435,7 @@ func (a *Auditor) pick(peers []scheduler.Peer, audited scheduler.Peer, also *sch
 		switch {
 		case !p.InRotation, p.ID == audited.ID, p.Provider == audited.Provider:
 		case also != nil && (p.ID == also.ID || p.Provider == also.Provider):
-		case needExact && p.Determinism != workers.DeterminismExact:
+		case needExact && p.Determinism != task.DeterminismExact:
 		default:
 			cands = append(cands, p)
 		}
@@ -462,17 +462,17 @@ func (a *Auditor) execute(ctx context.Context, j *job, workerID string) (*Output
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 	t := j.task
-	t.Priority = workers.PriorityBatch
+	t.Priority = task.PriorityBatch
 	t.Stream = false
 	t.Traceparent = ""
 	t.Deadline = a.clock.Now().Add(a.cfg.Timeout)
 	var text strings.Builder
-	var done *workers.Completion
-	err := a.pool.DispatchTo(ctx, workerID, &t, func(ev workers.Event) error {
+	var done *task.Completion
+	err := a.pool.DispatchTo(ctx, workerID, &t, func(ev task.Event) error {
 		switch ev.Type {
-		case workers.EventDelta:
+		case task.EventDelta:
 			text.WriteString(ev.Text)
-		case workers.EventDone:
+		case task.EventDone:
 			done = ev.Completion
 		}
 		return nil

@@ -4,11 +4,11 @@ import (
 	mrand "math/rand/v2"
 	"testing"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 func out(digest, text string, prompt, completion int) *Output {
-	return &Output{Completion: workers.Completion{ResponseDigest: digest, PromptTokens: prompt, CompletionTokens: completion},
+	return &Output{Completion: task.Completion{ResponseDigest: digest, PromptTokens: prompt, CompletionTokens: completion},
 		Text: text, HasText: true}
 }
 
@@ -96,16 +96,16 @@ func FuzzDivergence(f *testing.F) {
 type nopPool struct{ Pool }
 
 func TestObserve(t *testing.T) {
-	greedy := &workers.Task{Kind: workers.KindChat, Model: "m"}
+	greedy := &task.Task{Kind: task.KindChat, Model: "m"}
 	seed := int64(7)
-	seeded := &workers.Task{Kind: workers.KindCompletion, Model: "m", Temperature: 0.8, Seed: &seed}
-	unseeded := &workers.Task{Kind: workers.KindCompletion, Model: "m", Temperature: 0.8}
-	embed := &workers.Task{Kind: workers.KindEmbedding, Model: "m"}
-	rec := &workers.Completion{PromptTokens: 10, CompletionTokens: 10}
+	seeded := &task.Task{Kind: task.KindCompletion, Model: "m", Temperature: 0.8, Seed: &seed}
+	unseeded := &task.Task{Kind: task.KindCompletion, Model: "m", Temperature: 0.8}
+	embed := &task.Task{Kind: task.KindEmbedding, Model: "m"}
+	rec := &task.Completion{PromptTokens: 10, CompletionTokens: 10}
 	for _, tc := range []struct {
 		name       string
 		cfg        Config
-		task       *workers.Task
+		task       *task.Task
 		finish     string
 		n          int
 		sampled    uint64
@@ -148,9 +148,9 @@ func TestSampleRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	task := &workers.Task{Kind: workers.KindChat, Model: "m"}
+	tk := &task.Task{Kind: task.KindChat, Model: "m"}
 	for range 100000 {
-		a.Observe("r", task, &workers.Completion{}, "stop", "", false)
+		a.Observe("r", tk, &task.Completion{}, "stop", "", false)
 	}
 	if s := a.Stats().Sampled; s < 900 || s > 1100 {
 		t.Errorf("sampled %d of 100000 at rate 0.01", s)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/llama"
@@ -27,13 +28,13 @@ const modelDir = "../../shared/models/stories260K"
 // claiming serves with one engine but registers another model version: the
 // dishonest worker's trick.
 type claiming struct {
-	workers.Engine
-	claim workers.ModelVersion
+	task.Engine
+	claim task.ModelVersion
 }
 
-func (c claiming) Models() []workers.ModelVersion { return []workers.ModelVersion{c.claim} }
+func (c claiming) Models() []task.ModelVersion { return []task.ModelVersion{c.claim} }
 
-func (c claiming) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (c claiming) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	t2 := *t
 	t2.Model = c.Engine.Models()[0].Name
 	return c.Engine.Generate(ctx, &t2, emit)
@@ -81,31 +82,31 @@ func perturbedCheckpoint(t testing.TB, scale float64, seed uint64) string {
 
 type cluster struct {
 	sched *scheduler.Scheduler
-	model workers.ModelVersion
+	model task.ModelVersion
 }
 
 // newCluster starts one worker per engine over the real link (HTTP,
 // workers.NewHandler, the agent), each from its own provider, and a
 // scheduler dialling them with workers.NewClient.
-func newCluster(t testing.TB, engines map[string]workers.Engine) *cluster {
+func newCluster(t testing.TB, engines map[string]task.Engine) *cluster {
 	t.Helper()
 	// No heartbeats here: a registration stands for the whole test.
 	s, err := scheduler.New(scheduler.Config{HeartbeatTimeout: time.Hour}, scheduler.Deps{
 		Clock: clock.Real{},
-		DialWorker: func(w *workers.Registered) scheduler.Conn {
+		DialWorker: func(w *task.Registered) scheduler.Conn {
 			return workers.NewClient(w.URL, workers.ClientOptions{Token: w.SessionToken})
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var model workers.ModelVersion
+	var model task.ModelVersion
 	for id, eng := range engines {
 		agent := workers.NewAgent(workers.AgentConfig{WorkerID: id, Engine: eng, MaxConcurrency: 4})
 		srv := httptest.NewServer(workers.NewHandler(agent, slog.New(slog.DiscardHandler)))
 		t.Cleanup(srv.Close)
 		model = eng.Models()[0]
-		s.Upsert(&workers.Registered{WorkerID: id, URL: srv.URL, MaxConcurrency: 4, Models: eng.Models(),
+		s.Upsert(&task.Registered{WorkerID: id, URL: srv.URL, MaxConcurrency: 4, Models: eng.Models(),
 			Provider: "provider-" + id})
 	}
 	return &cluster{sched: s, model: model}
@@ -113,14 +114,14 @@ func newCluster(t testing.TB, engines map[string]workers.Engine) *cluster {
 
 // serve runs one greedy request through the scheduler as the gateway does
 // and returns what the gateway hands the auditor.
-func (c *cluster) serve(ctx context.Context, i int) (*workers.Task, *workers.Completion, string, string, error) {
-	task := &workers.Task{RequestID: fmt.Sprintf("req-%d", i), Kind: workers.KindCompletion, Model: c.model.Name,
+func (c *cluster) serve(ctx context.Context, i int) (*task.Task, *task.Completion, string, string, error) {
+	tk := &task.Task{RequestID: fmt.Sprintf("req-%d", i), Kind: task.KindCompletion, Model: c.model.Name,
 		Prompt: prompts[i%len(prompts)], MaxTokens: 24, Subject: "dev"}
 	var text strings.Builder
-	var done *workers.Event
-	err := c.sched.Dispatch(ctx, task, func(ev workers.Event) error {
+	var done *task.Event
+	err := c.sched.Dispatch(ctx, tk, func(ev task.Event) error {
 		text.WriteString(ev.Text)
-		if ev.Type == workers.EventDone {
+		if ev.Type == task.EventDone {
 			done = &ev
 		}
 		return nil
@@ -128,7 +129,7 @@ func (c *cluster) serve(ctx context.Context, i int) (*workers.Task, *workers.Com
 	if err != nil {
 		return nil, nil, "", "", err
 	}
-	return task, done.Completion, done.FinishReason, text.String(), nil
+	return tk, done.Completion, done.FinishReason, text.String(), nil
 }
 
 var prompts = []string{
@@ -157,16 +158,16 @@ func (m *markLog) MarkAudit(_ context.Context, id, state string) error {
 func TestDishonestWorkerDisputed(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		dishonest func(t *testing.T, claim workers.ModelVersion) workers.Engine
+		dishonest func(t *testing.T, claim task.ModelVersion) task.Engine
 	}{
-		{"simulator", func(t *testing.T, claim workers.ModelVersion) workers.Engine {
+		{"simulator", func(t *testing.T, claim task.ModelVersion) task.Engine {
 			e, err := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], NoDelay: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return claiming{e, claim}
 		}},
-		{"perturbed checkpoint", func(t *testing.T, claim workers.ModelVersion) workers.Engine {
+		{"perturbed checkpoint", func(t *testing.T, claim task.ModelVersion) task.Engine {
 			return claiming{openLlama(t, perturbedCheckpoint(t, 0.05, 7), llama.Options{}), claim}
 		}},
 	} {
@@ -174,10 +175,10 @@ func TestDishonestWorkerDisputed(t *testing.T) {
 			h1 := openLlama(t, modelDir, llama.Options{})
 			h2 := openLlama(t, modelDir, llama.Options{})
 			claim := h1.Models()[0]
-			if claim.Determinism != workers.DeterminismExact {
+			if claim.Determinism != task.DeterminismExact {
 				t.Fatalf("built-in engine declares determinism %q", claim.Determinism)
 			}
-			c := newCluster(t, map[string]workers.Engine{"0x01": h1, "0x02": h2, "0x0bad": tc.dishonest(t, claim)})
+			c := newCluster(t, map[string]task.Engine{"0x01": h1, "0x02": h2, "0x0bad": tc.dishonest(t, claim)})
 			marks := &markLog{states: map[string]string{}}
 			a, err := New(Config{Rate: 1, MaxShare: 1, Concurrency: 1},
 				Deps{Pool: c.sched, Marker: marks, Rand: mrand.NewChaCha8([32]byte{1})})
@@ -187,11 +188,11 @@ func TestDishonestWorkerDisputed(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			for i := range 30 {
-				task, comp, finish, text, err := c.serve(ctx, i)
+				tk, comp, finish, text, err := c.serve(ctx, i)
 				if err != nil {
 					t.Fatalf("request %d: %v", i, err)
 				}
-				a.Observe(fmt.Sprintf("rcpt-%d", i), task, comp, finish, text, true)
+				a.Observe(fmt.Sprintf("rcpt-%d", i), tk, comp, finish, text, true)
 				j := <-a.queue // one at a time, so the order of events is the test's
 				a.audit(ctx, &j)
 				if len(a.Disputes()) > 0 {
@@ -244,7 +245,7 @@ func checkEvidence(t *testing.T, d *Dispute) {
 	if len(d.Executions) != 3 {
 		t.Fatalf("evidence has %d executions", len(d.Executions))
 	}
-	var bad, good []workers.Completion
+	var bad, good []task.Completion
 	for _, e := range d.Executions {
 		c := e.Completion
 		if c.RequestDigest != d.RequestDigest || c.Model != d.Model || c.ModelDigest != d.ModelDigest {
@@ -270,7 +271,7 @@ func checkEvidence(t *testing.T, d *Dispute) {
 // comparator: continuous batching on a shared engine must not change a
 // byte.
 func TestHonestWorkersNeverDisputed(t *testing.T) {
-	c := newCluster(t, map[string]workers.Engine{
+	c := newCluster(t, map[string]task.Engine{
 		"0x01": openLlama(t, modelDir, llama.Options{}),
 		"0x02": openLlama(t, modelDir, llama.Options{}),
 		"0x03": openLlama(t, modelDir, llama.Options{}),
@@ -303,12 +304,12 @@ func TestHonestWorkersNeverDisputed(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := g; i < n; i += 3 {
-				task, comp, finish, text, err := c.serve(ctx, i)
+				tk, comp, finish, text, err := c.serve(ctx, i)
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				a.Observe(fmt.Sprintf("rcpt-%d", i), task, comp, finish, text, true)
+				a.Observe(fmt.Sprintf("rcpt-%d", i), tk, comp, finish, text, true)
 			}
 		}()
 	}

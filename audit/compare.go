@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Output is one execution of a request: the worker's completion record and,
 // when the caller had it, the text it produced.
 type Output struct {
-	Completion workers.Completion
+	Completion task.Completion
 	Text       string
 	HasText    bool
 }
@@ -35,7 +35,7 @@ type Comparator interface {
 }
 
 // Exact is the comparator for engines that declare bit-exact determinism
-// (workers.DeterminismExact): the response digests must be equal, and so
+// (task.DeterminismExact): the response digests must be equal, and so
 // must the token counts (a worker that bills more tokens than it served is
 // caught the same way).
 type Exact struct{}

@@ -69,7 +69,7 @@ func (c Config) Validate() error {
 // Group before Submit and must not change them afterwards.
 type Entry[T any] struct {
 	Value T
-	// Priority orders the queue: lower goes first (workers.PriorityInteractive is 0).
+	// Priority orders the queue: lower goes first (task.PriorityInteractive is 0).
 	Priority int
 	// Deadline drops the entry from the queue when it passes; zero means none.
 	Deadline time.Time

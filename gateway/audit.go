@@ -1,7 +1,7 @@
 package gateway
 
 import (
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/valyala/fasthttp"
 )
 
@@ -10,12 +10,12 @@ import (
 // not block: it runs on the request's goroutine after the receipt is
 // durable.
 type Auditor interface {
-	Observe(receiptID string, t *workers.Task, c *workers.Completion, finish, text string, hasText bool)
+	Observe(receiptID string, t *task.Task, c *task.Completion, finish, text string, hasText bool)
 }
 
 // observeAudit hands a finished request to the auditor when its key allows
 // audits (APIKey.Audit: its prompt may be re-sent to another provider).
-func (s *Server) observeAudit(inf *inference, done *workers.Event) {
+func (s *Server) observeAudit(inf *inference, done *task.Event) {
 	if s.deps.Auditor == nil || !inf.key.Audit || done.Completion == nil {
 		return
 	}

@@ -6,13 +6,13 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/openai"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // parsed is an OpenAI request body decoded by a route: its canonical task
 // and how the answer travels.
 type parsed struct {
-	task         *workers.Task
+	task         *task.Task
 	stream       bool
 	includeUsage bool
 	format       string // embeddings encoding_format
@@ -20,18 +20,18 @@ type parsed struct {
 
 // parseRequest decodes and validates an OpenAI body of kind and maps it to
 // the task the worker runs — the one decode path, shared by the routes and
-// by RequestTask, so a receipt's request digest (workers.Task.Digest) can
+// by RequestTask, so a receipt's request digest (task.Task.Digest) can
 // be recomputed from the client's own body. Subject is the key's ID.
-func parseRequest(kind workers.Kind, body []byte, lim openai.Limits, requestID, subject string) (*parsed, error) {
+func parseRequest(kind task.Kind, body []byte, lim openai.Limits, requestID, subject string) (*parsed, error) {
 	var p parsed
 	switch kind {
-	case workers.KindChat:
+	case task.KindChat:
 		r, err := openai.ParseChat(body, lim)
 		if err != nil {
 			return nil, err
 		}
 		p.task, p.stream, p.includeUsage = r.Task(requestID), r.Stream, r.IncludeUsage()
-	case workers.KindCompletion:
+	case task.KindCompletion:
 		r, err := openai.ParseCompletion(body, lim)
 		if err != nil {
 			return nil, err
@@ -49,23 +49,23 @@ func parseRequest(kind workers.Kind, body []byte, lim openai.Limits, requestID, 
 }
 
 // RequestTask maps a client's own OpenAI request body to the canonical task
-// the gateway built from it (workers.Task, whose Digest is a receipt's
+// the gateway built from it (task.Task, whose Digest is a receipt's
 // request_digest), given the receipt's request ID and subject. The kind is
 // the body's: "messages" is /v1/chat/completions, "prompt"
 // /v1/completions, "input" /v1/embeddings. Limits are not applied (the
 // gateway checked its own): any body the gateway accepted maps.
 // docs/receipts.md describes the canonical form.
-func RequestTask(body []byte, requestID, subject string) (*workers.Task, error) {
+func RequestTask(body []byte, requestID, subject string) (*task.Task, error) {
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(body, &probe); err != nil {
 		return nil, apierr.BadRequest("", "invalid_json", "the request body is not a JSON object: %v", err)
 	}
-	kind := workers.KindEmbedding
+	kind := task.KindEmbedding
 	switch {
 	case probe["messages"] != nil:
-		kind = workers.KindChat
+		kind = task.KindChat
 	case probe["prompt"] != nil:
-		kind = workers.KindCompletion
+		kind = task.KindCompletion
 	case probe["input"] == nil:
 		return nil, apierr.BadRequest("", "unknown_request", "the body has none of messages, prompt or input")
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 const (
@@ -30,19 +30,19 @@ const (
 // error to return. It records what it was asked and whether onEvent failed.
 type fakeDispatcher struct {
 	mu       sync.Mutex
-	models   []workers.ModelVersion
-	tasks    []*workers.Task
-	script   func(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error
+	models   []task.ModelVersion
+	tasks    []*task.Task
+	script   func(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error
 	onEventE error // last error returned by onEvent
 }
 
-func (d *fakeDispatcher) Models() []workers.ModelVersion { return d.models }
+func (d *fakeDispatcher) Models() []task.ModelVersion { return d.models }
 
-func (d *fakeDispatcher) Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
+func (d *fakeDispatcher) Dispatch(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error {
 	d.mu.Lock()
 	d.tasks = append(d.tasks, t)
 	d.mu.Unlock()
-	wrapped := func(ev workers.Event) error {
+	wrapped := func(ev task.Event) error {
 		err := onEvent(ev)
 		if err != nil {
 			d.mu.Lock()
@@ -57,7 +57,7 @@ func (d *fakeDispatcher) Dispatch(ctx context.Context, t *workers.Task, onEvent 
 	return echoScript(ctx, t, wrapped)
 }
 
-func (d *fakeDispatcher) lastTask() *workers.Task {
+func (d *fakeDispatcher) lastTask() *task.Task {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.tasks) == 0 {
@@ -67,13 +67,13 @@ func (d *fakeDispatcher) lastTask() *workers.Task {
 }
 
 // echoScript answers like a tiny engine: "Hello" " world", or embeddings.
-func echoScript(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
+func echoScript(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error {
 	if t.Model != testModel {
 		return apierr.NotFound("model", "model_not_found", "The model '%s' does not exist", t.Model)
 	}
-	done := workers.Event{Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 5, CompletionTokens: 2},
-		Completion: &workers.Completion{RequestID: t.RequestID, Model: t.Model, Subject: t.Subject}}
-	if t.Kind == workers.KindEmbedding {
+	done := task.Event{Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 5, CompletionTokens: 2},
+		Completion: &task.Completion{RequestID: t.RequestID, Model: t.Model, Subject: t.Subject}}
+	if t.Kind == task.KindEmbedding {
 		for range t.Inputs {
 			done.Embeddings = append(done.Embeddings, []float32{0.6, 0.8})
 		}
@@ -81,7 +81,7 @@ func echoScript(ctx context.Context, t *workers.Task, onEvent func(workers.Event
 		return onEvent(done)
 	}
 	for _, s := range []string{"Hello", " world"} {
-		if err := onEvent(workers.Event{Type: workers.EventDelta, Text: s, Tokens: 1}); err != nil {
+		if err := onEvent(task.Event{Type: task.EventDelta, Text: s, Tokens: 1}); err != nil {
 			return err
 		}
 	}
@@ -90,15 +90,15 @@ func echoScript(ctx context.Context, t *workers.Task, onEvent func(workers.Event
 
 type fakeLedger struct {
 	mu       sync.Mutex
-	recorded map[string]*workers.Completion
-	voids    map[string]*workers.Void
+	recorded map[string]*task.Completion
+	voids    map[string]*task.Void
 }
 
-func (l *fakeLedger) Record(_ context.Context, id string, c *workers.Completion) error {
+func (l *fakeLedger) Record(_ context.Context, id string, c *task.Completion) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.recorded == nil {
-		l.recorded = map[string]*workers.Completion{}
+		l.recorded = map[string]*task.Completion{}
 	}
 	l.recorded[id] = c
 	return nil
@@ -128,11 +128,11 @@ func (l *fakeLedger) ReceiptOf(ctx context.Context, subject, id string) (json.Ra
 	return l.Receipt(ctx, id)
 }
 
-func (l *fakeLedger) RecordVoid(_ context.Context, id string, v *workers.Void) error {
+func (l *fakeLedger) RecordVoid(_ context.Context, id string, v *task.Void) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.voids == nil {
-		l.voids = map[string]*workers.Void{}
+		l.voids = map[string]*task.Void{}
 	}
 	l.voids[id] = v
 	return nil
@@ -189,13 +189,13 @@ type harness struct {
 func newHarness(t testing.TB, mutate func(*Config, *Deps)) *harness {
 	t.Helper()
 	h := &harness{
-		disp:   &fakeDispatcher{models: []workers.ModelVersion{{Name: testModel, Digest: strings.Repeat("ab", 32)}, {Name: "org/model-b", Digest: strings.Repeat("cd", 32)}}},
+		disp:   &fakeDispatcher{models: []task.ModelVersion{{Name: testModel, Digest: strings.Repeat("ab", 32)}, {Name: "org/model-b", Digest: strings.Repeat("cd", 32)}}},
 		ledger: &fakeLedger{},
 		clock:  &notifyClock{Fake: clock.NewFake(time.Unix(1_700_000_000, 0)), armed: make(chan time.Duration, 16)},
 		served: make(chan error, 1),
 	}
 	cfg := Config{
-		APIKeys:   []APIKey{{ID: "key1", Key: testKey}, {ID: "batch", Key: "sk-batch", Priority: workers.PriorityBatch, Deadline: time.Minute}},
+		APIKeys:   []APIKey{{ID: "key1", Key: testKey}, {ID: "batch", Key: "sk-batch", Priority: task.PriorityBatch, Deadline: time.Minute}},
 		AdminKeys: []string{adminKey},
 		BodyLimit: 64 << 10,
 		KeepAlive: 5 * time.Second,
@@ -259,7 +259,7 @@ const chatOK = `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`
 
 func TestErrors(t *testing.T) {
 	h := newHarness(t, func(c *Config, d *Deps) {})
-	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+	h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 		switch tk.Model {
 		case "shed":
 			return apierr.RateLimited("overloaded", "too busy", 1500*time.Millisecond)
@@ -270,7 +270,7 @@ func TestErrors(t *testing.T) {
 		case "boom":
 			return errors.New("secret internal detail")
 		case "engine":
-			return onEvent(workers.Event{Type: workers.EventFailed, Error: &workers.EventError{Status: 400, Type: apierr.TypeInvalidRequest, Code: "context_length_exceeded", Param: "messages", Message: "too long"}})
+			return onEvent(task.Event{Type: task.EventFailed, Error: &task.EventError{Status: 400, Type: apierr.TypeInvalidRequest, Code: "context_length_exceeded", Param: "messages", Message: "too long"}})
 		}
 		return echoScript(ctx, tk, onEvent)
 	}
@@ -399,9 +399,9 @@ func TestChatJSON(t *testing.T) {
 	if diff := cmp.Diff(got.Usage, map[string]int{"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}); diff != "" {
 		t.Errorf("usage (-got +want):\n%s", diff)
 	}
-	task := h.disp.lastTask()
-	if !strings.HasPrefix(task.RequestID, "my-req-1.req_") || task.Subject != "key1" || task.MaxTokens != 7 || task.Deadline.IsZero() {
-		t.Errorf("task = %+v", task)
+	tk := h.disp.lastTask()
+	if !strings.HasPrefix(tk.RequestID, "my-req-1.req_") || tk.Subject != "key1" || tk.MaxTokens != 7 || tk.Deadline.IsZero() {
+		t.Errorf("task = %+v", tk)
 	}
 }
 
@@ -417,12 +417,12 @@ func TestRequestIDReplacedWhenInvalid(t *testing.T) {
 func TestKeyPriorityAndDeadline(t *testing.T) {
 	h := newHarness(t, nil)
 	readAll(t, h.do(t, "POST", "/v1/chat/completions", "sk-batch", chatOK))
-	task := h.disp.lastTask()
-	if task.Priority != workers.PriorityBatch || task.Subject != "batch" {
-		t.Errorf("task priority %v subject %q", task.Priority, task.Subject)
+	tk := h.disp.lastTask()
+	if tk.Priority != task.PriorityBatch || tk.Subject != "batch" {
+		t.Errorf("task priority %v subject %q", tk.Priority, tk.Subject)
 	}
-	if want := h.clock.Now().Add(time.Minute); !task.Deadline.Equal(want) {
-		t.Errorf("deadline %v, want %v", task.Deadline, want)
+	if want := h.clock.Now().Add(time.Minute); !tk.Deadline.Equal(want) {
+		t.Errorf("deadline %v, want %v", tk.Deadline, want)
 	}
 }
 
@@ -622,9 +622,9 @@ func TestReceiptsOff(t *testing.T) {
 
 // gatedScript sends one delta, then waits for release (or cancellation),
 // then finishes; it reports the onEvent error it saw on cancelled.
-func gatedScript(release <-chan struct{}, cancelled chan<- error) func(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
-	return func(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
-		if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "first", Tokens: 1}); err != nil {
+func gatedScript(release <-chan struct{}, cancelled chan<- error) func(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error {
+	return func(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error {
+		if err := onEvent(task.Event{Type: task.EventDelta, Text: "first", Tokens: 1}); err != nil {
 			cancelled <- err
 			return err
 		}
@@ -634,14 +634,14 @@ func gatedScript(release <-chan struct{}, cancelled chan<- error) func(ctx conte
 		}
 		for {
 			// Keep producing until the client is gone or released.
-			err := onEvent(workers.Event{Type: workers.EventDelta, Text: "more", Tokens: 1})
+			err := onEvent(task.Event{Type: task.EventDelta, Text: "more", Tokens: 1})
 			if err != nil {
 				cancelled <- err
 				return err
 			}
 			select {
 			case <-release:
-				return onEvent(workers.Event{Type: workers.EventDone, FinishReason: "length", Usage: &workers.Usage{PromptTokens: 1, CompletionTokens: 2}, Completion: &workers.Completion{}})
+				return onEvent(task.Event{Type: task.EventDone, FinishReason: "length", Usage: &task.Usage{PromptTokens: 1, CompletionTokens: 2}, Completion: &task.Completion{}})
 			default:
 			}
 		}
@@ -652,8 +652,8 @@ func TestClientDisconnectCancelsWork(t *testing.T) {
 	h := newHarness(t, nil)
 	cancelled := make(chan error, 1)
 	gone := make(chan struct{})
-	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
-		if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "first", Tokens: 1}); err != nil {
+	h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
+		if err := onEvent(task.Event{Type: task.EventDelta, Text: "first", Tokens: 1}); err != nil {
 			cancelled <- err
 			return err
 		}
@@ -661,7 +661,7 @@ func TestClientDisconnectCancelsWork(t *testing.T) {
 		// A long generation: keep producing until the request's context
 		// ends (the scheduler then stops the task on its worker).
 		for range 1_000_000 {
-			if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "more", Tokens: 1}); err != nil {
+			if err := onEvent(task.Event{Type: task.EventDelta, Text: "more", Tokens: 1}); err != nil {
 				cancelled <- err
 				return err
 			}
@@ -695,12 +695,12 @@ func TestClientDisconnectCancelsWork(t *testing.T) {
 func TestKeepAliveOnIdleStream(t *testing.T) {
 	h := newHarness(t, nil)
 	release := make(chan struct{})
-	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
-		if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "a", Tokens: 1}); err != nil {
+	h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
+		if err := onEvent(task.Event{Type: task.EventDelta, Text: "a", Tokens: 1}); err != nil {
 			return err
 		}
 		<-release
-		return onEvent(workers.Event{Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{}, Completion: &workers.Completion{}})
+		return onEvent(task.Event{Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{}, Completion: &task.Completion{}})
 	}
 	resp := h.do(t, "POST", "/v1/completions", testKey, `{"model":"tiny","stream":true,"prompt":"x"}`)
 	defer resp.Body.Close()
@@ -786,19 +786,19 @@ func TestNewRejectsBadConfig(t *testing.T) {
 func TestStreamFailsMidway(t *testing.T) {
 	tests := []struct {
 		name   string
-		script func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error
+		script func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error
 		code   string
 	}{
-		{"engine error event", func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
-			onEvent(workers.Event{Type: workers.EventDelta, Text: "partial", Tokens: 1})
-			return onEvent(workers.Event{Type: workers.EventFailed, Error: &workers.EventError{Status: 500, Type: apierr.TypeServer, Code: "engine_crashed", Message: "engine crashed"}})
+		{"engine error event", func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
+			onEvent(task.Event{Type: task.EventDelta, Text: "partial", Tokens: 1})
+			return onEvent(task.Event{Type: task.EventFailed, Error: &task.EventError{Status: 500, Type: apierr.TypeServer, Code: "engine_crashed", Message: "engine crashed"}})
 		}, "engine_crashed"},
-		{"dispatch error after output", func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
-			onEvent(workers.Event{Type: workers.EventDelta, Text: "partial", Tokens: 1})
+		{"dispatch error after output", func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
+			onEvent(task.Event{Type: task.EventDelta, Text: "partial", Tokens: 1})
 			return apierr.Timeout("deadline_exceeded", "deadline passed", nil)
 		}, "deadline_exceeded"},
-		{"no done event", func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
-			return onEvent(workers.Event{Type: workers.EventDelta, Text: "partial", Tokens: 1})
+		{"no done event", func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
+			return onEvent(task.Event{Type: task.EventDelta, Text: "partial", Tokens: 1})
 		}, "internal_error"},
 	}
 	for _, tc := range tests {

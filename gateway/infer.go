@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/ids"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/valyala/fasthttp"
 )
@@ -26,7 +27,7 @@ type inference struct {
 	receiptID    string // "" when receipts are off
 	respID       string
 	created      int64
-	task         *workers.Task
+	task         *task.Task
 	stream       bool
 	includeUsage bool
 	format       string  // embeddings encoding_format
@@ -36,20 +37,20 @@ type inference struct {
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
-	return s.infer(rc, reqID, req, workers.KindChat, "chatcmpl-", obs.OpChat)
+	return s.infer(rc, reqID, req, task.KindChat, "chatcmpl-", obs.OpChat)
 }
 
 func (s *Server) completions(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
-	return s.infer(rc, reqID, req, workers.KindCompletion, "cmpl-", obs.OpTextCompletion)
+	return s.infer(rc, reqID, req, task.KindCompletion, "cmpl-", obs.OpTextCompletion)
 }
 
 func (s *Server) embeddings(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
-	return s.infer(rc, reqID, req, workers.KindEmbedding, "emb-", obs.OpEmbeddings)
+	return s.infer(rc, reqID, req, task.KindEmbedding, "emb-", obs.OpEmbeddings)
 }
 
 // infer authenticates, decodes the body (parseRequest, the one path from an
 // OpenAI body to a task) and runs it.
-func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, kind workers.Kind, respPrefix, op string) error {
+func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, kind task.Kind, respPrefix, op string) error {
 	key, err := s.authenticate(rc)
 	if err != nil {
 		return err
@@ -78,7 +79,7 @@ func (s *Server) taskRequestID(rc *fasthttp.RequestCtx, reqID string) string {
 	return reqID + "." + ids.Request()
 }
 
-func (s *Server) newInference(key *APIKey, t *workers.Task, respPrefix string) *inference {
+func (s *Server) newInference(key *APIKey, t *task.Task, respPrefix string) *inference {
 	now := s.clock.Now()
 	inf := &inference{reqID: t.RequestID, respID: ids.New(respPrefix), created: now.Unix(), task: t, key: key}
 	if s.deps.Ledger != nil {
@@ -129,17 +130,17 @@ var errClientClosed = &apierr.Error{Status: workers.StatusClientClosed, Type: ap
 type result struct {
 	firstText time.Time // when the first text arrived
 	text      strings.Builder
-	done      *workers.Event
-	failed    *workers.EventError
+	done      *task.Event
+	failed    *task.EventError
 }
 
-func (r *result) add(ev workers.Event) {
+func (r *result) add(ev task.Event) {
 	switch ev.Type {
-	case workers.EventDelta:
+	case task.EventDelta:
 		r.text.WriteString(ev.Text)
-	case workers.EventDone:
+	case task.EventDone:
 		r.done = &ev
-	case workers.EventFailed:
+	case task.EventFailed:
 		r.failed = ev.Error
 	}
 }
@@ -154,7 +155,7 @@ func (r *result) err() error {
 	return nil
 }
 
-func eventAPIError(e *workers.EventError) error {
+func eventAPIError(e *task.EventError) error {
 	if e == nil {
 		return apierr.Internal(errors.New("failed event without an error"))
 	}
@@ -167,8 +168,8 @@ func eventAPIError(e *workers.EventError) error {
 // the error response names its receipt (docs/billing.md).
 func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
 	var res result
-	err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev workers.Event) error {
-		if ev.Type == workers.EventDelta && ev.Text != "" && res.firstText.IsZero() {
+	err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev task.Event) error {
+		if ev.Type == task.EventDelta && ev.Text != "" && res.firstText.IsZero() {
 			res.firstText = s.clock.Now()
 		}
 		res.add(ev)
@@ -177,7 +178,7 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	if !res.firstText.IsZero() {
 		req.FirstToken(res.firstText)
 	}
-	if res.done != nil && workers.EndedEarly(res.done.FinishReason) {
+	if res.done != nil && task.EndedEarly(res.done.FinishReason) {
 		return s.unaryEndedEarly(ctx, rc, inf, req, res.done, err)
 	}
 	if res.done == nil {
@@ -189,7 +190,7 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	}
 	// A whole answer, even if the request ended as it came: its client,
 	// if still there, gets it.
-	if inf.task.Kind == workers.KindEmbedding && len(res.done.Embeddings) != len(inf.task.Inputs) {
+	if inf.task.Kind == task.KindEmbedding && len(res.done.Embeddings) != len(inf.task.Inputs) {
 		return apierr.Internal(errors.New("worker returned the wrong number of embeddings"))
 	}
 	req.SetUsage(res.done.Usage.PromptTokens, res.done.Usage.CompletionTokens)
@@ -197,7 +198,7 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	if err := s.record(ctx, inf, res.done); err != nil {
 		return err
 	}
-	inf.text, inf.hasText = res.text.String(), inf.task.Kind != workers.KindEmbedding
+	inf.text, inf.hasText = res.text.String(), inf.task.Kind != task.KindEmbedding
 	s.observeAudit(inf, res.done)
 	if inf.receiptID != "" {
 		rc.Response.Header.Set(HeaderReceipt, inf.receiptID)
@@ -205,7 +206,7 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	s.logDone(ctx, inf, res.done)
 	usage := openai.NewUsage(res.done.Usage)
 	switch inf.task.Kind {
-	case workers.KindChat:
+	case task.KindChat:
 		// Rendered by hand (the common answer; encoding/json for the rest).
 		text := res.text.String()
 		body := make([]byte, 0, 320+len(text)+len(inf.task.Model)+len(inf.respID))
@@ -214,7 +215,7 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 		rc.Response.SetBodyRaw(openai.AppendChatCompletion(body, inf.respID, inf.created, inf.task.Model,
 			text, finishReason(res.done), usage))
 		return nil
-	case workers.KindCompletion:
+	case task.KindCompletion:
 		return writeJSON(rc, &openai.TextCompletion{
 			ID: inf.respID, Object: "text_completion", Created: inf.created, Model: inf.task.Model,
 			Choices: []openai.CompletionChoice{{Text: res.text.String(), FinishReason: openai.Ptr(finishReason(res.done))}},
@@ -229,11 +230,11 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 // stopped part way: a stopped one (client gone, deadline) is billed for
 // the tokens generated, and its error response names the receipt; one
 // that failed is not billed (its client received nothing).
-func (s *Server) unaryEndedEarly(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request, done *workers.Event, err error) error {
+func (s *Server) unaryEndedEarly(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request, done *task.Event, err error) error {
 	if err == nil {
 		err = eventAPIError(done.Error)
 	}
-	if done.FinishReason != workers.FinishCancelled {
+	if done.FinishReason != task.FinishCancelled {
 		return err
 	}
 	if !s.stoppedByGateway(ctx, inf.task) {
@@ -264,12 +265,12 @@ const deadlineSkew = time.Second
 // stoppedByGateway reports whether a task whose record says cancelled was
 // stopped by the gateway: its request ended (client gone, deadline), or
 // its deadline is all but reached.
-func (s *Server) stoppedByGateway(ctx context.Context, t *workers.Task) bool {
+func (s *Server) stoppedByGateway(ctx context.Context, t *task.Task) bool {
 	return ctx.Err() != nil || !t.Deadline.IsZero() && !s.clock.Now().Before(t.Deadline.Add(-deadlineSkew))
 }
 
 // finishReason is the OpenAI finish reason of a finished generation.
-func finishReason(done *workers.Event) string {
+func finishReason(done *task.Event) string {
 	if done.FinishReason == "" {
 		return "stop"
 	}
@@ -279,7 +280,7 @@ func finishReason(done *workers.Event) string {
 // record makes the completion a receipt before the client sees the end of
 // the response. It is not cut short by a client that has gone: the work was
 // done and is billable.
-func (s *Server) record(ctx context.Context, inf *inference, done *workers.Event) error {
+func (s *Server) record(ctx context.Context, inf *inference, done *task.Event) error {
 	if s.deps.Ledger == nil {
 		return nil
 	}
@@ -306,7 +307,7 @@ func (s *Server) recordVoid(ctx context.Context, inf *inference, why error) {
 		reason += ": " + ae.Message
 	}
 	d := inf.task.Digest()
-	v := &workers.Void{RequestID: inf.reqID, RequestDigest: hex.EncodeToString(d[:]), Subject: inf.task.Subject,
+	v := &task.Void{RequestID: inf.reqID, RequestDigest: hex.EncodeToString(d[:]), Subject: inf.task.Subject,
 		Model: inf.task.Model, Time: s.clock.Now().UTC(), Reason: reason}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -318,7 +319,7 @@ func (s *Server) recordVoid(ctx context.Context, inf *inference, why error) {
 	s.log.InfoContext(ctx, "receipt void", "request_id", inf.reqID, "receipt", inf.receiptID, "reason", reason)
 }
 
-func (s *Server) logDone(ctx context.Context, inf *inference, done *workers.Event) {
+func (s *Server) logDone(ctx context.Context, inf *inference, done *task.Event) {
 	u := openai.NewUsage(done.Usage)
 	s.log.InfoContext(ctx, "request done", "request_id", inf.reqID, "model", inf.task.Model, "kind", inf.task.Kind,
 		"stream", inf.stream, "prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens,
@@ -331,7 +332,7 @@ func (s *Server) logDone(ctx context.Context, inf *inference, done *workers.Even
 // still to be recorded.
 type dispatchEnd struct {
 	err  error
-	kept *workers.Event
+	kept *task.Event
 }
 
 // stream answers with SSE. It opens the dispatch first and waits for the
@@ -343,17 +344,17 @@ type dispatchEnd struct {
 // the client is gone: cancel stops the task and the scheduler delivers the
 // worker's last event, which the writer then records.
 func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
-	events := make(chan workers.Event) // unbuffered: Dispatch cannot return before its events are taken
+	events := make(chan task.Event) // unbuffered: Dispatch cannot return before its events are taken
 	done := make(chan dispatchEnd, 1)
 	go func() {
-		var kept *workers.Event
-		err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev workers.Event) error {
+		var kept *task.Event
+		err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev task.Event) error {
 			select {
 			case events <- ev:
 			case <-ctx.Done():
 				// Nobody reads any more; keep the record, drop the text
 				// (the client is gone, or gets the deadline's error).
-				if ev.Type == workers.EventDone {
+				if ev.Type == task.EventDone {
 					kept = &ev
 				}
 			}
@@ -363,7 +364,7 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 	}()
 
 	stopWatch := watchClient(rc.Conn(), func() { cancel(errClientClosed) })
-	var first workers.Event
+	var first task.Event
 	select {
 	case first = <-events:
 		stopWatch()
@@ -380,7 +381,7 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 		}
 		return end.err
 	}
-	if first.Type == workers.EventFailed {
+	if first.Type == task.EventFailed {
 		cancel(nil)
 		<-done
 		return eventAPIError(first.Error)
@@ -426,7 +427,7 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 
 // recordEnded records the last done event of a request that ended before
 // its client took it; a failure is logged (nobody is left to tell).
-func (s *Server) recordEnded(ctx context.Context, inf *inference, done *workers.Event) {
+func (s *Server) recordEnded(ctx context.Context, inf *inference, done *task.Event) {
 	if done.Usage != nil {
 		s.charge(ctx, inf.key, inf.reqID, done.Usage)
 	}
@@ -469,8 +470,8 @@ func (sw *sseWriter) settle(ctx context.Context, end dispatchEnd) {
 
 var errClientGone = errors.New("client disconnected")
 
-func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan workers.Event, done <-chan dispatchEnd) error {
-	if sw.inf.task.Kind == workers.KindChat {
+func (sw *sseWriter) run(ctx context.Context, first task.Event, events <-chan task.Event, done <-chan dispatchEnd) error {
+	if sw.inf.task.Kind == task.KindChat {
 		if err := sw.data(sw.chatChunk(openai.ChatDelta{Role: "assistant", Content: openai.Ptr("")}, nil)); err != nil {
 			return err
 		}
@@ -529,32 +530,32 @@ func (sw *sseWriter) run(ctx context.Context, first workers.Event, events <-chan
 }
 
 // event writes one event; finished is true after the last write.
-func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool, err error) {
+func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, err error) {
 	inf := sw.inf
 	switch ev.Type {
-	case workers.EventDelta:
+	case task.EventDelta:
 		if ev.Text == "" {
 			return false, nil
 		}
 		sw.obs.FirstToken(sw.s.clock.Now())
-		if inf.task.Kind == workers.KindChat {
+		if inf.task.Kind == task.KindChat {
 			sw.buf = openai.AppendChatContentChunk(sw.buf[:0], inf.respID, inf.created, inf.task.Model, ev.Text)
 		} else {
 			sw.buf = openai.AppendTextChunk(sw.buf[:0], inf.respID, inf.created, inf.task.Model, ev.Text)
 		}
 		return false, sw.dataBytes(sw.buf)
-	case workers.EventFailed:
+	case task.EventFailed:
 		sw.settled = true
 		sw.s.recordVoid(ctx, inf, eventAPIError(ev.Error))
 		return true, sw.fail(ctx, eventAPIError(ev.Error))
-	case workers.EventDone:
+	case task.EventDone:
 		sw.obs.SetUsage(ev.Usage.PromptTokens, ev.Usage.CompletionTokens)
 		sw.s.charge(ctx, inf.key, inf.reqID, ev.Usage)
 		sw.settled = true
 		if err := sw.s.record(ctx, inf, &ev); err != nil {
 			return true, sw.fail(ctx, err)
 		}
-		if workers.EndedEarly(ev.FinishReason) {
+		if task.EndedEarly(ev.FinishReason) {
 			// Billed for the tokens generated; the client learns why
 			// the stream stopped, the way OpenAI reports errors.
 			sw.s.logDone(ctx, inf, &ev)
@@ -566,7 +567,7 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 		}
 		sw.s.observeAudit(inf, &ev)
 		reason := finishReason(&ev)
-		if inf.task.Kind == workers.KindChat {
+		if inf.task.Kind == task.KindChat {
 			err = sw.data(sw.chatChunk(openai.ChatDelta{}, &reason))
 		} else {
 			err = sw.data(sw.textChunk("", &reason))
@@ -576,7 +577,7 @@ func (sw *sseWriter) event(ctx context.Context, ev workers.Event) (finished bool
 		}
 		if inf.includeUsage {
 			u := openai.NewUsage(ev.Usage)
-			if inf.task.Kind == workers.KindChat {
+			if inf.task.Kind == task.KindChat {
 				c := sw.chatChunk(openai.ChatDelta{}, nil)
 				c.Choices, c.Usage = []openai.ChatChunkChoice{}, &u
 				err = sw.data(c)

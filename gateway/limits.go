@@ -7,7 +7,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/ratelimit"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Per-key limits. Requests per minute are exact: each admitted request
@@ -81,7 +81,7 @@ func (s *Server) admit(ctx context.Context, k *APIKey, reqID string) error {
 }
 
 // charge debits a completed request's tokens from its key's budget.
-func (s *Server) charge(ctx context.Context, k *APIKey, reqID string, u *workers.Usage) {
+func (s *Server) charge(ctx context.Context, k *APIKey, reqID string, u *task.Usage) {
 	if k == nil || k.tokens == nil || u == nil {
 		return
 	}

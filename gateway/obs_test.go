@@ -12,7 +12,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 const clientTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -35,7 +35,7 @@ func TestObservedRequests(t *testing.T) {
 		d.Obs = p
 		d.Logger = obs.Logger(obs.LogConfig{Format: "json", Level: "debug", Output: logs})
 	})
-	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+	h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 		mu.Lock()
 		dispatchTP = append(dispatchTP, obs.Traceparent(ctx))
 		mu.Unlock()
@@ -141,7 +141,7 @@ type fakeStatus struct{}
 
 func (fakeStatus) StatusWorkers() []statuspage.Worker {
 	return []statuspage.Worker{{ID: "0xfeedbeef", URL: "http://10.1.2.3:9090", Healthy: true, MaxConcurrency: 8, InFlight: 3,
-		Models: []string{testModel}, GPUs: []workers.GPU{{Index: 0, Name: "NVIDIA H100", MemoryTotalMiB: 80000, MemoryUsedMiB: 40000}}}}
+		Models: []string{testModel}, GPUs: []task.GPU{{Index: 0, Name: "NVIDIA H100", MemoryTotalMiB: 80000, MemoryUsedMiB: 40000}}}}
 }
 func (fakeStatus) StatusLoad() statuspage.Load { return statuspage.Load{QueueLength: 2, InFlight: 3} }
 

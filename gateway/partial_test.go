@@ -12,18 +12,19 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // partialDone is the worker's last event for a generation stopped after
 // tokens tokens: a record of exactly those.
-func partialDone(t *workers.Task, finish string, tokens int, e *workers.EventError) workers.Event {
-	return workers.Event{Type: workers.EventDone, FinishReason: finish, Usage: &workers.Usage{PromptTokens: 3, CompletionTokens: tokens},
-		Completion: &workers.Completion{RequestID: t.RequestID, Subject: t.Subject, Model: t.Model, PromptTokens: 3, CompletionTokens: tokens, FinishReason: finish},
+func partialDone(t *task.Task, finish string, tokens int, e *task.EventError) task.Event {
+	return task.Event{Type: task.EventDone, FinishReason: finish, Usage: &task.Usage{PromptTokens: 3, CompletionTokens: tokens},
+		Completion: &task.Completion{RequestID: t.RequestID, Subject: t.Subject, Model: t.Model, PromptTokens: 3, CompletionTokens: tokens, FinishReason: finish},
 		Error:      e}
 }
 
-var errCancelledEvent = &workers.EventError{Status: workers.StatusClientClosed, Type: apierr.TypeInvalidRequest, Code: workers.CodeCancelled, Message: "the request was cancelled"}
+var errCancelledEvent = &task.EventError{Status: workers.StatusClientClosed, Type: apierr.TypeInvalidRequest, Code: workers.CodeCancelled, Message: "the request was cancelled"}
 
 // receiptStatus reads a receipt with the admin key: its status and body.
 func (h *harness) receiptStatus(t *testing.T, id string) (string, map[string]any) {
@@ -63,35 +64,35 @@ func TestAbortedStreamReceiptResolves(t *testing.T) {
 	tests := []struct {
 		name       string
 		leave      bool // the client goes away after the first token
-		end        func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error
+		end        func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error
 		wantStatus string
 		wantTokens float64
 		wantErr    string // the error event the client sees ("" when it left)
 	}{
-		{"client gone, worker records what it generated", true, func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+		{"client gone, worker records what it generated", true, func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 			<-ctx.Done() // the scheduler stops the task; the worker reports
-			onEvent(workers.Event{Type: workers.EventDelta, Text: " upon", Tokens: 1})
-			onEvent(partialDone(tk, workers.FinishCancelled, 2, errCancelledEvent))
+			onEvent(task.Event{Type: task.EventDelta, Text: " upon", Tokens: 1})
+			onEvent(partialDone(tk, task.FinishCancelled, 2, errCancelledEvent))
 			return context.Cause(ctx)
 		}, "pending", 2, ""},
-		{"client gone, no record came", true, func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+		{"client gone, no record came", true, func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 			<-ctx.Done()
 			return context.Cause(ctx)
 		}, "void", 0, ""},
-		{"worker link fails mid-stream", false, func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+		{"worker link fails mid-stream", false, func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 			return apierr.Unavailable("worker_unavailable", "the worker failed; retry", errors.New("EOF"))
 		}, "void", 0, "worker_unavailable"},
-		{"upstream fails after tokens", false, func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
-			return onEvent(partialDone(tk, workers.FinishError, 1, &workers.EventError{Status: 502, Type: apierr.TypeServer, Code: "upstream_error", Message: "the upstream failed"}))
+		{"upstream fails after tokens", false, func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
+			return onEvent(partialDone(tk, task.FinishError, 1, &task.EventError{Status: 502, Type: apierr.TypeServer, Code: "upstream_error", Message: "the upstream failed"}))
 		}, "pending", 1, "upstream_error"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			ended := make(chan struct{})
-			h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+			h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 				defer close(ended)
-				if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "Once", Tokens: 1}); err != nil {
+				if err := onEvent(task.Event{Type: task.EventDelta, Text: "Once", Tokens: 1}); err != nil {
 					return err
 				}
 				return tc.end(ctx, tk, onEvent)
@@ -149,7 +150,7 @@ func TestUnaryClientGone(t *testing.T) {
 	h := newHarness(t, nil)
 	cause := make(chan error, 1)
 	started := make(chan struct{})
-	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+	h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 		close(started)
 		select {
 		case <-ctx.Done():
@@ -158,8 +159,8 @@ func TestUnaryClientGone(t *testing.T) {
 			return onEvent(partialDone(tk, "stop", 9, nil))
 		}
 		cause <- context.Cause(ctx)
-		onEvent(workers.Event{Type: workers.EventDelta, Text: "Once upon", Tokens: 2})
-		onEvent(partialDone(tk, workers.FinishCancelled, 2, errCancelledEvent))
+		onEvent(task.Event{Type: task.EventDelta, Text: "Once upon", Tokens: 2})
+		onEvent(partialDone(tk, task.FinishCancelled, 2, errCancelledEvent))
 		return context.Cause(ctx)
 	}
 	conn, err := net.Dial("tcp", h.ln.Addr().String())
@@ -187,7 +188,7 @@ func TestUnaryClientGone(t *testing.T) {
 	deadline := time.Now().Add(hangGuard)
 	for {
 		h.ledger.mu.Lock()
-		var c *workers.Completion
+		var c *task.Completion
 		for _, rc := range h.ledger.recorded {
 			if strings.HasPrefix(rc.RequestID, "req-unary-gone.") {
 				c = rc
@@ -195,7 +196,7 @@ func TestUnaryClientGone(t *testing.T) {
 		}
 		h.ledger.mu.Unlock()
 		if c != nil {
-			if c.FinishReason != workers.FinishCancelled || c.CompletionTokens != 2 {
+			if c.FinishReason != task.FinishCancelled || c.CompletionTokens != 2 {
 				t.Errorf("record %+v, want the 2 tokens generated, finish cancelled", c)
 			}
 			return
@@ -212,10 +213,10 @@ func TestUnaryClientGone(t *testing.T) {
 // naming the receipt, so the ID resolves.
 func TestUnaryDeadlineMidGeneration(t *testing.T) {
 	h := newHarness(t, nil)
-	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+	h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 		<-ctx.Done() // the deadline passes; the scheduler stops the task
-		onEvent(workers.Event{Type: workers.EventDelta, Text: "Once upon a", Tokens: 3})
-		onEvent(partialDone(tk, workers.FinishCancelled, 3, &workers.EventError{Status: 504, Type: apierr.TypeTimeout, Code: "deadline_exceeded", Message: "the request's deadline passed"}))
+		onEvent(task.Event{Type: task.EventDelta, Text: "Once upon a", Tokens: 3})
+		onEvent(partialDone(tk, task.FinishCancelled, 3, &task.EventError{Status: 504, Type: apierr.TypeTimeout, Code: "deadline_exceeded", Message: "the request's deadline passed"}))
 		return apierr.Timeout("deadline_exceeded", "the request's deadline passed before its answer was ready", nil)
 	}
 	resp := h.do(t, "POST", "/v1/chat/completions", testKey, chatOK, HeaderDeadline, "20")

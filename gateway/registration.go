@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/valyala/fasthttp"
@@ -16,10 +17,10 @@ import (
 // WorkerRegistry is where registered workers and their heartbeats go.
 // Satisfied by *scheduler.Scheduler.
 type WorkerRegistry interface {
-	Upsert(w *workers.Registered)
+	Upsert(w *task.Registered)
 	// Heartbeat fails for a worker the registry does not know, which tells
 	// the worker to register again.
-	Heartbeat(hb *workers.Heartbeat) error
+	Heartbeat(hb *task.Heartbeat) error
 	Remove(workerID string)
 }
 
@@ -28,13 +29,13 @@ type WorkerRegistry interface {
 type Registrar interface {
 	// Challenge needs the caller's provider token (its bearer token).
 	Challenge(providerToken string, now time.Time) (string, error)
-	Register(ctx context.Context, req *workers.RegisterRequest, now time.Time) (*workers.Registered, error)
+	Register(ctx context.Context, req *workers.RegisterRequest, now time.Time) (*task.Registered, error)
 	// VerifySession fails with an apierr 401 (code unknown_worker or
 	// invalid_session) for a token that does not open this worker's session.
 	VerifySession(workerID, token string) error
 	// Forget ends a worker's session.
 	Forget(workerID string)
-	AllowModel(mv workers.ModelVersion) error
+	AllowModel(mv task.ModelVersion) error
 	// HeartbeatInterval is what registered workers are told.
 	HeartbeatInterval() time.Duration
 }
@@ -49,13 +50,13 @@ type workerLedger interface {
 	// AdmitWorker admits the pairs (a signed registry root history entry
 	// when any is new). It refuses, admitting nothing, versions an admin
 	// revoked for the worker, with an error that has RevokedVersions.
-	AdmitWorker(ctx context.Context, workerID string, versions ...workers.ModelVersion) error
+	AdmitWorker(ctx context.Context, workerID string, versions ...task.ModelVersion) error
 }
 
 // revokedError is how AdmitWorker names the versions it refused.
 type revokedError interface {
 	error
-	RevokedVersions() []workers.ModelVersion
+	RevokedVersions() []task.ModelVersion
 }
 
 // registryLedger is an optional extension of Ledger that publishes and
@@ -67,28 +68,28 @@ type registryLedger interface {
 	// RevokeWorker removes the worker's pairs for model (empty: all) and
 	// digest (empty: all), puts a root without them in force, and denies
 	// them until reinstated. It returns the versions removed.
-	RevokeWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error)
+	RevokeWorker(ctx context.Context, workerID, model, digest string) ([]task.ModelVersion, error)
 	// RevokeKey revokes the worker's key from a time (a compromised key):
 	// its pairs go, and the signed history refuses its batches dated from
 	// then on under any root. The key cannot be reinstated.
-	RevokeKey(ctx context.Context, workerID string, from time.Time) ([]workers.ModelVersion, error)
+	RevokeKey(ctx context.Context, workerID string, from time.Time) ([]task.ModelVersion, error)
 	// ReinstateWorker lifts the denials model and digest cover; it returns
 	// those still in force (an empty name or digest: all).
-	ReinstateWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error)
+	ReinstateWorker(ctx context.Context, workerID, model, digest string) ([]task.ModelVersion, error)
 }
 
 // admitWorker admits a registering worker's model versions. Versions an admin
 // revoked for it are dropped from the registration (it serves the rest);
 // a worker left with none is refused (403 worker_revoked).
-func (s *Server) admitWorker(ctx context.Context, wl workerLedger, reg *workers.Registered) error {
+func (s *Server) admitWorker(ctx context.Context, wl workerLedger, reg *task.Registered) error {
 	for attempt := 0; ; attempt++ {
 		err := wl.AdmitWorker(ctx, reg.WorkerID, reg.Models...)
 		var rev revokedError
 		if err == nil || !errors.As(err, &rev) {
 			return err
 		}
-		reg.Models = slices.DeleteFunc(reg.Models, func(m workers.ModelVersion) bool {
-			return slices.ContainsFunc(rev.RevokedVersions(), func(r workers.ModelVersion) bool {
+		reg.Models = slices.DeleteFunc(reg.Models, func(m task.ModelVersion) bool {
+			return slices.ContainsFunc(rev.RevokedVersions(), func(r task.ModelVersion) bool {
 				return r.Name == m.Name && strings.EqualFold(r.Digest, m.Digest)
 			})
 		})
@@ -121,8 +122,8 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		return writeJSON(rc, workers.ChallengeResponse{Challenge: c})
 	case "register":
 		var req workers.RegisterRequest
-		if len(rc.PostBody()) > workers.MaxRegisterBytes {
-			return apierr.TooLarge(workers.MaxRegisterBytes)
+		if len(rc.PostBody()) > task.MaxRegisterBytes {
+			return apierr.TooLarge(task.MaxRegisterBytes)
 		}
 		if err := readJSON(rc, &req); err != nil {
 			return err
@@ -161,11 +162,11 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			CountersignToken:    countersign,
 		})
 	case "heartbeat":
-		var hb workers.Heartbeat
+		var hb task.Heartbeat
 		if err := readJSON(rc, &hb); err != nil {
 			return err
 		}
-		if err := workers.ValidateHeartbeat(&hb); err != nil {
+		if err := task.ValidateHeartbeat(&hb); err != nil {
 			return err
 		}
 		if err := s.workerSession(rc, hb.WorkerID); err != nil {
@@ -221,7 +222,7 @@ func (s *Server) allowModel(rc *fasthttp.RequestCtx) error {
 	if s.deps.Registrar == nil {
 		return apierr.NotFound("", "registration_disabled", "Worker registration is not enabled on this gateway.")
 	}
-	var mv workers.ModelVersion
+	var mv task.ModelVersion
 	if err := readJSON(rc, &mv); err != nil {
 		return err
 	}
@@ -303,7 +304,7 @@ func (s *Server) revokeWorker(rc *fasthttp.RequestCtx) error {
 	}
 	ctx, cancel := opContext()
 	defer cancel()
-	var removed []workers.ModelVersion
+	var removed []task.ModelVersion
 	if req.From != nil {
 		removed, err = rl.RevokeKey(ctx, req.WorkerID, *req.From)
 	} else {
@@ -319,7 +320,7 @@ func (s *Server) revokeWorker(rc *fasthttp.RequestCtx) error {
 		s.deps.Registrar.Forget(req.WorkerID)
 	}
 	if removed == nil {
-		removed = []workers.ModelVersion{}
+		removed = []task.ModelVersion{}
 	}
 	out := map[string]any{"worker_id": req.WorkerID, "model": req.Model, "digest": req.Digest, "removed": removed}
 	if req.From != nil {
@@ -347,7 +348,7 @@ func (s *Server) reinstateWorker(rc *fasthttp.RequestCtx) error {
 	}
 	s.log.Info("worker reinstated", "worker", req.WorkerID, "model", req.Model, "digest", req.Digest, "still_revoked", len(left))
 	if left == nil {
-		left = []workers.ModelVersion{}
+		left = []task.ModelVersion{}
 	}
 	return writeJSON(rc, map[string]any{"worker_id": req.WorkerID, "still_revoked": left})
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
@@ -17,20 +18,20 @@ const providerToken = "pt-0123456789abcdef"
 // fakeRegistry records what the gateway tells the scheduler.
 type fakeRegistry struct {
 	mu         sync.Mutex
-	workers    map[string]*workers.Registered
+	workers    map[string]*task.Registered
 	heartbeats int
 }
 
-func (r *fakeRegistry) Upsert(w *workers.Registered) {
+func (r *fakeRegistry) Upsert(w *task.Registered) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.workers == nil {
-		r.workers = map[string]*workers.Registered{}
+		r.workers = map[string]*task.Registered{}
 	}
 	r.workers[w.WorkerID] = w
 }
 
-func (r *fakeRegistry) Heartbeat(hb *workers.Heartbeat) error {
+func (r *fakeRegistry) Heartbeat(hb *task.Heartbeat) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.workers[hb.WorkerID] == nil {
@@ -46,7 +47,7 @@ func (r *fakeRegistry) Remove(id string) {
 	delete(r.workers, id)
 }
 
-func (r *fakeRegistry) get(id string) *workers.Registered {
+func (r *fakeRegistry) get(id string) *task.Registered {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.workers[id]
@@ -56,16 +57,16 @@ func (r *fakeRegistry) get(id string) *workers.Registered {
 // runs tasks.
 type modelsOnly struct{}
 
-func (modelsOnly) Models() []workers.ModelVersion {
-	return []workers.ModelVersion{{Name: "tiny", Digest: strings.Repeat("ab", 32)}}
+func (modelsOnly) Models() []task.ModelVersion {
+	return []task.ModelVersion{{Name: "tiny", Digest: strings.Repeat("ab", 32)}}
 }
 
-func (modelsOnly) Generate(context.Context, *workers.Task, func(workers.Delta) error) (workers.Result, error) {
-	return workers.Result{}, errors.New("not for running")
+func (modelsOnly) Generate(context.Context, *task.Task, func(task.Delta) error) (task.Result, error) {
+	return task.Result{}, errors.New("not for running")
 }
 
-func (modelsOnly) Embed(context.Context, string, []string) (workers.EmbedResult, error) {
-	return workers.EmbedResult{}, errors.New("not for running")
+func (modelsOnly) Embed(context.Context, string, []string) (task.EmbedResult, error) {
+	return task.EmbedResult{}, errors.New("not for running")
 }
 
 // TestWorkerRegistration drives the gateway's registration routes with the
@@ -186,7 +187,7 @@ type recordingLedger struct {
 	mu     sync.Mutex
 	urls   map[string]string
 	creds  map[string]string
-	models []workers.ModelVersion
+	models []task.ModelVersion
 }
 
 func (l *recordingLedger) SetCountersignCredential(_ context.Context, id, cred string) error {
@@ -209,7 +210,7 @@ func (l *recordingLedger) SetWorkerURL(_ context.Context, id, url string) error 
 	return nil
 }
 
-func (l *recordingLedger) AdmitWorker(_ context.Context, _ string, vs ...workers.ModelVersion) error {
+func (l *recordingLedger) AdmitWorker(_ context.Context, _ string, vs ...task.ModelVersion) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.models = append(l.models, vs...)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // TestUnaryCancelledRecordWhileClientWaits plays a dishonest (or
@@ -14,9 +14,9 @@ import (
 // be billed (docs/billing.md row 13), not the tokens the record claims.
 func TestUnaryCancelledRecordWhileClientWaits(t *testing.T) {
 	h := newHarness(t, nil)
-	h.disp.script = func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
-		onEvent(workers.Event{Type: workers.EventDelta, Text: "Once upon", Tokens: 2})
-		return onEvent(partialDone(tk, workers.FinishCancelled, 2, errCancelledEvent))
+	h.disp.script = func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
+		onEvent(task.Event{Type: task.EventDelta, Text: "Once upon", Tokens: 2})
+		return onEvent(partialDone(tk, task.FinishCancelled, 2, errCancelledEvent))
 	}
 	resp := h.do(t, "POST", "/v1/chat/completions", testKey, chatOK)
 	body := readAll(t, resp)

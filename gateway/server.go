@@ -25,25 +25,25 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/internal/ratelimit"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/valyala/fasthttp"
 )
 
 // Dispatcher runs one task on some worker and delivers its events in order
 // (Index 0). Satisfied by *scheduler.Scheduler.
 type Dispatcher interface {
-	Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error
-	Models() []workers.ModelVersion
+	Dispatch(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error
+	Models() []task.ModelVersion
 }
 
 // Ledger records completions as receipts and serves them. Optional: a nil
 // Ledger turns receipts off. Satisfied by the receipts package's ledger.
 type Ledger interface {
 	// Record stores c under receiptID durably (fsync'd) before returning.
-	Record(ctx context.Context, receiptID string, c *workers.Completion) error
+	Record(ctx context.Context, receiptID string, c *task.Completion) error
 	// RecordVoid stores, as durably, that receiptID (already handed to a
 	// client) names nothing billable, and why.
-	RecordVoid(ctx context.Context, receiptID string, v *workers.Void) error
+	RecordVoid(ctx context.Context, receiptID string, v *task.Void) error
 	// Receipt returns any receipt's JSON, or an apierr 404.
 	Receipt(ctx context.Context, id string) (json.RawMessage, error)
 	// ReceiptOf returns the receipt only if its subject is subject, and
@@ -83,11 +83,11 @@ const (
 
 // APIKey is one client or billing key.
 type APIKey struct {
-	ID       string           // subject recorded in receipts; never the key itself
-	Key      string           // the bearer secret
-	Role     KeyRole          // RoleClient (default) or RoleBilling
-	Deadline time.Duration    // default request deadline; 0: Config.DefaultDeadline
-	Priority workers.Priority // admission class
+	ID       string        // subject recorded in receipts; never the key itself
+	Key      string        // the bearer secret
+	Role     KeyRole       // RoleClient (default) or RoleBilling
+	Deadline time.Duration // default request deadline; 0: Config.DefaultDeadline
+	Priority task.Priority // admission class
 	// Audit lets the auditor re-execute the key's requests on a worker of
 	// another provider: its prompts then reach a second (on a mismatch a
 	// third) provider.

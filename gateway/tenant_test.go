@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 const (
@@ -24,16 +24,16 @@ const (
 
 // ledgerScript answers like echoScript with a completion record the real
 // ledger accepts (the worker's would be checked by the link before this).
-func ledgerScript(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
+func ledgerScript(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error {
 	hexd := func(s string) string { d := sha256.Sum256([]byte(s)); return hex.EncodeToString(d[:]) }
 	rq := t.Digest()
-	c := &workers.Completion{RequestID: t.RequestID, WorkerID: "0x" + strings.Repeat("0", 63) + "1", Model: t.Model, ModelDigest: hexd("weights"),
+	c := &task.Completion{RequestID: t.RequestID, WorkerID: "0x" + strings.Repeat("0", 63) + "1", Model: t.Model, ModelDigest: hexd("weights"),
 		RequestDigest: hex.EncodeToString(rq[:]), ResponseDigest: hexd("Hello world"), Subject: t.Subject,
 		PromptTokens: 5, CompletionTokens: 2, Time: time.Unix(1_700_000_000, 0).UTC(), FinishReason: "stop"}
-	if err := onEvent(workers.Event{Type: workers.EventDelta, Text: "Hello world", Tokens: 2}); err != nil {
+	if err := onEvent(task.Event{Type: task.EventDelta, Text: "Hello world", Tokens: 2}); err != nil {
 		return err
 	}
-	return onEvent(workers.Event{Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 5, CompletionTokens: 2}, Completion: c})
+	return onEvent(task.Event{Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 5, CompletionTokens: 2}, Completion: c})
 }
 
 // tenantHarness is a gateway over a real bolt ledger with keys alice and

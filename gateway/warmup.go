@@ -8,7 +8,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // DefaultWarmUp is how long after start a known model with no worker yet
@@ -45,7 +45,7 @@ func newWarmingDispatcher(d Dispatcher, c clock.Clock, window time.Duration, kno
 	return &warmingDispatcher{Dispatcher: d, clock: c, until: c.Now().Add(window), known: known}
 }
 
-func (w *warmingDispatcher) Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) error {
+func (w *warmingDispatcher) Dispatch(ctx context.Context, t *task.Task, onEvent func(task.Event) error) error {
 	err := w.Dispatcher.Dispatch(ctx, t, onEvent)
 	if err == nil || t == nil {
 		return err

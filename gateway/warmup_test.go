@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // The situation: the gateway restarted and its workers have not yet
@@ -16,7 +16,7 @@ import (
 // "no such model" (404), which it would take as final. Outside the
 // warm-up window, or for a model nobody knows, 404 stays.
 func TestRestartWarmUp(t *testing.T) {
-	notServed := func(ctx context.Context, tk *workers.Task, onEvent func(workers.Event) error) error {
+	notServed := func(ctx context.Context, tk *task.Task, onEvent func(task.Event) error) error {
 		return apierr.NotFound("model", "model_not_found", "the model %q does not exist or no worker serves it", tk.Model)
 	}
 	h := newHarness(t, func(c *Config, d *Deps) {

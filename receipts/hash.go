@@ -121,8 +121,8 @@ func ElementHex(e fr.Element) string {
 // RequestFields are the inputs of a request commitment.
 type RequestFields struct {
 	RequestID      string
-	RequestDigest  [32]byte // SHA-256 of the canonical request (workers.Task.Digest)
-	ResponseDigest [32]byte // SHA-256 of the response (workers.ResponseDigest)
+	RequestDigest  [32]byte // SHA-256 of the canonical request (task.Task.Digest)
+	ResponseDigest [32]byte // SHA-256 of the response (task.ResponseDigest)
 	Subject        string   // API key ID
 	Time           time.Time
 }

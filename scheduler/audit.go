@@ -3,14 +3,14 @@ package scheduler
 import (
 	"context"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Peer is a registered worker as the auditor sees it when it picks who
 // re-executes a request.
 type Peer struct {
 	ID string
-	// Provider is who runs it (workers.Registered.Provider; the worker ID
+	// Provider is who runs it (task.Registered.Provider; the worker ID
 	// when the registration names none, so an unnamed worker is its own
 	// provider).
 	Provider string
@@ -48,7 +48,7 @@ func (s *Scheduler) Peers(name, digest string) []Peer {
 // elsewhere, 503 when that worker is out of rotation. The auditor uses it
 // to re-execute a request on a worker it chose; the task goes through the
 // worker's batcher like any other, so the worker cannot tell it apart.
-func (s *Scheduler) DispatchTo(ctx context.Context, workerID string, t *workers.Task, onEvent func(workers.Event) error) error {
+func (s *Scheduler) DispatchTo(ctx context.Context, workerID string, t *task.Task, onEvent func(task.Event) error) error {
 	return s.dispatch(ctx, workerID, t, onEvent)
 }
 

@@ -12,14 +12,14 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 func benchScheduler(b *testing.B, policy string, n int) *Scheduler {
 	clk := clock.NewFake(t0)
 	s, err := New(Config{Policy: policy}, Deps{
 		Clock:      clk,
-		DialWorker: func(w *workers.Registered) Conn { return &scriptConn{url: w.URL} },
+		DialWorker: func(w *task.Registered) Conn { return &scriptConn{url: w.URL} },
 		Rand:       rand.New(rand.NewPCG(1, 2)),
 	})
 	if err != nil {
@@ -27,10 +27,10 @@ func benchScheduler(b *testing.B, policy string, n int) *Scheduler {
 	}
 	for i := range n {
 		id := fmt.Sprintf("w%03d", i)
-		s.Upsert(&workers.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: 64,
-			Models: []workers.ModelVersion{{Name: testModel, Digest: testDigest}}})
-		_ = s.Heartbeat(&workers.Heartbeat{WorkerID: id, Load: workers.Load{Waiting: i % 5, KVCacheUsage: float64(i%10) / 10},
-			GPUs: []workers.GPU{{MemoryTotalMiB: 81920, MemoryUsedMiB: 40000}}})
+		s.Upsert(&task.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: 64,
+			Models: []task.ModelVersion{{Name: testModel, Digest: testDigest}}})
+		_ = s.Heartbeat(&task.Heartbeat{WorkerID: id, Load: task.Load{Waiting: i % 5, KVCacheUsage: float64(i%10) / 10},
+			GPUs: []task.GPU{{MemoryTotalMiB: 81920, MemoryUsedMiB: 40000}}})
 		c := s.workers[id]
 		c.assigned = i % 7
 		c.assignedTokens = c.assigned * 300
@@ -53,9 +53,9 @@ func BenchmarkDecision(b *testing.B) {
 	for _, policy := range []string{PolicyTollgate, PolicyLeastRequest, PolicyRoundRobin} {
 		b.Run(policy+"/100-workers", func(b *testing.B) {
 			s := benchScheduler(b, policy, 100)
-			task := chat("bench")
-			task.PromptTokensHint = 700
-			req := Request{Task: task, PromptTokens: 700, OutputTokens: 200, AffinityKey: s.affinityKey(task)}
+			tk := chat("bench")
+			tk.PromptTokensHint = 700
+			req := Request{Task: tk, PromptTokens: 700, OutputTokens: 200, AffinityKey: s.affinityKey(tk)}
 			b.ReportAllocs()
 			cpu0 := cpuTime()
 			for b.Loop() {
@@ -76,15 +76,15 @@ func BenchmarkDecision(b *testing.B) {
 // goroutine: a worker link of zero cost, so a benchmark sees Dispatch's own.
 type instantConn struct{}
 
-func (instantConn) Start(b *workers.Batch, onEvent func(workers.Event), onEnd func(error)) {
+func (instantConn) Start(b *task.Batch, onEvent func(task.Event), onEnd func(error)) {
 	for i := range b.Tasks {
-		onEvent(workers.Event{Index: i, Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 1, CompletionTokens: 1}})
+		onEvent(task.Event{Index: i, Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 1, CompletionTokens: 1}})
 	}
 	onEnd(nil)
 }
 
-func (instantConn) Run(context.Context, *workers.Batch, func(workers.Event)) error { return nil }
-func (instantConn) Cancel(context.Context, string, int) error                      { return nil }
+func (instantConn) Run(context.Context, *task.Batch, func(task.Event)) error { return nil }
+func (instantConn) Cancel(context.Context, string, int) error                { return nil }
 
 // BenchmarkDispatchObs is one whole Dispatch (admission, cycle, batcher,
 // events) with observability off (Deps.Obs nil), with metrics on, and
@@ -106,21 +106,21 @@ func BenchmarkDispatchObs(b *testing.B) {
 	}{{"off", nil}, {"metrics", metrics}, {"tracing", tracing}} {
 		b.Run(bc.name, func(b *testing.B) {
 			s, err := New(Config{Policy: PolicyLeastRequest}, Deps{Clock: clock.NewFake(t0), Obs: bc.p,
-				DialWorker: func(*workers.Registered) Conn { return instantConn{} }})
+				DialWorker: func(*task.Registered) Conn { return instantConn{} }})
 			if err != nil {
 				b.Fatal(err)
 			}
 			for i := range 4 {
 				id := fmt.Sprintf("w%d", i)
-				s.Upsert(&workers.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: 64,
-					Models: []workers.ModelVersion{{Name: testModel, Digest: testDigest}}})
+				s.Upsert(&task.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: 64,
+					Models: []task.ModelVersion{{Name: testModel, Digest: testDigest}}})
 			}
-			task := chat("bench")
-			onEvent := func(workers.Event) error { return nil }
+			tk := chat("bench")
+			onEvent := func(task.Event) error { return nil }
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := s.Dispatch(ctx, task, onEvent); err != nil {
+				if err := s.Dispatch(ctx, tk, onEvent); err != nil {
 					b.Fatal(err)
 				}
 			}

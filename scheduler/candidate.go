@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/batching"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // epoch is the origin of monoNanos.
@@ -32,19 +32,19 @@ type Candidate struct {
 	draining bool
 	disputed bool   // an audit caught it: out of rotation until an operator clears it
 	hash     uint64 // of id, for rendezvous hashing
-	models   []workers.ModelVersion
+	models   []task.ModelVersion
 	// Tracked by the scheduler itself between heartbeats.
 	assigned       int // tasks placed here and not ended (queued + in flight)
 	assignedTokens int // their estimated remaining work in tokens (prompt + output)
 	latency        latencyModel
 
 	id           string
-	reg          workers.Registered
+	reg          task.Registered
 	conn         Conn
 	batcher      *batching.Batcher[*attempt]
 	joined       time.Time
 	lastBeat     time.Time
-	hb           workers.Heartbeat
+	hb           task.Heartbeat
 	failures     int       // consecutive failures, for back-off
 	ejectedUntil time.Time // out of rotation until then
 	served       uint64

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"gopkg.in/yaml.v3"
 )
 
@@ -36,7 +36,7 @@ eject_base: 500ms
 	if cfg.Batching.MaxWait != 5*time.Millisecond || cfg.TelemetryStale != 1500*time.Millisecond || cfg.EjectBase != 500*time.Millisecond {
 		t.Errorf("durations not decoded from strings: %+v", cfg)
 	}
-	s, err := New(cfg, Deps{DialWorker: func(*workers.Registered) Conn { return &scriptConn{} }})
+	s, err := New(cfg, Deps{DialWorker: func(*task.Registered) Conn { return &scriptConn{} }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // The failure: a prompt longer than the model's context can never be
@@ -27,12 +27,12 @@ func TestPromptBeyondContextIsNotShed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, Config{})
-			h.s.Upsert(&workers.Registered{WorkerID: "w1", URL: "http://w1", MaxConcurrency: 4,
-				Models: []workers.ModelVersion{{Name: testModel, Digest: testDigest, ContextLength: tc.context}}})
-			task := chat("r")
-			task.PromptTokensHint = tc.hint // 10 s of prefill at the prior speed
-			task.Deadline = h.clk.Now().Add(time.Second)
-			_, _, err := h.submit(task)
+			h.s.Upsert(&task.Registered{WorkerID: "w1", URL: "http://w1", MaxConcurrency: 4,
+				Models: []task.ModelVersion{{Name: testModel, Digest: testDigest, ContextLength: tc.context}}})
+			tk := chat("r")
+			tk.PromptTokensHint = tc.hint // 10 s of prefill at the prior speed
+			tk.Deadline = h.clk.Now().Add(time.Second)
+			_, _, err := h.submit(tk)
 			st, code := status(err)
 			if st != tc.wantStatus {
 				t.Fatalf("Submit = %v (%d %s); want status %d", err, st, code, tc.wantStatus)

@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -41,7 +42,7 @@ const (
 // task is stopped on its worker and Dispatch keeps delivering its events
 // until the worker's last one, for at most Config.StopGrace: a generation
 // that had produced tokens ends with a done event whose record counts them
-// (finish reason workers.FinishCancelled), which onEvent receives before
+// (finish reason task.FinishCancelled), which onEvent receives before
 // Dispatch returns ctx's error. The caller records it; it is billable.
 //
 // A task with Stream false whose frame holds only itself (the idle path)
@@ -52,12 +53,12 @@ const (
 // With Deps.Obs tracing, Dispatch runs under a "scheduler.dispatch" span
 // (a child of ctx's span) and sets t.Traceparent to it, so the batcher's
 // queue span and the worker's task spans join the request's trace.
-func (s *Scheduler) Dispatch(ctx context.Context, t *workers.Task, onEvent func(workers.Event) error) (err error) {
+func (s *Scheduler) Dispatch(ctx context.Context, t *task.Task, onEvent func(task.Event) error) (err error) {
 	return s.dispatch(ctx, "", t, onEvent)
 }
 
 // dispatch is Dispatch, on worker only when that is set.
-func (s *Scheduler) dispatch(ctx context.Context, only string, t *workers.Task, onEvent func(workers.Event) error) (err error) {
+func (s *Scheduler) dispatch(ctx context.Context, only string, t *task.Task, onEvent func(task.Event) error) (err error) {
 	ctx, span := s.obs.Start(ctx, "scheduler.dispatch", obs.KindInternal)
 	if span.Recording() {
 		defer func() { span.SetError(err); span.End() }()
@@ -66,7 +67,7 @@ func (s *Scheduler) dispatch(ctx context.Context, only string, t *workers.Task, 
 			span.SetRequest(t.RequestID, operation(t.Kind), t.Model)
 		}
 	}
-	q := &eventQueue{notify: make(chan struct{}, 1), evs: make([]workers.Event, 0, 2)}
+	q := &eventQueue{notify: make(chan struct{}, 1), evs: make([]task.Event, 0, 2)}
 	// A task whose client wants one answer may have its batch run on this
 	// goroutine, which would only wait otherwise (see call.offerInline).
 	h, err := s.submit(ctx, t, only, q.push, q.end, t != nil && !t.Stream)
@@ -118,14 +119,14 @@ func (c *call) workerID() string {
 // one to fill), so a stream of events allocates no slice per event.
 type eventQueue struct {
 	mu     sync.Mutex
-	evs    []workers.Event
-	spare  []workers.Event
+	evs    []task.Event
+	spare  []task.Event
 	ended  bool
 	err    error
 	notify chan struct{}
 }
 
-func (q *eventQueue) push(ev workers.Event) {
+func (q *eventQueue) push(ev task.Event) {
 	q.mu.Lock()
 	q.evs = append(q.evs, ev)
 	q.mu.Unlock()
@@ -148,7 +149,7 @@ func (q *eventQueue) wake() {
 
 // take returns the events queued so far; they stay valid until the next
 // call to take.
-func (q *eventQueue) take() ([]workers.Event, error, bool) {
+func (q *eventQueue) take() ([]task.Event, error, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	evs := q.evs
@@ -170,14 +171,14 @@ func (h *Handle) Cancel(cause error) { h.c.cancel(cause) }
 // with the error. Both are called from the scheduler's internal goroutines
 // (or timers) and must not block. Admission errors are returned directly and
 // then neither callback is called.
-func (s *Scheduler) Submit(t *workers.Task, onEvent func(workers.Event), onEnd func(error)) (*Handle, error) {
+func (s *Scheduler) Submit(t *task.Task, onEvent func(task.Event), onEnd func(error)) (*Handle, error) {
 	return s.submit(context.Background(), t, "", onEvent, onEnd, false)
 }
 
 // submit is Submit; with inline, a frame of just this task sent while the
 // caller is still in submit is left for the caller to run (takeInline),
 // under ctx (the caller's: it bounds the link stream it will wait on).
-func (s *Scheduler) submit(ctx context.Context, t *workers.Task, only string, onEvent func(workers.Event), onEnd func(error), inline bool) (*Handle, error) {
+func (s *Scheduler) submit(ctx context.Context, t *task.Task, only string, onEvent func(task.Event), onEnd func(error), inline bool) (*Handle, error) {
 	if t == nil || t.Model == "" {
 		return nil, apierr.BadRequest("model", "missing_model", "the task names no model")
 	}
@@ -252,8 +253,8 @@ func (c *call) takeInline() func() {
 // call is one task's dispatch, across at most two attempts.
 type call struct {
 	s            *Scheduler
-	task         *workers.Task
-	onEvent      func(workers.Event)
+	task         *task.Task
+	onEvent      func(task.Event)
 	onEnd        func(error)
 	only         string // the one worker allowed ("": any)
 	promptTokens int
@@ -335,7 +336,7 @@ func (c *call) placeLocked(exclude string) (*attempt, error) {
 		"attempt", c.attempts+1, "prompt_tokens", c.promptTokens)
 
 	a.entry = batching.Entry[*attempt]{Value: a, Priority: int(c.task.Priority), Deadline: c.task.Deadline}
-	if c.task.Kind == workers.KindEmbedding {
+	if c.task.Kind == task.KindEmbedding {
 		a.entry.Group = "embed\x00" + c.task.Model
 	}
 	c.cur = a
@@ -437,7 +438,7 @@ func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
 	}
 	if s.shed && !req.Task.Deadline.IsZero() {
 		slack := req.Task.Deadline.Sub(req.Now).Seconds()
-		if best > slack && req.Task.Priority == workers.PriorityInteractive && !mayExceedContext(req, cands) {
+		if best > slack && req.Task.Priority == task.PriorityInteractive && !mayExceedContext(req, cands) {
 			s.stats.shed++
 			observe()
 			retry := time.Duration(max(best-slack, 1) * float64(time.Second))
@@ -453,7 +454,7 @@ func (s *Scheduler) cycleLocked(req *Request) (*Candidate, error) {
 func (s *Scheduler) emptyError(filter int, req *Request) error {
 	switch s.filters[filter].(type) {
 	case *ModelFilter:
-		if req.Task.Kind == workers.KindEmbedding {
+		if req.Task.Kind == task.KindEmbedding {
 			return apierr.NotFound("model", CodeModelNotFound, "no worker serves embeddings with the model %q", req.Task.Model)
 		}
 		return apierr.NotFound("model", CodeModelNotFound, "the model %q does not exist or no worker serves it", req.Task.Model)
@@ -466,7 +467,7 @@ func (s *Scheduler) emptyError(filter int, req *Request) error {
 // batchRun is one frame in flight on a worker.
 type batchRun struct {
 	cand  *Candidate
-	batch workers.Batch
+	batch task.Batch
 	atts  []*attempt
 }
 
@@ -474,7 +475,7 @@ type batchRun struct {
 func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]) {
 	now := s.clock.Now()
 	run := &batchRun{cand: cand, atts: make([]*attempt, len(frame))}
-	run.batch.Tasks = make([]workers.Task, len(frame))
+	run.batch.Tasks = make([]task.Task, len(frame))
 	s.mu.Lock()
 	s.batchSeq++
 	run.batch.ID = s.batchBase + "-" + strconv.FormatUint(s.batchSeq, 36)
@@ -494,7 +495,7 @@ func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]
 	conn := cand.conn
 	s.mu.Unlock()
 
-	onEvent := func(ev workers.Event) { s.workerEvent(run, ev) }
+	onEvent := func(ev task.Event) { s.workerEvent(run, ev) }
 	onEnd := func(err error) { s.runEnded(run, err) }
 	if sc, ok := conn.(StartConn); ok {
 		sc.Start(&run.batch, onEvent, onEnd)
@@ -538,7 +539,7 @@ func (s *Scheduler) sendFrame(cand *Candidate, frame []*batching.Entry[*attempt]
 }
 
 // workerEvent routes one event of a running batch.
-func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
+func (s *Scheduler) workerEvent(run *batchRun, ev task.Event) {
 	if ev.Index < 0 || ev.Index >= len(run.atts) {
 		s.logger.Warn("worker sent an event for no task", "worker", run.cand.id, "batch", run.batch.ID, "index", ev.Index)
 		return
@@ -554,11 +555,11 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 	c := a.cand
 	// Embedding calls merge a frame's inputs, so only generation teaches
 	// the latency model. A task that is not streamed sends its text in one
-	// delta at the end (see workers.Task.Stream): its first event is not its
+	// delta at the end (see task.Task.Stream): its first event is not its
 	// first token, so it teaches the model only at its end (below).
-	learn := a.call.task.Kind != workers.KindEmbedding && !workers.EndedEarly(ev.FinishReason)
+	learn := a.call.task.Kind != task.KindEmbedding && !task.EndedEarly(ev.FinishReason)
 	streamed := a.call.task.Stream
-	if a.firstAt.IsZero() && ev.Type != workers.EventFailed {
+	if a.firstAt.IsZero() && ev.Type != task.EventFailed {
 		a.firstAt = now
 		if learn && streamed {
 			c.latency.observeTTFT(alpha, a.promptTokens(ev), time.Duration(float64(now.Sub(a.sentAt))/a.lf))
@@ -567,13 +568,13 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 	}
 	var release bool
 	switch ev.Type {
-	case workers.EventDelta:
+	case task.EventDelta:
 		n := max(ev.Tokens, 0)
 		a.tokens += n
 		d := min(n, a.remaining)
 		a.remaining -= d
 		c.assignedTokens -= d
-	case workers.EventDone:
+	case task.EventDone:
 		switch n := a.tokens; {
 		case !learn:
 		case streamed && n > 1:
@@ -589,7 +590,7 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 		c.served++
 		s.endAttemptLocked(a)
 		release = true
-	case workers.EventFailed:
+	case task.EventFailed:
 		// A task we cancelled may end any way it likes; only failures of
 		// live tasks count against the worker.
 		if !a.cancelled && (ev.Error == nil || workerFault(ev.Error.Status)) {
@@ -607,7 +608,7 @@ func (s *Scheduler) workerEvent(run *batchRun, ev workers.Event) {
 
 // promptTokens is the prompt's size as the worker counted it when the event
 // says, else the gateway's estimate.
-func (a *attempt) promptTokens(ev workers.Event) int {
+func (a *attempt) promptTokens(ev task.Event) int {
 	if ev.Usage != nil && ev.Usage.PromptTokens > 0 {
 		return ev.Usage.PromptTokens
 	}
@@ -736,13 +737,13 @@ func (s *Scheduler) ejectLocked(c *Candidate, now time.Time, why string) {
 }
 
 // attemptEvent delivers a worker event of attempt a to the client.
-func (c *call) attemptEvent(a *attempt, ev workers.Event) {
+func (c *call) attemptEvent(a *attempt, ev task.Event) {
 	c.mu.Lock()
 	if c.done || c.cur != a {
 		c.mu.Unlock()
 		return
 	}
-	if ev.Type == workers.EventFailed {
+	if ev.Type == task.EventFailed {
 		if !c.stopping && !c.delivered && c.attempts < 2 && ev.Error != nil && retryable(ev.Error.Status) {
 			c.retryUnlock(a, ev.Error.APIError())
 			return
@@ -760,7 +761,7 @@ func (c *call) attemptEvent(a *attempt, ev workers.Event) {
 		return
 	}
 	c.delivered = true
-	final := ev.Type == workers.EventDone
+	final := ev.Type == task.EventDone
 	var end error // a stopped call ends with its stop's cause, after its record
 	if final {
 		c.finishLocked()
@@ -992,7 +993,7 @@ func (s *Scheduler) abort(a *attempt) abortResult {
 }
 
 // estimatePromptTokens is the gateway's hint, or about four bytes a token.
-func estimatePromptTokens(t *workers.Task) int {
+func estimatePromptTokens(t *task.Task) int {
 	if t.PromptTokensHint > 0 {
 		return t.PromptTokensHint
 	}
@@ -1006,9 +1007,9 @@ func estimatePromptTokens(t *workers.Task) int {
 	return max(n/4, 1)
 }
 
-func (s *Scheduler) estimateOutputTokens(t *workers.Task) int {
+func (s *Scheduler) estimateOutputTokens(t *task.Task) int {
 	switch {
-	case t.Kind == workers.KindEmbedding:
+	case t.Kind == task.KindEmbedding:
 		return 0
 	case t.MaxTokens > 0:
 		return min(t.MaxTokens, s.cfg.ExpectedOutputTokens*4)
@@ -1019,8 +1020,8 @@ func (s *Scheduler) estimateOutputTokens(t *workers.Task) int {
 // affinityKey hashes the model and the start of the prompt (the first
 // messages of a chat), so conversations and shared system prompts meet
 // the same engine prefix cache.
-func (s *Scheduler) affinityKey(t *workers.Task) uint64 {
-	if t.Kind == workers.KindEmbedding {
+func (s *Scheduler) affinityKey(t *task.Task) uint64 {
+	if t.Kind == task.KindEmbedding {
 		return 0
 	}
 	h := newFNV()

@@ -3,7 +3,7 @@ package scheduler
 import (
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // ModelFilter keeps workers serving the task's model by name and, when the
@@ -20,7 +20,7 @@ func (*ModelFilter) Name() string { return "model" }
 func (f *ModelFilter) Filter(req *Request, cands []*Candidate) []*Candidate {
 	name := req.Task.Model
 	pin := f.Pins[name]
-	embed := req.Task.Kind == workers.KindEmbedding
+	embed := req.Task.Kind == task.KindEmbedding
 	out := cands[:0]
 	for _, c := range cands {
 		for _, m := range c.models {

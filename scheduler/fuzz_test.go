@@ -4,7 +4,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // FuzzHeartbeatTelemetry feeds arbitrary telemetry (it comes from workers,
@@ -19,15 +19,15 @@ func FuzzHeartbeatTelemetry(f *testing.F) {
 		h := newHarness(t, Config{})
 		h.add("a", 4)
 		h.add("b", 4)
-		err := h.s.Heartbeat(&workers.Heartbeat{WorkerID: "a", Draining: draining,
-			Load: workers.Load{Waiting: waiting, Running: running, KVCacheUsage: kv},
-			GPUs: []workers.GPU{{MemoryUsedMiB: used, MemoryTotalMiB: total}}})
+		err := h.s.Heartbeat(&task.Heartbeat{WorkerID: "a", Draining: draining,
+			Load: task.Load{Waiting: waiting, Running: running, KVCacheUsage: kv},
+			GPUs: []task.GPU{{MemoryUsedMiB: used, MemoryTotalMiB: total}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		task := chat("f")
-		task.PromptTokensHint = prompt
-		req := Request{Task: task, PromptTokens: max(estimatePromptTokens(task), 1)}
+		tk := chat("f")
+		tk.PromptTokensHint = prompt
+		req := Request{Task: tk, PromptTokens: max(estimatePromptTokens(tk), 1)}
 		h.s.mu.Lock()
 		defer h.s.mu.Unlock()
 		if _, err := h.s.cycleLocked(&req); err != nil {

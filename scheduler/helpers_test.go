@@ -12,7 +12,7 @@ import (
 	"github.com/tollgate-ai/tollgate/batching"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -27,20 +27,20 @@ type scriptConn struct {
 }
 
 type scriptRun struct {
-	batch   *workers.Batch
-	onEvent func(workers.Event)
+	batch   *task.Batch
+	onEvent func(task.Event)
 	onEnd   func(error)
 }
 
 var _ StartConn = (*scriptConn)(nil)
 
-func (c *scriptConn) Start(b *workers.Batch, onEvent func(workers.Event), onEnd func(error)) {
+func (c *scriptConn) Start(b *task.Batch, onEvent func(task.Event), onEnd func(error)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.runs = append(c.runs, &scriptRun{batch: b, onEvent: onEvent, onEnd: onEnd})
 }
 
-func (c *scriptConn) Run(context.Context, *workers.Batch, func(workers.Event)) error {
+func (c *scriptConn) Run(context.Context, *task.Batch, func(task.Event)) error {
 	return errors.New("scriptConn: use Start")
 }
 
@@ -65,8 +65,8 @@ func (c *scriptConn) tasks() int {
 func (c *scriptConn) finish(i int) {
 	r := c.runs[i]
 	for j := range r.batch.Tasks {
-		r.onEvent(workers.Event{Index: j, Type: workers.EventDelta, Text: "hi", Tokens: 1})
-		r.onEvent(workers.Event{Index: j, Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 5, CompletionTokens: 1}})
+		r.onEvent(task.Event{Index: j, Type: task.EventDelta, Text: "hi", Tokens: 1})
+		r.onEvent(task.Event{Index: j, Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 5, CompletionTokens: 1}})
 	}
 	r.onEnd(nil)
 }
@@ -83,7 +83,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	h := &harness{t: t, clk: clock.NewFake(t0), conns: map[string]*scriptConn{}}
 	s, err := New(cfg, Deps{
 		Clock: h.clk,
-		DialWorker: func(w *workers.Registered) Conn {
+		DialWorker: func(w *task.Registered) Conn {
 			c := &scriptConn{url: w.URL}
 			h.conns[w.URL] = c
 			return c
@@ -105,37 +105,37 @@ func (h *harness) add(id string, slots int, models ...string) *scriptConn {
 	if len(models) == 0 {
 		models = []string{testModel}
 	}
-	reg := &workers.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: slots}
+	reg := &task.Registered{WorkerID: id, URL: "http://" + id, MaxConcurrency: slots}
 	for _, m := range models {
-		reg.Models = append(reg.Models, workers.ModelVersion{Name: m, Digest: testDigest, Embeddings: true})
+		reg.Models = append(reg.Models, task.ModelVersion{Name: m, Digest: testDigest, Embeddings: true})
 	}
 	h.s.Upsert(reg)
 	return h.conns[reg.URL]
 }
 
-func (h *harness) beat(id string, load workers.Load) {
+func (h *harness) beat(id string, load task.Load) {
 	h.t.Helper()
-	if err := h.s.Heartbeat(&workers.Heartbeat{WorkerID: id, Time: h.clk.Now(), Load: load}); err != nil {
+	if err := h.s.Heartbeat(&task.Heartbeat{WorkerID: id, Time: h.clk.Now(), Load: load}); err != nil {
 		h.t.Fatal(err)
 	}
 }
 
 // result collects what Submit's callbacks deliver.
 type result struct {
-	events []workers.Event
+	events []task.Event
 	ended  bool
 	err    error
 }
 
-func (h *harness) submit(t *workers.Task) (*result, *Handle, error) {
+func (h *harness) submit(t *task.Task) (*result, *Handle, error) {
 	r := &result{}
-	hd, err := h.s.Submit(t, func(ev workers.Event) { r.events = append(r.events, ev) }, func(err error) { r.ended, r.err = true, err })
+	hd, err := h.s.Submit(t, func(ev task.Event) { r.events = append(r.events, ev) }, func(err error) { r.ended, r.err = true, err })
 	return r, hd, err
 }
 
-func chat(id string) *workers.Task {
-	return &workers.Task{RequestID: id, Kind: workers.KindChat, Model: testModel,
-		Messages: []workers.Message{{Role: "user", Content: "hello " + id}}, MaxTokens: 16}
+func chat(id string) *task.Task {
+	return &task.Task{RequestID: id, Kind: task.KindChat, Model: testModel,
+		Messages: []task.Message{{Role: "user", Content: "hello " + id}}, MaxTokens: 16}
 }
 
 func status(err error) (int, string) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // hungConn is a worker that never answers and ignores cancels: Run returns
@@ -21,7 +21,7 @@ type hungConn struct {
 	gone      chan struct{} // closed when the test ends
 }
 
-func (c *hungConn) Run(ctx context.Context, _ *workers.Batch, _ func(workers.Event)) error {
+func (c *hungConn) Run(ctx context.Context, _ *task.Batch, _ func(task.Event)) error {
 	c.runs.Add(1)
 	select {
 	case <-ctx.Done():
@@ -49,15 +49,15 @@ func TestDispatchDeadlineWithHungWorker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.Upsert(&workers.Registered{WorkerID: "w", URL: "http://w", MaxConcurrency: 4,
-				Models: []workers.ModelVersion{{Name: "m", Digest: "d"}}})
-			_ = s.Heartbeat(&workers.Heartbeat{WorkerID: "w", Time: time.Now()})
-			task := &workers.Task{RequestID: "r", Kind: workers.KindChat, Model: "m", MaxTokens: 4, Stream: stream,
-				Messages: []workers.Message{{Role: "user", Content: "hi"}}, Deadline: time.Now().Add(100 * time.Millisecond)}
-			ctx, cancel := context.WithDeadline(context.Background(), task.Deadline)
+			s.Upsert(&task.Registered{WorkerID: "w", URL: "http://w", MaxConcurrency: 4,
+				Models: []task.ModelVersion{{Name: "m", Digest: "d"}}})
+			_ = s.Heartbeat(&task.Heartbeat{WorkerID: "w", Time: time.Now()})
+			tk := &task.Task{RequestID: "r", Kind: task.KindChat, Model: "m", MaxTokens: 4, Stream: stream,
+				Messages: []task.Message{{Role: "user", Content: "hi"}}, Deadline: time.Now().Add(100 * time.Millisecond)}
+			ctx, cancel := context.WithDeadline(context.Background(), tk.Deadline)
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- s.Dispatch(ctx, task, func(workers.Event) error { return nil }) }()
+			go func() { done <- s.Dispatch(ctx, tk, func(task.Event) error { return nil }) }()
 			select {
 			case err := <-done:
 				var ae *apierr.Error

@@ -2,7 +2,7 @@ package scheduler
 
 import (
 	"github.com/tollgate-ai/tollgate/internal/obs"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // queueCounts feeds the queue-length and in-flight gauges at scrape time.
@@ -36,11 +36,11 @@ func (s *Scheduler) workerCounts() obs.WorkerCounts {
 }
 
 // operation is the GenAI operation name (gen_ai.operation.name) of a task kind.
-func operation(k workers.Kind) string {
+func operation(k task.Kind) string {
 	switch k {
-	case workers.KindChat:
+	case task.KindChat:
 		return obs.OpChat
-	case workers.KindEmbedding:
+	case task.KindEmbedding:
 		return obs.OpEmbeddings
 	}
 	return obs.OpTextCompletion

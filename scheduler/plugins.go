@@ -4,12 +4,12 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Request is one task as the plugins of a scheduling cycle see it.
 type Request struct {
-	Task *workers.Task
+	Task *task.Task
 	Now  time.Time
 	// nowNs is Now in monoNanos.
 	nowNs int64

@@ -9,7 +9,7 @@ import (
 
 	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // cand builds a candidate for plugin tests.
@@ -37,16 +37,16 @@ func mkCands(specs []candSpec, now time.Time) []*Candidate {
 		c := &Candidate{id: s.id, hash: hashString(s.id), slots: max(s.slots, 1), assigned: s.assigned, assignedTokens: s.tokens,
 			hbSeen:  s.hb,
 			latency: latencyModel{overhead: 0.02, perToken: cmp.Or(s.perToken, 1e-4), interToken: 0.01}}
-		c.hb.Load = workers.Load{Waiting: s.waiting, KVCacheUsage: s.kv}
+		c.hb.Load = task.Load{Waiting: s.waiting, KVCacheUsage: s.kv}
 		c.hb.Draining, c.draining, c.waiting = s.draining, s.draining, s.waiting
 		c.setBeat(now.Add(-s.beatAgo))
 		if s.memUsed > 0 {
-			c.hb.GPUs = []workers.GPU{{MemoryTotalMiB: 100, MemoryUsedMiB: s.memUsed}}
+			c.hb.GPUs = []task.GPU{{MemoryTotalMiB: 100, MemoryUsedMiB: s.memUsed}}
 		}
 		if s.ejected {
 			c.setEjected(now.Add(time.Second))
 		}
-		c.models = []workers.ModelVersion{{Name: cmp.Or(s.model, testModel), Digest: cmp.Or(s.digest, testDigest), Embeddings: s.embeddings}}
+		c.models = []task.ModelVersion{{Name: cmp.Or(s.model, testModel), Digest: cmp.Or(s.digest, testDigest), Embeddings: s.embeddings}}
 		c.pressure = memoryPressure(&c.hb)
 		out = append(out, c)
 	}
@@ -71,7 +71,7 @@ func TestFilters(t *testing.T) {
 		want   []string
 	}{
 		{"model by name", &ModelFilter{}, Request{}, []candSpec{{id: "a"}, {id: "b", model: "other"}}, []string{"a"}},
-		{"embeddings need an embedding version", &ModelFilter{}, Request{Task: &workers.Task{Kind: workers.KindEmbedding, Model: testModel}},
+		{"embeddings need an embedding version", &ModelFilter{}, Request{Task: &task.Task{Kind: task.KindEmbedding, Model: testModel}},
 			[]candSpec{{id: "a"}, {id: "b", embeddings: true}}, []string{"b"}},
 		{"model pinned to a digest", &ModelFilter{Pins: map[string]string{testModel: other}}, Request{},
 			[]candSpec{{id: "a"}, {id: "b", digest: other}}, []string{"b"}},

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // TestUpsertRedialsOnNewSession checks that the link is dialled again when
@@ -12,16 +12,16 @@ import (
 // the old one) or URL, and kept when it only registers again.
 func TestUpsertRedialsOnNewSession(t *testing.T) {
 	var dialled []string
-	s, err := New(Config{}, Deps{DialWorker: func(w *workers.Registered) Conn {
+	s, err := New(Config{}, Deps{DialWorker: func(w *task.Registered) Conn {
 		dialled = append(dialled, w.URL+" "+w.SessionToken)
 		return &scriptConn{url: w.URL}
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := func(url, token string) *workers.Registered {
-		return &workers.Registered{WorkerID: "w1", URL: url, SessionToken: token, MaxConcurrency: 4,
-			Models: []workers.ModelVersion{{Name: testModel, Digest: "d"}}}
+	reg := func(url, token string) *task.Registered {
+		return &task.Registered{WorkerID: "w1", URL: url, SessionToken: token, MaxConcurrency: 4,
+			Models: []task.ModelVersion{{Name: testModel, Digest: "d"}}}
 	}
 	steps := []struct{ name, url, token string }{
 		{"first registration", "http://a", "t1"},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -41,14 +42,14 @@ func (l *logBuffer) String() string {
 // ejected, and the refusal is logged with its reason and counted.
 func TestLyingWorkerEjected(t *testing.T) {
 	liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b workers.Batch
+		var b task.Batch
 		json.NewDecoder(r.Body).Decode(&b)
-		task := &b.Tasks[0]
-		rq, rs := task.Digest(), workers.ResponseDigest("Hi", nil)
-		done, _ := json.Marshal(workers.Event{Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 1, CompletionTokens: 1},
-			Completion: &workers.Completion{RequestID: task.RequestID, RequestDigest: fmt.Sprintf("%x", rq), ResponseDigest: fmt.Sprintf("%x", rs),
+		tk := &b.Tasks[0]
+		rq, rs := tk.Digest(), task.ResponseDigest("Hi", nil)
+		done, _ := json.Marshal(task.Event{Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 1, CompletionTokens: 1},
+			Completion: &task.Completion{RequestID: tk.RequestID, RequestDigest: fmt.Sprintf("%x", rq), ResponseDigest: fmt.Sprintf("%x", rs),
 				Subject: "someone-else", PromptTokens: 1, CompletionTokens: 1}})
-		delta, _ := json.Marshal(workers.Event{Type: workers.EventDelta, Text: "Hi", Tokens: 1})
+		delta, _ := json.Marshal(task.Event{Type: task.EventDelta, Text: "Hi", Tokens: 1})
 		w.Header().Set("Content-Type", workers.ContentTypeNDJSON)
 		fmt.Fprintf(w, "%s\n%s\n", delta, done)
 	}))
@@ -57,19 +58,19 @@ func TestLyingWorkerEjected(t *testing.T) {
 	s, err := New(Config{}, Deps{
 		Clock:      clock.Real{},
 		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
-		DialWorker: func(w *workers.Registered) Conn { return workers.NewClient(w.URL, workers.ClientOptions{}) },
+		DialWorker: func(w *task.Registered) Conn { return workers.NewClient(w.URL, workers.ClientOptions{}) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	model := workers.ModelVersion{Name: "m", Digest: strings.Repeat("ab", 32)}
-	s.Upsert(&workers.Registered{WorkerID: "liar", URL: liar.URL, MaxConcurrency: 4, Models: []workers.ModelVersion{model}})
+	model := task.ModelVersion{Name: "m", Digest: strings.Repeat("ab", 32)}
+	s.Upsert(&task.Registered{WorkerID: "liar", URL: liar.URL, MaxConcurrency: 4, Models: []task.ModelVersion{model}})
 	for _, stream := range []bool{false, true} {
-		task := &workers.Task{RequestID: fmt.Sprint("r", stream), Kind: workers.KindChat, Model: "m", Subject: "alice", Stream: stream,
-			Messages: []workers.Message{{Role: "user", Content: "hello"}}}
+		tk := &task.Task{RequestID: fmt.Sprint("r", stream), Kind: task.KindChat, Model: "m", Subject: "alice", Stream: stream,
+			Messages: []task.Message{{Role: "user", Content: "hello"}}}
 		var recorded bool
-		err := s.Dispatch(context.Background(), task, func(ev workers.Event) error {
-			recorded = recorded || ev.Type == workers.EventDone
+		err := s.Dispatch(context.Background(), tk, func(ev task.Event) error {
+			recorded = recorded || ev.Type == task.EventDone
 			return nil
 		})
 		var ae *apierr.Error

@@ -27,7 +27,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Conn is what the scheduler needs of a link to one worker; *workers.Client
@@ -35,7 +35,7 @@ import (
 type Conn interface {
 	// Run sends a batch and calls onEvent with each event in order; it
 	// returns once every task has ended, or with an error if the link fails.
-	Run(ctx context.Context, b *workers.Batch, onEvent func(workers.Event)) error
+	Run(ctx context.Context, b *task.Batch, onEvent func(task.Event)) error
 	// Cancel stops one task of a running batch.
 	Cancel(ctx context.Context, batchID string, index int) error
 }
@@ -46,7 +46,7 @@ type Conn interface {
 // simulated workers implement it so a whole run advances on a virtual clock
 // in one goroutine.
 type StartConn interface {
-	Start(b *workers.Batch, onEvent func(workers.Event), onEnd func(error))
+	Start(b *task.Batch, onEvent func(task.Event), onEnd func(error))
 }
 
 // Deps are the scheduler's collaborators.
@@ -57,7 +57,7 @@ type Deps struct {
 	// presenting w.SessionToken (the gateway wires workers.NewClient). It
 	// is called again when the worker registers anew with another URL or
 	// session. One of DialWorker and Dial is required.
-	DialWorker func(w *workers.Registered) Conn
+	DialWorker func(w *task.Registered) Conn
 	// Dial is DialWorker for links without a session token (simulated
 	// workers in benchmarks); DialWorker wins when both are set.
 	Dial func(url string) Conn
@@ -74,7 +74,7 @@ type Scheduler struct {
 	cfg    Config
 	clock  clock.Clock
 	logger *slog.Logger
-	dial   func(*workers.Registered) Conn
+	dial   func(*task.Registered) Conn
 	obs    *obs.Provider
 	// metrics is never nil (off when Obs is nil); its Record methods are
 	// lock-free and may be called under mu.
@@ -113,7 +113,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 			return nil, errors.New("scheduler: Deps.DialWorker (or Dial) is required")
 		}
 		dial := deps.Dial
-		deps.DialWorker = func(w *workers.Registered) Conn { return dial(w.URL) }
+		deps.DialWorker = func(w *task.Registered) Conn { return dial(w.URL) }
 	}
 	cfg = cfg.withDefaults()
 	if deps.Clock == nil {
@@ -172,7 +172,7 @@ func randomBase(r *rand.Rand) string {
 // Upsert adds a registered worker or updates one that registered again. A
 // registration counts as a heartbeat. Re-registering keeps what the
 // scheduler has learned of the worker's speed.
-func (s *Scheduler) Upsert(w *workers.Registered) {
+func (s *Scheduler) Upsert(w *task.Registered) {
 	if w == nil || w.WorkerID == "" || w.URL == "" {
 		s.logger.Warn("registration without a worker ID or URL ignored")
 		return
@@ -241,7 +241,7 @@ func (s *Scheduler) Upsert(w *workers.Registered) {
 
 // Heartbeat records a worker's telemetry and load. An unknown worker gets an
 // error so that it registers again.
-func (s *Scheduler) Heartbeat(hb *workers.Heartbeat) error {
+func (s *Scheduler) Heartbeat(hb *task.Heartbeat) error {
 	if hb == nil || hb.WorkerID == "" {
 		return apierr.BadRequest("worker_id", "invalid_heartbeat", "heartbeat names no worker")
 	}
@@ -299,21 +299,21 @@ func (s *Scheduler) failQueued(c *Candidate) {
 
 // WorkerStatus is one worker as the admin listing shows it.
 type WorkerStatus struct {
-	workers.Registered
-	SessionToken  string             `json:"-"`
-	Joined        time.Time          `json:"joined"`
-	LastHeartbeat time.Time          `json:"last_heartbeat"`
-	Healthy       bool               `json:"healthy"`
-	Draining      bool               `json:"draining"`
-	EjectedUntil  *time.Time         `json:"ejected_until,omitempty"`
-	Disputed      string             `json:"disputed,omitempty"` // why an audit took it out of rotation
-	Slots         int                `json:"slots"`
-	Assigned      int                `json:"assigned"` // tasks queued or in flight, as the scheduler counts
-	Telemetry     *workers.Heartbeat `json:"telemetry,omitempty"`
-	Batcher       batching.Stats     `json:"batcher"`
-	Latency       LatencyEstimate    `json:"latency"`
-	Served        uint64             `json:"served"`
-	Failed        uint64             `json:"failed"`
+	task.Registered
+	SessionToken  string          `json:"-"`
+	Joined        time.Time       `json:"joined"`
+	LastHeartbeat time.Time       `json:"last_heartbeat"`
+	Healthy       bool            `json:"healthy"`
+	Draining      bool            `json:"draining"`
+	EjectedUntil  *time.Time      `json:"ejected_until,omitempty"`
+	Disputed      string          `json:"disputed,omitempty"` // why an audit took it out of rotation
+	Slots         int             `json:"slots"`
+	Assigned      int             `json:"assigned"` // tasks queued or in flight, as the scheduler counts
+	Telemetry     *task.Heartbeat `json:"telemetry,omitempty"`
+	Batcher       batching.Stats  `json:"batcher"`
+	Latency       LatencyEstimate `json:"latency"`
+	Served        uint64          `json:"served"`
+	Failed        uint64          `json:"failed"`
 }
 
 // LatencyEstimate is what the scheduler has learned of a worker's speed.
@@ -363,12 +363,12 @@ func (s *Scheduler) Workers() []WorkerStatus {
 
 // Models lists the distinct model versions served by healthy workers, by
 // name then digest.
-func (s *Scheduler) Models() []workers.ModelVersion {
+func (s *Scheduler) Models() []task.ModelVersion {
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[[2]string]bool{}
-	var out []workers.ModelVersion
+	var out []task.ModelVersion
 	for _, c := range s.order {
 		if !c.healthy(monoNanos(now), s.cfg.HeartbeatTimeout) {
 			continue
@@ -381,7 +381,7 @@ func (s *Scheduler) Models() []workers.ModelVersion {
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b workers.ModelVersion) int {
+	slices.SortFunc(out, func(a, b task.ModelVersion) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Digest, b.Digest))
 	})
 	return out

@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 func TestRegistry(t *testing.T) {
@@ -20,7 +20,7 @@ func TestRegistry(t *testing.T) {
 	h.add("w1", 4)
 	h.add("w2", 4, testModel, "other")
 
-	if err := h.s.Heartbeat(&workers.Heartbeat{WorkerID: "nobody"}); err == nil {
+	if err := h.s.Heartbeat(&task.Heartbeat{WorkerID: "nobody"}); err == nil {
 		t.Fatal("heartbeat of an unknown worker: want an error so it registers again")
 	} else if st, _ := status(err); st != http.StatusNotFound {
 		t.Fatalf("unknown worker heartbeat status = %d", st)
@@ -39,7 +39,7 @@ func TestRegistry(t *testing.T) {
 
 	// w1 keeps beating; w2 goes silent past the 3 s timeout.
 	h.clk.Advance(2 * time.Second)
-	h.beat("w1", workers.Load{})
+	h.beat("w1", task.Load{})
 	h.clk.Advance(1500 * time.Millisecond)
 	healthy := map[string]bool{}
 	for _, w := range h.s.Workers() {
@@ -52,7 +52,7 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("Models after w2 went silent (-got +want):\n%s", d)
 	}
 
-	h.s.Upsert(&workers.Registered{WorkerID: "w3", URL: "http://w3", SessionToken: "secret-token", Models: []workers.ModelVersion{{Name: testModel}}})
+	h.s.Upsert(&task.Registered{WorkerID: "w3", URL: "http://w3", SessionToken: "secret-token", Models: []task.ModelVersion{{Name: testModel}}})
 	js, err := json.Marshal(h.s.Workers())
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +71,9 @@ func TestDispatchStreamsEvents(t *testing.T) {
 	h := newHarness(t, Config{})
 	conn := h.add("w1", 4)
 	done := make(chan error, 1)
-	var got []workers.Event
+	var got []task.Event
 	go func() {
-		done <- h.s.Dispatch(context.Background(), chat("r1"), func(ev workers.Event) error {
+		done <- h.s.Dispatch(context.Background(), chat("r1"), func(ev task.Event) error {
 			got = append(got, ev)
 			return nil
 		})
@@ -83,9 +83,9 @@ func TestDispatchStreamsEvents(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Dispatch = %v", err)
 	}
-	want := []workers.Event{
-		{Index: 0, Type: workers.EventDelta, Text: "hi", Tokens: 1},
-		{Index: 0, Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 5, CompletionTokens: 1}},
+	want := []task.Event{
+		{Index: 0, Type: task.EventDelta, Text: "hi", Tokens: 1},
+		{Index: 0, Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 5, CompletionTokens: 1}},
 	}
 	if d := cmp.Diff(got, want); d != "" {
 		t.Errorf("events (-got +want):\n%s", d)
@@ -112,20 +112,20 @@ func TestAdmissionErrors(t *testing.T) {
 	tests := []struct {
 		name       string
 		setup      func(h *harness)
-		task       func(h *harness) *workers.Task
+		task       func(h *harness) *task.Task
 		wantStatus int
 		wantCode   string
 	}{
 		{
 			name:       "model nobody serves: 404",
 			setup:      func(h *harness) { h.add("w1", 4) },
-			task:       func(*harness) *workers.Task { t := chat("r"); t.Model = "gpt-9"; return t },
+			task:       func(*harness) *task.Task { t := chat("r"); t.Model = "gpt-9"; return t },
 			wantStatus: http.StatusNotFound, wantCode: CodeModelNotFound,
 		},
 		{
 			name:       "no worker at all: 404",
 			setup:      func(*harness) {},
-			task:       func(*harness) *workers.Task { return chat("r") },
+			task:       func(*harness) *task.Task { return chat("r") },
 			wantStatus: http.StatusNotFound, wantCode: CodeModelNotFound,
 		},
 		{
@@ -134,16 +134,16 @@ func TestAdmissionErrors(t *testing.T) {
 				h.add("w1", 4)
 				h.clk.Advance(4 * time.Second)
 			},
-			task:       func(*harness) *workers.Task { return chat("r") },
+			task:       func(*harness) *task.Task { return chat("r") },
 			wantStatus: http.StatusServiceUnavailable, wantCode: CodeNoHealthyWorker,
 		},
 		{
 			name: "every worker draining: 503",
 			setup: func(h *harness) {
 				h.add("w1", 4)
-				_ = h.s.Heartbeat(&workers.Heartbeat{WorkerID: "w1", Draining: true})
+				_ = h.s.Heartbeat(&task.Heartbeat{WorkerID: "w1", Draining: true})
 			},
-			task:       func(*harness) *workers.Task { return chat("r") },
+			task:       func(*harness) *task.Task { return chat("r") },
 			wantStatus: http.StatusServiceUnavailable, wantCode: CodeNoHealthyWorker,
 		},
 		{
@@ -151,7 +151,7 @@ func TestAdmissionErrors(t *testing.T) {
 			setup: func(h *harness) {
 				h.add("w1", 4)
 			},
-			task: func(h *harness) *workers.Task {
+			task: func(h *harness) *task.Task {
 				t := chat("r")
 				t.PromptTokensHint = 100_000 // 10 s of prefill at the prior speed
 				t.Deadline = h.clk.Now().Add(time.Second)
@@ -162,7 +162,7 @@ func TestAdmissionErrors(t *testing.T) {
 		{
 			name:  "deadline already passed: 504",
 			setup: func(h *harness) { h.add("w1", 4) },
-			task: func(h *harness) *workers.Task {
+			task: func(h *harness) *task.Task {
 				t := chat("r")
 				t.Deadline = h.clk.Now().Add(-time.Millisecond)
 				return t
@@ -179,7 +179,7 @@ func TestAdmissionErrors(t *testing.T) {
 					}
 				}
 			},
-			task:       func(*harness) *workers.Task { return chat("r") },
+			task:       func(*harness) *task.Task { return chat("r") },
 			wantStatus: http.StatusTooManyRequests, wantCode: CodeOverloaded,
 		},
 	}
@@ -210,11 +210,11 @@ func TestBatchClassQueuesThenTimesOut(t *testing.T) {
 	if _, _, err := h.submit(chat("busy")); err != nil { // takes the only slot
 		t.Fatal(err)
 	}
-	task := chat("batch")
-	task.Priority = workers.PriorityBatch
-	task.PromptTokensHint = 100_000
-	task.Deadline = t0.Add(time.Second)
-	r, _, err := h.submit(task)
+	tk := chat("batch")
+	tk.Priority = task.PriorityBatch
+	tk.PromptTokensHint = 100_000
+	tk.Deadline = t0.Add(time.Second)
+	r, _, err := h.submit(tk)
 	if err != nil {
 		t.Fatalf("batch-class task refused: %v (want it queued)", err)
 	}
@@ -273,7 +273,7 @@ func TestNoRetryAfterFirstByte(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1.runs[0].onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "x", Tokens: 1})
+	c1.runs[0].onEvent(task.Event{Index: 0, Type: task.EventDelta, Text: "x", Tokens: 1})
 	c1.runs[0].onEnd(errors.New("broken pipe"))
 	if st, _ := status(r.err); !r.ended || st != http.StatusServiceUnavailable {
 		t.Fatalf("link failure after a byte: ended=%v err=%v; want 503, no retry", r.ended, r.err)
@@ -297,7 +297,7 @@ func TestClientGoneCancelsOnWorker(t *testing.T) {
 		t.Errorf("cancels (-got +want):\n%s", d)
 	}
 	// The worker confirms; the slot frees and the queued task goes out.
-	c1.runs[0].onEvent(workers.Event{Index: 0, Type: workers.EventFailed, Error: &workers.EventError{Status: 499, Message: "cancelled"}})
+	c1.runs[0].onEvent(task.Event{Index: 0, Type: task.EventFailed, Error: &task.EventError{Status: 499, Message: "cancelled"}})
 	c1.runs[0].onEnd(nil)
 	if len(c1.runs) != 2 {
 		t.Fatalf("queued task not sent after the cancelled one freed its slot")
@@ -347,8 +347,8 @@ func TestPicksFasterWorkerOnceLearned(t *testing.T) {
 				} else {
 					h.clk.Advance(20 * time.Millisecond)
 				}
-				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Tokens: 1})
-				r.onEvent(workers.Event{Index: 0, Type: workers.EventDone, Usage: &workers.Usage{PromptTokens: 10, CompletionTokens: 1}})
+				r.onEvent(task.Event{Index: 0, Type: task.EventDelta, Tokens: 1})
+				r.onEvent(task.Event{Index: 0, Type: task.EventDone, Usage: &task.Usage{PromptTokens: 10, CompletionTokens: 1}})
 				r.onEnd(nil)
 			}
 		}
@@ -367,8 +367,8 @@ func TestEmbeddingsShareAFrame(t *testing.T) {
 	c := h.add("w1", 1)
 	_, _, _ = h.submit(chat("busy"))
 	for _, id := range []string{"e1", "e2", "e3"} {
-		task := &workers.Task{RequestID: id, Kind: workers.KindEmbedding, Model: testModel, Inputs: []string{id}}
-		if _, _, err := h.submit(task); err != nil {
+		tk := &task.Task{RequestID: id, Kind: task.KindEmbedding, Model: testModel, Inputs: []string{id}}
+		if _, _, err := h.submit(tk); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -398,7 +398,7 @@ func TestEjectionBackoff(t *testing.T) {
 	}
 	// A task that succeeds resets the count.
 	h.clk.Advance(11 * time.Second)
-	h.beat("w1", workers.Load{})
+	h.beat("w1", task.Load{})
 	r, _, err := h.submit(chat("ok"))
 	if err != nil {
 		t.Fatal(err)
@@ -436,9 +436,9 @@ func TestLearningByStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, Config{})
 			c := h.add("w1", 8)
-			task := chat("x")
-			task.Stream = tc.stream
-			if _, _, err := h.submit(task); err != nil {
+			tk := chat("x")
+			tk.Stream = tc.stream
+			if _, _, err := h.submit(tk); err != nil {
 				t.Fatal(err)
 			}
 			cand := h.s.workers["w1"]
@@ -452,7 +452,7 @@ func TestLearningByStream(t *testing.T) {
 			// is the gateway's estimate then; the done event says 10.
 			prompt := 10
 			if tc.stream {
-				prompt = estimatePromptTokens(task)
+				prompt = estimatePromptTokens(tk)
 			}
 			ttft := tc.wantTTFT(before.interToken, lf)
 			if ttft <= 0 {
@@ -466,14 +466,14 @@ func TestLearningByStream(t *testing.T) {
 			r := c.runs[0]
 			if tc.stream {
 				h.clk.Advance(tc.first)
-				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "a", Tokens: 1})
+				r.onEvent(task.Event{Index: 0, Type: task.EventDelta, Text: "a", Tokens: 1})
 				h.clk.Advance(tc.total - tc.first)
-				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "bcdefghijk", Tokens: tokens - 1})
+				r.onEvent(task.Event{Index: 0, Type: task.EventDelta, Text: "bcdefghijk", Tokens: tokens - 1})
 			} else {
 				h.clk.Advance(tc.total)
-				r.onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "abcdefghijk", Tokens: tokens})
+				r.onEvent(task.Event{Index: 0, Type: task.EventDelta, Text: "abcdefghijk", Tokens: tokens})
 			}
-			r.onEvent(workers.Event{Index: 0, Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 10, CompletionTokens: tokens}})
+			r.onEvent(task.Event{Index: 0, Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 10, CompletionTokens: tokens}})
 			r.onEnd(nil)
 
 			h.s.mu.Lock()

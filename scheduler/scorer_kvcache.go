@@ -3,7 +3,7 @@ package scheduler
 import (
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // KVCacheScorer prefers workers with free KV cache and GPU memory:
@@ -31,7 +31,7 @@ func (s *KVCacheScorer) Score(req *Request, cands []*Candidate, scores []float64
 }
 
 // memoryPressure is computed once per heartbeat.
-func memoryPressure(hb *workers.Heartbeat) float64 {
+func memoryPressure(hb *task.Heartbeat) float64 {
 	p := clamp01(hb.Load.KVCacheUsage)
 	for _, g := range hb.GPUs {
 		if g.MemoryTotalMiB > 0 {

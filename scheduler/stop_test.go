@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -24,14 +25,14 @@ type stoppableConn struct {
 	stop    sync.Once
 }
 
-func (c *stoppableConn) Run(ctx context.Context, b *workers.Batch, onEvent func(workers.Event)) error {
-	onEvent(workers.Event{Index: 0, Type: workers.EventDelta, Text: "Once", Tokens: 1})
+func (c *stoppableConn) Run(ctx context.Context, b *task.Batch, onEvent func(task.Event)) error {
+	onEvent(task.Event{Index: 0, Type: task.EventDelta, Text: "Once", Tokens: 1})
 	c.once.Do(func() { close(c.started) })
 	select {
 	case <-c.cancel:
-		onEvent(workers.Event{Index: 0, Type: workers.EventDone, FinishReason: workers.FinishCancelled,
-			Usage: &workers.Usage{PromptTokens: 3, CompletionTokens: 1}, Completion: &workers.Completion{RequestID: b.Tasks[0].RequestID, CompletionTokens: 1},
-			Error: &workers.EventError{Status: workers.StatusClientClosed, Code: workers.CodeCancelled, Message: "cancelled"}})
+		onEvent(task.Event{Index: 0, Type: task.EventDone, FinishReason: task.FinishCancelled,
+			Usage: &task.Usage{PromptTokens: 3, CompletionTokens: 1}, Completion: &task.Completion{RequestID: b.Tasks[0].RequestID, CompletionTokens: 1},
+			Error: &task.EventError{Status: workers.StatusClientClosed, Code: workers.CodeCancelled, Message: "cancelled"}})
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -68,17 +69,17 @@ func TestStoppedTaskDeliversItsRecord(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.Upsert(&workers.Registered{WorkerID: "w", URL: "http://w", MaxConcurrency: 4, Models: []workers.ModelVersion{{Name: "m", Digest: "d"}}})
-			_ = s.Heartbeat(&workers.Heartbeat{WorkerID: "w", Time: time.Now()})
-			task := &workers.Task{RequestID: "r", Kind: workers.KindChat, Model: "m", Stream: tc.stream, Messages: []workers.Message{{Role: "user", Content: "hi"}}}
+			s.Upsert(&task.Registered{WorkerID: "w", URL: "http://w", MaxConcurrency: 4, Models: []task.ModelVersion{{Name: "m", Digest: "d"}}})
+			_ = s.Heartbeat(&task.Heartbeat{WorkerID: "w", Time: time.Now()})
+			tk := &task.Task{RequestID: "r", Kind: task.KindChat, Model: "m", Stream: tc.stream, Messages: []task.Message{{Role: "user", Content: "hi"}}}
 			gone := apierr.Unavailable("client_gone", "the client went away", nil)
 			ctx, cancel := context.WithCancelCause(context.Background())
 			go func() { <-conn.started; cancel(gone) }()
 			var mu sync.Mutex
-			var got []workers.Event
+			var got []task.Event
 			done := make(chan error, 1)
 			go func() {
-				done <- s.Dispatch(ctx, task, func(ev workers.Event) error {
+				done <- s.Dispatch(ctx, tk, func(ev task.Event) error {
 					mu.Lock()
 					got = append(got, ev)
 					mu.Unlock()
@@ -96,14 +97,14 @@ func TestStoppedTaskDeliversItsRecord(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			var record *workers.Event
+			var record *task.Event
 			for i := range got {
-				if got[i].Type == workers.EventDone {
+				if got[i].Type == task.EventDone {
 					record = &got[i]
 				}
 			}
 			switch {
-			case tc.wantRecord && (record == nil || record.FinishReason != workers.FinishCancelled || record.Usage.CompletionTokens != 1):
+			case tc.wantRecord && (record == nil || record.FinishReason != task.FinishCancelled || record.Usage.CompletionTokens != 1):
 				t.Errorf("events %+v: no record of the token generated", got)
 			case !tc.wantRecord && record != nil:
 				t.Errorf("a record from a worker deaf to the stop: %+v", record)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
@@ -59,7 +60,7 @@ func TestDispatchTraceOverRealTransport(t *testing.T) {
 	defer srv.Close()
 	s, err := New(Config{}, Deps{
 		Clock: clock.Real{},
-		DialWorker: func(w *workers.Registered) Conn {
+		DialWorker: func(w *task.Registered) Conn {
 			return workers.NewClient(w.URL, workers.ClientOptions{Token: w.SessionToken, Obs: p})
 		},
 		Obs: p,
@@ -67,17 +68,17 @@ func TestDispatchTraceOverRealTransport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Upsert(&workers.Registered{WorkerID: "w1", URL: srv.URL, MaxConcurrency: 4, Models: []workers.ModelVersion{model}})
+	s.Upsert(&task.Registered{WorkerID: "w1", URL: srv.URL, MaxConcurrency: 4, Models: []task.ModelVersion{model}})
 
 	// The gateway's route span stands in as the request's root.
 	ctx, root := p.Start(context.Background(), "POST /v1/chat/completions", obs.KindServer)
-	task := &workers.Task{RequestID: "r1", Kind: workers.KindChat, Model: model.Name, MaxTokens: 8,
-		Messages: []workers.Message{{Role: "user", Content: "tell me a story"}}}
-	if err := s.Dispatch(ctx, task, func(workers.Event) error { return nil }); err != nil {
+	tk := &task.Task{RequestID: "r1", Kind: task.KindChat, Model: model.Name, MaxTokens: 8,
+		Messages: []task.Message{{Role: "user", Content: "tell me a story"}}}
+	if err := s.Dispatch(ctx, tk, func(task.Event) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	root.End()
-	if task.Traceparent == "" {
+	if tk.Traceparent == "" {
 		t.Error("Dispatch left Task.Traceparent empty")
 	}
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
@@ -33,7 +34,7 @@ func TestDispatchOverRealTransport(t *testing.T) {
 
 	s, err := New(Config{Policy: PolicyRoundRobin}, Deps{
 		Clock: clock.Real{},
-		DialWorker: func(w *workers.Registered) Conn {
+		DialWorker: func(w *task.Registered) Conn {
 			return workers.NewClient(w.URL, workers.ClientOptions{Token: w.SessionToken})
 		},
 	})
@@ -41,21 +42,21 @@ func TestDispatchOverRealTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range []struct{ id, url string }{{"live", live.URL}, {"dead", dead.URL}} {
-		s.Upsert(&workers.Registered{WorkerID: w.id, URL: w.url, MaxConcurrency: 4, Models: []workers.ModelVersion{model}})
+		s.Upsert(&task.Registered{WorkerID: w.id, URL: w.url, MaxConcurrency: 4, Models: []task.ModelVersion{model}})
 	}
 
 	t.Run("chat streams to done; a dead worker is retried around", func(t *testing.T) {
 		for i := 0; i < 4; i++ { // round-robin hits the dead worker at least once
 			var text strings.Builder
-			var done *workers.Event
-			task := &workers.Task{RequestID: "r", Kind: workers.KindChat, Model: model.Name, MaxTokens: 8,
-				Messages: []workers.Message{{Role: "user", Content: "tell me a story"}}}
-			err := s.Dispatch(context.Background(), task, func(ev workers.Event) error {
+			var done *task.Event
+			tk := &task.Task{RequestID: "r", Kind: task.KindChat, Model: model.Name, MaxTokens: 8,
+				Messages: []task.Message{{Role: "user", Content: "tell me a story"}}}
+			err := s.Dispatch(context.Background(), tk, func(ev task.Event) error {
 				if ev.Index != 0 {
 					t.Errorf("event index %d, want 0", ev.Index)
 				}
 				text.WriteString(ev.Text)
-				if ev.Type == workers.EventDone {
+				if ev.Type == task.EventDone {
 					done = &ev
 				}
 				return nil
@@ -73,9 +74,9 @@ func TestDispatchOverRealTransport(t *testing.T) {
 	})
 
 	t.Run("embeddings", func(t *testing.T) {
-		task := &workers.Task{RequestID: "e", Kind: workers.KindEmbedding, Model: model.Name, Inputs: []string{"a", "b"}}
+		tk := &task.Task{RequestID: "e", Kind: task.KindEmbedding, Model: model.Name, Inputs: []string{"a", "b"}}
 		var vecs [][]float32
-		err := s.Dispatch(context.Background(), task, func(ev workers.Event) error {
+		err := s.Dispatch(context.Background(), tk, func(ev task.Event) error {
 			vecs = ev.Embeddings
 			return nil
 		})
@@ -86,8 +87,8 @@ func TestDispatchOverRealTransport(t *testing.T) {
 
 	t.Run("client gone mid-stream: error returned, worker freed", func(t *testing.T) {
 		gone := errors.New("client went away")
-		task := &workers.Task{RequestID: "c", Kind: workers.KindCompletion, Model: model.Name, Prompt: "once upon", MaxTokens: 64}
-		err := s.Dispatch(context.Background(), task, func(workers.Event) error { return gone })
+		tk := &task.Task{RequestID: "c", Kind: task.KindCompletion, Model: model.Name, Prompt: "once upon", MaxTokens: 64}
+		err := s.Dispatch(context.Background(), tk, func(task.Event) error { return gone })
 		if !errors.Is(err, gone) {
 			t.Fatalf("Dispatch = %v, want the onEvent error", err)
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Limits on a batch as the agent accepts it. The gateway never sends more;
@@ -24,7 +24,6 @@ const (
 	MaxBatchIDLen     = 128
 	MaxRequestIDLen   = 256
 	MaxTraceparentLen = 256 // W3C version 00 is 55 bytes; later versions may append fields
-	MaxModelNameLen   = 256
 	MaxEmbedInputs    = 2048
 )
 
@@ -45,7 +44,7 @@ type AgentConfig struct {
 	// every Completion.
 	WorkerID string
 	// Engine runs the tasks.
-	Engine Engine
+	Engine task.Engine
 	// MaxConcurrency bounds the tasks running at once on the engine; tasks
 	// beyond it wait in order. 0 means 64.
 	MaxConcurrency int
@@ -70,7 +69,7 @@ type AgentConfig struct {
 // nothing of HTTP; Handler serves it over the gateway↔worker link.
 type Agent struct {
 	workerID string
-	engine   Engine
+	engine   task.Engine
 	logger   *slog.Logger
 	clock    clock.Clock
 	slots    chan struct{}
@@ -134,13 +133,13 @@ func OpenAgent(cfg AgentConfig) (*Agent, error) {
 func (a *Agent) WorkerID() string { return a.workerID }
 
 // Models is what the agent's engine serves.
-func (a *Agent) Models() []ModelVersion { return a.engine.Models() }
+func (a *Agent) Models() []task.ModelVersion { return a.engine.Models() }
 
 // MaxConcurrency is how many tasks the agent runs at once.
 func (a *Agent) MaxConcurrency() int { return cap(a.slots) }
 
 // Engine is the engine the agent runs on (for load reporting).
-func (a *Agent) Engine() Engine { return a.engine }
+func (a *Agent) Engine() task.Engine { return a.engine }
 
 // InFlight is the number of tasks accepted and not yet ended.
 func (a *Agent) InFlight() int {
@@ -158,7 +157,7 @@ func (a *Agent) Draining() bool {
 
 // Produced returns the completion record the agent produced for requestID,
 // if it still holds it. The receipts countersign check uses it.
-func (a *Agent) Produced(requestID string) (*Completion, bool) {
+func (a *Agent) Produced(requestID string) (*task.Completion, bool) {
 	return a.produced.get(requestID)
 }
 
@@ -199,7 +198,7 @@ func (a *Agent) Cancel(batchID string, index int) {
 }
 
 // ValidateBatch checks a batch from outside before any of it runs.
-func (a *Agent) ValidateBatch(b *Batch) error {
+func (a *Agent) ValidateBatch(b *task.Batch) error {
 	if b == nil {
 		return apierr.BadRequest("", "invalid_batch", "empty batch")
 	}
@@ -217,12 +216,12 @@ func (a *Agent) ValidateBatch(b *Batch) error {
 	return nil
 }
 
-func validateTask(t *Task) error {
+func validateTask(t *task.Task) error {
 	switch {
 	case t.RequestID == "" || len(t.RequestID) > MaxRequestIDLen:
 		return apierr.BadRequest("request_id", "invalid_batch", "request_id must be 1..%d bytes", MaxRequestIDLen)
-	case t.Model == "" || len(t.Model) > MaxModelNameLen:
-		return apierr.BadRequest("model", "invalid_batch", "model must be 1..%d bytes", MaxModelNameLen)
+	case t.Model == "" || len(t.Model) > task.MaxModelNameLen:
+		return apierr.BadRequest("model", "invalid_batch", "model must be 1..%d bytes", task.MaxModelNameLen)
 	case t.MaxTokens < 0:
 		return apierr.BadRequest("max_tokens", "invalid_batch", "max_tokens must not be negative")
 	case len(t.Traceparent) > MaxTraceparentLen:
@@ -233,12 +232,12 @@ func validateTask(t *Task) error {
 		return apierr.BadRequest("top_p", "invalid_batch", "top_p must be in [0, 1]")
 	}
 	switch t.Kind {
-	case KindChat:
+	case task.KindChat:
 		if len(t.Messages) == 0 {
 			return apierr.BadRequest("messages", "invalid_batch", "a chat task needs messages")
 		}
-	case KindCompletion:
-	case KindEmbedding:
+	case task.KindCompletion:
+	case task.KindEmbedding:
 		if len(t.Inputs) == 0 || len(t.Inputs) > MaxEmbedInputs {
 			return apierr.BadRequest("input", "invalid_batch", "an embedding task needs 1..%d inputs", MaxEmbedInputs)
 		}
@@ -254,7 +253,7 @@ func validateTask(t *Task) error {
 // emit returns an error (the gateway went away) the whole batch is cancelled
 // and RunBatch returns that error once every task has stopped. A batch that
 // is invalid, or arrives while draining, is refused before any event.
-func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) error {
+func (a *Agent) RunBatch(ctx context.Context, b *task.Batch, emit func(task.Event) error) error {
 	if err := a.ValidateBatch(b); err != nil {
 		return err
 	}
@@ -285,10 +284,10 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 		if !ok {
 			cancel()
 			a.finish(keys[i])
-			out.send(Event{Index: i, Type: EventFailed, Error: eventError(apierr.NotFound("model", "model_not_found", "model %q is not served by this worker", t.Model))})
+			out.send(task.Event{Index: i, Type: task.EventFailed, Error: eventError(apierr.NotFound("model", "model_not_found", "model %q is not served by this worker", t.Model))})
 			continue
 		}
-		if t.Kind == KindEmbedding {
+		if t.Kind == task.KindEmbedding {
 			embedGroups[t.Model] = append(embedGroups[t.Model], i)
 			embedCtx[i] = tctx
 			embedCancels = append(embedCancels, cancel)
@@ -323,7 +322,7 @@ func (a *Agent) RunBatch(ctx context.Context, b *Batch, emit func(Event) error) 
 }
 
 // admit registers the batch's tasks as in flight, or refuses while draining.
-func (a *Agent) admit(b *Batch) ([]taskKey, error) {
+func (a *Agent) admit(b *task.Batch) ([]taskKey, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.draining {
@@ -346,7 +345,7 @@ func (a *Agent) admit(b *Batch) ([]taskKey, error) {
 
 // taskContext derives a task's context: cancellable by Cancel, and ended at
 // the task's deadline as the agent's clock sees it.
-func (a *Agent) taskContext(ctx context.Context, k taskKey, t *Task) (context.Context, context.CancelFunc) {
+func (a *Agent) taskContext(ctx context.Context, k taskKey, t *task.Task) (context.Context, context.CancelFunc) {
 	tctx, cancel := context.WithCancelCause(ctx)
 	stop := func() {}
 	if !t.Deadline.IsZero() {
@@ -393,7 +392,7 @@ func (a *Agent) acquire(ctx context.Context) error {
 
 func (a *Agent) release() { <-a.slots }
 
-func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion, out *emitter) {
+func (a *Agent) runGenerate(ctx context.Context, i int, t *task.Task, mv task.ModelVersion, out *emitter) {
 	// A malformed or missing traceparent parents the span on the batch's.
 	ctx, span := a.obs.StartFromTraceparent(ctx, t.Traceparent, "worker.task", obs.KindInternal)
 	defer span.End()
@@ -401,7 +400,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	span.SetInt("tollgate.task.index", i)
 	if err := a.acquire(ctx); err != nil {
 		span.SetError(err)
-		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+		out.send(task.Event{Index: i, Type: task.EventFailed, Error: taskError(ctx, err)})
 		return
 	}
 	defer a.release()
@@ -413,7 +412,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	held := 0 // tokens in text not yet sent (unstreamed tasks)
 	sent := 0 // tokens sent in deltas (streamed tasks)
 	ectx, espan := a.obs.Start(ctx, "engine.generate", obs.KindInternal)
-	res, err := a.engine.Generate(ectx, t, func(d Delta) error {
+	res, err := a.engine.Generate(ectx, t, func(d task.Delta) error {
 		if err := context.Cause(ctx); err != nil {
 			return err
 		}
@@ -428,7 +427,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 			held += d.Tokens
 			return nil
 		}
-		if err := out.send(Event{Index: i, Type: EventDelta, Text: d.Text, Tokens: d.Tokens, More: d.More}); err != nil {
+		if err := out.send(task.Event{Index: i, Type: task.EventDelta, Text: d.Text, Tokens: d.Tokens, More: d.More}); err != nil {
 			return err
 		}
 		sent += d.Tokens
@@ -447,12 +446,12 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	}
 	if !t.Stream && (text.Len() > 0 || held > 0) {
 		// More: its done event follows at once, and goes in the same write.
-		if err := out.send(Event{Index: i, Type: EventDelta, Text: text.String(), Tokens: held, More: true}); err != nil {
+		if err := out.send(task.Event{Index: i, Type: task.EventDelta, Text: text.String(), Tokens: held, More: true}); err != nil {
 			span.SetError(err)
 			return
 		}
 	}
-	digest := ResponseDigest(text.String(), nil)
+	digest := task.ResponseDigest(text.String(), nil)
 	// The link carries "stop" and "length" for a generation that ran to
 	// its end; an engine's other reasons (an upstream's "content_filter",
 	// say) end the text too.
@@ -462,8 +461,8 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 	}
 	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens, finish)
 	span.SetUsage(res.PromptTokens, res.CompletionTokens)
-	out.send(Event{Index: i, Type: EventDone, FinishReason: finish,
-		Usage:      &Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens},
+	out.send(task.Event{Index: i, Type: task.EventDone, FinishReason: finish,
+		Usage:      &task.Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens},
 		Completion: c})
 }
 
@@ -476,36 +475,36 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *Task, mv ModelVersion
 // covers), finish reason FinishCancelled or FinishError, and the error
 // that ended it. Otherwise it fails with no record: nothing billable was
 // served (see docs/billing.md).
-func (a *Agent) endEarly(ctx context.Context, i int, t *Task, mv ModelVersion, out *emitter, err error, res Result, text string, held, sent int) {
+func (a *Agent) endEarly(ctx context.Context, i int, t *task.Task, mv task.ModelVersion, out *emitter, err error, res task.Result, text string, held, sent int) {
 	cancelled := ctx.Err() != nil
 	tokens := held + sent
 	if tokens == 0 || (!cancelled && !t.Stream) {
-		out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+		out.send(task.Event{Index: i, Type: task.EventFailed, Error: taskError(ctx, err)})
 		return
 	}
-	finish := FinishError
+	finish := task.FinishError
 	if cancelled {
-		finish = FinishCancelled
+		finish = task.FinishCancelled
 	}
 	if !t.Stream {
-		if out.send(Event{Index: i, Type: EventDelta, Text: text, Tokens: held, More: true}) != nil {
+		if out.send(task.Event{Index: i, Type: task.EventDelta, Text: text, Tokens: held, More: true}) != nil {
 			return
 		}
 	}
 	prompt := max(res.PromptTokens, 0)
-	c := a.completion(t, mv, ResponseDigest(text, nil), prompt, tokens, finish)
-	out.send(Event{Index: i, Type: EventDone, FinishReason: finish,
-		Usage:      &Usage{PromptTokens: prompt, CompletionTokens: tokens},
+	c := a.completion(t, mv, task.ResponseDigest(text, nil), prompt, tokens, finish)
+	out.send(task.Event{Index: i, Type: task.EventDone, FinishReason: finish,
+		Usage:      &task.Usage{PromptTokens: prompt, CompletionTokens: tokens},
 		Completion: c, Error: taskError(ctx, err)})
 }
 
 // genAIOperation is the GenAI operation name (gen_ai.operation.name) of a
 // task kind.
-func genAIOperation(k Kind) string {
+func genAIOperation(k task.Kind) string {
 	switch k {
-	case KindChat:
+	case task.KindChat:
 		return obs.OpChat
-	case KindEmbedding:
+	case task.KindEmbedding:
 		return obs.OpEmbeddings
 	}
 	return obs.OpTextCompletion
@@ -515,7 +514,7 @@ func genAIOperation(k Kind) string {
 // ONE engine call and splits the vectors back per task.
 // The call runs under the batch's context; a task cancelled or past its
 // deadline meanwhile ends with EventFailed instead of its vectors.
-func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, taskCtx []context.Context, idx []int, mv ModelVersion, out *emitter) {
+func (a *Agent) runEmbedGroup(ctx context.Context, b *task.Batch, keys []taskKey, taskCtx []context.Context, idx []int, mv task.ModelVersion, out *emitter) {
 	defer func() {
 		for _, i := range idx {
 			a.finish(keys[i])
@@ -523,7 +522,7 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, tas
 	}()
 	fail := func(err error) {
 		for _, i := range idx {
-			out.send(Event{Index: i, Type: EventFailed, Error: taskError(ctx, err)})
+			out.send(task.Event{Index: i, Type: task.EventFailed, Error: taskError(ctx, err)})
 		}
 	}
 	if err := a.acquire(ctx); err != nil {
@@ -567,13 +566,13 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, tas
 		vecs := res.Vectors[off : off+n : off+n]
 		off += n
 		if err := context.Cause(taskCtx[i]); err != nil {
-			out.send(Event{Index: i, Type: EventFailed, Error: taskError(taskCtx[i], err)})
+			out.send(task.Event{Index: i, Type: task.EventFailed, Error: taskError(taskCtx[i], err)})
 			continue
 		}
-		digest := ResponseDigest("", vecs)
+		digest := task.ResponseDigest("", vecs)
 		c := a.completion(t, mv, digest, tokens[j], 0, "stop")
-		out.send(Event{Index: i, Type: EventDone, FinishReason: "stop",
-			Usage:      &Usage{PromptTokens: tokens[j]},
+		out.send(task.Event{Index: i, Type: task.EventDone, FinishReason: "stop",
+			Usage:      &task.Usage{PromptTokens: tokens[j]},
 			Embeddings: vecs, Completion: c})
 	}
 }
@@ -581,7 +580,7 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *Batch, keys []taskKey, tas
 // checkEmbedResult refuses engine output the link cannot carry honestly:
 // a wrong vector count, negative token counts, or non-finite values (which
 // JSON cannot encode).
-func checkEmbedResult(res EmbedResult, inputs int) error {
+func checkEmbedResult(res task.EmbedResult, inputs int) error {
 	if len(res.Vectors) != inputs {
 		return fmt.Errorf("engine returned %d vectors for %d inputs", len(res.Vectors), inputs)
 	}
@@ -607,7 +606,7 @@ func checkEmbedResult(res EmbedResult, inputs int) error {
 // the engine's per-input counts (EmbedResult.InputTokens) when it reports
 // them, else the total split in proportion to each task's input bytes
 // (largest remainder, so the parts add up to the total exactly).
-func splitTokens(res EmbedResult, inputsPerTask, bytesPerTask []int) []int {
+func splitTokens(res task.EmbedResult, inputsPerTask, bytesPerTask []int) []int {
 	out := make([]int, len(inputsPerTask))
 	if len(res.InputTokens) == sumInts(inputsPerTask) {
 		off := 0
@@ -650,9 +649,9 @@ func sumInts(xs []int) int {
 	return n
 }
 
-func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, completion int, finish string) *Completion {
+func (a *Agent) completion(t *task.Task, mv task.ModelVersion, response [32]byte, prompt, completion int, finish string) *task.Completion {
 	req := t.Digest()
-	c := &Completion{
+	c := &task.Completion{
 		RequestID:        t.RequestID,
 		WorkerID:         a.workerID,
 		Model:            mv.Name, // the registered version that ran, whatever alias was asked for
@@ -672,53 +671,43 @@ func (a *Agent) completion(t *Task, mv ModelVersion, response [32]byte, prompt, 
 }
 
 // findModel returns the version of ms named name.
-func findModel(ms []ModelVersion, name string) (ModelVersion, bool) {
+func findModel(ms []task.ModelVersion, name string) (task.ModelVersion, bool) {
 	for _, mv := range ms {
 		if mv.Name == name {
 			return mv, true
 		}
 	}
-	return ModelVersion{}, false
+	return task.ModelVersion{}, false
 }
 
 // taskError renders why a task failed as an event error.
-func taskError(ctx context.Context, err error) *EventError {
+func taskError(ctx context.Context, err error) *task.EventError {
 	if cause := context.Cause(ctx); cause != nil {
 		err = cause
 	}
 	switch {
 	case errors.Is(err, errCancelled), errors.Is(err, context.Canceled):
-		return &EventError{Status: StatusClientClosed, Type: apierr.TypeInvalidRequest, Code: CodeCancelled, Message: "the request was cancelled"}
+		return &task.EventError{Status: StatusClientClosed, Type: apierr.TypeInvalidRequest, Code: CodeCancelled, Message: "the request was cancelled"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return eventError(apierr.Timeout("deadline_exceeded", "the request's deadline passed", err))
 	}
 	return eventError(apierr.From(err))
 }
 
-func eventError(e *apierr.Error) *EventError {
-	return &EventError{Status: e.Status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
-}
-
-// APIError turns a failed task's event error back into the error type every
-// layer returns.
-func (e *EventError) APIError() *apierr.Error {
-	status := e.Status
-	if status < 400 || status > 599 {
-		status = http.StatusInternalServerError
-	}
-	return &apierr.Error{Status: status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
+func eventError(e *apierr.Error) *task.EventError {
+	return &task.EventError{Status: e.Status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
 }
 
 // emitter serializes calls to emit; the first failure cancels the batch and
 // silences the rest.
 type emitter struct {
 	mu     sync.Mutex
-	emit   func(Event) error
+	emit   func(task.Event) error
 	cancel context.CancelFunc
 	failed error
 }
 
-func (e *emitter) send(ev Event) error {
+func (e *emitter) send(ev task.Event) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.failed != nil {

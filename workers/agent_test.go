@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
@@ -31,12 +32,12 @@ func simEngine(t *testing.T) *sim.Engine {
 
 // countingEngine counts Embed calls of the engine it wraps.
 type countingEngine struct {
-	workers.Engine
+	task.Engine
 	mu     sync.Mutex
 	embeds int
 }
 
-func (c *countingEngine) Embed(ctx context.Context, model string, inputs []string) (workers.EmbedResult, error) {
+func (c *countingEngine) Embed(ctx context.Context, model string, inputs []string) (task.EmbedResult, error) {
 	c.mu.Lock()
 	c.embeds++
 	c.mu.Unlock()
@@ -50,46 +51,46 @@ type blockingEngine struct {
 	started chan string
 }
 
-func (b *blockingEngine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (b *blockingEngine) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	b.started <- t.RequestID
 	<-ctx.Done()
-	return workers.Result{}, context.Cause(ctx)
+	return task.Result{}, context.Cause(ctx)
 }
 
-func newAgent(t *testing.T, e workers.Engine) *workers.Agent {
+func newAgent(t *testing.T, e task.Engine) *workers.Agent {
 	t.Helper()
 	return workers.NewAgent(workers.AgentConfig{WorkerID: "0xabc", Engine: e, MaxConcurrency: 4, Clock: clock.NewFake(t0)})
 }
 
-func chatTask(id string) workers.Task {
-	return workers.Task{RequestID: id, Kind: workers.KindChat, Model: "sim-tiny", Subject: "key_1",
-		Messages: []workers.Message{{Role: "user", Content: "hi " + id}}}
+func chatTask(id string) task.Task {
+	return task.Task{RequestID: id, Kind: task.KindChat, Model: "sim-tiny", Subject: "key_1",
+		Messages: []task.Message{{Role: "user", Content: "hi " + id}}}
 }
 
 type collected struct {
 	mu     sync.Mutex
-	events map[int][]workers.Event
+	events map[int][]task.Event
 }
 
-func (c *collected) emit(ev workers.Event) error {
+func (c *collected) emit(ev task.Event) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.events == nil {
-		c.events = map[int][]workers.Event{}
+		c.events = map[int][]task.Event{}
 	}
 	c.events[ev.Index] = append(c.events[ev.Index], ev)
 	return nil
 }
 
 // last checks that task i ended with exactly one terminal event, last.
-func (c *collected) last(t *testing.T, i int) workers.Event {
+func (c *collected) last(t *testing.T, i int) task.Event {
 	t.Helper()
 	evs := c.events[i]
 	if len(evs) == 0 {
 		t.Fatalf("task %d: no events", i)
 	}
 	for _, ev := range evs[:len(evs)-1] {
-		if ev.Type != workers.EventDelta {
+		if ev.Type != task.EventDelta {
 			t.Fatalf("task %d: %q before its last event", i, ev.Type)
 		}
 	}
@@ -99,12 +100,12 @@ func (c *collected) last(t *testing.T, i int) workers.Event {
 func TestRunBatch(t *testing.T) {
 	eng := &countingEngine{Engine: simEngine(t)}
 	a := newAgent(t, eng)
-	b := &workers.Batch{ID: "b1", Tasks: []workers.Task{
+	b := &task.Batch{ID: "b1", Tasks: []task.Task{
 		chatTask("r0"),
-		{RequestID: "r1", Kind: workers.KindCompletion, Model: "sim-tiny", Prompt: "Once", MaxTokens: 3},
-		{RequestID: "r2", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"a b c", "d"}},
-		{RequestID: "r3", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"e f"}},
-		{RequestID: "r4", Kind: workers.KindChat, Model: "nope", Messages: []workers.Message{{Role: "user", Content: "x"}}},
+		{RequestID: "r1", Kind: task.KindCompletion, Model: "sim-tiny", Prompt: "Once", MaxTokens: 3},
+		{RequestID: "r2", Kind: task.KindEmbedding, Model: "sim-tiny", Inputs: []string{"a b c", "d"}},
+		{RequestID: "r3", Kind: task.KindEmbedding, Model: "sim-tiny", Inputs: []string{"e f"}},
+		{RequestID: "r4", Kind: task.KindChat, Model: "nope", Messages: []task.Message{{Role: "user", Content: "x"}}},
 	}}
 	var c collected
 	if err := a.RunBatch(context.Background(), b, c.emit); err != nil {
@@ -114,20 +115,20 @@ func TestRunBatch(t *testing.T) {
 		t.Errorf("embedding tasks of one model took %d engine calls, want 1", eng.embeds)
 	}
 	model := simEngine(t).Models()[0]
-	for i, task := range b.Tasks[:4] {
+	for i, tk := range b.Tasks[:4] {
 		ev := c.last(t, i)
-		if ev.Type != workers.EventDone {
+		if ev.Type != task.EventDone {
 			t.Fatalf("task %d ended %q: %+v", i, ev.Type, ev.Error)
 		}
 		comp := ev.Completion
-		reqDigest := task.Digest()
+		reqDigest := tk.Digest()
 		var text string
 		for _, d := range c.events[i] {
 			text += d.Text
 		}
-		respDigest := workers.ResponseDigest(text, ev.Embeddings)
+		respDigest := task.ResponseDigest(text, ev.Embeddings)
 		switch {
-		case comp.RequestID != task.RequestID, comp.WorkerID != "0xabc", comp.Model != "sim-tiny", comp.Subject != "key_1" && i == 0:
+		case comp.RequestID != tk.RequestID, comp.WorkerID != "0xabc", comp.Model != "sim-tiny", comp.Subject != "key_1" && i == 0:
 			t.Errorf("task %d: completion identity %+v", i, comp)
 		case comp.ModelDigest != model.Digest:
 			t.Errorf("task %d: model digest %s, want %s", i, comp.ModelDigest, model.Digest)
@@ -140,7 +141,7 @@ func TestRunBatch(t *testing.T) {
 		case !comp.Time.Equal(t0):
 			t.Errorf("task %d: time %v, want the agent clock's %v", i, comp.Time, t0)
 		}
-		if got, ok := a.Produced(task.RequestID); !ok || *got != *comp {
+		if got, ok := a.Produced(tk.RequestID); !ok || *got != *comp {
 			t.Errorf("task %d: Produced = %+v, %v", i, got, ok)
 		}
 	}
@@ -150,7 +151,7 @@ func TestRunBatch(t *testing.T) {
 	if got, want := c.last(t, 2).Usage.PromptTokens, sim.CountTokens("a b c")+sim.CountTokens("d"); got != want {
 		t.Errorf("merged embedding task prompt tokens = %d, want %d", got, want)
 	}
-	if ev := c.last(t, 4); ev.Type != workers.EventFailed || ev.Error.Status != http.StatusNotFound {
+	if ev := c.last(t, 4); ev.Type != task.EventFailed || ev.Error.Status != http.StatusNotFound {
 		t.Errorf("unknown model: %+v", ev)
 	}
 	if a.InFlight() != 0 {
@@ -161,23 +162,23 @@ func TestRunBatch(t *testing.T) {
 func TestRunBatchRefusals(t *testing.T) {
 	tests := []struct {
 		name   string
-		batch  *workers.Batch
+		batch  *task.Batch
 		status int
 	}{
 		{"nil", nil, http.StatusBadRequest},
-		{"no id", &workers.Batch{Tasks: []workers.Task{chatTask("r")}}, http.StatusBadRequest},
-		{"no tasks", &workers.Batch{ID: "b"}, http.StatusBadRequest},
-		{"no request id", &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("")}}, http.StatusBadRequest},
-		{"bad kind", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: "image", Model: "m"}}}, http.StatusBadRequest},
-		{"chat without messages", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindChat, Model: "m"}}}, http.StatusBadRequest},
-		{"embedding without inputs", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindEmbedding, Model: "m"}}}, http.StatusBadRequest},
-		{"negative max tokens", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindCompletion, Model: "m", MaxTokens: -1}}}, http.StatusBadRequest},
-		{"oversized traceparent", &workers.Batch{ID: "b", Tasks: []workers.Task{{RequestID: "r", Kind: workers.KindCompletion, Model: "m", Traceparent: strings.Repeat("0", workers.MaxTraceparentLen+1)}}}, http.StatusBadRequest},
+		{"no id", &task.Batch{Tasks: []task.Task{chatTask("r")}}, http.StatusBadRequest},
+		{"no tasks", &task.Batch{ID: "b"}, http.StatusBadRequest},
+		{"no request id", &task.Batch{ID: "b", Tasks: []task.Task{chatTask("")}}, http.StatusBadRequest},
+		{"bad kind", &task.Batch{ID: "b", Tasks: []task.Task{{RequestID: "r", Kind: "image", Model: "m"}}}, http.StatusBadRequest},
+		{"chat without messages", &task.Batch{ID: "b", Tasks: []task.Task{{RequestID: "r", Kind: task.KindChat, Model: "m"}}}, http.StatusBadRequest},
+		{"embedding without inputs", &task.Batch{ID: "b", Tasks: []task.Task{{RequestID: "r", Kind: task.KindEmbedding, Model: "m"}}}, http.StatusBadRequest},
+		{"negative max tokens", &task.Batch{ID: "b", Tasks: []task.Task{{RequestID: "r", Kind: task.KindCompletion, Model: "m", MaxTokens: -1}}}, http.StatusBadRequest},
+		{"oversized traceparent", &task.Batch{ID: "b", Tasks: []task.Task{{RequestID: "r", Kind: task.KindCompletion, Model: "m", Traceparent: strings.Repeat("0", workers.MaxTraceparentLen+1)}}}, http.StatusBadRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAgent(t, simEngine(t))
-			err := a.RunBatch(context.Background(), tc.batch, func(workers.Event) error {
+			err := a.RunBatch(context.Background(), tc.batch, func(task.Event) error {
 				t.Fatal("event emitted for a refused batch")
 				return nil
 			})
@@ -192,7 +193,7 @@ func TestRunBatchRefusals(t *testing.T) {
 func TestCancelOneTask(t *testing.T) {
 	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 2)}
 	a := newAgent(t, eng)
-	b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), chatTask("r1")}}
+	b := &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r0"), chatTask("r1")}}
 	var c collected
 	done := make(chan error, 1)
 	go func() { done <- a.RunBatch(context.Background(), b, c.emit) }()
@@ -208,7 +209,7 @@ func TestCancelOneTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		if ev := c.last(t, i); ev.Type != workers.EventFailed || ev.Error.Code != workers.CodeCancelled {
+		if ev := c.last(t, i); ev.Type != task.EventFailed || ev.Error.Code != workers.CodeCancelled {
 			t.Errorf("task %d: %+v", i, ev)
 		}
 	}
@@ -218,19 +219,19 @@ func TestDeadline(t *testing.T) {
 	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 1)}
 	clk := clock.NewFake(t0)
 	a := workers.NewAgent(workers.AgentConfig{WorkerID: "w", Engine: eng, Clock: clk})
-	task := chatTask("r0")
-	task.Deadline = t0.Add(time.Second)
+	tk := chatTask("r0")
+	tk.Deadline = t0.Add(time.Second)
 	var c collected
 	done := make(chan error, 1)
 	go func() {
-		done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit)
+		done <- a.RunBatch(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{tk}}, c.emit)
 	}()
 	<-eng.started
 	clk.Advance(time.Second)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if ev := c.last(t, 0); ev.Type != workers.EventFailed || ev.Error.Status != http.StatusGatewayTimeout {
+	if ev := c.last(t, 0); ev.Type != task.EventFailed || ev.Error.Status != http.StatusGatewayTimeout {
 		t.Errorf("deadline: %+v", ev.Error)
 	}
 }
@@ -238,9 +239,9 @@ func TestDeadline(t *testing.T) {
 func TestEmitFailureCancelsBatch(t *testing.T) {
 	eng := &blockingEngine{Engine: simEngine(t), started: make(chan string, 2)}
 	a := newAgent(t, eng)
-	b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), {RequestID: "bad", Kind: workers.KindChat, Model: "nope", Messages: []workers.Message{{Role: "user", Content: "x"}}}}}
+	b := &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r0"), {RequestID: "bad", Kind: task.KindChat, Model: "nope", Messages: []task.Message{{Role: "user", Content: "x"}}}}}
 	gone := errors.New("gateway gone")
-	err := a.RunBatch(context.Background(), b, func(workers.Event) error { return gone })
+	err := a.RunBatch(context.Background(), b, func(task.Event) error { return gone })
 	if !errors.Is(err, gone) {
 		t.Fatalf("err = %v, want the emit error", err)
 	}
@@ -255,7 +256,7 @@ func TestDrain(t *testing.T) {
 	var c collected
 	done := make(chan error, 1)
 	go func() {
-		done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, c.emit)
+		done <- a.RunBatch(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r0")}}, c.emit)
 	}()
 	<-eng.started
 	// A drain whose context ends first reports what is left; the agent
@@ -266,7 +267,7 @@ func TestDrain(t *testing.T) {
 		t.Error("Drain with a done context and a task in flight returned nil")
 	}
 	// New work is refused while draining.
-	err := a.RunBatch(context.Background(), &workers.Batch{ID: "b2", Tasks: []workers.Task{chatTask("r1")}}, c.emit)
+	err := a.RunBatch(context.Background(), &task.Batch{ID: "b2", Tasks: []task.Task{chatTask("r1")}}, c.emit)
 	var ae *apierr.Error
 	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != workers.CodeWorkerDraining {
 		t.Fatalf("batch while draining: %v", err)
@@ -286,49 +287,49 @@ func TestDrain(t *testing.T) {
 // engine that misbehaves.
 type scriptedEngine struct {
 	*sim.Engine
-	delta  workers.Delta
-	result workers.Result
-	embed  workers.EmbedResult
+	delta  task.Delta
+	result task.Result
+	embed  task.EmbedResult
 }
 
-func (s *scriptedEngine) Generate(_ context.Context, _ *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (s *scriptedEngine) Generate(_ context.Context, _ *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	if err := emit(s.delta); err != nil {
-		return workers.Result{}, err
+		return task.Result{}, err
 	}
 	return s.result, nil
 }
 
-func (s *scriptedEngine) Embed(context.Context, string, []string) (workers.EmbedResult, error) {
+func (s *scriptedEngine) Embed(context.Context, string, []string) (task.EmbedResult, error) {
 	return s.embed, nil
 }
 
 func TestMisbehavingEngine(t *testing.T) {
 	nan := float32(math.NaN())
-	ok := workers.Result{FinishReason: "stop", PromptTokens: 1, CompletionTokens: 1}
+	ok := task.Result{FinishReason: "stop", PromptTokens: 1, CompletionTokens: 1}
 	tests := []struct {
 		name       string
 		eng        scriptedEngine
-		kind       workers.Kind
-		wantType   workers.EventType
+		kind       task.Kind
+		wantType   task.EventType
 		wantFinish string
 	}{
-		{"other finish reason becomes stop", scriptedEngine{delta: workers.Delta{Text: "a", Tokens: 1}, result: workers.Result{FinishReason: "content_filter"}}, workers.KindChat, workers.EventDone, "stop"},
-		{"negative delta tokens", scriptedEngine{delta: workers.Delta{Text: "a", Tokens: -1}, result: ok}, workers.KindChat, workers.EventFailed, ""},
-		{"negative usage", scriptedEngine{result: workers.Result{CompletionTokens: -2}}, workers.KindChat, workers.EventFailed, ""},
-		{"NaN embedding", scriptedEngine{embed: workers.EmbedResult{Vectors: [][]float32{{nan}}}}, workers.KindEmbedding, workers.EventFailed, ""},
-		{"too few vectors", scriptedEngine{embed: workers.EmbedResult{}}, workers.KindEmbedding, workers.EventFailed, ""},
-		{"negative embed tokens", scriptedEngine{embed: workers.EmbedResult{Vectors: [][]float32{{1}}, PromptTokens: -1}}, workers.KindEmbedding, workers.EventFailed, ""},
+		{"other finish reason becomes stop", scriptedEngine{delta: task.Delta{Text: "a", Tokens: 1}, result: task.Result{FinishReason: "content_filter"}}, task.KindChat, task.EventDone, "stop"},
+		{"negative delta tokens", scriptedEngine{delta: task.Delta{Text: "a", Tokens: -1}, result: ok}, task.KindChat, task.EventFailed, ""},
+		{"negative usage", scriptedEngine{result: task.Result{CompletionTokens: -2}}, task.KindChat, task.EventFailed, ""},
+		{"NaN embedding", scriptedEngine{embed: task.EmbedResult{Vectors: [][]float32{{nan}}}}, task.KindEmbedding, task.EventFailed, ""},
+		{"too few vectors", scriptedEngine{embed: task.EmbedResult{}}, task.KindEmbedding, task.EventFailed, ""},
+		{"negative embed tokens", scriptedEngine{embed: task.EmbedResult{Vectors: [][]float32{{1}}, PromptTokens: -1}}, task.KindEmbedding, task.EventFailed, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			eng := tc.eng
 			eng.Engine = simEngine(t)
-			task := chatTask("r")
-			if tc.kind == workers.KindEmbedding {
-				task = workers.Task{RequestID: "r", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"x"}}
+			tk := chatTask("r")
+			if tc.kind == task.KindEmbedding {
+				tk = task.Task{RequestID: "r", Kind: task.KindEmbedding, Model: "sim-tiny", Inputs: []string{"x"}}
 			}
 			var c collected
-			if err := newAgent(t, &eng).RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit); err != nil {
+			if err := newAgent(t, &eng).RunBatch(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{tk}}, c.emit); err != nil {
 				t.Fatal(err)
 			}
 			ev := c.last(t, 0)
@@ -342,7 +343,7 @@ func TestMisbehavingEngine(t *testing.T) {
 	}
 }
 
-func streamTask(t workers.Task) workers.Task {
+func streamTask(t task.Task) task.Task {
 	t.Stream = true
 	return t
 }
@@ -361,14 +362,14 @@ func TestRunBatchDeltasByStream(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAgent(t, simEngine(t))
-			task := chatTask("r0")
-			task.MaxTokens, task.Stream = 12, tc.stream
+			tk := chatTask("r0")
+			tk.MaxTokens, tk.Stream = 12, tc.stream
 			var c collected
-			if err := a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit); err != nil {
+			if err := a.RunBatch(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{tk}}, c.emit); err != nil {
 				t.Fatal(err)
 			}
 			done := c.last(t, 0)
-			if done.Type != workers.EventDone {
+			if done.Type != task.EventDone {
 				t.Fatalf("ended %q: %+v", done.Type, done.Error)
 			}
 			deltas := c.events[0][:len(c.events[0])-1]
@@ -384,7 +385,7 @@ func TestRunBatchDeltasByStream(t *testing.T) {
 			if tokens != done.Usage.CompletionTokens {
 				t.Errorf("deltas carry %d tokens, usage says %d", tokens, done.Usage.CompletionTokens)
 			}
-			if want := workers.ResponseDigest(text, nil); done.Completion.ResponseDigest != hex.EncodeToString(want[:]) {
+			if want := task.ResponseDigest(text, nil); done.Completion.ResponseDigest != hex.EncodeToString(want[:]) {
 				t.Error("response digest does not match the delivered text")
 			}
 		})

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tollgate-ai/tollgate/internal/h1"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +16,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/h1"
+	"github.com/tollgate-ai/tollgate/internal/task"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/obs"
@@ -145,7 +147,7 @@ func (c *Client) BaseURL() string { return c.base }
 // child of ctx's span or, when ctx has none (the scheduler runs a batch
 // under no one request), of the first task's Traceparent; each task's own
 // spans on the worker follow its Traceparent.
-func (c *Client) Run(ctx context.Context, b *Batch, onEvent func(Event)) (err error) {
+func (c *Client) Run(ctx context.Context, b *task.Batch, onEvent func(task.Event)) (err error) {
 	if c.obs.Tracing() && b != nil {
 		var span obs.Span
 		if obs.Traceparent(ctx) == "" && len(b.Tasks) > 0 {
@@ -310,7 +312,7 @@ func readLine(r *bufio.Reader, max int, scratch *[]byte) ([]byte, error) {
 // its type requires, and a done event's completion record describes the
 // task and the bytes relayed for it (RecordPolicy).
 type streamValidator struct {
-	b         *Batch
+	b         *task.Batch
 	policy    *RecordPolicy
 	sent      time.Time
 	ended     []bool
@@ -319,14 +321,14 @@ type streamValidator struct {
 	delivered int
 }
 
-func newStreamValidator(b *Batch, policy *RecordPolicy, sent time.Time) *streamValidator {
+func newStreamValidator(b *task.Batch, policy *RecordPolicy, sent time.Time) *streamValidator {
 	return &streamValidator{b: b, policy: policy, sent: sent, ended: make([]bool, len(b.Tasks)), text: make([]relayed, len(b.Tasks)), open: len(b.Tasks)}
 }
 
 func (v *streamValidator) complete() bool { return v.open == 0 }
 
-func (v *streamValidator) decode(line []byte) (Event, error) {
-	var ev Event
+func (v *streamValidator) decode(line []byte) (task.Event, error) {
+	var ev task.Event
 	if err := decodeEvent(line, &ev); err != nil {
 		return ev, fmt.Errorf("malformed event: %w", err)
 	}
@@ -337,7 +339,7 @@ func (v *streamValidator) decode(line []byte) (Event, error) {
 	return ev, nil
 }
 
-func (v *streamValidator) check(ev *Event) error {
+func (v *streamValidator) check(ev *task.Event) error {
 	if ev.Index < 0 || ev.Index >= len(v.b.Tasks) {
 		return fmt.Errorf("event for unknown task index %d (batch has %d)", ev.Index, len(v.b.Tasks))
 	}
@@ -346,23 +348,23 @@ func (v *streamValidator) check(ev *Event) error {
 	}
 	t := &v.b.Tasks[ev.Index]
 	switch ev.Type {
-	case EventDelta:
+	case task.EventDelta:
 		if ev.Tokens < 0 {
 			return fmt.Errorf("task %d: negative token count", ev.Index)
 		}
-		if t.Kind == KindEmbedding {
+		if t.Kind == task.KindEmbedding {
 			return fmt.Errorf("task %d: text delta for an embedding task", ev.Index)
 		}
 		v.text[ev.Index].add(ev.Text)
 		return nil
-	case EventDone:
+	case task.EventDone:
 		if ev.Usage == nil || ev.Completion == nil {
 			return fmt.Errorf("task %d: done without usage or completion", ev.Index)
 		}
 		if ev.Usage.PromptTokens < 0 || ev.Usage.CompletionTokens < 0 {
 			return fmt.Errorf("task %d: negative usage", ev.Index)
 		}
-		if ev.FinishReason != "stop" && ev.FinishReason != "length" && !EndedEarly(ev.FinishReason) {
+		if ev.FinishReason != "stop" && ev.FinishReason != "length" && !task.EndedEarly(ev.FinishReason) {
 			return fmt.Errorf("task %d: finish_reason %q", ev.Index, ev.FinishReason)
 		}
 		c := ev.Completion
@@ -372,16 +374,16 @@ func (v *streamValidator) check(ev *Event) error {
 		if c.PromptTokens != ev.Usage.PromptTokens || c.CompletionTokens != ev.Usage.CompletionTokens {
 			return fmt.Errorf("task %d: completion tokens disagree with usage", ev.Index)
 		}
-		if !isHexDigest(c.RequestDigest) || !isHexDigest(c.ResponseDigest) {
+		if !task.IsHexDigest(c.RequestDigest) || !task.IsHexDigest(c.ResponseDigest) {
 			return fmt.Errorf("task %d: completion digests are not 64 lowercase hex", ev.Index)
 		}
-		if t.Kind == KindEmbedding && len(ev.Embeddings) != len(t.Inputs) {
+		if t.Kind == task.KindEmbedding && len(ev.Embeddings) != len(t.Inputs) {
 			return fmt.Errorf("task %d: %d embeddings for %d inputs", ev.Index, len(ev.Embeddings), len(t.Inputs))
 		}
 		if err := v.policy.checkRecord(ev.Index, t, ev, &v.text[ev.Index], v.sent); err != nil {
 			return err
 		}
-	case EventFailed:
+	case task.EventFailed:
 		if ev.Error == nil || ev.Error.Message == "" {
 			return fmt.Errorf("task %d: error event without error", ev.Index)
 		}
@@ -391,19 +393,6 @@ func (v *streamValidator) check(ev *Event) error {
 	v.ended[ev.Index] = true
 	v.open--
 	return nil
-}
-
-func isHexDigest(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // CodeRecordRefused is the code of the 502 a client gets when its

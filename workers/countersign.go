@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 )
 
@@ -38,12 +39,12 @@ const MaxCountersignLeaves = 1024
 // sequence, circuit capacity and time (when it was cut; UTC, RFC 3339 with
 // nanoseconds on the wire).
 type CountersignRequest struct {
-	Sequence    uint64       `json:"sequence"`
-	Capacity    int          `json:"capacity"`
-	Model       string       `json:"model"`
-	ModelDigest string       `json:"model_digest"`
-	Time        time.Time    `json:"time"`
-	Completions []Completion `json:"completions"`
+	Sequence    uint64            `json:"sequence"`
+	Capacity    int               `json:"capacity"`
+	Model       string            `json:"model"`
+	ModelDigest string            `json:"model_digest"`
+	Time        time.Time         `json:"time"`
+	Completions []task.Completion `json:"completions"`
 }
 
 // CountersignResponse is the worker's signature over
@@ -61,7 +62,7 @@ type CountersignResponse struct {
 // CompletionSource is what the countersigner needs of the agent: the
 // completion records it produced itself.
 type CompletionSource interface {
-	Produced(requestID string) (*Completion, bool)
+	Produced(requestID string) (*task.Completion, bool)
 }
 
 // RecordAger is an optional CompletionSource extension (the Agent has it):
@@ -122,7 +123,7 @@ type RefusedRecord struct {
 // CountersignRefusal is the body of a 403 countersign_refused: the error
 // envelope and every record refused.
 type CountersignRefusal struct {
-	Error   EventError      `json:"error"`
+	Error   task.EventError `json:"error"`
 	Refused []RefusedRecord `json:"refused"`
 }
 
@@ -428,7 +429,7 @@ func (m *memorySignedLog) SignOnce(b *SignedBatch, sign func() (string, error)) 
 	return &stored, nil, nil
 }
 
-func sameCompletion(a, b *Completion) bool {
+func sameCompletion(a, b *task.Completion) bool {
 	return a.RequestID == b.RequestID && a.WorkerID == b.WorkerID && a.Model == b.Model &&
 		strings.EqualFold(a.ModelDigest, b.ModelDigest) && strings.EqualFold(a.RequestDigest, b.RequestDigest) &&
 		strings.EqualFold(a.ResponseDigest, b.ResponseDigest) && a.Subject == b.Subject &&

@@ -20,13 +20,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
-type producedMap map[string]*Completion
+type producedMap map[string]*task.Completion
 
-func (m producedMap) Produced(id string) (*Completion, bool) {
+func (m producedMap) Produced(id string) (*task.Completion, bool) {
 	c, ok := m[id]
 	if !ok {
 		return nil, false
@@ -60,7 +61,7 @@ func produced(workerID string, n int) producedMap {
 	m := producedMap{}
 	for i := range n {
 		id := fmt.Sprintf("req-%d", i)
-		m[id] = &Completion{RequestID: id, WorkerID: workerID, Model: "m", ModelDigest: digest("weights"),
+		m[id] = &task.Completion{RequestID: id, WorkerID: workerID, Model: "m", ModelDigest: digest("weights"),
 			RequestDigest: digest("rq" + id), ResponseDigest: digest("rs" + id), Subject: "key_1",
 			PromptTokens: 10 + i, CompletionTokens: 20 + i, Time: time.Unix(1700000000, int64(i)).UTC()}
 	}

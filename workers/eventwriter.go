@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // maxPendingEventBytes bounds the events encoded but not yet written: a
@@ -66,7 +68,7 @@ func newEventWriter(w http.ResponseWriter, tasks int) *eventWriter {
 // emit queues ev and, unless another goroutine is writing already, writes
 // everything queued. It fails once a write has failed. While a write is in
 // flight and more than maxPendingEventBytes wait, emit waits (backpressure).
-func (ew *eventWriter) emit(ev Event) error {
+func (ew *eventWriter) emit(ev task.Event) error {
 	ew.mu.Lock()
 	defer ew.mu.Unlock()
 	if ew.err != nil {
@@ -79,7 +81,7 @@ func (ew *eventWriter) emit(ev Event) error {
 	*ew.pending = b
 	ew.started = true
 	switch {
-	case ev.Type == EventDone || ev.Type == EventFailed:
+	case ev.Type == task.EventDone || ev.Type == task.EventFailed:
 		ew.open--
 	case ev.More && len(*ew.pending) <= maxPendingEventBytes:
 		return nil // held: what follows is at hand

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Worker link routes, served by the worker and called by the gateway's Client.
@@ -147,7 +148,7 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 	// span follows its own Traceparent (see Agent.RunBatch).
 	ctx, span := h.agent.obs.StartHTTP(r.Context(), r, PathBatch)
 	defer span.End()
-	var b Batch
+	var b task.Batch
 	// Unknown fields are ignored here (not refused) so that a gateway one
 	// version ahead, whose Task carries a new optional field, still works.
 	if err := decodeJSONLenient(w, r, h.maxBody, &b); err != nil {
@@ -222,7 +223,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, stri
 // registration routes answer with. The HTTP status is the error's status;
 // Error.Status is only set by an older worker that also sent it in the body.
 type ErrorBody struct {
-	Error EventError `json:"error"`
+	Error task.EventError `json:"error"`
 }
 
 // openAIError is what WriteError writes: exactly OpenAI's

@@ -14,28 +14,29 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // lyingWorker answers every batch of one chat task with the text "Hello."
 // and a done event whose record an honest worker would send — then lets
 // lie change it.
-func lyingWorker(t *testing.T, lie func(task *workers.Task, ev *workers.Event)) *httptest.Server {
+func lyingWorker(t *testing.T, lie func(tk *task.Task, ev *task.Event)) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b workers.Batch
+		var b task.Batch
 		if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
 			http.Error(w, err.Error(), 400)
 			return
 		}
-		task := &b.Tasks[0]
-		rq, rs := task.Digest(), workers.ResponseDigest("Hello.", nil)
-		ev := workers.Event{Type: workers.EventDone, FinishReason: "stop", Usage: &workers.Usage{PromptTokens: 9, CompletionTokens: 2},
-			Completion: &workers.Completion{RequestID: task.RequestID, WorkerID: "0xabc", Model: task.Model, ModelDigest: testVersion.Digest,
-				RequestDigest: fmt.Sprintf("%x", rq), ResponseDigest: fmt.Sprintf("%x", rs), Subject: task.Subject,
+		tk := &b.Tasks[0]
+		rq, rs := tk.Digest(), task.ResponseDigest("Hello.", nil)
+		ev := task.Event{Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 9, CompletionTokens: 2},
+			Completion: &task.Completion{RequestID: tk.RequestID, WorkerID: "0xabc", Model: tk.Model, ModelDigest: testVersion.Digest,
+				RequestDigest: fmt.Sprintf("%x", rq), ResponseDigest: fmt.Sprintf("%x", rs), Subject: tk.Subject,
 				PromptTokens: 9, CompletionTokens: 2, Time: t0, FinishReason: "stop"}}
-		lie(task, &ev)
+		lie(tk, &ev)
 		w.Header().Set("Content-Type", workers.ContentTypeNDJSON)
-		delta, _ := json.Marshal(workers.Event{Type: workers.EventDelta, Text: "Hello.", Tokens: 2})
+		delta, _ := json.Marshal(task.Event{Type: task.EventDelta, Text: "Hello.", Tokens: 2})
 		done, _ := json.Marshal(ev)
 		fmt.Fprintf(w, "%s\n%s\n", delta, done)
 	}))
@@ -43,7 +44,7 @@ func lyingWorker(t *testing.T, lie func(task *workers.Task, ev *workers.Event)) 
 	return srv
 }
 
-var testVersion = workers.ModelVersion{Name: "sim-tiny", Digest: strings.Repeat("ab", 32)}
+var testVersion = task.ModelVersion{Name: "sim-tiny", Digest: strings.Repeat("ab", 32)}
 
 // TestLyingWorkerRecordsRefused plays a worker that lies in its completion
 // record: bills another customer, names another request, describes another
@@ -55,40 +56,40 @@ var testVersion = workers.ModelVersion{Name: "sim-tiny", Digest: strings.Repeat(
 func TestLyingWorkerRecordsRefused(t *testing.T) {
 	tests := []struct {
 		name      string
-		lie       func(task *workers.Task, ev *workers.Event)
+		lie       func(tk *task.Task, ev *task.Event)
 		wantCheck string // "" : honest
 	}{
-		{"honest", func(*workers.Task, *workers.Event) {}, ""},
-		{"bills another customer", func(_ *workers.Task, ev *workers.Event) { ev.Completion.Subject = "bob" }, workers.CheckSubject},
-		{"another request's digest", func(_ *workers.Task, ev *workers.Event) {
+		{"honest", func(*task.Task, *task.Event) {}, ""},
+		{"bills another customer", func(_ *task.Task, ev *task.Event) { ev.Completion.Subject = "bob" }, workers.CheckSubject},
+		{"another request's digest", func(_ *task.Task, ev *task.Event) {
 			other := chatTask("r0")
 			other.Messages[0].Content = "something else"
 			d := other.Digest()
 			ev.Completion.RequestDigest = fmt.Sprintf("%x", d)
 		}, workers.CheckRequest},
-		{"request digest without the subject", func(task *workers.Task, ev *workers.Event) {
-			other := *task
+		{"request digest without the subject", func(tk *task.Task, ev *task.Event) {
+			other := *tk
 			other.Subject = ""
 			d := other.Digest()
 			ev.Completion.RequestDigest = fmt.Sprintf("%x", d)
 		}, workers.CheckRequest},
-		{"another response", func(_ *workers.Task, ev *workers.Event) {
-			d := workers.ResponseDigest("Goodbye.", nil)
+		{"another response", func(_ *task.Task, ev *task.Event) {
+			d := task.ResponseDigest("Goodbye.", nil)
 			ev.Completion.ResponseDigest = fmt.Sprintf("%x", d)
 		}, workers.CheckResponse},
-		{"another worker", func(_ *workers.Task, ev *workers.Event) { ev.Completion.WorkerID = "0xdef" }, workers.CheckWorker},
-		{"unregistered model version", func(_ *workers.Task, ev *workers.Event) {
+		{"another worker", func(_ *task.Task, ev *task.Event) { ev.Completion.WorkerID = "0xdef" }, workers.CheckWorker},
+		{"unregistered model version", func(_ *task.Task, ev *task.Event) {
 			ev.Completion.ModelDigest = strings.Repeat("cd", 32)
 		}, workers.CheckModel},
-		{"backdated", func(_ *workers.Task, ev *workers.Event) { ev.Completion.Time = t0.Add(-time.Hour) }, workers.CheckTime},
-		{"from the future", func(_ *workers.Task, ev *workers.Event) { ev.Completion.Time = t0.Add(time.Hour) }, workers.CheckTime},
-		{"inflated completion tokens", func(_ *workers.Task, ev *workers.Event) {
+		{"backdated", func(_ *task.Task, ev *task.Event) { ev.Completion.Time = t0.Add(-time.Hour) }, workers.CheckTime},
+		{"from the future", func(_ *task.Task, ev *task.Event) { ev.Completion.Time = t0.Add(time.Hour) }, workers.CheckTime},
+		{"inflated completion tokens", func(_ *task.Task, ev *task.Event) {
 			ev.Usage.CompletionTokens, ev.Completion.CompletionTokens = 654_321, 654_321
 		}, workers.CheckCompletion},
-		{"completion tokens above max_tokens", func(task *workers.Task, ev *workers.Event) {
-			ev.Usage.CompletionTokens, ev.Completion.CompletionTokens = task.MaxTokens+1, task.MaxTokens+1
+		{"completion tokens above max_tokens", func(tk *task.Task, ev *task.Event) {
+			ev.Usage.CompletionTokens, ev.Completion.CompletionTokens = tk.MaxTokens+1, tk.MaxTokens+1
 		}, workers.CheckCompletion},
-		{"inflated prompt tokens", func(_ *workers.Task, ev *workers.Event) {
+		{"inflated prompt tokens", func(_ *task.Task, ev *task.Event) {
 			ev.Usage.PromptTokens, ev.Completion.PromptTokens = 123_456, 123_456
 		}, workers.CheckPrompt},
 	}
@@ -96,11 +97,11 @@ func TestLyingWorkerRecordsRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := lyingWorker(t, tc.lie)
 			c := workers.NewClient(srv.URL, workers.ClientOptions{Records: workers.RecordPolicy{
-				WorkerID: "0xabc", Models: []workers.ModelVersion{testVersion}, Clock: clock.NewFake(t0)}})
-			task := chatTask("r0")
-			task.MaxTokens = 4
-			var delivered []workers.Event
-			err := c.Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, func(ev workers.Event) {
+				WorkerID: "0xabc", Models: []task.ModelVersion{testVersion}, Clock: clock.NewFake(t0)}})
+			tk := chatTask("r0")
+			tk.MaxTokens = 4
+			var delivered []task.Event
+			err := c.Run(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{tk}}, func(ev task.Event) {
 				delivered = append(delivered, ev)
 			})
 			if tc.wantCheck == "" {
@@ -118,7 +119,7 @@ func TestLyingWorkerRecordsRefused(t *testing.T) {
 				t.Errorf("err = %v: want a 502 %s, not retryable", err, workers.CodeRecordRefused)
 			}
 			for _, ev := range delivered {
-				if ev.Type == workers.EventDone {
+				if ev.Type == task.EventDone {
 					t.Fatal("the refused record was delivered")
 				}
 			}
@@ -135,16 +136,16 @@ func TestRecordBoundsHoldForHonestEngines(t *testing.T) {
 	defer srv.Close()
 	c := workers.NewClient(srv.URL, workers.ClientOptions{Records: workers.RecordPolicy{
 		WorkerID: "0xabc", Models: a.Models(), Clock: clock.NewFake(t0)}})
-	var tasks []workers.Task
+	var tasks []task.Task
 	for i, content := range []string{"", "hi", "a b c d e f g h", strings.Repeat("ü", 300), "1234567890 1234567890"} {
-		task := chatTask(fmt.Sprint("r", i))
-		task.Messages = append([]workers.Message{{Role: "system", Content: "You are terse.", Name: "sys"}}, workers.Message{Role: "user", Content: content})
-		task.Stream = i%2 == 0
-		tasks = append(tasks, task)
-		tasks = append(tasks, workers.Task{RequestID: fmt.Sprint("c", i), Kind: workers.KindCompletion, Model: "sim-tiny", Prompt: content, Subject: "key_1", MaxTokens: 64})
-		tasks = append(tasks, workers.Task{RequestID: fmt.Sprint("e", i), Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{content, "x"}, Subject: "key_1"})
+		tk := chatTask(fmt.Sprint("r", i))
+		tk.Messages = append([]task.Message{{Role: "system", Content: "You are terse.", Name: "sys"}}, task.Message{Role: "user", Content: content})
+		tk.Stream = i%2 == 0
+		tasks = append(tasks, tk)
+		tasks = append(tasks, task.Task{RequestID: fmt.Sprint("c", i), Kind: task.KindCompletion, Model: "sim-tiny", Prompt: content, Subject: "key_1", MaxTokens: 64})
+		tasks = append(tasks, task.Task{RequestID: fmt.Sprint("e", i), Kind: task.KindEmbedding, Model: "sim-tiny", Inputs: []string{content, "x"}, Subject: "key_1"})
 	}
-	err := c.Run(context.Background(), &workers.Batch{ID: "honest", Tasks: tasks}, func(ev workers.Event) {})
+	err := c.Run(context.Background(), &task.Batch{ID: "honest", Tasks: tasks}, func(ev task.Event) {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,13 +17,14 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
 // GPUSource is what the worker needs of GPU telemetry
 // (telemetry.Collector satisfies it).
 type GPUSource interface {
-	GPUs(ctx context.Context) []GPU
+	GPUs(ctx context.Context) []task.GPU
 }
 
 // MemberConfig configures a worker's membership in a gateway.
@@ -199,14 +200,14 @@ func (r *Registerer) Heartbeat(ctx context.Context, draining bool) error {
 	sess := r.Session()
 	ctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
 	defer cancel()
-	hb := Heartbeat{
+	hb := task.Heartbeat{
 		WorkerID: sess.WorkerID,
 		Time:     r.cfg.Clock.Now().UTC(),
 		GPUs:     r.gpus(ctx),
 		InFlight: r.cfg.Agent.InFlight(),
 		Draining: draining,
 	}
-	if lr, ok := r.cfg.Agent.Engine().(LoadReporter); ok {
+	if lr, ok := r.cfg.Agent.Engine().(task.LoadReporter); ok {
 		load, err := lr.Load(ctx)
 		if err != nil {
 			r.cfg.Logger.Debug("engine load unavailable", "err", err)
@@ -232,13 +233,13 @@ func (r *Registerer) Interval() time.Duration {
 	return d
 }
 
-func (r *Registerer) gpus(ctx context.Context) []GPU {
+func (r *Registerer) gpus(ctx context.Context) []task.GPU {
 	if r.cfg.GPUs == nil {
-		return []GPU{}
+		return []task.GPU{}
 	}
 	g := r.cfg.GPUs.GPUs(ctx)
 	if g == nil {
-		g = []GPU{}
+		g = []task.GPU{}
 	}
 	return g
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
@@ -23,7 +24,7 @@ type testGateway struct {
 	events chan string
 	mu     sync.Mutex
 	forget bool // answer the next heartbeat with unknown_worker
-	last   workers.Heartbeat
+	last   task.Heartbeat
 }
 
 func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -51,13 +52,13 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			HeartbeatIntervalMS: g.reg.HeartbeatInterval().Milliseconds(), CountersignToken: reg.CountersignToken})
 		g.events <- "register"
 	case workers.PathHeartbeat:
-		var hb workers.Heartbeat
+		var hb task.Heartbeat
 		json.NewDecoder(r.Body).Decode(&hb)
 		if err := g.reg.VerifySession(hb.WorkerID, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); err != nil {
 			workers.WriteError(w, err)
 			return
 		}
-		if err := workers.ValidateHeartbeat(&hb); err != nil {
+		if err := task.ValidateHeartbeat(&hb); err != nil {
 			workers.WriteError(w, err)
 			return
 		}
@@ -93,9 +94,9 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type fixedGPUs []workers.GPU
+type fixedGPUs []task.GPU
 
-func (f fixedGPUs) GPUs(context.Context) []workers.GPU { return f }
+func (f fixedGPUs) GPUs(context.Context) []task.GPU { return f }
 
 // next waits for the next gateway event, skipping plain heartbeats unless
 // that is what is wanted.
@@ -159,7 +160,7 @@ func TestRunMember(t *testing.T) {
 	// finishes, then deregistration.
 	running := make(chan error, 1)
 	go func() {
-		running <- agent.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, func(workers.Event) error { return nil })
+		running <- agent.RunBatch(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r0")}}, func(task.Event) error { return nil })
 	}()
 	<-eng.started
 	cancel()
@@ -221,7 +222,7 @@ func TestLinkTokenDuringRegistration(t *testing.T) {
 		// The scheduler now routes a batch to the worker, carrying the new
 		// session token, while this answer is still unsent.
 		go func() {
-			body, _ := json.Marshal(workers.Batch{ID: "b1", Tasks: []workers.Task{chatTask("r0")}})
+			body, _ := json.Marshal(task.Batch{ID: "b1", Tasks: []task.Task{chatTask("r0")}})
 			breq, _ := http.NewRequest(http.MethodPost, worker.URL+"/v1/worker/batch", strings.NewReader(string(body)))
 			breq.Header.Set("Authorization", "Bearer "+accepted.SessionToken)
 			resp, err := http.DefaultClient.Do(breq)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -39,14 +40,14 @@ func TestTaskSpanParents(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			exp.Reset()
 			ctx, batchSpan := p.Start(context.Background(), "POST /v1/worker/batch", obs.KindServer)
-			task := chatTask("r")
-			task.Traceparent = tc.traceparent
+			tk := chatTask("r")
+			tk.Traceparent = tc.traceparent
 			var c collected
-			if err := a.RunBatch(ctx, &workers.Batch{ID: "b-" + tc.name, Tasks: []workers.Task{task}}, c.emit); err != nil {
+			if err := a.RunBatch(ctx, &task.Batch{ID: "b-" + tc.name, Tasks: []task.Task{tk}}, c.emit); err != nil {
 				t.Fatal(err)
 			}
 			batchSpan.End()
-			if ev := c.last(t, 0); ev.Type != workers.EventDone {
+			if ev := c.last(t, 0); ev.Type != task.EventDone {
 				t.Fatalf("task ended %q", ev.Type)
 			}
 			var taskSpan, engineSpan tracetest.SpanStub

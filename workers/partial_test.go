@@ -11,6 +11,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -18,24 +19,24 @@ import (
 // stalled, then waits until its context ends (or fails with failure at
 // once), reporting its prompt tokens as an engine stopped part way does.
 type stallingEngine struct {
-	workers.Engine
+	task.Engine
 	tokens  int
 	failure error
 	stalled chan struct{}
 }
 
-func (s *stallingEngine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (s *stallingEngine) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	for i := range s.tokens {
-		if err := emit(workers.Delta{Text: "w" + string(rune('0'+i)) + " ", Tokens: 1}); err != nil {
-			return workers.Result{PromptTokens: 7, CompletionTokens: i}, err
+		if err := emit(task.Delta{Text: "w" + string(rune('0'+i)) + " ", Tokens: 1}); err != nil {
+			return task.Result{PromptTokens: 7, CompletionTokens: i}, err
 		}
 	}
 	s.stalled <- struct{}{}
 	if s.failure != nil {
-		return workers.Result{PromptTokens: 7, CompletionTokens: s.tokens}, s.failure
+		return task.Result{PromptTokens: 7, CompletionTokens: s.tokens}, s.failure
 	}
 	<-ctx.Done()
-	return workers.Result{PromptTokens: 7, CompletionTokens: s.tokens}, context.Cause(ctx)
+	return task.Result{PromptTokens: 7, CompletionTokens: s.tokens}, context.Cause(ctx)
 }
 
 // TestTaskEndedEarly: a generation stopped part way ends with a record of
@@ -50,18 +51,18 @@ func TestTaskEndedEarly(t *testing.T) {
 		stream     bool
 		tokens     int
 		stop       string // "cancel", "deadline" or "" (the engine fails)
-		wantType   workers.EventType
+		wantType   task.EventType
 		wantFinish string
 		wantStatus int // of the event's error
 	}{
-		{"streamed, client gone", true, 3, "cancel", workers.EventDone, workers.FinishCancelled, workers.StatusClientClosed},
-		{"unstreamed, client gone", false, 3, "cancel", workers.EventDone, workers.FinishCancelled, workers.StatusClientClosed},
-		{"streamed, deadline", true, 3, "deadline", workers.EventDone, workers.FinishCancelled, http.StatusGatewayTimeout},
-		{"unstreamed, deadline", false, 2, "deadline", workers.EventDone, workers.FinishCancelled, http.StatusGatewayTimeout},
-		{"streamed, engine fails after tokens", true, 3, "", workers.EventDone, workers.FinishError, http.StatusBadGateway},
-		{"unstreamed, engine fails after tokens", false, 3, "", workers.EventFailed, "", http.StatusBadGateway},
-		{"streamed, cancelled before any token", true, 0, "cancel", workers.EventFailed, "", workers.StatusClientClosed},
-		{"streamed, engine fails before any token", true, 0, "", workers.EventFailed, "", http.StatusBadGateway},
+		{"streamed, client gone", true, 3, "cancel", task.EventDone, task.FinishCancelled, workers.StatusClientClosed},
+		{"unstreamed, client gone", false, 3, "cancel", task.EventDone, task.FinishCancelled, workers.StatusClientClosed},
+		{"streamed, deadline", true, 3, "deadline", task.EventDone, task.FinishCancelled, http.StatusGatewayTimeout},
+		{"unstreamed, deadline", false, 2, "deadline", task.EventDone, task.FinishCancelled, http.StatusGatewayTimeout},
+		{"streamed, engine fails after tokens", true, 3, "", task.EventDone, task.FinishError, http.StatusBadGateway},
+		{"unstreamed, engine fails after tokens", false, 3, "", task.EventFailed, "", http.StatusBadGateway},
+		{"streamed, cancelled before any token", true, 0, "cancel", task.EventFailed, "", workers.StatusClientClosed},
+		{"streamed, engine fails before any token", true, 0, "", task.EventFailed, "", http.StatusBadGateway},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,13 +72,13 @@ func TestTaskEndedEarly(t *testing.T) {
 			}
 			clk := clock.NewFake(t0)
 			a := workers.NewAgent(workers.AgentConfig{WorkerID: "0xabc", Engine: eng, Clock: clk})
-			task := chatTask("r0")
-			task.Stream = tc.stream
-			task.Deadline = t0.Add(time.Minute)
+			tk := chatTask("r0")
+			tk.Stream = tc.stream
+			tk.Deadline = t0.Add(time.Minute)
 			var c collected
 			done := make(chan error, 1)
 			go func() {
-				done <- a.RunBatch(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, c.emit)
+				done <- a.RunBatch(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{tk}}, c.emit)
 			}()
 			<-eng.stalled
 			switch tc.stop {
@@ -97,7 +98,7 @@ func TestTaskEndedEarly(t *testing.T) {
 				t.Errorf("error %+v, want status %d", ev.Error, tc.wantStatus)
 			}
 			_, recorded := a.Produced("r0")
-			if ev.Type == workers.EventFailed {
+			if ev.Type == task.EventFailed {
 				if recorded {
 					t.Error("a record for a task that served nothing billable")
 				}

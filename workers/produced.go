@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // recordsFile is the worker's record store in its DataDir; legacyProduced
@@ -99,7 +100,7 @@ type recordOptions struct {
 }
 
 type addReq struct {
-	c    *Completion
+	c    *task.Completion
 	done chan error
 }
 
@@ -180,11 +181,11 @@ func (s *recordStore) importLegacy(path string) error {
 		return err
 	}
 	defer f.Close()
-	var cs []*Completion
+	var cs []*task.Completion
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var c Completion
+		var c task.Completion
 		if json.Unmarshal(sc.Bytes(), &c) != nil || c.RequestID == "" {
 			continue // a torn last line after a crash
 		}
@@ -209,7 +210,7 @@ func (s *recordStore) importLegacy(path string) error {
 }
 
 // add stores c durably and returns once it is fsync'd.
-func (s *recordStore) add(c *Completion) error {
+func (s *recordStore) add(c *task.Completion) error {
 	if s.closed.Load() {
 		return errRecordsClosed
 	}
@@ -286,7 +287,7 @@ func (s *recordStore) commit(group []*addReq) {
 }
 
 // putLocked stores c as produced at at (in a write transaction).
-func (s *recordStore) putLocked(tx *bolt.Tx, c *Completion, at time.Time) error {
+func (s *recordStore) putLocked(tx *bolt.Tx, c *task.Completion, at time.Time) error {
 	pb, ab, mb := tx.Bucket(bucketProduced), tx.Bucket(bucketAge), tx.Bucket(bucketRecMeta)
 	j, err := json.Marshal(c)
 	if err != nil {
@@ -429,15 +430,15 @@ func (s *recordStore) report(a agedOut) {
 }
 
 // get returns the record for requestID unless it is unknown or aged out.
-func (s *recordStore) get(requestID string) (*Completion, bool) {
+func (s *recordStore) get(requestID string) (*task.Completion, bool) {
 	cutoff := s.clock.Now().Add(-s.maxAge).UnixNano()
-	var c *Completion
+	var c *task.Completion
 	s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketProduced).Get([]byte(requestID))
 		if len(v) < 8 || int64(binary.BigEndian.Uint64(v)) < cutoff {
 			return nil
 		}
-		var rec Completion
+		var rec task.Completion
 		if json.Unmarshal(v[8:], &rec) == nil {
 			c = &rec
 		}

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // BenchmarkRecordAdd is the cost a completion pays for its record to be
@@ -20,9 +22,9 @@ func BenchmarkRecordAdd(b *testing.B) {
 			}
 			defer s.close()
 			var n atomic.Int64
-			c := func() *Completion {
+			c := func() *task.Completion {
 				id := fmt.Sprintf("req-%d", n.Add(1))
-				return &Completion{RequestID: id, WorkerID: "0x1234", Model: "m", ModelDigest: digestHex, RequestDigest: digestHex,
+				return &task.Completion{RequestID: id, WorkerID: "0x1234", Model: "m", ModelDigest: digestHex, RequestDigest: digestHex,
 					ResponseDigest: digestHex, Subject: "key_1", PromptTokens: 12, CompletionTokens: 34, Time: time.Now().UTC()}
 			}
 			b.ReportAllocs()

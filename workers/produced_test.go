@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
@@ -40,9 +41,9 @@ func (s *syncBuffer) String() string {
 }
 
 // produce runs one batch of chat tasks on a and returns their completions.
-func produce(t *testing.T, a *workers.Agent, batch string, ids ...string) []workers.Completion {
+func produce(t *testing.T, a *workers.Agent, batch string, ids ...string) []task.Completion {
 	t.Helper()
-	b := &workers.Batch{ID: batch}
+	b := &task.Batch{ID: batch}
 	for _, id := range ids {
 		b.Tasks = append(b.Tasks, chatTask(id))
 	}
@@ -50,7 +51,7 @@ func produce(t *testing.T, a *workers.Agent, batch string, ids ...string) []work
 	if err := a.RunBatch(context.Background(), b, c.emit); err != nil {
 		t.Fatal(err)
 	}
-	var out []workers.Completion
+	var out []task.Completion
 	for i := range ids {
 		evs := c.events[i]
 		done := evs[len(evs)-1]
@@ -62,7 +63,7 @@ func produce(t *testing.T, a *workers.Agent, batch string, ids ...string) []work
 	return out
 }
 
-func countersignRequest(seq uint64, cs ...workers.Completion) *workers.CountersignRequest {
+func countersignRequest(seq uint64, cs ...task.Completion) *workers.CountersignRequest {
 	return &workers.CountersignRequest{Sequence: seq, Capacity: 8, Model: cs[0].Model, ModelDigest: cs[0].ModelDigest, Time: t0, Completions: cs}
 }
 
@@ -190,7 +191,7 @@ func TestRecordStoreBoundedBySize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	var all []workers.Completion
+	var all []task.Completion
 	for i := range 40 {
 		clk.Advance(time.Second)
 		all = append(all, produce(t, a, fmt.Sprint("b", i), fmt.Sprint("r", i))...)
@@ -220,7 +221,7 @@ func TestRecordStoreBoundedBySize(t *testing.T) {
 // taken into the store once.
 func TestLegacyRecordFileImported(t *testing.T) {
 	dir := t.TempDir()
-	c := workers.Completion{RequestID: "legacy-1", WorkerID: "w", Model: "m", Time: t0}
+	c := task.Completion{RequestID: "legacy-1", WorkerID: "w", Model: "m", Time: t0}
 	line, _ := json.Marshal(c)
 	if err := os.WriteFile(filepath.Join(dir, "completions.jsonl"), append(line, '\n'), 0o600); err != nil {
 		t.Fatal(err)

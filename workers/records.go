@@ -5,11 +5,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
-	"math"
 	"strings"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // RecordPolicy is what the gateway holds each of a worker's completion
@@ -35,7 +35,7 @@ type RecordPolicy struct {
 	// WorkerID is the worker's registered ID; "" skips the check.
 	WorkerID string
 	// Models are the versions the worker registered; empty skips the check.
-	Models []ModelVersion
+	Models []task.ModelVersion
 	// Clock is the gateway's clock (default clock.Real).
 	Clock clock.Clock
 	// Skew is how far a record's time may lie outside the batch's span
@@ -43,124 +43,7 @@ type RecordPolicy struct {
 	Skew time.Duration
 	// Bounds gives a model's usage bounds (nil: DefaultUsageBounds for
 	// every model).
-	Bounds func(model string) UsageBounds
-}
-
-// DefaultRecordSkew is the clock difference allowed between a worker and
-// the gateway.
-const DefaultRecordSkew = 30 * time.Second
-
-// UsageBounds bound a record's token counts by what the gateway can see
-// without the model's tokenizer. Completion tokens are at most max_tokens
-// and at most
-//
-//	CompletionPerByte × (bytes of the text relayed + bytes of the longest stop string) + CompletionSlack
-//
-// — byte-level BPE (GPT-2, Llama 3, Qwen) and SentencePiece with byte
-// fallback (Llama 2, the built-in engine's models) never make more tokens
-// than bytes, so a factor of 1 holds, and the slack covers the tokens
-// that leave no text (end of sequence, a first token's stripped space, a
-// stop string cut from the text). Prompt tokens are at most
-//
-//	PromptPerByte × bytes of the prompt (message contents and names, or the inputs) + PromptPerMessage × messages (or inputs) + PromptSlack
-//
-// — the chat template's markers per message, and its fixed part (BOS, the
-// assistant's header, a default system prompt). The zero value of a field
-// takes DefaultUsageBounds'.
-type UsageBounds struct {
-	CompletionPerByte float64 `yaml:"completion_tokens_per_byte" json:"completion_tokens_per_byte"`
-	CompletionSlack   int     `yaml:"completion_slack" json:"completion_slack"`
-	PromptPerByte     float64 `yaml:"prompt_tokens_per_byte" json:"prompt_tokens_per_byte"`
-	PromptPerMessage  int     `yaml:"prompt_tokens_per_message" json:"prompt_tokens_per_message"`
-	PromptSlack       int     `yaml:"prompt_slack" json:"prompt_slack"`
-	// HiddenCompletion marks a model that spends completion tokens on text
-	// it does not return (a reasoning model behind a reasoning parser):
-	// only max_tokens then bounds its completion tokens.
-	HiddenCompletion bool `yaml:"hidden_completion" json:"hidden_completion"`
-}
-
-// DefaultUsageBounds suit the built-in engine (SentencePiece, byte
-// fallback), the simulator (at least one byte a token) and the common
-// byte-level BPE models behind vLLM, SGLang or llama.cpp: one token a
-// byte, 16 tokens of slack on completions, and 8 per message plus 64 on
-// prompts (ChatML and Llama 3 spend 5 per message; a template's default
-// system prompt some 20–30).
-var DefaultUsageBounds = UsageBounds{CompletionPerByte: 1, CompletionSlack: 16, PromptPerByte: 1, PromptPerMessage: 8, PromptSlack: 64}
-
-// WithDefaults fills b's zero fields from DefaultUsageBounds.
-func (b UsageBounds) WithDefaults() UsageBounds {
-	d := DefaultUsageBounds
-	if b.CompletionPerByte == 0 {
-		b.CompletionPerByte = d.CompletionPerByte
-	}
-	if b.CompletionSlack == 0 {
-		b.CompletionSlack = d.CompletionSlack
-	}
-	if b.PromptPerByte == 0 {
-		b.PromptPerByte = d.PromptPerByte
-	}
-	if b.PromptPerMessage == 0 {
-		b.PromptPerMessage = d.PromptPerMessage
-	}
-	if b.PromptSlack == 0 {
-		b.PromptSlack = d.PromptSlack
-	}
-	return b
-}
-
-// Validate names a bad field.
-func (b UsageBounds) Validate() error {
-	switch {
-	case b.CompletionPerByte < 0 || b.CompletionPerByte > 64 || math.IsNaN(b.CompletionPerByte):
-		return fmt.Errorf("completion_tokens_per_byte: %v is outside [0, 64]", b.CompletionPerByte)
-	case b.PromptPerByte < 0 || b.PromptPerByte > 64 || math.IsNaN(b.PromptPerByte):
-		return fmt.Errorf("prompt_tokens_per_byte: %v is outside [0, 64]", b.PromptPerByte)
-	case b.CompletionSlack < 0 || b.CompletionSlack > 1<<20:
-		return fmt.Errorf("completion_slack: %d is outside [0, 1048576]", b.CompletionSlack)
-	case b.PromptPerMessage < 0 || b.PromptPerMessage > 1<<20:
-		return fmt.Errorf("prompt_tokens_per_message: %d is outside [0, 1048576]", b.PromptPerMessage)
-	case b.PromptSlack < 0 || b.PromptSlack > 1<<20:
-		return fmt.Errorf("prompt_slack: %d is outside [0, 1048576]", b.PromptSlack)
-	}
-	return nil
-}
-
-// MaxPromptTokens is the most prompt tokens a record of t may claim.
-func (b UsageBounds) MaxPromptTokens(t *Task) int {
-	b = b.WithDefaults()
-	bytes, parts := len(t.Prompt), 1
-	switch t.Kind {
-	case KindChat:
-		bytes, parts = 0, len(t.Messages)
-		for _, m := range t.Messages {
-			bytes += len(m.Content) + len(m.Name)
-		}
-	case KindEmbedding:
-		bytes, parts = 0, len(t.Inputs)
-		for _, in := range t.Inputs {
-			bytes += len(in)
-		}
-	}
-	return int(math.Ceil(b.PromptPerByte*float64(bytes))) + b.PromptPerMessage*parts + b.PromptSlack
-}
-
-// MaxCompletionTokens is the most completion tokens a record of t may
-// claim for textBytes of text relayed; -1 means unbounded but for
-// max_tokens.
-func (b UsageBounds) MaxCompletionTokens(t *Task, textBytes int) int {
-	b = b.WithDefaults()
-	limit := -1
-	if !b.HiddenCompletion {
-		stop := 0
-		for _, s := range t.Stop {
-			stop = max(stop, len(s))
-		}
-		limit = int(math.Ceil(b.CompletionPerByte*float64(textBytes+stop))) + b.CompletionSlack
-	}
-	if t.MaxTokens > 0 && (limit < 0 || t.MaxTokens < limit) {
-		limit = t.MaxTokens
-	}
-	return limit
+	Bounds func(model string) task.UsageBounds
 }
 
 // Checks a record can fail (RecordError.Check; the refusal metric's label).
@@ -217,7 +100,7 @@ func (r *relayed) digest() string {
 
 // checkRecord holds the done event of task i to the policy (see
 // RecordPolicy); sent is when the batch went out.
-func (p *RecordPolicy) checkRecord(i int, t *Task, ev *Event, text *relayed, sent time.Time) error {
+func (p *RecordPolicy) checkRecord(i int, t *task.Task, ev *task.Event, text *relayed, sent time.Time) error {
 	c := ev.Completion
 	refuse := func(check, format string, args ...any) error {
 		return &RecordError{Index: i, Check: check, Detail: fmt.Sprintf(format, args...)}
@@ -232,8 +115,8 @@ func (p *RecordPolicy) checkRecord(i int, t *Task, ev *Event, text *relayed, sen
 		return refuse(CheckSubject, "bills %q for a request of %q", c.Subject, t.Subject)
 	}
 	var want string
-	if t.Kind == KindEmbedding {
-		d := ResponseDigest("", ev.Embeddings)
+	if t.Kind == task.KindEmbedding {
+		d := task.ResponseDigest("", ev.Embeddings)
 		want = hex.EncodeToString(d[:])
 	} else {
 		want = text.digest()
@@ -268,7 +151,7 @@ func (p *RecordPolicy) checkRecord(i int, t *Task, ev *Event, text *relayed, sen
 	if n := b.MaxPromptTokens(t); c.PromptTokens > n {
 		return refuse(CheckPrompt, "%d prompt tokens for a prompt bounded at %d", c.PromptTokens, n)
 	}
-	if t.Kind == KindEmbedding {
+	if t.Kind == task.KindEmbedding {
 		if c.CompletionTokens != 0 {
 			return refuse(CheckCompletion, "%d completion tokens for embeddings", c.CompletionTokens)
 		}
@@ -289,14 +172,14 @@ func (p *RecordPolicy) clock() clock.Clock {
 
 func (p *RecordPolicy) skew() time.Duration {
 	if p.Skew <= 0 {
-		return DefaultRecordSkew
+		return task.DefaultRecordSkew
 	}
 	return p.Skew
 }
 
-func (p *RecordPolicy) bounds(model string) UsageBounds {
+func (p *RecordPolicy) bounds(model string) task.UsageBounds {
 	if p.Bounds == nil {
-		return DefaultUsageBounds
+		return task.DefaultUsageBounds
 	}
 	return p.Bounds(model)
 }

@@ -12,12 +12,12 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
@@ -43,14 +43,6 @@ const (
 	CodeInvalidSession = "invalid_session"
 )
 
-// Bounds on a registration.
-const (
-	MaxRegisterModels   = 64
-	MaxRegisterGPUs     = 64
-	MaxWorkerConcurrent = 100_000
-	MaxRegisterBytes    = 1 << 20
-)
-
 // ChallengeResponse is the body of POST /v1/workers/challenge.
 type ChallengeResponse struct {
 	Challenge string `json:"challenge"`
@@ -60,42 +52,14 @@ type ChallengeResponse struct {
 // keys.SignBytes over RegistrationMessage(Challenge, PublicKey, URL, Models),
 // hex encoded.
 type RegisterRequest struct {
-	ProviderToken  string         `json:"provider_token"`
-	PublicKey      string         `json:"public_key"` // keys.PublicKeyHex
-	Challenge      string         `json:"challenge"`
-	Signature      string         `json:"signature"`
-	URL            string         `json:"url"` // where the gateway sends batches
-	Models         []ModelVersion `json:"models"`
-	GPUs           []GPU          `json:"gpus"`
-	MaxConcurrency int            `json:"max_concurrency"`
-}
-
-// Registered is an accepted worker, as the gateway's registry holds it.
-type Registered struct {
-	WorkerID       string         `json:"worker_id"`  // receipts.WorkerID of PublicKey
-	PublicKey      string         `json:"public_key"` // hex, compressed
-	URL            string         `json:"url"`
-	Models         []ModelVersion `json:"models"`
-	GPUs           []GPU          `json:"gpus"`
-	MaxConcurrency int            `json:"max_concurrency"`
-	SessionToken   string         `json:"session_token,omitempty"`
-	// Provider names who runs the worker: ProviderID of the operator-issued
-	// token it registered with (one token per provider), so the auditor
-	// never has a provider check its own work.
-	Provider string `json:"provider,omitempty"`
-	// CountersignToken is the credential the gateway's provers present to
-	// this worker's countersign route (a fresh random one per
-	// registration). The gateway stores it in the ledger's shared meta and
-	// returns it to the worker; it is never logged nor shared with the
-	// worker registry.
-	CountersignToken string `json:"-"`
-}
-
-// ProviderID is the public name of a provider token: the first 8 bytes of
-// its SHA-256 in hex (the token itself stays secret).
-func ProviderID(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:8])
+	ProviderToken  string              `json:"provider_token"`
+	PublicKey      string              `json:"public_key"` // keys.PublicKeyHex
+	Challenge      string              `json:"challenge"`
+	Signature      string              `json:"signature"`
+	URL            string              `json:"url"` // where the gateway sends batches
+	Models         []task.ModelVersion `json:"models"`
+	GPUs           []task.GPU          `json:"gpus"`
+	MaxConcurrency int                 `json:"max_concurrency"`
 }
 
 // RegisterResponse is the body answering a successful registration.
@@ -122,7 +86,7 @@ type DeregisterRequest struct {
 //	public_key=<hex>\n
 //	url=<url>\n
 //	model=<name> <digest>\n   (one line per model, in request order)
-func RegistrationMessage(challenge, publicKey, url string, models []ModelVersion) []byte {
+func RegistrationMessage(challenge, publicKey, url string, models []task.ModelVersion) []byte {
 	var sb strings.Builder
 	sb.WriteString("tollgate/worker-registration/v1\n")
 	fmt.Fprintf(&sb, "challenge=%s\npublic_key=%s\nurl=%s\n", challenge, publicKey, url)
@@ -139,7 +103,7 @@ type RegistrarConfig struct {
 	// OpenRegistration accepts any well-formed model version; otherwise only
 	// versions in the allow-list (Models, AllowModel) are accepted.
 	OpenRegistration bool
-	Models           []ModelVersion
+	Models           []task.ModelVersion
 	// ChallengeTTL is how long a challenge may be answered (default 30 s).
 	ChallengeTTL time.Duration
 	// MaxChallenges bounds outstanding challenges per provider token
@@ -161,7 +125,7 @@ type Registrar struct {
 	logger   *slog.Logger
 
 	mu         sync.Mutex
-	allowed    map[string]ModelVersion // name + " " + digest
+	allowed    map[string]task.ModelVersion // name + " " + digest
 	challenges map[string]challenge
 	expiry     []queued // challenges in issue order, from head
 	head       int
@@ -192,7 +156,7 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 		maxChal:    cfg.MaxChallenges,
 		interval:   cfg.HeartbeatInterval,
 		logger:     cfg.Logger,
-		allowed:    map[string]ModelVersion{},
+		allowed:    map[string]task.ModelVersion{},
 		challenges: map[string]challenge{},
 		sessions:   map[string][32]byte{},
 	}
@@ -231,8 +195,8 @@ func (r *Registrar) HeartbeatInterval() time.Duration { return r.interval }
 func (r *Registrar) OpenRegistration() bool { return r.open }
 
 // AllowModel adds a model version to the allow-list.
-func (r *Registrar) AllowModel(m ModelVersion) error {
-	if err := ValidateModelVersion(m); err != nil {
+func (r *Registrar) AllowModel(m task.ModelVersion) error {
+	if err := task.ValidateModelVersion(m); err != nil {
 		return apierr.BadRequest("model", CodeInvalidRegistration, "%v", err)
 	}
 	r.mu.Lock()
@@ -242,10 +206,10 @@ func (r *Registrar) AllowModel(m ModelVersion) error {
 }
 
 // AllowedModels lists the allow-list.
-func (r *Registrar) AllowedModels() []ModelVersion {
+func (r *Registrar) AllowedModels() []task.ModelVersion {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]ModelVersion, 0, len(r.allowed))
+	out := make([]task.ModelVersion, 0, len(r.allowed))
 	for _, m := range r.allowed {
 		out = append(out, m)
 	}
@@ -313,7 +277,7 @@ func (r *Registrar) pruneLocked(now time.Time) {
 // challenge_unknown / challenge_replayed; a challenge is spent by any attempt
 // that gets this far), signature (401 invalid_signature), models in the
 // allow-list unless open (403 model_not_registered).
-func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.Time) (*Registered, error) {
+func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.Time) (*task.Registered, error) {
 	if req == nil {
 		return nil, apierr.BadRequest("", CodeInvalidRegistration, "empty registration")
 	}
@@ -350,15 +314,15 @@ func (r *Registrar) Register(_ context.Context, req *RegisterRequest, now time.T
 	if _, err := rand.Read(cs[:]); err != nil {
 		return nil, apierr.Internal(err)
 	}
-	w := &Registered{
+	w := &task.Registered{
 		WorkerID:         keys.WorkerID(pub),
 		PublicKey:        req.PublicKey,
 		URL:              req.URL,
-		Models:           append([]ModelVersion(nil), req.Models...),
-		GPUs:             append([]GPU(nil), req.GPUs...),
+		Models:           append([]task.ModelVersion(nil), req.Models...),
+		GPUs:             append([]task.GPU(nil), req.GPUs...),
 		MaxConcurrency:   req.MaxConcurrency,
 		SessionToken:     hex.EncodeToString(tok[:]),
-		Provider:         ProviderID(req.ProviderToken),
+		Provider:         task.ProviderID(req.ProviderToken),
 		CountersignToken: hex.EncodeToString(cs[:]),
 	}
 	r.mu.Lock()
@@ -431,7 +395,7 @@ func invalid(param, format string, args ...any) error {
 
 // validateRegistration checks the shape of every field from outside.
 func validateRegistration(req *RegisterRequest) (pub *eddsa.PublicKey, sig []byte, err error) {
-	if len(req.Challenge) != 64 || !isLowerHex(req.Challenge) {
+	if len(req.Challenge) != 64 || !task.IsLowerHex(req.Challenge) {
 		return nil, nil, invalid("challenge", "challenge must be 64 lowercase hex characters")
 	}
 	pub, err = keys.ParsePublicKey(req.PublicKey)
@@ -448,12 +412,12 @@ func validateRegistration(req *RegisterRequest) (pub *eddsa.PublicKey, sig []byt
 	if err := ValidateWorkerURL(req.URL); err != nil {
 		return nil, nil, invalid("url", "url: %v", err)
 	}
-	if len(req.Models) == 0 || len(req.Models) > MaxRegisterModels {
-		return nil, nil, invalid("models", "a worker serves 1..%d models", MaxRegisterModels)
+	if len(req.Models) == 0 || len(req.Models) > task.MaxRegisterModels {
+		return nil, nil, invalid("models", "a worker serves 1..%d models", task.MaxRegisterModels)
 	}
 	seen := map[string]bool{}
 	for i, m := range req.Models {
-		if err := ValidateModelVersion(m); err != nil {
+		if err := task.ValidateModelVersion(m); err != nil {
 			return nil, nil, invalid("models", "models[%d]: %v", i, err)
 		}
 		if seen[m.Name] {
@@ -461,95 +425,18 @@ func validateRegistration(req *RegisterRequest) (pub *eddsa.PublicKey, sig []byt
 		}
 		seen[m.Name] = true
 	}
-	if len(req.GPUs) > MaxRegisterGPUs {
-		return nil, nil, invalid("gpus", "at most %d GPUs", MaxRegisterGPUs)
+	if len(req.GPUs) > task.MaxRegisterGPUs {
+		return nil, nil, invalid("gpus", "at most %d GPUs", task.MaxRegisterGPUs)
 	}
 	for i, g := range req.GPUs {
-		if err := ValidateGPU(g); err != nil {
+		if err := task.ValidateGPU(g); err != nil {
 			return nil, nil, invalid("gpus", "gpus[%d]: %v", i, err)
 		}
 	}
-	if req.MaxConcurrency < 1 || req.MaxConcurrency > MaxWorkerConcurrent {
-		return nil, nil, invalid("max_concurrency", "max_concurrency must be in [1, %d]", MaxWorkerConcurrent)
+	if req.MaxConcurrency < 1 || req.MaxConcurrency > task.MaxWorkerConcurrent {
+		return nil, nil, invalid("max_concurrency", "max_concurrency must be in [1, %d]", task.MaxWorkerConcurrent)
 	}
 	return pub, sig, nil
-}
-
-// ValidateModelVersion checks a model version from outside: a printable name
-// of 1..256 bytes and a 64-character lowercase hex digest.
-func ValidateModelVersion(m ModelVersion) error {
-	if err := printableName(m.Name, MaxModelNameLen); err != nil {
-		return fmt.Errorf("name: %w", err)
-	}
-	if !isHexDigest(m.Digest) {
-		return fmt.Errorf("digest of %q must be 64 lowercase hex characters", m.Name)
-	}
-	if m.ContextLength < 0 || m.ContextLength > 1<<24 {
-		return fmt.Errorf("context_length of %q out of range", m.Name)
-	}
-	if len(m.OwnedBy) > 256 {
-		return fmt.Errorf("owned_by of %q longer than 256 bytes", m.Name)
-	}
-	return nil
-}
-
-// ValidateGPU checks one GPU's telemetry from outside.
-func ValidateGPU(g GPU) error {
-	switch {
-	case g.Index < 0 || g.Index >= MaxRegisterGPUs:
-		return fmt.Errorf("index %d out of range", g.Index)
-	case len(g.Name) > 256 || len(g.UUID) > 128:
-		return fmt.Errorf("name or uuid too long")
-	case g.GPUUtilPct > 100 || g.MemUtilPct > 100:
-		return fmt.Errorf("utilization above 100%%")
-	case g.MemoryUsedMiB > g.MemoryTotalMiB && g.MemoryTotalMiB > 0:
-		return fmt.Errorf("memory used above total")
-	case g.PowerW < 0 || g.PowerW > 1e5:
-		return fmt.Errorf("power out of range")
-	}
-	return nil
-}
-
-// ValidateHeartbeat checks a heartbeat from outside.
-func ValidateHeartbeat(hb *Heartbeat) error {
-	switch {
-	case hb == nil || hb.WorkerID == "" || len(hb.WorkerID) > 128:
-		return apierr.BadRequest("worker_id", "invalid_heartbeat", "worker_id must be 1..128 bytes")
-	case len(hb.GPUs) > MaxRegisterGPUs:
-		return apierr.BadRequest("gpus", "invalid_heartbeat", "at most %d GPUs", MaxRegisterGPUs)
-	case hb.InFlight < 0 || hb.Load.Waiting < 0 || hb.Load.Running < 0 || hb.Load.KVCacheUsage < 0 || hb.Load.KVCacheUsage > 1:
-		return apierr.BadRequest("load", "invalid_heartbeat", "load counts must be >= 0 and kv_cache_usage in [0, 1]")
-	case len(hb.Load.Source) > 64:
-		return apierr.BadRequest("load", "invalid_heartbeat", "load source longer than 64 bytes")
-	}
-	for i, g := range hb.GPUs {
-		if err := ValidateGPU(g); err != nil {
-			return apierr.BadRequest("gpus", "invalid_heartbeat", "gpus[%d]: %v", i, err)
-		}
-	}
-	return nil
-}
-
-func printableName(s string, max int) error {
-	if s == "" || len(s) > max {
-		return fmt.Errorf("must be 1..%d bytes", max)
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) || r == ' ' {
-			return fmt.Errorf("%q contains a space or non-printable character", s)
-		}
-	}
-	return nil
-}
-
-func isLowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // redactSession registers a worker's new session token (empty: none) with

@@ -10,18 +10,19 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
 const providerToken = "provider-token-0123456789"
 
-var allowedModel = workers.ModelVersion{Name: "llama3-8b", Digest: strings.Repeat("ab", 32)}
+var allowedModel = task.ModelVersion{Name: "llama3-8b", Digest: strings.Repeat("ab", 32)}
 
 func newRegistrar(t *testing.T, open bool) *workers.Registrar {
 	t.Helper()
 	r, err := workers.NewRegistrar(workers.RegistrarConfig{
-		ProviderTokens: []string{providerToken}, Models: []workers.ModelVersion{allowedModel},
+		ProviderTokens: []string{providerToken}, Models: []task.ModelVersion{allowedModel},
 		OpenRegistration: open, ChallengeTTL: 10 * time.Second,
 	})
 	if err != nil {
@@ -35,8 +36,8 @@ func signedRequest(t *testing.T, k *keys.Key, c string) *workers.RegisterRequest
 	t.Helper()
 	req := &workers.RegisterRequest{
 		ProviderToken: providerToken, PublicKey: k.PublicHex(), Challenge: c,
-		URL: "http://10.0.0.5:9000", Models: []workers.ModelVersion{allowedModel},
-		GPUs:           []workers.GPU{{Index: 0, Name: "NVIDIA H100", UUID: "GPU-1", MemoryTotalMiB: 81559}},
+		URL: "http://10.0.0.5:9000", Models: []task.ModelVersion{allowedModel},
+		GPUs:           []task.GPU{{Index: 0, Name: "NVIDIA H100", UUID: "GPU-1", MemoryTotalMiB: 81559}},
 		MaxConcurrency: 8,
 	}
 	resign(t, k, req)
@@ -106,7 +107,7 @@ func code(err error) string {
 func TestRegisterRefusals(t *testing.T) {
 	k, _ := keys.Generate(nil)
 	other, _ := keys.Generate(nil)
-	unregistered := workers.ModelVersion{Name: "llama3-8b", Digest: strings.Repeat("cd", 32)}
+	unregistered := task.ModelVersion{Name: "llama3-8b", Digest: strings.Repeat("cd", 32)}
 	tests := []struct {
 		name   string
 		open   bool
@@ -133,7 +134,7 @@ func TestRegisterRefusals(t *testing.T) {
 			req.URL = "http://10.0.0.5:9000"
 		}, status: 401, code: workers.CodeInvalidSignature},
 		{name: "models changed after signing", mutate: func(_ *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
-			req.Models = []workers.ModelVersion{unregistered}
+			req.Models = []task.ModelVersion{unregistered}
 		}, status: 401, code: workers.CodeInvalidSignature},
 		{name: "signature not hex", mutate: func(_ *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
 			req.Signature = "zz"
@@ -149,11 +150,11 @@ func TestRegisterRefusals(t *testing.T) {
 			}
 		}, status: 401, code: workers.CodeChallengeReplayed},
 		{name: "unregistered model digest", mutate: func(t *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
-			req.Models = []workers.ModelVersion{unregistered}
+			req.Models = []task.ModelVersion{unregistered}
 			resign(t, k, req)
 		}, status: 403, code: workers.CodeModelNotRegistered},
 		{name: "open registration accepts it", open: true, mutate: func(t *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
-			req.Models = []workers.ModelVersion{unregistered}
+			req.Models = []task.ModelVersion{unregistered}
 			resign(t, k, req)
 		}},
 	}
@@ -173,7 +174,7 @@ func TestRegisterRefusals(t *testing.T) {
 		{"model name too long", func(req *workers.RegisterRequest) { req.Models[0].Name = strings.Repeat("m", 257) }},
 		{"model name with space", func(req *workers.RegisterRequest) { req.Models[0].Name = "a b" }},
 		{"duplicate model", func(req *workers.RegisterRequest) { req.Models = append(req.Models, req.Models[0]) }},
-		{"too many GPUs", func(req *workers.RegisterRequest) { req.GPUs = make([]workers.GPU, 65) }},
+		{"too many GPUs", func(req *workers.RegisterRequest) { req.GPUs = make([]task.GPU, 65) }},
 		{"GPU utilisation over 100", func(req *workers.RegisterRequest) { req.GPUs[0].GPUUtilPct = 101 }},
 		{"zero concurrency", func(req *workers.RegisterRequest) { req.MaxConcurrency = 0 }},
 	}
@@ -224,7 +225,7 @@ func TestRegistrarConfig(t *testing.T) {
 	}{
 		{"no tokens", workers.RegistrarConfig{}},
 		{"short token", workers.RegistrarConfig{ProviderTokens: []string{"short"}}},
-		{"bad allow-listed model", workers.RegistrarConfig{ProviderTokens: []string{providerToken}, Models: []workers.ModelVersion{{Name: "m", Digest: "x"}}}},
+		{"bad allow-listed model", workers.RegistrarConfig{ProviderTokens: []string{providerToken}, Models: []task.ModelVersion{{Name: "m", Digest: "x"}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -237,11 +238,11 @@ func TestRegistrarConfig(t *testing.T) {
 
 func TestAllowModel(t *testing.T) {
 	r := newRegistrar(t, false)
-	m := workers.ModelVersion{Name: "new", Digest: strings.Repeat("01", 32)}
+	m := task.ModelVersion{Name: "new", Digest: strings.Repeat("01", 32)}
 	if err := r.AllowModel(m); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.AllowModel(workers.ModelVersion{Name: "bad"}); err == nil {
+	if err := r.AllowModel(task.ModelVersion{Name: "bad"}); err == nil {
 		t.Error("AllowModel accepted an empty digest")
 	}
 	if len(r.AllowedModels()) != 2 {

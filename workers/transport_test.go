@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
@@ -38,23 +39,23 @@ func linkOptions() workers.ClientOptions {
 
 func TestClientRoundTrip(t *testing.T) {
 	c := serveAgent(t, newAgent(t, simEngine(t)))
-	b := &workers.Batch{ID: "b1", Tasks: []workers.Task{
+	b := &task.Batch{ID: "b1", Tasks: []task.Task{
 		chatTask("r0"),
-		{RequestID: "r1", Kind: workers.KindEmbedding, Model: "sim-tiny", Inputs: []string{"x y"}},
-		{RequestID: "r2", Kind: workers.KindCompletion, Model: "missing", Prompt: "p"},
+		{RequestID: "r1", Kind: task.KindEmbedding, Model: "sim-tiny", Inputs: []string{"x y"}},
+		{RequestID: "r2", Kind: task.KindCompletion, Model: "missing", Prompt: "p"},
 	}}
 	var got collected
-	err := c.Run(context.Background(), b, func(ev workers.Event) { got.emit(ev) })
+	err := c.Run(context.Background(), b, func(ev task.Event) { got.emit(ev) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := got.last(t, 0); ev.Type != workers.EventDone || len(got.events[0]) < 2 {
+	if ev := got.last(t, 0); ev.Type != task.EventDone || len(got.events[0]) < 2 {
 		t.Errorf("chat: %d events ending %+v", len(got.events[0]), ev)
 	}
-	if ev := got.last(t, 1); ev.Type != workers.EventDone || len(ev.Embeddings) != 1 {
+	if ev := got.last(t, 1); ev.Type != task.EventDone || len(ev.Embeddings) != 1 {
 		t.Errorf("embedding: %+v", ev)
 	}
-	if ev := got.last(t, 2); ev.Type != workers.EventFailed || ev.Error.Code != "model_not_found" {
+	if ev := got.last(t, 2); ev.Type != task.EventFailed || ev.Error.Code != "model_not_found" {
 		t.Errorf("unknown model: %+v", ev)
 	}
 }
@@ -66,7 +67,7 @@ func TestClientDisconnectCancelsBatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Run(ctx, &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, func(workers.Event) {})
+		done <- c.Run(ctx, &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r0")}}, func(task.Event) {})
 	}()
 	<-eng.started
 	cancel()
@@ -85,7 +86,7 @@ func TestClientCancel(t *testing.T) {
 	var got collected
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0")}}, func(ev workers.Event) { got.emit(ev) })
+		done <- c.Run(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r0")}}, func(ev task.Event) { got.emit(ev) })
 	}()
 	<-eng.started
 	if err := c.Cancel(context.Background(), "b", 0); err != nil {
@@ -94,7 +95,7 @@ func TestClientCancel(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if ev := got.last(t, 0); ev.Type != workers.EventFailed || ev.Error.Code != workers.CodeCancelled {
+	if ev := got.last(t, 0); ev.Type != task.EventFailed || ev.Error.Code != workers.CodeCancelled {
 		t.Errorf("cancelled task: %+v", ev)
 	}
 }
@@ -103,13 +104,13 @@ func TestClientRefusals(t *testing.T) {
 	tests := []struct {
 		name      string
 		setup     func(a *workers.Agent)
-		batch     *workers.Batch
+		batch     *task.Batch
 		status    int
 		retryable bool
 	}{
 		{"draining", func(a *workers.Agent) { a.Drain(context.Background()) },
-			&workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r")}}, http.StatusServiceUnavailable, true},
-		{"invalid batch", nil, &workers.Batch{ID: "b"}, http.StatusBadRequest, false},
+			&task.Batch{ID: "b", Tasks: []task.Task{chatTask("r")}}, http.StatusServiceUnavailable, true},
+		{"invalid batch", nil, &task.Batch{ID: "b"}, http.StatusBadRequest, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,7 +118,7 @@ func TestClientRefusals(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(a)
 			}
-			err := serveAgent(t, a).Run(context.Background(), tc.batch, func(workers.Event) { t.Error("event delivered") })
+			err := serveAgent(t, a).Run(context.Background(), tc.batch, func(task.Event) { t.Error("event delivered") })
 			var ae *apierr.Error
 			if !errors.As(err, &ae) || ae.Status != tc.status {
 				t.Fatalf("err = %v, want status %d", err, tc.status)
@@ -133,7 +134,7 @@ func TestClientUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	err := workers.NewClient(url, workers.ClientOptions{}).Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r")}}, func(workers.Event) {})
+	err := workers.NewClient(url, workers.ClientOptions{}).Run(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r")}}, func(task.Event) {})
 	if !workers.Retryable(err) {
 		t.Fatalf("connection refused must be retryable: %v", err)
 	}
@@ -142,11 +143,11 @@ func TestClientUnreachable(t *testing.T) {
 // doneLine is a done event for chatTask(id) whose record describes it and
 // text, the bytes its deltas carried.
 func doneLine(id, text string) string {
-	task := chatTask(id)
-	rq, rs := task.Digest(), sha256.Sum256([]byte(text))
+	tk := chatTask(id)
+	rq, rs := tk.Digest(), sha256.Sum256([]byte(text))
 	return fmt.Sprintf(`{"i":0,"t":"done","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":1},`+
 		`"completion":{"request_id":%q,"request_digest":"%x","response_digest":"%x","subject":%q,"prompt_tokens":1,"completion_tokens":1,"time":%q}}`,
-		id, rq, rs, task.Subject, t0.Format(time.RFC3339Nano))
+		id, rq, rs, tk.Subject, t0.Format(time.RFC3339Nano))
 }
 
 var validDone = doneLine("r0", "")
@@ -190,13 +191,13 @@ func TestClientValidatesStream(t *testing.T) {
 			opts := linkOptions()
 			opts.MaxEventBytes = 4096
 			c := workers.NewClient(srv.URL, opts)
-			tasks := []workers.Task{chatTask("r0")}
+			tasks := []task.Task{chatTask("r0")}
 			if strings.HasPrefix(tc.name, "duplicate") {
 				tasks = append(tasks, chatTask("r1"))
 			}
 			var mu sync.Mutex
 			delivered := 0
-			err := c.Run(context.Background(), &workers.Batch{ID: "b", Tasks: tasks}, func(workers.Event) {
+			err := c.Run(context.Background(), &task.Batch{ID: "b", Tasks: tasks}, func(task.Event) {
 				mu.Lock()
 				delivered++
 				mu.Unlock()
@@ -224,13 +225,13 @@ func FuzzClientStream(f *testing.F) {
 			io.WriteString(w, body)
 		}))
 		defer srv.Close()
-		b := &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r0"), chatTask("r1")}}
+		b := &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r0"), chatTask("r1")}}
 		ended := map[int]bool{}
-		err := workers.NewClient(srv.URL, workers.ClientOptions{MaxEventBytes: 1 << 12}).Run(context.Background(), b, func(ev workers.Event) {
+		err := workers.NewClient(srv.URL, workers.ClientOptions{MaxEventBytes: 1 << 12}).Run(context.Background(), b, func(ev task.Event) {
 			if ev.Index < 0 || ev.Index > 1 || ended[ev.Index] {
 				t.Fatalf("invalid event delivered: %+v", ev)
 			}
-			if ev.Type != workers.EventDelta {
+			if ev.Type != task.EventDelta {
 				ended[ev.Index] = true
 			}
 		})
@@ -254,10 +255,10 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 		n := 0
 		for pb.Next() {
 			n++
-			task := chatTask(fmt.Sprint(n))
-			task.MaxTokens = 64
-			batch := &workers.Batch{ID: fmt.Sprintf("b%p-%d", pb, n), Tasks: []workers.Task{task}}
-			if err := c.Run(context.Background(), batch, func(workers.Event) {}); err != nil {
+			tk := chatTask(fmt.Sprint(n))
+			tk.MaxTokens = 64
+			batch := &task.Batch{ID: fmt.Sprintf("b%p-%d", pb, n), Tasks: []task.Task{tk}}
+			if err := c.Run(context.Background(), batch, func(task.Event) {}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -273,10 +274,10 @@ func BenchmarkAgentDirect(b *testing.B) {
 		n := 0
 		for pb.Next() {
 			n++
-			task := chatTask(fmt.Sprint(n))
-			task.MaxTokens = 64
-			batch := &workers.Batch{ID: fmt.Sprintf("b%p-%d", pb, n), Tasks: []workers.Task{task}}
-			if err := a.RunBatch(context.Background(), batch, func(workers.Event) error { return nil }); err != nil {
+			tk := chatTask(fmt.Sprint(n))
+			tk.MaxTokens = 64
+			batch := &task.Batch{ID: fmt.Sprintf("b%p-%d", pb, n), Tasks: []task.Task{tk}}
+			if err := a.RunBatch(context.Background(), batch, func(task.Event) error { return nil }); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -331,7 +332,7 @@ func TestLinkAuth(t *testing.T) {
 	current := func() string { mu.Lock(); defer mu.Unlock(); return token }
 	srv := httptest.NewServer(workers.NewHandler(newAgent(t, simEngine(t)), nil, workers.WithLinkAuth(current)))
 	defer srv.Close()
-	batch := func() *workers.Batch { return &workers.Batch{ID: "b", Tasks: []workers.Task{chatTask("r")}} }
+	batch := func() *task.Batch { return &task.Batch{ID: "b", Tasks: []task.Task{chatTask("r")}} }
 	tests := []struct {
 		name, server, client string
 		ok                   bool
@@ -349,7 +350,7 @@ func TestLinkAuth(t *testing.T) {
 			opts := linkOptions()
 			opts.Token = tc.client
 			c := workers.NewClient(srv.URL, opts)
-			err := c.Run(context.Background(), batch(), func(workers.Event) {})
+			err := c.Run(context.Background(), batch(), func(task.Event) {})
 			if tc.ok != (err == nil) {
 				t.Fatalf("Run: %v, want ok %v", err, tc.ok)
 			}
@@ -381,8 +382,8 @@ func TestClientReusesConnections(t *testing.T) {
 	t.Cleanup(srv.Close)
 	c := workers.NewClient(srv.URL, linkOptions())
 	for i := range 20 {
-		b := &workers.Batch{ID: fmt.Sprintf("b%d", i), Tasks: []workers.Task{chatTask("r"), streamTask(chatTask("s"))}}
-		if err := c.Run(context.Background(), b, func(workers.Event) {}); err != nil {
+		b := &task.Batch{ID: fmt.Sprintf("b%d", i), Tasks: []task.Task{chatTask("r"), streamTask(chatTask("s"))}}
+		if err := c.Run(context.Background(), b, func(task.Event) {}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -399,19 +400,19 @@ type stepEngine struct {
 	release chan struct{}
 }
 
-func (e *stepEngine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
-	if err := emit(workers.Delta{Text: "first", Tokens: 1}); err != nil {
-		return workers.Result{}, err
+func (e *stepEngine) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
+	if err := emit(task.Delta{Text: "first", Tokens: 1}); err != nil {
+		return task.Result{}, err
 	}
 	select {
 	case <-e.release:
 	case <-ctx.Done():
-		return workers.Result{}, context.Cause(ctx)
+		return task.Result{}, context.Cause(ctx)
 	}
-	if err := emit(workers.Delta{Text: " second", Tokens: 1}); err != nil {
-		return workers.Result{}, err
+	if err := emit(task.Delta{Text: " second", Tokens: 1}); err != nil {
+		return task.Result{}, err
 	}
-	return workers.Result{FinishReason: "stop", PromptTokens: 1, CompletionTokens: 2}, nil
+	return task.Result{FinishReason: "stop", PromptTokens: 1, CompletionTokens: 2}, nil
 }
 
 // TestStreamedEventsAreNotHeldBack: the worker flushes a streamed task's
@@ -421,15 +422,15 @@ func (e *stepEngine) Generate(ctx context.Context, t *workers.Task, emit func(wo
 func TestStreamedEventsAreNotHeldBack(t *testing.T) {
 	eng := &stepEngine{Engine: simEngine(t), release: make(chan struct{})}
 	c := serveAgent(t, newAgent(t, eng))
-	task := streamTask(chatTask("r0"))
+	tk := streamTask(chatTask("r0"))
 	var mu sync.Mutex
 	var text string
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, func(ev workers.Event) {
+		done <- c.Run(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{tk}}, func(ev task.Event) {
 			mu.Lock()
 			defer mu.Unlock()
-			if ev.Type == workers.EventDelta {
+			if ev.Type == task.EventDelta {
 				if text == "" {
 					close(eng.release)
 				}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/jsonx"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // The worker link's events are NDJSON: one JSON object per line, the
@@ -23,7 +24,7 @@ import (
 //     The stream validator then checks the event either way.
 
 // appendEvent appends ev as one JSON line (with its trailing newline).
-func appendEvent(b []byte, ev *Event) ([]byte, error) {
+func appendEvent(b []byte, ev *task.Event) ([]byte, error) {
 	if len(ev.Embeddings) > 0 || (ev.Completion != nil && !timeEncodable(ev.Completion.Time)) {
 		raw, err := json.Marshal(ev)
 		if err != nil {
@@ -116,11 +117,11 @@ func timeEncodable(t time.Time) bool {
 
 // decodeEvent decodes one event line: a text delta on the fast path,
 // anything else with encoding/json.
-func decodeEvent(line []byte, ev *Event) error {
+func decodeEvent(line []byte, ev *task.Event) error {
 	if decodeDelta(line, ev) || decodeDone(line, ev) {
 		return nil
 	}
-	*ev = Event{}
+	*ev = task.Event{}
 	return json.Unmarshal(line, ev)
 }
 
@@ -128,7 +129,7 @@ func decodeEvent(line []byte, ev *Event) error {
 // {"i":N,"t":"delta"[,"text":"..."][,"tokens":N]} with optional spaces
 // around it, and reports whether it did. It declines everything else,
 // leaving ev for the caller to overwrite.
-func decodeDelta(line []byte, ev *Event) bool {
+func decodeDelta(line []byte, ev *task.Event) bool {
 	p := wireParser{jsonx.Scanner{B: line}}
 	p.Space()
 	if !p.Lit(`{"i":`) {
@@ -138,7 +139,7 @@ func decodeDelta(line []byte, ev *Event) bool {
 	if !ok || !p.Lit(`,"t":"delta"`) {
 		return false
 	}
-	*ev = Event{Index: idx, Type: EventDelta}
+	*ev = task.Event{Index: idx, Type: task.EventDelta}
 	if p.Lit(`,"text":`) {
 		s, ok := p.String()
 		if !ok {
@@ -164,7 +165,7 @@ func decodeDelta(line []byte, ev *Event) bool {
 // appendEvent writes it (finish reason, usage, completion record; no
 // embeddings) and reports whether it did. Its time must read back to the
 // same text, so that what is accepted matches encoding/json.
-func decodeDone(line []byte, ev *Event) bool {
+func decodeDone(line []byte, ev *task.Event) bool {
 	p := wireParser{jsonx.Scanner{B: line}}
 	p.Space()
 	if !p.Lit(`{"i":`) {
@@ -174,9 +175,9 @@ func decodeDone(line []byte, ev *Event) bool {
 	if !ok || !p.Lit(`,"t":"done","finish_reason":`) {
 		return false
 	}
-	*ev = Event{Index: idx, Type: EventDone}
-	var u Usage
-	var c Completion
+	*ev = task.Event{Index: idx, Type: task.EventDone}
+	var u task.Usage
+	var c task.Completion
 	fields := []struct {
 		lit string
 		str *string

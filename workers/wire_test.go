@@ -7,35 +7,36 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 var wireEvents = []struct {
 	name string
-	ev   Event
+	ev   task.Event
 }{
-	{"delta", Event{Index: 3, Type: EventDelta, Text: "hello", Tokens: 1}},
-	{"delta escapes", Event{Index: 0, Type: EventDelta, Text: "a\"b\\c\nd\re\tf\bg\fh\x01i\x1f<>&", Tokens: 2}},
-	{"delta unicode", Event{Type: EventDelta, Text: "héllo 世界 🙂 \u2028\u2029", Tokens: 3}},
-	{"delta invalid utf8", Event{Type: EventDelta, Text: "bad\xff\xfeutf8", Tokens: 1}},
-	{"delta no tokens", Event{Index: 1, Type: EventDelta, Text: "x"}},
-	{"delta no text", Event{Index: 1, Type: EventDelta, Tokens: 4}},
-	{"delta negative tokens", Event{Index: 1, Type: EventDelta, Text: "x", Tokens: -2}},
-	{"done", Event{Index: 2, Type: EventDone, FinishReason: "length",
-		Usage: &Usage{PromptTokens: 12, CompletionTokens: 16},
-		Completion: &Completion{RequestID: "req-1", WorkerID: "w", Model: "m", ModelDigest: strings.Repeat("a", 64),
+	{"delta", task.Event{Index: 3, Type: task.EventDelta, Text: "hello", Tokens: 1}},
+	{"delta escapes", task.Event{Index: 0, Type: task.EventDelta, Text: "a\"b\\c\nd\re\tf\bg\fh\x01i\x1f<>&", Tokens: 2}},
+	{"delta unicode", task.Event{Type: task.EventDelta, Text: "héllo 世界 🙂 \u2028\u2029", Tokens: 3}},
+	{"delta invalid utf8", task.Event{Type: task.EventDelta, Text: "bad\xff\xfeutf8", Tokens: 1}},
+	{"delta no tokens", task.Event{Index: 1, Type: task.EventDelta, Text: "x"}},
+	{"delta no text", task.Event{Index: 1, Type: task.EventDelta, Tokens: 4}},
+	{"delta negative tokens", task.Event{Index: 1, Type: task.EventDelta, Text: "x", Tokens: -2}},
+	{"done", task.Event{Index: 2, Type: task.EventDone, FinishReason: "length",
+		Usage: &task.Usage{PromptTokens: 12, CompletionTokens: 16},
+		Completion: &task.Completion{RequestID: "req-1", WorkerID: "w", Model: "m", ModelDigest: strings.Repeat("a", 64),
 			RequestDigest: strings.Repeat("b", 64), ResponseDigest: strings.Repeat("c", 64), Subject: "key\"1",
 			PromptTokens: 12, CompletionTokens: 16, Time: time.Date(2026, 11, 22, 3, 4, 5, 123456789, time.UTC)}}},
-	{"done no subject, zone", Event{Type: EventDone, FinishReason: "stop", Usage: &Usage{},
-		Completion: &Completion{RequestID: "r", Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600+1800))}}},
-	{"done with the record's finish reason", Event{Index: 2, Type: EventDone, FinishReason: "length", Usage: &Usage{PromptTokens: 1, CompletionTokens: 3},
-		Completion: &Completion{RequestID: "r", PromptTokens: 1, CompletionTokens: 3, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), FinishReason: "length"}}},
-	{"done ended early", Event{Type: EventDone, FinishReason: FinishCancelled, Usage: &Usage{PromptTokens: 1, CompletionTokens: 3},
-		Completion: &Completion{RequestID: "r", CompletionTokens: 3, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), FinishReason: FinishCancelled},
-		Error:      &EventError{Status: 499, Type: "invalid_request_error", Code: "cancelled", Message: "the request was cancelled"}}},
-	{"embeddings", Event{Index: 1, Type: EventDone, FinishReason: "stop", Usage: &Usage{PromptTokens: 2},
-		Embeddings: [][]float32{{0.5, -1.25e-7}, {3}}, Completion: &Completion{RequestID: "e"}}},
-	{"error", Event{Index: 4, Type: EventFailed, Error: &EventError{Status: 499, Type: "invalid_request_error", Code: "cancelled", Param: "p", Message: "the \"request\" was cancelled"}}},
-	{"error minimal", Event{Type: EventFailed, Error: &EventError{Status: 500, Message: "boom"}}},
+	{"done no subject, zone", task.Event{Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{},
+		Completion: &task.Completion{RequestID: "r", Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600+1800))}}},
+	{"done with the record's finish reason", task.Event{Index: 2, Type: task.EventDone, FinishReason: "length", Usage: &task.Usage{PromptTokens: 1, CompletionTokens: 3},
+		Completion: &task.Completion{RequestID: "r", PromptTokens: 1, CompletionTokens: 3, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), FinishReason: "length"}}},
+	{"done ended early", task.Event{Type: task.EventDone, FinishReason: task.FinishCancelled, Usage: &task.Usage{PromptTokens: 1, CompletionTokens: 3},
+		Completion: &task.Completion{RequestID: "r", CompletionTokens: 3, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), FinishReason: task.FinishCancelled},
+		Error:      &task.EventError{Status: 499, Type: "invalid_request_error", Code: "cancelled", Message: "the request was cancelled"}}},
+	{"embeddings", task.Event{Index: 1, Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 2},
+		Embeddings: [][]float32{{0.5, -1.25e-7}, {3}}, Completion: &task.Completion{RequestID: "e"}}},
+	{"error", task.Event{Index: 4, Type: task.EventFailed, Error: &task.EventError{Status: 499, Type: "invalid_request_error", Code: "cancelled", Param: "p", Message: "the \"request\" was cancelled"}}},
+	{"error minimal", task.Event{Type: task.EventFailed, Error: &task.EventError{Status: 500, Message: "boom"}}},
 }
 
 // TestAppendEventMatchesEncodingJSON checks the hand-rolled encoder against
@@ -57,7 +58,7 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got, ref Event
+			var got, ref task.Event
 			if err := json.Unmarshal(line, &got); err != nil {
 				t.Fatal(err)
 			}
@@ -74,8 +75,8 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 // TestAppendEventRefusesWhatJSONRefuses: a time encoding/json cannot write
 // is an error, not a line the gateway would refuse.
 func TestAppendEventRefusesWhatJSONRefuses(t *testing.T) {
-	ev := Event{Type: EventDone, FinishReason: "stop", Usage: &Usage{},
-		Completion: &Completion{RequestID: "r", Time: time.Date(12345, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	ev := task.Event{Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{},
+		Completion: &task.Completion{RequestID: "r", Time: time.Date(12345, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	if _, err := appendEvent(nil, &ev); err == nil {
 		t.Fatal("appendEvent accepted a year encoding/json refuses")
 	}
@@ -90,7 +91,7 @@ func TestDecodeEventRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got, ref Event
+			var got, ref task.Event
 			if err := decodeEvent(line, &got); err != nil {
 				t.Fatal(err)
 			}
@@ -128,11 +129,11 @@ func TestDecodeDeltaFastPath(t *testing.T) {
 		{"unterminated", `{"i":0,"t":"delta","text":"abc`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var fast Event
+			var fast task.Event
 			if got := decodeDelta([]byte(tc.line), &fast); got != tc.fast {
 				t.Fatalf("decodeDelta = %v, want %v", got, tc.fast)
 			}
-			var viaJSON Event
+			var viaJSON task.Event
 			jerr := json.Unmarshal([]byte(tc.line), &viaJSON)
 			if tc.fast {
 				if jerr != nil {
@@ -155,11 +156,11 @@ func FuzzDecodeEvent(f *testing.F) {
 	}
 	f.Add([]byte(`{"i":0,"t":"delta","text":"\u00e9\n","tokens":-1}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
-		var fast Event
+		var fast task.Event
 		if !decodeDelta(line, &fast) && !decodeDone(line, &fast) {
 			return
 		}
-		var ref Event
+		var ref task.Event
 		if err := json.Unmarshal(line, &ref); err != nil {
 			t.Fatalf("fast path accepted %q, encoding/json refuses: %v", line, err)
 		}
@@ -174,12 +175,12 @@ func FuzzAppendEvent(f *testing.F) {
 	f.Add("hello", 1)
 	f.Add("a\"\\\n\x00\xff\u2028", -3)
 	f.Fuzz(func(t *testing.T, text string, tokens int) {
-		ev := Event{Index: 7, Type: EventDelta, Text: text, Tokens: tokens}
+		ev := task.Event{Index: 7, Type: task.EventDelta, Text: text, Tokens: tokens}
 		line, err := appendEvent(nil, &ev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got, ref Event
+		var got, ref task.Event
 		if err := decodeEvent(line, &got); err != nil {
 			t.Fatalf("%q: %v", line, err)
 		}
@@ -195,8 +196,8 @@ func FuzzAppendEvent(f *testing.F) {
 
 func TestDecodeDoneFastPath(t *testing.T) {
 	done := func(t time.Time, subject string) string {
-		ev := Event{Index: 2, Type: EventDone, FinishReason: "stop", Usage: &Usage{PromptTokens: 3, CompletionTokens: 4},
-			Completion: &Completion{RequestID: "r\"1", WorkerID: "w", Model: "m", ModelDigest: strings.Repeat("a", 64),
+		ev := task.Event{Index: 2, Type: task.EventDone, FinishReason: "stop", Usage: &task.Usage{PromptTokens: 3, CompletionTokens: 4},
+			Completion: &task.Completion{RequestID: "r\"1", WorkerID: "w", Model: "m", ModelDigest: strings.Repeat("a", 64),
 				RequestDigest: strings.Repeat("b", 64), ResponseDigest: strings.Repeat("c", 64), Subject: subject,
 				PromptTokens: 3, CompletionTokens: 4, Time: t}}
 		line, _ := appendEvent(nil, &ev)
@@ -218,14 +219,14 @@ func TestDecodeDoneFastPath(t *testing.T) {
 		{"trailing", done(t0, "k") + "x", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var fast Event
+			var fast task.Event
 			if got := decodeDone([]byte(tc.line), &fast); got != tc.fast {
 				t.Fatalf("decodeDone = %v, want %v for %s", got, tc.fast, tc.line)
 			}
 			if !tc.fast {
 				return
 			}
-			var ref Event
+			var ref task.Event
 			if err := json.Unmarshal([]byte(tc.line), &ref); err != nil {
 				t.Fatalf("fast path took a line encoding/json refuses: %v", err)
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-ai/tollgate/bench/mockupstream"
 	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
@@ -44,13 +45,13 @@ func startHotPath(b *testing.B) *hotPath {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sched.Upsert(&workers.Registered{WorkerID: "bench-worker", URL: "inprocess://worker", Models: engine.Models(), MaxConcurrency: 256})
+	sched.Upsert(&task.Registered{WorkerID: "bench-worker", URL: "inprocess://worker", Models: engine.Models(), MaxConcurrency: 256})
 	beatCtx, stopBeats := context.WithCancel(context.Background())
 	go func() {
 		t := time.NewTicker(heartbeatEvery)
 		defer t.Stop()
 		for {
-			_ = sched.Heartbeat(&workers.Heartbeat{WorkerID: "bench-worker", Time: time.Now(), InFlight: agent.InFlight()})
+			_ = sched.Heartbeat(&task.Heartbeat{WorkerID: "bench-worker", Time: time.Now(), InFlight: agent.InFlight()})
 			select {
 			case <-beatCtx.Done():
 				return

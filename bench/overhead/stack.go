@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/openai"
@@ -65,8 +66,8 @@ type InProcessConn struct{ Agent *workers.Agent }
 var _ scheduler.Conn = InProcessConn{}
 
 // Run runs the batch on the agent, passing its events on.
-func (c InProcessConn) Run(ctx context.Context, b *workers.Batch, onEvent func(workers.Event)) error {
-	return c.Agent.RunBatch(ctx, b, func(ev workers.Event) error { onEvent(ev); return nil })
+func (c InProcessConn) Run(ctx context.Context, b *task.Batch, onEvent func(task.Event)) error {
+	return c.Agent.RunBatch(ctx, b, func(ev task.Event) error { onEvent(ev); return nil })
 }
 
 // Cancel stops one task of a running batch.
@@ -97,7 +98,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	digest := sha256.Sum256([]byte("tollgate-bench/" + cfg.Model))
 	engine, err := openai.New(openai.Config{
 		BaseURL:  cfg.UpstreamURL,
-		Models:   []workers.ModelVersion{{Name: cfg.Model, Digest: hex.EncodeToString(digest[:]), OwnedBy: "bench"}},
+		Models:   []task.ModelVersion{{Name: cfg.Model, Digest: hex.EncodeToString(digest[:]), OwnedBy: "bench"}},
 		MaxConns: cfg.MaxConcurrency,
 		Logger:   logger,
 	})
@@ -138,7 +139,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		return nil, fmt.Errorf("overhead: scheduler: %w", err)
 	}
 	st.Scheduler = sched
-	sched.Upsert(&workers.Registered{
+	sched.Upsert(&task.Registered{
 		WorkerID: key.WorkerID(), PublicKey: key.PublicHex(),
 		URL:    "http://" + workerLn.Addr().String(),
 		Models: engine.Models(), MaxConcurrency: cfg.MaxConcurrency,
@@ -178,7 +179,7 @@ func (st *Stack) heartbeats(ctx context.Context, sched *scheduler.Scheduler, wor
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	for {
-		hb := &workers.Heartbeat{WorkerID: workerID, Time: time.Now(), InFlight: st.agent.InFlight()}
+		hb := &task.Heartbeat{WorkerID: workerID, Time: time.Now(), InFlight: st.agent.InFlight()}
 		if load, err := st.engine.Load(ctx); err == nil {
 			hb.Load = load
 		}

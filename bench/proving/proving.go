@@ -26,6 +26,7 @@ import (
 	"github.com/consensys/gnark-crypto/ecc/bn254/twistededwards/eddsa"
 
 	"github.com/tollgate-ai/tollgate/bench/report"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/receipts/prover"
@@ -264,9 +265,9 @@ func fullBatch(capacity int) (*zk.Batch, error) {
 
 // completions is the worker's own record of what it produced, which its
 // countersigner checks a batch against.
-type completions map[string]*workers.Completion
+type completions map[string]*task.Completion
 
-func (m completions) Produced(id string) (*workers.Completion, bool) {
+func (m completions) Produced(id string) (*task.Completion, bool) {
 	c, ok := m[id]
 	if !ok {
 		return nil, false
@@ -297,7 +298,7 @@ func measureLatency(ctx context.Context, cfg Config, progress func(string)) (*La
 	}
 	l := ledger.New(st, ledger.Options{KeyDir: cfg.KeyDir, Logger: logger, Operator: operator})
 	weights := sha256.Sum256([]byte("bench weights"))
-	model := workers.ModelVersion{Name: "bench-model", Digest: hex.EncodeToString(weights[:])}
+	model := task.ModelVersion{Name: "bench-model", Digest: hex.EncodeToString(weights[:])}
 	key, err := keys.Generate(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -320,7 +321,7 @@ func measureLatency(ctx context.Context, cfg Config, progress func(string)) (*La
 	for i := range cfg.LatencyReceipts {
 		progress(fmt.Sprintf("pipeline: receipt %d/%d", i+1, cfg.LatencyReceipts))
 		reqID := fmt.Sprintf("bench-%d", i)
-		c := &workers.Completion{RequestID: reqID, WorkerID: key.WorkerID(), Model: model.Name, ModelDigest: model.Digest,
+		c := &task.Completion{RequestID: reqID, WorkerID: key.WorkerID(), Model: model.Name, ModelDigest: model.Digest,
 			RequestDigest: hexDigest("request " + reqID), ResponseDigest: hexDigest("response " + reqID), Subject: "bench",
 			PromptTokens: 20, CompletionTokens: 16, Time: time.Now().UTC()}
 		own[reqID] = c

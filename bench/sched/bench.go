@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
-	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
 
@@ -280,14 +280,14 @@ func runPolicy(cfg Config, policy string, trace []Arrival) (PolicyResult, error)
 		p := profiles[spec.Profile]
 		w := NewSimWorker(spec.ID, p, clk, cfg.Seed+uint64(i)*7919)
 		sims[spec.ID] = w
-		s.Upsert(&workers.Registered{
+		s.Upsert(&task.Registered{
 			WorkerID: spec.ID, URL: "sim://" + spec.ID, MaxConcurrency: p.MaxNumSeqs,
-			Models: []workers.ModelVersion{{Name: p.Model, Digest: sim.ModelDigest(p.Model, p)}},
+			Models: []task.ModelVersion{{Name: p.Model, Digest: sim.ModelDigest(p.Model, p)}},
 		})
 		// Heartbeats every second, staggered, with the engine's own load.
 		var beat func()
 		beat = func() {
-			_ = s.Heartbeat(&workers.Heartbeat{WorkerID: spec.ID, Time: clk.Now(), Load: w.Load(), InFlight: w.running})
+			_ = s.Heartbeat(&task.Heartbeat{WorkerID: spec.ID, Time: clk.Now(), Load: w.Load(), InFlight: w.running})
 			clk.AfterFunc(time.Second, beat)
 		}
 		clk.AfterFunc(time.Duration(i)*200*time.Millisecond, beat)
@@ -302,18 +302,18 @@ func runPolicy(cfg Config, policy string, trace []Arrival) (PolicyResult, error)
 		clk.AfterFunc(a.At, func() {
 			o := &outs[i]
 			o.arrival = clk.Now()
-			task := &workers.Task{
-				RequestID: fmt.Sprintf("req-%d", i), Kind: workers.KindCompletion, Model: model,
+			tk := &task.Task{
+				RequestID: fmt.Sprintf("req-%d", i), Kind: task.KindCompletion, Model: model,
 				Prompt: fmt.Sprintf("request %d", i), MaxTokens: a.Output, PromptTokensHint: a.Prompt,
 			}
 			if cfg.Deadline > 0 {
-				task.Deadline = o.arrival.Add(cfg.Deadline)
+				tk.Deadline = o.arrival.Add(cfg.Deadline)
 			}
-			_, err := s.Submit(task, func(ev workers.Event) {
+			_, err := s.Submit(tk, func(ev task.Event) {
 				if o.first.IsZero() {
 					o.first = clk.Now()
 				}
-				if ev.Type == workers.EventDelta {
+				if ev.Type == task.EventDelta {
 					o.tokens += ev.Tokens
 				}
 			}, func(err error) {

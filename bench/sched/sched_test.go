@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
-	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
 
@@ -58,13 +58,13 @@ func TestSimWorkerFollowsProfile(t *testing.T) {
 	w := NewSimWorker("w", p, clk, 1)
 	var first, done time.Time
 	var tokens int
-	b := &workers.Batch{ID: "b", Tasks: []workers.Task{{PromptTokensHint: 1000, MaxTokens: 101}}}
-	w.Start(b, func(ev workers.Event) {
+	b := &task.Batch{ID: "b", Tasks: []task.Task{{PromptTokensHint: 1000, MaxTokens: 101}}}
+	w.Start(b, func(ev task.Event) {
 		if first.IsZero() {
 			first = clk.Now()
 		}
 		tokens += ev.Tokens
-		if ev.Type == workers.EventDone {
+		if ev.Type == task.EventDone {
 			done = clk.Now()
 		}
 	}, func(error) {})
@@ -93,9 +93,9 @@ func TestSimWorkerQueueAndRefusal(t *testing.T) {
 	w := NewSimWorker("w", p, clk, 1)
 	var failed []int
 	var ended bool
-	b := &workers.Batch{ID: "b", Tasks: []workers.Task{{MaxTokens: 4}, {MaxTokens: 4}, {MaxTokens: 4}}}
-	w.Start(b, func(ev workers.Event) {
-		if ev.Type == workers.EventFailed {
+	b := &task.Batch{ID: "b", Tasks: []task.Task{{MaxTokens: 4}, {MaxTokens: 4}, {MaxTokens: 4}}}
+	w.Start(b, func(ev task.Event) {
+		if ev.Type == task.EventFailed {
 			failed = append(failed, ev.Error.Status)
 		}
 	}, func(error) { ended = true })

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
@@ -55,7 +56,7 @@ type simSeq struct {
 
 type simRun struct {
 	open    int
-	onEvent func(workers.Event)
+	onEvent func(task.Event)
 	onEnd   func(error)
 }
 
@@ -74,22 +75,22 @@ func NewSimWorker(id string, p sim.Profile, clk *VirtualClock, seed uint64) *Sim
 func (w *SimWorker) SetSlowdown(f float64) { w.slowdown = f }
 
 // Load is what the worker's heartbeat reports.
-func (w *SimWorker) Load() workers.Load {
+func (w *SimWorker) Load() task.Load {
 	kv := 0.0
 	if w.Profile.KVCacheTokens > 0 {
 		kv = min(1, float64(w.kvTokens)/float64(w.Profile.KVCacheTokens))
 	}
-	return workers.Load{Waiting: len(w.waiting), Running: w.running, KVCacheUsage: kv, Source: "sim"}
+	return task.Load{Waiting: len(w.waiting), Running: w.running, KVCacheUsage: kv, Source: "sim"}
 }
 
 // Run is not used on the virtual clock: the scheduler calls Start.
-func (w *SimWorker) Run(context.Context, *workers.Batch, func(workers.Event)) error {
+func (w *SimWorker) Run(context.Context, *task.Batch, func(task.Event)) error {
 	return fmt.Errorf("sim worker %s: use Start on the virtual clock", w.ID)
 }
 
 // Start runs a batch: each task's prompt length is its PromptTokensHint and
 // its output length its MaxTokens.
-func (w *SimWorker) Start(b *workers.Batch, onEvent func(workers.Event), onEnd func(error)) {
+func (w *SimWorker) Start(b *task.Batch, onEvent func(task.Event), onEnd func(error)) {
 	run := &simRun{open: len(b.Tasks), onEvent: onEvent, onEnd: onEnd}
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
@@ -101,7 +102,7 @@ func (w *SimWorker) Start(b *workers.Batch, onEvent func(workers.Event), onEnd f
 		case len(w.waiting) < w.Profile.MaxWaiting:
 			w.waiting = append(w.waiting, s)
 		default:
-			w.fail(s, &workers.EventError{Status: 429, Type: "rate_limit_error", Code: "engine_queue_full", Message: "the engine's waiting queue is full"})
+			w.fail(s, &task.EventError{Status: 429, Type: "rate_limit_error", Code: "engine_queue_full", Message: "the engine's waiting queue is full"})
 		}
 	}
 }
@@ -109,7 +110,7 @@ func (w *SimWorker) Start(b *workers.Batch, onEvent func(workers.Event), onEnd f
 // Cancel stops one task; it ends with EventFailed 499 like the real agent.
 func (w *SimWorker) Cancel(_ context.Context, batchID string, index int) error {
 	if s, ok := w.seqs[seqKey{batchID, index}]; ok && !s.ended {
-		w.fail(s, &workers.EventError{Status: workers.StatusClientClosed, Type: "invalid_request_error", Code: "cancelled", Message: "the request was cancelled"})
+		w.fail(s, &task.EventError{Status: workers.StatusClientClosed, Type: "invalid_request_error", Code: "cancelled", Message: "the request was cancelled"})
 	}
 	return nil
 }
@@ -133,13 +134,13 @@ func (w *SimWorker) step(s *simSeq, k int) {
 		return
 	}
 	s.generated += k
-	s.run.onEvent(workers.Event{Index: s.key.index, Type: workers.EventDelta, Tokens: k})
+	s.run.onEvent(task.Event{Index: s.key.index, Type: task.EventDelta, Tokens: k})
 	if s.ended {
 		return
 	}
 	if s.generated >= s.output {
-		w.finish(s, &workers.Event{Index: s.key.index, Type: workers.EventDone, FinishReason: "length",
-			Usage: &workers.Usage{PromptTokens: s.prompt, CompletionTokens: s.generated}})
+		w.finish(s, &task.Event{Index: s.key.index, Type: task.EventDone, FinishReason: "length",
+			Usage: &task.Usage{PromptTokens: s.prompt, CompletionTokens: s.generated}})
 		return
 	}
 	next := min(max(w.ChunkTokens, 1), s.output-s.generated)
@@ -147,12 +148,12 @@ func (w *SimWorker) step(s *simSeq, k int) {
 	s.timer = w.clk.AfterFunc(d, func() { w.step(s, next) })
 }
 
-func (w *SimWorker) fail(s *simSeq, e *workers.EventError) {
-	w.finish(s, &workers.Event{Index: s.key.index, Type: workers.EventFailed, Error: e})
+func (w *SimWorker) fail(s *simSeq, e *task.EventError) {
+	w.finish(s, &task.Event{Index: s.key.index, Type: task.EventFailed, Error: e})
 }
 
 // finish ends s with its final event and admits the next waiting sequence.
-func (w *SimWorker) finish(s *simSeq, final *workers.Event) {
+func (w *SimWorker) finish(s *simSeq, final *task.Event) {
 	if s.ended {
 		return
 	}

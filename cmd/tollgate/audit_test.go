@@ -16,8 +16,8 @@ import (
 
 	"github.com/tollgate-ai/tollgate/audit"
 	"github.com/tollgate-ai/tollgate/internal/config"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/llama"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
@@ -66,7 +66,7 @@ func TestAuditDisputesDishonestWorker(t *testing.T) {
 	}
 	t.Cleanup(func() { gw.stop() })
 
-	var claim workers.ModelVersion
+	var claim task.ModelVersion
 	ids := make([]string, 3)
 	for i := range 3 {
 		l, err := llama.Open(dir, llama.Options{ModelName: "stories260K", Threads: 1})
@@ -74,7 +74,7 @@ func TestAuditDisputesDishonestWorker(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.Close() })
-		var eng workers.Engine = l
+		var eng task.Engine = l
 		claim = l.Models()[0]
 		if i == 2 {
 			s, err := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], NoDelay: true})

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/audit"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/llama"
@@ -159,14 +160,14 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 	var tally auditTally
 	logger := slog.New(slog.DiscardHandler)
 	s, err := scheduler.New(scheduler.Config{Policy: scheduler.PolicyRoundRobin, HeartbeatTimeout: 24 * time.Hour}, scheduler.Deps{
-		DialWorker: func(w *workers.Registered) scheduler.Conn {
+		DialWorker: func(w *task.Registered) scheduler.Conn {
 			return workers.NewClient(w.URL, workers.ClientOptions{Token: w.SessionToken})
 		},
 	})
 	if err != nil {
 		return tally, err
 	}
-	var claim workers.ModelVersion
+	var claim task.ModelVersion
 	ids := []string{"0x01", "0x02", "0x03"}
 	for i, id := range ids {
 		l, err := llama.Open(dir, llama.Options{ModelName: "stories260K", Threads: 1})
@@ -175,7 +176,7 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 		}
 		defer l.Close()
 		claim = l.Models()[0]
-		var eng workers.Engine = l
+		var eng task.Engine = l
 		if i == 2 && kind != "" {
 			if eng, err = dishonestEngine(kind, dir, perturb, claim); err != nil {
 				return tally, err
@@ -189,7 +190,7 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 		srv := &http.Server{Handler: workers.NewHandler(agent, logger)}
 		go srv.Serve(ln)
 		defer srv.Close()
-		s.Upsert(&workers.Registered{WorkerID: id, URL: "http://" + ln.Addr().String(), MaxConcurrency: 4,
+		s.Upsert(&task.Registered{WorkerID: id, URL: "http://" + ln.Addr().String(), MaxConcurrency: 4,
 			Models: eng.Models(), Provider: "provider-" + id})
 	}
 	pool := &recordingPool{Scheduler: s, disputed: map[string]int{}}
@@ -213,13 +214,13 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 			}
 			sb.WriteString(words[rnd.IntN(len(words))])
 		}
-		task := &workers.Task{RequestID: fmt.Sprintf("bench-%d-%d", seed, i), Kind: workers.KindCompletion, Model: claim.Name,
+		tk := &task.Task{RequestID: fmt.Sprintf("bench-%d-%d", seed, i), Kind: task.KindCompletion, Model: claim.Name,
 			Prompt: sb.String(), MaxTokens: 8 + rnd.IntN(40), Subject: "bench"}
 		var text strings.Builder
-		var ev *workers.Event
-		if err := s.Dispatch(ctx, task, func(e workers.Event) error {
+		var ev *task.Event
+		if err := s.Dispatch(ctx, tk, func(e task.Event) error {
 			text.WriteString(e.Text)
-			if e.Type == workers.EventDone {
+			if e.Type == task.EventDone {
 				ev = &e
 			}
 			return nil
@@ -230,7 +231,7 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 			continue
 		}
 		observed++
-		a.Observe(task.RequestID, task, ev.Completion, ev.FinishReason, text.String(), true)
+		a.Observe(tk.RequestID, tk, ev.Completion, ev.FinishReason, text.String(), true)
 	}
 	for {
 		st := a.Stats()
@@ -260,7 +261,7 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 }
 
 // dishonestEngine registers claim while running something else.
-func dishonestEngine(kind, dir string, perturb float64, claim workers.ModelVersion) (workers.Engine, error) {
+func dishonestEngine(kind, dir string, perturb float64, claim task.ModelVersion) (task.Engine, error) {
 	switch kind {
 	case "sim":
 		e, err := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], NoDelay: true})
@@ -305,13 +306,13 @@ func dishonestEngine(kind, dir string, perturb float64, claim workers.ModelVersi
 
 // claimed registers another engine's model version while serving with its own.
 type claimed struct {
-	workers.Engine
-	claim workers.ModelVersion
+	task.Engine
+	claim task.ModelVersion
 }
 
-func (c claimed) Models() []workers.ModelVersion { return []workers.ModelVersion{c.claim} }
+func (c claimed) Models() []task.ModelVersion { return []task.ModelVersion{c.claim} }
 
-func (c claimed) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (c claimed) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	t2 := *t
 	t2.Model = c.Engine.Models()[0].Name
 	return c.Engine.Generate(ctx, &t2, emit)

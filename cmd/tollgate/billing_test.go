@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
 
@@ -194,13 +194,13 @@ func TestUnaryClientGoneStopsGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, err := eng.Generate(context.Background(), &workers.Task{Kind: workers.KindChat, Model: "llama3-8b", MaxTokens: 400,
-		Messages: []workers.Message{{Role: "user", Content: "Tell me a very long story"}}}, func(workers.Delta) error { return nil })
+	full, err := eng.Generate(context.Background(), &task.Task{Kind: task.KindChat, Model: "llama3-8b", MaxTokens: 400,
+		Messages: []task.Message{{Role: "user", Content: "Tell me a very long story"}}}, func(task.Delta) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("receipt: %s, %d of the answer's %d tokens, finish %q", r.Status, r.CompletionTokens, full.CompletionTokens, r.FinishReason)
-	if r.FinishReason != workers.FinishCancelled || r.CompletionTokens == 0 || r.CompletionTokens >= full.CompletionTokens || r.Subject != "default" && r.Subject == "" {
+	if r.FinishReason != task.FinishCancelled || r.CompletionTokens == 0 || r.CompletionTokens >= full.CompletionTokens || r.Subject != "default" && r.Subject == "" {
 		t.Errorf("receipt %+v: want the tokens generated before the client left (fewer than %d), finish cancelled", r, full.CompletionTokens)
 	}
 }

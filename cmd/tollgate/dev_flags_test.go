@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // `tollgate dev --config FILE` must serve on the file's listen unless
@@ -125,7 +125,7 @@ func TestBacklogAgeReadiness(t *testing.T) {
 		t.Fatalf("empty ledger: age %v err %v ready %v", age, err, ready())
 	}
 	now = now.Add(backlogAgeTTL)
-	c := &workers.Completion{RequestID: "r", WorkerID: "0x" + strings.Repeat("0", 63) + "1", Model: "m", ModelDigest: strings.Repeat("ab", 32),
+	c := &task.Completion{RequestID: "r", WorkerID: "0x" + strings.Repeat("0", 63) + "1", Model: "m", ModelDigest: strings.Repeat("ab", 32),
 		RequestDigest: strings.Repeat("cd", 32), ResponseDigest: strings.Repeat("ef", 32), Subject: "k", Time: recorded}
 	if err := l.Record(context.Background(), "rcpt_1", c); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/receipts/prover"
@@ -269,15 +270,15 @@ func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger
 		Obs:    prov,
 		// The link presents the worker's session token (the worker's
 		// handler refuses batches without it); a new session re-dials.
-		DialWorker: func(w *workers.Registered) scheduler.Conn {
+		DialWorker: func(w *task.Registered) scheduler.Conn {
 			return workers.NewClient(w.URL, workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov,
-				Records: cfg.Records.Policy(w)}) // every completion record is checked (internal/config Records)
+				Records: recordPolicy(cfg.Records, w)}) // every completion record is checked (internal/config Records)
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	models := make([]workers.ModelVersion, len(cfg.Models))
+	models := make([]task.ModelVersion, len(cfg.Models))
 	for i, m := range cfg.Models {
 		models[i] = m.Version()
 	}
@@ -662,4 +663,10 @@ type ledgerCounts struct{ l *ledger.Ledger }
 func (lc ledgerCounts) ReceiptCounts(ctx context.Context) (statuspage.Receipts, error) {
 	c, err := lc.l.Counts(ctx)
 	return statuspage.Receipts{Pending: c.Pending, Proven: c.Proven, Failed: c.Failed}, err
+}
+
+// recordPolicy is the record policy for a link to the registered worker w,
+// from the config's records section.
+func recordPolicy(r config.Records, w *task.Registered) workers.RecordPolicy {
+	return workers.RecordPolicy{WorkerID: w.WorkerID, Models: w.Models, Skew: r.ClockSkew.D(), Bounds: r.BoundsFor}
 }

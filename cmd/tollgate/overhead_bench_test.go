@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
@@ -33,7 +34,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 
 func benchOverhead(b *testing.B, receipts bool) {
 	const body = `{"model":"sim-tiny","messages":[{"role":"user","content":"Tell me a short story about a cat"}],"max_tokens":8,"temperature":0}`
-	newEngine := func() workers.Engine {
+	newEngine := func() task.Engine {
 		e, err := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], Seed: 1})
 		if err != nil {
 			b.Fatal(err)
@@ -45,11 +46,11 @@ func benchOverhead(b *testing.B, receipts bool) {
 	agent := workers.NewAgent(workers.AgentConfig{WorkerID: "0x01", Engine: newEngine()})
 	defer agent.Close()
 	direct := func(i int) error {
-		task := workers.Task{RequestID: fmt.Sprintf("direct-%d", i), Kind: workers.KindChat, Model: "sim-tiny",
-			Messages: []workers.Message{{Role: "user", Content: "Tell me a short story about a cat"}}, MaxTokens: 8, TopP: 1}
+		tk := task.Task{RequestID: fmt.Sprintf("direct-%d", i), Kind: task.KindChat, Model: "sim-tiny",
+			Messages: []task.Message{{Role: "user", Content: "Tell me a short story about a cat"}}, MaxTokens: 8, TopP: 1}
 		var failed error
-		err := agent.RunBatch(context.Background(), &workers.Batch{ID: task.RequestID, Tasks: []workers.Task{task}}, func(ev workers.Event) error {
-			if ev.Type == workers.EventFailed {
+		err := agent.RunBatch(context.Background(), &task.Batch{ID: tk.RequestID, Tasks: []task.Task{tk}}, func(ev task.Event) error {
+			if ev.Type == task.EventFailed {
 				failed = ev.Error.APIError()
 			}
 			return nil

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // TestVerifyAdversarialInputs plays a receipt forger against the report
@@ -71,7 +71,7 @@ func TestVerifyAdversarialInputs(t *testing.T) {
 	// (case-insensitive keys, last duplicate wins).
 	t.Run("digests only is no proof", func(t *testing.T) {
 		body := `{"object":"text_completion","choices":[{"text":"Once","index":0}]}`
-		d := workers.ResponseDigest("Once", nil)
+		d := task.ResponseDigest("Once", nil)
 		f := r
 		f.ResponseDigest = hex.EncodeToString(d[:])
 		f.CompletionTokens = 1_000_000 // the proof does not cover this

@@ -16,8 +16,8 @@ import (
 	"strings"
 
 	"github.com/tollgate-ai/tollgate/gateway"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // maxBodyFile bounds a request or response body read by verify.
@@ -62,11 +62,11 @@ func verifyDigests(w io.Writer, requestFile, responseFile string, receiptFiles [
 		if err != nil {
 			return err
 		}
-		task, err := gateway.RequestTask(body, r.RequestID, r.Subject)
+		tk, err := gateway.RequestTask(body, r.RequestID, r.Subject)
 		if err != nil {
 			return fmt.Errorf("%s: %w", requestFile, err)
 		}
-		d := task.Digest()
+		d := tk.Digest()
 		report("request", hex.EncodeToString(d[:]), r.RequestDigest)
 	}
 	if responseFile != "" {
@@ -102,7 +102,7 @@ func readBodyFile(name string) ([]byte, error) {
 	return b, nil
 }
 
-// responseDigest is workers.ResponseDigest of what a gateway response body
+// responseDigest is task.ResponseDigest of what a gateway response body
 // carries: a chat or text completion (choice 0's text), an embeddings list
 // (its vectors in index order, float or base64), or an SSE stream of chunks
 // (choice 0's text deltas concatenated).
@@ -113,7 +113,7 @@ func responseDigest(body []byte) ([32]byte, error) {
 		if err != nil {
 			return [32]byte{}, err
 		}
-		return workers.ResponseDigest(text, nil), nil
+		return task.ResponseDigest(text, nil), nil
 	}
 	var resp struct {
 		Object  string `json:"object"`
@@ -141,9 +141,9 @@ func responseDigest(body []byte) ([32]byte, error) {
 		}
 		switch {
 		case c.Message != nil && c.Message.Content != nil:
-			return workers.ResponseDigest(*c.Message.Content, nil), nil
+			return task.ResponseDigest(*c.Message.Content, nil), nil
 		case c.Text != nil:
-			return workers.ResponseDigest(*c.Text, nil), nil
+			return task.ResponseDigest(*c.Text, nil), nil
 		}
 	}
 	return [32]byte{}, errors.New("the response has no choice 0 with text")
@@ -172,7 +172,7 @@ func embeddingsDigest(data []struct {
 			return [32]byte{}, fmt.Errorf("embedding %d: %w", d.Index, err)
 		}
 	}
-	return workers.ResponseDigest("", vecs), nil
+	return task.ResponseDigest("", vecs), nil
 }
 
 // streamText concatenates choice 0's text of an SSE stream of chat or

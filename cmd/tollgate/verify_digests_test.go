@@ -4,7 +4,7 @@ import (
 	"encoding/hex"
 	"testing"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 var responseBodies = []struct {
@@ -26,14 +26,14 @@ func TestResponseDigest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := workers.ResponseDigest(tc.text, nil); got != want {
+			if want := task.ResponseDigest(tc.text, nil); got != want {
 				t.Errorf("digest %s, want that of %q", hex.EncodeToString(got[:]), tc.text)
 			}
 		})
 	}
 	emb := `{"object":"list","data":[{"object":"embedding","index":1,"embedding":"AACAPw=="},{"object":"embedding","index":0,"embedding":[0.5,-2]}]}`
 	got, err := responseDigest([]byte(emb))
-	if want := workers.ResponseDigest("", [][]float32{{0.5, -2}, {1}}); err != nil || got != want {
+	if want := task.ResponseDigest("", [][]float32{{0.5, -2}, {1}}); err != nil || got != want {
 		t.Errorf("embeddings: %v, digest %x", err, got)
 	}
 }

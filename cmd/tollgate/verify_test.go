@@ -22,6 +22,7 @@ import (
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/receipts/prover"
@@ -30,9 +31,9 @@ import (
 	"github.com/tollgate-ai/tollgate/zk"
 )
 
-type producedMap map[string]*workers.Completion
+type producedMap map[string]*task.Completion
 
-func (m producedMap) Produced(id string) (*workers.Completion, bool) {
+func (m producedMap) Produced(id string) (*task.Completion, bool) {
 	c, ok := m[id]
 	return c, ok
 }
@@ -46,7 +47,7 @@ type verifyEnv struct {
 	op                                      *receipts.OperatorKey
 	l                                       *ledger.Ledger
 	clk                                     *clock.Fake
-	mv                                      workers.ModelVersion
+	mv                                      task.ModelVersion
 	items                                   []json.RawMessage
 }
 
@@ -73,14 +74,14 @@ func newVerifyEnv(t *testing.T) *verifyEnv {
 	e.l = ledger.New(st, ledger.Options{KeyDir: zk.TestKeyDir(), Clock: e.clk, Operator: e.op})
 	ctx := context.Background()
 	sum := sha256.Sum256([]byte("weights"))
-	e.mv = workers.ModelVersion{Name: "stories260K", Digest: hex.EncodeToString(sum[:])}
+	e.mv = task.ModelVersion{Name: "stories260K", Digest: hex.EncodeToString(sum[:])}
 	if err := e.l.AdmitWorker(ctx, key.WorkerID(), e.mv); err != nil {
 		t.Fatal(err)
 	}
 	e.clk.Advance(time.Second)
 	own := producedMap{}
 	for i := range 2 {
-		c := &workers.Completion{RequestID: fmt.Sprintf("req-%d", i), WorkerID: key.WorkerID(),
+		c := &task.Completion{RequestID: fmt.Sprintf("req-%d", i), WorkerID: key.WorkerID(),
 			Model: e.mv.Name, ModelDigest: e.mv.Digest, RequestDigest: e.mv.Digest, ResponseDigest: e.mv.Digest,
 			PromptTokens: 3, CompletionTokens: 5 + i, Time: e.clk.Now()}
 		own[c.RequestID] = c

@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/config"
 	"github.com/tollgate-ai/tollgate/internal/httpguard"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/llama"
 	oaengine "github.com/tollgate-ai/tollgate/workers/engine/openai"
@@ -69,7 +70,7 @@ func profileNames() []string {
 }
 
 // openEngine builds the chosen engine; close releases it.
-func openEngine(e engineFlags, logger *slog.Logger) (eng workers.Engine, close func() error, err error) {
+func openEngine(e engineFlags, logger *slog.Logger) (eng task.Engine, close func() error, err error) {
 	noop := func() error { return nil }
 	switch e.kind {
 	case "sim":
@@ -108,7 +109,7 @@ func openEngine(e engineFlags, logger *slog.Logger) (eng workers.Engine, close f
 		o, err := oaengine.New(oaengine.Config{
 			BaseURL: e.upstream,
 			APIKey:  firstNonEmpty(e.upstreamKey, os.Getenv("TOLLGATE_UPSTREAM_KEY")),
-			Models:  []workers.ModelVersion{{Name: e.modelName, Digest: e.upstreamDigest, Embeddings: e.embeddings}},
+			Models:  []task.ModelVersion{{Name: e.modelName, Digest: e.upstreamDigest, Embeddings: e.embeddings}},
 			Logger:  logger,
 		})
 		if err != nil {
@@ -207,7 +208,7 @@ func runWorker(ctx context.Context, args []string) error {
 type workerNode struct {
 	gatewayURL, providerToken, advertise string
 	key                                  *keys.Key
-	engine                               workers.Engine
+	engine                               task.Engine
 	maxConcurrency                       int
 	dataDir                              string
 	logger                               *slog.Logger
@@ -283,7 +284,7 @@ func workerMetrics(gpus telemetry.Source, hostname string, prov *obs.Provider) h
 	})
 }
 
-func modelNames(ms []workers.ModelVersion) string {
+func modelNames(ms []task.ModelVersion) string {
 	names := make([]string, len(ms))
 	for i, m := range ms {
 		names[i] = m.Name

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // FuzzParseRecord: a worker record read back from Redis (anyone who can
@@ -43,7 +43,7 @@ func FuzzParseRecord(f *testing.F) {
 			t.Fatalf("accepted URL %q", rec.reg.URL)
 		}
 		for _, m := range rec.reg.Models {
-			if err := workers.ValidateModelVersion(m); err != nil {
+			if err := task.ValidateModelVersion(m); err != nil {
 				t.Fatalf("accepted model %+v: %v", m, err)
 			}
 		}

@@ -46,13 +46,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Local is this replica's registry: *scheduler.Scheduler.
 type Local interface {
-	Upsert(w *workers.Registered)
-	Heartbeat(hb *workers.Heartbeat) error
+	Upsert(w *task.Registered)
+	Heartbeat(hb *task.Heartbeat) error
 	Remove(workerID string)
 }
 
@@ -121,8 +121,8 @@ type Registry struct {
 
 // known is what this replica has fed its scheduler about one worker.
 type known struct {
-	reg *workers.Registered
-	hb  *workers.Heartbeat // the last one seen, for the outage refresh
+	reg *task.Registered
+	hb  *task.Heartbeat // the last one seen, for the outage refresh
 	// at is the beat time (unix ms) of the last record applied from Redis.
 	at int64
 	// direct is when this replica last heard from the worker itself
@@ -152,7 +152,7 @@ const opTimeout = 2 * time.Second
 // Upsert registers a worker here and in Redis. A Redis failure is logged
 // and reported by Err; the worker is registered locally regardless, and
 // its next heartbeat writes the whole record again.
-func (r *Registry) Upsert(w *workers.Registered) {
+func (r *Registry) Upsert(w *task.Registered) {
 	r.local.Upsert(w)
 	now := r.opts.Clock.Now()
 	reg := *w
@@ -164,14 +164,14 @@ func (r *Registry) Upsert(w *workers.Registered) {
 
 // Heartbeat records a heartbeat here and in Redis. An unknown worker gets
 // the local registry's error (it must register again).
-func (r *Registry) Heartbeat(hb *workers.Heartbeat) error {
+func (r *Registry) Heartbeat(hb *task.Heartbeat) error {
 	if err := r.local.Heartbeat(hb); err != nil {
 		return err
 	}
 	now := r.opts.Clock.Now()
 	r.mu.Lock()
 	k := r.known[hb.WorkerID]
-	var reg *workers.Registered
+	var reg *task.Registered
 	if k != nil {
 		cp := *hb
 		k.hb, k.direct, k.at, reg = &cp, now, now.UnixMilli(), k.reg
@@ -202,7 +202,7 @@ func (r *Registry) Remove(workerID string) {
 
 // write stores a worker's whole record (registration, last heartbeat,
 // beat time) with its TTL.
-func (r *Registry) write(reg *workers.Registered, hb *workers.Heartbeat, now time.Time) {
+func (r *Registry) write(reg *task.Registered, hb *task.Heartbeat, now time.Time) {
 	rb, err := json.Marshal(reg)
 	if err != nil {
 		r.opts.Logger.Error("cluster: encode registration", "worker", reg.WorkerID, "err", err)
@@ -285,8 +285,8 @@ func (r *Registry) Run(ctx context.Context) {
 
 // record is one worker's record as read from Redis.
 type record struct {
-	reg *workers.Registered
-	hb  *workers.Heartbeat
+	reg *task.Registered
+	hb  *task.Heartbeat
 	at  int64
 }
 
@@ -307,8 +307,8 @@ func (r *Registry) Sync(ctx context.Context) {
 		return
 	}
 	type op struct {
-		upsert *workers.Registered
-		hb     *workers.Heartbeat
+		upsert *task.Registered
+		hb     *task.Heartbeat
 		remove string
 	}
 	var ops []op
@@ -360,16 +360,16 @@ func (r *Registry) Sync(ctx context.Context) {
 
 // outageRefreshLocked returns the heartbeats that keep workers learned from
 // Redis alive during the first OutageGrace of an outage.
-func (r *Registry) outageRefreshLocked(now time.Time) []*workers.Heartbeat {
+func (r *Registry) outageRefreshLocked(now time.Time) []*task.Heartbeat {
 	if now.Sub(r.downSince) >= r.opts.OutageGrace {
 		return nil
 	}
-	var out []*workers.Heartbeat
+	var out []*task.Heartbeat
 	for id, k := range r.known {
 		if now.Sub(k.direct) < r.opts.HeartbeatTimeout {
 			continue
 		}
-		hb := &workers.Heartbeat{WorkerID: id, Time: now}
+		hb := &task.Heartbeat{WorkerID: id, Time: now}
 		if k.hb != nil {
 			cp := *k.hb
 			hb = &cp
@@ -425,7 +425,7 @@ func parseRecord(id string, v []any) (*record, error) {
 		return nil, nil
 	}
 	str := func(x any) string { s, _ := x.(string); return s }
-	rec := &record{reg: &workers.Registered{}}
+	rec := &record{reg: &task.Registered{}}
 	if err := json.Unmarshal([]byte(str(v[0])), rec.reg); err != nil {
 		return nil, fmt.Errorf("registration: %w", err)
 	}
@@ -439,16 +439,16 @@ func parseRecord(id string, v []any) (*record, error) {
 		return nil, errors.New("registration without a session token or models")
 	}
 	for _, m := range rec.reg.Models {
-		if err := workers.ValidateModelVersion(m); err != nil {
+		if err := task.ValidateModelVersion(m); err != nil {
 			return nil, err
 		}
 	}
 	if hb := str(v[1]); hb != "" {
-		rec.hb = &workers.Heartbeat{}
+		rec.hb = &task.Heartbeat{}
 		if err := json.Unmarshal([]byte(hb), rec.hb); err != nil {
 			return nil, fmt.Errorf("heartbeat: %w", err)
 		}
-		if err := workers.ValidateHeartbeat(rec.hb); err != nil || rec.hb.WorkerID != id {
+		if err := task.ValidateHeartbeat(rec.hb); err != nil || rec.hb.WorkerID != id {
 			return nil, fmt.Errorf("heartbeat for %q: %v", rec.hb.WorkerID, err)
 		}
 	}

@@ -14,27 +14,27 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/redistest"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // fakeLocal records what a replica's scheduler was told, as one line per
 // call.
 type fakeLocal struct {
 	mu      sync.Mutex
-	workers map[string]*workers.Registered
+	workers map[string]*task.Registered
 	calls   []string
 }
 
-func newFakeLocal() *fakeLocal { return &fakeLocal{workers: map[string]*workers.Registered{}} }
+func newFakeLocal() *fakeLocal { return &fakeLocal{workers: map[string]*task.Registered{}} }
 
-func (f *fakeLocal) Upsert(w *workers.Registered) {
+func (f *fakeLocal) Upsert(w *task.Registered) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.workers[w.WorkerID] = w
 	f.calls = append(f.calls, "upsert "+w.WorkerID+" "+w.SessionToken)
 }
 
-func (f *fakeLocal) Heartbeat(hb *workers.Heartbeat) error {
+func (f *fakeLocal) Heartbeat(hb *task.Heartbeat) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.workers[hb.WorkerID] == nil {
@@ -60,13 +60,13 @@ func (f *fakeLocal) take() []string {
 	return c
 }
 
-func reg(id, token string) *workers.Registered {
-	return &workers.Registered{WorkerID: id, URL: "http://127.0.0.1:9/" + id, SessionToken: token, MaxConcurrency: 4,
-		Models: []workers.ModelVersion{{Name: "m", Digest: strings.Repeat("ab", 32)}}}
+func reg(id, token string) *task.Registered {
+	return &task.Registered{WorkerID: id, URL: "http://127.0.0.1:9/" + id, SessionToken: token, MaxConcurrency: 4,
+		Models: []task.ModelVersion{{Name: "m", Digest: strings.Repeat("ab", 32)}}}
 }
 
-func hb(id string, waiting int) *workers.Heartbeat {
-	return &workers.Heartbeat{WorkerID: id, Load: workers.Load{Waiting: waiting}}
+func hb(id string, waiting int) *task.Heartbeat {
+	return &task.Heartbeat{WorkerID: id, Load: task.Load{Waiting: waiting}}
 }
 
 type replica struct {

@@ -19,8 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
-	"github.com/tollgate-ai/tollgate/workers"
 	"gopkg.in/yaml.v3"
 )
 
@@ -103,7 +103,7 @@ type Config struct {
 }
 
 // Records is how the gateway checks each completion record a worker sends
-// before it becomes a receipt (workers.RecordPolicy): it must name the
+// before it becomes a receipt (workers.RecordPolicy, built by tollgate gateway from these settings): it must name the
 // task sent, its subject and the bytes relayed, the worker's own ID and a
 // registered version, a time within ClockSkew of the batch, and token
 // counts within the model's usage bounds. A record that fails is refused,
@@ -113,18 +113,18 @@ type Records struct {
 	// gateway saw the batch run in (default 30s).
 	ClockSkew Duration `yaml:"clock_skew"`
 	// Bounds are every model's usage bounds; a zero field takes
-	// workers.DefaultUsageBounds' (one token per byte of text, slack 16 on
+	// task.DefaultUsageBounds' (one token per byte of text, slack 16 on
 	// completions; one per byte, 8 per message and 64 on prompts).
-	Bounds workers.UsageBounds `yaml:"bounds"`
+	Bounds task.UsageBounds `yaml:"bounds"`
 	// Models overrides Bounds for a model name, field by field (a zero
 	// field keeps Bounds'); hidden_completion: true for a model whose
 	// completion tokens include text it does not return (reasoning).
-	Models map[string]workers.UsageBounds `yaml:"models"`
+	Models map[string]task.UsageBounds `yaml:"models"`
 }
 
 // BoundsFor is model's usage bounds: Models[model] over Bounds over the
 // defaults.
-func (r Records) BoundsFor(model string) workers.UsageBounds {
+func (r Records) BoundsFor(model string) task.UsageBounds {
 	b := r.Bounds
 	if o, ok := r.Models[model]; ok {
 		if o.CompletionPerByte != 0 {
@@ -145,11 +145,6 @@ func (r Records) BoundsFor(model string) workers.UsageBounds {
 		b.HiddenCompletion = b.HiddenCompletion || o.HiddenCompletion
 	}
 	return b.WithDefaults()
-}
-
-// Policy is the record policy for a link to the registered worker w.
-func (r Records) Policy(w *workers.Registered) workers.RecordPolicy {
-	return workers.RecordPolicy{WorkerID: w.WorkerID, Models: w.Models, Skew: r.ClockSkew.D(), Bounds: r.BoundsFor}
 }
 
 // Validate names the first bad field of the records section.
@@ -257,11 +252,11 @@ type APIKey struct {
 func (k APIKey) Billing() bool { return k.Role == RoleBilling }
 
 // PriorityClass maps Priority to the workers' constant.
-func (k APIKey) PriorityClass() workers.Priority {
+func (k APIKey) PriorityClass() task.Priority {
 	if k.Priority == "batch" {
-		return workers.PriorityBatch
+		return task.PriorityBatch
 	}
-	return workers.PriorityInteractive
+	return task.PriorityInteractive
 }
 
 // Model is one allowed model version.
@@ -274,8 +269,8 @@ type Model struct {
 }
 
 // Version converts to the workers' type.
-func (m Model) Version() workers.ModelVersion {
-	return workers.ModelVersion{Name: m.Name, Digest: m.Digest, ContextLength: m.ContextLength, Embeddings: m.Embeddings, OwnedBy: m.OwnedBy}
+func (m Model) Version() task.ModelVersion {
+	return task.ModelVersion{Name: m.Name, Digest: m.Digest, ContextLength: m.ContextLength, Embeddings: m.Embeddings, OwnedBy: m.OwnedBy}
 }
 
 // Limits bound request parameters; zero means the default.
@@ -358,7 +353,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.Redis.WorkerTTL, 10*time.Second)
 	def(&c.Redis.ClaimIdle, 30*time.Second)
-	def(&c.Records.ClockSkew, workers.DefaultRecordSkew)
+	def(&c.Records.ClockSkew, task.DefaultRecordSkew)
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -452,7 +447,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, m := range c.Models {
-		if err := workers.ValidateModelVersion(m.Version()); err != nil {
+		if err := task.ValidateModelVersion(m.Version()); err != nil {
 			return fmt.Errorf("models[%d]: %w", i, err)
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 func TestParse(t *testing.T) {
@@ -114,14 +114,14 @@ records:
 		t.Fatal(err)
 	}
 	def := c.Records.BoundsFor("other")
-	if def.PromptSlack != 100 || def.CompletionSlack != workers.DefaultUsageBounds.CompletionSlack || def.HiddenCompletion {
+	if def.PromptSlack != 100 || def.CompletionSlack != task.DefaultUsageBounds.CompletionSlack || def.HiddenCompletion {
 		t.Errorf("default bounds %+v", def)
 	}
 	r1 := c.Records.BoundsFor("r1")
-	if r1.PromptSlack != 100 || r1.CompletionSlack != 4 || !r1.HiddenCompletion || r1.PromptPerMessage != workers.DefaultUsageBounds.PromptPerMessage {
+	if r1.PromptSlack != 100 || r1.CompletionSlack != 4 || !r1.HiddenCompletion || r1.PromptPerMessage != task.DefaultUsageBounds.PromptPerMessage {
 		t.Errorf("r1 bounds %+v", r1)
 	}
-	if c.Records.ClockSkew.D() != workers.DefaultRecordSkew {
+	if c.Records.ClockSkew.D() != task.DefaultRecordSkew {
 		t.Errorf("clock skew %s", c.Records.ClockSkew.D())
 	}
 }

@@ -204,7 +204,7 @@ func (f setCarrier) Set(key, v string) { f(key, v) }
 func (setCarrier) Keys() []string      { return nil }
 
 // Traceparent returns ctx's span context as a W3C traceparent string, or ""
-// when there is none. Put it in workers.Task.Traceparent per task, and
+// when there is none. Put it in task.Task.Traceparent per task, and
 // beside each receipt for the prover's links.
 func Traceparent(ctx context.Context) string {
 	sc := trace.SpanContextFromContext(ctx)

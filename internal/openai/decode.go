@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Limits bound what a request may ask for. The zero value means defaults.
@@ -607,12 +607,12 @@ func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
 }
 
 // Task converts a validated chat request into a worker task.
-func (r *ChatRequest) Task(requestID string) *workers.Task {
-	t := &workers.Task{RequestID: requestID, Kind: workers.KindChat, Model: r.Model, Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
-	t.Messages = make([]workers.Message, len(r.Messages))
+func (r *ChatRequest) Task(requestID string) *task.Task {
+	t := &task.Task{RequestID: requestID, Kind: task.KindChat, Model: r.Model, Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
+	t.Messages = make([]task.Message, len(r.Messages))
 	n := 0
 	for i, m := range r.Messages {
-		t.Messages[i] = workers.Message{Role: m.Role, Content: m.Content.Text, Name: m.Name}
+		t.Messages[i] = task.Message{Role: m.Role, Content: m.Content.Text, Name: m.Name}
 		n += len(m.Content.Text)
 	}
 	if r.MaxTokens != nil {
@@ -634,8 +634,8 @@ func (r *ChatRequest) IncludeUsage() bool {
 const DefaultCompletionMaxTokens = 16
 
 // Task converts a validated completions request into a worker task.
-func (r *CompletionRequest) Task(requestID string) *workers.Task {
-	t := &workers.Task{RequestID: requestID, Kind: workers.KindCompletion, Model: r.Model, Prompt: r.Prompt.Texts[0], Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
+func (r *CompletionRequest) Task(requestID string) *task.Task {
+	t := &task.Task{RequestID: requestID, Kind: task.KindCompletion, Model: r.Model, Prompt: r.Prompt.Texts[0], Stop: r.Stop, Seed: r.Seed, Stream: r.Stream}
 	t.MaxTokens = DefaultCompletionMaxTokens
 	if r.MaxTokens != nil {
 		t.MaxTokens = *r.MaxTokens
@@ -651,12 +651,12 @@ func (r *CompletionRequest) IncludeUsage() bool {
 }
 
 // Task converts a validated embeddings request into a worker task.
-func (r *EmbeddingRequest) Task(requestID string) *workers.Task {
+func (r *EmbeddingRequest) Task(requestID string) *task.Task {
 	n := 0
 	for _, s := range r.Input.Texts {
 		n += len(s)
 	}
-	return &workers.Task{RequestID: requestID, Kind: workers.KindEmbedding, Model: r.Model, Inputs: r.Input.Texts, PromptTokensHint: tokenHint(n)}
+	return &task.Task{RequestID: requestID, Kind: task.KindEmbedding, Model: r.Model, Inputs: r.Input.Texts, PromptTokensHint: tokenHint(n)}
 }
 
 // sampling applies OpenAI's defaults: temperature 1 and top_p 1 when unset.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 type errCase struct {
@@ -161,9 +161,9 @@ func TestChatTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := int64(3)
-	want := &workers.Task{
-		RequestID: "req_1", Kind: workers.KindChat, Model: "m",
-		Messages:  []workers.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "a\nb"}},
+	want := &task.Task{
+		RequestID: "req_1", Kind: task.KindChat, Model: "m",
+		Messages:  []task.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "a\nb"}},
 		MaxTokens: 9, Temperature: 1, TopP: 1, Seed: &seed, Stop: []string{"END"}, PromptTokensHint: 3,
 	}
 	if diff := cmp.Diff(r.Task("req_1"), want); diff != "" {
@@ -176,7 +176,7 @@ func TestCompletionTaskDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &workers.Task{RequestID: "r", Kind: workers.KindCompletion, Model: "m", Prompt: "once upon", MaxTokens: 16, Temperature: 0, TopP: 1, PromptTokensHint: 3}
+	want := &task.Task{RequestID: "r", Kind: task.KindCompletion, Model: "m", Prompt: "once upon", MaxTokens: 16, Temperature: 0, TopP: 1, PromptTokensHint: 3}
 	if diff := cmp.Diff(r.Task("r"), want); diff != "" {
 		t.Errorf("Task (-got +want):\n%s", diff)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/jsonx"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // NewErrorBody is the OpenAI error envelope for e.
@@ -29,7 +29,7 @@ func MarshalError(e *apierr.Error) []byte {
 }
 
 // NewUsage converts the worker's usage.
-func NewUsage(u *workers.Usage) Usage {
+func NewUsage(u *task.Usage) Usage {
 	if u == nil {
 		return Usage{}
 	}
@@ -43,7 +43,7 @@ func NewEmbeddingList(model, format string, vectors [][]float32, promptTokens in
 	for i, v := range vectors {
 		var e any = v
 		if format == "base64" {
-			e = base64.StdEncoding.EncodeToString(workers.EmbeddingBytes([][]float32{v}))
+			e = base64.StdEncoding.EncodeToString(task.EmbeddingBytes([][]float32{v}))
 		}
 		out.Data[i] = Embedding{Object: "embedding", Index: i, Embedding: e}
 	}
@@ -53,7 +53,7 @@ func NewEmbeddingList(model, format string, vectors [][]float32, promptTokens in
 }
 
 // NewModelList lists model versions as OpenAI models, one entry per name.
-func NewModelList(models []workers.ModelVersion, created int64) *ModelList {
+func NewModelList(models []task.ModelVersion, created int64) *ModelList {
 	out := &ModelList{Object: "list", Data: []Model{}}
 	seen := map[string]bool{}
 	for _, m := range models {
@@ -67,7 +67,7 @@ func NewModelList(models []workers.ModelVersion, created int64) *ModelList {
 }
 
 // NewModel is one model entry.
-func NewModel(m workers.ModelVersion, created int64) Model {
+func NewModel(m task.ModelVersion, created int64) Model {
 	owner := m.OwnedBy
 	if owner == "" {
 		owner = "tollgate"

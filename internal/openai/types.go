@@ -1,7 +1,7 @@
 // Package openai holds the OpenAI wire format as Tollgate speaks it: request
 // bodies for chat completions, completions and embeddings with their strict
 // validation (every rejection is an *apierr.Error naming the offending
-// `param`), their conversion into workers.Task, and the response, stream
+// `param`), their conversion into task.Task, and the response, stream
 // chunk, model list and error bodies the gateway writes.
 //
 // Parameter policy (documented in README.md as well):

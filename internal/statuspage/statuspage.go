@@ -15,7 +15,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Snapshot is everything the page shows, gathered at one moment.
@@ -26,7 +26,7 @@ type Snapshot struct {
 	RefreshSeconds int
 
 	Workers  []Worker
-	Models   []workers.ModelVersion
+	Models   []task.ModelVersion
 	Load     Load
 	Requests Requests
 	Receipts Receipts
@@ -52,8 +52,8 @@ type Worker struct {
 	MaxConcurrency int
 	Queued         int
 	Models         []string
-	Load           workers.Load
-	GPUs           []workers.GPU
+	Load           task.Load
+	GPUs           []task.GPU
 }
 
 // Load is the whole gateway's load now.
@@ -147,7 +147,7 @@ func short(d string) string {
 	return d[:16] + "…"
 }
 
-func memShare(g workers.GPU) float64 {
+func memShare(g task.GPU) float64 {
 	return safeRatio(float64(g.MemoryUsedMiB), float64(g.MemoryTotalMiB))
 }
 

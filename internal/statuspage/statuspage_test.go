@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 var now = time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
@@ -24,13 +24,13 @@ func sample() Snapshot {
 		Workers: []Worker{
 			{ID: "wrk_7f3a9c", URL: "http://10.0.0.5:9090", Healthy: true, LastHeartbeat: now.Add(-400 * time.Millisecond),
 				InFlight: 6, MaxConcurrency: 8, Queued: 2, Models: []string{"llama3-8b"},
-				Load: workers.Load{Waiting: 3, Running: 6, KVCacheUsage: 0.62, Source: "vllm"},
-				GPUs: []workers.GPU{{Index: 0, Name: "NVIDIA H100 80GB HBM3", MemoryTotalMiB: 81559, MemoryUsedMiB: 70211, GPUUtilPct: 93, TemperatureC: 61, PowerW: 612.4}}},
+				Load: task.Load{Waiting: 3, Running: 6, KVCacheUsage: 0.62, Source: "vllm"},
+				GPUs: []task.GPU{{Index: 0, Name: "NVIDIA H100 80GB HBM3", MemoryTotalMiB: 81559, MemoryUsedMiB: 70211, GPUUtilPct: 93, TemperatureC: 61, PowerW: 612.4}}},
 			{ID: "wrk_b21e04", URL: "http://10.0.0.6:9090", Healthy: false, LastHeartbeat: now.Add(-7 * time.Second),
 				MaxConcurrency: 4, Models: []string{"llama3-8b", "embed-small"}},
 			{ID: "wrk_<script>alert(1)</script>", URL: "http://x", Draining: true, Healthy: true, MaxConcurrency: 1},
 		},
-		Models: []workers.ModelVersion{
+		Models: []task.ModelVersion{
 			{Name: "llama3-8b", Digest: strings.Repeat("ab", 32), ContextLength: 8192},
 			{Name: "embed-small", Digest: strings.Repeat("cd", 32), Embeddings: true},
 		},

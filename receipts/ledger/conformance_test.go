@@ -15,8 +15,8 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/redistest"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // storeKind opens a Store for a test; reopen closes the current one and
@@ -92,7 +92,7 @@ func confEntry(i int) *Entry {
 	d := func(s string) string { return fmt.Sprintf("%064x", len(s)*7919+i) }
 	return &Entry{
 		ID: fmt.Sprintf("rcpt_conf%04d", i),
-		Completion: &workers.Completion{RequestID: fmt.Sprintf("req-%d", i), WorkerID: "0xabc", Model: "m",
+		Completion: &task.Completion{RequestID: fmt.Sprintf("req-%d", i), WorkerID: "0xabc", Model: "m",
 			ModelDigest: d("w"), RequestDigest: d("rq"), ResponseDigest: d("rs"), Subject: "key_1",
 			PromptTokens: i, CompletionTokens: 2 * i, Time: time.Unix(1800000000, int64(i)).UTC()},
 		RecordedAt:  time.Unix(1800000100, int64(i)).UTC(),

@@ -16,8 +16,8 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // RegistryKeyID is the key ID under which VerifyingKey serves the legacy v1
@@ -71,7 +71,7 @@ func (l *Ledger) Logger() *slog.Logger { return l.logger }
 
 // Record validates c and stores it as a pending receipt; it returns once
 // the receipt is durable.
-func (l *Ledger) Record(ctx context.Context, receiptID string, c *workers.Completion) error {
+func (l *Ledger) Record(ctx context.Context, receiptID string, c *task.Completion) error {
 	if err := ValidateCompletion(receiptID, c); err != nil {
 		return apierr.Internal(fmt.Errorf("record receipt %s: %w", receiptID, err))
 	}
@@ -86,7 +86,7 @@ func (l *Ledger) Record(ctx context.Context, receiptID string, c *workers.Comple
 }
 
 // ValidateCompletion checks that a completion record can become a leaf.
-func ValidateCompletion(receiptID string, c *workers.Completion) error {
+func ValidateCompletion(receiptID string, c *task.Completion) error {
 	if receiptID == "" || len(receiptID) > 128 {
 		return fmt.Errorf("bad receipt ID %q", receiptID)
 	}
@@ -110,7 +110,7 @@ func ValidateCompletion(receiptID string, c *workers.Completion) error {
 // RecordVoid stores a void receipt: an ID handed to a client whose request
 // served nothing billable. It returns once the entry is durable; the ID
 // then resolves to status "void" with v.Reason, and is never proven.
-func (l *Ledger) RecordVoid(ctx context.Context, receiptID string, v *workers.Void) error {
+func (l *Ledger) RecordVoid(ctx context.Context, receiptID string, v *task.Void) error {
 	switch {
 	case receiptID == "" || len(receiptID) > 128:
 		return apierr.Internal(fmt.Errorf("record void receipt: bad receipt ID %q", receiptID))
@@ -392,7 +392,7 @@ func (l *Ledger) WorkerURL(ctx context.Context, workerID string) (string, error)
 }
 
 // SetCountersignCredential records the credential the gateway issued to a
-// worker at registration (workers.Registered.CountersignToken), beside its
+// worker at registration (task.Registered.CountersignToken), beside its
 // URL in the store's shared meta, so that every prover of the ledger can
 // present it: the worker's countersign route accepts no one else. It is a
 // secret: never log it.

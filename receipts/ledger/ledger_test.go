@@ -17,8 +17,8 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 func digest(s string) string {
@@ -28,9 +28,9 @@ func digest(s string) string {
 
 const testWorker = "0x0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-func completion(i int) *workers.Completion {
+func completion(i int) *task.Completion {
 	id := fmt.Sprintf("req-%d", i)
-	return &workers.Completion{RequestID: id, WorkerID: testWorker, Model: "m", ModelDigest: digest("w"),
+	return &task.Completion{RequestID: id, WorkerID: testWorker, Model: "m", ModelDigest: digest("w"),
 		RequestDigest: digest("rq" + id), ResponseDigest: digest("rs" + id), Subject: "key_1",
 		PromptTokens: i, CompletionTokens: 2 * i, Time: time.Unix(1800000000, int64(i)).UTC()}
 }
@@ -107,18 +107,18 @@ func TestRecordRejectsBadCompletions(t *testing.T) {
 	l := openLedger(t, filepath.Join(t.TempDir(), "l.db"))
 	tests := []struct {
 		name   string
-		mutate func(c *workers.Completion)
+		mutate func(c *task.Completion)
 	}{
-		{"bad request digest", func(c *workers.Completion) { c.RequestDigest = "xyz" }},
-		{"bad response digest", func(c *workers.Completion) { c.ResponseDigest = digest("a")[:63] }},
-		{"bad model digest", func(c *workers.Completion) { c.ModelDigest = "" }},
-		{"negative tokens", func(c *workers.Completion) { c.PromptTokens = -1 }},
-		{"tokens above 32 bits", func(c *workers.Completion) { c.CompletionTokens = 1 << 32 }},
-		{"non-canonical worker", func(c *workers.Completion) {
+		{"bad request digest", func(c *task.Completion) { c.RequestDigest = "xyz" }},
+		{"bad response digest", func(c *task.Completion) { c.ResponseDigest = digest("a")[:63] }},
+		{"bad model digest", func(c *task.Completion) { c.ModelDigest = "" }},
+		{"negative tokens", func(c *task.Completion) { c.PromptTokens = -1 }},
+		{"tokens above 32 bits", func(c *task.Completion) { c.CompletionTokens = 1 << 32 }},
+		{"non-canonical worker", func(c *task.Completion) {
 			c.WorkerID = "0xffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
 		}},
-		{"no request id", func(c *workers.Completion) { c.RequestID = "" }},
-		{"time before 1970", func(c *workers.Completion) { c.Time = time.Unix(-5, 0) }},
+		{"no request id", func(c *task.Completion) { c.RequestID = "" }},
+		{"time before 1970", func(c *task.Completion) { c.Time = time.Unix(-5, 0) }},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,8 +14,8 @@ import (
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // The admission registry (v2).
@@ -68,7 +68,7 @@ var (
 // the worker; nothing was admitted.
 type RevokedError struct {
 	WorkerID string
-	Versions []workers.ModelVersion
+	Versions []task.ModelVersion
 }
 
 func (e *RevokedError) Error() string {
@@ -81,7 +81,7 @@ func (e *RevokedError) Error() string {
 
 // RevokedVersions names the refused versions (the gateway drops them from
 // the registration).
-func (e *RevokedError) RevokedVersions() []workers.ModelVersion { return e.Versions }
+func (e *RevokedError) RevokedVersions() []task.ModelVersion { return e.Versions }
 
 func short(s string) string {
 	if len(s) > 12 {
@@ -338,7 +338,7 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 const maxRegistrySwaps = 32
 
 type admitVersion struct {
-	v      workers.ModelVersion
+	v      task.ModelVersion
 	digest string // lowercase
 	mv     string // commitment hex
 }
@@ -349,7 +349,7 @@ type admitVersion struct {
 // admin has revoked any of the versions for this worker, nothing is
 // admitted and the error is a *RevokedError naming them. The gateway calls
 // it when it accepts a registration.
-func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...workers.ModelVersion) error {
+func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...task.ModelVersion) error {
 	w, err := receipts.ParseCanonicalElement(workerID)
 	if err != nil {
 		return fmt.Errorf("worker ID: %w", err)
@@ -366,7 +366,7 @@ func (l *Ledger) AdmitWorker(ctx context.Context, workerID string, versions ...w
 		want = append(want, admitVersion{v: v, digest: strings.ToLower(v.Digest), mv: receipts.ElementHex(receipts.ModelVersionCommitment(v.Name, d))})
 	}
 	return l.updateAdmission(ctx, func(st *admissionState, tree *receipts.AdmissionTree) (admissionUpdate, error) {
-		var revoked []workers.ModelVersion
+		var revoked []task.ModelVersion
 		for _, a := range want {
 			for i := range st.Denied {
 				if st.Denied[i].covers(workerID, a.v.Name, a.digest) {
@@ -468,7 +468,7 @@ func (l *Ledger) revoke(ctx context.Context, d Denial, keys []receipts.RevokedKe
 // root, including batches a dishonest prover backdates to before the
 // revocation. The key is burned: Reinstate does not lift this, and the
 // worker needs a new key. It returns the versions removed.
-func (l *Ledger) RevokeKey(ctx context.Context, workerID string, from time.Time) ([]workers.ModelVersion, error) {
+func (l *Ledger) RevokeKey(ctx context.Context, workerID string, from time.Time) ([]task.ModelVersion, error) {
 	if err := receipts.CheckElement(workerID); err != nil {
 		return nil, fmt.Errorf("worker ID: %w", err)
 	}
@@ -480,9 +480,9 @@ func (l *Ledger) RevokeKey(ctx context.Context, workerID string, from time.Time)
 		return nil, fmt.Errorf("revoke key %s from %s: that is in the future", workerID, from.Format(time.RFC3339Nano))
 	}
 	removed, err := l.revoke(ctx, Denial{WorkerID: workerID, Burned: true}, []receipts.RevokedKey{{WorkerID: workerID, From: from}})
-	out := make([]workers.ModelVersion, len(removed))
+	out := make([]task.ModelVersion, len(removed))
 	for i, p := range removed {
-		out[i] = workers.ModelVersion{Name: p.Model, Digest: p.Digest}
+		out[i] = task.ModelVersion{Name: p.Model, Digest: p.Digest}
 	}
 	return out, err
 }
@@ -518,22 +518,22 @@ func (l *Ledger) Reinstate(ctx context.Context, workerID, model, digest string) 
 
 // RevokeWorker is Revoke for the gateway's admin route: the versions
 // removed.
-func (l *Ledger) RevokeWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error) {
+func (l *Ledger) RevokeWorker(ctx context.Context, workerID, model, digest string) ([]task.ModelVersion, error) {
 	removed, err := l.Revoke(ctx, workerID, model, digest)
-	out := make([]workers.ModelVersion, len(removed))
+	out := make([]task.ModelVersion, len(removed))
 	for i, p := range removed {
-		out[i] = workers.ModelVersion{Name: p.Model, Digest: p.Digest}
+		out[i] = task.ModelVersion{Name: p.Model, Digest: p.Digest}
 	}
 	return out, err
 }
 
 // ReinstateWorker is Reinstate for the gateway's admin route: the denials
 // still in force, as versions (an empty name or digest: all).
-func (l *Ledger) ReinstateWorker(ctx context.Context, workerID, model, digest string) ([]workers.ModelVersion, error) {
+func (l *Ledger) ReinstateWorker(ctx context.Context, workerID, model, digest string) ([]task.ModelVersion, error) {
 	left, err := l.Reinstate(ctx, workerID, model, digest)
-	out := make([]workers.ModelVersion, len(left))
+	out := make([]task.ModelVersion, len(left))
 	for i, d := range left {
-		out[i] = workers.ModelVersion{Name: d.Model, Digest: d.Digest}
+		out[i] = task.ModelVersion{Name: d.Model, Digest: d.Digest}
 	}
 	return out, err
 }

@@ -15,8 +15,8 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/redistest"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 func operatorKey(t testing.TB, seed byte) *receipts.OperatorKey {
@@ -33,7 +33,7 @@ func workerN(i int) string {
 	return receipts.ElementHex(e)
 }
 
-func mvOf(v workers.ModelVersion) fr.Element {
+func mvOf(v task.ModelVersion) fr.Element {
 	d, _ := receipts.ParseDigest(v.Digest)
 	return receipts.ModelVersionCommitment(v.Name, d)
 }
@@ -77,7 +77,7 @@ func (e *registryEnv) verified(t *testing.T) (*receipts.RootHistory, *receipts.R
 
 // checkAdmitted asserts that the pair is (or is not) in the root in force
 // at t, both per the ledger (AdmissionAt) and per the verified history.
-func (e *registryEnv) checkAdmitted(t *testing.T, at time.Time, worker string, v workers.ModelVersion, want bool) {
+func (e *registryEnv) checkAdmitted(t *testing.T, at time.Time, worker string, v task.ModelVersion, want bool) {
 	t.Helper()
 	_, roots := e.verified(t)
 	adm, err := e.l.AdmissionAt(context.Background(), at, worker, mvOf(v))
@@ -104,8 +104,8 @@ func (e *registryEnv) checkAdmitted(t *testing.T, at time.Time, worker string, v
 func TestAdmitRevokeReinstate(t *testing.T) {
 	e := newRegistryEnv(t)
 	ctx := context.Background()
-	a := workers.ModelVersion{Name: "a", Digest: digest("a")}
-	b := workers.ModelVersion{Name: "b", Digest: digest("b")}
+	a := task.ModelVersion{Name: "a", Digest: digest("a")}
+	b := task.ModelVersion{Name: "b", Digest: digest("b")}
 	w1, w2 := workerN(1), workerN(2)
 
 	if _, err := e.l.RootHistory(ctx); err == nil {
@@ -201,17 +201,17 @@ func TestAdmitRevokeReinstate(t *testing.T) {
 func TestAdmitRefuses(t *testing.T) {
 	e := newRegistryEnv(t)
 	ctx := context.Background()
-	a := workers.ModelVersion{Name: "a", Digest: digest("a")}
+	a := task.ModelVersion{Name: "a", Digest: digest("a")}
 	for name, f := range map[string]func() error{
 		"bad digest": func() error {
-			return e.l.AdmitWorker(ctx, workerN(1), workers.ModelVersion{Name: "c", Digest: "nothex"})
+			return e.l.AdmitWorker(ctx, workerN(1), task.ModelVersion{Name: "c", Digest: "nothex"})
 		},
 		"worker ID not hex": func() error { return e.l.AdmitWorker(ctx, "0xzz", a) },
 		"worker ID short":   func() error { return e.l.AdmitWorker(ctx, "0x1", a) },
 		"worker ID >= r": func() error {
 			return e.l.AdmitWorker(ctx, "0x"+digest("x")[:0]+"30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001", a)
 		},
-		"unnamed model":        func() error { return e.l.AdmitWorker(ctx, workerN(1), workers.ModelVersion{Digest: digest("a")}) },
+		"unnamed model":        func() error { return e.l.AdmitWorker(ctx, workerN(1), task.ModelVersion{Digest: digest("a")}) },
 		"revoke bad digest":    func() error { _, err := e.l.Revoke(ctx, workerN(1), "a", "ABC"); return err },
 		"revoke bad worker":    func() error { _, err := e.l.Revoke(ctx, "worker", "", ""); return err },
 		"reinstate bad worker": func() error { _, err := e.l.Reinstate(ctx, "", "", ""); return err },
@@ -260,7 +260,7 @@ func TestRegistryConcurrentReplicas(t *testing.T) {
 		wg.Go(func() {
 			for j := range perReplica {
 				name := fmt.Sprintf("model-%d-%d", i, j)
-				if err := l.AdmitWorker(ctx, workerN(i), workers.ModelVersion{Name: name, Digest: digest(name)}); err != nil {
+				if err := l.AdmitWorker(ctx, workerN(i), task.ModelVersion{Name: name, Digest: digest(name)}); err != nil {
 					errs <- err
 				}
 			}
@@ -303,9 +303,9 @@ func BenchmarkAdmissionAt(b *testing.B) {
 	l := New(st, Options{Clock: clk, Operator: operatorKey(b, 1)})
 	ctx := context.Background()
 	const workersN, models = 300, 10
-	var vs []workers.ModelVersion
+	var vs []task.ModelVersion
 	for j := range models {
-		vs = append(vs, workers.ModelVersion{Name: fmt.Sprint("m", j), Digest: digest(fmt.Sprint(j))})
+		vs = append(vs, task.ModelVersion{Name: fmt.Sprint("m", j), Digest: digest(fmt.Sprint(j))})
 	}
 	start := time.Now()
 	for i := range workersN {
@@ -346,7 +346,7 @@ func BenchmarkAdmissionAt(b *testing.B) {
 func TestRegistryConcurrentInOneProcess(t *testing.T) {
 	e := newRegistryEnv(t)
 	ctx := context.Background()
-	v := workers.ModelVersion{Name: "a", Digest: digest("a")}
+	v := task.ModelVersion{Name: "a", Digest: digest("a")}
 	if err := e.l.AdmitWorker(ctx, workerN(0), v); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func TestRegistryConcurrentInOneProcess(t *testing.T) {
 func TestRevokeKey(t *testing.T) {
 	e := newRegistryEnv(t)
 	ctx := context.Background()
-	a := workers.ModelVersion{Name: "a", Digest: digest("a")}
+	a := task.ModelVersion{Name: "a", Digest: digest("a")}
 	w := workerN(1)
 	if err := e.l.AdmitWorker(ctx, w, a); err != nil {
 		t.Fatal(err)
@@ -432,7 +432,7 @@ func TestRevokeKey(t *testing.T) {
 func TestHeadNeverPrecedesALaterEntry(t *testing.T) {
 	e := newRegistryEnv(t)
 	ctx := context.Background()
-	a := workers.ModelVersion{Name: "a", Digest: digest("a")}
+	a := task.ModelVersion{Name: "a", Digest: digest("a")}
 	w := workerN(1)
 	if err := e.l.AdmitWorker(ctx, w, a); err != nil {
 		t.Fatal(err)

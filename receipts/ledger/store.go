@@ -21,8 +21,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // Entry is one receipt as stored: the completion record (or, for a void
@@ -34,15 +34,15 @@ type Entry struct {
 	// 1 (0: no subject, or recorded before the per-subject index): the
 	// cursor of a client's own export, which says nothing of other keys'
 	// traffic.
-	SubjectSeq uint64              `json:"subject_seq,omitempty"`
-	ID         string              `json:"id"`
-	Completion *workers.Completion `json:"completion"`
+	SubjectSeq uint64           `json:"subject_seq,omitempty"`
+	ID         string           `json:"id"`
+	Completion *task.Completion `json:"completion"`
 	// Void, set instead of Completion, records a receipt ID that names
 	// nothing billable. A void entry is never pending and never batched.
-	Void       *workers.Void `json:"void,omitempty"`
-	RecordedAt time.Time     `json:"recorded_at"`
-	BatchSeq   uint64        `json:"batch_seq,omitempty"` // 0 while pending
-	Index      int           `json:"index,omitempty"`     // leaf slot in the batch
+	Void       *task.Void `json:"void,omitempty"`
+	RecordedAt time.Time  `json:"recorded_at"`
+	BatchSeq   uint64     `json:"batch_seq,omitempty"` // 0 while pending
+	Index      int        `json:"index,omitempty"`     // leaf slot in the batch
 	// Traceparent is the W3C traceparent of the request that recorded it,
 	// so the prover's batch span can link to the request's trace.
 	Traceparent string `json:"traceparent,omitempty"`

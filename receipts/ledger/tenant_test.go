@@ -13,8 +13,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // subjectEntry is confEntry i recorded for subject.
@@ -85,7 +85,7 @@ func TestStoreVoid(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store, _ func() Store) {
 		ctx := context.Background()
 		v := &Entry{ID: "rcpt_void", RecordedAt: time.Unix(1800000000, 0).UTC(),
-			Void: &workers.Void{RequestID: "req-v", Subject: "alice", Model: "m", Reason: "nothing served", Time: time.Unix(1800000000, 0).UTC()}}
+			Void: &task.Void{RequestID: "req-v", Subject: "alice", Model: "m", Reason: "nothing served", Time: time.Unix(1800000000, 0).UTC()}}
 		mustAppend(t, st, confEntry(1), v, confEntry(2))
 		pending, err := st.Pending(ctx)
 		if err != nil {
@@ -126,7 +126,7 @@ func TestLedgerTenantIsolation(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := l.RecordVoid(ctx, "rcpt_v", &workers.Void{RequestID: "req-v", Subject: "bob", Model: "m", Reason: "the stream failed before any token"}); err != nil {
+			if err := l.RecordVoid(ctx, "rcpt_v", &task.Void{RequestID: "req-v", Subject: "bob", Model: "m", Reason: "the stream failed before any token"}); err != nil {
 				t.Fatal(err)
 			}
 

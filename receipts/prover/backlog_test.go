@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
@@ -94,14 +95,14 @@ func (w *workerProc) produce(l *ledger.Ledger, prefix string, n int) []string {
 	w.t.Helper()
 	var ids []string
 	for start := 0; start < n; start += 64 {
-		b := &workers.Batch{ID: fmt.Sprintf("%s-%d", prefix, start)}
+		b := &task.Batch{ID: fmt.Sprintf("%s-%d", prefix, start)}
 		for i := start; i < min(n, start+64); i++ {
-			b.Tasks = append(b.Tasks, workers.Task{RequestID: fmt.Sprintf("%s-%d", prefix, i), Kind: workers.KindChat, Model: "sim-tiny",
-				Subject: "key_1", Messages: []workers.Message{{Role: "user", Content: fmt.Sprint("hi ", i)}}})
+			b.Tasks = append(b.Tasks, task.Task{RequestID: fmt.Sprintf("%s-%d", prefix, i), Kind: task.KindChat, Model: "sim-tiny",
+				Subject: "key_1", Messages: []task.Message{{Role: "user", Content: fmt.Sprint("hi ", i)}}})
 		}
 		var mu sync.Mutex
-		var done []*workers.Completion
-		err := w.agent.RunBatch(context.Background(), b, func(ev workers.Event) error {
+		var done []*task.Completion
+		err := w.agent.RunBatch(context.Background(), b, func(ev task.Event) error {
 			if ev.Completion != nil {
 				mu.Lock()
 				done = append(done, ev.Completion)

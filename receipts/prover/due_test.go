@@ -8,8 +8,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
-	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/zk"
 )
 
@@ -19,7 +19,7 @@ func TestBatchPolicy(t *testing.T) {
 		var out []*ledger.Entry
 		for i := range n {
 			out = append(out, &ledger.Entry{ID: fmt.Sprintf("%s-%d", worker, i), RecordedAt: now.Add(-age),
-				Completion: &workers.Completion{WorkerID: worker, Model: "m", ModelDigest: "d"}})
+				Completion: &task.Completion{WorkerID: worker, Model: "m", ModelDigest: "d"}})
 		}
 		return out
 	}

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
 )
@@ -38,7 +39,7 @@ func TestBatchTraceLinksRequests(t *testing.T) {
 	for i := range 2 {
 		ctx, span := p.Start(context.Background(), "POST /v1/chat/completions", obs.KindServer)
 		reqID := fmt.Sprintf("t-%d", i)
-		c := &workers.Completion{RequestID: reqID, WorkerID: e.wid, Model: model.Name, ModelDigest: model.Digest,
+		c := &task.Completion{RequestID: reqID, WorkerID: e.wid, Model: model.Name, ModelDigest: model.Digest,
 			RequestDigest: digest("rq" + reqID), ResponseDigest: digest("rs" + reqID), Subject: "key_1",
 			PromptTokens: 7, CompletionTokens: 30, Time: e.clock.Now().UTC()}
 		e.own[reqID] = c

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
@@ -25,9 +26,9 @@ import (
 	"github.com/tollgate-ai/tollgate/zk"
 )
 
-type producedMap map[string]*workers.Completion
+type producedMap map[string]*task.Completion
 
-func (m producedMap) Produced(id string) (*workers.Completion, bool) {
+func (m producedMap) Produced(id string) (*task.Completion, bool) {
 	c, ok := m[id]
 	if !ok {
 		return nil, false
@@ -72,7 +73,7 @@ type env struct {
 	signer *workers.Countersigner
 }
 
-var model = workers.ModelVersion{Name: "llama3-8b", Digest: digest("weights")}
+var model = task.ModelVersion{Name: "llama3-8b", Digest: digest("weights")}
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
@@ -109,7 +110,7 @@ func (e *env) record(prefix string, n int, produced bool) []string {
 	var ids []string
 	for i := range n {
 		reqID := fmt.Sprintf("%s-%d", prefix, i)
-		c := &workers.Completion{RequestID: reqID, WorkerID: e.wid, Model: model.Name, ModelDigest: model.Digest,
+		c := &task.Completion{RequestID: reqID, WorkerID: e.wid, Model: model.Name, ModelDigest: model.Digest,
 			RequestDigest: digest("rq" + reqID), ResponseDigest: digest("rs" + reqID), Subject: "key_1",
 			PromptTokens: 7 + i, CompletionTokens: 30 + i, Time: e.clock.Now().UTC()}
 		if produced {

@@ -10,13 +10,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
-
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Source is what DCGMHandler reads; Collector satisfies it.
 type Source interface {
-	GPUs(ctx context.Context) []workers.GPU
+	GPUs(ctx context.Context) []task.GPU
 }
 
 // dcgmMetric is one dcgm-exporter field: its name, type and help string as
@@ -25,21 +24,21 @@ type dcgmMetric struct {
 	name  string
 	typ   prometheus.ValueType
 	help  string
-	value func(g *workers.GPU) float64
+	value func(g *task.GPU) float64
 }
 
 var dcgmMetrics = []dcgmMetric{
-	{"DCGM_FI_DEV_SM_CLOCK", prometheus.GaugeValue, "SM clock frequency (in MHz).", func(g *workers.GPU) float64 { return float64(g.SMClockMHz) }},
-	{"DCGM_FI_DEV_MEM_CLOCK", prometheus.GaugeValue, "Memory clock frequency (in MHz).", func(g *workers.GPU) float64 { return float64(g.MemClockMHz) }},
-	{"DCGM_FI_DEV_GPU_TEMP", prometheus.GaugeValue, "GPU temperature (in C).", func(g *workers.GPU) float64 { return float64(g.TemperatureC) }},
-	{"DCGM_FI_DEV_POWER_USAGE", prometheus.GaugeValue, "Power draw (in W).", func(g *workers.GPU) float64 { return g.PowerW }},
-	{"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", prometheus.CounterValue, "Total energy consumption since boot (in mJ).", func(g *workers.GPU) float64 { return float64(g.EnergyMJ) }},
-	{"DCGM_FI_DEV_GPU_UTIL", prometheus.GaugeValue, "GPU utilization (in %).", func(g *workers.GPU) float64 { return float64(g.GPUUtilPct) }},
-	{"DCGM_FI_DEV_MEM_COPY_UTIL", prometheus.GaugeValue, "Memory utilization (in %).", func(g *workers.GPU) float64 { return float64(g.MemUtilPct) }},
-	{"DCGM_FI_DEV_FB_FREE", prometheus.GaugeValue, "Framebuffer memory free (in MiB).", func(g *workers.GPU) float64 { return float64(g.MemoryFreeMiB) }},
-	{"DCGM_FI_DEV_FB_USED", prometheus.GaugeValue, "Framebuffer memory used (in MiB).", func(g *workers.GPU) float64 { return float64(g.MemoryUsedMiB) }},
-	{"DCGM_FI_DEV_FB_TOTAL", prometheus.GaugeValue, "Framebuffer memory total (in MiB).", func(g *workers.GPU) float64 { return float64(g.MemoryTotalMiB) }},
-	{"DCGM_FI_DEV_MIG_MODE", prometheus.GaugeValue, "MIG mode of the device (1 = enabled).", func(g *workers.GPU) float64 {
+	{"DCGM_FI_DEV_SM_CLOCK", prometheus.GaugeValue, "SM clock frequency (in MHz).", func(g *task.GPU) float64 { return float64(g.SMClockMHz) }},
+	{"DCGM_FI_DEV_MEM_CLOCK", prometheus.GaugeValue, "Memory clock frequency (in MHz).", func(g *task.GPU) float64 { return float64(g.MemClockMHz) }},
+	{"DCGM_FI_DEV_GPU_TEMP", prometheus.GaugeValue, "GPU temperature (in C).", func(g *task.GPU) float64 { return float64(g.TemperatureC) }},
+	{"DCGM_FI_DEV_POWER_USAGE", prometheus.GaugeValue, "Power draw (in W).", func(g *task.GPU) float64 { return g.PowerW }},
+	{"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", prometheus.CounterValue, "Total energy consumption since boot (in mJ).", func(g *task.GPU) float64 { return float64(g.EnergyMJ) }},
+	{"DCGM_FI_DEV_GPU_UTIL", prometheus.GaugeValue, "GPU utilization (in %).", func(g *task.GPU) float64 { return float64(g.GPUUtilPct) }},
+	{"DCGM_FI_DEV_MEM_COPY_UTIL", prometheus.GaugeValue, "Memory utilization (in %).", func(g *task.GPU) float64 { return float64(g.MemUtilPct) }},
+	{"DCGM_FI_DEV_FB_FREE", prometheus.GaugeValue, "Framebuffer memory free (in MiB).", func(g *task.GPU) float64 { return float64(g.MemoryFreeMiB) }},
+	{"DCGM_FI_DEV_FB_USED", prometheus.GaugeValue, "Framebuffer memory used (in MiB).", func(g *task.GPU) float64 { return float64(g.MemoryUsedMiB) }},
+	{"DCGM_FI_DEV_FB_TOTAL", prometheus.GaugeValue, "Framebuffer memory total (in MiB).", func(g *task.GPU) float64 { return float64(g.MemoryTotalMiB) }},
+	{"DCGM_FI_DEV_MIG_MODE", prometheus.GaugeValue, "MIG mode of the device (1 = enabled).", func(g *task.GPU) float64 {
 		if g.MIGEnabled {
 			return 1
 		}

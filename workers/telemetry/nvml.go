@@ -18,7 +18,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Lib is the part of NVML the collector calls. FromNVML adapts an
@@ -62,7 +62,7 @@ func (n nvmlLib) DeviceGetHandleByIndex(i int) (Device, nvml.Return) {
 
 // Collector reads the GPUs of this machine. Close releases NVML.
 type Collector interface {
-	GPUs(ctx context.Context) []workers.GPU
+	GPUs(ctx context.Context) []task.GPU
 	Close() error
 }
 
@@ -92,7 +92,7 @@ type NVML struct {
 	mu     sync.Mutex
 	ok     bool // Init succeeded and Close not yet called
 	read   time.Time
-	cached []workers.GPU
+	cached []task.GPU
 	warned map[string]bool // field errors already logged, by "index/field"
 }
 
@@ -146,27 +146,27 @@ func (n *NVML) Close() error {
 // report (NOT_SUPPORTED, no permission, ...) is left zero. The slice is the
 // caller's to keep; it is empty, not nil, when there is no GPU (so it
 // encodes as [] in a heartbeat).
-func (n *NVML) GPUs(ctx context.Context) []workers.GPU {
+func (n *NVML) GPUs(ctx context.Context) []task.GPU {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.ok || ctx.Err() != nil {
-		return []workers.GPU{}
+		return []task.GPU{}
 	}
 	now := n.clock.Now()
 	if n.cached == nil || n.ttl <= 0 || !now.Before(n.read.Add(n.ttl)) {
 		n.cached = n.readLocked()
 		n.read = now
 	}
-	return append([]workers.GPU{}, n.cached...)
+	return append([]task.GPU{}, n.cached...)
 }
 
-func (n *NVML) readLocked() []workers.GPU {
+func (n *NVML) readLocked() []task.GPU {
 	count, ret := n.lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
 		n.warnOnceLocked("count", "device count", ret)
-		return []workers.GPU{}
+		return []task.GPU{}
 	}
-	gpus := make([]workers.GPU, 0, count)
+	gpus := make([]task.GPU, 0, count)
 	for i := 0; i < count; i++ {
 		d, ret := n.lib.DeviceGetHandleByIndex(i)
 		if ret != nvml.SUCCESS {
@@ -180,8 +180,8 @@ func (n *NVML) readLocked() []workers.GPU {
 
 const mib = 1 << 20
 
-func (n *NVML) readDeviceLocked(i int, d Device) workers.GPU {
-	g := workers.GPU{Index: i}
+func (n *NVML) readDeviceLocked(i int, d Device) task.GPU {
+	g := task.GPU{Index: i}
 	check := func(field string, ret nvml.Return) bool {
 		if ret == nvml.SUCCESS {
 			return true

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -85,7 +85,7 @@ func mockLib(devs ...nvml.Device) *mock.Interface {
 }
 
 func TestGPUsMapping(t *testing.T) {
-	fullGPU := workers.GPU{
+	fullGPU := task.GPU{
 		Name: "NVIDIA H100 80GB HBM3", UUID: "GPU-aaaa",
 		MemoryTotalMiB: 81559, MemoryUsedMiB: 1024, MemoryFreeMiB: 80535,
 		GPUUtilPct: 87, MemUtilPct: 41, TemperatureC: 64, PowerW: 312.5,
@@ -94,14 +94,14 @@ func TestGPUsMapping(t *testing.T) {
 	tests := []struct {
 		name string
 		devs []nvml.Device
-		want []workers.GPU
+		want []task.GPU
 	}{
-		{"no devices", nil, []workers.GPU{}},
-		{"every field", []nvml.Device{h100("GPU-aaaa")}, []workers.GPU{fullGPU}},
+		{"no devices", nil, []task.GPU{}},
+		{"every field", []nvml.Device{h100("GPU-aaaa")}, []task.GPU{fullGPU}},
 		{"unsupported fields stay zero", []nvml.Device{unsupported()},
-			[]workers.GPU{{Name: "NVIDIA GeForce RTX 3060", UUID: "GPU-consumer"}}},
+			[]task.GPU{{Name: "NVIDIA GeForce RTX 3060", UUID: "GPU-consumer"}}},
 		{"lost device skipped, index kept", []nvml.Device{nil, h100("GPU-bbbb")},
-			[]workers.GPU{func() workers.GPU { g := fullGPU; g.Index, g.UUID = 1, "GPU-bbbb"; return g }()}},
+			[]task.GPU{func() task.GPU { g := fullGPU; g.Index, g.UUID = 1, "GPU-bbbb"; return g }()}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,9 +178,9 @@ func TestGPUsCache(t *testing.T) {
 	}
 }
 
-type staticSource []workers.GPU
+type staticSource []task.GPU
 
-func (s staticSource) GPUs(context.Context) []workers.GPU { return append([]workers.GPU(nil), s...) }
+func (s staticSource) GPUs(context.Context) []task.GPU { return append([]task.GPU(nil), s...) }
 
 func TestDCGMHandler(t *testing.T) {
 	c := NewNVML(quietLogger(), WithLib(FromNVML(mockLib(h100("GPU-aaaa"), unsupported()))))

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // BenchmarkSingleSequence is run.c's loop: one sequence, greedy, 256
@@ -66,8 +66,8 @@ func BenchmarkBatched(b *testing.B) {
 				for i := range n {
 					seed := iter*int64(n) + int64(i)
 					wg.Go(func() {
-						res, err := e.Generate(b.Context(), &workers.Task{Kind: workers.KindCompletion, MaxTokens: 256,
-							Temperature: 0.8, Seed: &seed}, func(workers.Delta) error { return nil })
+						res, err := e.Generate(b.Context(), &task.Task{Kind: task.KindCompletion, MaxTokens: 256,
+							Temperature: 0.8, Seed: &seed}, func(task.Delta) error { return nil })
 						if err != nil {
 							b.Error(err)
 						}

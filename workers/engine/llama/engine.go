@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
@@ -55,11 +56,11 @@ type Options struct {
 }
 
 // Engine is the built-in CPU engine: one llama2.c checkpoint served with
-// continuous batching. It implements workers.Engine and workers.LoadReporter.
+// continuous batching. It implements task.Engine and task.LoadReporter.
 type Engine struct {
 	model   *model
 	tok     *Tokenizer
-	version workers.ModelVersion
+	version task.ModelVersion
 	opts    Options
 	logger  *slog.Logger
 	ws      *workspace // owned by the loop
@@ -79,8 +80,8 @@ type Engine struct {
 }
 
 var (
-	_ workers.Engine       = (*Engine)(nil)
-	_ workers.LoadReporter = (*Engine)(nil)
+	_ task.Engine       = (*Engine)(nil)
+	_ task.LoadReporter = (*Engine)(nil)
 )
 
 // Open loads the checkpoint and tokenizer in dir and starts the batching
@@ -139,7 +140,7 @@ func open(dir string, opts Options, beforeStep func()) (*Engine, error) {
 	e := &Engine{
 		model: m,
 		tok:   tok,
-		version: workers.ModelVersion{
+		version: task.ModelVersion{
 			Name:          opts.ModelName,
 			Digest:        manifestDigest([]manifestFile{{filepath.Base(ckpt), ckData}, {filepath.Base(tokf), tokData}}),
 			ContextLength: cfg.SeqLen,
@@ -148,7 +149,7 @@ func open(dir string, opts Options, beforeStep func()) (*Engine, error) {
 			// Every kernel reduces in a fixed order per row, whatever
 			// the batch (see TestGoldenConcurrent), and sampling is
 			// run.c's xorshift seeded by the task.
-			Determinism: workers.DeterminismExact,
+			Determinism: task.DeterminismExact,
 		},
 		opts:   opts,
 		logger: opts.Logger.With("model", opts.ModelName),
@@ -267,7 +268,7 @@ func (e *Engine) Close() error {
 }
 
 // Models returns the one model version this engine serves.
-func (e *Engine) Models() []workers.ModelVersion { return []workers.ModelVersion{e.version} }
+func (e *Engine) Models() []task.ModelVersion { return []task.ModelVersion{e.version} }
 
 // Config returns the checkpoint's hyperparameters.
 func (e *Engine) Config() Config { return e.model.cfg }
@@ -276,10 +277,10 @@ func (e *Engine) Config() Config { return e.model.cfg }
 func (e *Engine) Tokenizer() *Tokenizer { return e.tok }
 
 // Load reports the engine's own queue and KV-cache use.
-func (e *Engine) Load(context.Context) (workers.Load, error) {
+func (e *Engine) Load(context.Context) (task.Load, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return workers.Load{
+	return task.Load{
 		Waiting:      len(e.waiting),
 		Running:      int(e.nRunning.Load()),
 		KVCacheUsage: float64(e.kvUsed) / float64(e.opts.KVCacheBytes),
@@ -289,7 +290,7 @@ func (e *Engine) Load(context.Context) (workers.Load, error) {
 
 // ChatPrompt renders chat messages in the engine's prompt format (see the
 // package comment): one "Role: content" line per message, then "Assistant:".
-func ChatPrompt(msgs []workers.Message) string {
+func ChatPrompt(msgs []task.Message) string {
 	var b strings.Builder
 	for _, m := range msgs {
 		b.WriteString(roleLabel(m.Role))
@@ -351,16 +352,16 @@ type request struct {
 	stop        []string
 }
 
-func (e *Engine) newRequest(t *workers.Task) (*request, error) {
+func (e *Engine) newRequest(t *task.Task) (*request, error) {
 	if err := e.checkModel(t.Model); err != nil {
 		return nil, err
 	}
 	var text string
 	stop := slices.DeleteFunc(slices.Clone(t.Stop), func(s string) bool { return s == "" })
 	switch t.Kind {
-	case workers.KindCompletion:
+	case task.KindCompletion:
 		text = t.Prompt
-	case workers.KindChat:
+	case task.KindChat:
 		if len(t.Messages) == 0 {
 			return nil, apierr.BadRequest("messages", "invalid_value", "messages must not be empty")
 		}
@@ -485,10 +486,10 @@ var errStopped = errors.New("stop sequence matched")
 // Generate runs a completion or chat task, streaming text as tokens are
 // produced. The text is the generated continuation only (not the prompt);
 // a matched stop sequence ends it and is not included.
-func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (e *Engine) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	r, err := e.newRequest(t)
 	if err != nil {
-		return workers.Result{}, err
+		return task.Result{}, err
 	}
 	out := newStopWriter(r.stop, emit)
 	prev := r.prompt[len(r.prompt)-1]
@@ -505,36 +506,36 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	case err != nil:
 		// Stopped part way: what was done is still reported.
 		e.logger.Debug("generation ended early", "request_id", t.RequestID, "err", err)
-		return workers.Result{PromptTokens: len(r.prompt), CompletionTokens: generated}, err
+		return task.Result{PromptTokens: len(r.prompt), CompletionTokens: generated}, err
 	default:
 		if err := out.flush(); err != nil {
-			return workers.Result{}, err
+			return task.Result{}, err
 		}
 	}
-	return workers.Result{FinishReason: finish, PromptTokens: len(r.prompt), CompletionTokens: generated}, nil
+	return task.Result{FinishReason: finish, PromptTokens: len(r.prompt), CompletionTokens: generated}, nil
 }
 
 // Embed embeds every input in one batched engine call: each input runs as a
 // sequence (BOS + tokens) and its vector is the unit-normalized mean of the
 // final hidden states (after the final RMSNorm) over its token positions,
 // BOS excluded unless the input is empty.
-func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (workers.EmbedResult, error) {
+func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (task.EmbedResult, error) {
 	if err := e.checkModel(model); err != nil {
-		return workers.EmbedResult{}, err
+		return task.EmbedResult{}, err
 	}
 	if len(inputs) == 0 {
-		return workers.EmbedResult{}, apierr.BadRequest("input", "invalid_value", "input must not be empty")
+		return task.EmbedResult{}, apierr.BadRequest("input", "invalid_value", "input must not be empty")
 	}
 	seqs := make([]*sequence, len(inputs))
 	perInput := make([]int, len(inputs))
 	total := 0
 	for i, in := range inputs {
 		if err := e.checkTextLen("input", in); err != nil {
-			return workers.EmbedResult{}, err
+			return task.EmbedResult{}, err
 		}
 		p := e.tok.Encode(in, true)
 		if len(p) > e.model.cfg.SeqLen {
-			return workers.EmbedResult{}, apierr.BadRequest("input", "context_length_exceeded",
+			return task.EmbedResult{}, apierr.BadRequest("input", "context_length_exceeded",
 				"input %d is %d tokens; this model's context length is %d", i, len(p), e.model.cfg.SeqLen)
 		}
 		total += len(p)
@@ -542,7 +543,7 @@ func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (work
 		seqs[i] = e.newSequence(fmt.Sprintf("embedding-%d", i), p, true, 0, nil)
 	}
 	if err := e.enqueue(seqs...); err != nil {
-		return workers.EmbedResult{}, err
+		return task.EmbedResult{}, err
 	}
 	defer func() {
 		for _, s := range seqs {
@@ -553,13 +554,13 @@ func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (work
 	for i, s := range seqs {
 		select {
 		case <-ctx.Done():
-			return workers.EmbedResult{}, ctx.Err()
+			return task.EmbedResult{}, ctx.Err()
 		case ev := <-s.out:
 			if ev.err != nil {
-				return workers.EmbedResult{}, ev.err
+				return task.EmbedResult{}, ev.err
 			}
 			vecs[i] = ev.pooled
 		}
 	}
-	return workers.EmbedResult{Vectors: vecs, PromptTokens: total, InputTokens: perInput}, nil
+	return task.EmbedResult{Vectors: vecs, PromptTokens: total, InputTokens: perInput}, nil
 }

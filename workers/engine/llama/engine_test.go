@@ -16,13 +16,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
 
-func generateText(t *testing.T, e *Engine, task *workers.Task) (string, workers.Result) {
+func generateText(t *testing.T, e *Engine, tk *task.Task) (string, task.Result) {
 	t.Helper()
 	var sb strings.Builder
-	res, err := e.Generate(t.Context(), task, func(d workers.Delta) error { sb.WriteString(d.Text); return nil })
+	res, err := e.Generate(t.Context(), tk, func(d task.Delta) error { sb.WriteString(d.Text); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func wantStatus(t *testing.T, err error, status int, code string) {
 func TestModels(t *testing.T) {
 	e := openTestEngine(t, Options{})
 	got := e.Models()
-	want := []workers.ModelVersion{{Name: "stories260K", ContextLength: 512, Embeddings: true, OwnedBy: "tollgate", Determinism: workers.DeterminismExact,
+	want := []task.ModelVersion{{Name: "stories260K", ContextLength: 512, Embeddings: true, OwnedBy: "tollgate", Determinism: task.DeterminismExact,
 		Digest: manifestDigest([]manifestFile{{"tok512.bin", mustRead(t, "tok512.bin")}, {"stories260K.bin", mustRead(t, "stories260K.bin")}})}}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("Models (-got +want):\n%s", diff)
@@ -77,23 +78,23 @@ func TestGenerateValidation(t *testing.T) {
 	e := openTestEngine(t, Options{})
 	tests := []struct {
 		name   string
-		task   workers.Task
+		task   task.Task
 		status int
 		code   string
 	}{
-		{"unknown model", workers.Task{Kind: workers.KindCompletion, Model: "gpt-4"}, http.StatusNotFound, "model_not_found"},
-		{"negative max_tokens", workers.Task{Kind: workers.KindCompletion, MaxTokens: -1}, http.StatusBadRequest, "invalid_value"},
-		{"temperature too high", workers.Task{Kind: workers.KindCompletion, Temperature: 3}, http.StatusBadRequest, "invalid_value"},
-		{"NaN temperature", workers.Task{Kind: workers.KindCompletion, Temperature: math.NaN()}, http.StatusBadRequest, "invalid_value"},
-		{"top_p above one", workers.Task{Kind: workers.KindCompletion, TopP: 1.5}, http.StatusBadRequest, "invalid_value"},
-		{"empty chat", workers.Task{Kind: workers.KindChat}, http.StatusBadRequest, "invalid_value"},
-		{"embedding kind", workers.Task{Kind: workers.KindEmbedding}, http.StatusBadRequest, "invalid_value"},
-		{"prompt longer than the context", workers.Task{Kind: workers.KindCompletion, Prompt: strings.Repeat("a b ", 300)}, http.StatusBadRequest, "context_length_exceeded"},
-		{"prompt text far too long", workers.Task{Kind: workers.KindCompletion, Prompt: strings.Repeat("x", 1<<20)}, http.StatusBadRequest, "context_length_exceeded"},
+		{"unknown model", task.Task{Kind: task.KindCompletion, Model: "gpt-4"}, http.StatusNotFound, "model_not_found"},
+		{"negative max_tokens", task.Task{Kind: task.KindCompletion, MaxTokens: -1}, http.StatusBadRequest, "invalid_value"},
+		{"temperature too high", task.Task{Kind: task.KindCompletion, Temperature: 3}, http.StatusBadRequest, "invalid_value"},
+		{"NaN temperature", task.Task{Kind: task.KindCompletion, Temperature: math.NaN()}, http.StatusBadRequest, "invalid_value"},
+		{"top_p above one", task.Task{Kind: task.KindCompletion, TopP: 1.5}, http.StatusBadRequest, "invalid_value"},
+		{"empty chat", task.Task{Kind: task.KindChat}, http.StatusBadRequest, "invalid_value"},
+		{"embedding kind", task.Task{Kind: task.KindEmbedding}, http.StatusBadRequest, "invalid_value"},
+		{"prompt longer than the context", task.Task{Kind: task.KindCompletion, Prompt: strings.Repeat("a b ", 300)}, http.StatusBadRequest, "context_length_exceeded"},
+		{"prompt text far too long", task.Task{Kind: task.KindCompletion, Prompt: strings.Repeat("x", 1<<20)}, http.StatusBadRequest, "context_length_exceeded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := e.Generate(t.Context(), &tt.task, func(workers.Delta) error { return nil })
+			_, err := e.Generate(t.Context(), &tt.task, func(task.Delta) error { return nil })
 			wantStatus(t, err, tt.status, tt.code)
 		})
 	}
@@ -104,15 +105,15 @@ func TestGenerateFinish(t *testing.T) {
 	seed := int64(7)
 	tests := []struct {
 		name       string
-		task       workers.Task
+		task       task.Task
 		wantFinish string
 		wantTokens int // -1: any
 	}{
-		{"max_tokens", workers.Task{Kind: workers.KindCompletion, Prompt: "Once upon a time", MaxTokens: 5}, "length", 5},
-		{"context end", workers.Task{Kind: workers.KindCompletion, Prompt: strings.Repeat("Once upon a time. ", 101)}, "length", 512 - 507 + 1},
-		{"prompt fills the context", workers.Task{Kind: workers.KindCompletion, Prompt: strings.Repeat("Once upon a time. ", 102)}, "length", 1},
-		{"stop sequence", workers.Task{Kind: workers.KindCompletion, Prompt: "Once upon a time", Stop: []string{"Lily"}}, "stop", -1},
-		{"sampled with seed", workers.Task{Kind: workers.KindCompletion, Prompt: "Once", MaxTokens: 30, Temperature: 0.9, TopP: 0.9, Seed: &seed}, "length", 30},
+		{"max_tokens", task.Task{Kind: task.KindCompletion, Prompt: "Once upon a time", MaxTokens: 5}, "length", 5},
+		{"context end", task.Task{Kind: task.KindCompletion, Prompt: strings.Repeat("Once upon a time. ", 101)}, "length", 512 - 507 + 1},
+		{"prompt fills the context", task.Task{Kind: task.KindCompletion, Prompt: strings.Repeat("Once upon a time. ", 102)}, "length", 1},
+		{"stop sequence", task.Task{Kind: task.KindCompletion, Prompt: "Once upon a time", Stop: []string{"Lily"}}, "stop", -1},
+		{"sampled with seed", task.Task{Kind: task.KindCompletion, Prompt: "Once", MaxTokens: 30, Temperature: 0.9, TopP: 0.9, Seed: &seed}, "length", 30},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,12 +138,12 @@ func TestGenerateFinish(t *testing.T) {
 
 func TestSeedReproduces(t *testing.T) {
 	e := openTestEngine(t, Options{})
-	task := func(seed int64) *workers.Task {
-		return &workers.Task{Kind: workers.KindCompletion, Prompt: "Lily", MaxTokens: 40, Temperature: 1, Seed: &seed}
+	tk := func(seed int64) *task.Task {
+		return &task.Task{Kind: task.KindCompletion, Prompt: "Lily", MaxTokens: 40, Temperature: 1, Seed: &seed}
 	}
-	a, _ := generateText(t, e, task(42))
-	b, _ := generateText(t, e, task(42))
-	c, _ := generateText(t, e, task(43))
+	a, _ := generateText(t, e, tk(42))
+	b, _ := generateText(t, e, tk(42))
+	c, _ := generateText(t, e, tk(43))
 	if a != b {
 		t.Errorf("same seed, different text:\n%q\n%q", a, b)
 	}
@@ -152,15 +153,15 @@ func TestSeedReproduces(t *testing.T) {
 }
 
 func TestChat(t *testing.T) {
-	got := ChatPrompt([]workers.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"},
+	got := ChatPrompt([]task.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"},
 		{Role: "assistant", Content: "Hello"}, {Role: "user", Content: "Tell a story"}})
 	want := "System: Be brief.\nUser: Hi\nAssistant: Hello\nUser: Tell a story\nAssistant:"
 	if got != want {
 		t.Errorf("ChatPrompt = %q, want %q", got, want)
 	}
 	e := openTestEngine(t, Options{})
-	text, res := generateText(t, e, &workers.Task{Kind: workers.KindChat, MaxTokens: 20,
-		Messages: []workers.Message{{Role: "user", Content: "Tell me a story"}}})
+	text, res := generateText(t, e, &task.Task{Kind: task.KindChat, MaxTokens: 20,
+		Messages: []task.Message{{Role: "user", Content: "Tell me a story"}}})
 	if res.PromptTokens != len(e.tok.Encode("User: Tell me a story\nAssistant:", true)) || text == "" {
 		t.Errorf("chat: %q, %+v", text, res)
 	}
@@ -171,20 +172,20 @@ func TestCancelFreesSequence(t *testing.T) {
 	// cancelled while running to the end of the context, was freed.
 	e := openTestEngine(t, Options{MaxNumSeqs: 1})
 	ctx, cancel := context.WithCancel(t.Context())
-	_, err := e.Generate(ctx, &workers.Task{Kind: workers.KindCompletion}, func(workers.Delta) error {
+	_, err := e.Generate(ctx, &task.Task{Kind: task.KindCompletion}, func(task.Delta) error {
 		cancel()
 		return nil
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
-	text, res := generateText(t, e, &workers.Task{Kind: workers.KindCompletion, Prompt: "Once", MaxTokens: 3})
+	text, res := generateText(t, e, &task.Task{Kind: task.KindCompletion, Prompt: "Once", MaxTokens: 3})
 	if res.CompletionTokens != 3 || text == "" {
 		t.Errorf("second request: %q %+v", text, res)
 	}
 	// An emit error ends the stream the same way.
 	boom := errors.New("client gone")
-	_, err = e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion}, func(workers.Delta) error { return boom })
+	_, err = e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion}, func(task.Delta) error { return boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want the emit error", err)
 	}
@@ -206,8 +207,8 @@ func TestQueueFullAndKVBudget(t *testing.T) {
 	run := func(maxTokens int) chan error {
 		done := make(chan error, 1)
 		go func() {
-			_, err := e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion, Prompt: "Once", MaxTokens: maxTokens},
-				func(workers.Delta) error { return nil })
+			_, err := e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion, Prompt: "Once", MaxTokens: maxTokens},
+				func(task.Delta) error { return nil })
 			done <- err
 		}()
 		return done
@@ -216,7 +217,7 @@ func TestQueueFullAndKVBudget(t *testing.T) {
 	<-inStep         // the loop is now held inside its first step
 	// The second cannot fit beside the first and waits; the queue is now
 	// full, so a third is shed at once.
-	r2, err := e.newRequest(&workers.Task{Kind: workers.KindCompletion, Prompt: "Once", MaxTokens: 60})
+	r2, err := e.newRequest(&task.Task{Kind: task.KindCompletion, Prompt: "Once", MaxTokens: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,15 +225,15 @@ func TestQueueFullAndKVBudget(t *testing.T) {
 	if err := e.enqueue(second); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := e.Load(t.Context()); l != (workers.Load{Waiting: 1, Running: 1, KVCacheUsage: 0.625, Source: "llama"}) {
+	if l, _ := e.Load(t.Context()); l != (task.Load{Waiting: 1, Running: 1, KVCacheUsage: 0.625, Source: "llama"}) {
 		t.Errorf("load = %+v", l)
 	}
-	_, err = e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion, Prompt: "Once", MaxTokens: 5},
-		func(workers.Delta) error { return nil })
+	_, err = e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion, Prompt: "Once", MaxTokens: 5},
+		func(task.Delta) error { return nil })
 	wantStatus(t, err, http.StatusTooManyRequests, "engine_queue_full")
 	// A request that could never fit the budget is refused, not queued.
-	_, err = e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion, Prompt: "Once", MaxTokens: 200},
-		func(workers.Delta) error { return nil })
+	_, err = e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion, Prompt: "Once", MaxTokens: 200},
+		func(task.Delta) error { return nil })
 	wantStatus(t, err, http.StatusBadRequest, "context_length_exceeded")
 	close(hold)
 	if err := <-first; err != nil {
@@ -254,7 +255,7 @@ func TestCloseFailsRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Close()
-	_, err = e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion}, func(workers.Delta) error { return nil })
+	_, err = e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion}, func(task.Delta) error { return nil })
 	wantStatus(t, err, http.StatusServiceUnavailable, "engine_closed")
 	if err := e.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
@@ -364,7 +365,7 @@ func TestCloseDuringGeneration(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion}, func(workers.Delta) error { return nil })
+		_, err := e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion}, func(task.Delta) error { return nil })
 		done <- err
 	}()
 	<-inStep // the request is running, the loop held inside its first step

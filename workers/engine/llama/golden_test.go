@@ -10,8 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // modelDir locates the shared stories260K files, or skips the test.
@@ -69,7 +68,7 @@ func openTestEngine(t testing.TB, opts Options) *Engine {
 type goldenResult struct {
 	tokens []int  // every next token, prompt replay included, as run.c records them
 	text   string // completion text as Generate streamed it
-	result workers.Result
+	result task.Result
 }
 
 // runGolden runs a golden case as the completion request the package
@@ -78,9 +77,9 @@ type goldenResult struct {
 func runGolden(ctx context.Context, e *Engine, c goldenCase) (goldenResult, error) {
 	var got goldenResult
 	got.tokens = append(got.tokens, c.PromptTokens[1:]...)
-	task := &workers.Task{Kind: workers.KindCompletion, Model: "stories260K", Prompt: c.Prompt,
+	tk := &task.Task{Kind: task.KindCompletion, Model: "stories260K", Prompt: c.Prompt,
 		MaxTokens: c.Steps - len(c.PromptTokens) + 1}
-	r, err := e.newRequest(task)
+	r, err := e.newRequest(tk)
 	if err != nil {
 		return got, err
 	}
@@ -88,7 +87,7 @@ func runGolden(ctx context.Context, e *Engine, c goldenCase) (goldenResult, erro
 		return got, err
 	}
 	var sb strings.Builder
-	got.result, err = e.Generate(ctx, task, func(d workers.Delta) error { sb.WriteString(d.Text); return nil })
+	got.result, err = e.Generate(ctx, tk, func(d task.Delta) error { sb.WriteString(d.Text); return nil })
 	got.text = sb.String()
 	return got, err
 }
@@ -114,7 +113,7 @@ func checkGolden(t *testing.T, e *Engine, c goldenCase, got goldenResult) {
 	if !strings.HasPrefix(c.Text, c.Prompt) || got.text != c.Text[len(c.Prompt):] {
 		t.Errorf("completion text:\n got %q\nwant %q", got.text, strings.TrimPrefix(c.Text, c.Prompt))
 	}
-	want := workers.Result{FinishReason: "length", PromptTokens: len(c.PromptTokens), CompletionTokens: c.Steps - len(c.PromptTokens) + 1}
+	want := task.Result{FinishReason: "length", PromptTokens: len(c.PromptTokens), CompletionTokens: c.Steps - len(c.PromptTokens) + 1}
 	if diff := cmp.Diff(got.result, want); diff != "" {
 		t.Errorf("result (-got +want):\n%s", diff)
 	}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // stopWriter streams generated text while watching for stop sequences. Text
@@ -13,12 +13,12 @@ import (
 // sequence is never partly emitted.
 type stopWriter struct {
 	stops   []string
-	emit    func(workers.Delta) error
+	emit    func(task.Delta) error
 	pending strings.Builder
 	tokens  int // tokens whose text is pending
 }
 
-func newStopWriter(stops []string, emit func(workers.Delta) error) *stopWriter {
+func newStopWriter(stops []string, emit func(task.Delta) error) *stopWriter {
 	return &stopWriter{stops: stops, emit: emit}
 }
 
@@ -60,7 +60,7 @@ func (w *stopWriter) send(text string) error {
 	}
 	n := w.tokens
 	w.tokens = 0
-	return w.emit(workers.Delta{Text: text, Tokens: n})
+	return w.emit(task.Delta{Text: text, Tokens: n})
 }
 
 // firstStop is the index of the earliest stop-sequence match in text, or -1.

@@ -6,8 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 func TestStopWriter(t *testing.T) {
@@ -15,29 +14,29 @@ func TestStopWriter(t *testing.T) {
 		name     string
 		stops    []string
 		pieces   []string
-		want     []workers.Delta // emitted deltas, flush included
+		want     []task.Delta // emitted deltas, flush included
 		wantStop bool
 	}{
 		{name: "no stops streams every piece", pieces: []string{"a", "b"},
-			want: []workers.Delta{{Text: "a", Tokens: 1}, {Text: "b", Tokens: 1}}},
+			want: []task.Delta{{Text: "a", Tokens: 1}, {Text: "b", Tokens: 1}}},
 		{name: "stop inside one piece", stops: []string{"END"}, pieces: []string{"ab", "cENDx"},
-			want: []workers.Delta{{Text: "ab", Tokens: 1}, {Text: "c", Tokens: 1}}, wantStop: true},
+			want: []task.Delta{{Text: "ab", Tokens: 1}, {Text: "c", Tokens: 1}}, wantStop: true},
 		{name: "stop across pieces is never partly emitted", stops: []string{"\nUser:"}, pieces: []string{"hi", "\n", "Us", "er", ":", "x"},
-			want: []workers.Delta{{Text: "hi", Tokens: 1}}, wantStop: true},
+			want: []task.Delta{{Text: "hi", Tokens: 1}}, wantStop: true},
 		{name: "held prefix released when it diverges", stops: []string{"\nUser:"}, pieces: []string{"hi", "\n", "Us", "ed"},
-			want: []workers.Delta{{Text: "hi", Tokens: 1}, {Text: "\nUsed", Tokens: 3}}},
+			want: []task.Delta{{Text: "hi", Tokens: 1}, {Text: "\nUsed", Tokens: 3}}},
 		{name: "held prefix flushed at the end", stops: []string{"STOP"}, pieces: []string{"a", "ST"},
-			want: []workers.Delta{{Text: "a", Tokens: 1}, {Text: "ST", Tokens: 1}}},
+			want: []task.Delta{{Text: "a", Tokens: 1}, {Text: "ST", Tokens: 1}}},
 		{name: "earliest of several stops wins", stops: []string{"cd", "b"}, pieces: []string{"abcd"},
-			want: []workers.Delta{{Text: "a", Tokens: 1}}, wantStop: true},
+			want: []task.Delta{{Text: "a", Tokens: 1}}, wantStop: true},
 		{name: "stop at the very start emits nothing", stops: []string{"x"}, pieces: []string{"x"}, wantStop: true},
 		{name: "incomplete utf-8 is held", pieces: []string{"caf", "\xc3", "\xa9!"},
-			want: []workers.Delta{{Text: "caf", Tokens: 1}, {Text: "é!", Tokens: 2}}},
+			want: []task.Delta{{Text: "caf", Tokens: 1}, {Text: "é!", Tokens: 2}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got []workers.Delta
-			w := newStopWriter(tt.stops, func(d workers.Delta) error { got = append(got, d); return nil })
+			var got []task.Delta
+			w := newStopWriter(tt.stops, func(d task.Delta) error { got = append(got, d); return nil })
 			stopped := false
 			for _, p := range tt.pieces {
 				if err := w.write(p); errors.Is(err, errStopped) {
@@ -74,7 +73,7 @@ func FuzzStopWriter(f *testing.F) {
 			return
 		}
 		var got strings.Builder
-		w := newStopWriter([]string{stop}, func(d workers.Delta) error { got.WriteString(d.Text); return nil })
+		w := newStopWriter([]string{stop}, func(d task.Delta) error { got.WriteString(d.Text); return nil })
 		stopped := false
 		for start := 0; start < len(text) && !stopped; {
 			n := 1 + int(cuts%4)

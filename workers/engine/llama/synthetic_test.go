@@ -8,8 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // TestSyntheticModels runs small generated checkpoints through the whole
@@ -43,10 +42,10 @@ func TestSyntheticModels(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer e.Close()
-			gen := func(prompt string, seed int64) (string, workers.Result) {
+			gen := func(prompt string, seed int64) (string, task.Result) {
 				var text string
-				res, err := e.Generate(t.Context(), &workers.Task{Kind: workers.KindCompletion, Model: "synthetic",
-					Prompt: prompt, Temperature: 1, Seed: &seed}, func(d workers.Delta) error { text += d.Text; return nil })
+				res, err := e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion, Model: "synthetic",
+					Prompt: prompt, Temperature: 1, Seed: &seed}, func(d task.Delta) error { text += d.Text; return nil })
 				if err != nil {
 					t.Error(err)
 				}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // TestAbortFinishIsAnError plays an upstream that gives up part way and
@@ -37,18 +37,18 @@ func TestAbortFinishIsAnError(t *testing.T) {
 					io.WriteString(w, body)
 				}))
 				defer srv.Close()
-				e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []workers.ModelVersion{{Name: "m", Digest: digest}},
+				e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []task.ModelVersion{{Name: "m", Digest: digest}},
 					MetricsURL: MetricsOff, Logger: quietLogger()})
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer e.Close()
-				task := workers.Task{Kind: workers.KindChat, Model: "m", Messages: []workers.Message{{Role: "user", Content: "hi"}}, Stream: stream}
+				tk := task.Task{Kind: task.KindChat, Model: "m", Messages: []task.Message{{Role: "user", Content: "hi"}}, Stream: stream}
 				if !stream {
-					task.Deadline = time.Now().Add(time.Hour) // asked for as one answer
+					tk.Deadline = time.Now().Add(time.Hour) // asked for as one answer
 				}
 				var got collected
-				res, err := e.Generate(context.Background(), &task, got.emit)
+				res, err := e.Generate(context.Background(), &tk, got.emit)
 				if err == nil {
 					t.Fatalf("finish %q became a complete answer: text %q, %+v", finish, got.text, res)
 				}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/internal/upstreamtest"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // BenchmarkSSEReader parses a 200-chunk chat stream.
@@ -37,16 +37,16 @@ func BenchmarkSSEReader(b *testing.B) {
 func BenchmarkGenerateStream(b *testing.B) {
 	up := upstreamtest.Start(upstreamtest.Config{})
 	defer up.Close()
-	e, err := New(Config{BaseURL: up.URL, Models: []workers.ModelVersion{{Name: "mock-llm", Digest: digest}}, Logger: quietLogger()})
+	e, err := New(Config{BaseURL: up.URL, Models: []task.ModelVersion{{Name: "mock-llm", Digest: digest}}, Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer e.Close()
-	task := workers.Task{Kind: workers.KindChat, Model: "mock-llm", Messages: []workers.Message{{Role: "user", Content: "hello"}}}
-	emit := func(workers.Delta) error { return nil }
+	tk := task.Task{Kind: task.KindChat, Model: "mock-llm", Messages: []task.Message{{Role: "user", Content: "hello"}}}
+	emit := func(task.Delta) error { return nil }
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := e.Generate(context.Background(), &task, emit); err != nil {
+		if _, err := e.Generate(context.Background(), &tk, emit); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -21,8 +21,8 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/internal/upstreamtest"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 const digest = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -37,7 +37,7 @@ func newEngine(t *testing.T, up *upstreamtest.Server, mod func(*Config)) *Engine
 	t.Helper()
 	cfg := Config{
 		BaseURL: up.URL,
-		Models: []workers.ModelVersion{
+		Models: []task.ModelVersion{
 			{Name: "mock-llm", Digest: digest},
 			{Name: "llama3", Digest: digest},
 			{Name: "mock-embed", Digest: digest, Embeddings: true},
@@ -62,7 +62,7 @@ type collected struct {
 	tokens int
 }
 
-func (c *collected) emit(d workers.Delta) error {
+func (c *collected) emit(d task.Delta) error {
 	c.text += d.Text
 	c.tokens += d.Tokens
 	c.deltas++
@@ -70,46 +70,46 @@ func (c *collected) emit(d workers.Delta) error {
 }
 
 func TestGenerate(t *testing.T) {
-	msgs := []workers.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hello there"}}
+	msgs := []task.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hello there"}}
 	upMsgs := []upstreamtest.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hello there"}}
 	chatPrompt := upstreamtest.ChatPrompt(upMsgs)
 	tests := []struct {
 		name      string
 		omitUsage bool
-		task      workers.Task
+		task      task.Task
 		prompt    string // what the mock generates from
 		max       int
-		wantUsage func(completion int) workers.Result
+		wantUsage func(completion int) task.Result
 	}{
 		{
-			name: "chat with usage", task: workers.Task{Kind: workers.KindChat, Model: "mock-llm", Messages: msgs},
+			name: "chat with usage", task: task.Task{Kind: task.KindChat, Model: "mock-llm", Messages: msgs},
 			prompt: chatPrompt,
-			wantUsage: func(n int) workers.Result {
-				return workers.Result{PromptTokens: upstreamtest.ChatPromptTokens(upMsgs), CompletionTokens: n}
+			wantUsage: func(n int) task.Result {
+				return task.Result{PromptTokens: upstreamtest.ChatPromptTokens(upMsgs), CompletionTokens: n}
 			},
 		},
 		{
-			name: "completion with usage", task: workers.Task{Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "once upon a time"},
+			name: "completion with usage", task: task.Task{Kind: task.KindCompletion, Model: "mock-llm", Prompt: "once upon a time"},
 			prompt:    "once upon a time",
-			wantUsage: func(n int) workers.Result { return workers.Result{PromptTokens: 4, CompletionTokens: n} },
+			wantUsage: func(n int) task.Result { return task.Result{PromptTokens: 4, CompletionTokens: n} },
 		},
 		{
-			name: "max tokens ends with length", task: workers.Task{Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "once upon a time", MaxTokens: 3},
+			name: "max tokens ends with length", task: task.Task{Kind: task.KindCompletion, Model: "mock-llm", Prompt: "once upon a time", MaxTokens: 3},
 			prompt: "once upon a time", max: 3,
-			wantUsage: func(n int) workers.Result { return workers.Result{PromptTokens: 4, CompletionTokens: n} },
+			wantUsage: func(n int) task.Result { return task.Result{PromptTokens: 4, CompletionTokens: n} },
 		},
 		{
-			name: "served name mapped to upstream name", task: workers.Task{Kind: workers.KindChat, Model: "llama3", Messages: msgs},
+			name: "served name mapped to upstream name", task: task.Task{Kind: task.KindChat, Model: "llama3", Messages: msgs},
 			prompt: chatPrompt,
-			wantUsage: func(n int) workers.Result {
-				return workers.Result{PromptTokens: upstreamtest.ChatPromptTokens(upMsgs), CompletionTokens: n}
+			wantUsage: func(n int) task.Result {
+				return task.Result{PromptTokens: upstreamtest.ChatPromptTokens(upMsgs), CompletionTokens: n}
 			},
 		},
 		{
 			name: "omitted usage counts chunks, prompt unknown", omitUsage: true,
-			task:      workers.Task{Kind: workers.KindChat, Model: "mock-llm", Messages: msgs},
+			task:      task.Task{Kind: task.KindChat, Model: "mock-llm", Messages: msgs},
 			prompt:    chatPrompt,
-			wantUsage: func(n int) workers.Result { return workers.Result{PromptTokens: 0, CompletionTokens: n} },
+			wantUsage: func(n int) task.Result { return task.Result{PromptTokens: 0, CompletionTokens: n} },
 		},
 	}
 	// A streamed task, or one without a deadline, streams from the
@@ -130,10 +130,10 @@ func TestGenerate(t *testing.T) {
 				up := upstreamtest.Start(upstreamtest.Config{OmitUsage: tc.omitUsage})
 				defer up.Close()
 				e := newEngine(t, up, nil)
-				task := tc.task
-				task.Stream, task.Deadline = m.stream, m.deadline
+				tk := tc.task
+				tk.Stream, tk.Deadline = m.stream, m.deadline
 				var got collected
-				res, err := e.Generate(context.Background(), &task, got.emit)
+				res, err := e.Generate(context.Background(), &tk, got.emit)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -158,7 +158,7 @@ func TestGenerate(t *testing.T) {
 					t.Errorf("deltas carry %d tokens, result says %d", got.tokens, res.CompletionTokens)
 				}
 				path := "/v1/chat/completions"
-				if tc.task.Kind == workers.KindCompletion {
+				if tc.task.Kind == task.KindCompletion {
 					path = "/v1/completions"
 				}
 				var sent struct {
@@ -186,13 +186,13 @@ func TestGenerateRejects(t *testing.T) {
 	e := newEngine(t, up, nil)
 	tests := []struct {
 		name       string
-		task       workers.Task
+		task       task.Task
 		wantStatus int
 		wantCode   string
 	}{
-		{"unknown model", workers.Task{Kind: workers.KindChat, Model: "gpt-9", Messages: []workers.Message{{Role: "user", Content: "x"}}}, 404, "model_not_found"},
-		{"no messages", workers.Task{Kind: workers.KindChat, Model: "mock-llm"}, 400, "invalid_value"},
-		{"embedding kind", workers.Task{Kind: workers.KindEmbedding, Model: "mock-llm"}, 400, "invalid_value"},
+		{"unknown model", task.Task{Kind: task.KindChat, Model: "gpt-9", Messages: []task.Message{{Role: "user", Content: "x"}}}, 404, "model_not_found"},
+		{"no messages", task.Task{Kind: task.KindChat, Model: "mock-llm"}, 400, "invalid_value"},
+		{"embedding kind", task.Task{Kind: task.KindEmbedding, Model: "mock-llm"}, 400, "invalid_value"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,7 +218,7 @@ func checkAPIErr(t *testing.T, err error, status int, code string) *apierr.Error
 }
 
 func TestUpstreamErrors(t *testing.T) {
-	chat := workers.Task{Kind: workers.KindChat, Model: "mock-llm", Messages: []workers.Message{{Role: "user", Content: "hi"}}}
+	chat := task.Task{Kind: task.KindChat, Model: "mock-llm", Messages: []task.Message{{Role: "user", Content: "hi"}}}
 	tests := []struct {
 		name       string
 		fail       upstreamtest.Failure
@@ -273,8 +273,8 @@ func TestUnreachableUpstream(t *testing.T) {
 	up := upstreamtest.Start(upstreamtest.Config{})
 	e := newEngine(t, up, nil)
 	up.Close()
-	task := workers.Task{Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "x"}
-	_, err := e.Generate(context.Background(), &task, (&collected{}).emit)
+	tk := task.Task{Kind: task.KindCompletion, Model: "mock-llm", Prompt: "x"}
+	_, err := e.Generate(context.Background(), &tk, (&collected{}).emit)
 	checkAPIErr(t, err, 503, "upstream_error")
 }
 
@@ -305,8 +305,8 @@ func TestHeaderTimeout(t *testing.T) {
 
 	errc := make(chan error, 1)
 	go func() {
-		task := workers.Task{Kind: workers.KindChat, Model: "mock-llm", Messages: []workers.Message{{Role: "user", Content: "hi"}}}
-		_, err := e.Generate(context.Background(), &task, (&collected{}).emit)
+		tk := task.Task{Kind: task.KindChat, Model: "mock-llm", Messages: []task.Message{{Role: "user", Content: "hi"}}}
+		_, err := e.Generate(context.Background(), &tk, (&collected{}).emit)
 		errc <- err
 	}()
 	wait(t, requested, "the upstream request")
@@ -331,8 +331,8 @@ func TestIdleTimeout(t *testing.T) {
 	first := make(chan struct{}, 1)
 	errc := make(chan error, 1)
 	go func() {
-		task := workers.Task{Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "a long story"}
-		_, err := e.Generate(context.Background(), &task, func(workers.Delta) error {
+		tk := task.Task{Kind: task.KindCompletion, Model: "mock-llm", Prompt: "a long story"}
+		_, err := e.Generate(context.Background(), &tk, func(task.Delta) error {
 			first <- struct{}{}
 			return nil
 		})
@@ -362,8 +362,8 @@ func TestCancelMidStreamAbortsUpstream(t *testing.T) {
 			e := newEngine(t, up, nil)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			task := workers.Task{Kind: workers.KindChat, Model: "mock-llm", Messages: []workers.Message{{Role: "user", Content: "hi"}}}
-			_, err := e.Generate(ctx, &task, func(workers.Delta) error { return tc.stop(cancel) })
+			tk := task.Task{Kind: task.KindChat, Model: "mock-llm", Messages: []task.Message{{Role: "user", Content: "hi"}}}
+			_, err := e.Generate(ctx, &tk, func(task.Delta) error { return tc.stop(cancel) })
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err %v, want %v", err, tc.wantErr)
 			}
@@ -402,7 +402,7 @@ func TestEmbed(t *testing.T) {
 			for i, in := range inputs {
 				want[i] = upstreamtest.Embedding(in, 16)
 			}
-			if diff := cmp.Diff(workers.EmbedResult{Vectors: want, PromptTokens: tc.wantTokens}, res); diff != "" {
+			if diff := cmp.Diff(task.EmbedResult{Vectors: want, PromptTokens: tc.wantTokens}, res); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
@@ -442,7 +442,7 @@ func TestMalformedUpstream(t *testing.T) {
 			}))
 			defer srv.Close()
 			e, err := New(Config{BaseURL: srv.URL + "/v1", MetricsURL: MetricsOff, MaxEventBytes: 4096, Logger: quietLogger(),
-				Models: []workers.ModelVersion{{Name: "m", Digest: digest}}})
+				Models: []task.ModelVersion{{Name: "m", Digest: digest}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -461,7 +461,7 @@ func TestMalformedUpstream(t *testing.T) {
 				return
 			}
 			var got collected
-			res, err := e.Generate(context.Background(), &workers.Task{Kind: workers.KindCompletion, Model: "m", Prompt: "p"}, got.emit)
+			res, err := e.Generate(context.Background(), &task.Task{Kind: task.KindCompletion, Model: "m", Prompt: "p"}, got.emit)
 			if tc.wantStatus != 0 {
 				checkAPIErr(t, err, tc.wantStatus, "upstream_error")
 				return
@@ -475,7 +475,7 @@ func TestMalformedUpstream(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	good := func() Config {
-		return Config{BaseURL: "http://127.0.0.1:8000/v1", Models: []workers.ModelVersion{{Name: "m", Digest: digest}}}
+		return Config{BaseURL: "http://127.0.0.1:8000/v1", Models: []task.ModelVersion{{Name: "m", Digest: digest}}}
 	}
 	tests := []struct {
 		name    string
@@ -507,7 +507,7 @@ func TestConfigValidate(t *testing.T) {
 func TestAPIKey(t *testing.T) {
 	up := upstreamtest.Start(upstreamtest.Config{APIKey: "sk-upstream"})
 	defer up.Close()
-	task := workers.Task{Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "x"}
+	tk := task.Task{Kind: task.KindCompletion, Model: "mock-llm", Prompt: "x"}
 	tests := []struct {
 		name       string
 		key        string
@@ -519,7 +519,7 @@ func TestAPIKey(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEngine(t, up, func(c *Config) { c.APIKey = tc.key })
-			_, err := e.Generate(context.Background(), &task, (&collected{}).emit)
+			_, err := e.Generate(context.Background(), &tk, (&collected{}).emit)
 			if tc.wantStatus == 0 {
 				if err != nil {
 					t.Fatal(err)
@@ -538,9 +538,9 @@ func TestUsageEstimatedLoggedOnceAtWarn(t *testing.T) {
 	e := newEngine(t, up, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
-	task := workers.Task{RequestID: "req-1", Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "x"}
+	tk := task.Task{RequestID: "req-1", Kind: task.KindCompletion, Model: "mock-llm", Prompt: "x"}
 	for i := 0; i < 3; i++ {
-		if _, err := e.Generate(context.Background(), &task, (&collected{}).emit); err != nil {
+		if _, err := e.Generate(context.Background(), &tk, (&collected{}).emit); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -558,8 +558,8 @@ func TestConnectionsArePooled(t *testing.T) {
 	e := newEngine(t, up, nil)
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
-		task := workers.Task{Kind: workers.KindChat, Model: "mock-llm", Messages: []workers.Message{{Role: "user", Content: "hi"}}}
-		if _, err := e.Generate(ctx, &task, (&collected{}).emit); err != nil {
+		tk := task.Task{Kind: task.KindChat, Model: "mock-llm", Messages: []task.Message{{Role: "user", Content: "hi"}}}
+		if _, err := e.Generate(ctx, &tk, (&collected{}).emit); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.Embed(ctx, "mock-embed", []string{"x"}); err != nil {
@@ -624,10 +624,10 @@ func TestTraceContextPropagated(t *testing.T) {
 		{"no trace", context.Background(), ""},
 	}
 	e := newEngine(t, up, func(c *Config) { c.BaseURL = front.URL + "/v1" })
-	task := workers.Task{Kind: workers.KindCompletion, Model: "mock-llm", Prompt: "x"}
+	tk := task.Task{Kind: task.KindCompletion, Model: "mock-llm", Prompt: "x"}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := e.Generate(tc.ctx, &task, (&collected{}).emit); err != nil {
+			if _, err := e.Generate(tc.ctx, &tk, (&collected{}).emit); err != nil {
 				t.Fatal(err)
 			}
 			if h := <-got; h != tc.want {
@@ -663,16 +663,16 @@ func TestGenerateWholeMalformed(t *testing.T) {
 				io.WriteString(w, tc.body)
 			}))
 			defer srv.Close()
-			e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []workers.ModelVersion{{Name: "m", Digest: digest}},
+			e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []task.ModelVersion{{Name: "m", Digest: digest}},
 				MaxBodyBytes: 256, MetricsURL: MetricsOff, Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer e.Close()
-			task := workers.Task{Kind: workers.KindChat, Model: "m", Messages: []workers.Message{{Role: "user", Content: "hi"}},
+			tk := task.Task{Kind: task.KindChat, Model: "m", Messages: []task.Message{{Role: "user", Content: "hi"}},
 				Deadline: time.Now().Add(time.Hour)}
 			var got collected
-			res, err := e.Generate(context.Background(), &task, got.emit)
+			res, err := e.Generate(context.Background(), &tk, got.emit)
 			if tc.wantStatus != 0 {
 				checkAPIErr(t, err, tc.wantStatus, "")
 				return
@@ -747,14 +747,14 @@ func TestDeltaMore(t *testing.T) {
 		io.WriteString(w, chunk("d")+`data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":4}}`+"\n\ndata: [DONE]\n\n")
 	}))
 	defer srv.Close()
-	e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []workers.ModelVersion{{Name: "m", Digest: digest}}, Logger: quietLogger()})
+	e, err := New(Config{BaseURL: srv.URL + "/v1", Models: []task.ModelVersion{{Name: "m", Digest: digest}}, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
 	var got []string
-	task := &workers.Task{Kind: workers.KindChat, Model: "m", Stream: true, Messages: []workers.Message{{Role: "user", Content: "hi"}}}
-	res, err := e.Generate(context.Background(), task, func(d workers.Delta) error {
+	tk := &task.Task{Kind: task.KindChat, Model: "m", Stream: true, Messages: []task.Message{{Role: "user", Content: "hi"}}}
+	res, err := e.Generate(context.Background(), tk, func(d task.Delta) error {
 		got = append(got, fmt.Sprintf("%s:%v", d.Text, d.More))
 		if d.Text == "c" {
 			close(release)

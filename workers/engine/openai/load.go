@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // loadFamily names one server's load gauges.
@@ -35,7 +35,7 @@ var errNoLoadMetrics = errors.New("no vLLM or SGLang load gauges in the metrics"
 // Waiting and running are summed over all label sets (several engines or
 // data-parallel ranks); KV-cache use is the highest of them, as a fraction
 // cannot be summed and the fullest cache is the one that stalls.
-func parseLoad(r io.Reader) (workers.Load, error) {
+func parseLoad(r io.Reader) (task.Load, error) {
 	samples := map[string][]float64{}
 	wanted := map[string]bool{}
 	for _, f := range loadFamilies {
@@ -54,7 +54,7 @@ func parseLoad(r io.Reader) (workers.Load, error) {
 		samples[name] = append(samples[name], value)
 	}
 	if err := sc.Err(); err != nil {
-		return workers.Load{}, fmt.Errorf("reading metrics: %w", err)
+		return task.Load{}, fmt.Errorf("reading metrics: %w", err)
 	}
 	for _, f := range loadFamilies {
 		w, okW := samples[f.waiting]
@@ -62,7 +62,7 @@ func parseLoad(r io.Reader) (workers.Load, error) {
 		if !okW && !okR {
 			continue
 		}
-		l := workers.Load{Source: f.source, Waiting: sumCount(w), Running: sumCount(run)}
+		l := task.Load{Source: f.source, Waiting: sumCount(w), Running: sumCount(run)}
 		for _, name := range f.usage {
 			if u, ok := samples[name]; ok {
 				for _, v := range u {
@@ -73,7 +73,7 @@ func parseLoad(r io.Reader) (workers.Load, error) {
 		}
 		return l, nil
 	}
-	return workers.Load{}, errNoLoadMetrics
+	return task.Load{}, errNoLoadMetrics
 }
 
 func sumCount(vs []float64) int {
@@ -137,9 +137,9 @@ func labelsEnd(s string) int {
 // Load scrapes the upstream's Prometheus endpoint for its queue and cache
 // use. A scrape (or its failure) is reused for Config.MetricsTTL, so a burst
 // of heartbeats costs one request.
-func (e *Engine) Load(ctx context.Context) (workers.Load, error) {
+func (e *Engine) Load(ctx context.Context) (task.Load, error) {
 	if e.metricsURL == "" {
-		return workers.Load{}, apierr.Unavailable("metrics_off", "load scraping is off for this engine", nil)
+		return task.Load{}, apierr.Unavailable("metrics_off", "load scraping is off for this engine", nil)
 	}
 	e.loadMu.Lock()
 	defer e.loadMu.Unlock()
@@ -152,27 +152,27 @@ func (e *Engine) Load(ctx context.Context) (workers.Load, error) {
 	return e.load, e.loadErr
 }
 
-func (e *Engine) scrapeLocked(ctx context.Context) (workers.Load, error) {
+func (e *Engine) scrapeLocked(ctx context.Context) (task.Load, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	timer := e.clock.AfterFunc(e.cfg.HeaderTimeout, func() { cancel(errHeaderTimeout) })
 	defer timer.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.metricsURL, nil)
 	if err != nil {
-		return workers.Load{}, apierr.Internal(err)
+		return task.Load{}, apierr.Internal(err)
 	}
 	resp, err := e.client.Do(req)
 	if err != nil {
-		return workers.Load{}, apierr.Unavailable("metrics_unavailable", "the upstream's metrics endpoint is unreachable", err)
+		return task.Load{}, apierr.Unavailable("metrics_unavailable", "the upstream's metrics endpoint is unreachable", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return workers.Load{}, apierr.Unavailable("metrics_unavailable",
+		return task.Load{}, apierr.Unavailable("metrics_unavailable",
 			fmt.Sprintf("the upstream's metrics endpoint answered %d", resp.StatusCode), nil)
 	}
 	l, err := parseLoad(io.LimitReader(resp.Body, maxMetricsBytes))
 	if err != nil {
-		return workers.Load{}, apierr.Unavailable("metrics_unavailable", "the upstream's metrics carry no load gauges", err)
+		return task.Load{}, apierr.Unavailable("metrics_unavailable", "the upstream's metrics carry no load gauges", err)
 	}
 	return l, nil
 }

@@ -9,14 +9,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/internal/upstreamtest"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 var loadCases = []struct {
 	name    string
 	text    string
-	want    workers.Load
+	want    task.Load
 	wantErr bool
 }{
 	{
@@ -33,27 +33,27 @@ vllm:kv_cache_usage_perc{engine="1",model_name="meta-llama/Llama-3.1-8B"} 0.5
 vllm:num_preemptions_total{engine="0",model_name="meta-llama/Llama-3.1-8B"} 9.0
 vllm:time_to_first_token_seconds_bucket{le="0.001",model_name="x"} 0.0
 `,
-		want: workers.Load{Source: "vllm", Waiting: 5, Running: 5, KVCacheUsage: 0.5},
+		want: task.Load{Source: "vllm", Waiting: 5, Running: 5, KVCacheUsage: 0.5},
 	},
 	{
 		name: "old vllm cache name with timestamp",
 		text: "vllm:num_requests_running{model_name=\"m\"} 1 1700000000000\nvllm:num_requests_waiting{model_name=\"m\"} 0\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.75\n",
-		want: workers.Load{Source: "vllm", Running: 1, KVCacheUsage: 0.75},
+		want: task.Load{Source: "vllm", Running: 1, KVCacheUsage: 0.75},
 	},
 	{
 		name: "sglang",
 		text: "sglang:num_running_reqs{model_name=\"q\",tp_rank=\"0\"} 7\nsglang:num_queue_reqs{model_name=\"q\",tp_rank=\"0\"} 12\nsglang:token_usage{model_name=\"q\",tp_rank=\"0\"} 0.9\n",
-		want: workers.Load{Source: "sglang", Running: 7, Waiting: 12, KVCacheUsage: 0.9},
+		want: task.Load{Source: "sglang", Running: 7, Waiting: 12, KVCacheUsage: 0.9},
 	},
 	{
 		name: "label values with braces, quotes and spaces",
 		text: `vllm:num_requests_running{model_name="a} \"b\" {c",engine="0"} 2` + "\n",
-		want: workers.Load{Source: "vllm", Running: 2},
+		want: task.Load{Source: "vllm", Running: 2},
 	},
 	{
 		name: "NaN, negative and garbage lines are skipped",
 		text: "vllm:num_requests_running NaN\nvllm:num_requests_running -3\nvllm:num_requests_running{ 1\nvllm:num_requests_waiting 2\n",
-		want: workers.Load{Source: "vllm", Waiting: 2},
+		want: task.Load{Source: "vllm", Waiting: 2},
 	},
 	{name: "no known gauges", text: "process_cpu_seconds_total 12\n", wantErr: true},
 	{name: "empty", text: "", wantErr: true},
@@ -92,10 +92,10 @@ func TestLoadScrape(t *testing.T) {
 	tests := []struct {
 		name   string
 		flavor string
-		want   workers.Load
+		want   task.Load
 	}{
-		{"vllm", "vllm", workers.Load{Source: "vllm", Waiting: 3, Running: 2, KVCacheUsage: 0.4}},
-		{"sglang", "sglang", workers.Load{Source: "sglang", Waiting: 3, Running: 2, KVCacheUsage: 0.4}},
+		{"vllm", "vllm", task.Load{Source: "vllm", Waiting: 3, Running: 2, KVCacheUsage: 0.4}},
+		{"sglang", "sglang", task.Load{Source: "sglang", Waiting: 3, Running: 2, KVCacheUsage: 0.4}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/internal/upstreamtest"
 	"github.com/tollgate-ai/tollgate/workers"
 )
@@ -36,14 +37,14 @@ func TestLyingUpstreamRefused(t *testing.T) {
 			srv := httptest.NewServer(workers.NewHandler(agent, quietLogger()))
 			defer srv.Close()
 			link := workers.NewClient(srv.URL, workers.ClientOptions{Records: workers.RecordPolicy{WorkerID: "0xabc", Models: e.Models()}})
-			task := workers.Task{RequestID: "r", Kind: workers.KindChat, Model: "mock-llm", Subject: "alice", Stream: tc.stream,
-				Messages: []workers.Message{{Role: "user", Content: "hi"}}}
+			tk := task.Task{RequestID: "r", Kind: task.KindChat, Model: "mock-llm", Subject: "alice", Stream: tc.stream,
+				Messages: []task.Message{{Role: "user", Content: "hi"}}}
 			if !tc.stream {
-				task.Deadline = time.Now().Add(hangGuard) // asked for as one answer
+				tk.Deadline = time.Now().Add(hangGuard) // asked for as one answer
 			}
-			var record *workers.Completion
-			err := link.Run(context.Background(), &workers.Batch{ID: "b", Tasks: []workers.Task{task}}, func(ev workers.Event) {
-				if ev.Type == workers.EventDone {
+			var record *task.Completion
+			err := link.Run(context.Background(), &task.Batch{ID: "b", Tasks: []task.Task{tk}}, func(ev task.Event) {
+				if ev.Type == task.EventDone {
 					record = ev.Completion
 				}
 			})

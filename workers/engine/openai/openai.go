@@ -48,7 +48,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tollgate-ai/tollgate/internal/h1"
 	"io"
 	"log/slog"
 	"net"
@@ -60,10 +59,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/h1"
+	"github.com/tollgate-ai/tollgate/internal/task"
+
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // Defaults for Config's zero values.
@@ -89,7 +90,7 @@ type Config struct {
 	// APIKey, when set, is sent as "Authorization: Bearer <APIKey>".
 	APIKey string `yaml:"api_key"`
 	// Models are the versions served (name + weights manifest digest).
-	Models []workers.ModelVersion `yaml:"models"`
+	Models []task.ModelVersion `yaml:"models"`
 	// UpstreamModels maps a served model name to the name the upstream
 	// knows it by; names not listed are sent unchanged.
 	UpstreamModels map[string]string `yaml:"upstream_models"`
@@ -159,7 +160,7 @@ func (c *Config) Validate() error {
 }
 
 // Engine forwards tasks to an OpenAI-compatible upstream. It implements
-// workers.Engine and workers.LoadReporter.
+// task.Engine and task.LoadReporter.
 type Engine struct {
 	cfg        Config
 	base       string          // BaseURL without trailing slash
@@ -167,14 +168,14 @@ type Engine struct {
 	up         *h1.Client      // generation and embeddings
 	client     *http.Client    // the metrics scrape
 	transport  *http.Transport // client's
-	models     map[string]workers.ModelVersion
-	list       []workers.ModelVersion
+	models     map[string]task.ModelVersion
+	list       []task.ModelVersion
 	clock      clock.Clock
 	logger     *slog.Logger
 
 	loadMu   sync.Mutex
 	loadAt   time.Time
-	load     workers.Load
+	load     task.Load
 	loadErr  error
 	loadOnce bool // a scrape has been made
 
@@ -182,8 +183,8 @@ type Engine struct {
 }
 
 var (
-	_ workers.Engine       = (*Engine)(nil)
-	_ workers.LoadReporter = (*Engine)(nil)
+	_ task.Engine       = (*Engine)(nil)
+	_ task.LoadReporter = (*Engine)(nil)
 )
 
 // New validates cfg and builds an Engine. It does not contact the upstream.
@@ -215,7 +216,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:    cfg,
 		base:   strings.TrimRight(cfg.BaseURL, "/"),
-		models: map[string]workers.ModelVersion{},
+		models: map[string]task.ModelVersion{},
 		clock:  cfg.Clock,
 		logger: cfg.Logger,
 	}
@@ -266,8 +267,8 @@ func (e *Engine) Close() error {
 }
 
 // Models lists the configured model versions.
-func (e *Engine) Models() []workers.ModelVersion {
-	return append([]workers.ModelVersion(nil), e.list...)
+func (e *Engine) Models() []task.ModelVersion {
+	return append([]task.ModelVersion(nil), e.list...)
 }
 
 func (e *Engine) upstreamModel(name string) (string, error) {
@@ -285,16 +286,16 @@ type streamOptions struct {
 }
 
 type generateRequest struct {
-	Model         string            `json:"model"`
-	Messages      []workers.Message `json:"messages,omitempty"`
-	Prompt        *string           `json:"prompt,omitempty"`
-	MaxTokens     int               `json:"max_tokens,omitempty"`
-	Temperature   float64           `json:"temperature"`
-	TopP          float64           `json:"top_p,omitempty"`
-	Seed          *int64            `json:"seed,omitempty"`
-	Stop          []string          `json:"stop,omitempty"`
-	Stream        bool              `json:"stream"`
-	StreamOptions *streamOptions    `json:"stream_options,omitempty"`
+	Model         string         `json:"model"`
+	Messages      []task.Message `json:"messages,omitempty"`
+	Prompt        *string        `json:"prompt,omitempty"`
+	MaxTokens     int            `json:"max_tokens,omitempty"`
+	Temperature   float64        `json:"temperature"`
+	TopP          float64        `json:"top_p,omitempty"`
+	Seed          *int64         `json:"seed,omitempty"`
+	Stop          []string       `json:"stop,omitempty"`
+	Stream        bool           `json:"stream"`
+	StreamOptions *streamOptions `json:"stream_options,omitempty"`
 }
 
 type usage struct {
@@ -304,10 +305,10 @@ type usage struct {
 
 // Generate runs a chat or completion task on the upstream: streamed when
 // the task is (or has no deadline), else as one request and one answer.
-func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (e *Engine) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	model, err := e.upstreamModel(t.Model)
 	if err != nil {
-		return workers.Result{}, err
+		return task.Result{}, err
 	}
 	stream := e.streamUpstream(t)
 	req := generateRequest{
@@ -319,20 +320,20 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	}
 	var path string
 	switch t.Kind {
-	case workers.KindChat:
+	case task.KindChat:
 		if len(t.Messages) == 0 {
-			return workers.Result{}, apierr.BadRequest("messages", "invalid_value", "messages must not be empty")
+			return task.Result{}, apierr.BadRequest("messages", "invalid_value", "messages must not be empty")
 		}
 		path, req.Messages = "/chat/completions", t.Messages
-	case workers.KindCompletion:
+	case task.KindCompletion:
 		prompt := t.Prompt
 		path, req.Prompt = "/completions", &prompt
 	default:
-		return workers.Result{}, apierr.BadRequest("", "invalid_value", "the openai engine cannot generate for a %q task", t.Kind)
+		return task.Result{}, apierr.BadRequest("", "invalid_value", "the openai engine cannot generate for a %q task", t.Kind)
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		return workers.Result{}, apierr.Internal(err)
+		return task.Result{}, apierr.Internal(err)
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -345,7 +346,7 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	}
 	resp, err := e.post(ctx, cancel, path, body, headerTimeout)
 	if err != nil {
-		return workers.Result{}, err
+		return task.Result{}, err
 	}
 	defer resp.Body.Close()
 
@@ -366,7 +367,7 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 		// part way: the chunks streamed so far (the upstream's usage comes
 		// only at the end). The agent records it for the tokens the client
 		// already received.
-		partial workers.Result
+		partial task.Result
 	)
 	for !done {
 		data, err := events.next()
@@ -410,7 +411,7 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 				partial.CompletionTokens = chunks
 				// More: the next event came in with this one (the
 				// worker then sends both in one write).
-				if err := emit(workers.Delta{Text: *text, Tokens: 1, More: events.eventBuffered()}); err != nil {
+				if err := emit(task.Delta{Text: *text, Tokens: 1, More: events.eventBuffered()}); err != nil {
 					return partial, err
 				}
 			}
@@ -440,7 +441,7 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	if finish != "length" {
 		finish = "stop"
 	}
-	res := workers.Result{FinishReason: finish}
+	res := task.Result{FinishReason: finish}
 	if got != nil {
 		res.PromptTokens, res.CompletionTokens = got.PromptTokens, got.CompletionTokens
 	} else {
@@ -464,7 +465,7 @@ func abortedFinish(finish string) bool {
 // and the engine a chunk per token, unless it has no deadline: a
 // non-streamed answer sends its headers only at the end, so without a
 // deadline nothing but the header timeout would bound a long generation.
-func (e *Engine) streamUpstream(t *workers.Task) bool {
+func (e *Engine) streamUpstream(t *task.Task) bool {
 	return t.Stream || t.Deadline.IsZero()
 }
 
@@ -475,7 +476,7 @@ var answerBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // delta. Without usage from the upstream, completion tokens are estimated
 // at one per four bytes of text (prompt tokens unknown, 0) and logged as
 // estimated.
-func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Reader, emit func(workers.Delta) error) (workers.Result, error) {
+func (e *Engine) generateWhole(ctx context.Context, t *task.Task, body io.Reader, emit func(task.Delta) error) (task.Result, error) {
 	buf := answerBufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -484,20 +485,20 @@ func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Rea
 		}
 	}()
 	if _, err := buf.ReadFrom(io.LimitReader(body, e.cfg.MaxBodyBytes+1)); err != nil {
-		return workers.Result{}, e.streamError(ctx, err)
+		return task.Result{}, e.streamError(ctx, err)
 	}
 	if int64(buf.Len()) > e.cfg.MaxBodyBytes {
-		return workers.Result{}, upstreamFailure("the upstream's response is too large", fmt.Errorf("over %d bytes", e.cfg.MaxBodyBytes))
+		return task.Result{}, upstreamFailure("the upstream's response is too large", fmt.Errorf("over %d bytes", e.cfg.MaxBodyBytes))
 	}
 	var a upstreamEvent
 	if err := decodeUpstream(buf.Bytes(), &a); err != nil {
-		return workers.Result{}, upstreamFailure("the upstream sent a malformed response", err)
+		return task.Result{}, upstreamFailure("the upstream sent a malformed response", err)
 	}
 	if len(a.Error) > 0 && string(a.Error) != "null" {
-		return workers.Result{}, streamEventError(a.Error)
+		return task.Result{}, streamEventError(a.Error)
 	}
 	if a.Object == "error" {
-		return workers.Result{}, streamEventError(append(json.RawMessage(nil), buf.Bytes()...))
+		return task.Result{}, streamEventError(append(json.RawMessage(nil), buf.Bytes()...))
 	}
 	var text, finish string
 	found := false
@@ -517,15 +518,15 @@ func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Rea
 		}
 	}
 	if !found {
-		return workers.Result{}, upstreamFailure("the upstream's response has no choice 0", errors.New("no choices"))
+		return task.Result{}, upstreamFailure("the upstream's response has no choice 0", errors.New("no choices"))
 	}
 	if abortedFinish(finish) {
-		return workers.Result{}, upstreamFailure("the upstream aborted the generation", fmt.Errorf("finish_reason %q", finish))
+		return task.Result{}, upstreamFailure("the upstream aborted the generation", fmt.Errorf("finish_reason %q", finish))
 	}
 	if finish != "length" {
 		finish = "stop"
 	}
-	res := workers.Result{FinishReason: finish}
+	res := task.Result{FinishReason: finish}
 	if u := a.Usage; u != nil && u.PromptTokens >= 0 && u.CompletionTokens >= 0 {
 		res.PromptTokens, res.CompletionTokens = u.PromptTokens, u.CompletionTokens
 	} else {
@@ -534,8 +535,8 @@ func (e *Engine) generateWhole(ctx context.Context, t *workers.Task, body io.Rea
 			slog.String("request_id", t.RequestID), slog.String("model", t.Model))
 	}
 	if text != "" || res.CompletionTokens > 0 {
-		if err := emit(workers.Delta{Text: text, Tokens: res.CompletionTokens}); err != nil {
-			return workers.Result{}, err
+		if err := emit(task.Delta{Text: text, Tokens: res.CompletionTokens}); err != nil {
+			return task.Result{}, err
 		}
 	}
 	return res, nil
@@ -556,43 +557,43 @@ type embedResponse struct {
 }
 
 // Embed embeds inputs in one upstream call.
-func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (workers.EmbedResult, error) {
+func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (task.EmbedResult, error) {
 	up, err := e.upstreamModel(model)
 	if err != nil {
-		return workers.EmbedResult{}, err
+		return task.EmbedResult{}, err
 	}
 	if len(inputs) == 0 {
-		return workers.EmbedResult{}, apierr.BadRequest("input", "invalid_value", "input must not be empty")
+		return task.EmbedResult{}, apierr.BadRequest("input", "invalid_value", "input must not be empty")
 	}
 	body, err := json.Marshal(embedRequest{Model: up, Input: inputs, EncodingFormat: "float"})
 	if err != nil {
-		return workers.EmbedResult{}, apierr.Internal(err)
+		return task.EmbedResult{}, apierr.Internal(err)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	resp, err := e.post(ctx, cancel, "/embeddings", body, e.cfg.HeaderTimeout)
 	if err != nil {
-		return workers.EmbedResult{}, err
+		return task.EmbedResult{}, err
 	}
 	defer resp.Body.Close()
 	idle := newWatchdog(e.clock, e.cfg.IdleTimeout, func() { cancel(errIdleTimeout) })
 	defer idle.stop()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, e.cfg.MaxBodyBytes+1))
 	if err != nil {
-		return workers.EmbedResult{}, e.streamError(ctx, err)
+		return task.EmbedResult{}, e.streamError(ctx, err)
 	}
 	if int64(len(raw)) > e.cfg.MaxBodyBytes {
-		return workers.EmbedResult{}, upstreamFailure("the upstream's embeddings response is too large", fmt.Errorf("over %d bytes", e.cfg.MaxBodyBytes))
+		return task.EmbedResult{}, upstreamFailure("the upstream's embeddings response is too large", fmt.Errorf("over %d bytes", e.cfg.MaxBodyBytes))
 	}
 	vectors, promptTokens, err := decodeEmbeddings(raw, len(inputs))
 	if err != nil {
-		return workers.EmbedResult{}, upstreamFailure("the upstream sent malformed embeddings", err)
+		return task.EmbedResult{}, upstreamFailure("the upstream sent malformed embeddings", err)
 	}
 	if promptTokens < 0 {
 		promptTokens = 0
 		e.logUsageEstimated(ctx, "upstream omitted usage; prompt tokens unknown (0)", slog.String("model", model))
 	}
-	return workers.EmbedResult{Vectors: vectors, PromptTokens: promptTokens}, nil
+	return task.EmbedResult{Vectors: vectors, PromptTokens: promptTokens}, nil
 }
 
 // logUsageEstimated records a request whose usage the upstream did not send:

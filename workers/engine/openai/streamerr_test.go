@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/internal/upstreamtest"
-	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // TestStreamErrorForms plays each server's way of failing inside a stream
@@ -35,13 +35,13 @@ func TestStreamErrorForms(t *testing.T) {
 		{upstreamtest.FormNoFinish, 0, 502, "upstream_error"},
 		{upstreamtest.FormEOF, 0, 502, "upstream_error"},
 	}
-	tasks := map[string]workers.Task{
-		"chat":       {Kind: workers.KindChat, Model: "mock-llm", Stream: true, Messages: []workers.Message{{Role: "user", Content: "a very long prompt"}}},
-		"completion": {Kind: workers.KindCompletion, Model: "mock-llm", Stream: true, Prompt: "a very long prompt"},
+	tasks := map[string]task.Task{
+		"chat":       {Kind: task.KindChat, Model: "mock-llm", Stream: true, Messages: []task.Message{{Role: "user", Content: "a very long prompt"}}},
+		"completion": {Kind: task.KindCompletion, Model: "mock-llm", Stream: true, Prompt: "a very long prompt"},
 	}
 	for _, f := range forms {
 		for _, after := range []int{0, 2} {
-			for kind, task := range tasks {
+			for kind, tk := range tasks {
 				name := fmt.Sprintf("%s %d after %d tokens %s", f.form, f.status, after, kind)
 				t.Run(name, func(t *testing.T) {
 					up := upstreamtest.Start(upstreamtest.Config{})
@@ -50,7 +50,7 @@ func TestStreamErrorForms(t *testing.T) {
 						Message: "the request exceeds the available context size, try increasing it"})
 					e := newEngine(t, up, nil)
 					var got collected
-					res, err := e.Generate(context.Background(), &task, got.emit)
+					res, err := e.Generate(context.Background(), &tk, got.emit)
 					if err == nil {
 						t.Fatalf("no error: text %q, result %+v (a swallowed upstream error becomes a billed answer)", got.text, res)
 					}

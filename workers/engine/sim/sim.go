@@ -21,7 +21,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Config configures a simulated engine.
@@ -44,12 +44,12 @@ type Config struct {
 	SlowdownFactor float64
 }
 
-// Engine is the simulator. It implements workers.Engine and
-// workers.LoadReporter.
+// Engine is the simulator. It implements task.Engine and
+// task.LoadReporter.
 type Engine struct {
 	cfg   Config
 	prof  Profile
-	model workers.ModelVersion
+	model task.ModelVersion
 	clock clock.Clock
 	seqs  chan struct{} // running sequences, at most MaxNumSeqs
 
@@ -62,8 +62,8 @@ type Engine struct {
 }
 
 var (
-	_ workers.Engine       = (*Engine)(nil)
-	_ workers.LoadReporter = (*Engine)(nil)
+	_ task.Engine       = (*Engine)(nil)
+	_ task.LoadReporter = (*Engine)(nil)
 )
 
 // New builds a simulated engine.
@@ -77,7 +77,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Model == "" {
 		cfg.Model = cfg.Profile.Model
 	}
-	if cfg.Model == "" || len(cfg.Model) > workers.MaxModelNameLen {
+	if cfg.Model == "" || len(cfg.Model) > task.MaxModelNameLen {
 		return nil, errField("model", "must be 1..256 bytes")
 	}
 	if cfg.TimeScale < 0 || math.IsNaN(cfg.TimeScale) {
@@ -99,7 +99,7 @@ func New(cfg Config) (*Engine, error) {
 		seqs:     make(chan struct{}, cfg.Profile.MaxNumSeqs),
 		slowdown: 1,
 	}
-	e.model = workers.ModelVersion{
+	e.model = task.ModelVersion{
 		Name:          cfg.Model,
 		Digest:        ModelDigest(cfg.Model, cfg.Profile),
 		ContextLength: cfg.Profile.ContextLength,
@@ -127,7 +127,7 @@ func ModelDigest(model string, p Profile) string {
 }
 
 // Models lists the one model the simulator serves.
-func (e *Engine) Models() []workers.ModelVersion { return []workers.ModelVersion{e.model} }
+func (e *Engine) Models() []task.ModelVersion { return []task.ModelVersion{e.model} }
 
 // Profile is the engine's latency profile.
 func (e *Engine) Profile() Profile { return e.prof }
@@ -143,43 +143,43 @@ func (e *Engine) SetSlowdown(factor float64) {
 }
 
 // Load reports the simulator's queue and an estimate of KV-cache use.
-func (e *Engine) Load(context.Context) (workers.Load, error) {
+func (e *Engine) Load(context.Context) (task.Load, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	kv := 0.0
 	if e.prof.KVCacheTokens > 0 {
 		kv = math.Min(1, float64(e.kvTokens)/float64(e.prof.KVCacheTokens))
 	}
-	return workers.Load{Waiting: e.waiting, Running: e.running, KVCacheUsage: kv, Source: "sim"}, nil
+	return task.Load{Waiting: e.waiting, Running: e.running, KVCacheUsage: kv, Source: "sim"}, nil
 }
 
 // Generate simulates a chat or completion request.
-func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(workers.Delta) error) (workers.Result, error) {
+func (e *Engine) Generate(ctx context.Context, t *task.Task, emit func(task.Delta) error) (task.Result, error) {
 	if t.Model != e.model.Name {
-		return workers.Result{}, apierr.NotFound("model", "model_not_found", "model %q is not served by this engine", t.Model)
+		return task.Result{}, apierr.NotFound("model", "model_not_found", "model %q is not served by this engine", t.Model)
 	}
 	var prompt string
 	var promptTokens int
 	switch t.Kind {
-	case workers.KindChat:
+	case task.KindChat:
 		prompt = renderChat(t.Messages)
 		promptTokens = CountChat(t.Messages)
-	case workers.KindCompletion:
+	case task.KindCompletion:
 		prompt = t.Prompt
 		promptTokens = CountTokens(t.Prompt)
 	default:
-		return workers.Result{}, apierr.BadRequest("", "unsupported_kind", "the simulator cannot generate for a %q task", t.Kind)
+		return task.Result{}, apierr.BadRequest("", "unsupported_kind", "the simulator cannot generate for a %q task", t.Kind)
 	}
 	budget := e.prof.ContextLength - promptTokens
 	if budget < 1 {
-		return workers.Result{}, apierr.BadRequest("messages", "context_length_exceeded",
+		return task.Result{}, apierr.BadRequest("messages", "context_length_exceeded",
 			"the prompt has %d tokens; this model's context is %d", promptTokens, e.prof.ContextLength)
 	}
 	rng := rand.New(rand.NewPCG(e.seedFor(t, prompt)))
 	plan := planOutput(rng, t, budget)
 
 	if err := e.admit(ctx, promptTokens+len(plan.tokens)); err != nil {
-		return workers.Result{}, err
+		return task.Result{}, err
 	}
 	defer e.leave(promptTokens + len(plan.tokens))
 
@@ -187,46 +187,46 @@ func (e *Engine) Generate(ctx context.Context, t *workers.Task, emit func(worker
 	// Stopped part way, it still reports what it did: the prompt, and the
 	// tokens emitted so far.
 	if err := e.wait(ctx, ttft); err != nil {
-		return workers.Result{PromptTokens: promptTokens}, err
+		return task.Result{PromptTokens: promptTokens}, err
 	}
 	for i, tok := range plan.tokens {
 		if i > 0 {
 			if err := e.wait(ctx, time.Duration(float64(e.prof.InterTokenLatency)*e.factor(rng))); err != nil {
-				return workers.Result{PromptTokens: promptTokens, CompletionTokens: i}, err
+				return task.Result{PromptTokens: promptTokens, CompletionTokens: i}, err
 			}
 		}
-		if err := emit(workers.Delta{Text: tok, Tokens: 1}); err != nil {
-			return workers.Result{PromptTokens: promptTokens, CompletionTokens: i}, err
+		if err := emit(task.Delta{Text: tok, Tokens: 1}); err != nil {
+			return task.Result{PromptTokens: promptTokens, CompletionTokens: i}, err
 		}
 	}
 	e.done()
-	return workers.Result{FinishReason: plan.finish, PromptTokens: promptTokens, CompletionTokens: len(plan.tokens)}, nil
+	return task.Result{FinishReason: plan.finish, PromptTokens: promptTokens, CompletionTokens: len(plan.tokens)}, nil
 }
 
 // Embed returns one deterministic unit-norm vector per input, in one call.
-func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (workers.EmbedResult, error) {
+func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (task.EmbedResult, error) {
 	if model != e.model.Name {
-		return workers.EmbedResult{}, apierr.NotFound("model", "model_not_found", "model %q is not served by this engine", model)
+		return task.EmbedResult{}, apierr.NotFound("model", "model_not_found", "model %q is not served by this engine", model)
 	}
-	res := workers.EmbedResult{Vectors: make([][]float32, len(inputs)), InputTokens: make([]int, len(inputs))}
+	res := task.EmbedResult{Vectors: make([][]float32, len(inputs)), InputTokens: make([]int, len(inputs))}
 	for i, in := range inputs {
 		n := CountTokens(in)
 		if n > e.prof.ContextLength {
-			return workers.EmbedResult{}, apierr.BadRequest("input", "context_length_exceeded",
+			return task.EmbedResult{}, apierr.BadRequest("input", "context_length_exceeded",
 				"input %d has %d tokens; this model's context is %d", i, n, e.prof.ContextLength)
 		}
 		res.InputTokens[i] = n
 		res.PromptTokens += n
 	}
 	if err := e.admit(ctx, res.PromptTokens); err != nil {
-		return workers.EmbedResult{}, err
+		return task.EmbedResult{}, err
 	}
 	defer e.leave(res.PromptTokens)
 	h := sha256.Sum256([]byte(strings.Join(inputs, "\x00")))
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(h[:8]), uint64(e.cfg.Seed)))
 	d := time.Duration(float64(e.prof.PrefillOverhead+time.Duration(res.PromptTokens)*e.prof.PrefillPerToken) * e.factor(rng))
 	if err := e.wait(ctx, d); err != nil {
-		return workers.EmbedResult{}, err
+		return task.EmbedResult{}, err
 	}
 	for i, in := range inputs {
 		res.Vectors[i] = Embedding(e.model.Name, in, e.prof.EmbeddingDim)
@@ -353,7 +353,7 @@ func (e *Engine) wait(ctx context.Context, d time.Duration) error {
 // seedFor derives the request's generation seed: SHA-256 over the engine
 // seed, the model, the rendered prompt, and the request's own seed if any.
 // The request ID is left out, so identical requests give identical text.
-func (e *Engine) seedFor(t *workers.Task, prompt string) (uint64, uint64) {
+func (e *Engine) seedFor(t *task.Task, prompt string) (uint64, uint64) {
 	h := sha256.New()
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(e.cfg.Seed))
@@ -367,7 +367,7 @@ func (e *Engine) seedFor(t *workers.Task, prompt string) (uint64, uint64) {
 	return binary.LittleEndian.Uint64(sum[:8]), binary.LittleEndian.Uint64(sum[8:16])
 }
 
-func renderChat(msgs []workers.Message) string {
+func renderChat(msgs []task.Message) string {
 	var sb strings.Builder
 	for _, m := range msgs {
 		sb.WriteString(m.Role)

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 func TestTokenize(t *testing.T) {
@@ -99,11 +99,11 @@ func newTestEngine(t *testing.T, mod func(*Config)) *Engine {
 	return e
 }
 
-func generate(t *testing.T, e *Engine, task *workers.Task) (string, int, workers.Result, error) {
+func generate(t *testing.T, e *Engine, tk *task.Task) (string, int, task.Result, error) {
 	t.Helper()
 	var sb strings.Builder
 	deltaTokens := 0
-	res, err := e.Generate(context.Background(), task, func(d workers.Delta) error {
+	res, err := e.Generate(context.Background(), tk, func(d task.Delta) error {
 		sb.WriteString(d.Text)
 		deltaTokens += d.Tokens
 		return nil
@@ -113,18 +113,18 @@ func generate(t *testing.T, e *Engine, task *workers.Task) (string, int, workers
 
 func TestGenerate(t *testing.T) {
 	seed := int64(42)
-	chat := []workers.Message{{Role: "user", Content: "Tell me a story."}}
+	chat := []task.Message{{Role: "user", Content: "Tell me a story."}}
 	tests := []struct {
 		name       string
-		task       workers.Task
+		task       task.Task
 		wantFinish string
 		wantMax    int // completion tokens at most (0: no check)
 		wantExact  int // completion tokens exactly (0: no check)
 	}{
-		{"chat", workers.Task{Kind: workers.KindChat, Model: "sim-tiny", Messages: chat}, "stop", maxNatural, 0},
-		{"completion", workers.Task{Kind: workers.KindCompletion, Model: "sim-tiny", Prompt: "Once upon a time"}, "stop", maxNatural, 0},
-		{"max tokens", workers.Task{Kind: workers.KindChat, Model: "sim-tiny", Messages: chat, MaxTokens: 5}, "length", 0, 5},
-		{"seeded", workers.Task{Kind: workers.KindChat, Model: "sim-tiny", Messages: chat, Seed: &seed}, "stop", maxNatural, 0},
+		{"chat", task.Task{Kind: task.KindChat, Model: "sim-tiny", Messages: chat}, "stop", maxNatural, 0},
+		{"completion", task.Task{Kind: task.KindCompletion, Model: "sim-tiny", Prompt: "Once upon a time"}, "stop", maxNatural, 0},
+		{"max tokens", task.Task{Kind: task.KindChat, Model: "sim-tiny", Messages: chat, MaxTokens: 5}, "length", 0, 5},
+		{"seeded", task.Task{Kind: task.KindChat, Model: "sim-tiny", Messages: chat, Seed: &seed}, "stop", maxNatural, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,7 +146,7 @@ func TestGenerate(t *testing.T) {
 				t.Errorf("completion tokens = %d, want in [%d, %d]", res.CompletionTokens, minNatural, tc.wantMax)
 			}
 			wantPrompt := CountTokens(tc.task.Prompt)
-			if tc.task.Kind == workers.KindChat {
+			if tc.task.Kind == task.KindChat {
 				wantPrompt = CountChat(tc.task.Messages)
 			}
 			if res.PromptTokens != wantPrompt {
@@ -163,15 +163,15 @@ func TestGenerate(t *testing.T) {
 
 func TestGenerateStop(t *testing.T) {
 	e := newTestEngine(t, nil)
-	task := workers.Task{Kind: workers.KindCompletion, Model: "sim-tiny", Prompt: "x"}
-	full, _, _, err := generate(t, e, &task)
+	tk := task.Task{Kind: task.KindCompletion, Model: "sim-tiny", Prompt: "x"}
+	full, _, _, err := generate(t, e, &tk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	words := strings.Fields(full)
 	stop := words[len(words)/2]
-	task.Stop = []string{stop}
-	text, _, res, err := generate(t, e, &task)
+	tk.Stop = []string{stop}
+	text, _, res, err := generate(t, e, &tk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,13 +187,13 @@ func TestGenerateRefusals(t *testing.T) {
 	long := strings.Repeat("word ", 3000)
 	tests := []struct {
 		name   string
-		task   workers.Task
+		task   task.Task
 		status int
 		code   string
 	}{
-		{"unknown model", workers.Task{Kind: workers.KindChat, Model: "other", Messages: []workers.Message{{Role: "user", Content: "x"}}}, http.StatusNotFound, "model_not_found"},
-		{"prompt exceeds context", workers.Task{Kind: workers.KindCompletion, Model: "sim-tiny", Prompt: long}, http.StatusBadRequest, "context_length_exceeded"},
-		{"embedding kind", workers.Task{Kind: workers.KindEmbedding, Model: "sim-tiny"}, http.StatusBadRequest, "unsupported_kind"},
+		{"unknown model", task.Task{Kind: task.KindChat, Model: "other", Messages: []task.Message{{Role: "user", Content: "x"}}}, http.StatusNotFound, "model_not_found"},
+		{"prompt exceeds context", task.Task{Kind: task.KindCompletion, Model: "sim-tiny", Prompt: long}, http.StatusBadRequest, "context_length_exceeded"},
+		{"embedding kind", task.Task{Kind: task.KindEmbedding, Model: "sim-tiny"}, http.StatusBadRequest, "unsupported_kind"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,14 +293,14 @@ func TestJitterBounded(t *testing.T) {
 
 func TestSlowdownAfter(t *testing.T) {
 	e := newTestEngine(t, func(c *Config) { c.SlowdownAfter, c.SlowdownFactor = 2, 3 })
-	task := workers.Task{Kind: workers.KindCompletion, Model: "sim-tiny", Prompt: "x", MaxTokens: 1}
+	tk := task.Task{Kind: task.KindCompletion, Model: "sim-tiny", Prompt: "x", MaxTokens: 1}
 	slowdown := func() float64 {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		return e.slowdown
 	}
 	for i, want := range []float64{1, 3} {
-		if _, _, _, err := generate(t, e, &task); err != nil {
+		if _, _, _, err := generate(t, e, &tk); err != nil {
 			t.Fatal(err)
 		}
 		if got := slowdown(); got != want {
@@ -347,8 +347,8 @@ func TestLatencyModel(t *testing.T) {
 	p.JitterStdDev, p.JitterMax = 0, 0
 	clk := &recordingClock{}
 	e := newTestEngine(t, func(c *Config) { c.Profile, c.NoDelay, c.Clock, c.TimeScale = p, false, clk, 0.5 })
-	task := workers.Task{Kind: workers.KindCompletion, Model: "llama3-8b", Prompt: "a b c", MaxTokens: 4}
-	if _, _, _, err := generate(t, e, &task); err != nil {
+	tk := task.Task{Kind: task.KindCompletion, Model: "llama3-8b", Prompt: "a b c", MaxTokens: 4}
+	if _, _, _, err := generate(t, e, &tk); err != nil {
 		t.Fatal(err)
 	}
 	ttft := (p.PrefillOverhead + 3*p.PrefillPerToken) / 2
@@ -361,7 +361,7 @@ func TestLatencyModel(t *testing.T) {
 	// Three times slower after SetSlowdown(3).
 	clk.durations = nil
 	e.SetSlowdown(3)
-	if _, _, _, err := generate(t, e, &task); err != nil {
+	if _, _, _, err := generate(t, e, &tk); err != nil {
 		t.Fatal(err)
 	}
 	if got := clk.durations[0]; got != 3*ttft {

@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Output lengths: a request that sets no max_tokens gets a natural length
@@ -41,7 +41,7 @@ type outputPlan struct {
 // planOutput draws the whole output up front: a natural length, capped by
 // max_tokens and the context budget (finish "length"), then cut at the first
 // stop sequence (finish "stop"; the stop text itself is not returned).
-func planOutput(rng *rand.Rand, t *workers.Task, budget int) outputPlan {
+func planOutput(rng *rand.Rand, t *task.Task, budget int) outputPlan {
 	natural := minNatural + rng.IntN(maxNatural-minNatural+1)
 	limit := budget
 	if t.MaxTokens > 0 && t.MaxTokens < limit {

@@ -4,7 +4,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // The simulator's tokenizer. It is not any real model's tokenizer; it is
@@ -103,7 +103,7 @@ func CountTokens(s string) int {
 }
 
 // CountChat counts a chat prompt's tokens (see the package's accounting).
-func CountChat(msgs []workers.Message) int {
+func CountChat(msgs []task.Message) int {
 	n := tokensReplyPriming
 	for _, m := range msgs {
 		n += tokensPerMessage + CountTokens(m.Role) + CountTokens(m.Content)

@@ -1,16 +1,20 @@
-// Package workers owns everything on the worker side of Tollgate: the worker
-// agent that runs batches on an engine, the gateway↔worker transport,
-// registration and heartbeats, GPU telemetry, and the engines themselves
-// (workers/engine/...). This file holds the contract shared with the gateway,
-// scheduler and batcher: tasks, batches, events, engines and telemetry.
-package workers
+// Package task is the contract between the gateway, the scheduler, the
+// batcher, the ledger and the workers: tasks, batches, events, completion
+// records, model versions, engines and their telemetry, registration records
+// and the validators every side applies to them. It is a leaf: it imports
+// nothing of Tollgate's but apierr, so every package can share these types
+// without importing the worker implementation.
+package task
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"math"
+	"net/http"
 	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
 )
 
 // Kind is what a task asks of an engine.
@@ -343,4 +347,14 @@ type Heartbeat struct {
 	Load     Load      `json:"load"`
 	InFlight int       `json:"in_flight"`
 	Draining bool      `json:"draining,omitempty"`
+}
+
+// APIError turns a failed task's event error back into the error type every
+// layer returns.
+func (e *EventError) APIError() *apierr.Error {
+	status := e.Status
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	return &apierr.Error{Status: status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
 }
