@@ -1,6 +1,7 @@
-// Package soak holds long acceptance runs against real `tollgate`
-// processes. They are skipped unless TOLLGATE_SOAK is set; see
-// scripts/soak-backlog.sh.
+// Package soak holds acceptance runs against real `tollgate` processes
+// that kill them under load: TestBillingUnderChaos (part of `make test`)
+// and the long backlog soak, TestSoakBacklog, skipped unless TOLLGATE_SOAK
+// is set (scripts/soak-backlog.sh).
 package soak
 
 import (
@@ -80,6 +81,38 @@ func (p *proc) stop(sig syscall.Signal) {
 	p.cmd = nil
 }
 
+// tollgateBinary returns $TOLLGATE_BIN, or builds the command into dir.
+func tollgateBinary(t *testing.T, dir string) string {
+	t.Helper()
+	if bin := os.Getenv("TOLLGATE_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(dir, "tollgate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/tollgate")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// waitHTTP waits until GET url answers 200 (a process under test is up).
+func waitHTTP(t *testing.T, client *http.Client, url string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if resp, err := client.Get(url); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s not 200 after %s", url, d)
+}
+
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -107,15 +140,7 @@ func TestSoakBacklog(t *testing.T) {
 		root = d
 		os.MkdirAll(root, 0o755)
 	}
-	bin := os.Getenv("TOLLGATE_BIN")
-	if bin == "" {
-		bin = filepath.Join(root, "tollgate")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/tollgate")
-		build.Dir = "../.."
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build: %v\n%s", err, out)
-		}
-	}
+	bin := tollgateBinary(t, root)
 	keyDir := os.Getenv("TOLLGATE_SOAK_KEYS")
 	if keyDir == "" {
 		keyDir = zk.TestKeyDir()
@@ -146,7 +171,7 @@ func TestSoakBacklog(t *testing.T) {
 	provers := []*proc{}
 	for _, name := range []string{"p1", "p2"} {
 		provers = append(provers, &proc{t: t, name: name, bin: bin, log: logs, args: []string{"prover", "--redis", r.URL, "--redis-prefix", r.Prefix,
-			"--keys", keyDir, "--name", name, "--claim-idle", "20s", "--max-age", "1s"}})
+			"--keys", keyDir, "--allow-dev-keys", "--name", name, "--claim-idle", "20s", "--max-age", "1s"}})
 	}
 	all := append([]*proc{gw, worker}, provers...)
 	for _, p := range all {
@@ -160,20 +185,7 @@ func TestSoakBacklog(t *testing.T) {
 
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
 	base := "http://" + gwAddr
-	waitReady := func() {
-		deadline := time.Now().Add(2 * time.Minute)
-		for time.Now().Before(deadline) {
-			if resp, err := client.Get(base + "/readyz"); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					return
-				}
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		t.Fatal("gateway not ready after 2 minutes")
-	}
+	waitReady := func() { waitHTTP(t, client, base+"/readyz", 2*time.Minute) }
 	waitReady()
 
 	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix + "ledger:"})

@@ -1,0 +1,438 @@
+package soak
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/redistest"
+	"github.com/tollgate-ai/tollgate/receipts"
+	"github.com/tollgate-ai/tollgate/receipts/ledger"
+	"github.com/tollgate-ai/tollgate/zk"
+)
+
+// outcome is what one client saw of one request.
+type outcome struct {
+	key     string // the API key ID that made it
+	stream  bool
+	aborted bool // the client means to hang up after a few tokens
+	hungUp  bool // and did
+	status  int
+	receipt string // X-Tollgate-Receipt, if any
+	tokens  int    // content deltas received (streamed) or 1 for a 200 JSON answer with text
+	done    bool   // streamed: [DONE] after a finish reason
+	errEvt  bool   // streamed: an SSE error event
+}
+
+// TestBillingUnderChaos is the billing-integrity acceptance run (issue
+// 15): a Redis-mode gateway, two simulator workers and two provers, all
+// real `tollgate` processes, serve two tenants' mixed load (JSON answers,
+// streams, and streams whose client hangs up after a few tokens) while
+// the workers are killed (kill -9 and SIGTERM) in the middle of their
+// streams and the provers are killed in the middle of their batches, and
+// restarted. When every receipt is settled it checks, from the clients'
+// side against the ledger's export:
+//
+//   - every request that returned 200, or streamed at least one token, has
+//     exactly one ledger entry under the ID its client was given: a
+//     proven, verifying record of its own tenant, or — only for a stream
+//     cut by its worker's death, which leaves no worker record to prove —
+//     a void receipt saying so;
+//   - no request ID, and no leaf, is in two entries; no entry exists that
+//     no client was given;
+//   - every record's subject is the key that made the request;
+//   - nothing failed, nothing is left pending;
+//   - a stream that failed before its first token is not billed.
+func TestBillingUnderChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos run skipped in -short mode")
+	}
+	n := envInt("TOLLGATE_CHAOS_N", 600)
+	conc := envInt("TOLLGATE_CHAOS_CONCURRENCY", 16)
+	root := t.TempDir()
+	bin := tollgateBinary(t, root)
+	keyDir := zk.TestKeyDir()
+	if err := zk.EnsureDevKeys(keyDir, zk.Capacities[0]); err != nil {
+		t.Fatal(err)
+	}
+	r := redistest.New(t)
+	logs, err := os.Create(filepath.Join(root, "processes.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logs.Name())
+			if len(b) > 200_000 {
+				b = b[len(b)-200_000:]
+			}
+			t.Logf("processes' log (tail):\n%s", b)
+		}
+	})
+
+	keys := map[string]string{"alice": "sk-chaos-alice-0123456789", "bob": "sk-chaos-bob-0123456789"}
+	const providerToken = "pt-chaos-0123456789abcdef"
+	gwAddr := freePort(t)
+	cfg := fmt.Sprintf("listen: %q\ndata_dir: %q\napi_keys: [{id: alice, key: %q}, {id: bob, key: %q}]\nprovider_tokens: [%q]\nopen_registration: true\nlog: {level: info}\nredis: {url: %q, prefix: %q, claim_idle: 3s}\n",
+		gwAddr, filepath.Join(root, "gateway"), keys["alice"], keys["bob"], providerToken, r.URL, r.Prefix)
+	cfgPath := filepath.Join(root, "gateway.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := &proc{t: t, name: "gateway", bin: bin, log: logs, args: []string{"gateway", "--config", cfgPath, "--no-prover", "--log-format", "text"}}
+	var workers []*proc
+	for i := range 2 {
+		// sim-tiny at time scale 8: ~8 ms a token, so a 40-token answer
+		// takes about a third of a second and a kill lands mid-stream.
+		workers = append(workers, &proc{t: t, name: fmt.Sprintf("worker%d", i), bin: bin, log: logs, args: []string{"worker",
+			"--engine", "sim", "--profile", "sim-tiny", "--time-scale", "8",
+			"--gateway", "http://" + gwAddr, "--listen", freePort(t), "--data", filepath.Join(root, fmt.Sprintf("worker%d", i)),
+			"--provider-token", providerToken, "--max-concurrency", "64", "--log-format", "text"}})
+	}
+	var provers []*proc
+	for _, name := range []string{"p1", "p2"} {
+		provers = append(provers, &proc{t: t, name: name, bin: bin, log: logs, args: []string{"prover",
+			"--redis", r.URL, "--redis-prefix", r.Prefix, "--keys", keyDir, "--allow-dev-keys",
+			"--name", name, "--claim-idle", "3s", "--max-age", "300ms", "--interval", "100ms"}})
+	}
+	all := append(append([]*proc{gw}, workers...), provers...)
+	for _, p := range all {
+		p.start()
+	}
+	defer func() {
+		for _, p := range all {
+			p.stop(syscall.SIGTERM)
+		}
+	}()
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
+	base := "http://" + gwAddr
+	waitHTTP(t, client, base+"/readyz", 2*time.Minute)
+	waitModels(t, client, base, keys["alice"], 2*time.Minute)
+
+	// Load: n requests over conc clients; tenant, kind and hang-ups are
+	// fixed by the request's index.
+	outcomes := make([]outcome, n)
+	var next, finished atomic.Int64
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				o := &outcomes[i]
+				o.key = []string{"alice", "bob"}[i%2]
+				o.stream = i%3 != 0
+				o.aborted = o.stream && i%7 == 1
+				sendChaosRequest(client, base, keys[o.key], i, o)
+				finished.Add(1)
+			}
+		})
+	}
+	loadDone := make(chan struct{})
+	go func() { wg.Wait(); close(loadDone) }()
+
+	// Chaos at fractions of the load: each kill lands while tens of
+	// requests are in flight on the worker and batches are being proven.
+	chaos := []struct {
+		at   float64
+		what string
+		do   func()
+	}{
+		{0.15, "kill -9 worker0 mid-stream, restart", func() { workers[0].stop(syscall.SIGKILL); workers[0].start() }},
+		{0.30, "kill -9 prover p1 mid-batch, restart", func() { provers[0].stop(syscall.SIGKILL); provers[0].start() }},
+		{0.45, "SIGTERM worker1 (drain), restart", func() { workers[1].stop(syscall.SIGTERM); workers[1].start() }},
+		{0.60, "kill -9 worker1 mid-stream and prover p2 mid-batch, restart", func() {
+			workers[1].stop(syscall.SIGKILL)
+			provers[1].stop(syscall.SIGKILL)
+			workers[1].start()
+			provers[1].start()
+		}},
+		{0.75, "kill -9 worker0 mid-stream, restart", func() { workers[0].stop(syscall.SIGKILL); workers[0].start() }},
+		{0.85, "SIGTERM prover p1, kill -9 prover p2, restart", func() {
+			provers[0].stop(syscall.SIGTERM)
+			provers[1].stop(syscall.SIGKILL)
+			provers[0].start()
+			provers[1].start()
+		}},
+	}
+	for _, c := range chaos {
+		for finished.Load() < int64(c.at*float64(n)) {
+			select {
+			case <-loadDone:
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		t.Logf("chaos at %d/%d requests: %s", finished.Load(), n, c.what)
+		fmt.Fprintf(logs, "\n=== chaos: %s\n", c.what)
+		c.do()
+	}
+	<-loadDone
+
+	// Every receipt settles: proven, failed or void; none left pending.
+	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix + "ledger:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := ledger.New(st, ledger.Options{KeyDir: keyDir})
+	ctx := context.Background()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		c, err := l.Counts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Pending == 0 {
+			t.Logf("settled: %+v", c)
+			if c.Failed != 0 {
+				t.Errorf("%d receipts failed", c.Failed)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receipts still pending after 5 minutes: %+v", c)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	// The ledger's whole export.
+	reg, err := l.Registry(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vks := map[string]*receipts.VerifyingKey{}
+	entries := map[string]*receipts.Receipt{}
+	byRequest, byLeaf := map[string]string{}, map[string]string{}
+	for after := ""; ; {
+		page, cursor, err := l.Export(ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range page {
+			rc := new(receipts.Receipt)
+			if err := json.Unmarshal(raw, rc); err != nil {
+				t.Fatal(err)
+			}
+			if _, dup := entries[rc.ID]; dup {
+				t.Errorf("receipt %s exported twice", rc.ID)
+			}
+			entries[rc.ID] = rc
+			if prev, dup := byRequest[rc.RequestID]; dup {
+				t.Errorf("request %s has two entries: %s and %s", rc.RequestID, prev, rc.ID)
+			}
+			byRequest[rc.RequestID] = rc.ID
+			if rc.Status == receipts.StatusVoid {
+				continue
+			}
+			if prev, dup := byLeaf[rc.Leaf]; dup {
+				t.Errorf("leaf %s is in two receipts: %s and %s", rc.Leaf, prev, rc.ID)
+			}
+			byLeaf[rc.Leaf] = rc.ID
+			if rc.Status != receipts.StatusProven {
+				t.Errorf("receipt %s is %s (%s)", rc.ID, rc.Status, rc.Error)
+				continue
+			}
+			vk := vks[rc.Batch.VerifyingKeyID]
+			if vk == nil {
+				b, err := l.VerifyingKey(ctx, rc.Batch.VerifyingKeyID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if vk, err = receipts.ParseVerifyingKey(b); err != nil {
+					t.Fatal(err)
+				}
+				vks[rc.Batch.VerifyingKeyID] = vk
+			}
+			if err := receipts.Verify(rc, vk, reg.Root()); err != nil {
+				t.Errorf("receipt %s does not verify: %v", rc.ID, err)
+			}
+		}
+		if cursor == "" {
+			break
+		}
+		after = cursor
+	}
+
+	// The clients' side against it.
+	var stats struct{ ok, streamed, aborted, cancelled, cut, voided, refused int }
+	given := map[string]bool{}
+	for i, o := range outcomes {
+		if o.receipt != "" {
+			if given[o.receipt] {
+				t.Errorf("request %d: receipt ID %s handed to two requests", i, o.receipt)
+			}
+			given[o.receipt] = true
+		}
+		served := (!o.stream && o.status == 200) || (o.stream && o.tokens > 0)
+		e := entries[o.receipt]
+		switch {
+		case !served:
+			stats.refused++
+			if e != nil && e.Status != receipts.StatusVoid {
+				t.Errorf("request %d (%s, stream=%v, status %d, no token) is billed: %s %s %d+%d tokens",
+					i, o.key, o.stream, o.status, e.ID, e.Status, e.PromptTokens, e.CompletionTokens)
+			}
+			if e == nil && o.receipt != "" {
+				t.Errorf("request %d: receipt %s handed out does not resolve", i, o.receipt)
+			}
+			continue
+		case o.receipt == "":
+			t.Errorf("request %d (%s, stream=%v) was served without a receipt ID", i, o.key, o.stream)
+			continue
+		case e == nil:
+			t.Errorf("request %d (%s, stream=%v, %d tokens, hung up=%v): receipt %s has no ledger entry", i, o.key, o.stream, o.tokens, o.hungUp, o.receipt)
+			continue
+		}
+		if e.Status == receipts.StatusVoid {
+			// Only a stream its worker's death cut short: the client saw
+			// an error event, and no worker record exists to prove.
+			if !o.stream || o.done || !o.errEvt || o.hungUp {
+				t.Errorf("request %d (%s, stream=%v, done=%v, error event=%v, hung up=%v): receipt %s is void (%s)",
+					i, o.key, o.stream, o.done, o.errEvt, o.hungUp, e.ID, e.Error)
+			}
+			stats.voided++
+			continue
+		}
+		if e.Subject != o.key {
+			t.Errorf("request %d made with key %q: receipt %s billed to %q", i, o.key, e.ID, e.Subject)
+		}
+		if o.stream && e.CompletionTokens < uint64(o.tokens) {
+			t.Errorf("request %d: %d tokens streamed to the client, receipt %s bills %d", i, o.tokens, e.ID, e.CompletionTokens)
+		}
+		switch {
+		case o.hungUp:
+			stats.aborted++
+			switch e.FinishReason {
+			case "cancelled":
+				stats.cancelled++
+			case "stop", "length": // finished before the hang-up reached the worker
+			default:
+				t.Errorf("request %d hung up mid-stream: receipt %s has finish reason %q", i, e.ID, e.FinishReason)
+			}
+		case o.stream && !o.done:
+			stats.cut++
+		case o.stream:
+			stats.streamed++
+		default:
+			stats.ok++
+		}
+	}
+	for id, e := range entries {
+		if !given[id] {
+			t.Errorf("ledger entry %s (%s, request %s, %s) was handed to no client", id, e.Status, e.RequestID, e.Subject)
+		}
+	}
+	for _, e := range entries {
+		if e.Status != receipts.StatusVoid && e.Subject != "alice" && e.Subject != "bob" {
+			t.Errorf("receipt %s has subject %q", e.ID, e.Subject)
+		}
+	}
+	t.Logf("%d requests: %d JSON answers and %d whole streams billed, %d hung-up (%d cancelled) and %d cut streams billed for what was generated, %d void (stream cut by a killed worker), %d refused or failed before any token; %d ledger entries, %d distinct leaves",
+		n, stats.ok, stats.streamed, stats.aborted, stats.cancelled, stats.cut, stats.voided, stats.refused, len(entries), len(byLeaf))
+	if stats.voided == 0 && stats.cut == 0 {
+		t.Error("no stream was cut by a worker kill: the chaos did not land mid-stream")
+	}
+	if stats.cancelled == 0 {
+		t.Error("no hung-up stream was billed as cancelled")
+	}
+	if stats.ok == 0 || stats.streamed == 0 {
+		t.Error("no request served whole")
+	}
+}
+
+// sendChaosRequest sends request i with key and fills o.
+func sendChaosRequest(client *http.Client, base, key string, i int, o *outcome) {
+	body := fmt.Sprintf(`{"model":"sim-tiny","max_tokens":40,"stream":%v,"messages":[{"role":"user","content":"chaos %d"}]}`, o.stream, i)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	o.status = resp.StatusCode
+	o.receipt = resp.Header.Get("X-Tollgate-Receipt")
+	if !o.stream || resp.StatusCode != 200 {
+		io.Copy(io.Discard, resp.Body)
+		return
+	}
+	sc := bufio.NewScanner(resp.Body)
+	finished := false
+	for sc.Scan() {
+		line := sc.Text()
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			if strings.HasPrefix(line, "event: error") {
+				o.errEvt = true
+			}
+			continue
+		}
+		if data == "[DONE]" {
+			o.done = finished
+			return
+		}
+		var ev struct {
+			Error   *json.RawMessage `json:"error"`
+			Choices []struct {
+				Delta        struct{ Content string } `json:"delta"`
+				FinishReason *string                  `json:"finish_reason"`
+			} `json:"choices"`
+		}
+		if json.Unmarshal([]byte(data), &ev) != nil {
+			continue
+		}
+		if ev.Error != nil {
+			o.errEvt = true
+		}
+		for _, c := range ev.Choices {
+			if c.Delta.Content != "" {
+				o.tokens++
+			}
+			if c.FinishReason != nil && *c.FinishReason != "" {
+				finished = true
+			}
+		}
+		if o.aborted && o.tokens >= 3 && !finished {
+			o.hungUp = true
+			cancel() // the client hangs up mid-stream
+			return
+		}
+	}
+}
+
+// waitModels waits until the gateway lists at least one model (a worker
+// has registered) for key.
+func waitModels(t *testing.T, client *http.Client, base, key string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest("GET", base+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		if resp, err := client.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Contains(string(b), "sim-tiny") {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no model listed after %s", d)
+}
