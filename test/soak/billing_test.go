@@ -3,6 +3,7 @@ package soak
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/redistest"
+	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/zk"
@@ -26,13 +28,18 @@ import (
 type outcome struct {
 	key     string // the API key ID that made it
 	stream  bool
-	aborted bool // the client means to hang up after a few tokens
-	hungUp  bool // and did
-	status  int
+	aborted bool   // the client means to hang up after a few tokens
+	hungUp  bool   // and did
+	status  int    // 0: the request failed at the transport
 	receipt string // X-Tollgate-Receipt, if any
-	tokens  int    // content deltas received (streamed) or 1 for a 200 JSON answer with text
+	tokens  int    // content deltas received (streamed)
+	text    string // the answer's text as received
+	finish  string // the answer's finish reason
+	usage   *struct{ Prompt, Completion uint64 }
 	done    bool   // streamed: [DONE] after a finish reason
+	ending  string // streamed: "done", "done without finish reason", "eof" or "hung up"
 	errEvt  bool   // streamed: an SSE error event
+	errCode string // the error's code (JSON error or SSE error event)
 }
 
 // TestBillingUnderChaos is the billing-integrity acceptance run (issue
@@ -120,6 +127,25 @@ func TestBillingUnderChaos(t *testing.T) {
 	base := "http://" + gwAddr
 	waitHTTP(t, client, base+"/readyz", 2*time.Minute)
 	waitModels(t, client, base, keys["alice"], 2*time.Minute)
+	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix + "ledger:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := ledger.New(st, ledger.Options{KeyDir: keyDir})
+	ctx := context.Background()
+	// Both workers admitted before the load, so every batch is proven
+	// against the registry root the checks below verify with.
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		pairs, _, err := l.Admitted(ctx)
+		if err == nil && len(pairs) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("both workers not admitted after 2 minutes: %v %v", pairs, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	// Load: n requests over conc clients; tenant, kind and hang-ups are
 	// fixed by the request's index.
@@ -182,15 +208,21 @@ func TestBillingUnderChaos(t *testing.T) {
 	}
 	<-loadDone
 
-	// Every receipt settles: proven, failed or void; none left pending.
-	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix + "ledger:"})
-	if err != nil {
-		t.Fatal(err)
+	// Every receipt ID handed out resolves (a hung-up stream's record, or
+	// a void, is written after its client has gone, within the stop
+	// grace), then every receipt settles: proven, failed or void.
+	deadline := time.Now().Add(4 * time.Minute)
+	for _, o := range outcomes {
+		for o.receipt != "" {
+			if _, err := l.Receipt(ctx, o.receipt); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("receipt %s handed out does not resolve after the load", o.receipt)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
-	defer st.Close()
-	l := ledger.New(st, ledger.Options{KeyDir: keyDir})
-	ctx := context.Background()
-	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		c, err := l.Counts(ctx)
 		if err != nil {
@@ -268,7 +300,7 @@ func TestBillingUnderChaos(t *testing.T) {
 	}
 
 	// The clients' side against it.
-	var stats struct{ ok, streamed, aborted, cancelled, cut, voided, refused int }
+	var stats struct{ ok, streamed, aborted, cancelled, cut, voided, hungUpVoid, failed int }
 	given := map[string]bool{}
 	for i, o := range outcomes {
 		if o.receipt != "" {
@@ -277,41 +309,74 @@ func TestBillingUnderChaos(t *testing.T) {
 			}
 			given[o.receipt] = true
 		}
+		desc := fmt.Sprintf("request %d (%s, stream=%v, status %d, %d tokens, ending %q, error %q)", i, o.key, o.stream, o.status, o.tokens, o.ending, o.errCode)
 		served := (!o.stream && o.status == 200) || (o.stream && o.tokens > 0)
 		e := entries[o.receipt]
-		switch {
-		case !served:
-			stats.refused++
+		if !served {
+			// Refused or failed before any token: the gateway is never
+			// killed, so the client always gets an answer, and the only
+			// failures are the killed workers' (503, or 502 when the link
+			// broke under a request).
+			stats.failed++
+			if o.status != 502 && o.status != 503 && !(o.status == 200 && o.errEvt) {
+				t.Errorf("%s: not a worker failure", desc)
+			}
 			if e != nil && e.Status != receipts.StatusVoid {
-				t.Errorf("request %d (%s, stream=%v, status %d, no token) is billed: %s %s %d+%d tokens",
-					i, o.key, o.stream, o.status, e.ID, e.Status, e.PromptTokens, e.CompletionTokens)
+				t.Errorf("%s is billed before any token: %s %s %d+%d tokens", desc, e.ID, e.Status, e.PromptTokens, e.CompletionTokens)
 			}
 			if e == nil && o.receipt != "" {
-				t.Errorf("request %d: receipt %s handed out does not resolve", i, o.receipt)
+				t.Errorf("%s: receipt %s handed out does not resolve", desc, o.receipt)
 			}
 			continue
+		}
+		switch {
 		case o.receipt == "":
-			t.Errorf("request %d (%s, stream=%v) was served without a receipt ID", i, o.key, o.stream)
+			t.Errorf("%s was served without a receipt ID", desc)
 			continue
 		case e == nil:
-			t.Errorf("request %d (%s, stream=%v, %d tokens, hung up=%v): receipt %s has no ledger entry", i, o.key, o.stream, o.tokens, o.hungUp, o.receipt)
+			t.Errorf("%s: receipt %s has no ledger entry", desc, o.receipt)
 			continue
+		}
+		if prefix := fmt.Sprintf("chaos-%d.", i); !strings.HasPrefix(e.RequestID, prefix) {
+			t.Errorf("%s: receipt %s is of request %q, not one of %q", desc, e.ID, e.RequestID, prefix+"…")
+		}
+		if e.Subject != o.key {
+			t.Errorf("%s made with key %q: receipt %s names %q", desc, o.key, e.ID, e.Subject)
 		}
 		if e.Status == receipts.StatusVoid {
 			// Only a stream its worker's death cut short: the client saw
 			// an error event, and no worker record exists to prove.
-			if !o.stream || o.done || !o.errEvt || o.hungUp {
-				t.Errorf("request %d (%s, stream=%v, done=%v, error event=%v, hung up=%v): receipt %s is void (%s)",
-					i, o.key, o.stream, o.done, o.errEvt, o.hungUp, e.ID, e.Error)
+			// A hung-up stream is void only when its worker died before
+			// it sent the record of what it generated: a few, around a
+			// kill (counted and bounded below).
+			switch {
+			case o.hungUp:
+				stats.hungUpVoid++
+			case !o.stream || o.done || !o.errEvt || !strings.Contains(e.Error, "worker"):
+				t.Errorf("%s: receipt %s is void (%s)", desc, e.ID, e.Error)
 			}
 			stats.voided++
 			continue
 		}
-		if e.Subject != o.key {
-			t.Errorf("request %d made with key %q: receipt %s billed to %q", i, o.key, e.ID, e.Subject)
-		}
 		if o.stream && e.CompletionTokens < uint64(o.tokens) {
-			t.Errorf("request %d: %d tokens streamed to the client, receipt %s bills %d", i, o.tokens, e.ID, e.CompletionTokens)
+			t.Errorf("%s: receipt %s bills %d completion tokens", desc, e.ID, e.CompletionTokens)
+		}
+		whole := !o.stream || o.done
+		if whole {
+			// A whole answer: billed exactly as the client was told, for
+			// exactly the text it received.
+			if o.finish != "stop" && o.finish != "length" || e.FinishReason != o.finish {
+				t.Errorf("%s: finish reason %q, receipt %s says %q", desc, o.finish, e.ID, e.FinishReason)
+			}
+			if o.text == "" {
+				t.Errorf("%s: an empty answer", desc)
+			}
+			if o.usage == nil || o.usage.Prompt != e.PromptTokens || o.usage.Completion != e.CompletionTokens {
+				t.Errorf("%s: usage %+v, receipt %s bills %d+%d", desc, o.usage, e.ID, e.PromptTokens, e.CompletionTokens)
+			}
+			if d := task.ResponseDigest(o.text, nil); e.ResponseDigest != hex.EncodeToString(d[:]) {
+				t.Errorf("%s: receipt %s's response digest is not that of the text received", desc, e.ID)
+			}
 		}
 		switch {
 		case o.hungUp:
@@ -320,34 +385,56 @@ func TestBillingUnderChaos(t *testing.T) {
 			case "cancelled":
 				stats.cancelled++
 			case "stop", "length": // finished before the hang-up reached the worker
+				if e.CompletionTokens > uint64(o.tokens)+8 {
+					t.Errorf("%s hung up: receipt %s bills a whole answer of %d tokens", desc, e.ID, e.CompletionTokens)
+				}
 			default:
-				t.Errorf("request %d hung up mid-stream: receipt %s has finish reason %q", i, e.ID, e.FinishReason)
+				t.Errorf("%s hung up mid-stream: receipt %s has finish reason %q", desc, e.ID, e.FinishReason)
 			}
-		case o.stream && !o.done:
-			stats.cut++
-		case o.stream:
+		case whole && o.stream:
 			stats.streamed++
-		default:
+		case whole:
 			stats.ok++
+		default:
+			// Cut by a failure after tokens: an error event, and a
+			// record that says it ended early.
+			stats.cut++
+			if !o.errEvt || (e.FinishReason != "error" && e.FinishReason != "cancelled") {
+				t.Errorf("%s: receipt %s has finish reason %q", desc, e.ID, e.FinishReason)
+			}
 		}
 	}
 	for id, e := range entries {
 		if !given[id] {
 			t.Errorf("ledger entry %s (%s, request %s, %s) was handed to no client", id, e.Status, e.RequestID, e.Subject)
 		}
-	}
-	for _, e := range entries {
-		if e.Status != receipts.StatusVoid && e.Subject != "alice" && e.Subject != "bob" {
+		if e.Subject != "alice" && e.Subject != "bob" {
 			t.Errorf("receipt %s has subject %q", e.ID, e.Subject)
 		}
 	}
-	t.Logf("%d requests: %d JSON answers and %d whole streams billed, %d hung-up (%d cancelled) and %d cut streams billed for what was generated, %d void (stream cut by a killed worker), %d refused or failed before any token; %d ledger entries, %d distinct leaves",
-		n, stats.ok, stats.streamed, stats.aborted, stats.cancelled, stats.cut, stats.voided, stats.refused, len(entries), len(byLeaf))
-	if stats.voided == 0 && stats.cut == 0 {
-		t.Error("no stream was cut by a worker kill: the chaos did not land mid-stream")
+	// The gateway refused no honest worker's record.
+	if resp, err := client.Get(base + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "tollgate_worker_records_refused_total") && !strings.HasSuffix(line, " 0") {
+				t.Errorf("the gateway refused honest records: %s", line)
+			}
+		}
 	}
-	if stats.cancelled == 0 {
-		t.Error("no hung-up stream was billed as cancelled")
+	t.Logf("%d requests: %d JSON answers and %d whole streams billed, %d hung-up (%d cancelled) and %d cut streams billed for what was generated, %d void (stream cut by a killed worker; %d of them hung up), %d failed before any token; %d ledger entries, %d distinct leaves",
+		n, stats.ok, stats.streamed, stats.aborted, stats.cancelled, stats.cut, stats.voided, stats.hungUpVoid, stats.failed, len(entries), len(byLeaf))
+	if stats.voided+stats.cut+stats.failed == 0 {
+		t.Error("no request was hit by a worker kill: the chaos did not land mid-request")
+	}
+	if stats.hungUpVoid > 2*3 { // two per kill -9 of a worker
+		t.Errorf("%d hung-up streams are void, not billed for what was generated", stats.hungUpVoid)
+	}
+	if stats.failed > n/5 {
+		t.Errorf("%d of %d requests failed", stats.failed, n)
+	}
+	if stats.aborted == 0 || stats.cancelled < stats.aborted/2 {
+		t.Errorf("%d of %d hung-up streams billed as cancelled", stats.cancelled, stats.aborted)
 	}
 	if stats.ok == 0 || stats.streamed == 0 {
 		t.Error("no request served whole")
@@ -357,11 +444,15 @@ func TestBillingUnderChaos(t *testing.T) {
 // sendChaosRequest sends request i with key and fills o.
 func sendChaosRequest(client *http.Client, base, key string, i int, o *outcome) {
 	body := fmt.Sprintf(`{"model":"sim-tiny","max_tokens":40,"stream":%v,"messages":[{"role":"user","content":"chaos %d"}]}`, o.stream, i)
+	if o.stream {
+		body = fmt.Sprintf(`{"model":"sim-tiny","max_tokens":40,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"chaos %d"}]}`, i)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-Id", fmt.Sprintf("chaos-%d", i))
 	resp, err := client.Do(req)
 	if err != nil {
 		return
@@ -369,12 +460,42 @@ func sendChaosRequest(client *http.Client, base, key string, i int, o *outcome) 
 	defer resp.Body.Close()
 	o.status = resp.StatusCode
 	o.receipt = resp.Header.Get("X-Tollgate-Receipt")
+	type usage struct {
+		Prompt     uint64 `json:"prompt_tokens"`
+		Completion uint64 `json:"completion_tokens"`
+	}
+	type apiError struct {
+		Code string `json:"code"`
+	}
+	setUsage := func(u *usage) {
+		if u != nil {
+			o.usage = &struct{ Prompt, Completion uint64 }{u.Prompt, u.Completion}
+		}
+	}
 	if !o.stream || resp.StatusCode != 200 {
-		io.Copy(io.Discard, resp.Body)
+		var ans struct {
+			Error   *apiError `json:"error"`
+			Usage   *usage    `json:"usage"`
+			Choices []struct {
+				Message      struct{ Content string } `json:"message"`
+				FinishReason string                   `json:"finish_reason"`
+			} `json:"choices"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&ans) == nil {
+			if ans.Error != nil {
+				o.errCode = ans.Error.Code
+			}
+			if len(ans.Choices) == 1 {
+				o.text, o.finish = ans.Choices[0].Message.Content, ans.Choices[0].FinishReason
+			}
+			setUsage(ans.Usage)
+		}
 		return
 	}
 	sc := bufio.NewScanner(resp.Body)
-	finished := false
+	var text strings.Builder
+	defer func() { o.text = text.String() }()
+	o.ending = "eof"
 	for sc.Scan() {
 		line := sc.Text()
 		data, ok := strings.CutPrefix(line, "data: ")
@@ -385,11 +506,16 @@ func sendChaosRequest(client *http.Client, base, key string, i int, o *outcome) 
 			continue
 		}
 		if data == "[DONE]" {
-			o.done = finished
+			o.done = o.finish != ""
+			o.ending = "done"
+			if !o.done {
+				o.ending = "done without finish reason"
+			}
 			return
 		}
 		var ev struct {
-			Error   *json.RawMessage `json:"error"`
+			Error   *apiError `json:"error"`
+			Usage   *usage    `json:"usage"`
 			Choices []struct {
 				Delta        struct{ Content string } `json:"delta"`
 				FinishReason *string                  `json:"finish_reason"`
@@ -399,18 +525,20 @@ func sendChaosRequest(client *http.Client, base, key string, i int, o *outcome) 
 			continue
 		}
 		if ev.Error != nil {
-			o.errEvt = true
+			o.errEvt, o.errCode = true, ev.Error.Code
 		}
+		setUsage(ev.Usage)
 		for _, c := range ev.Choices {
 			if c.Delta.Content != "" {
 				o.tokens++
+				text.WriteString(c.Delta.Content)
 			}
 			if c.FinishReason != nil && *c.FinishReason != "" {
-				finished = true
+				o.finish = *c.FinishReason
 			}
 		}
-		if o.aborted && o.tokens >= 3 && !finished {
-			o.hungUp = true
+		if o.aborted && o.tokens >= 3 && o.finish == "" {
+			o.hungUp, o.ending = true, "hung up"
 			cancel() // the client hangs up mid-stream
 			return
 		}
