@@ -55,7 +55,11 @@ func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, 
 	if err != nil {
 		return err
 	}
-	p, err := parseRequest(kind, rc.PostBody(), s.cfg.Limits, s.taskRequestID(rc, reqID), key.ID)
+	body, err := s.requestBody(rc) // after the key: no inflating for strangers
+	if err != nil {
+		return err
+	}
+	p, err := parseRequest(kind, body, s.cfg.Limits, s.taskRequestID(rc, reqID), key.ID)
 	if err != nil {
 		return err
 	}
@@ -99,7 +103,7 @@ func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) 
 	if err != nil {
 		return err
 	}
-	if err := s.admit(context.Background(), inf.key, inf.reqID); err != nil {
+	if err := s.admit(context.Background(), inf.key, inf.reqID, &rc.Response.Header); err != nil {
 		return err
 	}
 	inf.task.Deadline = s.clock.Now().Add(d)

@@ -3,11 +3,14 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/ratelimit"
 	"github.com/tollgate-ai/tollgate/internal/task"
+	"github.com/valyala/fasthttp"
 )
 
 // Per-key limits. Requests per minute are exact: each admitted request
@@ -43,12 +46,13 @@ func (s *Server) keyLimiters(k *APIKey) error {
 const limiterTimeout = 2 * time.Second
 
 // admit applies the key's limits to one request: 429 with Retry-After when
-// either is spent. The token check comes first because it spends nothing,
-// so a request refused for tokens does not use up a request unit. A
-// limiter that fails (not an outage, which ratelimit.Fallback absorbs) is
-// logged and lets the request through: limits protect capacity, and an
+// either is spent. Each limit it consults is reported in h as OpenAI's
+// x-ratelimit-* headers (see rateHeaders), on the answer and on a 429.
+// The token check comes first because it spends nothing, so a request
+// refused for tokens does not use up a request unit. A limiter that
+// fails (not an outage, which ratelimit.Fallback absorbs) is logged and lets the request through: limits protect capacity, and an
 // unexpected limiter error must not take the API down.
-func (s *Server) admit(ctx context.Context, k *APIKey, reqID string) error {
+func (s *Server) admit(ctx context.Context, k *APIKey, reqID string, h *fasthttp.ResponseHeader) error {
 	if k.requests == nil && k.tokens == nil {
 		return nil
 	}
@@ -57,6 +61,9 @@ func (s *Server) admit(ctx context.Context, k *APIKey, reqID string) error {
 	now := s.clock.Now()
 	if k.tokens != nil {
 		d, err := k.tokens.Allow(ctx, "tok:"+k.ID, 0, now)
+		if err == nil {
+			rateHeaders(h, "tokens", ratelimit.PerMinute(k.TokensPerMinute), d)
+		}
 		switch {
 		case err != nil:
 			s.log.WarnContext(ctx, "token limiter failed; request admitted", "request_id", reqID, "err", err)
@@ -68,6 +75,9 @@ func (s *Server) admit(ctx context.Context, k *APIKey, reqID string) error {
 	}
 	if k.requests != nil {
 		d, err := k.requests.Allow(ctx, "req:"+k.ID, 1, now)
+		if err == nil {
+			rateHeaders(h, "requests", ratelimit.PerMinute(k.RequestsPerMinute), d)
+		}
 		switch {
 		case err != nil:
 			s.log.WarnContext(ctx, "request limiter failed; request admitted", "request_id", reqID, "err", err)
@@ -78,6 +88,32 @@ func (s *Server) admit(ctx context.Context, k *APIKey, reqID string) error {
 		}
 	}
 	return nil
+}
+
+// rateHeaderNames are the x-ratelimit-* headers, kept on an error answer
+// (writeError) like the receipt.
+var rateHeaderNames = []string{
+	"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+	"x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+}
+
+// rateHeaders writes one limit's headers as OpenAI sends them:
+// x-ratelimit-limit-<unit> the budget per minute, -remaining-<unit> what is
+// left after this request (0 while a token budget is in debt), and
+// -reset-<unit> how long until the bucket is full again, as a Go duration
+// ("1s", "6m0s", "250ms"; what OpenAI's headers look like). With a token
+// bucket the budget refills continuously, so "reset" is the time to a full
+// bucket, not to a fixed window's end.
+func rateHeaders(h *fasthttp.ResponseHeader, unit string, r ratelimit.Rate, d ratelimit.Decision) {
+	remaining := max(d.Remaining, 0)
+	missing := r.Limit - d.Remaining // the debt counts: it refills first
+	reset := time.Duration(0)
+	if missing > 0 {
+		reset = time.Duration(math.Ceil(float64(missing) * float64(r.Period) / float64(r.Limit)))
+	}
+	h.Set("x-ratelimit-limit-"+unit, strconv.FormatInt(r.Limit, 10))
+	h.Set("x-ratelimit-remaining-"+unit, strconv.FormatInt(min(remaining, r.Limit), 10))
+	h.Set("x-ratelimit-reset-"+unit, reset.Round(time.Millisecond).String())
 }
 
 // charge debits a completed request's tokens from its key's budget.

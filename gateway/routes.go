@@ -41,9 +41,11 @@ func (s *Server) handle(rc *fasthttp.RequestCtx) {
 		if ae.Status == fasthttp.StatusMethodNotAllowed {
 			rc.Response.Header.Set("Allow", allowFor(path))
 		}
+		s.decorate(rc)
 		req.End(ae.Status, errorType(ae), s.clock.Now())
 		return
 	}
+	s.decorate(rc)
 	req.End(rc.Response.StatusCode(), "", s.clock.Now()) // no-op for a stream, which ends it itself
 }
 
@@ -68,6 +70,8 @@ func (s *Server) requestID(rc *fasthttp.RequestCtx) string {
 func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Request) error {
 	get, post := rc.IsGet() || rc.IsHead(), rc.IsPost()
 	switch {
+	case s.isPreflight(rc):
+		return s.preflight(req.Context(context.Background()), rc, reqID, path)
 	case path == "/" && get:
 		return s.statusPage(rc)
 	case path == "/metrics" && get:
@@ -133,12 +137,18 @@ func (s *Server) writeError(ctx context.Context, rc *fasthttp.RequestCtx, reqID 
 	}
 	s.log.Log(ctx, level, "request failed", "request_id", reqID, "status", ae.Status, "code", ae.Code, "err", err)
 	// A receipt recorded for the request (a generation billed for what it
-	// produced before its deadline) stays named on the error.
-	receipt := string(rc.Response.Header.Peek(HeaderReceipt))
+	// produced before its deadline) stays named on the error, and so do
+	// the rate limits the request was counted against.
+	var kept [][2]string
+	for _, name := range append([]string{HeaderReceipt}, rateHeaderNames...) {
+		if v := rc.Response.Header.Peek(name); len(v) > 0 {
+			kept = append(kept, [2]string{name, string(v)})
+		}
+	}
 	rc.Response.Reset()
 	rc.Response.Header.Set(HeaderRequestID, reqID)
-	if receipt != "" {
-		rc.Response.Header.Set(HeaderReceipt, receipt)
+	for _, h := range kept {
+		rc.Response.Header.Set(h[0], h[1])
 	}
 	rc.SetStatusCode(ae.Status)
 	if ae.RetryAfter > 0 {
@@ -402,6 +412,9 @@ func (s *Server) getVerifyingKey(rc *fasthttp.RequestCtx, id string) error {
 
 // readJSON decodes an admin or worker body strictly (unknown fields fail).
 func readJSON(rc *fasthttp.RequestCtx, v any) error {
+	if err := refuseEncodedBody(rc); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(rc.PostBody()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

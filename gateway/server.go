@@ -20,6 +20,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/clock"
+	"github.com/tollgate-ai/tollgate/internal/cors"
 	"github.com/tollgate-ai/tollgate/internal/httpguard"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
@@ -129,6 +130,9 @@ type Config struct {
 	// connection between requests. Defaults 30s and 120s. There is no write
 	// timeout: streams are long.
 	ReadTimeout, IdleTimeout time.Duration
+	// CORS lets pages on the listed origins call the API from a browser
+	// (internal/cors). Zero: off, no CORS header is sent.
+	CORS cors.Config
 }
 
 func (c *Config) setDefaults() {
@@ -201,6 +205,7 @@ type Server struct {
 	keys     map[[32]byte]*APIKey
 	admin    map[[32]byte]bool
 	srv      *fasthttp.Server
+	cors     *cors.Policy // nil: CORS off
 	draining atomic.Bool
 
 	mu        sync.Mutex
@@ -228,6 +233,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	deps.Dispatcher = newWarmingDispatcher(deps.Dispatcher, deps.Clock, cfg.WarmUp, deps.KnownModels)
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, clock: deps.Clock,
 		keys: map[[32]byte]*APIKey{}, admin: map[[32]byte]bool{}}
+	var err error
+	if s.cors, err = cors.New(cfg.CORS); err != nil {
+		return nil, fmt.Errorf("gateway: cors: %w", err)
+	}
 	ids := map[string]bool{}
 	for i := range cfg.APIKeys {
 		k := &cfg.APIKeys[i]
@@ -345,4 +354,5 @@ func (s *Server) handleTransportError(rc *fasthttp.RequestCtx, err error) {
 		}
 	}
 	s.writeError(context.Background(), rc, reqID, ae)
+	s.decorate(rc)
 }

@@ -108,6 +108,38 @@ func TestPprofFlag(t *testing.T) {
 	}
 }
 
+func TestCORSOriginsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		want    []string
+		wantErr string
+	}{
+		{args: nil},
+		{args: []string{"--cors-origins", "https://app.example.com, http://localhost:5173"}, want: []string{"https://app.example.com", "http://localhost:5173"}},
+		{args: []string{"--cors-origins", "*"}, want: []string{"*"}},
+		{args: []string{"--cors-origins", "app.example.com"}, wantErr: "cors.allowed_origins[0]"},
+		{args: []string{"--cors-origins", "https://a.example,*"}, wantErr: "cors.allowed_origins[1]"},
+	} {
+		var o devOptions
+		if err := devFlagSet(&o).Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := o.gateway.load()
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%v: err %v, want it to name %q", tc.args, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.CORS.AllowedOrigins; strings.Join(got, "|") != strings.Join(tc.want, "|") {
+			t.Errorf("%v: origins %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
 // The backlog's age feeds the gauge and, past max_pending_age, fails
 // /readyz; it is read from the ledger at most every backlogAgeTTL.
 func TestBacklogAgeReadiness(t *testing.T) {

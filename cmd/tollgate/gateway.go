@@ -84,7 +84,7 @@ func (o *obsFlags) logger(c config.Log, fromFile bool) (*slog.Logger, error) {
 // the config file.
 type gatewayFlags struct {
 	configPath, listen, data, apiKey, adminKey, providerToken, redisURL string
-	keys, operatorKey                                                   string
+	keys, operatorKey, corsOrigins                                      string
 	openRegistration, noReceipts, noProver, allowDevKeys, pprof         bool
 	obs                                                                 obsFlags
 }
@@ -109,6 +109,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogForma
 	fs.BoolVar(&g.noProver, "no-prover", false, "record receipts but do not prove them in this process (the embedded ledger is single-process)")
 	fs.StringVar(&g.redisURL, "redis", "", "share the worker registry, rate limits, receipt ledger and proving queue with other replicas through this Redis (redis://host:port/db); env TOLLGATE_REDIS_URL")
 	fs.StringVar(&g.keys, "keys", "", "proving and verifying key directory (default DATA/keys), e.g. ceremony keys from `tollgate keys ceremony`")
+	fs.StringVar(&g.corsOrigins, "cors-origins", "", "comma-separated origins (scheme://host[:port], or *) whose web pages may call the API from a browser; replaces the config's cors.allowed_origins; default off")
 	fs.StringVar(&g.operatorKey, "operator-key", "", "operator key file (ed25519) that signs the registry root history (default DATA/operator.key, created if missing, public half beside it as .pub; replicas sharing a Redis must use the same file)")
 }
 
@@ -150,6 +151,14 @@ func (g *gatewayFlags) load() (*config.Config, error) {
 	}
 	if u := firstNonEmpty(g.redisURL, os.Getenv("TOLLGATE_REDIS_URL")); u != "" {
 		cfg.Redis.URL = u
+	}
+	if g.corsOrigins != "" {
+		cfg.CORS.AllowedOrigins = nil
+		for _, o := range strings.Split(g.corsOrigins, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				cfg.CORS.AllowedOrigins = append(cfg.CORS.AllowedOrigins, o)
+			}
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -374,6 +383,7 @@ func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger
 		KeepAlive:       cfg.Timeouts.KeepAlive.D(),
 		ReadTimeout:     cfg.Timeouts.Read.D(),
 		IdleTimeout:     cfg.Timeouts.Idle.D(),
+		CORS:            cfg.CORS.Policy(),
 	}, deps)
 	if err != nil {
 		g.closeStore()

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/cors"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"gopkg.in/yaml.v3"
@@ -59,6 +60,11 @@ import (
 //	  worker_ttl: 10s
 //	  claim_idle: 30s
 //	audit: {enabled: true, rate: 0.01, max_share: 0.05, queue: 256, concurrency: 2, timeout: 5m}
+//	cors:                     # browser pages on other origins (default off)
+//	  allowed_origins: [https://app.example.com, http://localhost:5173]   # or ["*"]
+//	  allowed_headers: [X-My-Header]   # beyond the built-in list
+//	  allow_credentials: false         # never with "*"
+//	  max_age: 10m                     # preflight cache
 type Config struct {
 	// Listen is the gateway's address (default 127.0.0.1:8080).
 	Listen string `yaml:"listen"`
@@ -100,6 +106,30 @@ type Config struct {
 	// Audit configures spot re-execution of sampled requests (package
 	// audit).
 	Audit Audit `yaml:"audit"`
+	// CORS lets web pages on other origins call the API from a browser
+	// (internal/cors; flag --cors-origins). Off while it lists no origin.
+	CORS CORS `yaml:"cors"`
+}
+
+// CORS is the cors section (see internal/cors.Config for each field).
+type CORS struct {
+	// AllowedOrigins are exact origins, scheme://host[:port], or "*" alone.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// AllowedHeaders are request headers pages may send beyond the
+	// built-in list (Authorization, Content-Type, the OpenAI SDKs'
+	// x-stainless-* and OpenAI-Organization/-Project, …).
+	AllowedHeaders []string `yaml:"allowed_headers"`
+	// AllowCredentials (default false) lets pages send cookies; never
+	// with "*". Tollgate's keys are bearer tokens, which need no cookies.
+	AllowCredentials bool `yaml:"allow_credentials"`
+	// MaxAge is how long browsers cache a preflight (default 10m).
+	MaxAge Duration `yaml:"max_age"`
+}
+
+// Policy is the section as internal/cors's Config.
+func (c CORS) Policy() cors.Config {
+	return cors.Config{AllowedOrigins: c.AllowedOrigins, AllowedHeaders: c.AllowedHeaders,
+		AllowCredentials: c.AllowCredentials, MaxAge: c.MaxAge.D()}
 }
 
 // Records is how the gateway checks each completion record a worker sends
@@ -484,6 +514,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Records.Validate(); err != nil {
 		return err
+	}
+	if err := c.CORS.Policy().Validate(); err != nil {
+		return fmt.Errorf("cors.%w", err)
 	}
 	return c.Redis.Validate()
 }

@@ -61,6 +61,14 @@ scheduler: {policy: round-robin, heartbeat_timeout: 3s}
 		{"redis prefix glob", `redis: {url: "redis://x:1", prefix: "a*"}`, "redis.prefix"},
 		{"redis worker ttl", `redis: {worker_ttl: 10ms}`, "redis.worker_ttl"},
 		{"redis claim idle", `redis: {claim_idle: 2h}`, "redis.claim_idle"},
+		{"cors", `cors: {allowed_origins: ["https://app.example.com", "http://localhost:5173"], allowed_headers: [X-Mine], max_age: 1h}`, ""},
+		{"cors star", `cors: {allowed_origins: ["*"]}`, ""},
+		{"cors star with credentials", `cors: {allowed_origins: ["*"], allow_credentials: true}`, "cors.allow_credentials"},
+		{"cors origin with path", `cors: {allowed_origins: ["https://app.example.com/"]}`, "cors.allowed_origins[0]"},
+		{"cors bare host", `cors: {allowed_origins: [app.example.com]}`, "cors.allowed_origins[0]"},
+		{"cors null", `cors: {allowed_origins: ["null"]}`, "cors.allowed_origins[0]"},
+		{"cors wildcard subdomain", `cors: {allowed_origins: ["https://*.example.com"]}`, "cors.allowed_origins[0]"},
+		{"cors negative max age", `cors: {allowed_origins: ["*"], max_age: -1s}`, "cors.max_age"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
