@@ -70,13 +70,25 @@ fmt:
 # Every native fuzz target in the module (found by name, so new ones join
 # automatically), FUZZTIME each; a crasher stops the run and is kept in the
 # package's testdata/fuzz. FUZZ_PKGS narrows it (e.g. FUZZ_PKGS=./gateway/...).
-FUZZTIME  ?= 10s
-FUZZ_PKGS ?= ./...
+# Each target ends with one "fuzz-summary:" line (its executions and new
+# interesting inputs, from go test's last progress line); FUZZ_LOG collects
+# them all. FUZZ_PARALLEL sets the fuzzing workers (default GOMAXPROCS).
+FUZZTIME      ?= 10s
+FUZZ_PKGS     ?= ./...
+FUZZ_LOG      ?= fuzz-summary.txt
+FUZZ_PARALLEL ?=
 fuzz:
-	@set -e; for pkg in $$($(GO) list $(FUZZ_PKGS)); do \
+	@set -e; : > $(FUZZ_LOG); out=$$(mktemp); trap 'rm -f $$out' EXIT; \
+	for pkg in $$($(GO) list $(FUZZ_PKGS)); do \
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
-	    echo "== $$pkg $$t"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    echo "== $$pkg $$t"; rc=0; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $(if $(FUZZ_PARALLEL),-parallel $(FUZZ_PARALLEL)) $$pkg > $$out 2>&1 || rc=$$?; \
+	    cat $$out; \
+	    last=$$(grep -o 'elapsed: .*' $$out | tail -1); \
+	    execs=$$(echo "$$last" | sed -n 's/.*execs: \([0-9]*\).*/\1/p'); \
+	    newi=$$(echo "$$last" | sed -n 's/.*new interesting: \([0-9]*\).*/\1/p'); \
+	    echo "fuzz-summary: $$t $$pkg execs=$${execs:-?} new_interesting=$${newi:-?} rc=$$rc" | tee -a $(FUZZ_LOG); \
+	    [ $$rc -eq 0 ]; \
 	  done; \
 	done

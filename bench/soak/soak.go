@@ -16,6 +16,8 @@ import (
 type Sample struct {
 	At       time.Duration `json:"at_ns"` // since the run started
 	RSSBytes int64         `json:"rss_bytes"`
+	// PeakRSSBytes is the process's high-water RSS so far (VmHWM).
+	PeakRSSBytes int64 `json:"rss_peak_bytes"`
 	// AnonBytes is the anonymous part of RSS (heap, stacks); FileBytes the
 	// file-backed part, mostly the bbolt stores' memory maps, which grow
 	// with the files and which the kernel can reclaim.
@@ -29,11 +31,27 @@ type Sample struct {
 // Read samples this process: RSS from /proc/self/status (VmRSS), the Go
 // heap in use, the goroutine count and the open descriptors in /proc/self/fd.
 func Read(at time.Duration) (Sample, error) {
-	s := Sample{At: at, Goroutines: runtime.NumGoroutine()}
+	s, err := readProc("self", at)
+	if err != nil {
+		return s, err
+	}
+	s.Goroutines = runtime.NumGoroutine()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.HeapBytes = ms.HeapInuse
-	status, err := os.ReadFile("/proc/self/status")
+	return s, nil
+}
+
+// ReadProcess samples another process (a child the soak started): RSS and
+// its peak from /proc/PID/status and the descriptors in /proc/PID/fd. Its
+// heap and goroutines are not visible from outside and stay zero.
+func ReadProcess(pid int, at time.Duration) (Sample, error) {
+	return readProc(strconv.Itoa(pid), at)
+}
+
+func readProc(pid string, at time.Duration) (Sample, error) {
+	s := Sample{At: at}
+	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return s, fmt.Errorf("soak: %w", err)
 	}
@@ -41,7 +59,7 @@ func Read(at time.Duration) (Sample, error) {
 		for _, field := range []struct {
 			name string
 			dst  *int64
-		}{{"VmRSS:", &s.RSSBytes}, {"RssAnon:", &s.AnonBytes}, {"RssFile:", &s.FileBytes}} {
+		}{{"VmRSS:", &s.RSSBytes}, {"VmHWM:", &s.PeakRSSBytes}, {"RssAnon:", &s.AnonBytes}, {"RssFile:", &s.FileBytes}} {
 			rest, ok := bytes.CutPrefix(line, []byte(field.name))
 			if !ok {
 				continue
@@ -57,7 +75,7 @@ func Read(at time.Duration) (Sample, error) {
 			*field.dst = kb << 10
 		}
 	}
-	fds, err := os.ReadDir("/proc/self/fd")
+	fds, err := os.ReadDir("/proc/" + pid + "/fd")
 	if err != nil {
 		return s, fmt.Errorf("soak: %w", err)
 	}

@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -57,5 +58,18 @@ func TestRead(t *testing.T) {
 	}
 	if s.RSSBytes <= 0 || s.AnonBytes <= 0 || s.AnonBytes > s.RSSBytes || s.Goroutines <= 0 || s.FDs <= 0 || s.HeapBytes == 0 {
 		t.Errorf("sample %+v", s)
+	}
+}
+
+func TestReadProcess(t *testing.T) {
+	s, err := ReadProcess(os.Getpid(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RSSBytes <= 0 || s.PeakRSSBytes < s.RSSBytes || s.FDs <= 0 || s.Goroutines != 0 {
+		t.Errorf("sample %+v", s)
+	}
+	if _, err := ReadProcess(1<<30, 0); err == nil {
+		t.Error("no error for a process that does not exist")
 	}
 }

@@ -9,14 +9,21 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-ai/tollgate/bench/loadgen"
 	"github.com/tollgate-ai/tollgate/bench/soak"
+	"github.com/tollgate-ai/tollgate/internal/ids"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/zk"
 )
@@ -34,8 +41,21 @@ type soakConfig struct {
 	// Prover proves receipts in the process, as `tollgate dev` does (keys
 	// from zk.TestKeyDir, set up once). Off, receipts are recorded and stay
 	// pending, as with a prover in its own process.
-	Prover  bool   `json:"prover"`
-	DataDir string `json:"-"`
+	Prover bool `json:"prover"`
+	// RedisURL puts the stack's registry, ledger and proving queue in this
+	// Redis, under RedisPrefix: a fresh prefix per run, deleted after.
+	RedisURL    string `json:"redis_url,omitempty"`
+	RedisPrefix string `json:"redis_prefix,omitempty"`
+	// ProverProcess proves in a child `tollgate prover --redis` process
+	// (needs RedisURL: the embedded ledger is single-process), with the
+	// cached development keys of ProverCapacities. The child is sampled
+	// like this process and stopped when the load ends.
+	ProverProcess    bool   `json:"prover_process"`
+	ProverCapacities []int  `json:"prover_capacities,omitempty"`
+	DataDir          string `json:"-"`
+	// proverCommand builds the child's command from its arguments (default:
+	// this executable); tests run their own binary as tollgate.
+	proverCommand func(args []string) *exec.Cmd
 	// HeapProfile, when set, gets a heap profile written as the load ends
 	// (before the stack stops): what is still held after the run.
 	HeapProfile string `json:"-"`
@@ -52,7 +72,28 @@ type soakReport struct {
 	Receipts ledger.Counts              `json:"receipts"`
 	// OldestPending is the proving backlog's age when the load stopped.
 	OldestPending time.Duration `json:"oldest_pending_ns"`
-	Samples       []soak.Sample `json:"samples"`
+	// ProvingRate is receipts proven per second after warm-up.
+	ProvingRate    float64         `json:"proving_rate_per_s"`
+	Samples        []soak.Sample   `json:"samples"`
+	ReceiptSamples []receiptSample `json:"receipt_samples,omitempty"`
+	Prover         *proverReport   `json:"prover_process,omitempty"`
+}
+
+// receiptSample is the ledger's counts at one point of the run.
+type receiptSample struct {
+	At time.Duration `json:"at_ns"`
+	ledger.Counts
+}
+
+// proverReport is the child prover process's part of the report. Its RSS
+// growth is reported, not judged: the verdict is the gateway's.
+type proverReport struct {
+	PID     int           `json:"pid"`
+	Log     string        `json:"log"`
+	Growth  []soak.Growth `json:"growth"`
+	Samples []soak.Sample `json:"samples"`
+	// Exit is how it ended once stopped ("" for a clean exit).
+	Exit string `json:"exit,omitempty"`
 }
 
 func runBenchSoak(ctx context.Context, args []string) error {
@@ -68,6 +109,9 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Limits.FDs, "max-fd-growth", cfg.Limits.FDs, "largest fd growth after warm-up (fraction, plus -slack)")
 	fs.IntVar(&cfg.Limits.Slack, "slack", cfg.Limits.Slack, "goroutines and fds allowed above the growth fraction (they follow the requests in flight)")
 	fs.BoolVar(&cfg.Prover, "prover", false, "prove receipts in this process, as `tollgate dev` does (default: receipts stay pending, as with `tollgate prover` in its own process)")
+	fs.StringVar(&cfg.RedisURL, "redis", "", "keep the stack's worker registry, receipt ledger and proving queue in this Redis (redis://host:port/db), under a fresh key prefix deleted after")
+	fs.BoolVar(&cfg.ProverProcess, "prover-process", false, "prove in a child `tollgate prover --redis` process with cached development keys, sampled like this one (needs -redis)")
+	capacities := fs.String("prover-capacities", "8,64", "development key capacities the child prover proves with (set up once, cached in "+zk.TestKeyDir()+")")
 	fs.StringVar(&cfg.HeapProfile, "heapprofile", "", "write a heap profile here when the load ends (go tool pprof -sample_index=inuse_space)")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (default: a temporary one, removed after)")
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +122,13 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	}
 	if cfg.Limits.Warmup == 0 {
 		cfg.Limits.Warmup = min(5*time.Minute, cfg.Duration/4)
+	}
+	var err error
+	if cfg.ProverCapacities, err = parseCapacities(*capacities); err != nil {
+		return fmt.Errorf("-prover-capacities: %w", err)
+	}
+	if err := cfg.validate(); err != nil {
+		return err
 	}
 	applyGCDefault(slog.Default())
 	cfg.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -93,7 +144,15 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	for _, g := range rep.Growth {
 		fmt.Fprintf(os.Stderr, "soak: %-10s first %.0f last %.0f growth %+.1f%% (limit %.0f%%)\n", g.Series, g.First, g.Last, 100*g.Growth, 100*g.Limit)
 	}
-	fmt.Fprintf(os.Stderr, "soak: receipts %+v, oldest unproven %s old\n", rep.Receipts, rep.OldestPending.Round(time.Second))
+	if p := rep.Prover; p != nil {
+		for _, g := range p.Growth {
+			fmt.Fprintf(os.Stderr, "soak: prover %-10s first %.0f last %.0f growth %+.1f%% (reported, not judged)\n", g.Series, g.First, g.Last, 100*g.Growth)
+		}
+		if n := len(p.Samples); n > 0 {
+			fmt.Fprintf(os.Stderr, "soak: prover pid %d peak RSS %d MiB, log %s\n", p.PID, p.Samples[n-1].PeakRSSBytes>>20, p.Log)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "soak: receipts %+v, %.1f proven/s after warm-up, oldest unproven %s old\n", rep.Receipts, rep.ProvingRate, rep.OldestPending.Round(time.Second))
 	if !rep.Pass {
 		return fmt.Errorf("soak failed: %v", rep.Failures)
 	}
@@ -101,12 +160,32 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	return nil
 }
 
+// validate checks the run's settings before anything starts.
+func (c *soakConfig) validate() error {
+	switch {
+	case c.Rate <= 0 || c.Duration <= 0 || c.Sample <= 0:
+		return errors.New("soak: -rate, -duration and -sample must be positive")
+	case c.ProverProcess && c.RedisURL == "":
+		return errors.New("soak: -prover-process needs -redis: a prover in its own process shares the ledger through Redis (the embedded ledger is single-process)")
+	case c.ProverProcess && c.Prover:
+		return errors.New("soak: -prover and -prover-process: choose one (in this process, or in a child)")
+	case c.ProverProcess && len(c.ProverCapacities) == 0:
+		return errors.New("soak: -prover-process needs at least one key capacity")
+	}
+	for _, n := range c.ProverCapacities {
+		if !slices.Contains(zk.Capacities, n) {
+			return fmt.Errorf("soak: key capacity %d is not one of %v", n, zk.Capacities)
+		}
+	}
+	return nil
+}
+
 // runSoak starts a dev stack (simulator sim-tiny, receipts on), sends the
-// mixed load for cfg.Duration while sampling this process, stops the stack
-// and judges the samples.
+// mixed load for cfg.Duration while sampling this process (and the child
+// prover, if any), stops the stack and judges the samples.
 func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
-	if cfg.Rate <= 0 || cfg.Duration <= 0 || cfg.Sample <= 0 {
-		return nil, errors.New("soak: -rate, -duration and -sample must be positive")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
@@ -130,13 +209,26 @@ func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
 			return nil, err
 		}
 	}
+	o := devOptions{logger: cfg.logger}
+	if cfg.RedisURL != "" {
+		rc, err := dialRedis(ctx, cfg.RedisURL, cfg.logger)
+		if err != nil {
+			return nil, fmt.Errorf("soak: -redis: %w", err)
+		}
+		defer rc.Close()
+		cfg.RedisPrefix = "{" + ids.New("tg-soak-") + "}:"
+		o.redisPrefix = cfg.RedisPrefix
+		// Deleted after the stack and the child have stopped (defers run
+		// last in, first out).
+		defer deleteRedisPrefix(context.WithoutCancel(ctx), rc, cfg.RedisPrefix)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	const key = "sk-soak-0123456789"
-	o := devOptions{ln: ln, logger: cfg.logger}
-	o.gateway = gatewayFlags{data: dir, apiKey: key, noProver: !cfg.Prover}
+	o.ln = ln
+	o.gateway = gatewayFlags{data: dir, apiKey: key, noProver: !cfg.Prover, redisURL: cfg.RedisURL}
 	o.engine = engineFlags{kind: "sim", profile: "sim-tiny", timeScale: 1}
 	d, err := startDev(ctx, o)
 	if err != nil {
@@ -150,10 +242,18 @@ func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
 	}()
 
 	rep := &soakReport{Config: cfg, Load: map[string]*loadgen.Result{}}
+	var child *proverChild
+	if cfg.ProverProcess {
+		if child, err = startProverChild(cfg, dir); err != nil {
+			return nil, err
+		}
+		defer child.stop()
+		rep.Prover = &proverReport{PID: child.cmd.Process.Pid, Log: child.logPath}
+	}
 	start := time.Now()
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan error, 1)
-	go func() { sampled <- sampleEvery(sampleCtx, start, cfg.Sample, &rep.Samples) }()
+	go func() { sampled <- sampleEvery(sampleCtx, start, cfg.Sample, rep, d.gw.ledger, child) }()
 
 	hdr := map[string]string{"Authorization": "Bearer " + key, "Content-Type": "application/json"}
 	mix := []struct {
@@ -200,6 +300,13 @@ func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
 			rep.OldestPending = time.Since(at)
 		}
 	}
+	if child != nil {
+		// Stopped before the stack: the worker it countersigns with leaves
+		// next.
+		if err := child.stop(); err != nil {
+			rep.Prover.Exit = err.Error()
+		}
+	}
 	stopped = true
 	if err := d.stop(); err != nil {
 		return nil, err
@@ -218,27 +325,175 @@ func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("%s grew %.1f%% after warm-up (%.0f → %.0f, limit %.0f%%)", g.Series, 100*g.Growth, g.First, g.Last, 100*g.Limit))
 		}
 	}
+	rep.ProvingRate = provingRate(rep.ReceiptSamples, cfg.Limits.Warmup)
+	if p := rep.Prover; p != nil {
+		gs, err := soak.Analyze(p.Samples, cfg.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("prover process: %w", err)
+		}
+		for _, g := range gs {
+			if g.Series != "goroutines" { // not visible from outside
+				p.Growth = append(p.Growth, g)
+			}
+		}
+		if rep.Receipts.Failed > 0 {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%d receipts failed to prove", rep.Receipts.Failed))
+		}
+		if rep.Receipts.Proven == 0 {
+			rep.Failures = append(rep.Failures, "the prover process proved no receipt")
+		}
+	}
 	rep.Pass = len(rep.Failures) == 0
 	return rep, nil
 }
 
-// sampleEvery appends a sample at once and then every interval until ctx
-// ends.
-func sampleEvery(ctx context.Context, start time.Time, every time.Duration, out *[]soak.Sample) error {
+// provingRate is receipts proven per second between the first receipt
+// sample at or after warmup and the last.
+func provingRate(ss []receiptSample, warmup time.Duration) float64 {
+	i := slices.IndexFunc(ss, func(s receiptSample) bool { return s.At >= warmup })
+	if i < 0 || i == len(ss)-1 {
+		return 0
+	}
+	first, last := ss[i], ss[len(ss)-1]
+	return float64(last.Proven-first.Proven) / (last.At - first.At).Seconds()
+}
+
+// sampleEvery samples this process, the child prover (if any) and the
+// ledger's counts (if any) at once and then every interval until ctx
+// ends. The child ending on its own is an error.
+func sampleEvery(ctx context.Context, start time.Time, every time.Duration, rep *soakReport, l *ledger.Ledger, child *proverChild) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		s, err := soak.Read(time.Since(start))
+		at := time.Since(start)
+		s, err := soak.Read(at)
 		if err != nil {
 			return err
 		}
-		*out = append(*out, s)
+		rep.Samples = append(rep.Samples, s)
+		if child != nil {
+			cs, err := soak.ReadProcess(child.cmd.Process.Pid, at)
+			if err != nil {
+				return fmt.Errorf("prover process: %w", err)
+			}
+			rep.Prover.Samples = append(rep.Prover.Samples, cs)
+		}
+		if l != nil {
+			c, err := l.Counts(ctx)
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			rep.ReceiptSamples = append(rep.ReceiptSamples, receiptSample{At: at, Counts: c})
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-child.exited():
+			return fmt.Errorf("prover process exited during the soak (%v); its log: %s", err, child.logPath)
 		case <-t.C:
 		}
 	}
+}
+
+// proverChild is `tollgate prover --redis` in a child process.
+type proverChild struct {
+	cmd     *exec.Cmd
+	logPath string
+	log     *os.File
+	done    chan error // the exit, once
+	waited  error
+	once    sync.Once
+	stopErr error
+}
+
+// startProverChild starts the child prover on the soak's Redis prefix with
+// the cached development keys, its output in DIR/prover.log.
+func startProverChild(cfg soakConfig, dir string) (*proverChild, error) {
+	keys := zk.TestKeyDir()
+	for _, n := range cfg.ProverCapacities {
+		if err := zk.EnsureDevKeys(keys, n); err != nil {
+			return nil, fmt.Errorf("soak: development keys for capacity %d: %w", n, err)
+		}
+	}
+	args := []string{"prover", "--redis", cfg.RedisURL, "--redis-prefix", cfg.RedisPrefix, "--keys", keys,
+		"--allow-dev-keys", "--name", "soak-prover", "--max-age", "1s"}
+	var cmd *exec.Cmd
+	if cfg.proverCommand != nil {
+		cmd = cfg.proverCommand(args)
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("soak: -prover-process: cannot find this binary to run the prover: %w", err)
+		}
+		cmd = exec.Command(exe, args...)
+	}
+	c := &proverChild{cmd: cmd, logPath: filepath.Join(dir, "prover.log"), done: make(chan error, 1)}
+	var err error
+	if c.log, err = os.Create(c.logPath); err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = c.log, c.log
+	setParentDeathSignal(cmd)
+	if err := cmd.Start(); err != nil {
+		c.log.Close()
+		return nil, fmt.Errorf("soak: start the prover process: %w", err)
+	}
+	go func() { c.done <- cmd.Wait() }()
+	return c, nil
+}
+
+// exited yields the child's exit once it has ended (never for nil).
+func (c *proverChild) exited() <-chan error {
+	if c == nil {
+		return nil
+	}
+	return c.done
+}
+
+// stop asks the child to stop (SIGTERM: it finishes or abandons its batch
+// and acknowledges what it settled), kills it after a minute, and returns
+// how it ended. Calls after the first return the first's result.
+func (c *proverChild) stop() error {
+	c.once.Do(func() {
+		var err error
+		select {
+		case err = <-c.done: // already ended on its own
+		default:
+			c.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err = <-c.done:
+			case <-time.After(time.Minute):
+				c.cmd.Process.Kill()
+				err = fmt.Errorf("killed after a minute without stopping: %w", <-c.done)
+			}
+		}
+		c.stopErr = errors.Join(err, c.log.Close())
+	})
+	return c.stopErr
+}
+
+// deleteRedisPrefix removes every key under prefix (the soak's own).
+func deleteRedisPrefix(ctx context.Context, c *redis.Client, prefix string) error {
+	iter := c.Scan(ctx, 0, redisGlobEscape(prefix)+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		if keys = append(keys, iter.Val()); len(keys) == 500 {
+			if err := c.Del(ctx, keys...).Err(); err != nil {
+				return err
+			}
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		if err := c.Del(ctx, keys...).Err(); err != nil {
+			return err
+		}
+	}
+	return iter.Err()
+}
+
+func redisGlobEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `]`, `\]`).Replace(s)
 }
 
 func writeHeapProfile(path string) error {

@@ -32,6 +32,9 @@ type devOptions struct {
 	// when no --keys directory is given (`tollgate dev` sets 64 and 256;
 	// tests leave it empty so no set-up outlives them).
 	backgroundKeys []int
+	// redisPrefix, when set, replaces the Redis key prefix (the soak runs
+	// under a fresh one so that it never meets another deployment's keys).
+	redisPrefix string
 }
 
 // devStack is a gateway with one worker registered over real HTTP loopback,
@@ -107,6 +110,9 @@ func startDev(ctx context.Context, o devOptions) (*devStack, error) {
 	cfg, err := o.gateway.load()
 	if err != nil {
 		return nil, err
+	}
+	if o.redisPrefix != "" {
+		cfg.Redis.Prefix = o.redisPrefix
 	}
 	logger := o.logger
 	if logger == nil {
