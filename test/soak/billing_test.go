@@ -20,7 +20,6 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/redistest"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
-	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/zk"
 )
 
@@ -115,24 +114,13 @@ func TestBillingUnderChaos(t *testing.T) {
 			"--name", name, "--claim-idle", "3s", "--max-age", "300ms", "--interval", "100ms"}})
 	}
 	all := append(append([]*proc{gw}, workers...), provers...)
-	for _, p := range all {
-		p.start()
-	}
-	defer func() {
-		for _, p := range all {
-			p.stop(syscall.SIGTERM)
-		}
-	}()
+	startAll(all)
+	defer stopAll(all)
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
 	base := "http://" + gwAddr
 	waitHTTP(t, client, base+"/readyz", 2*time.Minute)
 	waitModels(t, client, base, keys["alice"], 2*time.Minute)
-	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix + "ledger:"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	l := ledger.New(st, ledger.Options{KeyDir: keyDir})
+	l := openLedger(t, r, keyDir)
 	ctx := context.Background()
 	// Both workers admitted before the load, so every batch is proven
 	// against the registry root the checks below verify with.
@@ -242,61 +230,32 @@ func TestBillingUnderChaos(t *testing.T) {
 	}
 
 	// The ledger's whole export.
-	reg, err := l.Registry(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vks := map[string]*receipts.VerifyingKey{}
+	v := newVerifier(t, ctx, l)
 	entries := map[string]*receipts.Receipt{}
 	byRequest, byLeaf := map[string]string{}, map[string]string{}
-	for after := ""; ; {
-		page, cursor, err := l.Export(ctx, after, 1000)
-		if err != nil {
-			t.Fatal(err)
+	for _, rc := range exportAll(t, ctx, l) {
+		if _, dup := entries[rc.ID]; dup {
+			t.Errorf("receipt %s exported twice", rc.ID)
 		}
-		for _, raw := range page {
-			rc := new(receipts.Receipt)
-			if err := json.Unmarshal(raw, rc); err != nil {
-				t.Fatal(err)
-			}
-			if _, dup := entries[rc.ID]; dup {
-				t.Errorf("receipt %s exported twice", rc.ID)
-			}
-			entries[rc.ID] = rc
-			if prev, dup := byRequest[rc.RequestID]; dup {
-				t.Errorf("request %s has two entries: %s and %s", rc.RequestID, prev, rc.ID)
-			}
-			byRequest[rc.RequestID] = rc.ID
-			if rc.Status == receipts.StatusVoid {
-				continue
-			}
-			if prev, dup := byLeaf[rc.Leaf]; dup {
-				t.Errorf("leaf %s is in two receipts: %s and %s", rc.Leaf, prev, rc.ID)
-			}
-			byLeaf[rc.Leaf] = rc.ID
-			if rc.Status != receipts.StatusProven {
-				t.Errorf("receipt %s is %s (%s)", rc.ID, rc.Status, rc.Error)
-				continue
-			}
-			vk := vks[rc.Batch.VerifyingKeyID]
-			if vk == nil {
-				b, err := l.VerifyingKey(ctx, rc.Batch.VerifyingKeyID)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if vk, err = receipts.ParseVerifyingKey(b); err != nil {
-					t.Fatal(err)
-				}
-				vks[rc.Batch.VerifyingKeyID] = vk
-			}
-			if err := receipts.Verify(rc, vk, reg.Root()); err != nil {
-				t.Errorf("receipt %s does not verify: %v", rc.ID, err)
-			}
+		entries[rc.ID] = rc
+		if prev, dup := byRequest[rc.RequestID]; dup {
+			t.Errorf("request %s has two entries: %s and %s", rc.RequestID, prev, rc.ID)
 		}
-		if cursor == "" {
-			break
+		byRequest[rc.RequestID] = rc.ID
+		if rc.Status == receipts.StatusVoid {
+			continue
 		}
-		after = cursor
+		if prev, dup := byLeaf[rc.Leaf]; dup {
+			t.Errorf("leaf %s is in two receipts: %s and %s", rc.Leaf, prev, rc.ID)
+		}
+		byLeaf[rc.Leaf] = rc.ID
+		if rc.Status != receipts.StatusProven {
+			t.Errorf("receipt %s is %s (%s)", rc.ID, rc.Status, rc.Error)
+			continue
+		}
+		if err := v.verify(rc); err != nil {
+			t.Errorf("receipt %s does not verify: %v", rc.ID, err)
+		}
 	}
 
 	// The clients' side against it.

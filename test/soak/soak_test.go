@@ -113,6 +113,86 @@ func waitHTTP(t *testing.T, client *http.Client, url string, d time.Duration) {
 	t.Fatalf("%s not 200 after %s", url, d)
 }
 
+// openLedger opens the ledger the processes under test share in r.
+func openLedger(t *testing.T, r *redistest.Redis, keyDir string) *ledger.Ledger {
+	t.Helper()
+	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix + "ledger:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return ledger.New(st, ledger.Options{KeyDir: keyDir})
+}
+
+func startAll(ps []*proc) {
+	for _, p := range ps {
+		p.start()
+	}
+}
+
+func stopAll(ps []*proc) {
+	for _, p := range ps {
+		p.stop(syscall.SIGTERM)
+	}
+}
+
+// exportAll reads the ledger's whole export, in ledger order.
+func exportAll(t *testing.T, ctx context.Context, l *ledger.Ledger) []*receipts.Receipt {
+	t.Helper()
+	var out []*receipts.Receipt
+	for after := ""; ; {
+		page, next, err := l.Export(ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range page {
+			rc := new(receipts.Receipt)
+			if err := json.Unmarshal(raw, rc); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, rc)
+		}
+		if next == "" {
+			return out
+		}
+		after = next
+	}
+}
+
+// verifier checks proven receipts against the ledger's current registry
+// root, fetching each verifying key once.
+type verifier struct {
+	t   *testing.T
+	ctx context.Context
+	l   *ledger.Ledger
+	reg *receipts.AdmissionTree
+	vks map[string]*receipts.VerifyingKey
+}
+
+func newVerifier(t *testing.T, ctx context.Context, l *ledger.Ledger) *verifier {
+	t.Helper()
+	reg, err := l.Registry(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &verifier{t: t, ctx: ctx, l: l, reg: reg, vks: map[string]*receipts.VerifyingKey{}}
+}
+
+func (v *verifier) verify(rc *receipts.Receipt) error {
+	vk := v.vks[rc.Batch.VerifyingKeyID]
+	if vk == nil {
+		b, err := v.l.VerifyingKey(v.ctx, rc.Batch.VerifyingKeyID)
+		if err != nil {
+			v.t.Fatal(err)
+		}
+		if vk, err = receipts.ParseVerifyingKey(b); err != nil {
+			v.t.Fatal(err)
+		}
+		v.vks[rc.Batch.VerifyingKeyID] = vk
+	}
+	return receipts.Verify(rc, vk, v.reg.Root())
+}
+
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -174,26 +254,15 @@ func TestSoakBacklog(t *testing.T) {
 			"--keys", keyDir, "--allow-dev-keys", "--name", name, "--claim-idle", "20s", "--max-age", "1s"}})
 	}
 	all := append([]*proc{gw, worker}, provers...)
-	for _, p := range all {
-		p.start()
-	}
-	defer func() {
-		for _, p := range all {
-			p.stop(syscall.SIGTERM)
-		}
-	}()
+	startAll(all)
+	defer stopAll(all)
 
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
 	base := "http://" + gwAddr
 	waitReady := func() { waitHTTP(t, client, base+"/readyz", 2*time.Minute) }
 	waitReady()
 
-	st, err := ledger.OpenRedis(context.Background(), r.URL, ledger.RedisOptions{Prefix: r.Prefix + "ledger:"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	l := ledger.New(st, ledger.Options{KeyDir: keyDir})
+	l := openLedger(t, r, keyDir)
 	counts := func() ledger.Counts {
 		c, err := l.Counts(context.Background())
 		if err != nil {
@@ -341,58 +410,29 @@ func TestSoakBacklog(t *testing.T) {
 
 	// Every acknowledged receipt proven and verifying; no request twice.
 	ctx := context.Background()
-	reg, err := l.Registry(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vks := map[string]*receipts.VerifyingKey{}
+	v := newVerifier(t, ctx, l)
 	seenReq := map[string]string{}
 	batches := map[uint64]bool{}
 	recorded, proven, verified := 0, 0, 0
-	for after := ""; ; {
-		page, nextCursor, err := l.Export(ctx, after, 1000)
-		if err != nil {
-			t.Fatal(err)
+	for _, rc := range exportAll(t, ctx, l) {
+		recorded++
+		if prev, dup := seenReq[rc.RequestID]; dup {
+			t.Errorf("request %s has two records: %s and %s", rc.RequestID, prev, rc.ID)
 		}
-		for _, raw := range page {
-			var rc receipts.Receipt
-			if err := json.Unmarshal(raw, &rc); err != nil {
-				t.Fatal(err)
+		seenReq[rc.RequestID] = rc.ID
+		if rc.Status != receipts.StatusProven {
+			if acked[rc.ID] {
+				t.Errorf("acknowledged receipt %s is %s %q", rc.ID, rc.Status, rc.Error)
 			}
-			recorded++
-			if prev, dup := seenReq[rc.RequestID]; dup {
-				t.Errorf("request %s has two records: %s and %s", rc.RequestID, prev, rc.ID)
-			}
-			seenReq[rc.RequestID] = rc.ID
-			if rc.Status != receipts.StatusProven {
-				if acked[rc.ID] {
-					t.Errorf("acknowledged receipt %s is %s %q", rc.ID, rc.Status, rc.Error)
-				}
-				continue
-			}
-			proven++
-			batches[rc.Batch.Public.Sequence] = true
-			vk := vks[rc.Batch.VerifyingKeyID]
-			if vk == nil {
-				b, err := l.VerifyingKey(ctx, rc.Batch.VerifyingKeyID)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if vk, err = receipts.ParseVerifyingKey(b); err != nil {
-					t.Fatal(err)
-				}
-				vks[rc.Batch.VerifyingKeyID] = vk
-			}
-			if err := receipts.Verify(&rc, vk, reg.Root()); err != nil {
-				t.Errorf("%s does not verify: %v", rc.ID, err)
-			} else {
-				verified++
-			}
+			continue
 		}
-		if nextCursor == "" {
-			break
+		proven++
+		batches[rc.Batch.Public.Sequence] = true
+		if err := v.verify(rc); err != nil {
+			t.Errorf("%s does not verify: %v", rc.ID, err)
+		} else {
+			verified++
 		}
-		after = nextCursor
 	}
 	missing := 0
 	for id := range acked {
