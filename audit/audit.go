@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -130,10 +131,21 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Log keeps disputes for every replica to list: RedisLog in cluster mode.
+// The auditor also keeps its own in memory, so a Log that fails loses
+// nothing this replica found.
+type Log interface {
+	Add(ctx context.Context, d Dispute) error
+	List(ctx context.Context) ([]Dispute, error)
+}
+
 // Deps are the auditor's collaborators.
 type Deps struct {
 	Pool   Pool   // required
 	Marker Marker // nil: audit states are not recorded on receipts
+	// Log, when set, receives every dispute, and ListDisputes reads it:
+	// disputes found by any replica.
+	Log    Log
 	Clock  clock.Clock
 	Logger *slog.Logger
 	// Rand draws samples and picks workers. Default: crypto/rand. Tests
@@ -208,12 +220,13 @@ type job struct {
 // Auditor samples recorded completions and re-executes them. Create it with
 // New, start it with Run, feed it with Observe.
 type Auditor struct {
-	cfg    Config
-	pool   Pool
-	marker Marker
-	clock  clock.Clock
-	log    *slog.Logger
-	queue  chan job
+	cfg        Config
+	pool       Pool
+	marker     Marker
+	disputeLog Log
+	clock      clock.Clock
+	log        *slog.Logger
+	queue      chan job
 
 	mu       sync.Mutex
 	rand     *mrand.Rand
@@ -240,7 +253,7 @@ func New(cfg Config, deps Deps) (*Auditor, error) {
 	if deps.Rand == nil {
 		deps.Rand = cryptoSource{}
 	}
-	return &Auditor{cfg: cfg, pool: deps.Pool, marker: deps.Marker, clock: deps.Clock, log: deps.Logger,
+	return &Auditor{cfg: cfg, pool: deps.Pool, marker: deps.Marker, disputeLog: deps.Log, clock: deps.Clock, log: deps.Logger,
 		queue: make(chan job, cfg.Queue), rand: mrand.New(deps.Rand), credit: cfg.Burst}, nil
 }
 
@@ -339,6 +352,32 @@ func (a *Auditor) Disputes() []Dispute {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]Dispute(nil), a.disputes...)
+}
+
+// ListDisputes is Disputes with those of the other replicas when a Log
+// is set: the Log's list, oldest first, plus any of this replica's it
+// lacks (a write that failed). With the Log unreachable it returns this
+// replica's and the error.
+func (a *Auditor) ListDisputes(ctx context.Context) ([]Dispute, error) {
+	local := a.Disputes()
+	if a.disputeLog == nil {
+		return local, nil
+	}
+	shared, err := a.disputeLog.List(ctx)
+	if err != nil {
+		return local, err
+	}
+	seen := make(map[string]bool, len(shared))
+	for _, d := range shared {
+		seen[d.ID] = true
+	}
+	for _, d := range local {
+		if !seen[d.ID] {
+			shared = append(shared, d)
+		}
+	}
+	slices.SortStableFunc(shared, func(x, y Dispute) int { return x.Time.Compare(y.Time) })
+	return shared, nil
 }
 
 func (a *Auditor) count(f func(*Stats)) {
@@ -510,6 +549,13 @@ func (a *Auditor) dispute(ctx context.Context, j *job, w scheduler.Peer, compara
 	}
 	a.mu.Unlock()
 	a.log.Error("worker disputed", "worker", w.ID, "dispute", d.ID, "receipt", j.receiptID, "model", c.Model, "detail", v.Detail)
+	if a.disputeLog != nil {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := a.disputeLog.Add(lctx, d); err != nil {
+			a.log.Warn("dispute not written to the shared log (kept on this replica)", "dispute", d.ID, "err", err)
+		}
+	}
 }
 
 func (a *Auditor) mark(ctx context.Context, receiptID, state string) {

@@ -30,7 +30,12 @@ func (s *Server) listDisputes(rc *fasthttp.RequestCtx) error {
 	}
 	var list any = []any{}
 	if s.deps.Disputes != nil {
-		list = s.deps.Disputes()
+		l, err := s.deps.Disputes(rc)
+		if err != nil {
+			s.log.Warn("disputes: shared log unreachable, listing this replica's", "err", err)
+			return writeJSON(rc, map[string]any{"object": "list", "data": l, "partial": true})
+		}
+		list = l
 	}
 	return writeJSON(rc, map[string]any{"object": "list", "data": list})
 }

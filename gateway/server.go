@@ -165,8 +165,10 @@ type Deps struct {
 	Ledger      Ledger // nil: receipts off
 	// Auditor re-executes a sample of finished requests (nil: no audits);
 	// Disputes feeds GET /v1/admin/disputes, marshalled as is.
-	Auditor  Auditor
-	Disputes func() any
+	Auditor Auditor
+	// With err set (a shared log unreachable), list is what this replica
+	// has, served with "partial": true.
+	Disputes func(ctx context.Context) (list any, err error)
 	// AuditStatus feeds the status page's audit card (nil: hidden).
 	AuditStatus func() statuspage.Audit
 	// Obs traces each request (continuing a client's W3C trace context),

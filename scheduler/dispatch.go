@@ -175,6 +175,16 @@ func (s *Scheduler) Submit(t *task.Task, onEvent func(task.Event), onEnd func(er
 	return s.submit(context.Background(), t, "", onEvent, onEnd, false)
 }
 
+// SubmitTo is Submit on one given worker and no other (the asynchronous
+// DispatchTo): the auditor's re-execution where the caller cannot block,
+// as in the virtual-time bench.
+func (s *Scheduler) SubmitTo(t *task.Task, workerID string, onEvent func(task.Event), onEnd func(error)) (*Handle, error) {
+	if workerID == "" {
+		return nil, apierr.BadRequest("worker", "missing_worker", "no worker named")
+	}
+	return s.submit(context.Background(), t, workerID, onEvent, onEnd, false)
+}
+
 // submit is Submit; with inline, a frame of just this task sent while the
 // caller is still in submit is left for the caller to run (takeInline),
 // under ctx (the caller's: it bounds the link stream it will wait on).

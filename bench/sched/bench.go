@@ -56,6 +56,14 @@ type Config struct {
 	// (interactive class), which lets the tollgate policy shed.
 	Deadline time.Duration `json:"deadline,omitempty"`
 	Policies []string      `json:"policies"`
+	// AuditRate, when > 0, injects spot re-execution audits as the
+	// auditor (package audit) makes them: after a request completes it is
+	// sampled with this probability and re-executed with the same shape,
+	// priority class batch, on another worker chosen at random. AuditShare
+	// caps audit work at that fraction of served work, in tokens (the
+	// auditor's token bucket; default 0.05).
+	AuditRate  float64 `json:"audit_rate,omitempty"`
+	AuditShare float64 `json:"audit_share,omitempty"`
 }
 
 // DefaultConfig is the issue's bench: 2× H100, 2× A100, 1× L40S, one H100
@@ -106,6 +114,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ttft_slo/tpot_slo: must be positive")
 	case len(c.Policies) == 0:
 		return fmt.Errorf("policies: none")
+	}
+	if c.AuditRate < 0 || c.AuditRate > 1 || c.AuditShare < 0 || c.AuditShare > 1 {
+		return fmt.Errorf("audit_rate/audit_share: must be in [0, 1], got %v/%v", c.AuditRate, c.AuditShare)
 	}
 	for i, l := range c.Loads {
 		if l <= 0 || l > 2 {
@@ -200,6 +211,13 @@ type PolicyResult struct {
 	SLOMet     float64 `json:"slo_met_fraction"`
 	DecisionUs float64 `json:"decision_p50_us"` // scheduler CPU time per decision (wall clock)
 	WallMs     float64 `json:"wall_ms"`
+	// Audits (with AuditRate > 0): re-executions started and finished,
+	// samples skipped for want of budget, and audit work over served
+	// work in tokens (what the auditor's max_share caps).
+	Audits        int     `json:"audits,omitempty"`
+	AuditsDone    int     `json:"audits_done,omitempty"`
+	AuditsSkipped int     `json:"audits_skipped,omitempty"`
+	AuditShare    float64 `json:"audit_share,omitempty"`
 }
 
 // LoadResult is every policy on one load.
@@ -276,9 +294,15 @@ func runPolicy(cfg Config, policy string, trace []Arrival) (PolicyResult, error)
 	if err != nil {
 		return PolicyResult{}, err
 	}
+	servedBy := map[string]string{} // request ID → worker, for audits
 	for i, spec := range cfg.Workers {
 		p := profiles[spec.Profile]
 		w := NewSimWorker(spec.ID, p, clk, cfg.Seed+uint64(i)*7919)
+		w.OnTask = func(t *task.Task) {
+			if t.Priority == task.PriorityInteractive {
+				servedBy[t.RequestID] = spec.ID
+			}
+		}
 		sims[spec.ID] = w
 		s.Upsert(&task.Registered{
 			WorkerID: spec.ID, URL: "sim://" + spec.ID, MaxConcurrency: p.MaxNumSeqs,
@@ -296,6 +320,7 @@ func runPolicy(cfg Config, policy string, trace []Arrival) (PolicyResult, error)
 		clk.AfterFunc(cfg.Duration/2, func() { w.SetSlowdown(cfg.Slowdown) })
 	}
 	model := profiles[cfg.Workers[0].Profile].Model
+	au := newAuditInjector(cfg, s)
 
 	outs := make([]outcome, len(trace))
 	for i, a := range trace {
@@ -318,6 +343,9 @@ func runPolicy(cfg Config, policy string, trace []Arrival) (PolicyResult, error)
 				}
 			}, func(err error) {
 				o.done, o.err = clk.Now(), err
+				if err == nil {
+					au.completed(tk, servedBy[tk.RequestID], a.Prompt+o.tokens)
+				}
 			})
 			if err != nil {
 				o.done, o.err = clk.Now(), err
@@ -327,11 +355,12 @@ func runPolicy(cfg Config, policy string, trace []Arrival) (PolicyResult, error)
 	// Run the trace, then let what is in flight finish (heartbeats keep
 	// going, so stop once every request has ended).
 	clk.Run(start.Add(cfg.Duration))
-	for limit := 0; limit < 600 && !allDone(outs); limit++ {
+	for limit := 0; limit < 600 && (!allDone(outs) || au.running > 0); limit++ {
 		clk.Run(clk.Now().Add(time.Second))
 	}
 	st := s.Stats()
 	pr := summarize(cfg, policy, outs)
+	au.report(&pr)
 	pr.DecisionUs = st.DecisionLatency.P50 * 1e6
 	pr.WallMs = float64(time.Since(wallStart).Microseconds()) / 1e3
 	return pr, nil
@@ -405,4 +434,87 @@ func quantile(v []float64, q float64) float64 {
 	slices.Sort(s)
 	i := int(math.Ceil(q*float64(len(s)))) - 1
 	return s[max(i, 0)]
+}
+
+// auditInjector is the auditor's traffic in virtual time: a seeded draw
+// after each completed request, the auditor's token bucket (credit grows
+// by AuditShare × tokens served, an audit costs the request's tokens), and
+// the re-execution submitted on another worker at priority batch, not
+// streamed. It reproduces the load audits add, which is what the bench
+// measures; the comparison itself is package audit's (and its tests').
+type auditInjector struct {
+	cfg     Config
+	s       *scheduler.Scheduler
+	rng     *rand.Rand
+	workers []string
+
+	credit                          float64
+	served, spent                   int
+	started, done, skipped, running int
+}
+
+func newAuditInjector(cfg Config, s *scheduler.Scheduler) *auditInjector {
+	a := &auditInjector{cfg: cfg, s: s, rng: rand.New(rand.NewPCG(cfg.Seed, 0xa0d17))}
+	if a.cfg.AuditShare == 0 {
+		a.cfg.AuditShare = 0.05
+	}
+	for _, w := range cfg.Workers {
+		a.workers = append(a.workers, w.ID)
+	}
+	return a
+}
+
+// completed is called when an interactive request ends well: it may
+// start the request's audit on a worker other than by.
+func (a *auditInjector) completed(t *task.Task, by string, tokens int) {
+	if a.cfg.AuditRate <= 0 {
+		return
+	}
+	a.served += tokens
+	a.credit = min(a.credit+a.cfg.AuditShare*float64(tokens), 4*float64(a.cfg.MaxPrompt+a.cfg.MaxOutput))
+	if a.rng.Float64() >= a.cfg.AuditRate {
+		return
+	}
+	if a.credit < float64(tokens) {
+		a.skipped++
+		return
+	}
+	var others []string
+	for _, w := range a.workers {
+		if w != by {
+			others = append(others, w)
+		}
+	}
+	if len(others) == 0 {
+		a.skipped++
+		return
+	}
+	a.credit -= float64(tokens)
+	re := *t
+	re.RequestID = "audit-" + t.RequestID
+	re.Priority, re.Stream, re.Deadline = task.PriorityBatch, false, time.Time{}
+	a.started++
+	a.running++
+	n := t.PromptTokensHint
+	_, err := a.s.SubmitTo(&re, others[a.rng.IntN(len(others))], func(ev task.Event) {
+		if ev.Type == task.EventDelta {
+			n += ev.Tokens
+		}
+	}, func(err error) {
+		a.running--
+		if err == nil {
+			a.done++
+		}
+		a.spent += n
+	})
+	if err != nil {
+		a.running--
+	}
+}
+
+func (a *auditInjector) report(pr *PolicyResult) {
+	pr.Audits, pr.AuditsDone, pr.AuditsSkipped = a.started, a.done, a.skipped
+	if a.served > 0 {
+		pr.AuditShare = float64(a.spent) / float64(a.served)
+	}
 }

@@ -197,3 +197,36 @@ func TestWritePlots(t *testing.T) {
 		t.Errorf("no loads: %v", err)
 	}
 }
+
+// TestRunWithAudits: injected audits run on another worker at priority
+// batch, and the token bucket keeps their work at most about the share
+// (a rate far above the share leaves most samples skipped); without audits
+// nothing is injected.
+func TestRunWithAudits(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Duration = 5 * time.Second
+	cfg.Loads = []float64{0.7}
+	cfg.Policies = []string{scheduler.PolicyTollgate}
+	cfg.AuditRate, cfg.AuditShare = 0.5, 0.05
+	res, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := res.Loads[0].Policies[0]
+	if p.AuditsDone == 0 || p.AuditsSkipped == 0 || p.AuditsDone > p.Audits {
+		t.Fatalf("audits %d started, %d done, %d skipped", p.Audits, p.AuditsDone, p.AuditsSkipped)
+	}
+	// The bucket starts empty and is capped, so the share stays near the
+	// cap: one audit's worth of tokens above it at most.
+	if p.AuditShare <= 0 || p.AuditShare > 0.06 {
+		t.Errorf("audit share %.4f, cap 0.05", p.AuditShare)
+	}
+	cfg.AuditRate = 0
+	res, err = Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Loads[0].Policies[0]; p.Audits != 0 || p.AuditShare != 0 {
+		t.Errorf("audits without a rate: %+v", p)
+	}
+}

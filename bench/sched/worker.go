@@ -28,6 +28,9 @@ type SimWorker struct {
 	Profile sim.Profile
 	// ChunkTokens is how many tokens one decode step event covers (default 8).
 	ChunkTokens int
+	// OnTask, when set, sees every task the worker is given (the bench
+	// learns who served a request, to audit it elsewhere).
+	OnTask func(*task.Task)
 
 	clk      *VirtualClock
 	rng      *rand.Rand
@@ -94,6 +97,9 @@ func (w *SimWorker) Start(b *task.Batch, onEvent func(task.Event), onEnd func(er
 	run := &simRun{open: len(b.Tasks), onEvent: onEvent, onEnd: onEnd}
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
+		if w.OnTask != nil {
+			w.OnTask(t)
+		}
 		s := &simSeq{key: seqKey{b.ID, i}, run: run, prompt: max(t.PromptTokensHint, 1), output: max(t.MaxTokens, 1)}
 		w.seqs[s.key] = s
 		switch {

@@ -6,8 +6,10 @@ import (
 
 	"github.com/tollgate-ai/tollgate/audit"
 	"github.com/tollgate-ai/tollgate/gateway"
+	"github.com/tollgate-ai/tollgate/internal/cluster"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
+	"github.com/tollgate-ai/tollgate/scheduler"
 )
 
 // startAuditor starts the auditor when the config enables it and wires it
@@ -21,6 +23,12 @@ func (g *gatewayStack) startAuditor(deps *gateway.Deps) error {
 	ad := audit.Deps{Pool: g.sched, Logger: g.logger}
 	if g.ledger != nil {
 		ad.Marker = g.ledger
+	}
+	if g.redis != nil {
+		// Cluster mode: a dispute takes the worker out on every replica,
+		// and every replica lists every replica's disputes.
+		ad.Pool = clusterPool{g.sched, g.redis.registry}
+		ad.Log = &audit.RedisLog{Client: g.redis.client, Key: g.cfg.Redis.Prefix + "disputes", Logger: g.logger}
 	}
 	a, err := audit.New(audit.Config{Rate: c.Rate, MaxShare: c.MaxShare, Queue: c.Queue,
 		Concurrency: c.Concurrency, Timeout: c.Timeout.D()}, ad)
@@ -36,7 +44,7 @@ func (g *gatewayStack) startAuditor(deps *gateway.Deps) error {
 	}()
 	g.auditor, g.stopAuditor = a, func() { cancel(); wg.Wait() }
 	deps.Auditor = a
-	deps.Disputes = func() any { return a.Disputes() }
+	deps.Disputes = func(ctx context.Context) (any, error) { return a.ListDisputes(ctx) }
 	deps.AuditStatus = func() statuspage.Audit {
 		s := a.Stats()
 		return statuspage.Audit{Audited: s.Audited, Passed: s.Passed, Disputes: s.Disputes, Dropped: s.Dropped, Share: s.Share()}
@@ -50,3 +58,12 @@ func (g *gatewayStack) startAuditor(deps *gateway.Deps) error {
 	g.logger.Info("auditor started", "rate", c.Rate, "max_share", c.MaxShare)
 	return nil
 }
+
+// clusterPool is the scheduler as the auditor's pool, with disputes
+// shared through the cluster registry.
+type clusterPool struct {
+	*scheduler.Scheduler
+	registry *cluster.Registry
+}
+
+func (p clusterPool) Dispute(workerID, reason string) { p.registry.Dispute(workerID, reason) }

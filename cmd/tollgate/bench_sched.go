@@ -31,6 +31,8 @@ func runBenchSched(_ context.Context, args []string) error {
 	fs.DurationVar(&cfg.Deadline, "deadline", 0, "give every request this deadline (interactive class; lets tollgate shed)")
 	fs.StringVar(&cfg.SlowWorker, "slow-worker", cfg.SlowWorker, "worker that slows down halfway (empty: none)")
 	fs.Float64Var(&cfg.Slowdown, "slowdown", cfg.Slowdown, "the slow worker's latency factor after halfway")
+	fs.Float64Var(&cfg.AuditRate, "audit-rate", 0, "inject spot re-execution audits: fraction of completed requests re-executed on another worker at priority batch")
+	fs.Float64Var(&cfg.AuditShare, "audit-share", 0.05, "cap on audit work over served work, in tokens (the auditor's max_share)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of tables")
 	plotDir := fs.String("plot", "", "write PNG charts (p99 TTFT and goodput against load, per policy) into this directory")
 	if err := fs.Parse(args); err != nil {
@@ -76,8 +78,15 @@ func runBenchSched(_ context.Context, args []string) error {
 			Title:   fmt.Sprintf("Load %.0f%% (%.0f req/s, %d requests)", l.Load*100, l.RateRPS, l.Requests),
 			Columns: []string{"policy", "TTFT p50 ms", "TTFT p99 ms", "E2E p99 ms", "TPOT p99 ms", "goodput req/s", "shed", "failed"},
 		}
+		if cfg.AuditRate > 0 {
+			t.Columns = append(t.Columns, "audits", "skipped", "audit share")
+		}
 		for _, p := range l.Policies {
-			t.AddRow(p.Policy, p.TTFTP50, p.TTFTP99, p.E2EP99, p.TPOTP99, p.Goodput, p.Shed, p.Failed)
+			row := []any{p.Policy, p.TTFTP50, p.TTFTP99, p.E2EP99, p.TPOTP99, p.Goodput, p.Shed, p.Failed}
+			if cfg.AuditRate > 0 {
+				row = append(row, p.AuditsDone, p.AuditsSkipped, p.AuditShare)
+			}
+			t.AddRow(row...)
 		}
 		if err := t.Markdown(os.Stdout); err != nil {
 			return err

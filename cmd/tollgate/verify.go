@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/audit"
 	"github.com/tollgate-ai/tollgate/receipts"
 )
 
@@ -66,6 +67,7 @@ func runVerify(ctx context.Context, args []string) error {
 	calldata := fs.Bool("calldata", false, "after each verified receipt, print its batch's on-chain calldata (TollgateBatchVerifier.verifyBatch)")
 	requestFile := fs.String("request", "", "your own OpenAI request body (JSON): check it is the receipt's request (verify_digests.go)")
 	responseFile := fs.String("response", "", "the response body you received (JSON, or the raw SSE stream): check it is the receipt's response")
+	disputeFile := fs.String("dispute", "", "audit dispute evidence (GET /v1/admin/disputes, or one dispute): check each against its audited receipt, which must be among FILE and verify (verify_dispute.go)")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, verifyUsage)
 		fs.PrintDefaults()
@@ -93,14 +95,27 @@ func runVerify(ctx context.Context, args []string) error {
 	if err := v.pin(ctx, vkFiles, vkHashes, v1Roots, *rootsFile, *operatorFile); err != nil {
 		return err
 	}
+	var disputes []audit.Dispute
+	if *disputeFile != "" {
+		var err error
+		if disputes, err = readDisputes(*disputeFile); err != nil {
+			return fmt.Errorf("--dispute %s: %w", *disputeFile, err)
+		}
+	}
+	verified := map[string]*receipts.Receipt{}
 	failed, total := 0, 0
 	for _, name := range fs.Args() {
 		err := eachReceipt(name, func(raw json.RawMessage) {
 			total++
-			if !v.check(ctx, raw) {
+			r, ok := v.check(ctx, raw)
+			switch {
+			case !ok:
 				failed++
-			} else if *calldata {
+			case *calldata:
 				printCalldata(v.out, raw)
+			}
+			if ok && disputes != nil {
+				verified[r.ID] = r
 			}
 		})
 		if err != nil {
@@ -113,6 +128,24 @@ func runVerify(ctx context.Context, args []string) error {
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d receipts failed verification", failed, total)
+	}
+	bad := 0
+	for i := range disputes {
+		d := &disputes[i]
+		fmt.Fprintf(v.out, "dispute %s\tworker=%s\treceipt=%s\tcomparator=%s\t", printable(d.ID), printable(d.WorkerID), printable(d.ReceiptID), printable(d.Comparator))
+		err := errors.New("its receipt is not among the verified receipts")
+		if r := verified[d.ReceiptID]; r != nil {
+			err = checkDispute(d, r)
+		}
+		if err != nil {
+			bad++
+			fmt.Fprintf(v.out, "FAIL: %s\n", printable(err.Error()))
+			continue
+		}
+		fmt.Fprintln(v.out, "evidence consistent with the proven receipt")
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d of %d disputes failed their check", bad, len(disputes))
 	}
 	return nil
 }
@@ -366,11 +399,11 @@ func fileHash(b []byte) string {
 }
 
 // check verifies one receipt and prints its line; it reports success.
-func (v *verifier) check(ctx context.Context, raw json.RawMessage) bool {
+func (v *verifier) check(ctx context.Context, raw json.RawMessage) (*receipts.Receipt, bool) {
 	r, err := receipts.ParseReceipt(raw)
 	if err != nil {
 		fmt.Fprintf(v.out, "?\tFAIL: malformed receipt: %s\n", printable(err.Error()))
-		return false
+		return nil, false
 	}
 	digest := r.ModelDigest
 	if len(digest) > 12 {
@@ -395,10 +428,10 @@ func (v *verifier) check(ctx context.Context, raw json.RawMessage) bool {
 	}
 	if err != nil {
 		fmt.Fprintf(v.out, "FAIL: %s\n", printable(err.Error()))
-		return false
+		return nil, false
 	}
 	fmt.Fprintln(v.out, "OK")
-	return true
+	return r, true
 }
 
 // printable is s as it may appear in the report: itself when every

@@ -54,6 +54,9 @@ type Local interface {
 	Upsert(w *task.Registered)
 	Heartbeat(hb *task.Heartbeat) error
 	Remove(workerID string)
+	// Dispute takes a worker out of rotation for good (an audit caught
+	// it); see scheduler.Scheduler.Dispute.
+	Dispute(workerID, reason string)
 }
 
 // Options configure a Registry.
@@ -115,6 +118,7 @@ type Registry struct {
 
 	mu        sync.Mutex
 	known     map[string]*known // every worker fed to local, by ID
+	disputed  map[string]bool   // disputes applied to local, from anywhere
 	down      error             // the last Redis failure; nil while healthy
 	downSince time.Time
 }
@@ -140,11 +144,67 @@ func New(c redis.UniversalClient, local Local, opts Options) (*Registry, error) 
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	return &Registry{c: c, local: local, opts: opts, known: map[string]*known{}}, nil
+	return &Registry{c: c, local: local, opts: opts, known: map[string]*known{}, disputed: map[string]bool{}}, nil
 }
 
 func (r *Registry) indexKey() string           { return r.opts.Prefix + "workers" }
 func (r *Registry) workerKey(id string) string { return r.opts.Prefix + "w:" + id }
+func (r *Registry) disputedKey() string        { return r.opts.Prefix + "disputed" }
+
+// maxDisputeReason bounds a dispute reason read back from Redis.
+const maxDisputeReason = 1024
+
+// Dispute takes a worker out of rotation here and, through Redis, on
+// every replica (their next Sync applies it): a worker an auditor on one
+// replica caught must not keep serving through the others. The hash of
+// disputed workers has no expiry, like the local dispute; an operator who
+// clears one removes its field (HDEL PREFIX:disputed ID) and restarts the
+// replicas. A Redis failure is logged and retried by nothing: the dispute
+// holds here, and the auditor's evidence log keeps the record.
+func (r *Registry) Dispute(workerID, reason string) {
+	r.mu.Lock()
+	r.disputed[workerID] = true
+	r.mu.Unlock()
+	r.local.Dispute(workerID, reason)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	err := r.c.HSet(ctx, r.disputedKey(), workerID, truncate(reason, maxDisputeReason)).Err()
+	r.note(err)
+	if err != nil {
+		r.opts.Logger.Error("dispute not shared with the other replicas", "worker", workerID, "err", err)
+	}
+}
+
+// syncDisputes applies the disputes other replicas recorded.
+func (r *Registry) syncDisputes(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	all, err := r.c.HGetAll(ctx, r.disputedKey()).Result()
+	if err != nil {
+		return err
+	}
+	var fresh []string
+	r.mu.Lock()
+	for id := range all {
+		if !r.disputed[id] {
+			r.disputed[id] = true
+			fresh = append(fresh, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, id := range fresh {
+		r.local.Dispute(id, truncate(all[id], maxDisputeReason))
+		r.opts.Logger.Warn("worker disputed on another replica", "worker", id)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
 
 // opTimeout bounds one Redis call made on behalf of a worker's request.
 const opTimeout = 2 * time.Second
@@ -295,6 +355,9 @@ type record struct {
 // workers gone from Redis (and not heard from directly) removed.
 func (r *Registry) Sync(ctx context.Context) {
 	recs, err := r.read(ctx)
+	if err == nil {
+		err = r.syncDisputes(ctx)
+	}
 	now := r.opts.Clock.Now()
 	r.mu.Lock()
 	r.noteLocked(err)

@@ -51,6 +51,12 @@ func (f *fakeLocal) Remove(id string) {
 	f.calls = append(f.calls, "remove "+id)
 }
 
+func (f *fakeLocal) Dispute(id, reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "dispute "+id+" "+reason)
+}
+
 // take returns and clears the calls so far.
 func (f *fakeLocal) take() []string {
 	f.mu.Lock()
@@ -223,5 +229,44 @@ func TestOutage(t *testing.T) {
 	b.reg.Sync(ctx)
 	if b.reg.Err() != nil {
 		t.Errorf("Err after recovery: %v", b.reg.Err())
+	}
+}
+
+// TestDisputeShared: a worker disputed by the auditor on replica A is out
+// of rotation on B after B's next sync, once only, and on a replica that
+// starts later; the dispute goes to the scheduler before the worker does,
+// so it never routes there in between.
+func TestDisputeShared(t *testing.T) {
+	rd := redistest.New(t)
+	clk := clock.NewFake(time.Now())
+	rs := newReplicas(t, rd.Client, rd.Prefix, clk, 3)
+	a, b, c := rs[0], rs[1], rs[2]
+	ctx := context.Background()
+	a.reg.Upsert(reg("w1", "s1"))
+	a.reg.Upsert(reg("w2", "s2"))
+	b.reg.Sync(ctx)
+	a.local.take()
+	b.local.take()
+
+	a.reg.Dispute("w1", "audit dsp-1: response digests differ")
+	if diff := cmp.Diff(a.local.take(), []string{"dispute w1 audit dsp-1: response digests differ"}); diff != "" {
+		t.Errorf("replica A (-got +want):\n%s", diff)
+	}
+	b.reg.Sync(ctx)
+	if diff := cmp.Diff(b.local.take(), []string{"dispute w1 audit dsp-1: response digests differ"}); diff != "" {
+		t.Errorf("replica B (-got +want):\n%s", diff)
+	}
+	b.reg.Sync(ctx)
+	a.reg.Sync(ctx)
+	if got := append(a.local.take(), b.local.take()...); len(got) != 0 {
+		t.Errorf("a dispute applied again: %v", got)
+	}
+	c.reg.Sync(ctx)
+	got := c.local.take()
+	if len(got) != 3 || got[0] != "dispute w1 audit dsp-1: response digests differ" {
+		t.Errorf("late replica: %v, want the dispute first, then both workers", got)
+	}
+	if a.reg.Err() != nil || b.reg.Err() != nil {
+		t.Errorf("Err while Redis is up: %v, %v", a.reg.Err(), b.reg.Err())
 	}
 }
