@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -408,7 +409,7 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 	// watched meanwhile, so a client that leaves between tokens stops its
 	// work at once rather than at the next write.
 	conn := rc.Conn()
-	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
+	streamBody(rc, func(w *bufio.Writer) {
 		defer cancel(nil)
 		stopWatch := watchClient(conn, func() { cancel(errClientClosed) })
 		defer stopWatch()
@@ -427,6 +428,34 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 		sw.obs.EndErr(err, s.clock.Now()) // headers said 200; the code still tells what failed
 	})
 	return nil
+}
+
+// streamBody sends a body written as it goes: chunked to an HTTP/1.1
+// client; to an HTTP/1.0 client, which has no chunked coding, as the bare
+// bytes, with neither Content-Length nor Transfer-Encoding, ended by
+// closing the connection (RFC 9112 §6.3). fasthttp frames every body
+// stream as chunks, so that response is written on the hijacked
+// connection. body always runs, even when the header cannot be written:
+// it settles the request (a failed flush is a client gone).
+func streamBody(rc *fasthttp.RequestCtx, body func(*bufio.Writer)) {
+	if rc.Request.Header.IsHTTP11() {
+		rc.SetBodyStreamWriter(body)
+		return
+	}
+	var h fasthttp.ResponseHeader
+	rc.Response.Header.CopyTo(&h)
+	h.Del(fasthttp.HeaderTransferEncoding)
+	h.SetContentLength(-2) // neither length nor chunks: Connection: close
+	h.SetConnectionClose()
+	rc.HijackSetNoResponse(true)
+	rc.Hijack(func(c net.Conn) {
+		w := bufio.NewWriterSize(c, 4096)
+		if h.Write(w) == nil {
+			_ = w.Flush()
+		}
+		body(w)
+		_ = w.Flush()
+	})
 }
 
 // recordEnded records the last done event of a request that ended before
