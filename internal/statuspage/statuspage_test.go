@@ -49,7 +49,7 @@ func TestRender(t *testing.T) {
 	}{
 		{"full", sample(),
 			[]string{"2 / 3", "NVIDIA H100 80GB HBM3", "70211/81559 MiB", "86.1%", "400.0ms ago", "7.00s ago", "42.50", "1.80s", "95.0ms",
-				"Receipts pending", "128", "oldest 1m35s", "llama3-8b", "embeddings", "KV cache 62.0%", "+2 queued", "draining",
+				"Receipts pending", "128", "oldest 1m35s", "llama3-8b", "generation, embeddings", "KV cache 62.0%", "+2 queued", "draining",
 				"&lt;script&gt;alert(1)&lt;/script&gt;", "width: 75%"},
 			[]string{"<script>", "refresh"}},
 		{"empty", Snapshot{Now: now, RefreshSeconds: 5},
