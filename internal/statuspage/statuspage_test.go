@@ -27,7 +27,8 @@ func sample() Snapshot {
 				Load: task.Load{Waiting: 3, Running: 6, KVCacheUsage: 0.62, Source: "vllm"},
 				GPUs: []task.GPU{{Index: 0, Name: "NVIDIA H100 80GB HBM3", MemoryTotalMiB: 81559, MemoryUsedMiB: 70211, GPUUtilPct: 93, TemperatureC: 61, PowerW: 612.4}}},
 			{ID: "wrk_b21e04", URL: "http://10.0.0.6:9090", Healthy: false, LastHeartbeat: now.Add(-7 * time.Second),
-				MaxConcurrency: 4, Models: []string{"llama3-8b", "embed-small"}},
+				MaxConcurrency: 4, Models: []string{"llama3-8b", "embed-small"},
+				Load: task.Load{Running: 1, Source: "llamacpp", Unknown: []string{"kv_cache_usage"}}},
 			{ID: "wrk_<script>alert(1)</script>", URL: "http://x", Draining: true, Healthy: true, MaxConcurrency: 1},
 		},
 		Models: []task.ModelVersion{
@@ -49,7 +50,7 @@ func TestRender(t *testing.T) {
 	}{
 		{"full", sample(),
 			[]string{"2 / 3", "NVIDIA H100 80GB HBM3", "70211/81559 MiB", "86.1%", "400.0ms ago", "7.00s ago", "42.50", "1.80s", "95.0ms",
-				"Receipts pending", "128", "oldest 1m35s", "llama3-8b", "generation, embeddings", "KV cache 62.0%", "+2 queued", "draining",
+				"Receipts pending", "128", "oldest 1m35s", "llama3-8b", "generation, embeddings", "KV cache 62.0%", "not reported: kv_cache_usage", "+2 queued", "draining",
 				"&lt;script&gt;alert(1)&lt;/script&gt;", "width: 75%"},
 			[]string{"<script>", "refresh"}},
 		{"empty", Snapshot{Now: now, RefreshSeconds: 5},

@@ -94,6 +94,13 @@ func ValidateHeartbeat(hb *Heartbeat) error {
 		return apierr.BadRequest("load", "invalid_heartbeat", "load counts must be >= 0 and kv_cache_usage in [0, 1]")
 	case len(hb.Load.Source) > 64:
 		return apierr.BadRequest("load", "invalid_heartbeat", "load source longer than 64 bytes")
+	case len(hb.Load.Unknown) > 3:
+		return apierr.BadRequest("load", "invalid_heartbeat", "load.unknown names at most waiting, running and kv_cache_usage")
+	}
+	for _, u := range hb.Load.Unknown {
+		if u != "waiting" && u != "running" && u != "kv_cache_usage" {
+			return apierr.BadRequest("load", "invalid_heartbeat", "load.unknown: %q is not waiting, running or kv_cache_usage", u)
+		}
 	}
 	for i, g := range hb.GPUs {
 		if err := ValidateGPU(g); err != nil {

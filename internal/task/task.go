@@ -319,6 +319,10 @@ type Load struct {
 	Running      int     `json:"running"`
 	KVCacheUsage float64 `json:"kv_cache_usage"` // 0..1
 	Source       string  `json:"source,omitempty"`
+	// Unknown names the fields the engine could not read ("waiting",
+	// "running", "kv_cache_usage"): their zero means "not reported", not
+	// "idle" (a llama.cpp build without the KV-cache gauge, say).
+	Unknown []string `json:"unknown,omitempty"`
 }
 
 // GPU is one device's telemetry, as read through NVML.

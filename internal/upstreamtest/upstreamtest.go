@@ -32,7 +32,7 @@ type Config struct {
 	HeaderDelay     time.Duration
 	TokenDelay      time.Duration // between streamed tokens
 	EmbeddingDim    int           // default 8
-	Flavor          string        // "vllm" (default) or "sglang": the names on /metrics
+	Flavor          string        // "vllm" (default), "sglang" or "llamacpp" (llama-server --metrics, no KV-cache gauge): the names on /metrics
 	// ReportUsage, when set, is the usage reported for every generation
 	// instead of the true counts: a lying upstream.
 	ReportUsage *Usage
@@ -667,6 +667,17 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	model := s.cfg.Models[0]
+	if s.cfg.Flavor == "llamacpp" {
+		// llama-server's gauges carry no labels; recent builds have no
+		// KV-cache gauge.
+		fmt.Fprintf(w, "# HELP llamacpp:requests_processing Number of requests processing.\n# TYPE llamacpp:requests_processing gauge\n")
+		fmt.Fprintf(w, "llamacpp:requests_processing %d\n", running)
+		fmt.Fprintf(w, "# HELP llamacpp:requests_deferred Number of requests deferred.\n# TYPE llamacpp:requests_deferred gauge\n")
+		fmt.Fprintf(w, "llamacpp:requests_deferred %d\n", waiting)
+		fmt.Fprintf(w, "# HELP llamacpp:predicted_tokens_seconds Average generation throughput in tokens/s.\n# TYPE llamacpp:predicted_tokens_seconds gauge\n")
+		fmt.Fprintf(w, "llamacpp:predicted_tokens_seconds 128.5\n")
+		return
+	}
 	if s.cfg.Flavor == "sglang" {
 		fmt.Fprintf(w, "# HELP sglang:num_running_reqs The number of running requests.\n# TYPE sglang:num_running_reqs gauge\n")
 		fmt.Fprintf(w, "sglang:num_running_reqs{model_name=%q,tp_rank=\"0\"} %d\n", model, running)

@@ -27,9 +27,12 @@ var loadFamilies = []loadFamily{
 	{"vllm", "vllm:num_requests_waiting", "vllm:num_requests_running",
 		[]string{"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"}},
 	{"sglang", "sglang:num_queue_reqs", "sglang:num_running_reqs", []string{"sglang:token_usage"}},
+	// llama-server --metrics: requests deferred wait for a free slot; not
+	// every build exports the KV-cache gauge.
+	{"llamacpp", "llamacpp:requests_deferred", "llamacpp:requests_processing", []string{"llamacpp:kv_cache_usage_ratio"}},
 }
 
-var errNoLoadMetrics = errors.New("no vLLM or SGLang load gauges in the metrics")
+var errNoLoadMetrics = errors.New("no vLLM, SGLang or llama.cpp load gauges in the metrics (llama-server needs --metrics)")
 
 // parseLoad reads Prometheus text exposition and returns the load it finds.
 // Waiting and running are summed over all label sets (several engines or
@@ -63,13 +66,24 @@ func parseLoad(r io.Reader) (task.Load, error) {
 			continue
 		}
 		l := task.Load{Source: f.source, Waiting: sumCount(w), Running: sumCount(run)}
+		if !okW {
+			l.Unknown = append(l.Unknown, "waiting")
+		}
+		if !okR {
+			l.Unknown = append(l.Unknown, "running")
+		}
+		usage := false
 		for _, name := range f.usage {
 			if u, ok := samples[name]; ok {
 				for _, v := range u {
 					l.KVCacheUsage = math.Max(l.KVCacheUsage, math.Min(v, 1))
 				}
+				usage = true
 				break
 			}
+		}
+		if !usage {
+			l.Unknown = append(l.Unknown, "kv_cache_usage")
 		}
 		return l, nil
 	}

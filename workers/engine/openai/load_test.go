@@ -48,12 +48,22 @@ vllm:time_to_first_token_seconds_bucket{le="0.001",model_name="x"} 0.0
 	{
 		name: "label values with braces, quotes and spaces",
 		text: `vllm:num_requests_running{model_name="a} \"b\" {c",engine="0"} 2` + "\n",
-		want: task.Load{Source: "vllm", Running: 2},
+		want: task.Load{Source: "vllm", Running: 2, Unknown: []string{"waiting", "kv_cache_usage"}},
+	},
+	{
+		name: "llama.cpp with the KV-cache gauge",
+		text: "# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 4\nllamacpp:requests_deferred 46\nllamacpp:kv_cache_usage_ratio 0.62\nllamacpp:n_busy_slots_per_decode 3.87\n",
+		want: task.Load{Source: "llamacpp", Running: 4, Waiting: 46, KVCacheUsage: 0.62},
+	},
+	{
+		name: "llama.cpp without it says so",
+		text: "llamacpp:prompt_tokens_seconds 812.5\nllamacpp:predicted_tokens_seconds 128.5\nllamacpp:requests_processing 1\nllamacpp:requests_deferred 0\n",
+		want: task.Load{Source: "llamacpp", Running: 1, Unknown: []string{"kv_cache_usage"}},
 	},
 	{
 		name: "NaN, negative and garbage lines are skipped",
 		text: "vllm:num_requests_running NaN\nvllm:num_requests_running -3\nvllm:num_requests_running{ 1\nvllm:num_requests_waiting 2\n",
-		want: task.Load{Source: "vllm", Waiting: 2},
+		want: task.Load{Source: "vllm", Waiting: 2, Unknown: []string{"running", "kv_cache_usage"}},
 	},
 	{name: "no known gauges", text: "process_cpu_seconds_total 12\n", wantErr: true},
 	{name: "empty", text: "", wantErr: true},
@@ -96,6 +106,7 @@ func TestLoadScrape(t *testing.T) {
 	}{
 		{"vllm", "vllm", task.Load{Source: "vllm", Waiting: 3, Running: 2, KVCacheUsage: 0.4}},
 		{"sglang", "sglang", task.Load{Source: "sglang", Waiting: 3, Running: 2, KVCacheUsage: 0.4}},
+		{"llama.cpp", "llamacpp", task.Load{Source: "llamacpp", Waiting: 3, Running: 2, Unknown: []string{"kv_cache_usage"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

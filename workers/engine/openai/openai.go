@@ -95,7 +95,7 @@ type Config struct {
 	// knows it by; names not listed are sent unchanged.
 	UpstreamModels map[string]string `yaml:"upstream_models"`
 	// MetricsURL is the upstream's Prometheus endpoint. Empty means BaseURL
-	// without its trailing /v1, plus /metrics (where vLLM and SGLang serve
+	// without its trailing /v1, plus /metrics (where vLLM, SGLang and llama-server --metrics serve
 	// it); MetricsOff disables scraping.
 	MetricsURL string `yaml:"metrics_url"`
 
