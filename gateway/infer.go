@@ -409,7 +409,7 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 	// watched meanwhile, so a client that leaves between tokens stops its
 	// work at once rather than at the next write.
 	conn := rc.Conn()
-	streamBody(rc, func(w *bufio.Writer) {
+	s.streamBody(rc, func(w *bufio.Writer) {
 		defer cancel(nil)
 		stopWatch := watchClient(conn, func() { cancel(errClientClosed) })
 		defer stopWatch()
@@ -436,8 +436,10 @@ func (s *Server) stream(ctx context.Context, cancel func(error), rc *fasthttp.Re
 // closing the connection (RFC 9112 §6.3). fasthttp frames every body
 // stream as chunks, so that response is written on the hijacked
 // connection. body always runs, even when the header cannot be written:
-// it settles the request (a failed flush is a client gone).
-func streamBody(rc *fasthttp.RequestCtx, body func(*bufio.Writer)) {
+// it settles the request (a failed flush is a client gone). fasthttp's
+// Shutdown does not wait for a hijacked connection, so Shutdown waits for
+// these itself (s.hijacked).
+func (s *Server) streamBody(rc *fasthttp.RequestCtx, body func(*bufio.Writer)) {
 	if rc.Request.Header.IsHTTP11() {
 		rc.SetBodyStreamWriter(body)
 		return
@@ -448,7 +450,9 @@ func streamBody(rc *fasthttp.RequestCtx, body func(*bufio.Writer)) {
 	h.SetContentLength(-2) // neither length nor chunks: Connection: close
 	h.SetConnectionClose()
 	rc.HijackSetNoResponse(true)
+	s.hijacked.Add(1)
 	rc.Hijack(func(c net.Conn) {
+		defer s.hijacked.Done()
 		w := bufio.NewWriterSize(c, 4096)
 		if h.Write(w) == nil {
 			_ = w.Flush()

@@ -212,6 +212,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener // every listener Serve was given, closed by Shutdown
+	hijacked  sync.WaitGroup // streams to HTTP/1.0 clients, on connections fasthttp no longer tracks
 }
 
 // New validates cfg and builds a server.
@@ -327,6 +328,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = ln.Close()
 	}
 	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.hijacked.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
 	return err
 }
 
