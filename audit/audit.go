@@ -360,12 +360,18 @@ func (a *Auditor) Disputes() []Dispute {
 // replica's and the error.
 func (a *Auditor) ListDisputes(ctx context.Context) ([]Dispute, error) {
 	local := a.Disputes()
+	if local == nil {
+		local = []Dispute{}
+	}
 	if a.disputeLog == nil {
 		return local, nil
 	}
 	shared, err := a.disputeLog.List(ctx)
 	if err != nil {
 		return local, err
+	}
+	if shared == nil {
+		shared = []Dispute{}
 	}
 	seen := make(map[string]bool, len(shared))
 	for _, d := range shared {
@@ -521,6 +527,11 @@ func (a *Auditor) execute(ctx context.Context, j *job, workerID string) (*Output
 	}
 	if done == nil {
 		return nil, errors.New("the worker sent no completion record")
+	}
+	if task.EndedEarly(done.FinishReason) {
+		// A cut-short run proves nothing either way (and the evidence
+		// checker refuses it): an error, not a verdict.
+		return nil, fmt.Errorf("the re-execution ended early (%s)", done.FinishReason)
 	}
 	c := &j.out.Completion
 	if done.RequestDigest != c.RequestDigest || done.Model != c.Model || done.ModelDigest != c.ModelDigest {

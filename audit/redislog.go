@@ -53,12 +53,13 @@ func (l *RedisLog) Add(ctx context.Context, d Dispute) error {
 	return err
 }
 
-// List reads every dispute kept, oldest first.
+// List reads the disputes kept, oldest first: the newest Max entries
+// only, however long someone else made the list.
 func (l *RedisLog) List(ctx context.Context) ([]Dispute, error) {
 	if l.Client == nil || l.Key == "" {
 		return nil, errors.New("audit: RedisLog needs a client and a key")
 	}
-	raws, err := l.Client.LRange(ctx, l.Key, 0, -1).Result()
+	raws, err := l.Client.LRange(ctx, l.Key, -l.max(), -1).Result()
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/redistest"
 )
 
-// REVIEW: List reads the whole list (LRANGE 0 -1); Max is only enforced by
+// Regression test from the review of the dispute change; the bug it caught: List reads the whole list (LRANGE 0 -1); Max is only enforced by
 // Add's LTRIM. Anyone writing the key (another tool, an older replica with a
 // larger Max) makes every GET /v1/admin/disputes read all of it.
 func TestReviewRedisLogListBounded(t *testing.T) {

@@ -40,8 +40,9 @@ func readDisputes(name string) ([]audit.Dispute, error) {
 	}
 	b = bytes.TrimSpace(b)
 	var page struct {
-		Object string            `json:"object"`
-		Data   []json.RawMessage `json:"data"`
+		Object  string            `json:"object"`
+		Data    []json.RawMessage `json:"data"`
+		Partial bool              `json:"partial,omitempty"` // listed during a shared-log outage
 	}
 	raws := []json.RawMessage{b}
 	if receipts.DecodeStrict(b, &page) == nil && page.Object == "list" {
@@ -137,6 +138,16 @@ func checkDispute(d *audit.Dispute, r *receipts.Receipt) error {
 		return fmt.Errorf("the disputed provider %s is not its execution's (%s)", d.Provider, against.Provider)
 	}
 	disputed := &against.Completion
+	// The receipt's audit state is the gateway's other statement about
+	// the same audit: it must not contradict the dispute (empty while the
+	// state is being recorded, as it is written after the dispute).
+	wantAudit := audit.StateFailed
+	if against.Role == "auditor" {
+		wantAudit = audit.StatePassed
+	}
+	if r.Audit != "" && r.Audit != wantAudit {
+		return fmt.Errorf("the receipt says audit=%s, the dispute against the %s means %s", r.Audit, against.Role, wantAudit)
+	}
 	same := func(a, b *task.Completion) bool {
 		return a.ResponseDigest == b.ResponseDigest && a.PromptTokens == b.PromptTokens && a.CompletionTokens == b.CompletionTokens
 	}
@@ -149,8 +160,15 @@ func checkDispute(d *audit.Dispute, r *receipts.Receipt) error {
 			return errors.New("exact comparator, but the disputed worker's execution agrees with the others")
 		}
 	case "prefix":
-		if disputed.ResponseDigest == other1.ResponseDigest || disputed.ResponseDigest == other2.ResponseDigest {
-			return errors.New("prefix comparator, but the disputed worker's response digest equals another execution's")
+		// The texts are not evidence, so only what the records show: the
+		// disputed one differs from each other in its response digest or
+		// in its completion tokens (equal text, inflated count: the
+		// comparator's token-skew bound is the gateway's configuration).
+		differs := func(a, b *task.Completion) bool {
+			return a.ResponseDigest != b.ResponseDigest || a.CompletionTokens != b.CompletionTokens
+		}
+		if !differs(disputed, other1) || !differs(disputed, other2) {
+			return errors.New("prefix comparator, but the disputed worker's record (response digest and tokens) equals another execution's")
 		}
 	default:
 		return fmt.Errorf("unknown comparator %q", d.Comparator)

@@ -27,7 +27,7 @@ func reviewEvidence(comparator string) (*audit.Dispute, *receipts.Receipt) {
 	return d, r
 }
 
-// REVIEW: audit.Prefix disputes a worker whose text equals the others' but
+// Regression test from the review of the dispute change; the bug it caught: audit.Prefix disputes a worker whose text equals the others' but
 // whose completion token count is inflated beyond MaxTokenSkew (a billing
 // cheat): same text → same response digest. checkDispute's prefix branch
 // only compares digests, so this honest evidence is refused.
@@ -45,7 +45,7 @@ func TestReviewPrefixTokenInflationEvidenceRefused(t *testing.T) {
 	}
 }
 
-// REVIEW: the receipt's audit state is not cross-checked: the gateway told
+// Regression test from the review of the dispute change; the bug it caught: the receipt's audit state is not cross-checked: the gateway told
 // the customer "audit=passed" for this receipt, yet the dispute claims the
 // receipt's worker cheated on it. Contradictory statements are accepted.
 func TestReviewReceiptAuditStateNotChecked(t *testing.T) {
@@ -62,7 +62,7 @@ func TestReviewReceiptAuditStateNotChecked(t *testing.T) {
 	}
 }
 
-// REVIEW: GET /v1/admin/disputes during a Redis outage serves
+// Regression test from the review of the dispute change; the bug it caught: GET /v1/admin/disputes during a Redis outage serves
 // {"object":"list","data":[...],"partial":true}; readDisputes' strict page
 // type has no "partial" field, so the listing is refused as a whole.
 func TestReviewReadDisputesPartialListing(t *testing.T) {

@@ -118,7 +118,7 @@ type Registry struct {
 
 	mu        sync.Mutex
 	known     map[string]*known // every worker fed to local, by ID
-	disputed  map[string]bool   // disputes applied to local, from anywhere
+	disputed  map[string]string // disputes applied to local, from anywhere: ID → reason
 	down      error             // the last Redis failure; nil while healthy
 	downSince time.Time
 }
@@ -144,7 +144,7 @@ func New(c redis.UniversalClient, local Local, opts Options) (*Registry, error) 
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	return &Registry{c: c, local: local, opts: opts, known: map[string]*known{}, disputed: map[string]bool{}}, nil
+	return &Registry{c: c, local: local, opts: opts, known: map[string]*known{}, disputed: map[string]string{}}, nil
 }
 
 func (r *Registry) indexKey() string           { return r.opts.Prefix + "workers" }
@@ -158,40 +158,65 @@ const maxDisputeReason = 1024
 // every replica (their next Sync applies it): a worker an auditor on one
 // replica caught must not keep serving through the others. The hash of
 // disputed workers has no expiry, like the local dispute; an operator who
-// clears one removes its field (HDEL PREFIX:disputed ID) and restarts the
-// replicas. A Redis failure is logged and retried by nothing: the dispute
-// holds here, and the auditor's evidence log keeps the record.
+// clears one stops the replicas, removes its field (HDEL PREFIX:disputed
+// ID) and starts them. A Redis failure is logged: the dispute
+// holds here, and this replica writes it back at its next sync.
 func (r *Registry) Dispute(workerID, reason string) {
+	reason = truncate(reason, maxDisputeReason)
 	r.mu.Lock()
-	r.disputed[workerID] = true
+	r.disputed[workerID] = reason
 	r.mu.Unlock()
 	r.local.Dispute(workerID, reason)
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	err := r.c.HSet(ctx, r.disputedKey(), workerID, truncate(reason, maxDisputeReason)).Err()
+	err := r.c.HSet(ctx, r.disputedKey(), workerID, reason).Err()
 	r.note(err)
 	if err != nil {
 		r.opts.Logger.Error("dispute not shared with the other replicas", "worker", workerID, "err", err)
 	}
 }
 
-// syncDisputes applies the disputes other replicas recorded.
+// maxDisputed bounds the disputed workers read back from Redis: a hash
+// longer than that is not what replicas wrote, and is refused whole.
+const maxDisputed = 10000
+
+// syncDisputes applies the disputes other replicas recorded and writes
+// back this replica's that the hash lacks (one made while Redis was down).
 func (r *Registry) syncDisputes(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	n, err := r.c.HLen(ctx, r.disputedKey()).Result()
+	if err != nil {
+		return err
+	}
+	if n > maxDisputed {
+		return fmt.Errorf("%s holds %d disputed workers, more than %d", r.disputedKey(), n, maxDisputed)
+	}
 	all, err := r.c.HGetAll(ctx, r.disputedKey()).Result()
 	if err != nil {
 		return err
 	}
-	var fresh []string
+	var fresh, missing []string
 	r.mu.Lock()
-	for id := range all {
-		if !r.disputed[id] {
-			r.disputed[id] = true
+	for id, why := range all {
+		if _, ok := r.disputed[id]; !ok {
+			r.disputed[id] = truncate(why, maxDisputeReason)
 			fresh = append(fresh, id)
 		}
 	}
+	var reasons []string
+	for id, why := range r.disputed {
+		if _, ok := all[id]; !ok {
+			missing, reasons = append(missing, id), append(reasons, why)
+		}
+	}
 	r.mu.Unlock()
+	for i, id := range missing {
+		if err := r.c.HSetNX(ctx, r.disputedKey(), id, reasons[i]).Err(); err != nil {
+			return err
+		}
+		r.opts.Logger.Info("dispute shared after an outage", "worker", id)
+	}
 	for _, id := range fresh {
 		r.local.Dispute(id, truncate(all[id], maxDisputeReason))
 		r.opts.Logger.Warn("worker disputed on another replica", "worker", id)
@@ -356,7 +381,11 @@ type record struct {
 func (r *Registry) Sync(ctx context.Context) {
 	recs, err := r.read(ctx)
 	if err == nil {
-		err = r.syncDisputes(ctx)
+		// Disputes first, so a worker never routes here in between; a
+		// dispute key that cannot be read does not stop worker records.
+		if derr := r.syncDisputes(ctx); derr != nil {
+			r.opts.Logger.Error("shared disputes not synced", "key", r.disputedKey(), "err", derr)
+		}
 	}
 	now := r.opts.Clock.Now()
 	r.mu.Lock()

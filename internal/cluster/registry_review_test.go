@@ -10,7 +10,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/redistest"
 )
 
-// REVIEW: syncDisputes' error is Sync's error: a PREFIX:disputed key of
+// Regression test from the review of the dispute change; the bug it caught: syncDisputes' error is Sync's error: a PREFIX:disputed key of
 // the wrong type (or any HGETALL failure) turns every sync into an
 // "outage", so worker records other replicas wrote are never applied.
 func TestReviewDisputedKeyWrongTypeStopsSync(t *testing.T) {
@@ -27,7 +27,7 @@ func TestReviewDisputedKeyWrongTypeStopsSync(t *testing.T) {
 	}
 }
 
-// REVIEW: a dispute made while Redis is unreachable is never shared:
+// Regression test from the review of the dispute change; the bug it caught: a dispute made while Redis is unreachable is never shared:
 // Registry.Dispute marks it in r.disputed before HSET, and nothing retries
 // it, so after recovery the other replicas keep routing to the worker.
 func TestReviewDisputeDuringOutageNeverShared(t *testing.T) {

@@ -253,13 +253,23 @@ audit: {enabled: true, rate: 1, max_share: 1, concurrency: 1}
 	}
 	t.Logf("tollgate verify --dispute:\n%s", out)
 
-	// Tampered evidence (another response digest for the audited worker)
-	// is refused.
-	forged := strings.Replace(string(disputesRaw), `"role":"referee"`, `"role":"auditor"`, 1)
+	// Tampered evidence is refused: the audited execution's response
+	// digest replaced (it no longer is the proven receipt's claim).
+	var rec struct {
+		ResponseDigest string `json:"response_digest"`
+	}
+	if err := json.Unmarshal(receipt, &rec); err != nil || rec.ResponseDigest == "" {
+		t.Fatalf("receipt %s: %v", receipt, err)
+	}
+	if strings.Count(string(disputesRaw), rec.ResponseDigest) == 0 {
+		t.Fatalf("the dispute does not carry the receipt's response digest %s", rec.ResponseDigest)
+	}
+	forged := strings.ReplaceAll(string(disputesRaw), rec.ResponseDigest, strings.Repeat("0", 64))
 	if err := os.WriteFile(df, []byte(forged), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(bin, "verify", "-gateway", base, "--allow-dev-keys", "--dispute", df, rf).CombinedOutput(); err == nil {
+	if out, err := exec.Command(bin, "verify", "-gateway", base, "--allow-dev-keys", "--dispute", df, rf).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "FAIL") {
 		t.Errorf("forged evidence verified:\n%s", out)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -225,7 +226,7 @@ func TestQueueFullAndKVBudget(t *testing.T) {
 	if err := e.enqueue(second); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := e.Load(t.Context()); l != (task.Load{Waiting: 1, Running: 1, KVCacheUsage: 0.625, Source: "llama"}) {
+	if l, _ := e.Load(t.Context()); !reflect.DeepEqual(l, task.Load{Waiting: 1, Running: 1, KVCacheUsage: 0.625, Source: "llama"}) {
 		t.Errorf("load = %+v", l)
 	}
 	_, err = e.Generate(t.Context(), &task.Task{Kind: task.KindCompletion, Prompt: "Once", MaxTokens: 5},
