@@ -43,6 +43,19 @@ func storeKinds() []storeKind {
 			st := open()
 			return st, func() Store { st.Close(); st = open(); return st }
 		}},
+		{"bolt+wal", func(t testing.TB) (Store, func() Store) {
+			path := filepath.Join(t.TempDir(), "ledger.db")
+			open := func() Store {
+				st, err := OpenWAL(path, WALOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				return st
+			}
+			st := open()
+			return st, func() Store { st.Close(); st = open(); return st }
+		}},
 		{"redis", func(t testing.TB) (Store, func() Store) {
 			r := redistest.New(t)
 			open := func() Store {
