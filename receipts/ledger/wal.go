@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -34,11 +35,12 @@ import (
 //   - The log is truncated (and the truncation synced) only when bbolt holds
 //     everything in it: at Close, and when it outgrows MaxLogBytes.
 type WALStore struct {
-	b        *BoltStore
-	log      *os.File
-	logPath  string
-	logBytes int64 // committer only
-	maxLog   int64
+	b          *BoltStore
+	log        *os.File
+	logPath    string
+	logBytes   int64 // committer only
+	maxLog     int64
+	applyDelay time.Duration
 
 	appends chan *appendReq
 	quit    chan struct{} // closed by Close: stop taking appends
@@ -60,6 +62,7 @@ type WALStore struct {
 	byRequest  map[string]bool
 	queue      []*walRecord // acknowledged, waiting for the applier
 	work       chan struct{}
+	urgent     chan struct{} // a reader waits for the applier: apply now
 	appliedSeq uint64
 	applyErr   error
 	advanced   chan struct{} // closed and replaced whenever appliedSeq moves
@@ -89,6 +92,11 @@ type WALOptions struct {
 	// MaxLogBytes is the log size past which the committer waits for the
 	// applier to catch up and truncates the log (default 64 MiB).
 	MaxLogBytes int64
+	// ApplyDelay is how long the applier lets acknowledged records gather
+	// before it writes them into bbolt, unless a read or batch write is
+	// waiting for them (default 250ms). Fewer, larger bbolt transactions
+	// keep bbolt's fsyncs from queueing in front of the log's.
+	ApplyDelay time.Duration
 }
 
 // walSuffix names the log beside the bbolt file: receipts.db-wal.
@@ -100,6 +108,9 @@ const walSuffix = "-wal"
 func OpenWAL(path string, opts WALOptions) (*WALStore, error) {
 	if opts.MaxLogBytes <= 0 {
 		opts.MaxLogBytes = 64 << 20
+	}
+	if opts.ApplyDelay <= 0 {
+		opts.ApplyDelay = 250 * time.Millisecond
 	}
 	b, err := OpenBolt(path) // replays and empties the log
 	if err != nil {
@@ -122,7 +133,7 @@ func OpenWAL(path string, opts WALOptions) (*WALStore, error) {
 		applied: make(chan struct{}), closed: make(chan struct{}),
 		lastSeq: last, subjectSeq: map[string]uint64{},
 		byID: map[string]*walRecord{}, byRequest: map[string]bool{},
-		work: make(chan struct{}, 1), appliedSeq: last, advanced: make(chan struct{}),
+		work: make(chan struct{}, 1), urgent: make(chan struct{}, 1), applyDelay: opts.ApplyDelay, appliedSeq: last, advanced: make(chan struct{}),
 	}
 	s.acked.Store(last)
 	go func() {
@@ -316,6 +327,7 @@ func (s *WALStore) applyLoop() {
 				}
 			}
 		}
+		s.gather()
 		s.mu.Lock()
 		batch := s.queue
 		s.queue = nil
@@ -336,6 +348,18 @@ func (s *WALStore) applyLoop() {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// gather waits up to the apply delay for more records, less if a reader
+// waits or Close has begun.
+func (s *WALStore) gather() {
+	t := time.NewTimer(s.applyDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.urgent:
+	case <-s.stopped:
 	}
 }
 
@@ -445,6 +469,10 @@ func (s *WALStore) waitApplied(ctx context.Context, seq uint64) error {
 		}
 		if done {
 			return nil
+		}
+		select {
+		case s.urgent <- struct{}{}:
+		default:
 		}
 		select {
 		case <-ch:
