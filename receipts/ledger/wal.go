@@ -32,13 +32,15 @@ import (
 //     receipt from the index, every other read of entries first waits for
 //     the applier to reach the last acknowledged Seq. Batch writes wait the
 //     same way, so AssignBatch never misses a pending receipt.
-//   - The log is truncated (and the truncation synced) only when bbolt holds
-//     everything in it: at Close, and when it outgrows MaxLogBytes.
+//   - The log is rewound (written again from offset 0) only when bbolt
+//     holds everything in it, once it outgrows MaxLogBytes, and emptied at
+//     Close; see walframe.go for how a replay finds its end.
 type WALStore struct {
 	b          *BoltStore
 	log        *os.File
 	logPath    string
-	logBytes   int64 // committer only
+	logBytes   int64 // committer only: where the next frames go
+	logSize    int64 // committer only: the file's size, zeros past logBytes
 	maxLog     int64
 	applyDelay time.Duration
 
@@ -90,7 +92,7 @@ type walRecord struct {
 // WALOptions tunes OpenWAL.
 type WALOptions struct {
 	// MaxLogBytes is the log size past which the committer waits for the
-	// applier to catch up and truncates the log (default 64 MiB).
+	// applier to catch up and rewinds the log (default 64 MiB).
 	MaxLogBytes int64
 	// ApplyDelay is how long the applier lets acknowledged records gather
 	// before it writes them into bbolt, unless a read or batch write is
@@ -180,6 +182,7 @@ func (s *WALStore) commit(group []*appendReq) {
 					continue
 				}
 				payload := []byte{'['}
+				first := last + 1
 				for i, e := range r.entries {
 					taken[e.ID], takenReq[requestID(e)] = true, true
 					last++
@@ -204,7 +207,7 @@ func (s *WALStore) commit(group []*appendReq) {
 					payload = append(payload, v...)
 					recs = append(recs, recordOf(e, v))
 				}
-				frames = appendFrame(frames, append(payload, ']'))
+				frames = appendFrame(frames, frame{seq: first, count: uint32(len(r.entries)), group: s.lastSeq + 1, payload: append(payload, ']')})
 			}
 			return nil
 		})
@@ -244,11 +247,23 @@ func (s *WALStore) commit(group []*appendReq) {
 	}
 }
 
-// writeLog appends frames at the log's end and syncs them. A failed write
-// or sync makes the store refuse further appends: after a failed fsync the
-// file's contents are unknown (the frames may reappear on replay, which is
-// why the group is not acknowledged as stored either way).
+// logChunk is how much the log grows at a time, written as zeros so that
+// a frame's sync never waits for block allocation or a size change.
+const logChunk = 1 << 20
+
+// writeLog writes frames at the log's write position and syncs them. A
+// failed write or sync makes the store refuse further appends: after a
+// failed fsync the file's contents are unknown (the frames may reappear on
+// replay, which is why the group is not acknowledged as stored either way).
 func (s *WALStore) writeLog(frames []byte) error {
+	if end := s.logBytes + int64(len(frames)); end > s.logSize {
+		grow := max(logChunk, end-s.logSize)
+		if _, err := s.log.WriteAt(make([]byte, grow), s.logSize); err != nil {
+			s.failed = fmt.Errorf("ledger log write: %w", err)
+			return s.failed
+		}
+		s.logSize += grow // synced with the frames
+	}
 	if _, err := s.log.WriteAt(frames, s.logBytes); err != nil {
 		s.failed = fmt.Errorf("ledger log write: %w", err)
 		return s.failed
@@ -285,12 +300,19 @@ func (s *WALStore) prune(appliedInView uint64) {
 }
 
 // checkpoint waits for bbolt to hold everything logged (the applier's
-// transactions are fsync'd), then empties the log and syncs that, so a
-// replay never meets frames from before the truncation.
+// transactions are fsync'd), then rewinds the log: the next frames
+// overwrite the old ones from offset 0, and a replay stops at the first
+// old frame (its seq is behind).
 func (s *WALStore) checkpoint(ctx context.Context) {
 	if err := s.waitApplied(ctx, s.lastSeq); err != nil {
 		return
 	}
+	s.logBytes = 0
+}
+
+// emptyLog truncates the log to nothing and syncs that (Close, once bbolt
+// holds all of it: the next open has nothing to scan).
+func (s *WALStore) emptyLog() {
 	if err := s.log.Truncate(0); err != nil {
 		s.failed = fmt.Errorf("ledger log truncate: %w", err)
 		return
@@ -299,7 +321,7 @@ func (s *WALStore) checkpoint(ctx context.Context) {
 		s.failed = fmt.Errorf("ledger log sync: %w", err)
 		return
 	}
-	s.logBytes = 0
+	s.logBytes, s.logSize = 0, 0
 }
 
 func recordOf(e *Entry, v []byte) *walRecord {
@@ -429,14 +451,21 @@ func replayLog(db *bolt.DB, path string) error {
 	if err != nil {
 		return fmt.Errorf("read ledger log: %w", err)
 	}
-	payloads, _, err := scanFrames(data)
+	var applied uint64
+	if err := db.View(func(tx *bolt.Tx) error { applied = tx.Bucket(bucketEntries).Sequence(); return nil }); err != nil {
+		return err
+	}
+	frames, _, err := scanFrames(data, applied+1)
 	if err != nil {
 		return fmt.Errorf("%s: %w (refusing to open: it may hold acknowledged receipts)", path, err)
 	}
 	var recs []*walRecord
-	for i, p := range payloads {
+	for i, f := range frames {
+		if f.seq+uint64(f.count) <= applied+1 {
+			continue
+		}
 		var es []*Entry
-		if err := json.Unmarshal(p, &es); err != nil {
+		if err := json.Unmarshal(f.payload, &es); err != nil {
 			return fmt.Errorf("%s: %w: frame %d: %v", path, ErrCorruptLog, i, err)
 		}
 		for _, e := range es {
@@ -630,8 +659,10 @@ func (s *WALStore) Close() error {
 		s.mu.Lock()
 		applyErr := s.applyErr
 		s.mu.Unlock()
-		if applyErr == nil && s.failed == nil && s.logBytes > 0 {
-			s.checkpoint(context.Background())
+		if applyErr == nil && s.failed == nil && s.logSize > 0 {
+			if s.checkpoint(context.Background()); s.logBytes == 0 {
+				s.emptyLog()
+			}
 		}
 		err = errors.Join(applyErr, s.log.Close(), s.b.Close())
 		close(s.closed)

@@ -34,7 +34,7 @@ func walFrames(t testing.TB, firstSeq uint64, reqs ...[]*Entry) (log []byte, end
 		if err != nil {
 			t.Fatal(err)
 		}
-		log = appendFrame(log, p)
+		log = appendFrame(log, frame{seq: es[0].Seq, count: uint32(len(es)), group: es[0].Seq, payload: p})
 		ends = append(ends, len(log))
 	}
 	return log, ends
@@ -156,7 +156,10 @@ func TestWALReplaySkipsApplied(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The crash came after a rewind: older frames (all applied) follow.
+	stale, _ := walFrames(t, 1, oneEach(confEntries(0, 5))...)
 	log, _ := walFrames(t, 4, [][]*Entry{confEntries(3, 5), confEntries(5, 6), confEntries(6, 8)}...)
+	log = append(log, stale[len(log):]...)
 	if err := os.WriteFile(path+walSuffix, log, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -415,24 +418,19 @@ func FuzzWALFrames(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{8, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, log []byte) {
-		payloads, end, err := scanFrames(log)
+		frames, end, err := scanFrames(log, 1)
 		if end > len(log) {
 			t.Fatalf("end %d past the log (%d bytes)", end, len(log))
 		}
 		var again []byte
-		for _, p := range payloads {
-			again = appendFrame(again, p)
+		for i, fr := range frames {
+			again = appendFrame(again, fr)
+			if i > 0 && fr.seq != frames[i-1].seq+uint64(frames[i-1].count) {
+				t.Fatalf("frame %d starts at seq %d after %d+%d", i, fr.seq, frames[i-1].seq, frames[i-1].count)
+			}
 		}
 		if !bytes.Equal(again, log[:end]) {
 			t.Fatal("frames do not re-encode to the log they came from")
-		}
-		if err == nil && end < len(log) {
-			if _, _, ok := readFrame(log[end:]); ok {
-				t.Fatalf("stopped at offset %d where an intact frame begins", end)
-			}
-			if at, found := intactFrameAfter(log, end+1); found {
-				t.Fatalf("torn tail at %d, but an intact frame at %d", end, at)
-			}
 		}
 		if err != nil && !errors.Is(err, ErrCorruptLog) {
 			t.Fatalf("err = %v, want ErrCorruptLog", err)
