@@ -96,7 +96,7 @@ type WALOptions struct {
 	MaxLogBytes int64
 	// ApplyDelay is how long the applier lets acknowledged records gather
 	// before it writes them into bbolt, unless a read or batch write is
-	// waiting for them (default 250ms). Fewer, larger bbolt transactions
+	// waiting for them (default 500ms). Fewer, larger bbolt transactions
 	// keep bbolt's fsyncs from queueing in front of the log's.
 	ApplyDelay time.Duration
 }
@@ -112,7 +112,7 @@ func OpenWAL(path string, opts WALOptions) (*WALStore, error) {
 		opts.MaxLogBytes = 64 << 20
 	}
 	if opts.ApplyDelay <= 0 {
-		opts.ApplyDelay = 250 * time.Millisecond
+		opts.ApplyDelay = 500 * time.Millisecond
 	}
 	b, err := OpenBolt(path) // replays and empties the log
 	if err != nil {
