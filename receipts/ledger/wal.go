@@ -161,6 +161,11 @@ func (s *WALStore) commit(group []*appendReq) {
 	last := s.lastSeq
 	err := s.failed
 	if err == nil {
+		s.mu.Lock()
+		err = s.applyErr // what bbolt cannot take must not be acknowledged either
+		s.mu.Unlock()
+	}
+	if err == nil {
 		err = s.b.db.View(func(tx *bolt.Tx) error {
 			s.prune(tx.Bucket(bucketEntries).Sequence())
 			ib, rb, sb := tx.Bucket(bucketIDs), tx.Bucket(bucketRequests), tx.Bucket(bucketSubjects)
