@@ -77,6 +77,10 @@ var (
 	_ OldestPendingReader = (*WALStore)(nil)
 )
 
+// ErrAppendTooLarge refuses an Append whose entries would not fit in one
+// log frame.
+var ErrAppendTooLarge = errors.New("ledger: append too large")
+
 // walRecord is one entry written to the log: its JSON as stored in bbolt.
 type walRecord struct {
 	seq        uint64
@@ -187,7 +191,8 @@ func (s *WALStore) commit(group []*appendReq) {
 					continue
 				}
 				payload := []byte{'['}
-				first := last + 1
+				first, nrecs := last+1, len(recs)
+				before := map[string]uint64{} // subject seqs to restore if the frame is refused
 				for i, e := range r.entries {
 					taken[e.ID], takenReq[requestID(e)] = true, true
 					last++
@@ -198,6 +203,9 @@ func (s *WALStore) commit(group []*appendReq) {
 							if b := sb.Bucket([]byte(sub)); b != nil {
 								n = b.Sequence()
 							}
+						}
+						if _, saved := before[sub]; !saved {
+							before[sub] = n
 						}
 						n++
 						s.subjectSeq[sub], e.SubjectSeq = n, n
@@ -211,6 +219,19 @@ func (s *WALStore) commit(group []*appendReq) {
 					}
 					payload = append(payload, v...)
 					recs = append(recs, recordOf(e, v))
+				}
+				if len(payload)+1 > maxFramePayload { // a replay could not read it back
+					for sub, n := range before {
+						s.subjectSeq[sub] = n
+					}
+					for _, e := range r.entries {
+						delete(taken, e.ID)
+						delete(takenReq, requestID(e))
+						e.Seq, e.SubjectSeq = 0, 0
+					}
+					last, recs = first-1, recs[:nrecs]
+					errs[gi] = fmt.Errorf("%w: %d bytes in one append, at most %d", ErrAppendTooLarge, len(payload)+1, maxFramePayload)
+					continue
 				}
 				frames = appendFrame(frames, frame{seq: first, count: uint32(len(r.entries)), group: s.lastSeq + 1, payload: append(payload, ']')})
 			}

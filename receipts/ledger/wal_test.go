@@ -437,3 +437,24 @@ func FuzzWALFrames(f *testing.F) {
 		}
 	})
 }
+
+// TestWALRefusesOversizedAppend: an append that would not fit in one
+// frame (a replay could not read it back) is refused and uses no seq.
+func TestWALRefusesOversizedAppend(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	st, err := OpenWAL(path, WALOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	big := confEntry(1)
+	big.Traceparent = strings.Repeat("x", maxFramePayload)
+	if err := st.Append(context.Background(), []*Entry{confEntry(0), big}); !errors.Is(err, ErrAppendTooLarge) {
+		t.Fatalf("err = %v, want ErrAppendTooLarge", err)
+	}
+	e := confEntry(0)
+	mustAppend(t, st, e)
+	if e.Seq != 1 || e.SubjectSeq != 1 {
+		t.Errorf("after the refused append: seq %d subject seq %d, want 1, 1", e.Seq, e.SubjectSeq)
+	}
+}
