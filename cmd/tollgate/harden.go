@@ -28,11 +28,13 @@ func knownModels(r *workers.Registrar) func() []string {
 	}
 }
 
-// openBoltStore opens the embedded ledger as a ledger.Store that is nil
-// when opening fails (OpenBolt's typed nil *BoltStore, stored in the
-// interface, was non-nil and closing it panicked).
+// openBoltStore opens the embedded ledger (bbolt behind its write-ahead
+// log, path+"-wal"; an existing bbolt file opens as it is) as a
+// ledger.Store that is nil when opening fails (OpenBolt's typed nil
+// *BoltStore, stored in the interface, was non-nil and closing it
+// panicked).
 func openBoltStore(path string) (ledger.Store, error) {
-	s, err := ledger.OpenBolt(path)
+	s, err := ledger.OpenWAL(path, ledger.WALOptions{})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w (the file is locked: is another gateway or prover using this data directory?)", err)
 	}

@@ -73,6 +73,13 @@ func OpenBolt(path string) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("init ledger %s: %w", path, err)
 	}
+	// Whoever opens the file first applies what a WALStore that crashed
+	// left in its log, so no opener sees (or extends) a ledger missing
+	// acknowledged receipts.
+	if err := replayLog(db, path+walSuffix); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
 	s := &BoltStore{db: db, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), stopped: make(chan struct{}), closed: make(chan struct{})}
 	go s.commitLoop()
 	return s, nil
