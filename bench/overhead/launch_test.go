@@ -50,12 +50,12 @@ func TestRunProcesses(t *testing.T) {
 	}
 	res, err := Run(context.Background(), Config{
 		Rates: []float64{100}, Duration: 300 * time.Millisecond, Seed: 1,
-		Modes: []string{ModeJSON}, Launch: processes(t),
+		Modes: []string{ModeJSON}, Launch: processes(t), Receipts: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Layout != "processes" || len(res.Steps) != 1 {
+	if res.Layout != "processes" || len(res.Steps) != 1 || !res.Receipts {
 		t.Fatalf("layout %q, %d steps", res.Layout, len(res.Steps))
 	}
 	st := res.Steps[0]

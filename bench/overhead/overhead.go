@@ -79,6 +79,10 @@ type Config struct {
 	KeepGoing bool
 	// InProcessWorker leaves the worker transport out (see StackConfig).
 	InProcessWorker bool
+	// Receipts runs the stack with receipts on, as shipped (see
+	// StackConfig.Receipts); `tollgate bench overhead` sets it unless
+	// -receipts=false.
+	Receipts bool
 	// Launch starts the mock upstream and the stack (default InProcess()).
 	Launch *Launcher
 	// Progress, when set, gets a one-line status about twice a second.
@@ -161,7 +165,9 @@ type Result struct {
 	// Layout is "processes" (generator, mock upstream and stack each in
 	// its own process) or "in-process" (all in one).
 	Layout string `json:"layout"`
-	Steps  []Step `json:"steps"`
+	// Receipts: every response waited for its durable receipt.
+	Receipts bool   `json:"receipts"`
+	Steps    []Step `json:"steps"`
 	// MaxRate is, per mode, the highest rate such that it and every lower
 	// rate held added p99 ≤ TargetP99 with no errors (0: none did).
 	MaxRate map[string]float64 `json:"max_rate_p99_under_1ms"`
@@ -235,7 +241,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 	stack, err := cfg.Launch.Stack(ctx, StackConfig{
 		UpstreamURL: up.URL, Model: Model, MaxConcurrency: cfg.MaxInFlight,
-		InProcessWorker: cfg.InProcessWorker, Logger: cfg.Logger,
+		InProcessWorker: cfg.InProcessWorker, Receipts: cfg.Receipts, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -255,7 +261,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			LatencyMS: ms(cfg.Upstream.Latency), JitterMS: ms(cfg.Upstream.Jitter),
 			Tokens: cfg.Upstream.Tokens,
 		},
-		MaxRate: map[string]float64{}, WorkerLink: "http", Layout: "in-process",
+		MaxRate: map[string]float64{}, WorkerLink: "http", Layout: "in-process", Receipts: cfg.Receipts,
 	}
 	if cfg.InProcessWorker {
 		res.WorkerLink = "in-process"

@@ -113,6 +113,11 @@ func WriteMarkdown(w io.Writer, res *Result) error {
 	if res.Layout == "processes" {
 		fmt.Fprintf(w, "Layout: load generator, mock upstream and Tollgate (gateway + worker over loopback HTTP) each in its own process, as deployed.\n\n")
 	}
+	if res.Receipts {
+		fmt.Fprintf(w, "Receipts on, as shipped: every response waits for its receipt in the embedded ledger (write-ahead log, fdatasync'd per group), the worker keeps its records durably and the gateway checks each; the prover runs apart (not in the stack).\n\n")
+	} else {
+		fmt.Fprintf(w, "Diagnostic run: receipts off (no ledger, no record checks).\n\n")
+	}
 	if res.WorkerLink == "in-process" {
 		fmt.Fprintf(w, "Diagnostic run: the scheduler calls the worker agent in process; the worker transport is left out.\n\n")
 	}

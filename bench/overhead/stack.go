@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/task"
+	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
 	"github.com/tollgate-ai/tollgate/workers/engine/openai"
@@ -37,6 +40,8 @@ type Stack struct {
 
 	gw        *gateway.Server
 	gwDone    chan error
+	store     *ledger.WALStore // receipts on
+	tempDir   string           // removed by Close
 	workerSrv *http.Server
 	agent     *workers.Agent
 	engine    *openai.Engine
@@ -56,7 +61,16 @@ type StackConfig struct {
 	// leaving out the worker transport (a diagnostic: it splits the
 	// gateway's share of the added latency from the worker link's).
 	InProcessWorker bool
-	Logger          *slog.Logger
+	// Receipts runs the stack as shipped: every response waits for its
+	// receipt in the embedded ledger (the write-ahead log in front of
+	// bbolt, fsync'd, in DataDir), the worker keeps its completion records
+	// durably there too, and the link checks every record (RecordPolicy).
+	// No prover runs in the stack: the README's deployment runs it apart.
+	Receipts bool
+	// DataDir holds the ledger and the worker's records (default: a
+	// temporary directory, removed by Close).
+	DataDir string
+	Logger  *slog.Logger
 }
 
 // InProcessConn links a scheduler straight to an agent in the same
@@ -115,9 +129,27 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overhead: worker key: %w", err)
 	}
-	st.agent = workers.NewAgent(workers.AgentConfig{
-		WorkerID: key.WorkerID(), Engine: engine, MaxConcurrency: cfg.MaxConcurrency, Logger: logger,
-	})
+	var led *ledger.Ledger
+	agentCfg := workers.AgentConfig{WorkerID: key.WorkerID(), Engine: engine, MaxConcurrency: cfg.MaxConcurrency, Logger: logger}
+	if cfg.Receipts {
+		dir := cfg.DataDir
+		if dir == "" {
+			if dir, err = os.MkdirTemp("", "tollgate-bench-overhead-"); err != nil {
+				return nil, fmt.Errorf("overhead: data dir: %w", err)
+			}
+			st.tempDir = dir
+		}
+		if st.store, err = ledger.OpenWAL(filepath.Join(dir, "receipts.db"), ledger.WALOptions{}); err != nil {
+			return nil, fmt.Errorf("overhead: ledger: %w", err)
+		}
+		led = ledger.New(st.store, ledger.Options{Logger: logger})
+		agentCfg.DataDir = filepath.Join(dir, "worker")
+		if st.agent, err = workers.OpenAgent(agentCfg); err != nil {
+			return nil, fmt.Errorf("overhead: worker records: %w", err)
+		}
+	} else {
+		st.agent = workers.NewAgent(agentCfg)
+	}
 	workerLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("overhead: worker listen: %w", err)
@@ -132,7 +164,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			if cfg.InProcessWorker {
 				return InProcessConn{st.agent}
 			}
-			return workers.NewClient(url, workers.ClientOptions{Logger: logger})
+			opts := workers.ClientOptions{Logger: logger}
+			if cfg.Receipts {
+				opts.Records = workers.RecordPolicy{WorkerID: key.WorkerID(), Models: engine.Models()}
+			}
+			return workers.NewClient(url, opts)
 		},
 	})
 	if err != nil {
@@ -153,13 +189,17 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		return nil, fmt.Errorf("overhead: api key: %w", err)
 	}
 	st.APIKey = "tg-bench-" + hex.EncodeToString(secret[:])
-	st.gw, err = gateway.New(gateway.Config{
-		APIKeys: []gateway.APIKey{{ID: "bench", Key: st.APIKey}},
-	}, gateway.Deps{
+	deps := gateway.Deps{
 		Dispatcher:  sched,
 		ListWorkers: func() any { return sched.Workers() },
 		Logger:      logger,
-	})
+	}
+	if led != nil {
+		deps.Ledger = led
+	}
+	st.gw, err = gateway.New(gateway.Config{
+		APIKeys: []gateway.APIKey{{ID: "bench", Key: st.APIKey}},
+	}, deps)
 	if err != nil {
 		return nil, fmt.Errorf("overhead: gateway: %w", err)
 	}
@@ -222,6 +262,12 @@ func (st *Stack) Close(ctx context.Context) error {
 	}
 	if st.engine != nil {
 		errs = append(errs, st.engine.Close())
+	}
+	if st.store != nil {
+		errs = append(errs, st.store.Close())
+	}
+	if st.tempDir != "" {
+		errs = append(errs, os.RemoveAll(st.tempDir))
 	}
 	return errors.Join(errs...)
 }

@@ -37,6 +37,7 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 1, "arrival schedule seed")
 	keepGoing := fs.Bool("keep-going", false, "run every rate even after one saturates (errors)")
 	inProcess := fs.Bool("in-process-worker", false, "diagnostic: link the scheduler to the worker agent in process, leaving out the worker transport")
+	receipts := fs.Bool("receipts", true, "receipts on, as shipped (the embedded write-ahead ledger, durable worker records, record checks); -receipts=false is a diagnostic")
 	layout := fs.String("layout", "processes", "processes: the mock upstream and Tollgate each in a child process, as deployed; in-process: everything in this process")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -46,8 +47,8 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 	}
 	cfg := overhead.Config{
 		Duration: *duration, Arrival: loadgen.Arrival(*arrival), Seed: *seed, KeepGoing: *keepGoing,
-		InProcessWorker: *inProcess,
-		Modes:           []string{overhead.ModeJSON},
+		InProcessWorker: *inProcess, Receipts: *receipts,
+		Modes: []string{overhead.ModeJSON},
 	}
 	if *stream {
 		cfg.Modes = append(cfg.Modes, overhead.ModeStream)

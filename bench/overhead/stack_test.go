@@ -1,0 +1,81 @@
+package overhead
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/bench/mockupstream"
+	"github.com/tollgate-ai/tollgate/receipts/ledger"
+)
+
+// TestStackReceipts: with Receipts the bench's stack is the product as
+// shipped: a response names its receipt, which is in the fsync'd ledger of
+// the data directory by the time the client has it, and the worker keeps
+// its records there too; receipts off, no receipt.
+func TestStackReceipts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a gateway, a worker and a mock upstream; skipped in -short")
+	}
+	up, err := mockupstream.Start(mockupstream.Config{Models: []string{Model}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	for _, on := range []bool{true, false} {
+		dir := t.TempDir()
+		st, err := StartStack(context.Background(), StackConfig{UpstreamURL: up.URL, Model: Model, Receipts: on, DataDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, stream := range []bool{false, true} {
+			body := `{"model":"` + Model + `","messages":[{"role":"user","content":"hi"}]` + map[bool]string{true: `,"stream":true`}[stream] + `}`
+			req, _ := http.NewRequest("POST", st.URL+"/chat/completions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+st.APIKey)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("receipts=%v stream=%v: %d %s", on, stream, resp.StatusCode, b)
+			}
+			if id := resp.Header.Get("X-Tollgate-Receipt"); (id != "") != on {
+				t.Errorf("receipts=%v stream=%v: receipt header %q", on, stream, id)
+			} else if id != "" {
+				ids = append(ids, id)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := st.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		cancel()
+		if !on {
+			if _, err := os.Stat(filepath.Join(dir, "receipts.db")); err == nil {
+				t.Error("a ledger was written with receipts off")
+			}
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "worker", "records.db")); err != nil {
+			t.Errorf("the worker kept no durable records: %v", err)
+		}
+		store, err := ledger.OpenWAL(filepath.Join(dir, "receipts.db"), ledger.WALOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := store.Entries(context.Background(), ids)
+		store.Close()
+		if err != nil || len(got) != len(ids) {
+			t.Fatalf("receipts %v in the ledger after reopening: %d, %v", ids, len(got), err)
+		}
+	}
+}
