@@ -38,6 +38,14 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// maxPlausibleSeq bounds the seqs a frame can carry (2^48: 8,900 years at
+// a million receipts a second).
+const maxPlausibleSeq = 1 << 48
+
+// minEntryBytes is less than any entry's JSON takes in a frame (an entry
+// carries its receipt and request IDs and two 64-digit digests).
+const minEntryBytes = 64
+
 // ErrCorruptLog is returned on open when the write-ahead log has a frame
 // that fails its checksum with an intact frame of a later commit group
 // after it: that is damage, not a torn final write, and truncating there
@@ -68,7 +76,7 @@ func appendFrame(dst []byte, f frame) []byte {
 // start with an intact frame (too short, an empty or oversized length, a
 // checksum mismatch). minGroup > 0 skips, before the checksum, frames of
 // an earlier group.
-func readFrame(b []byte, minGroup uint64) (f frame, n int, ok bool) {
+func readFrame(b []byte, minGroup, maxSeq uint64) (f frame, n int, ok bool) {
 	if len(b) < frameHeader {
 		return frame{}, 0, false
 	}
@@ -78,7 +86,14 @@ func readFrame(b []byte, minGroup uint64) (f frame, n int, ok bool) {
 	}
 	f = frame{seq: binary.LittleEndian.Uint64(b[8:]), count: binary.LittleEndian.Uint32(b[16:]),
 		group: binary.LittleEndian.Uint64(b[20:]), payload: b[frameHeader : frameHeader+int(size)]}
-	if f.group < minGroup {
+	if minGroup > 0 && !plausibleLater(f, minGroup, maxSeq) {
+		// The search for a later group (laterGroupFrame) tries every
+		// offset of what follows a bad frame, mostly stale frames' JSON:
+		// a header read from there has a seq and group of ASCII bytes
+		// (≥ 2^61), far past any real one, and is dropped here, before a
+		// checksum over up to maxFramePayload bytes. So is one read a byte
+		// or so off a real header (its fields shifted: seqs ×256); maxSeq
+		// is the highest seq a real frame at that offset could carry.
 		return frame{}, 0, false
 	}
 	crc := crc32.Update(crc32.Checksum(b[8:frameHeader], castagnoli), castagnoli, f.payload)
@@ -86,6 +101,12 @@ func readFrame(b []byte, minGroup uint64) (f frame, n int, ok bool) {
 		return frame{}, 0, false
 	}
 	return f, frameHeader + int(size), true
+}
+
+// plausibleLater reports whether a header could be a real frame of a group
+// from minGroup on carrying seqs up to maxSeq (see readFrame).
+func plausibleLater(f frame, minGroup, maxSeq uint64) bool {
+	return f.group >= minGroup && f.group <= f.seq && f.count > 0 && f.seq < maxPlausibleSeq && f.seq <= maxSeq
 }
 
 // scanFrames decodes a log: its frames in order, up to the end described
@@ -96,7 +117,7 @@ func readFrame(b []byte, minGroup uint64) (f frame, n int, ok bool) {
 func scanFrames(log []byte, minSeq uint64) (frames []frame, end int, err error) {
 	var next uint64 // seq the next frame must start at; 0 until the first
 	for end < len(log) {
-		f, n, ok := readFrame(log[end:], 0)
+		f, n, ok := readFrame(log[end:], 0, 0)
 		switch {
 		case ok && (next == 0 || f.seq == next) && f.count > 0:
 			frames = append(frames, f)
@@ -126,7 +147,10 @@ func scanFrames(log []byte, minSeq uint64) (frames []frame, end int, err error) 
 // scanned (a crash left it, or it holds stale frames).
 func laterGroupFrame(log []byte, from int, seq uint64) (int, bool) {
 	for i := from; i+frameHeader < len(log); i++ {
-		if _, _, ok := readFrame(log[i:], seq+1); ok {
+		// Every seq between the bad frame and a later group's frame is in
+		// a frame in between, each entry at least minEntryBytes of JSON.
+		maxSeq := seq + uint64(i-from)/minEntryBytes + 1
+		if _, _, ok := readFrame(log[i:], seq+1, maxSeq); ok {
 			return i, true
 		}
 	}
