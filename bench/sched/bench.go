@@ -508,7 +508,8 @@ func (a *auditInjector) completed(t *task.Task, by string, tokens int) {
 		a.spent += n
 	})
 	if err != nil {
-		a.running--
+		a.running-- // refused at once: not an audit run
+		a.started--
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/redistest"
 )
@@ -31,11 +30,7 @@ func TestReviewDisputedKeyWrongTypeStopsSync(t *testing.T) {
 // Registry.Dispute marks it in r.disputed before HSET, and nothing retries
 // it, so after recovery the other replicas keep routing to the worker.
 func TestReviewDisputeDuringOutageNeverShared(t *testing.T) {
-	srv := redistest.Start(t)
-	opts, _ := redis.ParseURL(srv.URL)
-	opts.MaxRetries, opts.DialerRetries = -1, 1
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { c.Close() })
+	srv, c := noRetryRedis(t)
 	clk := clock.NewFake(time.Now())
 	rs := newReplicas(t, c, "{t}:", clk, 2)
 	a, b := rs[0], rs[1]

@@ -193,11 +193,7 @@ func TestInvalidRecordsSkipped(t *testing.T) {
 // TestOutage: with Redis gone, workers learned from it stay routable for
 // OutageGrace, directly heard ones stay as they are, and Err says why.
 func TestOutage(t *testing.T) {
-	srv := redistest.Start(t)
-	opts, _ := redis.ParseURL(srv.URL)
-	opts.MaxRetries, opts.DialerRetries = -1, 1
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { c.Close() })
+	srv, c := noRetryRedis(t)
 	clk := clock.NewFake(time.Now())
 	rs := newReplicas(t, c, "{t}:", clk, 2)
 	a, b := rs[0], rs[1]
@@ -269,4 +265,16 @@ func TestDisputeShared(t *testing.T) {
 	if a.reg.Err() != nil || b.reg.Err() != nil {
 		t.Errorf("Err while Redis is up: %v, %v", a.reg.Err(), b.reg.Err())
 	}
+}
+
+// noRetryRedis starts a redis-server of the test's own (so it can be
+// stopped) and a client that fails at once while it is down.
+func noRetryRedis(t *testing.T) (*redistest.Server, *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	opts, _ := redis.ParseURL(srv.URL)
+	opts.MaxRetries, opts.DialerRetries = -1, 1
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { c.Close() })
+	return srv, c
 }

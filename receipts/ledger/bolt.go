@@ -714,15 +714,7 @@ func (s *BoltStore) Close() error {
 	s.once.Do(func() {
 		close(s.quit)
 		<-s.stopped
-		for {
-			select {
-			case r := <-s.appends:
-				r.done <- errClosed
-				continue
-			default:
-			}
-			break
-		}
+		failQueued(s.appends)
 		err = s.db.Close()
 		close(s.closed)
 	})

@@ -69,3 +69,16 @@ func runGroupCommit(appends <-chan *appendReq, quit <-chan struct{}, commit func
 		commit(group)
 	}
 }
+
+// failQueued fails, with errClosed, every append still queued once a
+// store's committer has stopped.
+func failQueued(appends <-chan *appendReq) {
+	for {
+		select {
+		case r := <-appends:
+			r.done <- errClosed
+		default:
+			return
+		}
+	}
+}

@@ -892,15 +892,7 @@ func (s *RedisStore) Close() error {
 	s.once.Do(func() {
 		close(s.quit)
 		<-s.stopped
-		for {
-			select {
-			case r := <-s.appends:
-				r.done <- errClosed
-				continue
-			default:
-			}
-			break
-		}
+		failQueued(s.appends)
 		if s.own {
 			err = s.c.Close()
 		}

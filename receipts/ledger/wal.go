@@ -672,15 +672,7 @@ func (s *WALStore) Close() error {
 	s.once.Do(func() {
 		close(s.quit)
 		<-s.stopped
-		for {
-			select {
-			case r := <-s.appends:
-				r.done <- errClosed
-				continue
-			default:
-			}
-			break
-		}
+		failQueued(s.appends)
 		<-s.applied
 		s.mu.Lock()
 		applyErr := s.applyErr
