@@ -39,6 +39,16 @@ type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
 	Name    string `json:"name,omitempty"`
+
+	// Parts is the content as the client sent it when that was an array
+	// of parts (text, image_url, input_audio), compacted JSON; Content then
+	// holds the concatenated text parts. Engines that speak OpenAI send
+	// Parts; the built-in engine reads Content.
+	Parts json.RawMessage `json:"parts,omitempty"`
+	// ToolCalls are the calls an assistant message of the history made.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID names the call a "tool" message answers.
+	ToolCallID string `json:"tool_call_id,omitempty"`
 }
 
 // Task is one validated request as the worker runs it. The gateway builds it
@@ -56,6 +66,16 @@ type Task struct {
 	TopP        float64  `json:"top_p,omitempty"`      // 0 or 1: off
 	Seed        *int64   `json:"seed,omitempty"`
 	Stop        []string `json:"stop,omitempty"`
+
+	// The richer request (rich.go); zero values mean "not asked".
+	Tools             []Tool          `json:"tools,omitempty"`
+	ToolChoice        *ToolChoice     `json:"tool_choice,omitempty"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls,omitempty"`
+	ResponseFormat    *ResponseFormat `json:"response_format,omitempty"`
+	Logprobs          bool            `json:"logprobs,omitempty"`
+	TopLogprobs       int             `json:"top_logprobs,omitempty"`
+	// N is the number of choices asked for; 0 and 1 both mean one.
+	N int `json:"n,omitempty"`
 
 	// Subject is the API key ID the request was made with (for receipts).
 	Subject string `json:"subject,omitempty"`
@@ -94,7 +114,17 @@ func (t *Task) Digest() [32]byte {
 		Seed        *int64    `json:"seed"`
 		Stop        []string  `json:"stop"`
 		Subject     string    `json:"subject"`
-	}{t.RequestID, t.Kind, t.Model, t.Messages, t.Prompt, t.Inputs, t.MaxTokens, t.Temperature, t.TopP, t.Seed, t.Stop, t.Subject}
+		// The richer request is omitted when not asked, so a plain task's
+		// digest is what it was before these fields existed.
+		Tools             []Tool          `json:"tools,omitempty"`
+		ToolChoice        *ToolChoice     `json:"tool_choice,omitempty"`
+		ParallelToolCalls *bool           `json:"parallel_tool_calls,omitempty"`
+		ResponseFormat    *ResponseFormat `json:"response_format,omitempty"`
+		Logprobs          bool            `json:"logprobs,omitempty"`
+		TopLogprobs       int             `json:"top_logprobs,omitempty"`
+		N                 int             `json:"n,omitempty"`
+	}{t.RequestID, t.Kind, t.Model, t.Messages, t.Prompt, t.Inputs, t.MaxTokens, t.Temperature, t.TopP, t.Seed, t.Stop, t.Subject,
+		t.Tools, t.ToolChoice, t.ParallelToolCalls, t.ResponseFormat, t.Logprobs, t.TopLogprobs, t.N}
 	b, err := json.Marshal(canon) // struct order is fixed; cannot fail on these types
 	if err != nil {
 		panic(err)
@@ -124,6 +154,14 @@ type Event struct {
 
 	Text   string `json:"text,omitempty"`   // EventDelta
 	Tokens int    `json:"tokens,omitempty"` // EventDelta: completion tokens in Text
+	// ToolCalls (EventDelta) are pieces of the tool calls being generated.
+	ToolCalls []ToolCallDelta `json:"tool_calls,omitempty"`
+	// Logprobs (EventDelta) is the upstream's logprobs object for the
+	// tokens of this delta, compacted JSON, when the task asked for them.
+	Logprobs json.RawMessage `json:"logprobs,omitempty"`
+	// Choice (EventDelta) is the choice this delta belongs to when the task
+	// asked for several (Task.N); 0 otherwise.
+	Choice int `json:"choice,omitempty"`
 
 	// FinishReason (EventDone) is "stop" or "length" for a generation that
 	// ran to its end, or "cancelled" or "error" for one that ended early
@@ -248,6 +286,9 @@ type ModelVersion struct {
 	// part of the signed registration: a worker that understates it only
 	// gets a looser test, one that overstates it is caught sooner.
 	Determinism string `json:"determinism,omitempty"`
+	// Capabilities are what the model serves beyond plain text (rich.go).
+	// Part of the signed registration.
+	Capabilities []Capability `json:"capabilities,omitempty"`
 }
 
 // Determinism declarations of a model version.
@@ -264,8 +305,11 @@ const (
 
 // Delta is generated text handed by an engine to the agent as it is produced.
 type Delta struct {
-	Text   string
-	Tokens int
+	Text      string
+	Tokens    int
+	ToolCalls []ToolCallDelta
+	Logprobs  json.RawMessage
+	Choice    int
 	// More: the engine already holds its next delta or its end (they came
 	// in together), so the worker may send this one with it instead of on
 	// its own. Never set it when what follows may take time.
@@ -274,7 +318,7 @@ type Delta struct {
 
 // Result is how a generation ended.
 type Result struct {
-	FinishReason     string // "stop" or "length"
+	FinishReason     string // "stop", "length" or "tool_calls"
 	PromptTokens     int
 	CompletionTokens int
 }
