@@ -46,11 +46,15 @@ test-race:
 # `tollgate dev` on the built-in llama engine (stories260K) and a gateway +
 # worker --engine openai in front of `tollgate mock-upstream`. Takes seconds
 # once installed. ONLY=word[,word] runs the groups whose name contains one
-# (e.g. make test-node ONLY=tools).
+# (e.g. make test-node ONLY=tools). NODE_TODO names the features not on main
+# yet (see FEATURES in sdk_test.mjs): the tests that need one run as todo
+# and do not fail the target; drop a name when its feature lands, and
+# `make test-node NODE_TODO=` runs everything strictly.
+NODE_TODO ?= tools,json-schema,grammar,responses,mock
 test-node: build
 	@command -v node >/dev/null || { echo "test-node: node is required"; exit 1; }
 	cd test/node && { cmp -s package-lock.json node_modules/.tollgate-lock || { npm ci --no-audit --no-fund && cp package-lock.json node_modules/.tollgate-lock; }; }
-	cd test/node && TOLLGATE_NODE_ONLY=$(ONLY) node --test-reporter=spec sdk_test.mjs ../../$(BIN)
+	cd test/node && TOLLGATE_NODE_ONLY=$(ONLY) TOLLGATE_NODE_TODO=$(NODE_TODO) node --test-reporter=spec sdk_test.mjs ../../$(BIN)
 
 # The on-chain verifier: the Solidity `tollgate keys solidity` writes for a v2
 # key, compiled with solc-js and run in an in-process EVM (@ethereumjs/vm),

@@ -9,12 +9,15 @@
 // A stack starts only when a selected group needs it; the logs of every
 // started process are printed when anything failed.
 //
-// Usage: node --test-reporter=spec sdk_test.mjs [--only=GROUP[,GROUP]] [path/to/tollgate]
+// Usage: node --test-reporter=spec sdk_test.mjs [--only=GROUP,...] [--todo=FEATURE,...] [path/to/tollgate]
 //   binary: the argument, else $TOLLGATE_BIN, else ../../bin/tollgate
 //   model dir: $TOLLGATE_MODEL_DIR, else $TOLLGATE_SHARED/models/stories260K,
 //              else ../../../shared/models/stories260K
 //   --only: groups whose name contains any of the words (e.g. --only=tools,
 //           --only=langchain, --only=openai-dev); also $TOLLGATE_NODE_ONLY.
+//   --todo: features not yet merged (tools, json-schema, grammar, responses,
+//           mock; see FEATURES): the tests that need one run as todo and
+//           cannot fail the suite; also $TOLLGATE_NODE_TODO.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -38,6 +41,17 @@ const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
 const only = (args.find((a) => a.startsWith("--only="))?.slice(7) ?? process.env.TOLLGATE_NODE_ONLY ?? "")
   .split(",").map((s) => s.trim()).filter(Boolean);
+// The features tests wait on, for --todo.
+const FEATURES = {
+  tools: "tools, tool_choice and tool messages through gateway and openai engine",
+  "json-schema": "response_format json_schema through gateway and openai engine",
+  grammar: "the built-in llama engine's grammar-constrained json_schema output",
+  responses: "the Responses API: /v1/responses create, stream, store, retrieve, delete",
+  mock: "internal/upstreamtest emitting tool calls and schema-valid JSON content",
+};
+const todo = (args.find((a) => a.startsWith("--todo="))?.slice(7) ?? process.env.TOLLGATE_NODE_TODO ?? "")
+  .split(",").map((s) => s.trim()).filter(Boolean);
+for (const f of todo) if (!FEATURES[f]) throw new Error(`--todo: unknown feature ${f} (have ${Object.keys(FEATURES)})`);
 const bin = resolve(args.find((a) => !a.startsWith("--")) ?? process.env.TOLLGATE_BIN ?? join(here, "../../bin/tollgate"));
 const modelDir = process.env.TOLLGATE_MODEL_DIR ??
   join(process.env.TOLLGATE_SHARED ?? join(here, "../../../shared"), "models", "stories260K");
@@ -175,12 +189,20 @@ function group(name, stackName, body) {
 }
 
 // test is it() with a timeout that records failures for the log dump.
-function test(name, fn) {
-  it(name, { timeout: TEST_TIMEOUT }, async (t) => {
+// needs names the features a test waits on (see FEATURES); one listed in
+// --todo turns the test into a todo: it runs and reports, but its failure
+// does not fail the suite.
+function test(name, needs, fn) {
+  if (typeof needs === "function") [needs, fn] = [[], needs];
+  for (const f of needs) if (!FEATURES[f]) throw new Error(`test ${name}: unknown feature ${f}`);
+  const waiting = needs.filter((f) => todo.includes(f));
+  const opts = { timeout: TEST_TIMEOUT };
+  if (waiting.length > 0) opts.todo = `waits on ${waiting.join(", ")}`;
+  it(name, opts, async (t) => {
     try {
       await fn(t);
     } catch (err) {
-      anyFailed = true;
+      if (waiting.length === 0) anyFailed = true;
       throw err;
     }
   });
@@ -323,7 +345,7 @@ group("openai-tools", "mock", (s) => {
   const ask = [{ role: "user", content: "What is the weather in Paris?" }];
   const forced = { type: "function", function: { name: "get_weather" } };
 
-  test("tool call, non-streamed (named tool_choice)", async () => {
+  test("tool call, non-streamed (named tool_choice)", ["tools", "mock"], async () => {
     const r = await openaiClient(s).chat.completions.create({ model: s.model, messages: ask, tools: [weatherTool], tool_choice: forced });
     const choice = r.choices[0];
     assert.equal(choice.finish_reason, "tool_calls");
@@ -338,7 +360,7 @@ group("openai-tools", "mock", (s) => {
     assertUsage(r.usage);
   });
 
-  test("tool call, streamed: deltas accumulate to a valid call", async () => {
+  test("tool call, streamed: deltas accumulate to a valid call", ["tools", "mock"], async () => {
     const stream = await openaiClient(s).chat.completions.create({
       model: s.model, messages: ask, tools: [weatherTool], tool_choice: "required", stream: true, stream_options: { include_usage: true },
     });
@@ -368,7 +390,7 @@ group("openai-tools", "mock", (s) => {
     assertUsage(usage);
   });
 
-  test("tool round trip: call, tool result message, text answer", async () => {
+  test("tool round trip: call, tool result message, text answer", ["tools", "mock"], async () => {
     const c = openaiClient(s);
     const first = await c.chat.completions.create({ model: s.model, messages: ask, tools: [weatherTool], tool_choice: forced });
     const msg = first.choices[0].message;
@@ -389,8 +411,8 @@ group("openai-tools", "mock", (s) => {
   });
 });
 
-function structuredCase(schema, name, prompt, maxTokens) {
-  return (s) => test(`chat.completions.parse with zodResponseFormat (${name})`, async () => {
+function structuredCase(schema, name, prompt, maxTokens, needs) {
+  return (s) => test(`chat.completions.parse with zodResponseFormat (${name})`, needs, async () => {
     const r = await openaiClient(s).chat.completions.parse({
       model: s.model, messages: [{ role: "user", content: prompt }], max_tokens: maxTokens,
       response_format: zodResponseFormat(schema, name),
@@ -401,11 +423,11 @@ function structuredCase(schema, name, prompt, maxTokens) {
     assert.deepEqual(schema.parse(JSON.parse(m.content)), m.parsed);
   });
 }
-group("openai-structured", "dev", structuredCase(Mood, "mood", "How does the cat feel?", 64));
-group("openai-structured", "mock", structuredCase(Weather, "weather", "Weather in Paris as JSON", 200));
+group("openai-structured", "dev", structuredCase(Mood, "mood", "How does the cat feel?", 64, ["json-schema", "grammar"]));
+group("openai-structured", "mock", structuredCase(Weather, "weather", "Weather in Paris as JSON", 200, ["json-schema", "mock"]));
 
 function responsesCases(s) {
-  test("responses.create, non-streamed", async () => {
+  test("responses.create, non-streamed", ["responses"], async () => {
     const r = await openaiClient(s).responses.create({ model: s.model, input: "Tell me a story", max_output_tokens: 16 });
     assert.equal(r.object, "response");
     assert.match(r.id, /^resp_/);
@@ -422,7 +444,7 @@ group("openai-responses", "dev", responsesCases);
 group("openai-responses", "mock", (s) => {
   responsesCases(s);
 
-  test("responses.create, streamed: created … output_text deltas … completed", async () => {
+  test("responses.create, streamed: created … output_text deltas … completed", ["responses"], async () => {
     const stream = await openaiClient(s).responses.create({ model: s.model, input: "Tell me a story", stream: true });
     const types = [];
     let text = "", final = null;
@@ -442,7 +464,7 @@ group("openai-responses", "mock", (s) => {
     assert.ok(final.usage.output_tokens > 0);
   });
 
-  test("store, previous_response_id, retrieve, delete", async () => {
+  test("store, previous_response_id, retrieve, delete", ["responses"], async () => {
     const c = openaiClient(s);
     const first = await c.responses.create({ model: s.model, input: "My name is Ada.", store: true });
     const next = await c.responses.create({ model: s.model, input: "What is my name?", previous_response_id: first.id });
@@ -457,7 +479,7 @@ group("openai-responses", "mock", (s) => {
     await rejectsWith(c.responses.create({ model: s.model, input: "again", previous_response_id: first.id }), OpenAI.NotFoundError, 404);
   });
 
-  test("function tool: call, function_call_output, text answer", async () => {
+  test("function tool: call, function_call_output, text answer", ["responses", "tools", "mock"], async () => {
     const c = openaiClient(s);
     const tools = [{ type: "function", name: "get_weather", description: "Current weather in a city", parameters: weatherParameters, strict: true }];
     const r = await c.responses.create({ model: s.model, input: "What is the weather in Paris?", tools, tool_choice: { type: "function", name: "get_weather" } });
@@ -501,7 +523,7 @@ group("langchain", "dev", (s) => {
     assert.ok(agg.usage_metadata?.output_tokens > 0, JSON.stringify(agg.usage_metadata));
   });
 
-  test("withStructuredOutput(zod) on the built-in engine", async () => {
+  test("withStructuredOutput(zod) on the built-in engine", ["json-schema", "grammar"], async () => {
     const out = await chatOpenAI(s, { maxTokens: 64 }).withStructuredOutput(Mood, { name: "mood" }).invoke("How does the cat feel?");
     Mood.parse(out);
   });
@@ -518,7 +540,7 @@ group("langchain", "dev", (s) => {
 });
 
 group("langchain", "mock", (s) => {
-  test("bindTools + tool round trip", async () => {
+  test("bindTools + tool round trip", ["tools", "mock"], async () => {
     const human = new HumanMessage("What is the weather in Paris?");
     const ai = await chatOpenAI(s).bindTools([weatherLC], { tool_choice: "get_weather" }).invoke([human]);
     assert.ok(ai.tool_calls?.length >= 1, `no tool_calls: ${JSON.stringify(ai)}`);
@@ -532,12 +554,12 @@ group("langchain", "mock", (s) => {
     assert.ok(typeof final.content === "string" && final.content.length > 0, "no text after the tool result");
   });
 
-  test("withStructuredOutput(zod)", async () => {
+  test("withStructuredOutput(zod)", ["json-schema", "mock"], async () => {
     const out = await chatOpenAI(s).withStructuredOutput(Weather, { name: "weather" }).invoke("Weather in Paris as JSON");
     Weather.parse(out);
   });
 
-  test("useResponsesApi: true", async () => {
+  test("useResponsesApi: true", ["responses"], async () => {
     const m = await chatOpenAI(s, { useResponsesApi: true, maxTokens: 32 }).invoke("Tell me a story");
     assert.ok(m.text.length > 0, `no text: ${JSON.stringify(m.content)}`);
     assert.ok(m.usage_metadata?.input_tokens > 0 && m.usage_metadata.output_tokens > 0, JSON.stringify(m.usage_metadata));
@@ -610,13 +632,13 @@ group("ai-sdk", "dev", (s) => {
     assertAIUsage(st.usage, "stream usage");
   });
 
-  test("generateText, default provider openai(model) (Responses API)", async () => {
+  test("generateText, default provider openai(model) (Responses API)", ["responses"], async () => {
     const r = await generateText({ model: aiOpenAI(s)(s.model), prompt: "Once upon a time", maxOutputTokens: 16, maxRetries: 0 });
     assert.ok(r.text.length > 0);
     assertAIUsage(r.usage);
   });
 
-  test("generateObject(zod), openai.chat", async () => {
+  test("generateObject(zod), openai.chat", ["json-schema", "grammar"], async () => {
     const r = await generateObject({ model: aiOpenAI(s).chat(s.model), schema: Mood, prompt: "How does the cat feel?", maxOutputTokens: 64, maxRetries: 0 });
     Mood.parse(r.object);
     assertAIUsage(r.usage);
@@ -634,7 +656,7 @@ group("ai-sdk", "dev", (s) => {
 });
 
 group("ai-sdk", "mock", (s) => {
-  test("generateText + streamText, default provider openai(model) (Responses API)", async () => {
+  test("generateText + streamText, default provider openai(model) (Responses API)", ["responses"], async () => {
     const model = aiOpenAI(s)(s.model);
     const r = await generateText({ model, prompt: "Tell me a story", maxRetries: 0 });
     assert.ok(r.text.length > 0);
@@ -645,11 +667,11 @@ group("ai-sdk", "mock", (s) => {
     assertAIUsage(st.usage, "stream usage");
   });
 
-  test("tools with execute, stopWhen: stepCountIs(2), openai.chat", () => toolRoundTrip(aiOpenAI(s).chat(s.model)));
-  test("tools with execute, stopWhen: stepCountIs(2), openai(model) (Responses API)", () => toolRoundTrip(aiOpenAI(s)(s.model)));
-  test("tools with execute, stopWhen: stepCountIs(2), createOpenAICompatible", () => toolRoundTrip(aiCompat(s)(s.model)));
+  test("tools with execute, stopWhen: stepCountIs(2), openai.chat", ["tools", "mock"], () => toolRoundTrip(aiOpenAI(s).chat(s.model)));
+  test("tools with execute, stopWhen: stepCountIs(2), openai(model) (Responses API)", ["responses", "tools", "mock"], () => toolRoundTrip(aiOpenAI(s)(s.model)));
+  test("tools with execute, stopWhen: stepCountIs(2), createOpenAICompatible", ["tools", "mock"], () => toolRoundTrip(aiCompat(s)(s.model)));
 
-  test("generateObject(zod), openai.chat and openai(model)", async () => {
+  test("generateObject(zod), openai.chat and openai(model)", ["json-schema", "mock", "responses"], async () => {
     for (const model of [aiOpenAI(s).chat(s.model), aiOpenAI(s)(s.model)]) {
       const r = await generateObject({ model, schema: Weather, prompt: "Weather in Paris as JSON", maxRetries: 0 });
       Weather.parse(r.object);
