@@ -15,6 +15,10 @@
 //              else ../../../shared/models/stories260K
 //   --only: groups whose name contains any of the words (e.g. --only=tools,
 //           --only=langchain, --only=openai-dev); also $TOLLGATE_NODE_ONLY.
+//   $TOLLGATE_NODE_UPSTREAM (an OpenAI base URL, e.g. a vLLM's http://host:8000/v1)
+//           puts the mock stack's worker in front of that server instead of
+//           mock-upstream; $TOLLGATE_NODE_UPSTREAM_MODEL names its model
+//           (default mock-llm). It must also serve embeddings for that model.
 //   --todo: features not yet merged (tools, json-schema, grammar, responses,
 //           mock; see FEATURES): the tests that need one run as todo and
 //           cannot fail the suite; also $TOLLGATE_NODE_TODO.
@@ -59,7 +63,7 @@ const modelDir = process.env.TOLLGATE_MODEL_DIR ??
 const KEY = "sk-node-client-test";
 const PROVIDER_TOKEN = "pt-node-client-test-0123456789";
 const DEV_MODEL = "stories260K";
-const MOCK_MODEL = "mock-llm";
+const MOCK_MODEL = process.env.TOLLGATE_NODE_UPSTREAM_MODEL ?? "mock-llm";
 const TEST_TIMEOUT = 60_000;
 
 // ---------------------------------------------------------------- processes
@@ -149,13 +153,17 @@ const stacks = {
     return { name: "dev", baseURL, model: DEV_MODEL };
   }),
   mock: once(async () => {
-    const upPort = await freePort();
-    await start("mock-upstream", ["mock-upstream", "--listen", `127.0.0.1:${upPort}`, "--models", MOCK_MODEL], "mock upstream serving ");
+    let upstream = process.env.TOLLGATE_NODE_UPSTREAM;
+    if (!upstream) {
+      const upPort = await freePort();
+      await start("mock-upstream", ["mock-upstream", "--listen", `127.0.0.1:${upPort}`, "--models", MOCK_MODEL], "mock upstream serving ");
+      upstream = `http://127.0.0.1:${upPort}/v1`;
+    }
     const gwPort = await freePort();
     const gwURL = `http://127.0.0.1:${gwPort}`;
     await start("gateway", ["gateway", "--listen", `127.0.0.1:${gwPort}`, "--data", tempDir("gateway"), "--api-key", KEY,
       "--provider-token", PROVIDER_TOKEN, "--open-registration", "--no-prover"], "gateway listening");
-    await start("worker", ["worker", "--gateway", gwURL, "--engine", "openai", "--upstream", `http://127.0.0.1:${upPort}/v1`,
+    await start("worker", ["worker", "--gateway", gwURL, "--engine", "openai", "--upstream", upstream,
       "--model-name", MOCK_MODEL, "--model-digest", "ab".repeat(32), "--embeddings",
       "--listen", "127.0.0.1:0", "--provider-token", PROVIDER_TOKEN, "--data", tempDir("worker")], "registered with gateway");
     const baseURL = `${gwURL}/v1`;
