@@ -7,7 +7,8 @@
 //         `tollgate mock-upstream` (internal/upstreamtest: vLLM-like, tool calls).
 //
 // A stack starts only when a selected group needs it; the logs of every
-// started process are printed when anything failed.
+// started process are printed when anything failed. Every process listens
+// on port 0 and the suite reads the address it prints.
 //
 // Usage: node --test-reporter=spec sdk_test.mjs [--only=GROUP,...] [--todo=FEATURE,...] [path/to/tollgate]
 //   binary: the argument, else $TOLLGATE_BIN, else ../../bin/tollgate
@@ -26,7 +27,6 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -57,6 +57,7 @@ const todo = (args.find((a) => a.startsWith("--todo="))?.slice(7) ?? process.env
   .split(",").map((s) => s.trim()).filter(Boolean);
 for (const f of todo) if (!FEATURES[f]) throw new Error(`--todo: unknown feature ${f} (have ${Object.keys(FEATURES)})`);
 const bin = resolve(args.find((a) => !a.startsWith("--")) ?? process.env.TOLLGATE_BIN ?? join(here, "../../bin/tollgate"));
+if (!existsSync(bin)) throw new Error(`no tollgate binary at ${bin}: build it (make build) or pass its path`);
 const modelDir = process.env.TOLLGATE_MODEL_DIR ??
   join(process.env.TOLLGATE_SHARED ?? join(here, "../../../shared"), "models", "stories260K");
 
@@ -68,15 +69,12 @@ const TEST_TIMEOUT = 60_000;
 
 // ---------------------------------------------------------------- processes
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
+// grab is the first group of re in p's output: the address a process
+// listening on port 0 printed.
+function grab(p, re) {
+  const m = p.log.match(re);
+  if (!m) throw new Error(`${p.name}: no ${re} in its output:\n${p.log}`);
+  return m[1];
 }
 
 const procs = []; // every started process, for teardown and logs
@@ -145,24 +143,21 @@ function once(fn) {
 const stacks = {
   dev: once(async () => {
     if (!existsSync(join(modelDir, "stories260K.bin"))) throw new Error(`no stories260K.bin in ${modelDir} (set TOLLGATE_MODEL_DIR or TOLLGATE_SHARED)`);
-    const port = await freePort();
-    await start("dev", ["dev", "--listen", `127.0.0.1:${port}`, "--data", tempDir("dev"), "--api-key", KEY,
+    const p = await start("dev", ["dev", "--listen", "127.0.0.1:0", "--data", tempDir("dev"), "--api-key", KEY,
       "--engine", "llama", "--model", modelDir, "--no-prover"], "Tollgate dev is serving");
-    const baseURL = `http://127.0.0.1:${port}/v1`;
+    const baseURL = grab(p, /Tollgate dev is serving (http:\/\/\S+\/v1)/);
     await waitForModel(baseURL, DEV_MODEL);
     return { name: "dev", baseURL, model: DEV_MODEL };
   }),
   mock: once(async () => {
     let upstream = process.env.TOLLGATE_NODE_UPSTREAM;
     if (!upstream) {
-      const upPort = await freePort();
-      await start("mock-upstream", ["mock-upstream", "--listen", `127.0.0.1:${upPort}`, "--models", MOCK_MODEL], "mock upstream serving ");
-      upstream = `http://127.0.0.1:${upPort}/v1`;
+      const up = await start("mock-upstream", ["mock-upstream", "--listen", "127.0.0.1:0", "--models", MOCK_MODEL], "mock upstream serving ");
+      upstream = grab(up, /mock upstream serving (http:\/\/\S+\/v1)/);
     }
-    const gwPort = await freePort();
-    const gwURL = `http://127.0.0.1:${gwPort}`;
-    await start("gateway", ["gateway", "--listen", `127.0.0.1:${gwPort}`, "--data", tempDir("gateway"), "--api-key", KEY,
-      "--provider-token", PROVIDER_TOKEN, "--open-registration", "--no-prover"], "gateway listening");
+    const gw = await start("gateway", ["gateway", "--listen", "127.0.0.1:0", "--data", tempDir("gateway"), "--api-key", KEY,
+      "--provider-token", PROVIDER_TOKEN, "--open-registration", "--no-prover", "--log-format", "json"], "gateway listening");
+    const gwURL = grab(gw, /"msg":"gateway listening".*?"url":"(http:\/\/[^"]+)"/);
     await start("worker", ["worker", "--gateway", gwURL, "--engine", "openai", "--upstream", upstream,
       "--model-name", MOCK_MODEL, "--model-digest", "ab".repeat(32), "--embeddings",
       "--listen", "127.0.0.1:0", "--provider-token", PROVIDER_TOKEN, "--data", tempDir("worker")], "registered with gateway");
@@ -191,7 +186,14 @@ function group(name, stackName, body) {
   const fn = selected ? describe : describe.skip;
   fn(`${name} [${stackName}]`, () => {
     const s = {};
-    before(async () => Object.assign(s, await stacks[stackName]()), { timeout: 120_000 });
+    before(async () => {
+      try {
+        Object.assign(s, await stacks[stackName]());
+      } catch (err) {
+        anyFailed = true;
+        throw err;
+      }
+    }, { timeout: 120_000 });
     body(s);
   });
 }
@@ -262,7 +264,7 @@ const Mood = z.object({ mood: z.enum(["happy", "sad"]), friendly: z.boolean() })
 function openaiBasics(s) {
   test("chat: content, finish reason, usage, receipt header", async () => {
     const { data: r, response } = await openaiClient(s).chat.completions
-      .create({ model: s.model, messages: [{ role: "user", content: "Once upon a time" }], max_tokens: 8 })
+      .create({ model: s.model, temperature: 0, messages: [{ role: "user", content: "Once upon a time" }], max_tokens: 8 })
       .withResponse();
     assert.equal(r.object, "chat.completion");
     assert.equal(r.model, s.model);
@@ -277,7 +279,7 @@ function openaiBasics(s) {
 
   test("chat stream with stream_options.include_usage", async () => {
     const stream = await openaiClient(s).chat.completions.create({
-      model: s.model, messages: [{ role: "user", content: "Tell me a story" }], max_tokens: 12,
+      model: s.model, temperature: 0, messages: [{ role: "user", content: "Tell me a story" }], max_tokens: 12,
       stream: true, stream_options: { include_usage: true },
     });
     let text = "", usage = null, finish = null, chunks = 0, usageChunk = null;
@@ -299,12 +301,12 @@ function openaiBasics(s) {
 
   test("completions, plain and streamed", async () => {
     const c = openaiClient(s);
-    const r = await c.completions.create({ model: s.model, prompt: "Once upon a time", max_tokens: 6 });
+    const r = await c.completions.create({ model: s.model, temperature: 0, prompt: "Once upon a time", max_tokens: 6 });
     assert.equal(r.object, "text_completion");
     assert.ok(r.choices[0].text.length > 0, "empty text");
     assertUsage(r.usage);
     let text = "";
-    for await (const chunk of await c.completions.create({ model: s.model, prompt: "Once", max_tokens: 4, stream: true })) text += chunk.choices[0]?.text ?? "";
+    for await (const chunk of await c.completions.create({ model: s.model, temperature: 0, prompt: "Once", max_tokens: 4, stream: true })) text += chunk.choices[0]?.text ?? "";
     assert.ok(text.length > 0, "no streamed text");
   });
 
@@ -422,7 +424,7 @@ group("openai-tools", "mock", (s) => {
 function structuredCase(schema, name, prompt, maxTokens, needs) {
   return (s) => test(`chat.completions.parse with zodResponseFormat (${name})`, needs, async () => {
     const r = await openaiClient(s).chat.completions.parse({
-      model: s.model, messages: [{ role: "user", content: prompt }], max_tokens: maxTokens,
+      model: s.model, temperature: 0, messages: [{ role: "user", content: prompt }], max_tokens: maxTokens,
       response_format: zodResponseFormat(schema, name),
     });
     const m = r.choices[0].message;
@@ -436,7 +438,7 @@ group("openai-structured", "mock", structuredCase(Weather, "weather", "Weather i
 
 function responsesCases(s) {
   test("responses.create, non-streamed", ["responses"], async () => {
-    const r = await openaiClient(s).responses.create({ model: s.model, input: "Tell me a story", max_output_tokens: 16 });
+    const r = await openaiClient(s).responses.create({ model: s.model, temperature: 0, input: "Tell me a story", max_output_tokens: 16 });
     assert.equal(r.object, "response");
     assert.match(r.id, /^resp_/);
     assert.ok(["completed", "incomplete"].includes(r.status), `status ${r.status}`);
@@ -507,7 +509,7 @@ group("openai-responses", "mock", (s) => {
 
 // ---------------------------------------------------------------- LangChain JS
 
-const chatOpenAI = (s, extra = {}) => new ChatOpenAI({ model: s.model, apiKey: KEY, configuration: { baseURL: s.baseURL }, maxRetries: 0, ...extra });
+const chatOpenAI = (s, extra = {}) => new ChatOpenAI({ model: s.model, temperature: 0, apiKey: KEY, configuration: { baseURL: s.baseURL }, maxRetries: 0, ...extra });
 
 const weatherLC = lcTool(async (a) => JSON.stringify(weatherResult(a)), { name: "get_weather", description: "Current weather in a city", schema: WeatherArgs });
 
@@ -585,7 +587,7 @@ function assertAIUsage(u, what = "usage") {
 
 async function streamAll(opts) {
   let err = null;
-  const r = streamText({ ...opts, maxRetries: 0, onError: ({ error }) => { err = error; } });
+  const r = streamText({ temperature: 0, ...opts, maxRetries: 0, onError: ({ error }) => { err = error; } });
   let text = "", parts = 0;
   for await (const d of r.textStream) { text += d; parts++; }
   if (err) throw err;
@@ -621,7 +623,7 @@ async function toolRoundTrip(model) {
 group("ai-sdk", "dev", (s) => {
   test("generateText + streamText, openai.chat(model)", async () => {
     const model = aiOpenAI(s).chat(s.model);
-    const r = await generateText({ model, prompt: "Once upon a time", maxOutputTokens: 8, maxRetries: 0 });
+    const r = await generateText({ model, prompt: "Once upon a time", maxOutputTokens: 8, maxRetries: 0, temperature: 0 });
     assert.ok(r.text.length > 0);
     assert.ok(["stop", "length"].includes(r.finishReason), r.finishReason);
     assertAIUsage(r.usage);
@@ -632,7 +634,7 @@ group("ai-sdk", "dev", (s) => {
 
   test("generateText + streamText, createOpenAICompatible", async () => {
     const model = aiCompat(s)(s.model);
-    const r = await generateText({ model, prompt: "Once upon a time", maxOutputTokens: 8, maxRetries: 0 });
+    const r = await generateText({ model, prompt: "Once upon a time", maxOutputTokens: 8, maxRetries: 0, temperature: 0 });
     assert.ok(r.text.length > 0);
     assertAIUsage(r.usage);
     const st = await streamAll({ model, prompt: "Tell me a story", maxOutputTokens: 12 });
@@ -641,13 +643,13 @@ group("ai-sdk", "dev", (s) => {
   });
 
   test("generateText, default provider openai(model) (Responses API)", ["responses"], async () => {
-    const r = await generateText({ model: aiOpenAI(s)(s.model), prompt: "Once upon a time", maxOutputTokens: 16, maxRetries: 0 });
+    const r = await generateText({ model: aiOpenAI(s)(s.model), prompt: "Once upon a time", maxOutputTokens: 16, maxRetries: 0, temperature: 0 });
     assert.ok(r.text.length > 0);
     assertAIUsage(r.usage);
   });
 
   test("generateObject(zod), openai.chat", ["json-schema", "grammar"], async () => {
-    const r = await generateObject({ model: aiOpenAI(s).chat(s.model), schema: Mood, prompt: "How does the cat feel?", maxOutputTokens: 64, maxRetries: 0 });
+    const r = await generateObject({ model: aiOpenAI(s).chat(s.model), schema: Mood, prompt: "How does the cat feel?", maxOutputTokens: 64, maxRetries: 0, temperature: 0 });
     Mood.parse(r.object);
     assertAIUsage(r.usage);
   });
