@@ -348,7 +348,14 @@ function openaiBasics(s) {
   });
 }
 
-group("openai-dev", "dev", openaiBasics);
+group("openai-dev", "dev", (s) => {
+  openaiBasics(s);
+  // The built-in engine declares no tool calling: the gateway says so
+  // before dispatch, as OpenAI does for a model without tools.
+  test("tools on an engine without them: 400 naming tools", () =>
+    rejectsWith(openaiClient(s).chat.completions.create({ model: s.model, messages: [{ role: "user", content: "hi" }], tools: [weatherTool] }),
+      OpenAI.BadRequestError, 400, "unsupported_parameter", "tools"));
+});
 group("openai-mock", "mock", openaiBasics);
 
 group("openai-tools", "mock", (s) => {
