@@ -25,17 +25,20 @@ func TestMockUpstreamCommand(t *testing.T) {
 	base := "http://" + ln.Addr().String() + "/v1"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs lockedBuffer
+	lines := make(chan string, 4)
 	done := make(chan error, 1)
 	go func() {
-		done <- serveMockUpstream(ctx, ln, upstreamtest.Config{Models: []string{"m1"}, EmbeddingModels: []string{"m1"}}, &logs)
+		done <- serveMockUpstream(ctx, ln, upstreamtest.Config{Models: []string{"m1"}, EmbeddingModels: []string{"m1"}}, chanWriter(lines))
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), mockUpstreamReady+base) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no ready line naming %s; log:\n%s", base, logs.String())
+	select {
+	case line := <-lines:
+		if !strings.HasPrefix(line, mockUpstreamReady+base+" ") {
+			t.Fatalf("ready line %q, want it to start %q", line, mockUpstreamReady+base)
 		}
-		time.Sleep(10 * time.Millisecond)
+	case err := <-done:
+		t.Fatalf("stopped before serving: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ready line in 10 s")
 	}
 
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -92,15 +95,31 @@ func TestMockUpstreamCommand(t *testing.T) {
 	}
 }
 
+// chanWriter sends each write to its channel (the ready line is one write).
+type chanWriter chan string
+
+func (c chanWriter) Write(p []byte) (int, error) {
+	c <- string(p)
+	return len(p), nil
+}
+
 // TestMockUpstreamFlags: bad flags are refused before anything listens.
 func TestMockUpstreamFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"--listen", "127.0.0.1:0", "--models", " , "},
-		{"--listen", "127.0.0.1:0", "--flavor", "tgi"},
-		{"--listen", "127.0.0.1:0", "extra"},
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no models", []string{"--listen", "127.0.0.1:0", "--models", " , "}, "--models"},
+		{"unknown flavor", []string{"--listen", "127.0.0.1:0", "--flavor", "tgi"}, "--flavor"},
+		{"extra argument", []string{"--listen", "127.0.0.1:0", "extra"}, "unexpected arguments"},
+		{"bad address", []string{"--listen", "127.0.0.1:99999"}, "99999"},
 	} {
-		if err := runMockUpstream(context.Background(), args); err == nil {
-			t.Errorf("%q: no error", args)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			err := runMockUpstream(context.Background(), tc.args)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one naming %q", err, tc.want)
+			}
+		})
 	}
 }
