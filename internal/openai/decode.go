@@ -186,21 +186,21 @@ func decodeMapped(m map[string]json.RawMessage, keys []string, mapped map[string
 }
 
 var commonExtra = map[string]fieldKind{
-	"user":                ignored,
-	"metadata":            ignored,
-	"store":               ignored,
-	"service_tier":        ignored,
-	"logit_bias":          rejectIfSet,
-	"functions":           rejectIfSet,
-	"function_call":       rejectIfSet,
-	"audio":               rejectIfSet,
-	"modalities":          rejectIfSet,
-	"prediction":          rejectIfSet,
-	"web_search_options":  rejectIfSet,
-	"reasoning_effort":    rejectIfSet,
-	"safety_identifier":   ignored,
-	"prompt_cache_key":    ignored,
-	"verbosity":           rejectIfSet,
+	"user":               ignored,
+	"metadata":           ignored,
+	"store":              ignored,
+	"service_tier":       ignored,
+	"logit_bias":         rejectIfSet,
+	"functions":          rejectIfSet,
+	"function_call":      rejectIfSet,
+	"audio":              rejectIfSet,
+	"modalities":         rejectIfSet,
+	"prediction":         rejectIfSet,
+	"web_search_options": rejectIfSet,
+	"reasoning_effort":   rejectIfSet,
+	"safety_identifier":  ignored,
+	"prompt_cache_key":   ignored,
+	"verbosity":          rejectIfSet,
 }
 
 // ParseChat decodes and validates a chat completions body.

@@ -54,6 +54,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,11 @@ type Config struct {
 	APIKey string `yaml:"api_key"`
 	// Models are the versions served (name + weights manifest digest).
 	Models []task.ModelVersion `yaml:"models"`
+	// Capabilities are what the upstream serves beyond plain text, declared
+	// for every model that lists none of its own: nil declares all of
+	// task.KnownCapabilities (vLLM, SGLang and OpenAI itself serve them
+	// all), an empty list none.
+	Capabilities *[]task.Capability `yaml:"capabilities"`
 	// UpstreamModels maps a served model name to the name the upstream
 	// knows it by; names not listed are sent unchanged.
 	UpstreamModels map[string]string `yaml:"upstream_models"`
@@ -138,7 +144,15 @@ func (c *Config) Validate() error {
 		case seen[m.Name]:
 			return fmt.Errorf("models[%d].name: %q listed twice", i, m.Name)
 		}
+		if err := task.ValidateCapabilities(m.Capabilities); err != nil {
+			return fmt.Errorf("models[%d].capabilities: %w", i, err)
+		}
 		seen[m.Name] = true
+	}
+	if c.Capabilities != nil {
+		if err := task.ValidateCapabilities(*c.Capabilities); err != nil {
+			return fmt.Errorf("capabilities: %w", err)
+		}
 	}
 	for served, up := range c.UpstreamModels {
 		if !seen[served] {
@@ -233,7 +247,14 @@ func New(cfg Config) (*Engine, error) {
 	default:
 		e.metricsURL = cfg.MetricsURL
 	}
+	caps := task.KnownCapabilities
+	if cfg.Capabilities != nil {
+		caps = *cfg.Capabilities
+	}
 	for _, m := range cfg.Models {
+		if len(m.Capabilities) == 0 && len(caps) > 0 {
+			m.Capabilities = slices.Clone(caps)
+		}
 		e.models[m.Name] = m
 		e.list = append(e.list, m)
 	}
