@@ -64,6 +64,11 @@ func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, 
 	if err != nil {
 		return err
 	}
+	if cc, ok := s.deps.Dispatcher.(CapabilityChecker); ok {
+		if err := cc.CheckCapabilities(p.task); err != nil {
+			return err
+		}
+	}
 	inf := s.newInference(key, p.task, respPrefix)
 	req.SetOperation(op, inf.task.Model, inf.reqID)
 	inf.stream, inf.includeUsage, inf.format = p.stream, p.includeUsage, p.format
