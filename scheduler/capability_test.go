@@ -66,7 +66,9 @@ func TestCheckCapabilities(t *testing.T) {
 		{"json_object", func(t *task.Task) { t.ResponseFormat = &task.ResponseFormat{Type: task.FormatJSONObject} }, "response_format"},
 		{"logprobs", func(t *task.Task) { t.Logprobs = true }, "logprobs"},
 		{"n", func(t *task.Task) { t.N = 3 }, "n"},
-		{"image", func(t *task.Task) { t.Messages[0].Parts = []byte(`[{"type":"image_url","image_url":{"url":"https://x"}}]`) }, "messages"},
+		{"image", func(t *task.Task) {
+			t.Messages[0].Parts = []byte(`[{"type":"image_url","image_url":{"url":"https://x"}}]`)
+		}, "messages"},
 		// Each is served, but never by one worker: still refused.
 		{"tools and json_schema", func(t *task.Task) {
 			t.Tools = []task.Tool{{Type: "function"}}

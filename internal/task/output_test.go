@@ -17,7 +17,7 @@ func TestOutputAdd(t *testing.T) {
 		{0, "", []ToolCallDelta{{Index: 0, Arguments: `{"city":`}}, true},
 		{0, "", []ToolCallDelta{{Index: 0, Arguments: `"Paris"}`}}, true},
 		{1, "hello", nil, true},
-		{2, "x", nil, false},                                                // choice out of range
+		{2, "x", nil, false}, // choice out of range
 		{0, "", []ToolCallDelta{{Index: 2, ID: "c", Name: "f"}}, false},     // skips call 1
 		{0, "", []ToolCallDelta{{Index: 1, Arguments: "{}"}}, false},        // continues a call not started
 		{0, "", []ToolCallDelta{{Index: 0, ID: "again", Name: "f"}}, false}, // restarts call 0

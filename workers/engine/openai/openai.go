@@ -307,7 +307,7 @@ type streamOptions struct {
 }
 
 type generateRequest struct {
-	Model         string         `json:"model"`
+	Model string `json:"model"`
 	// Messages is the task's []task.Message, or []upstreamMessage when one
 	// has parts, tool calls or a tool result (rich.go).
 	Messages      any            `json:"messages,omitempty"`
