@@ -125,15 +125,16 @@ type ChatCompletion struct {
 type ChatChoice struct {
 	Index        int             `json:"index"`
 	Message      ResponseMessage `json:"message"`
-	Logprobs     *struct{}       `json:"logprobs"`
+	Logprobs     json.RawMessage `json:"logprobs"` // null when not asked
 	FinishReason string          `json:"finish_reason"`
 }
 
 // ResponseMessage is the assistant message of a ChatChoice.
 type ResponseMessage struct {
-	Role    string  `json:"role"`
-	Content string  `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string          `json:"role"`
+	Content   *string         `json:"content"` // null when the answer only calls tools
+	Refusal   *string         `json:"refusal"`
+	ToolCalls []task.ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatChunk is one SSE chunk of a streamed chat response.
@@ -150,15 +151,32 @@ type ChatChunk struct {
 // ChatChunkChoice is one choice of a ChatChunk.
 type ChatChunkChoice struct {
 	Index        int       `json:"index"`
-	Delta        ChatDelta `json:"delta"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Delta        ChatDelta       `json:"delta"`
+	Logprobs     json.RawMessage `json:"logprobs"` // null when not asked
+	FinishReason *string         `json:"finish_reason"`
 }
 
 // ChatDelta is the incremental message of a ChatChunkChoice.
 type ChatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   *string         `json:"content,omitempty"`
+	ToolCalls []ChunkToolCall `json:"tool_calls,omitempty"`
+}
+
+// ChunkToolCall is a piece of a streamed tool call, as OpenAI streams it:
+// the first piece of call Index has its id, type and function name (and
+// arguments ""), later ones only Index and a fragment of the arguments.
+type ChunkToolCall struct {
+	Index    int           `json:"index"`
+	ID       string        `json:"id,omitempty"`
+	Type     string        `json:"type,omitempty"`
+	Function ChunkFunction `json:"function"`
+}
+
+// ChunkFunction is the function of a ChunkToolCall.
+type ChunkFunction struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
 }
 
 // TextCompletion is a completions response, and also one SSE chunk of a
