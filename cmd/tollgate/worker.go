@@ -108,15 +108,19 @@ func openEngine(e engineFlags, logger *slog.Logger) (eng task.Engine, close func
 		if e.upstream == "" || e.modelName == "" || e.upstreamDigest == "" {
 			return nil, nil, errors.New("--engine openai needs --upstream, --model-name and --model-digest or --weights")
 		}
-		caps, err := task.ParseCapabilities(e.capabilities)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--capabilities: %w", err)
+		var capsp *[]task.Capability // unset: the engine's default, all
+		if e.capabilities != "" {
+			caps, err := task.ParseCapabilities(e.capabilities)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--capabilities: %w", err)
+			}
+			capsp = &caps
 		}
 		o, err := oaengine.New(oaengine.Config{
 			BaseURL:      e.upstream,
 			APIKey:       firstNonEmpty(e.upstreamKey, os.Getenv("TOLLGATE_UPSTREAM_KEY")),
 			Models:       []task.ModelVersion{{Name: e.modelName, Digest: e.upstreamDigest, Embeddings: e.embeddings}},
-			Capabilities: &caps,
+			Capabilities: capsp,
 			Logger:       logger,
 		})
 		if err != nil {

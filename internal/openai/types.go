@@ -150,7 +150,7 @@ type ChatChunk struct {
 
 // ChatChunkChoice is one choice of a ChatChunk.
 type ChatChunkChoice struct {
-	Index        int       `json:"index"`
+	Index        int             `json:"index"`
 	Delta        ChatDelta       `json:"delta"`
 	Logprobs     json.RawMessage `json:"logprobs"` // null when not asked
 	FinishReason *string         `json:"finish_reason"`
