@@ -174,7 +174,7 @@ func TestToolsUnsupportedBySimWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.stop)
+	t.Cleanup(func() { d.stop() })
 	for _, c := range []struct{ body, param string }{
 		{`{"model":"sim-tiny","messages":[{"role":"user","content":"hi"}],` + toolsJSON + `}`, "tools"},
 		{`{"model":"sim-tiny","messages":[{"role":"user","content":"hi"}],"n":2}`, "n"},
