@@ -64,6 +64,11 @@ func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, 
 	if err != nil {
 		return err
 	}
+	if cc, ok := s.deps.Dispatcher.(CapabilityChecker); ok {
+		if err := cc.CheckCapabilities(p.task); err != nil {
+			return err
+		}
+	}
 	inf := s.newInference(key, p.task, respPrefix)
 	req.SetOperation(op, inf.task.Model, inf.reqID)
 	inf.stream, inf.includeUsage, inf.format = p.stream, p.includeUsage, p.format
@@ -137,11 +142,33 @@ type result struct {
 	text      strings.Builder
 	done      *task.Event
 	failed    *task.EventError
+	// rich collects the choices and tool calls of a chat task with tools,
+	// several choices or logprobs (lp, per choice, when asked).
+	rich *task.Output
+	lp   []openai.Logprobs
+}
+
+// newResult prepares a result for t.
+func newResult(t *task.Task) result {
+	var r result
+	if t.Kind == task.KindChat && (t.RichOutput() || t.Logprobs) {
+		r.rich = task.NewOutput(t.Choices())
+		if t.Logprobs {
+			r.lp = make([]openai.Logprobs, t.Choices())
+		}
+	}
+	return r
 }
 
 func (r *result) add(ev task.Event) {
 	switch ev.Type {
 	case task.EventDelta:
+		if r.rich != nil {
+			// The link checked the pieces (task.Output) already.
+			if r.rich.Add(ev.Choice, ev.Text, ev.ToolCalls) == nil && r.lp != nil && ev.Logprobs != nil {
+				r.lp[ev.Choice].Add(ev.Logprobs)
+			}
+		}
 		r.text.WriteString(ev.Text)
 	case task.EventDone:
 		r.done = &ev
@@ -172,9 +199,9 @@ func eventAPIError(e *task.EventError) error {
 // generated until then when there is one: it is recorded and billed, and
 // the error response names its receipt (docs/billing.md).
 func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
-	var res result
+	res := newResult(inf.task)
 	err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev task.Event) error {
-		if ev.Type == task.EventDelta && ev.Text != "" && res.firstText.IsZero() {
+		if ev.Type == task.EventDelta && (ev.Text != "" || len(ev.ToolCalls) > 0) && res.firstText.IsZero() {
 			res.firstText = s.clock.Now()
 		}
 		res.add(ev)
@@ -212,6 +239,9 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 	usage := openai.NewUsage(res.done.Usage)
 	switch inf.task.Kind {
 	case task.KindChat:
+		if res.rich != nil {
+			return writeJSON(rc, openai.NewRichChatCompletion(inf.respID, inf.created, inf.task.Model, res.rich, res.lp, finishReason(res.done), usage))
+		}
 		// Rendered by hand (the common answer; encoding/json for the rest).
 		text := res.text.String()
 		body := make([]byte, 0, 320+len(text)+len(inf.task.Model)+len(inf.respID))
@@ -487,6 +517,21 @@ type sseWriter struct {
 	// settled: the receipt ID the headers named has been recorded (the
 	// worker's record) or voided.
 	settled bool
+	// calls counts the tool calls started per choice (for each choice's
+	// finish reason).
+	calls []int
+}
+
+// called counts the tool calls ev starts.
+func (sw *sseWriter) called(ev task.Event) {
+	if sw.calls == nil {
+		sw.calls = make([]int, sw.inf.task.Choices())
+	}
+	for _, d := range ev.ToolCalls {
+		if d.ID != "" && ev.Choice >= 0 && ev.Choice < len(sw.calls) {
+			sw.calls[ev.Choice]++
+		}
+	}
 }
 
 // settle makes the stream's receipt resolve once its dispatch has ended
@@ -571,6 +616,17 @@ func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, e
 	inf := sw.inf
 	switch ev.Type {
 	case task.EventDelta:
+		if len(ev.ToolCalls) > 0 || ev.Logprobs != nil || ev.Choice != 0 {
+			sw.obs.FirstToken(sw.s.clock.Now())
+			sw.called(ev)
+			d := openai.ChatDelta{ToolCalls: openai.NewChunkToolCalls(ev.ToolCalls)}
+			if ev.Text != "" {
+				d.Content = &ev.Text
+			}
+			c := sw.chatChunk(d, nil)
+			c.Choices[0].Index, c.Choices[0].Logprobs = ev.Choice, ev.Logprobs
+			return false, sw.data(c)
+		}
 		if ev.Text == "" {
 			return false, nil
 		}
@@ -605,7 +661,23 @@ func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, e
 		sw.s.observeAudit(inf, &ev)
 		reason := finishReason(&ev)
 		if inf.task.Kind == task.KindChat {
-			err = sw.data(sw.chatChunk(openai.ChatDelta{}, &reason))
+			// One finish chunk per choice; one that called tools ends
+			// with tool_calls.
+			for i := range inf.task.Choices() {
+				r := reason
+				if inf.task.RichOutput() {
+					n := 0
+					if sw.calls != nil {
+						n = sw.calls[i]
+					}
+					r = openai.ChoiceFinish(reason, n)
+				}
+				c := sw.chatChunk(openai.ChatDelta{}, &r)
+				c.Choices[0].Index = i
+				if err = sw.data(c); err != nil {
+					break
+				}
+			}
 		} else {
 			err = sw.data(sw.textChunk("", &reason))
 		}

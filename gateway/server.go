@@ -37,6 +37,14 @@ type Dispatcher interface {
 	Models() []task.ModelVersion
 }
 
+// CapabilityChecker is a Dispatcher that can refuse, before admission, a
+// task needing a capability (tools, response_format, logprobs, n, image or
+// audio parts) that no registered worker's version of its model declares:
+// a 400 unsupported_parameter naming the parameter. The scheduler is one.
+type CapabilityChecker interface {
+	CheckCapabilities(t *task.Task) error
+}
+
 // Ledger records completions as receipts and serves them. Optional: a nil
 // Ledger turns receipts off. Satisfied by the receipts package's ledger.
 type Ledger interface {
