@@ -10,8 +10,8 @@
 // schema, chosen so that every accepted prefix can still be completed and
 // the fewest bytes to complete it (State.Dist) are known at every step:
 //
-//   - whitespace: at most 4 bytes in a row between tokens, none after the
-//     document;
+//   - no whitespace outside strings: the output is compact, so a small
+//     model spends no tokens on layout;
 //   - object properties in the schema's order, each at most once; optional
 //     ones may be skipped, required ones never (as OpenAI's strict mode);
 //     properties not in the schema are never generated; an object schema

@@ -101,7 +101,7 @@ func TestAcceptReject(t *testing.T) {
 		{"array few", schemas["array"], `{"tags":["a"]}`, false},
 		{"array many", schemas["array"], `{"tags":["a","b","c","d"]}`, false},
 		{"array long", schemas["array"], `{"tags":["abcdef","b"]}`, false},
-		{"array ws", schemas["array"], `{ "tags" : [ "a" , "b" ] }`, true},
+		{"array ws", schemas["array"], `{ "tags" : [ "a" , "b" ] }`, false}, // compact only,
 		{"bounds id", schemas["nested"], `{"user":{"id":100,"email":"x"}}`, false},
 		{"bounds id ok", schemas["nested"], `{"user":{"id":99,"email":"x"}}`, true},
 		{"zod int max", schemas["zod4"], `{"n":9007199254740991,"s":"","opt":null}`, true},

@@ -31,7 +31,7 @@ const (
 	maxIntDigits  = 16 // integers: up to 9999999999999999 (covers ±2^53−1)
 	maxNumInt     = 12 // numbers: integer part
 	maxNumFrac    = 6  // numbers: fraction part
-	maxWhitespace = 4  // consecutive whitespace bytes between tokens
+	maxWhitespace = 0  // whitespace bytes in a row between tokens: output is compact
 )
 
 type kind uint8

@@ -291,10 +291,10 @@ func stepString(p path, b byte, out []path) []path {
 		}
 		t.hex = t.hex<<4 | uint16(v)
 		t.esc++
+		if t.esc == 4 && t.hex >= 0xD8 && t.hex <= 0xDF {
+			return out // no surrogates (decided at \uD8..): every \u escape is one character
+		}
 		if t.esc == 6 {
-			if t.hex >= 0xD800 && t.hex <= 0xDFFF {
-				return out // no surrogates: every \u escape is one character
-			}
 			t.esc = 0
 		}
 		return append(out, p)
