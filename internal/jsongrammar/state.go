@@ -581,3 +581,23 @@ func frameDist(f *frame) int {
 	}
 	return -1
 }
+
+// PlainString describes a state inside a string, reading no escape or
+// UTF-8 sequence, with one reading only: there, a run of n plain bytes
+// (printable ASCII but '"' and '\') is accepted exactly when maxLen < 0 or
+// count+n ≤ maxLen, and leaves Dist() − min(n, max(0, minLen−count)) bytes
+// to close. Callers use it to accept such runs without stepping them byte
+// by byte.
+func (s State) PlainString() (count, minLen, maxLen int, ok bool) {
+	if len(s.paths) != 1 {
+		return 0, 0, 0, false
+	}
+	t := &s.paths[0].top
+	if t.kind != fString || t.esc != 0 || t.u8need != 0 {
+		return 0, 0, 0, false
+	}
+	return int(t.count), t.n.minLen, t.n.maxLen, true
+}
+
+// IsPlain reports whether b is a plain string byte (see PlainString).
+func IsPlain(b byte) bool { return b >= 0x20 && b < 0x7F && b != '"' && b != '\\' }

@@ -36,7 +36,12 @@ import (
 type tokenTrie struct {
 	nodes  []trieNode
 	pieces [][]byte // per token: its decoded bytes (after a non-BOS token)
-	depth  int      // longest piece
+	// plain lists the tokens made only of plain string bytes
+	// (jsongrammar.IsPlain), by length; other holds the rest as a trie,
+	// walked alone inside a plain string (see constraint.mask).
+	plain [][]int32
+	other *tokenTrie
+	depth int // longest piece
 	// byteTokens: every printable ASCII byte is a token of its own, so a
 	// closing path of n bytes needs at most n tokens.
 	byteTokens bool
@@ -53,6 +58,30 @@ type trieEdge struct {
 }
 
 func newTokenTrie(tok *Tokenizer) *tokenTrie {
+	t := buildTrie(tok, func([]byte) bool { return true })
+	t.other = buildTrie(tok, func(p []byte) bool { return !isPlain(p) })
+	for id, p := range t.pieces {
+		if len(p) > 0 && isPlain(p) {
+			for len(t.plain) <= len(p) {
+				t.plain = append(t.plain, nil)
+			}
+			t.plain[len(p)] = append(t.plain[len(p)], int32(id))
+		}
+	}
+	return t
+}
+
+func isPlain(p []byte) bool {
+	for _, b := range p {
+		if !jsongrammar.IsPlain(b) {
+			return false
+		}
+	}
+	return true
+}
+
+// buildTrie is the trie of the pieces keep accepts.
+func buildTrie(tok *Tokenizer, keep func([]byte) bool) *tokenTrie {
 	t := &tokenTrie{nodes: []trieNode{{}}, pieces: make([][]byte, tok.VocabSize())}
 	single := map[byte]bool{}
 	for id := range tok.VocabSize() {
@@ -64,6 +93,9 @@ func newTokenTrie(tok *Tokenizer) *tokenTrie {
 			continue
 		}
 		t.pieces[id] = p
+		if !keep(p) {
+			continue
+		}
 		t.depth = max(t.depth, len(p))
 		if len(p) == 1 {
 			single[p[0]] = true
@@ -146,9 +178,24 @@ func (c *constraint) mask() []int32 {
 				c.keep(int32(id), s.Dist(), left)
 			}
 		}
+	} else if count, minLen, maxLen, ok := c.state.PlainString(); ok {
+		// Inside a plain string every plain token is accepted up to
+		// maxLen: count them off, and walk only the others.
+		d := c.state.Dist()
+		for n, ids := range c.trie.plain {
+			if maxLen >= 0 && count+n > maxLen {
+				break
+			}
+			dn := d - min(n, max(0, minLen-count))
+			for _, id := range ids {
+				c.keep(id, dn, left)
+			}
+		}
+		c.stack[0] = c.state
+		c.walk(c.trie.other, 0, 0, left)
 	} else {
 		c.stack[0] = c.state
-		c.walk(0, 0, left)
+		c.walk(c.trie, 0, 0, left)
 	}
 	if c.state.Complete() {
 		c.allowed = append(c.allowed, tokenEOS)
@@ -198,13 +245,13 @@ func (c *constraint) keep(id int32, dist, left int) {
 	}
 }
 
-func (c *constraint) walk(at int32, depth, left int) {
+func (c *constraint) walk(t *tokenTrie, at int32, depth, left int) {
 	cur, next := &c.stack[depth], &c.stack[depth+1]
-	for _, e := range c.trie.nodes[at].edges {
+	for _, e := range t.nodes[at].edges {
 		if !cur.StepInto(next, e.b) {
 			continue
 		}
-		child := &c.trie.nodes[e.child]
+		child := &t.nodes[e.child]
 		if len(child.tokens) > 0 {
 			d := next.Dist()
 			for _, id := range child.tokens {
@@ -212,7 +259,7 @@ func (c *constraint) walk(at int32, depth, left int) {
 			}
 		}
 		if len(child.edges) > 0 {
-			c.walk(e.child, depth+1, left)
+			c.walk(t, e.child, depth+1, left)
 		}
 	}
 }
