@@ -33,9 +33,13 @@ func NewRedis(c redis.UniversalClient, prefix string, ret Retention, now func() 
 func (s *RedisStore) key(id string) string { return s.prefix + "r:" + id }
 func (s *RedisStore) index() string        { return s.prefix + "index" }
 
-// Put stores r with the TTL, then trims the index: expired members, and
+// Put stores r (stamped with the store's clock when r.Created is zero)
+// with the TTL, then trims the index: expired members, and
 // the oldest beyond MaxResponses (their keys deleted).
 func (s *RedisStore) Put(ctx context.Context, r *Stored) error {
+	if r.Created.IsZero() {
+		r.Created = s.now().UTC()
+	}
 	b, err := encode(r, s.ret)
 	if err != nil {
 		return err

@@ -142,9 +142,13 @@ func ageKey(created time.Time, id string) []byte {
 	return append(k, id...)
 }
 
-// Put stores r under its response ID, then drops what is past its TTL and
-// the oldest beyond MaxResponses.
+// Put stores r under its response ID, stamped with the store's clock when
+// r.Created is zero, then drops what is past its TTL and the oldest
+// beyond MaxResponses.
 func (s *BoltStore) Put(ctx context.Context, r *Stored) error {
+	if r.Created.IsZero() {
+		r.Created = s.now().UTC()
+	}
 	b, err := encode(r, s.ret)
 	if err != nil {
 		return err
