@@ -35,6 +35,9 @@ type inference struct {
 	key          *APIKey // whose limits, deadline and token budget apply
 	text         string  // the whole response text, for the auditor (hasText)
 	hasText      bool
+	// answer renders a Responses API answer (responses.go); nil: the
+	// chat, completions or embeddings rendering.
+	answer *responsesAnswer
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
@@ -204,6 +207,9 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 		if ev.Type == task.EventDelta && (ev.Text != "" || len(ev.ToolCalls) > 0) && res.firstText.IsZero() {
 			res.firstText = s.clock.Now()
 		}
+		if inf.answer != nil && ev.Type == task.EventDelta {
+			inf.answer.build.Delta(ev.Text, ev.ToolCalls)
+		}
 		res.add(ev)
 		return nil
 	})
@@ -236,6 +242,9 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 		rc.Response.Header.Set(HeaderReceipt, inf.receiptID)
 	}
 	s.logDone(ctx, inf, res.done)
+	if inf.answer != nil {
+		return inf.answer.unary(ctx, rc, res.done)
+	}
 	usage := openai.NewUsage(res.done.Usage)
 	switch inf.task.Kind {
 	case task.KindChat:
@@ -553,7 +562,11 @@ func (sw *sseWriter) settle(ctx context.Context, end dispatchEnd) {
 var errClientGone = errors.New("client disconnected")
 
 func (sw *sseWriter) run(ctx context.Context, first task.Event, events <-chan task.Event, done <-chan dispatchEnd) error {
-	if sw.inf.task.Kind == task.KindChat {
+	if a := sw.inf.answer; a != nil {
+		if err := sw.events(a.build.Start()); err != nil {
+			return err
+		}
+	} else if sw.inf.task.Kind == task.KindChat {
 		if err := sw.data(sw.chatChunk(openai.ChatDelta{Role: "assistant", Content: openai.Ptr("")}, nil)); err != nil {
 			return err
 		}
@@ -616,7 +629,11 @@ func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, e
 	inf := sw.inf
 	switch ev.Type {
 	case task.EventDelta:
-		if len(ev.ToolCalls) > 0 || ev.Logprobs != nil || ev.Choice != 0 {
+		if inf.answer != nil && (ev.Text != "" || len(ev.ToolCalls) > 0) {
+			sw.obs.FirstToken(sw.s.clock.Now())
+			return false, sw.events(inf.answer.build.Delta(ev.Text, ev.ToolCalls))
+		}
+		if inf.answer == nil && (len(ev.ToolCalls) > 0 || ev.Logprobs != nil || ev.Choice != 0) {
 			sw.obs.FirstToken(sw.s.clock.Now())
 			sw.called(ev)
 			d := openai.ChatDelta{ToolCalls: openai.NewChunkToolCalls(ev.ToolCalls)}
@@ -659,6 +676,14 @@ func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, e
 			return true, sw.fail(ctx, cause)
 		}
 		sw.s.observeAudit(inf, &ev)
+		if inf.answer != nil {
+			err := sw.events(inf.answer.finish(ctx, &ev))
+			sw.s.logDone(ctx, inf, &ev)
+			if err != nil {
+				return true, err
+			}
+			return true, sw.flush()
+		}
 		reason := finishReason(&ev)
 		if inf.task.Kind == task.KindChat {
 			// One finish chunk per choice; one that called tools ends
@@ -723,7 +748,11 @@ func (sw *sseWriter) textChunk(text string, finish *string) *openai.TextCompleti
 func (sw *sseWriter) fail(ctx context.Context, err error) error {
 	ae := apierr.From(err)
 	sw.s.log.WarnContext(ctx, "stream failed", "request_id", sw.inf.reqID, "model", sw.inf.task.Model, "status", ae.Status, "err", err)
-	if werr := sw.raw("data: " + string(openai.MarshalError(ae)) + "\n\n"); werr != nil {
+	if a := sw.inf.answer; a != nil {
+		if werr := sw.events(a.build.Fail(ae)); werr != nil {
+			return werr
+		}
+	} else if werr := sw.raw("data: " + string(openai.MarshalError(ae)) + "\n\n"); werr != nil {
 		return werr
 	}
 	if werr := sw.flush(); werr != nil {

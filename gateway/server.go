@@ -171,6 +171,9 @@ type Deps struct {
 	// ListWorkers feeds GET /v1/workers; its result is marshalled as is.
 	ListWorkers func() any
 	Ledger      Ledger // nil: receipts off
+	// Responses keeps /v1/responses answers for GET, DELETE and
+	// previous_response_id (nil: none are kept).
+	Responses ResponseStore
 	// Auditor re-executes a sample of finished requests (nil: no audits);
 	// Disputes feeds GET /v1/admin/disputes, marshalled as is.
 	Auditor Auditor
