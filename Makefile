@@ -40,12 +40,21 @@ test-go:
 test-race:
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 
-# The official OpenAI Node SDK (openai@6, pinned in test/node/package.json)
-# against a real `tollgate dev` that the script starts on a free port.
+# The client suite (test/node): openai@7, LangChain JS and the Vercel AI
+# SDK, pinned exactly in test/node's package-lock.json (installed with npm ci
+# when the lock changed), against two stacks the suite starts on free ports:
+# `tollgate dev` on the built-in llama engine (stories260K) and a gateway +
+# worker --engine openai in front of `tollgate mock-upstream`. Takes seconds
+# once installed. ONLY=word[,word] runs the groups whose name contains one
+# (e.g. make test-node ONLY=tools). NODE_TODO names the features not on main
+# yet (see FEATURES in sdk_test.mjs): the tests that need one run as todo
+# and do not fail the target; drop a name when its feature lands, and
+# `make test-node NODE_TODO=` runs everything strictly.
+NODE_TODO ?= tools,json-schema,grammar,responses,mock
 test-node: build
 	@command -v node >/dev/null || { echo "test-node: node is required"; exit 1; }
-	cd test/node && { [ -d node_modules/openai ] || npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }
-	cd test/node && node sdk_test.mjs ../../$(BIN)
+	cd test/node && { cmp -s package-lock.json node_modules/.tollgate-lock || { npm ci --no-audit --no-fund && cp package-lock.json node_modules/.tollgate-lock; }; }
+	cd test/node && TOLLGATE_NODE_ONLY=$(ONLY) TOLLGATE_NODE_TODO=$(NODE_TODO) node --test-reporter=spec sdk_test.mjs ../../$(BIN)
 
 # The on-chain verifier: the Solidity `tollgate keys solidity` writes for a v2
 # key, compiled with solc-js and run in an in-process EVM (@ethereumjs/vm),
