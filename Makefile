@@ -16,7 +16,7 @@ RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/k
               ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/... ./internal/cluster/...
 PLAIN_PKGS  = $(filter-out $(shell $(GO) list $(RACE_PKGS)),$(shell $(GO) list ./...))
 
-.PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench redis fuzz
+.PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench bench-independent redis fuzz
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tollgate
@@ -72,6 +72,13 @@ test-gpu:
 # Gateway overhead versus calling the simulator worker's agent directly.
 bench:
 	$(GO) test -run '^$$' -bench GatewayOverhead -benchtime 2000x ./cmd/tollgate/
+
+# Tollgate's added latency through `tollgate gateway` + `tollgate worker
+# --engine openai` (receipts on, prover apart) measured by tools the project
+# did not write: vegeta against an nginx fixed-answer upstream; installs them
+# when missing. RATES, DURATION, RECEIPTS=0, STREAM=1 (see the script).
+bench-independent:
+	sh scripts/bench-independent.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -35,6 +35,9 @@ type inference struct {
 	key          *APIKey // whose limits, deadline and token budget apply
 	text         string  // the whole response text, for the auditor (hasText)
 	hasText      bool
+	// answer renders a Responses API answer (responses.go); nil: the
+	// chat, completions or embeddings rendering.
+	answer *responsesAnswer
 }
 
 func (s *Server) chat(rc *fasthttp.RequestCtx, reqID string, req *obs.Request) error {
@@ -63,6 +66,11 @@ func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, 
 	p, err := parseRequest(kind, body, s.cfg.Limits, s.taskRequestID(rc, reqID), key.ID)
 	if err != nil {
 		return err
+	}
+	if cc, ok := s.deps.Dispatcher.(CapabilityChecker); ok {
+		if err := cc.CheckCapabilities(p.task); err != nil {
+			return err
+		}
 	}
 	inf := s.newInference(key, p.task, respPrefix)
 	req.SetOperation(op, inf.task.Model, inf.reqID)
@@ -137,11 +145,33 @@ type result struct {
 	text      strings.Builder
 	done      *task.Event
 	failed    *task.EventError
+	// rich collects the choices and tool calls of a chat task with tools,
+	// several choices or logprobs (lp, per choice, when asked).
+	rich *task.Output
+	lp   []openai.Logprobs
+}
+
+// newResult prepares a result for t.
+func newResult(t *task.Task) result {
+	var r result
+	if t.Kind == task.KindChat && (t.RichOutput() || t.Logprobs) {
+		r.rich = task.NewOutput(t.Choices())
+		if t.Logprobs {
+			r.lp = make([]openai.Logprobs, t.Choices())
+		}
+	}
+	return r
 }
 
 func (r *result) add(ev task.Event) {
 	switch ev.Type {
 	case task.EventDelta:
+		if r.rich != nil {
+			// The link checked the pieces (task.Output) already.
+			if r.rich.Add(ev.Choice, ev.Text, ev.ToolCalls) == nil && r.lp != nil && ev.Logprobs != nil {
+				r.lp[ev.Choice].Add(ev.Logprobs)
+			}
+		}
 		r.text.WriteString(ev.Text)
 	case task.EventDone:
 		r.done = &ev
@@ -172,10 +202,13 @@ func eventAPIError(e *task.EventError) error {
 // generated until then when there is one: it is recorded and billed, and
 // the error response names its receipt (docs/billing.md).
 func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) error {
-	var res result
+	res := newResult(inf.task)
 	err := s.deps.Dispatcher.Dispatch(ctx, inf.task, func(ev task.Event) error {
-		if ev.Type == task.EventDelta && ev.Text != "" && res.firstText.IsZero() {
+		if ev.Type == task.EventDelta && (ev.Text != "" || len(ev.ToolCalls) > 0) && res.firstText.IsZero() {
 			res.firstText = s.clock.Now()
+		}
+		if inf.answer != nil && ev.Type == task.EventDelta {
+			inf.answer.build.Delta(ev.Text, ev.ToolCalls)
 		}
 		res.add(ev)
 		return nil
@@ -209,9 +242,15 @@ func (s *Server) unary(ctx context.Context, rc *fasthttp.RequestCtx, inf *infere
 		rc.Response.Header.Set(HeaderReceipt, inf.receiptID)
 	}
 	s.logDone(ctx, inf, res.done)
+	if inf.answer != nil {
+		return inf.answer.unary(ctx, rc, res.done)
+	}
 	usage := openai.NewUsage(res.done.Usage)
 	switch inf.task.Kind {
 	case task.KindChat:
+		if res.rich != nil {
+			return writeJSON(rc, openai.NewRichChatCompletion(inf.respID, inf.created, inf.task.Model, res.rich, res.lp, finishReason(res.done), usage))
+		}
 		// Rendered by hand (the common answer; encoding/json for the rest).
 		text := res.text.String()
 		body := make([]byte, 0, 320+len(text)+len(inf.task.Model)+len(inf.respID))
@@ -487,6 +526,21 @@ type sseWriter struct {
 	// settled: the receipt ID the headers named has been recorded (the
 	// worker's record) or voided.
 	settled bool
+	// calls counts the tool calls started per choice (for each choice's
+	// finish reason).
+	calls []int
+}
+
+// called counts the tool calls ev starts.
+func (sw *sseWriter) called(ev task.Event) {
+	if sw.calls == nil {
+		sw.calls = make([]int, sw.inf.task.Choices())
+	}
+	for _, d := range ev.ToolCalls {
+		if d.ID != "" && ev.Choice >= 0 && ev.Choice < len(sw.calls) {
+			sw.calls[ev.Choice]++
+		}
+	}
 }
 
 // settle makes the stream's receipt resolve once its dispatch has ended
@@ -508,7 +562,11 @@ func (sw *sseWriter) settle(ctx context.Context, end dispatchEnd) {
 var errClientGone = errors.New("client disconnected")
 
 func (sw *sseWriter) run(ctx context.Context, first task.Event, events <-chan task.Event, done <-chan dispatchEnd) error {
-	if sw.inf.task.Kind == task.KindChat {
+	if a := sw.inf.answer; a != nil {
+		if err := sw.events(a.build.Start()); err != nil {
+			return err
+		}
+	} else if sw.inf.task.Kind == task.KindChat {
 		if err := sw.data(sw.chatChunk(openai.ChatDelta{Role: "assistant", Content: openai.Ptr("")}, nil)); err != nil {
 			return err
 		}
@@ -571,6 +629,21 @@ func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, e
 	inf := sw.inf
 	switch ev.Type {
 	case task.EventDelta:
+		if inf.answer != nil && (ev.Text != "" || len(ev.ToolCalls) > 0) {
+			sw.obs.FirstToken(sw.s.clock.Now())
+			return false, sw.events(inf.answer.build.Delta(ev.Text, ev.ToolCalls))
+		}
+		if inf.answer == nil && (len(ev.ToolCalls) > 0 || ev.Logprobs != nil || ev.Choice != 0) {
+			sw.obs.FirstToken(sw.s.clock.Now())
+			sw.called(ev)
+			d := openai.ChatDelta{ToolCalls: openai.NewChunkToolCalls(ev.ToolCalls)}
+			if ev.Text != "" {
+				d.Content = &ev.Text
+			}
+			c := sw.chatChunk(d, nil)
+			c.Choices[0].Index, c.Choices[0].Logprobs = ev.Choice, ev.Logprobs
+			return false, sw.data(c)
+		}
 		if ev.Text == "" {
 			return false, nil
 		}
@@ -603,9 +676,33 @@ func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, e
 			return true, sw.fail(ctx, cause)
 		}
 		sw.s.observeAudit(inf, &ev)
+		if inf.answer != nil {
+			err := sw.events(inf.answer.finish(ctx, &ev))
+			sw.s.logDone(ctx, inf, &ev)
+			if err != nil {
+				return true, err
+			}
+			return true, sw.flush()
+		}
 		reason := finishReason(&ev)
 		if inf.task.Kind == task.KindChat {
-			err = sw.data(sw.chatChunk(openai.ChatDelta{}, &reason))
+			// One finish chunk per choice; one that called tools ends
+			// with tool_calls.
+			for i := range inf.task.Choices() {
+				r := reason
+				if inf.task.RichOutput() {
+					n := 0
+					if sw.calls != nil {
+						n = sw.calls[i]
+					}
+					r = openai.ChoiceFinish(reason, n)
+				}
+				c := sw.chatChunk(openai.ChatDelta{}, &r)
+				c.Choices[0].Index = i
+				if err = sw.data(c); err != nil {
+					break
+				}
+			}
 		} else {
 			err = sw.data(sw.textChunk("", &reason))
 		}
@@ -651,7 +748,11 @@ func (sw *sseWriter) textChunk(text string, finish *string) *openai.TextCompleti
 func (sw *sseWriter) fail(ctx context.Context, err error) error {
 	ae := apierr.From(err)
 	sw.s.log.WarnContext(ctx, "stream failed", "request_id", sw.inf.reqID, "model", sw.inf.task.Model, "status", ae.Status, "err", err)
-	if werr := sw.raw("data: " + string(openai.MarshalError(ae)) + "\n\n"); werr != nil {
+	if a := sw.inf.answer; a != nil {
+		if werr := sw.events(a.build.Fail(ae)); werr != nil {
+			return werr
+		}
+	} else if werr := sw.raw("data: " + string(openai.MarshalError(ae)) + "\n\n"); werr != nil {
 		return werr
 	}
 	if werr := sw.flush(); werr != nil {

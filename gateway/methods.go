@@ -10,6 +10,8 @@ var routeMethods = []struct{ path, allow string }{
 	{"/v1/chat/completions", "POST"},
 	{"/v1/completions", "POST"},
 	{"/v1/embeddings", "POST"},
+	{"/v1/responses", "POST"},
+	{"/v1/responses/", "GET, HEAD, DELETE"},
 	{"/v1/models", "GET, HEAD"},
 	{"/v1/models/", "GET, HEAD"},
 	{"/v1/workers", "GET, HEAD"},

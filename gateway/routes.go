@@ -89,6 +89,10 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID, path string, req *obs.Req
 		return s.completions(rc, reqID, req)
 	case path == "/v1/embeddings" && post:
 		return s.embeddings(rc, reqID, req)
+	case path == "/v1/responses" && post:
+		return s.createResponse(rc, reqID, req)
+	case strings.HasPrefix(path, "/v1/responses/") && len(path) > len("/v1/responses/"):
+		return s.responseRoute(rc, strings.TrimPrefix(path, "/v1/responses/"))
 	case path == "/v1/models" && get:
 		return s.listModels(rc)
 	case strings.HasPrefix(path, "/v1/models/") && get:

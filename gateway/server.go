@@ -37,6 +37,14 @@ type Dispatcher interface {
 	Models() []task.ModelVersion
 }
 
+// CapabilityChecker is a Dispatcher that can refuse, before admission, a
+// task needing a capability (tools, response_format, logprobs, n, image or
+// audio parts) that no registered worker's version of its model declares:
+// a 400 unsupported_parameter naming the parameter. The scheduler is one.
+type CapabilityChecker interface {
+	CheckCapabilities(t *task.Task) error
+}
+
 // Ledger records completions as receipts and serves them. Optional: a nil
 // Ledger turns receipts off. Satisfied by the receipts package's ledger.
 type Ledger interface {
@@ -163,6 +171,9 @@ type Deps struct {
 	// ListWorkers feeds GET /v1/workers; its result is marshalled as is.
 	ListWorkers func() any
 	Ledger      Ledger // nil: receipts off
+	// Responses keeps /v1/responses answers for GET, DELETE and
+	// previous_response_id (nil: none are kept).
+	Responses ResponseStore
 	// Auditor re-executes a sample of finished requests (nil: no audits);
 	// Disputes feeds GET /v1/admin/disputes, marshalled as is.
 	Auditor Auditor

@@ -73,3 +73,12 @@ func (w *warmingDispatcher) isKnown(model string) bool {
 	}
 	return false
 }
+
+// CheckCapabilities passes the check to the wrapped dispatcher when it
+// has one (see CapabilityChecker).
+func (w *warmingDispatcher) CheckCapabilities(t *task.Task) error {
+	if cc, ok := w.Dispatcher.(CapabilityChecker); ok {
+		return cc.CheckCapabilities(t)
+	}
+	return nil
+}

@@ -133,6 +133,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 	}
 	s.filters = []Filter{
 		&ModelFilter{Pins: cfg.Pins},
+		&CapabilityFilter{},
 		&HealthFilter{Timeout: cfg.HeartbeatTimeout},
 		&CapacityFilter{MaxQueue: cfg.Batching.MaxQueue},
 	}

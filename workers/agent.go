@@ -408,9 +408,19 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *task.Task, mv task.Mo
 	// A streamed task sends each delta as it comes; one that is not keeps
 	// them and sends the whole text in one delta before its done event
 	// (same bytes, same token count, one event instead of one per token).
+	//
+	// A rich task (tools, several choices) or one asking for logprobs
+	// sends every delta as it comes, streamed or not: its pieces (tool
+	// calls, choices, logprobs) do not merge into one text. A rich task's
+	// output is kept whole for its response digest (task.Output).
 	var text strings.Builder
 	held := 0 // tokens in text not yet sent (unstreamed tasks)
 	sent := 0 // tokens sent in deltas (streamed tasks)
+	var rich *task.Output
+	if t.RichOutput() {
+		rich = task.NewOutput(t.Choices())
+	}
+	passThrough := rich != nil || t.Logprobs
 	ectx, espan := a.obs.Start(ctx, "engine.generate", obs.KindInternal)
 	res, err := a.engine.Generate(ectx, t, func(d task.Delta) error {
 		if err := context.Cause(ctx); err != nil {
@@ -418,6 +428,28 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *task.Task, mv task.Mo
 		}
 		if d.Tokens < 0 {
 			return fmt.Errorf("engine emitted a delta with %d tokens", d.Tokens)
+		}
+		if passThrough {
+			if rich != nil {
+				if err := rich.Add(d.Choice, d.Text, d.ToolCalls); err != nil {
+					return fmt.Errorf("engine emitted a bad delta: %w", err)
+				}
+			} else if d.Choice != 0 || len(d.ToolCalls) > 0 {
+				return fmt.Errorf("engine emitted tool calls or choice %d for a task without tools or n", d.Choice)
+			}
+			if d.Text == "" && d.Tokens == 0 && len(d.ToolCalls) == 0 && d.Logprobs == nil {
+				return nil
+			}
+			text.WriteString(d.Text)
+			if err := out.send(task.Event{Index: i, Type: task.EventDelta, Text: d.Text, Tokens: d.Tokens,
+				ToolCalls: d.ToolCalls, Logprobs: d.Logprobs, Choice: d.Choice, More: d.More}); err != nil {
+				return err
+			}
+			sent += d.Tokens
+			return nil
+		}
+		if d.Choice != 0 || len(d.ToolCalls) > 0 {
+			return fmt.Errorf("engine emitted tool calls or choice %d for a task without tools or n", d.Choice)
 		}
 		if d.Text == "" && d.Tokens == 0 {
 			return nil
@@ -441,10 +473,10 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *task.Task, mv task.Mo
 	if err != nil {
 		span.SetError(err)
 		a.logger.Info("task failed", "request_id", t.RequestID, "model", t.Model, "tokens", held+sent, "err", err)
-		a.endEarly(ctx, i, t, mv, out, err, res, text.String(), held, sent)
+		a.endEarly(ctx, i, t, mv, out, err, res, text.String(), rich, held, sent)
 		return
 	}
-	if !t.Stream && (text.Len() > 0 || held > 0) {
+	if !t.Stream && !passThrough && (text.Len() > 0 || held > 0) {
 		// More: its done event follows at once, and goes in the same write.
 		if err := out.send(task.Event{Index: i, Type: task.EventDelta, Text: text.String(), Tokens: held, More: true}); err != nil {
 			span.SetError(err)
@@ -452,11 +484,15 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *task.Task, mv task.Mo
 		}
 	}
 	digest := task.ResponseDigest(text.String(), nil)
+	if rich != nil {
+		digest = rich.Digest()
+	}
 	// The link carries "stop" and "length" for a generation that ran to
-	// its end; an engine's other reasons (an upstream's "content_filter",
-	// say) end the text too.
+	// its end, and "tool_calls" for a task with tools that called them; an
+	// engine's other reasons (an upstream's "content_filter", say) end the
+	// text too.
 	finish := res.FinishReason
-	if finish != "length" {
+	if finish != "length" && (finish != task.FinishToolCalls || len(t.Tools) == 0) {
 		finish = "stop"
 	}
 	c := a.completion(t, mv, digest, res.PromptTokens, res.CompletionTokens, finish)
@@ -475,7 +511,7 @@ func (a *Agent) runGenerate(ctx context.Context, i int, t *task.Task, mv task.Mo
 // covers), finish reason FinishCancelled or FinishError, and the error
 // that ended it. Otherwise it fails with no record: nothing billable was
 // served (see docs/billing.md).
-func (a *Agent) endEarly(ctx context.Context, i int, t *task.Task, mv task.ModelVersion, out *emitter, err error, res task.Result, text string, held, sent int) {
+func (a *Agent) endEarly(ctx context.Context, i int, t *task.Task, mv task.ModelVersion, out *emitter, err error, res task.Result, text string, rich *task.Output, held, sent int) {
 	cancelled := ctx.Err() != nil
 	tokens := held + sent
 	if tokens == 0 || (!cancelled && !t.Stream) {
@@ -486,13 +522,17 @@ func (a *Agent) endEarly(ctx context.Context, i int, t *task.Task, mv task.Model
 	if cancelled {
 		finish = task.FinishCancelled
 	}
-	if !t.Stream {
+	if !t.Stream && held > 0 {
 		if out.send(task.Event{Index: i, Type: task.EventDelta, Text: text, Tokens: held, More: true}) != nil {
 			return
 		}
 	}
 	prompt := max(res.PromptTokens, 0)
-	c := a.completion(t, mv, task.ResponseDigest(text, nil), prompt, tokens, finish)
+	digest := task.ResponseDigest(text, nil)
+	if rich != nil {
+		digest = rich.Digest()
+	}
+	c := a.completion(t, mv, digest, prompt, tokens, finish)
 	out.send(task.Event{Index: i, Type: task.EventDone, FinishReason: finish,
 		Usage:      &task.Usage{PromptTokens: prompt, CompletionTokens: tokens},
 		Completion: c, Error: taskError(ctx, err)})

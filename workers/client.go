@@ -355,6 +355,15 @@ func (v *streamValidator) check(ev *task.Event) error {
 		if t.Kind == task.KindEmbedding {
 			return fmt.Errorf("task %d: text delta for an embedding task", ev.Index)
 		}
+		if t.RichOutput() {
+			if err := v.text[ev.Index].addRich(t, ev); err != nil {
+				return fmt.Errorf("task %d: %w", ev.Index, err)
+			}
+			return nil
+		}
+		if len(ev.ToolCalls) > 0 || ev.Choice != 0 {
+			return fmt.Errorf("task %d: tool calls or choice %d for a task without tools or n", ev.Index, ev.Choice)
+		}
 		v.text[ev.Index].add(ev.Text)
 		return nil
 	case task.EventDone:
@@ -364,7 +373,8 @@ func (v *streamValidator) check(ev *task.Event) error {
 		if ev.Usage.PromptTokens < 0 || ev.Usage.CompletionTokens < 0 {
 			return fmt.Errorf("task %d: negative usage", ev.Index)
 		}
-		if ev.FinishReason != "stop" && ev.FinishReason != "length" && !task.EndedEarly(ev.FinishReason) {
+		if ev.FinishReason != "stop" && ev.FinishReason != "length" && !task.EndedEarly(ev.FinishReason) &&
+			(ev.FinishReason != task.FinishToolCalls || len(t.Tools) == 0) {
 			return fmt.Errorf("task %d: finish_reason %q", ev.Index, ev.FinishReason)
 		}
 		c := ev.Completion

@@ -74,6 +74,7 @@ func (e *RecordError) Error() string {
 // and length of its text.
 type relayed struct {
 	h     hash.Hash
+	rich  *task.Output // a rich task's (task.RichOutput) choices and tool calls
 	bytes int
 	buf   [128]byte // the text is copied here to be hashed: a []byte(text) conversion would allocate per delta
 }
@@ -90,7 +91,25 @@ func (r *relayed) add(text string) {
 	}
 }
 
+// addRich relays one delta of a rich task: its text and tool-call pieces
+// per choice, held to task.Output's order and bounds.
+func (r *relayed) addRich(t *task.Task, ev *task.Event) error {
+	if r.rich == nil {
+		r.rich = task.NewOutput(t.Choices())
+	}
+	before := r.rich.Bytes()
+	if err := r.rich.Add(ev.Choice, ev.Text, ev.ToolCalls); err != nil {
+		return err
+	}
+	r.bytes += r.rich.Bytes() - before
+	return nil
+}
+
 func (r *relayed) digest() string {
+	if r.rich != nil {
+		d := r.rich.Digest()
+		return hex.EncodeToString(d[:])
+	}
 	if r.h == nil {
 		d := sha256.Sum256(nil)
 		return hex.EncodeToString(d[:])
@@ -117,6 +136,9 @@ func (p *RecordPolicy) checkRecord(i int, t *task.Task, ev *task.Event, text *re
 	var want string
 	if t.Kind == task.KindEmbedding {
 		d := task.ResponseDigest("", ev.Embeddings)
+		want = hex.EncodeToString(d[:])
+	} else if t.RichOutput() && text.rich == nil {
+		d := task.NewOutput(t.Choices()).Digest() // nothing relayed
 		want = hex.EncodeToString(d[:])
 	} else {
 		want = text.digest()

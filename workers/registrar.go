@@ -85,13 +85,23 @@ type DeregisterRequest struct {
 //	challenge=<hex>\n
 //	public_key=<hex>\n
 //	url=<url>\n
-//	model=<name> <digest>\n   (one line per model, in request order)
+//	model=<name> <digest>[ capabilities=<c1>,<c2>,...]\n   (one line per model, in request order)
+//
+// The capabilities suffix is written only for a model that declares some
+// (in its declared order), so a registration without them signs the same
+// bytes as before capabilities existed. Names and digests hold no spaces
+// (ValidateModelVersion) and capability names are from a fixed set, so
+// the line cannot be forged by shifting text between its fields.
 func RegistrationMessage(challenge, publicKey, url string, models []task.ModelVersion) []byte {
 	var sb strings.Builder
 	sb.WriteString("tollgate/worker-registration/v1\n")
 	fmt.Fprintf(&sb, "challenge=%s\npublic_key=%s\nurl=%s\n", challenge, publicKey, url)
 	for _, m := range models {
-		fmt.Fprintf(&sb, "model=%s %s\n", m.Name, m.Digest)
+		fmt.Fprintf(&sb, "model=%s %s", m.Name, m.Digest)
+		if len(m.Capabilities) > 0 {
+			fmt.Fprintf(&sb, " capabilities=%s", task.CapabilityList(m.Capabilities))
+		}
+		sb.WriteByte('\n')
 	}
 	return []byte(sb.String())
 }

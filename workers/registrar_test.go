@@ -96,6 +96,31 @@ func TestRegister(t *testing.T) {
 	}
 }
 
+// A registration's capabilities reach the registered worker, and a
+// model without them signs the bytes it always did.
+func TestRegisterCapabilities(t *testing.T) {
+	r := newRegistrar(t, false)
+	k, _ := keys.Generate(nil)
+	c, _ := r.Challenge(providerToken, t0)
+	req := signedRequest(t, k, c)
+	plain := string(workers.RegistrationMessage(req.Challenge, req.PublicKey, req.URL, req.Models))
+	if !strings.HasSuffix(plain, "model=llama3-8b "+allowedModel.Digest+"\n") {
+		t.Errorf("plain line changed: %q", plain)
+	}
+	req.Models[0].Capabilities = []task.Capability{task.CapTools, task.CapJSONObject}
+	resign(t, k, req)
+	if msg := string(workers.RegistrationMessage(req.Challenge, req.PublicKey, req.URL, req.Models)); !strings.HasSuffix(msg, " capabilities=tools,json_object\n") {
+		t.Errorf("line = %q", msg)
+	}
+	w, err := r.Register(context.Background(), req, t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Models[0].Has(task.CapTools) || !w.Models[0].Has(task.CapJSONObject) || w.Models[0].Has(task.CapN) {
+		t.Errorf("registered capabilities %v", w.Models[0].Capabilities)
+	}
+}
+
 func code(err error) string {
 	var e *apierr.Error
 	if errors.As(err, &e) {
@@ -136,6 +161,30 @@ func TestRegisterRefusals(t *testing.T) {
 		{name: "models changed after signing", mutate: func(_ *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
 			req.Models = []task.ModelVersion{unregistered}
 		}, status: 401, code: workers.CodeInvalidSignature},
+		// Capabilities are signed: a relay that adds one (to draw tool
+		// traffic to a model that cannot serve it), drops one or reorders
+		// the list breaks the signature.
+		{name: "capability added after signing", mutate: func(_ *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
+			req.Models[0].Capabilities = []task.Capability{task.CapTools}
+		}, status: 401, code: workers.CodeInvalidSignature},
+		{name: "capability dropped after signing", mutate: func(t *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
+			req.Models[0].Capabilities = []task.Capability{task.CapTools, task.CapN}
+			resign(t, k, req)
+			req.Models[0].Capabilities = req.Models[0].Capabilities[:1]
+		}, status: 401, code: workers.CodeInvalidSignature},
+		{name: "capability renamed after signing", mutate: func(t *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
+			req.Models[0].Capabilities = []task.Capability{task.CapTools}
+			resign(t, k, req)
+			req.Models[0].Capabilities = []task.Capability{task.CapJSONSchema}
+		}, status: 401, code: workers.CodeInvalidSignature},
+		{name: "unknown capability", mutate: func(t *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
+			req.Models[0].Capabilities = []task.Capability{"telepathy"}
+			resign(t, k, req)
+		}, status: 400, code: workers.CodeInvalidRegistration},
+		{name: "capability twice", mutate: func(t *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
+			req.Models[0].Capabilities = []task.Capability{task.CapTools, task.CapTools}
+			resign(t, k, req)
+		}, status: 400, code: workers.CodeInvalidRegistration},
 		{name: "signature not hex", mutate: func(_ *testing.T, _ *workers.Registrar, req *workers.RegisterRequest) {
 			req.Signature = "zz"
 		}, status: 400, code: workers.CodeInvalidRegistration},

@@ -25,7 +25,8 @@ import (
 
 // appendEvent appends ev as one JSON line (with its trailing newline).
 func appendEvent(b []byte, ev *task.Event) ([]byte, error) {
-	if len(ev.Embeddings) > 0 || (ev.Completion != nil && !timeEncodable(ev.Completion.Time)) {
+	if len(ev.Embeddings) > 0 || (ev.Completion != nil && !timeEncodable(ev.Completion.Time)) ||
+		len(ev.ToolCalls) > 0 || ev.Logprobs != nil || ev.Choice != 0 {
 		raw, err := json.Marshal(ev)
 		if err != nil {
 			return b, err

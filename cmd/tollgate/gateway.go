@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/ids"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
+	"github.com/tollgate-ai/tollgate/internal/responses"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
@@ -248,6 +249,8 @@ type gatewayStack struct {
 	registrar *workers.Registrar
 	ledger    *ledger.Ledger
 	store     ledger.Store
+	// responses is the embedded /v1/responses store (nil: off, or Redis).
+	responses *responses.BoltStore
 	// redis is the shared state of the Redis mode (nil: embedded).
 	redis      *redisMode
 	stopShared context.CancelFunc
@@ -360,6 +363,10 @@ func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger
 		if max := cfg.MaxPendingAge.D(); max > 0 {
 			deps.Readiness = append(deps.Readiness, backlog.readiness(max))
 		}
+	}
+	if err := g.openResponses(cfg, &deps); err != nil {
+		g.closeStore()
+		return nil, err
 	}
 	if err := g.startAuditor(&deps); err != nil {
 		g.closeStore()
@@ -604,6 +611,12 @@ func writeOperatorKeyFiles(path string, k *receipts.OperatorKey) error {
 // closeStore stops the registry sync and closes the ledger and the Redis
 // client (each once).
 func (g *gatewayStack) closeStore() error {
+	if g.responses != nil {
+		if err := g.responses.Close(); err != nil {
+			g.logger.Error("responses store not closed cleanly", "err", err)
+		}
+		g.responses = nil
+	}
 	if g.stopShared != nil {
 		g.stopShared()
 		<-g.sharedDone
@@ -679,4 +692,30 @@ func (lc ledgerCounts) ReceiptCounts(ctx context.Context) (statuspage.Receipts, 
 // from the config's records section.
 func recordPolicy(r config.Records, w *task.Registered) workers.RecordPolicy {
 	return workers.RecordPolicy{WorkerID: w.WorkerID, Models: w.Models, Skew: r.ClockSkew.D(), Bounds: r.BoundsFor}
+}
+
+// responsesFile is the embedded /v1/responses store inside a data directory.
+const responsesFile = "responses.db"
+
+// openResponses opens the store behind /v1/responses (config responses):
+// Redis in the Redis mode, so every replica serves every key's responses,
+// else a bbolt file in the data directory.
+func (g *gatewayStack) openResponses(cfg *config.Config, deps *gateway.Deps) error {
+	if !cfg.Responses.On() {
+		return nil
+	}
+	ret := responses.Retention{TTL: cfg.Responses.TTL.D(), MaxResponses: cfg.Responses.MaxResponses, MaxBytes: cfg.Responses.MaxBytes}
+	if g.redis != nil {
+		deps.Responses = responses.NewRedis(g.redis.client, cfg.Redis.Prefix+"responses:", ret, nil)
+		return nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	st, err := responses.OpenBolt(filepath.Join(cfg.DataDir, responsesFile), ret, nil)
+	if err != nil {
+		return err
+	}
+	g.responses, deps.Responses = st, st
+	return nil
 }

@@ -45,6 +45,7 @@ type engineFlags struct {
 	upstreamDigest string
 	weights        string // openai: path to the served weights; its manifest digest names the version
 	embeddings     bool   // openai: the upstream model also serves /v1/embeddings
+	capabilities   string // openai: "all" (default), "none" or a list
 }
 
 func (e *engineFlags) register(fs *flag.FlagSet, defaultKind string) {
@@ -56,6 +57,7 @@ func (e *engineFlags) register(fs *flag.FlagSet, defaultKind string) {
 	fs.StringVar(&e.upstream, "upstream", "", "openai: upstream base URL, e.g. http://127.0.0.1:8000/v1")
 	fs.StringVar(&e.upstreamKey, "upstream-key", "", "openai: upstream API key; env TOLLGATE_UPSTREAM_KEY")
 	fs.StringVar(&e.upstreamDigest, "model-digest", "", "openai: SHA-256 (hex) of the served weights manifest (or give --weights)")
+	fs.StringVar(&e.capabilities, "capabilities", "all", "openai: what the upstream serves beyond text: all, none, or a comma-separated list of "+task.CapabilityList(task.KnownCapabilities))
 	fs.BoolVar(&e.embeddings, "embeddings", false, "openai: the upstream model also serves /v1/embeddings")
 	fs.StringVar(&e.weights, "weights", "", "openai: the served model's weights (a directory or one GGUF/checkpoint file); its SHA-256 manifest becomes --model-digest")
 }
@@ -106,11 +108,20 @@ func openEngine(e engineFlags, logger *slog.Logger) (eng task.Engine, close func
 		if e.upstream == "" || e.modelName == "" || e.upstreamDigest == "" {
 			return nil, nil, errors.New("--engine openai needs --upstream, --model-name and --model-digest or --weights")
 		}
+		var capsp *[]task.Capability // unset: the engine's default, all
+		if e.capabilities != "" {
+			caps, err := task.ParseCapabilities(e.capabilities)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--capabilities: %w", err)
+			}
+			capsp = &caps
+		}
 		o, err := oaengine.New(oaengine.Config{
-			BaseURL: e.upstream,
-			APIKey:  firstNonEmpty(e.upstreamKey, os.Getenv("TOLLGATE_UPSTREAM_KEY")),
-			Models:  []task.ModelVersion{{Name: e.modelName, Digest: e.upstreamDigest, Embeddings: e.embeddings}},
-			Logger:  logger,
+			BaseURL:      e.upstream,
+			APIKey:       firstNonEmpty(e.upstreamKey, os.Getenv("TOLLGATE_UPSTREAM_KEY")),
+			Models:       []task.ModelVersion{{Name: e.modelName, Digest: e.upstreamDigest, Embeddings: e.embeddings}},
+			Capabilities: capsp,
+			Logger:       logger,
 		})
 		if err != nil {
 			return nil, nil, err

@@ -60,6 +60,7 @@ import (
 //	  worker_ttl: 10s
 //	  claim_idle: 30s
 //	audit: {enabled: true, rate: 0.01, max_share: 0.05, queue: 256, concurrency: 2, timeout: 5m}
+//	responses: {enabled: true, ttl: 720h, max_responses: 100000, max_bytes: 4194304}   # /v1/responses store
 //	cors:                     # browser pages on other origins (default off)
 //	  allowed_origins: [https://app.example.com, http://localhost:5173]   # or ["*"]
 //	  allowed_headers: [X-My-Header]   # beyond the built-in list
@@ -109,7 +110,30 @@ type Config struct {
 	// CORS lets web pages on other origins call the API from a browser
 	// (internal/cors; flag --cors-origins). Off while it lists no origin.
 	CORS CORS `yaml:"cors"`
+	// Responses is the store behind /v1/responses' store: true,
+	// previous_response_id and GET/DELETE /v1/responses/{id}.
+	Responses Responses `yaml:"responses"`
 }
+
+// Responses configures the response store: a bbolt file responses.db in
+// data_dir, or Redis (under prefix + "responses:") in the Redis mode.
+// Each response is readable only with the key that created it.
+type Responses struct {
+	// Enabled keeps responses (default true; false: every response is
+	// answered with store: false and previous_response_id is refused).
+	Enabled *bool `yaml:"enabled"`
+	// TTL is how long a response is kept (default 720h, 30 days).
+	TTL Duration `yaml:"ttl"`
+	// MaxResponses is the most responses kept; the oldest go first
+	// (default 100000).
+	MaxResponses int `yaml:"max_responses"`
+	// MaxBytes is the largest stored response, its conversation included,
+	// as JSON (default 4 MiB); a larger one is answered but not kept.
+	MaxBytes int `yaml:"max_bytes"`
+}
+
+// On reports whether responses are kept.
+func (r Responses) On() bool { return r.Enabled == nil || *r.Enabled }
 
 // CORS is the cors section (see internal/cors.Config for each field).
 type CORS struct {
@@ -426,6 +450,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("audit.max_share: %v is not in [0, 1]", a.MaxShare)
 	case a.Queue < 0 || a.Concurrency < 0 || a.Timeout < 0:
 		return errors.New("audit: queue, concurrency and timeout must not be negative")
+	}
+	switch r := c.Responses; {
+	case r.TTL < 0 || r.TTL > Duration(10*365*24*time.Hour):
+		return fmt.Errorf("responses.ttl: %s is outside [0, 87600h]", r.TTL.D())
+	case r.MaxResponses < 0 || r.MaxResponses > 1e9:
+		return fmt.Errorf("responses.max_responses: %d is outside [0, 1e9]", r.MaxResponses)
+	case r.MaxBytes < 0 || r.MaxBytes > 1<<30:
+		return fmt.Errorf("responses.max_bytes: %d is outside [0, 1GiB]", r.MaxBytes)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port", c.Listen)

@@ -124,12 +124,12 @@ func (r *Request) Detach() Request {
 func RouteOf(path string) string {
 	switch path {
 	case "/", "/healthz", "/readyz", "/metrics",
-		"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
+		"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/models",
 		"/v1/workers", "/v1/admin/models", "/v1/receipts",
 		"/v1/workers/challenge", "/v1/workers/register", "/v1/workers/heartbeat", "/v1/workers/deregister":
 		return path
 	}
-	for _, prefix := range []string{"/v1/models/", "/v1/receipts/", "/v1/zk/keys/"} {
+	for _, prefix := range []string{"/v1/models/", "/v1/receipts/", "/v1/zk/keys/", "/v1/responses/"} {
 		if strings.HasPrefix(path, prefix) && len(path) > len(prefix) {
 			return prefix + "{id}"
 		}

@@ -186,26 +186,21 @@ func decodeMapped(m map[string]json.RawMessage, keys []string, mapped map[string
 }
 
 var commonExtra = map[string]fieldKind{
-	"user":                ignored,
-	"metadata":            ignored,
-	"store":               ignored,
-	"service_tier":        ignored,
-	"parallel_tool_calls": ignored,
-	"logit_bias":          rejectIfSet,
-	"logprobs":            rejectIfSet,
-	"top_logprobs":        rejectIfSet,
-	"tools":               rejectIfSet,
-	"tool_choice":         rejectIfSet,
-	"functions":           rejectIfSet,
-	"function_call":       rejectIfSet,
-	"audio":               rejectIfSet,
-	"modalities":          rejectIfSet,
-	"prediction":          rejectIfSet,
-	"web_search_options":  rejectIfSet,
-	"reasoning_effort":    rejectIfSet,
-	"safety_identifier":   ignored,
-	"prompt_cache_key":    ignored,
-	"verbosity":           rejectIfSet,
+	"user":               ignored,
+	"metadata":           ignored,
+	"store":              ignored,
+	"service_tier":       ignored,
+	"logit_bias":         rejectIfSet,
+	"functions":          rejectIfSet,
+	"function_call":      rejectIfSet,
+	"audio":              rejectIfSet,
+	"modalities":         rejectIfSet,
+	"prediction":         rejectIfSet,
+	"web_search_options": rejectIfSet,
+	"reasoning_effort":   rejectIfSet,
+	"safety_identifier":  ignored,
+	"prompt_cache_key":   ignored,
+	"verbosity":          rejectIfSet,
 }
 
 // ParseChat decodes and validates a chat completions body.
@@ -226,13 +221,15 @@ func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 	}
 	var r ChatRequest
 	var messages []json.RawMessage
-	var responseFormat, streamOptions json.RawMessage
+	var responseFormat, streamOptions, tools, toolChoice json.RawMessage
 	mapped := map[string]any{
 		"model": &r.Model, "messages": &messages, "max_tokens": &r.MaxTokens,
 		"max_completion_tokens": &r.MaxCompletionTokens, "temperature": &r.Temperature,
 		"top_p": &r.TopP, "n": &r.N, "stop": &r.Stop, "seed": &r.Seed, "stream": &r.Stream,
 		"stream_options": &streamOptions, "presence_penalty": &r.PresencePenalty,
 		"frequency_penalty": &r.FrequencyPenalty, "user": &r.User, "response_format": &responseFormat,
+		"tools": &tools, "tool_choice": &toolChoice, "parallel_tool_calls": &r.ParallelToolCalls,
+		"logprobs": &r.Logprobs, "top_logprobs": &r.TopLogprobs,
 	}
 	keys := sortedKeys(m)
 	if err := extras(m, keys, mapped, commonExtra); err != nil {
@@ -241,7 +238,16 @@ func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 	if err := decodeMapped(m, keys, mapped); err != nil {
 		return nil, err
 	}
-	if err := checkResponseFormat(responseFormat); err != nil {
+	if r.ResponseFormat, err = parseResponseFormat(responseFormat); err != nil {
+		return nil, err
+	}
+	if r.Tools, err = parseTools(tools); err != nil {
+		return nil, err
+	}
+	if r.ToolChoice, err = parseToolChoice(toolChoice, r.Tools); err != nil {
+		return nil, err
+	}
+	if err := checkLogprobs(r.Logprobs, r.TopLogprobs); err != nil {
 		return nil, err
 	}
 	if err := parseStreamOptions(streamOptions, &r.StreamOptions); err != nil {
@@ -265,6 +271,9 @@ func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 			return nil, err
 		}
 	}
+	if err := checkToolHistory(r.Messages); err != nil {
+		return nil, err
+	}
 	if r.MaxTokens != nil && r.MaxCompletionTokens != nil {
 		return nil, apierr.BadRequest("max_tokens", CodeInvalidValue, "Set only one of 'max_tokens' and 'max_completion_tokens'.")
 	}
@@ -274,13 +283,27 @@ func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 	if err := checkMaxTokens("max_completion_tokens", r.MaxCompletionTokens, lim); err != nil {
 		return nil, err
 	}
-	if err := checkSampling(r.Temperature, r.TopP, r.N, r.PresencePenalty, r.FrequencyPenalty, r.Stop); err != nil {
+	if err := checkSampling(r.Temperature, r.TopP, r.N, MaxChoices, r.PresencePenalty, r.FrequencyPenalty, r.Stop); err != nil {
 		return nil, err
 	}
 	if err := checkStreamOptions(r.Stream, r.StreamOptions); err != nil {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// checkLogprobs: top_logprobs in [0, 20], and only with logprobs true.
+func checkLogprobs(logprobs *bool, top *int) error {
+	if top == nil {
+		return nil
+	}
+	if *top < 0 || *top > MaxTopLogprobs {
+		return apierr.BadRequest("top_logprobs", CodeInvalidValue, "Invalid 'top_logprobs': expected a value between 0 and %d, but got %d instead.", MaxTopLogprobs, *top)
+	}
+	if *top > 0 && (logprobs == nil || !*logprobs) {
+		return apierr.BadRequest("top_logprobs", CodeInvalidValue, "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.")
+	}
+	return nil
 }
 
 func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
@@ -295,14 +318,16 @@ func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
 		return checkMessage(i, msg)
 	}
 	prefix := messagePrefix(i)
-	mapped := map[string]any{"role": &msg.Role, "content": &msg.Content, "name": &msg.Name}
+	var content, toolCalls json.RawMessage
+	mapped := map[string]any{"role": &msg.Role, "content": &content, "name": &msg.Name,
+		"tool_calls": &toolCalls, "tool_call_id": &msg.ToolCallID, "refusal": &msg.Refusal}
 	for _, k := range sortedKeys(m) {
 		dst, ok := mapped[k]
 		if !ok {
-			if (k == "tool_calls" || k == "function_call" || k == "audio") && !isEmptyValue(m[k]) {
+			if (k == "function_call" || k == "audio") && !isEmptyValue(m[k]) {
 				return apierr.BadRequest(prefix+"."+k, CodeUnsupported, "Unsupported parameter: '%s.%s' is not supported by this gateway.", prefix, k)
 			}
-			if k == "refusal" || isEmptyValue(m[k]) && (k == "tool_calls" || k == "function_call" || k == "audio") {
+			if isEmptyValue(m[k]) && (k == "function_call" || k == "audio") {
 				continue
 			}
 			return apierr.BadRequest(prefix+"."+k, CodeUnknown, "Unrecognized argument in %s: %s", prefix, k)
@@ -310,6 +335,34 @@ func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
 		if err := field(prefix+"."+k, m[k], dst); err != nil {
 			return err
 		}
+	}
+	if content != nil && string(content) != "null" {
+		msg.Content = &Content{}
+		if json.Unmarshal(content, &msg.Content.Text) != nil {
+			text, parts, err := parseParts(prefix+".content", msg.Role, content)
+			if err != nil {
+				return err
+			}
+			msg.Content.Text, msg.Content.Parts = text, parts
+		}
+	}
+	if toolCalls != nil && string(toolCalls) != "null" {
+		if msg.Role != "assistant" {
+			return apierr.BadRequest(prefix+".tool_calls", CodeUnknown, "Unrecognized argument in %s: tool_calls (only assistant messages carry tool calls)", prefix)
+		}
+		calls, err := parseToolCalls(prefix+".tool_calls", toolCalls)
+		if err != nil {
+			return err
+		}
+		if len(calls) > 0 {
+			msg.ToolCalls = calls
+		}
+	}
+	if _, ok := m["tool_call_id"]; ok && msg.Role != "tool" {
+		return apierr.BadRequest(prefix+".tool_call_id", CodeUnknown, "Unrecognized argument in %s: tool_call_id (only tool messages answer a call)", prefix)
+	}
+	if msg.Refusal != nil && msg.Role != "assistant" {
+		return apierr.BadRequest(prefix+".refusal", CodeUnknown, "Unrecognized argument in %s: refusal (only assistant messages carry one)", prefix)
 	}
 	return checkMessage(i, msg)
 }
@@ -352,13 +405,25 @@ func checkMessage(i int, msg *ChatMessage) error {
 	}
 	prefix := messagePrefix(i)
 	switch msg.Role {
-	case "system", "developer", "user", "assistant":
+	case "system", "developer", "user":
+	case "assistant":
+		// An assistant turn that only called tools, or refused, has no content.
+		if len(msg.ToolCalls) > 0 || msg.Refusal != nil {
+			return nil
+		}
+	case "tool":
+		if msg.ToolCallID == "" {
+			return apierr.BadRequest(prefix+".tool_call_id", CodeMissing, "Missing required parameter: '%s.tool_call_id'.", prefix)
+		}
+		if len(msg.ToolCallID) > MaxToolCallIDLen {
+			return apierr.BadRequest(prefix+".tool_call_id", CodeInvalidValue, "Invalid '%s.tool_call_id': longer than %d bytes.", prefix, MaxToolCallIDLen)
+		}
 	case "":
 		return apierr.BadRequest(prefix+".role", CodeMissing, "Missing required parameter: '%s.role'.", prefix)
-	case "tool", "function":
-		return apierr.BadRequest(prefix+".role", CodeUnsupported, "Invalid value for '%s.role': '%s' messages need tool calling, which this gateway does not support.", prefix, msg.Role)
+	case "function":
+		return apierr.BadRequest(prefix+".role", CodeUnsupported, "Invalid value for '%s.role': 'function' messages (the deprecated function calling) are not supported; use 'tool' messages.", prefix)
 	default:
-		return apierr.BadRequest(prefix+".role", CodeUnsupportedRole, "Invalid value: '%s'. Supported values are: 'system', 'developer', 'user', and 'assistant'.", msg.Role)
+		return apierr.BadRequest(prefix+".role", CodeUnsupportedRole, "Invalid value: '%s'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", msg.Role)
 	}
 	if msg.Content == nil {
 		return apierr.BadRequest(prefix+".content", CodeMissing, "Missing required parameter: '%s.content'.", prefix)
@@ -400,7 +465,7 @@ func checkMaxTokens(param string, v *int, lim Limits) error {
 	return nil
 }
 
-func checkSampling(temp, topP *float64, n *int, presence, frequency *float64, stop StringList) error {
+func checkSampling(temp, topP *float64, n *int, maxN int, presence, frequency *float64, stop StringList) error {
 	if temp != nil && (math.IsNaN(*temp) || *temp < 0 || *temp > 2) {
 		return apierr.BadRequest("temperature", CodeInvalidValue, "Invalid 'temperature': expected a value between 0 and 2, but got %g instead.", *temp)
 	}
@@ -411,8 +476,11 @@ func checkSampling(temp, topP *float64, n *int, presence, frequency *float64, st
 		if *n < 1 {
 			return apierr.BadRequest("n", CodeInvalidValue, "Invalid 'n': integer below minimum value. Expected a value >= 1, but got %d instead.", *n)
 		}
-		if *n > 1 {
+		if *n > maxN && maxN == 1 {
 			return apierr.BadRequest("n", CodeUnsupported, "Unsupported value: 'n' greater than 1 is not supported by this gateway.")
+		}
+		if *n > maxN {
+			return apierr.BadRequest("n", CodeInvalidValue, "Invalid 'n': integer above maximum value. Expected a value <= %d, but got %d instead.", maxN, *n)
 		}
 	}
 	for _, p := range []struct {
@@ -469,22 +537,6 @@ func parseStreamOptions(raw json.RawMessage, dst **StreamOptions) error {
 func checkStreamOptions(stream bool, so *StreamOptions) error {
 	if so != nil && !stream {
 		return apierr.BadRequest("stream_options", CodeInvalidValue, "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
-	}
-	return nil
-}
-
-func checkResponseFormat(raw json.RawMessage) error {
-	if raw == nil || string(raw) == "null" {
-		return nil
-	}
-	var rf struct {
-		Type string `json:"type"`
-	}
-	if err := json.Unmarshal(raw, &rf); err != nil {
-		return apierr.BadRequest("response_format", CodeInvalidType, "Invalid type for 'response_format': expected an object.")
-	}
-	if rf.Type != "text" {
-		return apierr.BadRequest("response_format", CodeUnsupported, "Unsupported value: 'response_format' of type '%s' is not supported by this gateway; only 'text' is.", rf.Type)
 	}
 	return nil
 }
@@ -547,7 +599,7 @@ func ParseCompletion(body []byte, lim Limits) (*CompletionRequest, error) {
 	if err := checkMaxTokens("max_tokens", r.MaxTokens, lim); err != nil {
 		return nil, err
 	}
-	if err := checkSampling(r.Temperature, r.TopP, r.N, r.PresencePenalty, r.FrequencyPenalty, r.Stop); err != nil {
+	if err := checkSampling(r.Temperature, r.TopP, r.N, 1, r.PresencePenalty, r.FrequencyPenalty, r.Stop); err != nil {
 		return nil, err
 	}
 	if err := checkStreamOptions(r.Stream, r.StreamOptions); err != nil {
@@ -612,8 +664,31 @@ func (r *ChatRequest) Task(requestID string) *task.Task {
 	t.Messages = make([]task.Message, len(r.Messages))
 	n := 0
 	for i, m := range r.Messages {
-		t.Messages[i] = task.Message{Role: m.Role, Content: m.Content.Text, Name: m.Name}
-		n += len(m.Content.Text)
+		tm := task.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID}
+		if m.Content != nil {
+			tm.Content, tm.Parts = m.Content.Text, m.Content.Parts
+		}
+		t.Messages[i] = tm
+		n += len(tm.Content) + len(tm.Parts)
+		for _, c := range m.ToolCalls {
+			n += len(c.Function.Name) + len(c.Function.Arguments)
+		}
+	}
+	if len(r.Tools) > 0 {
+		t.Tools, t.ToolChoice, t.ParallelToolCalls = r.Tools, r.ToolChoice, r.ParallelToolCalls
+		for _, tool := range r.Tools {
+			n += len(tool.Function.Name) + len(tool.Function.Description) + len(tool.Function.Parameters)
+		}
+	}
+	t.ResponseFormat = r.ResponseFormat
+	if r.Logprobs != nil && *r.Logprobs {
+		t.Logprobs = true
+		if r.TopLogprobs != nil {
+			t.TopLogprobs = *r.TopLogprobs
+		}
+	}
+	if r.N != nil && *r.N > 1 {
+		t.N = *r.N
 	}
 	if r.MaxTokens != nil {
 		t.MaxTokens = *r.MaxTokens

@@ -79,7 +79,7 @@ func fastChat(body []byte, lim Limits) (*ChatRequest, bool) {
 	}
 	if checkMaxTokens("max_tokens", r.MaxTokens, lim) != nil ||
 		checkMaxTokens("max_completion_tokens", r.MaxCompletionTokens, lim) != nil ||
-		checkSampling(r.Temperature, r.TopP, r.N, r.PresencePenalty, r.FrequencyPenalty, r.Stop) != nil ||
+		checkSampling(r.Temperature, r.TopP, r.N, MaxChoices, r.PresencePenalty, r.FrequencyPenalty, r.Stop) != nil ||
 		checkStreamOptions(r.Stream, r.StreamOptions) != nil {
 		return nil, false
 	}

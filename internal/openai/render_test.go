@@ -20,7 +20,7 @@ func TestAppendChunks(t *testing.T) {
 			compareJSON(t, AppendTextChunk(nil, comp.ID, comp.Created, comp.Model, text), comp)
 			u := Usage{PromptTokens: 12, CompletionTokens: 16, TotalTokens: 28}
 			whole := &ChatCompletion{ID: "chatcmpl-2", Object: "chat.completion", Created: 7, Model: "m\n",
-				Choices: []ChatChoice{{Message: ResponseMessage{Role: "assistant", Content: text}, FinishReason: "length"}}, Usage: u}
+				Choices: []ChatChoice{{Message: ResponseMessage{Role: "assistant", Content: &text}, FinishReason: "length"}}, Usage: u}
 			compareJSON(t, AppendChatCompletion(nil, whole.ID, whole.Created, whole.Model, text, "length", u), whole)
 		})
 	}

@@ -5,19 +5,24 @@
 // chunk, model list and error bodies the gateway writes.
 //
 // Parameter policy (documented in README.md as well):
-//   - accepted and used: model, messages, prompt, input, max_tokens,
-//     max_completion_tokens, temperature, top_p, n (only 1), stop, seed,
-//     stream, stream_options.include_usage, encoding_format (float|base64);
+//   - accepted and used: model, messages (roles system, developer, user,
+//     assistant with tool_calls and refusal, tool with tool_call_id;
+//     content a string or parts text, image_url, input_audio), prompt,
+//     input, max_tokens, max_completion_tokens, temperature, top_p, n
+//     (1..8 for chat, 1 for completions), stop, seed, stream,
+//     stream_options.include_usage, encoding_format (float|base64), tools,
+//     tool_choice, parallel_tool_calls, response_format (text,
+//     json_object, json_schema), logprobs, top_logprobs (0..20) — the
+//     scheduler refuses with 400 "unsupported_parameter" what no
+//     registered model version declares (task.Capability);
 //   - accepted and ignored (they do not change what a single sample looks
 //     like or are bookkeeping only): user, metadata, store, service_tier,
 //     presence_penalty and frequency_penalty (range-checked to [-2,2]),
-//     response_format {"type":"text"}, logprobs false, echo false,
-//     best_of 1, parallel_tool_calls, stream_options.include_obfuscation,
-//     empty logit_bias, empty suffix;
-//   - rejected with 400 code "unsupported_parameter": tools, tool_choice,
-//     functions, function_call, logprobs true, top_logprobs, logit_bias
-//     with entries, response_format other than text, audio, modalities,
-//     prediction, web_search_options, reasoning_effort, n > 1, echo true,
+//     echo false, best_of 1, stream_options.include_obfuscation, empty
+//     logit_bias, empty suffix;
+//   - rejected with 400 code "unsupported_parameter": functions,
+//     function_call, logit_bias with entries, audio, modalities,
+//     prediction, web_search_options, reasoning_effort, echo true,
 //     best_of > 1, suffix, dimensions, token-array prompts and inputs;
 //   - any other field is rejected with 400 code "unknown_parameter", as
 //     OpenAI does ("Unrecognized request argument supplied").
@@ -25,6 +30,8 @@ package openai
 
 import (
 	"encoding/json"
+
+	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
 // Usage is OpenAI's token accounting.
@@ -45,6 +52,11 @@ type ChatMessage struct {
 	Role    string   `json:"role"`
 	Content *Content `json:"content"`
 	Name    string   `json:"name,omitempty"`
+	// ToolCalls are an assistant message's calls; ToolCallID names the
+	// call a tool message answers; Refusal is an assistant's refusal text.
+	ToolCalls  []task.ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+	Refusal    *string         `json:"refusal,omitempty"`
 }
 
 // ChatRequest is the body of POST /v1/chat/completions after decoding.
@@ -63,6 +75,14 @@ type ChatRequest struct {
 	PresencePenalty     *float64       `json:"presence_penalty"`
 	FrequencyPenalty    *float64       `json:"frequency_penalty"`
 	User                string         `json:"user"`
+
+	// The richer request (rich.go): nil or zero when not asked.
+	Tools             []task.Tool          `json:"tools,omitempty"`
+	ToolChoice        *task.ToolChoice     `json:"tool_choice,omitempty"`
+	ParallelToolCalls *bool                `json:"parallel_tool_calls,omitempty"`
+	ResponseFormat    *task.ResponseFormat `json:"response_format,omitempty"`
+	Logprobs          *bool                `json:"logprobs,omitempty"`
+	TopLogprobs       *int                 `json:"top_logprobs,omitempty"`
 }
 
 // CompletionRequest is the body of POST /v1/completions after decoding.
@@ -105,15 +125,16 @@ type ChatCompletion struct {
 type ChatChoice struct {
 	Index        int             `json:"index"`
 	Message      ResponseMessage `json:"message"`
-	Logprobs     *struct{}       `json:"logprobs"`
+	Logprobs     json.RawMessage `json:"logprobs"` // null when not asked
 	FinishReason string          `json:"finish_reason"`
 }
 
 // ResponseMessage is the assistant message of a ChatChoice.
 type ResponseMessage struct {
-	Role    string  `json:"role"`
-	Content string  `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string          `json:"role"`
+	Content   *string         `json:"content"` // null when the answer only calls tools
+	Refusal   *string         `json:"refusal"`
+	ToolCalls []task.ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatChunk is one SSE chunk of a streamed chat response.
@@ -129,16 +150,33 @@ type ChatChunk struct {
 
 // ChatChunkChoice is one choice of a ChatChunk.
 type ChatChunkChoice struct {
-	Index        int       `json:"index"`
-	Delta        ChatDelta `json:"delta"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Delta        ChatDelta       `json:"delta"`
+	Logprobs     json.RawMessage `json:"logprobs"` // null when not asked
+	FinishReason *string         `json:"finish_reason"`
 }
 
 // ChatDelta is the incremental message of a ChatChunkChoice.
 type ChatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   *string         `json:"content,omitempty"`
+	ToolCalls []ChunkToolCall `json:"tool_calls,omitempty"`
+}
+
+// ChunkToolCall is a piece of a streamed tool call, as OpenAI streams it:
+// the first piece of call Index has its id, type and function name (and
+// arguments ""), later ones only Index and a fragment of the arguments.
+type ChunkToolCall struct {
+	Index    int           `json:"index"`
+	ID       string        `json:"id,omitempty"`
+	Type     string        `json:"type,omitempty"`
+	Function ChunkFunction `json:"function"`
+}
+
+// ChunkFunction is the function of a ChunkToolCall.
+type ChunkFunction struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
 }
 
 // TextCompletion is a completions response, and also one SSE chunk of a
@@ -209,10 +247,13 @@ type ErrorDetail struct {
 	Code    *string `json:"code"`
 }
 
-// Content is a message's content: a string, or an array of text parts that
-// Tollgate joins with newlines. Non-text parts are rejected while decoding.
+// Content is a message's content: a string, or an array of parts. Text
+// holds the string, or the text parts joined with newlines; Parts holds the
+// array compacted when it has a part that is not text (image_url,
+// input_audio; see parseParts), nil otherwise.
 type Content struct {
-	Text string
+	Text  string
+	Parts json.RawMessage
 }
 
 // UnmarshalJSON accepts a string or an array of {"type":"text","text":...}.

@@ -39,6 +39,15 @@ type UsageBounds struct {
 	HiddenCompletion bool `yaml:"hidden_completion" json:"hidden_completion"`
 }
 
+// PromptPerImage is the most prompt tokens one image_url part may cost (a
+// high-resolution image in Qwen2-VL's dynamic resolution is some 16k), and
+// PromptToolsTemplate the tokens a chat template adds around the tools it
+// renders into the prompt.
+const (
+	PromptPerImage      = 16384
+	PromptToolsTemplate = 512
+)
+
 // DefaultUsageBounds suit the built-in engine (SentencePiece, byte
 // fallback), the simulator (at least one byte a token) and the common
 // byte-level BPE models behind vLLM, SGLang or llama.cpp: one token a
@@ -93,8 +102,23 @@ func (b UsageBounds) MaxPromptTokens(t *Task) int {
 	case KindChat:
 		bytes, parts = 0, len(t.Messages)
 		for _, m := range t.Messages {
-			bytes += len(m.Content) + len(m.Name)
+			bytes += len(m.Content) + len(m.Name) + len(m.Parts) + len(m.ToolCallID)
+			for _, c := range m.ToolCalls {
+				bytes += len(c.ID) + len(c.Function.Name) + len(c.Function.Arguments)
+			}
 		}
+		// The tools are rendered into the prompt; an image costs its
+		// patches, whatever the bytes of its URL.
+		for _, tool := range t.Tools {
+			bytes += len(tool.Function.Name) + len(tool.Function.Description) + len(tool.Function.Parameters)
+		}
+		if t.ResponseFormat != nil {
+			bytes += len(t.ResponseFormat.Schema)
+		}
+		if len(t.Tools) > 0 {
+			bytes += PromptToolsTemplate
+		}
+		bytes += PromptPerImage * imageParts(t.Messages)
 	case KindEmbedding:
 		bytes, parts = 0, len(t.Inputs)
 		for _, in := range t.Inputs {

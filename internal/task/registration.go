@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
 	"unicode"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
@@ -63,7 +65,56 @@ func ValidateModelVersion(m ModelVersion) error {
 	if len(m.OwnedBy) > 256 {
 		return fmt.Errorf("owned_by of %q longer than 256 bytes", m.Name)
 	}
+	if err := ValidateCapabilities(m.Capabilities); err != nil {
+		return fmt.Errorf("capabilities of %q: %w", m.Name, err)
+	}
 	return nil
+}
+
+// ValidateCapabilities checks a declared capability list: known names
+// (KnownCapabilities), each at most once.
+func ValidateCapabilities(caps []Capability) error {
+	if len(caps) > len(KnownCapabilities) {
+		return fmt.Errorf("at most %d capabilities", len(KnownCapabilities))
+	}
+	for i, c := range caps {
+		if !slices.Contains(KnownCapabilities, c) {
+			return fmt.Errorf("unknown capability %q (known: %s)", c, CapabilityList(KnownCapabilities))
+		}
+		if slices.Contains(caps[:i], c) {
+			return fmt.Errorf("capability %q listed twice", c)
+		}
+	}
+	return nil
+}
+
+// CapabilityList joins caps with commas, as the registration line and the
+// --capabilities flag write them.
+func CapabilityList(caps []Capability) string {
+	s := make([]string, len(caps))
+	for i, c := range caps {
+		s[i] = string(c)
+	}
+	return strings.Join(s, ",")
+}
+
+// ParseCapabilities reads a --capabilities value: "none" (or empty) for
+// none, "all" for KnownCapabilities, or a comma-separated list of names.
+func ParseCapabilities(s string) ([]Capability, error) {
+	switch s = strings.TrimSpace(s); s {
+	case "", "none":
+		return []Capability{}, nil
+	case "all":
+		return slices.Clone(KnownCapabilities), nil
+	}
+	var caps []Capability
+	for _, name := range strings.Split(s, ",") {
+		caps = append(caps, Capability(strings.TrimSpace(name)))
+	}
+	if err := ValidateCapabilities(caps); err != nil {
+		return nil, err
+	}
+	return caps, nil
 }
 
 // ValidateGPU checks one GPU's telemetry from outside.

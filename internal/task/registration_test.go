@@ -28,3 +28,26 @@ func TestValidateHeartbeatLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCapabilities(t *testing.T) {
+	cases := []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{"none", "", true},
+		{"", "", true},
+		{"all", "tools,json_object,json_schema,logprobs,n,vision,audio", true},
+		{"tools, json_schema", "tools,json_schema", true},
+		{"tools,tools", "", false},
+		{"Tools", "", false},
+		{"tools,", "", false},
+		{"mind_reading", "", false},
+	}
+	for _, c := range cases {
+		got, err := ParseCapabilities(c.in)
+		if (err == nil) != c.ok || err == nil && CapabilityList(got) != c.want {
+			t.Errorf("%q: %v, %v; want %q ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}

@@ -169,3 +169,25 @@ func partKinds(msgs []Message) (vision, audio bool) {
 	}
 	return vision, audio
 }
+
+// imageParts counts the image_url parts of msgs.
+func imageParts(msgs []Message) int {
+	n := 0
+	for i := range msgs {
+		if len(msgs[i].Parts) == 0 {
+			continue
+		}
+		var parts []struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(msgs[i].Parts, &parts) != nil {
+			continue
+		}
+		for _, p := range parts {
+			if p.Type == "image_url" {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -122,6 +122,16 @@ type Server struct {
 
 // Start serves the mock on a fresh 127.0.0.1 port.
 func Start(cfg Config) *Server {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("upstreamtest: listen: %v", err))
+	}
+	return Serve(ln, cfg)
+}
+
+// Serve serves the mock on ln (a `tollgate mock-upstream` command, say)
+// until Close; cfg.Models names the generation models it answers for.
+func Serve(ln net.Listener, cfg Config) *Server {
 	if len(cfg.Models) == 0 {
 		cfg.Models = []string{"mock-llm"}
 	}
@@ -142,10 +152,7 @@ func Start(cfg Config) *Server {
 	mux.HandleFunc("GET /v1/models", s.api(s.models))
 	mux.HandleFunc("GET /metrics", s.metrics)
 	s.srv = httptest.NewUnstartedServer(mux)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("upstreamtest: listen: %v", err))
-	}
+	s.srv.Listener.Close()
 	s.srv.Listener = ln
 	s.srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 		if state == http.StateNew {
@@ -212,13 +219,52 @@ func (s *Server) LastBody(path string) json.RawMessage {
 	return s.lastBody[path]
 }
 
-// Message is one chat message of a request.
+// Message is one chat message of a request. Content is the string, or
+// the text parts joined with newlines; null reads as "".
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string          `json:"role"`
+	Content    string          `json:"content"`
+	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+}
+
+// UnmarshalJSON accepts content as a string, null or an array of parts.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Role       string          `json:"role"`
+		Content    json.RawMessage `json:"content"`
+		ToolCalls  json.RawMessage `json:"tool_calls"`
+		ToolCallID string          `json:"tool_call_id"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*m = Message{Role: raw.Role, ToolCalls: raw.ToolCalls, ToolCallID: raw.ToolCallID}
+	if len(raw.Content) == 0 || string(raw.Content) == "null" {
+		return nil
+	}
+	if json.Unmarshal(raw.Content, &m.Content) == nil {
+		return nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(raw.Content, &parts); err != nil {
+		return fmt.Errorf("content: %w", err)
+	}
+	var texts []string
+	for _, p := range parts {
+		if p.Type == "text" {
+			texts = append(texts, p.Text)
+		}
+	}
+	m.Content = strings.Join(texts, "\n")
+	return nil
 }
 
 type genRequest struct {
+	richRequest
 	Model         string    `json:"model"`
 	Messages      []Message `json:"messages"`
 	Prompt        *string   `json:"prompt"`
@@ -485,6 +531,10 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, req *genReques
 	max := 0
 	if req.MaxTokens != nil {
 		max = *req.MaxTokens
+	}
+	if chat && req.rich() {
+		s.generateRich(w, r, req, prompt, promptTokens, max)
+		return
 	}
 	tokens, finish := Generate(prompt, max, req.Stop)
 	_, tokenDelay := s.delays()

@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/jsongrammar"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/workers"
 )
@@ -64,6 +65,9 @@ type Engine struct {
 	opts    Options
 	logger  *slog.Logger
 	ws      *workspace // owned by the loop
+	// grammarTrie is the vocabulary trie of structured output, built on
+	// the first request that asks for it.
+	grammarTrie lazyTrie
 
 	mu      sync.Mutex
 	waiting []*sequence
@@ -150,6 +154,8 @@ func open(dir string, opts Options, beforeStep func()) (*Engine, error) {
 			// the batch (see TestGoldenConcurrent), and sampling is
 			// run.c's xorshift seeded by the task.
 			Determinism: task.DeterminismExact,
+			// Structured output by constrained decoding (constraint.go).
+			Capabilities: []task.Capability{task.CapJSONObject, task.CapJSONSchema},
 		},
 		opts:   opts,
 		logger: opts.Logger.With("model", opts.ModelName),
@@ -350,6 +356,7 @@ type request struct {
 	topP        float32
 	seed        uint64
 	stop        []string
+	grammar     *jsongrammar.Grammar // response_format; nil: free text
 }
 
 func (e *Engine) newRequest(t *task.Task) (*request, error) {
@@ -391,8 +398,15 @@ func (e *Engine) newRequest(t *task.Task) (*request, error) {
 	if t.MaxTokens > 0 {
 		maxNew = min(maxNew, t.MaxTokens)
 	}
+	g, err := jsongrammar.ForFormat(t.ResponseFormat)
+	if err != nil {
+		return nil, apierr.BadRequest("response_format", "invalid_value", "Invalid 'response_format': %v", err)
+	}
+	if g != nil {
+		stop = nil // the grammar ends the text (constraint.go)
+	}
 	r := &request{id: t.RequestID, prompt: prompt, maxNew: maxNew,
-		temperature: float32(t.Temperature), topP: float32(t.TopP), stop: stop}
+		temperature: float32(t.Temperature), topP: float32(t.TopP), stop: stop, grammar: g}
 	if t.Seed != nil {
 		r.seed = uint64(*t.Seed)
 	} else {
@@ -456,8 +470,11 @@ func (e *Engine) newSequence(id string, prompt []int, embed bool, maxNew int, sm
 // returns how the sequence ended. The stream stops early, with onToken's
 // error, when onToken fails or ctx is done.
 func (e *Engine) run(ctx context.Context, r *request, onToken func(tok int) error) (string, error) {
-	s := e.newSequence(r.id, r.prompt, false, r.maxNew,
-		newSampler(e.model.cfg.VocabSize, r.temperature, r.topP, r.seed))
+	smp := newSampler(e.model.cfg.VocabSize, r.temperature, r.topP, r.seed)
+	if r.grammar != nil {
+		smp.con = newConstraint(e.trie(), e.tok, r.grammar, r.maxNew, r.prompt[len(r.prompt)-1] == tokenBOS)
+	}
+	s := e.newSequence(r.id, r.prompt, false, r.maxNew, smp)
 	if err := e.enqueue(s); err != nil {
 		return "", err
 	}

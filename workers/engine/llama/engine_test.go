@@ -43,7 +43,8 @@ func TestModels(t *testing.T) {
 	e := openTestEngine(t, Options{})
 	got := e.Models()
 	want := []task.ModelVersion{{Name: "stories260K", ContextLength: 512, Embeddings: true, OwnedBy: "tollgate", Determinism: task.DeterminismExact,
-		Digest: manifestDigest([]manifestFile{{"tok512.bin", mustRead(t, "tok512.bin")}, {"stories260K.bin", mustRead(t, "stories260K.bin")}})}}
+		Capabilities: []task.Capability{task.CapJSONObject, task.CapJSONSchema},
+		Digest:       manifestDigest([]manifestFile{{"tok512.bin", mustRead(t, "tok512.bin")}, {"stories260K.bin", mustRead(t, "stories260K.bin")}})}}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("Models (-got +want):\n%s", diff)
 	}

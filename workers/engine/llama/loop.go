@@ -185,6 +185,11 @@ func (e *Engine) finishStep(running []*sequence, rows []row, rowSeq []*sequence)
 		s.generated++
 		s.last = tok
 		s.out <- seqEvent{token: tok}
+		if con := s.sampler.con; con != nil && (con.done || s.generated >= s.maxNew && con.state.Complete()) {
+			s.out <- seqEvent{finish: "stop", isFinal: true} // the document is closed
+			s.cancelled.Store(true)
+			continue
+		}
 		if s.generated >= s.maxNew {
 			s.out <- seqEvent{finish: "length", isFinal: true}
 			s.cancelled.Store(true)

@@ -15,6 +15,9 @@ type sampler struct {
 	topP        float32
 	rng         uint64
 	probIndex   []probIndex // top-p scratch
+	// con, when the task asked for structured output, masks what the
+	// grammar refuses and picks among the rest (constraint.go).
+	con *constraint
 }
 
 type probIndex struct {
@@ -44,6 +47,9 @@ func (s *sampler) randomF32() float32 { return float32(s.randomU32()>>8) / 16777
 
 // sample chooses a token; it scales logits in place.
 func (s *sampler) sample(logits []float32) int {
+	if s.con != nil {
+		return s.con.sample(s, logits)
+	}
 	if s.temperature == 0 {
 		return argmax(logits)
 	}

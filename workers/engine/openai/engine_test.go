@@ -768,3 +768,44 @@ func TestDeltaMore(t *testing.T) {
 		t.Fatalf("deltas %q (usage %+v), want %q", strings.Join(got, " "), res, want)
 	}
 }
+
+// An upstream engine declares every capability unless told otherwise; a
+// model's own list wins; an unknown name is a config error.
+func TestCapabilitiesDeclared(t *testing.T) {
+	none := []task.Capability{}
+	two := []task.Capability{task.CapTools, task.CapJSONObject}
+	bad := []task.Capability{"time_travel"}
+	cases := []struct {
+		name  string
+		caps  *[]task.Capability
+		model []task.Capability
+		want  []task.Capability
+		err   bool
+	}{
+		{"default all", nil, nil, task.KnownCapabilities, false},
+		{"none", &none, nil, nil, false},
+		{"list", &two, nil, two, false},
+		{"model's own", nil, []task.Capability{task.CapN}, []task.Capability{task.CapN}, false},
+		{"unknown", &bad, nil, nil, true},
+		{"unknown on model", nil, bad, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e, err := New(Config{BaseURL: "http://127.0.0.1:1/v1", MetricsURL: MetricsOff, Capabilities: c.caps,
+				Models: []task.ModelVersion{{Name: "m", Digest: strings.Repeat("ab", 32), Capabilities: c.model}}, Logger: quietLogger()})
+			if c.err {
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			if got := e.Models()[0].Capabilities; task.CapabilityList(got) != task.CapabilityList(c.want) {
+				t.Errorf("capabilities %v, want %v", got, c.want)
+			}
+		})
+	}
+}

@@ -54,6 +54,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,11 @@ type Config struct {
 	APIKey string `yaml:"api_key"`
 	// Models are the versions served (name + weights manifest digest).
 	Models []task.ModelVersion `yaml:"models"`
+	// Capabilities are what the upstream serves beyond plain text, declared
+	// for every model that lists none of its own: nil declares all of
+	// task.KnownCapabilities (vLLM, SGLang and OpenAI itself serve them
+	// all), an empty list none.
+	Capabilities *[]task.Capability `yaml:"capabilities"`
 	// UpstreamModels maps a served model name to the name the upstream
 	// knows it by; names not listed are sent unchanged.
 	UpstreamModels map[string]string `yaml:"upstream_models"`
@@ -138,7 +144,15 @@ func (c *Config) Validate() error {
 		case seen[m.Name]:
 			return fmt.Errorf("models[%d].name: %q listed twice", i, m.Name)
 		}
+		if err := task.ValidateCapabilities(m.Capabilities); err != nil {
+			return fmt.Errorf("models[%d].capabilities: %w", i, err)
+		}
 		seen[m.Name] = true
+	}
+	if c.Capabilities != nil {
+		if err := task.ValidateCapabilities(*c.Capabilities); err != nil {
+			return fmt.Errorf("capabilities: %w", err)
+		}
 	}
 	for served, up := range c.UpstreamModels {
 		if !seen[served] {
@@ -233,7 +247,14 @@ func New(cfg Config) (*Engine, error) {
 	default:
 		e.metricsURL = cfg.MetricsURL
 	}
+	caps := task.KnownCapabilities
+	if cfg.Capabilities != nil {
+		caps = *cfg.Capabilities
+	}
 	for _, m := range cfg.Models {
+		if len(m.Capabilities) == 0 && len(caps) > 0 {
+			m.Capabilities = slices.Clone(caps)
+		}
 		e.models[m.Name] = m
 		e.list = append(e.list, m)
 	}
@@ -286,8 +307,10 @@ type streamOptions struct {
 }
 
 type generateRequest struct {
-	Model         string         `json:"model"`
-	Messages      []task.Message `json:"messages,omitempty"`
+	Model string `json:"model"`
+	// Messages is the task's []task.Message, or []upstreamMessage when one
+	// has parts, tool calls or a tool result (rich.go).
+	Messages      any            `json:"messages,omitempty"`
 	Prompt        *string        `json:"prompt,omitempty"`
 	MaxTokens     int            `json:"max_tokens,omitempty"`
 	Temperature   float64        `json:"temperature"`
@@ -296,6 +319,14 @@ type generateRequest struct {
 	Stop          []string       `json:"stop,omitempty"`
 	Stream        bool           `json:"stream"`
 	StreamOptions *streamOptions `json:"stream_options,omitempty"`
+
+	Tools             []task.Tool             `json:"tools,omitempty"`
+	ToolChoice        json.RawMessage         `json:"tool_choice,omitempty"`
+	ParallelToolCalls *bool                   `json:"parallel_tool_calls,omitempty"`
+	ResponseFormat    *upstreamResponseFormat `json:"response_format,omitempty"`
+	Logprobs          bool                    `json:"logprobs,omitempty"`
+	TopLogprobs       *int                    `json:"top_logprobs,omitempty"`
+	N                 int                     `json:"n,omitempty"`
 }
 
 type usage struct {
@@ -325,12 +356,20 @@ func (e *Engine) Generate(ctx context.Context, t *task.Task, emit func(task.Delt
 			return task.Result{}, apierr.BadRequest("messages", "invalid_value", "messages must not be empty")
 		}
 		path, req.Messages = "/chat/completions", t.Messages
+		if richMessages(t.Messages) {
+			msgs, err := upstreamMessages(t.Messages)
+			if err != nil {
+				return task.Result{}, apierr.Internal(err)
+			}
+			req.Messages = msgs
+		}
 	case task.KindCompletion:
 		prompt := t.Prompt
 		path, req.Prompt = "/completions", &prompt
 	default:
 		return task.Result{}, apierr.BadRequest("", "invalid_value", "the openai engine cannot generate for a %q task", t.Kind)
 	}
+	applyRich(&req, t)
 	body, err := json.Marshal(req)
 	if err != nil {
 		return task.Result{}, apierr.Internal(err)
@@ -358,6 +397,7 @@ func (e *Engine) Generate(ctx context.Context, t *task.Task, emit func(task.Delt
 	events := newSSEReader(resp.Body, e.cfg.MaxEventBytes, idle.reset)
 	defer events.release()
 
+	choices := t.Choices()
 	var (
 		finish string
 		done   bool
@@ -399,24 +439,30 @@ func (e *Engine) Generate(ctx context.Context, t *task.Task, emit func(task.Delt
 			return partial, streamEventError(append(json.RawMessage(nil), data...))
 		}
 		for _, ch := range c.Choices {
-			if ch.Index != 0 {
+			if ch.Index < 0 || ch.Index >= choices {
 				continue
 			}
 			text := ch.Delta.Content
 			if text == nil {
 				text = ch.Text
 			}
-			if text != nil && *text != "" {
+			calls := toolDeltas(ch.Delta.ToolCalls)
+			if text != nil && *text != "" || len(calls) > 0 {
 				chunks++
 				partial.CompletionTokens = chunks
+				d := task.Delta{Tokens: 1, ToolCalls: calls, Logprobs: nullable(ch.Logprobs), Choice: ch.Index}
+				if text != nil {
+					d.Text = *text
+				}
 				// More: the next event came in with this one (the
 				// worker then sends both in one write).
-				if err := emit(task.Delta{Text: *text, Tokens: 1, More: events.eventBuffered()}); err != nil {
+				d.More = events.eventBuffered()
+				if err := emit(d); err != nil {
 					return partial, err
 				}
 			}
 			if ch.FinishReason != nil && *ch.FinishReason != "" {
-				finish = *ch.FinishReason
+				finish = mergeFinish(finish, *ch.FinishReason)
 			}
 		}
 		if c.Usage != nil && c.Usage.PromptTokens >= 0 && c.Usage.CompletionTokens >= 0 {
@@ -438,10 +484,7 @@ func (e *Engine) Generate(ctx context.Context, t *task.Task, emit func(task.Delt
 		}
 		return partial, upstreamFailure("the upstream aborted the generation", fmt.Errorf("finish_reason %q", finish))
 	}
-	if finish != "length" {
-		finish = "stop"
-	}
-	res := task.Result{FinishReason: finish}
+	res := task.Result{FinishReason: linkFinish(finish, t)}
 	if got != nil {
 		res.PromptTokens, res.CompletionTokens = got.PromptTokens, got.CompletionTokens
 	} else {
@@ -500,22 +543,29 @@ func (e *Engine) generateWhole(ctx context.Context, t *task.Task, body io.Reader
 	if a.Object == "error" {
 		return task.Result{}, streamEventError(append(json.RawMessage(nil), buf.Bytes()...))
 	}
-	var text, finish string
+	choices := t.Choices()
+	var finish string
+	var deltas []task.Delta
 	found := false
 	for _, ch := range a.Choices {
-		if ch.Index != 0 {
+		if ch.Index < 0 || ch.Index >= choices {
 			continue
 		}
-		found = true
+		found = found || ch.Index == 0
+		d := task.Delta{Choice: ch.Index, ToolCalls: toolDeltas(ch.Message.ToolCalls), Logprobs: nullable(ch.Logprobs)}
 		switch {
 		case ch.Message.Content != nil:
-			text = *ch.Message.Content
+			d.Text = *ch.Message.Content
 		case ch.Text != nil:
-			text = *ch.Text
+			d.Text = *ch.Text
+		}
+		for i := range d.ToolCalls {
+			d.ToolCalls[i].Index = i // a message's calls in order, whatever it said
 		}
 		if ch.FinishReason != nil {
-			finish = *ch.FinishReason
+			finish = mergeFinish(finish, *ch.FinishReason)
 		}
+		deltas = append(deltas, d)
 	}
 	if !found {
 		return task.Result{}, upstreamFailure("the upstream's response has no choice 0", errors.New("no choices"))
@@ -523,23 +573,69 @@ func (e *Engine) generateWhole(ctx context.Context, t *task.Task, body io.Reader
 	if abortedFinish(finish) {
 		return task.Result{}, upstreamFailure("the upstream aborted the generation", fmt.Errorf("finish_reason %q", finish))
 	}
-	if finish != "length" {
-		finish = "stop"
+	res := task.Result{FinishReason: linkFinish(finish, t)}
+	bytes := 0
+	for _, d := range deltas {
+		bytes += len(d.Text)
+		for _, c := range d.ToolCalls {
+			bytes += len(c.Name) + len(c.Arguments)
+		}
 	}
-	res := task.Result{FinishReason: finish}
 	if u := a.Usage; u != nil && u.PromptTokens >= 0 && u.CompletionTokens >= 0 {
 		res.PromptTokens, res.CompletionTokens = u.PromptTokens, u.CompletionTokens
 	} else {
-		res.CompletionTokens = (len(text) + 3) / 4
+		res.CompletionTokens = (bytes + 3) / 4
 		e.logUsageEstimated(ctx, "upstream omitted usage; completion tokens estimated from the text's length, prompt tokens unknown (0)",
 			slog.String("request_id", t.RequestID), slog.String("model", t.Model))
 	}
-	if text != "" || res.CompletionTokens > 0 {
-		if err := emit(task.Delta{Text: text, Tokens: res.CompletionTokens}); err != nil {
+	// The completion tokens travel on the first delta; a choice with
+	// nothing in it is not sent.
+	tokens := res.CompletionTokens
+	for _, d := range deltas {
+		if d.Text == "" && len(d.ToolCalls) == 0 && tokens == 0 {
+			continue
+		}
+		d.Tokens, tokens = tokens, 0
+		if err := emit(d); err != nil {
 			return task.Result{}, err
 		}
 	}
 	return res, nil
+}
+
+// mergeFinish combines the finish reasons of several choices into the
+// task's one: an abort wins, then tool_calls, then length, then stop.
+func mergeFinish(have, next string) string {
+	rank := func(f string) int {
+		switch {
+		case abortedFinish(f):
+			return 4
+		case f == task.FinishToolCalls:
+			return 3
+		case f == "length":
+			return 2
+		case f != "":
+			return 1
+		}
+		return 0
+	}
+	if rank(next) > rank(have) {
+		return next
+	}
+	return have
+}
+
+// linkFinish is the finish reason the link carries: "stop", "length",
+// or "tool_calls" for a task that declared tools; an engine's other
+// reasons (an upstream's "content_filter", say) end the text too.
+func linkFinish(finish string, t *task.Task) string {
+	switch {
+	case finish == "length":
+		return finish
+	case finish == task.FinishToolCalls && len(t.Tools) > 0:
+		return finish
+	}
+	return "stop"
 }
 
 type embedRequest struct {

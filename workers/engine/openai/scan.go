@@ -19,15 +19,18 @@ type upstreamEvent struct {
 }
 
 type upstreamChoice struct {
-	Index int `json:"index"`
-	Delta struct {
-		Content *string `json:"content"`
-	} `json:"delta"` // streamed chat
-	Message struct {
-		Content *string `json:"content"`
-	} `json:"message"` // non-streamed chat
-	Text         *string `json:"text"` // completions
-	FinishReason *string `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Delta        upstreamMsg     `json:"delta"`   // streamed chat
+	Message      upstreamMsg     `json:"message"` // non-streamed chat
+	Text         *string         `json:"text"`    // completions
+	FinishReason *string         `json:"finish_reason"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+}
+
+// upstreamMsg is a delta or a message: its content and tool calls.
+type upstreamMsg struct {
+	Content   *string            `json:"content"`
+	ToolCalls []upstreamToolCall `json:"tool_calls"`
 }
 
 // decodeUpstream decodes data into ev. A scanner handles the shapes
@@ -114,29 +117,46 @@ func (s *upScanner) choice(c *upstreamChoice) bool {
 		case "index":
 			return jsonx.Once(&seen[0]) && s.int(&c.Index)
 		case "delta":
-			return jsonx.Once(&seen[1]) && s.content(&c.Delta.Content)
+			return jsonx.Once(&seen[1]) && s.content(&c.Delta)
 		case "message":
-			return jsonx.Once(&seen[2]) && s.content(&c.Message.Content)
+			return jsonx.Once(&seen[2]) && s.content(&c.Message)
 		case "text":
 			return jsonx.Once(&seen[3]) && s.optStr(&c.Text)
 		case "finish_reason":
 			return jsonx.Once(&seen[4]) && s.optStr(&c.FinishReason)
+		case "logprobs":
+			if !s.Lit("null") {
+				return false // any logprobs go to encoding/json
+			}
+			c.Logprobs = json.RawMessage("null") // as encoding/json stores it
+			return true
 		}
-		return !foldsTo(key, "index", "delta", "message", "text", "finish_reason") && s.Skip()
+		return !foldsTo(key, "index", "delta", "message", "text", "finish_reason", "logprobs") && s.Skip()
 	})
 }
 
 // content reads a delta or message object for its content string.
-func (s *upScanner) content(dst **string) bool {
+func (s *upScanner) content(m *upstreamMsg) bool {
 	if s.Lit("null") {
 		return true
 	}
 	seen := false
 	return s.Object(func(key string) bool {
-		if key == "content" {
-			return jsonx.Once(&seen) && s.optStr(dst)
+		switch key {
+		case "content":
+			return jsonx.Once(&seen) && s.optStr(&m.Content)
+		case "tool_calls":
+			switch {
+			case s.Lit("null"):
+				m.ToolCalls = nil
+			case s.Lit("[]"):
+				m.ToolCalls = []upstreamToolCall{}
+			default:
+				return false // any calls go to encoding/json
+			}
+			return true
 		}
-		return !foldsTo(key, "content") && s.Skip()
+		return !foldsTo(key, "content", "tool_calls") && s.Skip()
 	})
 }
 

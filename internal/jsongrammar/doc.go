@@ -1,0 +1,48 @@
+// Package jsongrammar is the recogniser behind structured outputs
+// (response_format json_object and json_schema) in the built-in engine: an
+// incremental, byte-level pushdown recogniser of the JSON texts a schema
+// allows, which the engine walks over its vocabulary to mask tokens that
+// cannot extend a valid prefix.
+//
+// # What is generated
+//
+// The recogniser accepts a subset of the JSON texts that satisfy the
+// schema, chosen so that every accepted prefix can still be completed and
+// the fewest bytes to complete it (State.Dist) are known at every step:
+//
+//   - no whitespace outside strings: the output is compact, so a small
+//     model spends no tokens on layout;
+//   - object properties in the schema's order, each at most once; optional
+//     ones may be skipped, required ones never (as OpenAI's strict mode);
+//     properties not in the schema are never generated; an object schema
+//     without properties whose additionalProperties is true or a schema
+//     (or absent, without strict) takes any keys;
+//   - strings: valid UTF-8, no raw control characters, escapes \" \\ \/
+//     \b \f \n \r \t and \uXXXX outside the surrogates (each one character
+//     for minLength/maxLength);
+//   - numbers: no exponent; integers up to 16 digits, numbers up to 12
+//     integer and 6 fraction digits; minimum, maximum, exclusiveMinimum and
+//     exclusiveMaximum (draft 2020 numbers and draft 4 booleans) enforced
+//     on the float64 value of the text, for integer and number alike (zod
+//     4's z.number().int() bounds ±9007199254740991 included);
+//   - enum and const values in their compact encoding only.
+//
+// # Schemas
+//
+// Compile reads: type (a name or an array of names), properties, required,
+// additionalProperties, items, prefixItems, enum, const, anyOf, oneOf
+// (read as anyOf: output satisfies at least one branch), local $ref
+// (#, #/$defs/..., #/definitions/..., any pointer; recursion is bounded by
+// MaxValueDepth nested values), minLength, maxLength, minItems, maxItems and
+// the bounds above. Annotations are ignored: $schema, $id, $comment, title,
+// description, default, examples, deprecated, readOnly, writeOnly, and
+// format (not enforced: a "date-time" string is any string). Any other
+// keyword (pattern, minProperties, allOf, not, if, ...) is refused with
+// strict, naming it, and ignored without strict, where the output then
+// satisfies the schema without that keyword. Strict also requires
+// additionalProperties false beside properties. Limits: MaxSchemaBytes,
+// MaxSchemaDepth, MaxNodes, MaxEnum, MaxItemsBound, MaxLengthBound.
+//
+// A schema whose every value recurses forever, or whose bounds leave no
+// generable number, is refused.
+package jsongrammar
