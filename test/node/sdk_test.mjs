@@ -52,6 +52,8 @@ const FEATURES = {
   grammar: "the built-in llama engine's grammar-constrained json_schema output",
   responses: "the Responses API: /v1/responses create, stream, store, retrieve, delete",
   mock: "internal/upstreamtest emitting tool calls and schema-valid JSON content",
+  "n-choices": "n > 1 through gateway and openai engine passing the completion-record check",
+  "logprob-bytes": "logprobs bytes as OpenAI and vLLM send them: an array of UTF-8 byte values, not base64",
 };
 const todo = (args.find((a) => a.startsWith("--todo="))?.slice(7) ?? process.env.TOLLGATE_NODE_TODO ?? "")
   .split(",").map((s) => s.trim()).filter(Boolean);
@@ -694,5 +696,33 @@ group("ai-sdk", "mock", (s) => {
       Weather.parse(r.object);
       assert.equal(r.finishReason, "stop");
     }
+  });
+});
+
+// ---------------------------------------------------------------- n, logprobs
+
+// Last in the file: a refused completion record ejects the worker for a
+// while, and no later test should meet that.
+group("openai-choices", "mock", (s) => {
+  test("logprobs with top_logprobs", ["logprob-bytes"], async () => {
+    const r = await openaiClient(s).chat.completions.create({
+      model: s.model, messages: [{ role: "user", content: "Tell me a story" }], max_tokens: 4, logprobs: true, top_logprobs: 2,
+    });
+    const lp = r.choices[0].logprobs?.content;
+    assert.ok(lp?.length === r.usage.completion_tokens, `${lp?.length} logprobs for ${r.usage.completion_tokens} tokens`);
+    assert.equal(lp.map((x) => x.token).join(""), r.choices[0].message.content);
+    for (const x of lp) {
+      assert.ok(x.logprob <= 0, `logprob ${x.logprob}`);
+      assert.equal(x.top_logprobs.length, 2);
+      assert.ok(Array.isArray(x.bytes) && x.bytes.every(Number.isInteger), `bytes ${JSON.stringify(x.bytes)}, want an array of byte values`);
+      assert.equal(Buffer.from(x.bytes).toString("utf8"), x.token);
+    }
+  });
+
+  test("n: 2 choices", ["n-choices"], async () => {
+    const r = await openaiClient(s).chat.completions.create({ model: s.model, messages: [{ role: "user", content: "Tell me a story" }], max_tokens: 4, n: 2 });
+    assert.deepEqual(r.choices.map((c) => c.index), [0, 1]);
+    for (const c of r.choices) assert.ok(c.message.content.length > 0, `choice ${c.index} empty`);
+    assertUsage(r.usage);
   });
 });
