@@ -52,7 +52,7 @@ test-race:
 # Today's: n > 1 through the openai engine is refused by the gateway's
 # completion-record check (502 worker_record_refused, worker ejected), and
 # the mock upstream sends logprobs bytes as base64; drop each when fixed.
-NODE_TODO ?= n-choices,logprob-bytes
+NODE_TODO ?=
 test-node: build
 	@command -v node >/dev/null || { echo "test-node: node is required"; exit 1; }
 	cd test/node && { cmp -s package-lock.json node_modules/.tollgate-lock || { npm ci --no-audit --no-fund && cp package-lock.json node_modules/.tollgate-lock; }; }

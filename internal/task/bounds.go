@@ -129,20 +129,23 @@ func (b UsageBounds) MaxPromptTokens(t *Task) int {
 }
 
 // MaxCompletionTokens is the most completion tokens a record of t may
-// claim for textBytes of text relayed; -1 means unbounded but for
-// max_tokens.
+// claim for textBytes of text relayed (all choices together); -1 means
+// unbounded but for max_tokens. A record of several choices sums their
+// tokens, so max_tokens, the stop string held back and the slack count
+// once per choice.
 func (b UsageBounds) MaxCompletionTokens(t *Task, textBytes int) int {
 	b = b.WithDefaults()
+	n := t.Choices()
 	limit := -1
 	if !b.HiddenCompletion {
 		stop := 0
 		for _, s := range t.Stop {
 			stop = max(stop, len(s))
 		}
-		limit = int(math.Ceil(b.CompletionPerByte*float64(textBytes+stop))) + b.CompletionSlack
+		limit = int(math.Ceil(b.CompletionPerByte*float64(textBytes+stop*n))) + b.CompletionSlack*n
 	}
-	if t.MaxTokens > 0 && (limit < 0 || t.MaxTokens < limit) {
-		limit = t.MaxTokens
+	if t.MaxTokens > 0 && (limit < 0 || t.MaxTokens*n < limit) {
+		limit = t.MaxTokens * n
 	}
 	return limit
 }

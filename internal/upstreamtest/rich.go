@@ -200,7 +200,13 @@ func max1(n int) int {
 // logprobsFor is the mock's logprobs object for one token.
 func logprobsFor(tok string, top int) map[string]any {
 	entry := func(t string, lp float64) map[string]any {
-		return map[string]any{"token": t, "logprob": lp, "bytes": []byte(t)}
+		// bytes is an array of the token's UTF-8 byte values, as OpenAI
+		// and vLLM send it ([]byte would marshal as base64).
+		b := make([]int, len(t))
+		for i := range len(t) {
+			b[i] = int(t[i])
+		}
+		return map[string]any{"token": t, "logprob": lp, "bytes": b}
 	}
 	e := entry(tok, -0.25)
 	tops := []any{}
