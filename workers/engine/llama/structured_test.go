@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/jsongrammar"
@@ -148,5 +151,34 @@ func TestStructuredOutputEdges(t *testing.T) {
 				t.Fatalf("%q (%s): %v", text, res.FinishReason, err)
 			}
 		})
+	}
+}
+
+// TestStructuredConcurrent: constrained sequences sharing batches (and the
+// vocabulary trie) give what each gives alone.
+func TestStructuredConcurrent(t *testing.T) {
+	e := openTestEngine(t, Options{MaxNumSeqs: 8})
+	rf := &task.ResponseFormat{Type: task.FormatJSONSchema, Schema: json.RawMessage(structuredSchemas[3].schema), Strict: true}
+	alone := make([]string, 8)
+	for i := range alone {
+		alone[i], _ = generateStructured(t, e, structuredTask(rf, 64, 1, int64(i)))
+	}
+	together := make([]string, 8)
+	var wg sync.WaitGroup
+	for i := range together {
+		wg.Go(func() {
+			var b strings.Builder
+			if _, err := e.Generate(context.Background(), structuredTask(rf, 64, 1, int64(i)), func(d task.Delta) error {
+				b.WriteString(d.Text)
+				return nil
+			}); err != nil {
+				t.Error(err)
+			}
+			together[i] = b.String()
+		})
+	}
+	wg.Wait()
+	if diff := cmp.Diff(together, alone); diff != "" {
+		t.Fatalf("batched (-got +want):\n%s", diff)
 	}
 }
