@@ -224,3 +224,17 @@ func FuzzGrammar(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCompile is the cost of checking a request's schema (ForFormat).
+func BenchmarkCompile(b *testing.B) {
+	for _, name := range []string{"zod4", "ref", "aisdk"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Compile([]byte(schemas[name]), false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
