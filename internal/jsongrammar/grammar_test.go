@@ -238,3 +238,24 @@ func BenchmarkCompile(b *testing.B) {
 		})
 	}
 }
+
+// FuzzCompile: any schema text compiles or is refused without panicking,
+// and with strict, what a compiled schema generates validates against it.
+func FuzzCompile(f *testing.F) {
+	for _, s := range schemas {
+		f.Add([]byte(s), uint64(1))
+	}
+	f.Add([]byte(`{"type":"string","enum":["a",1]}`), uint64(2))
+	f.Add([]byte(`{"type":"integer","enum":[1,1.5,2]}`), uint64(3))
+	f.Fuzz(func(t *testing.T, schema []byte, seed uint64) {
+		g, err := Compile(schema, true)
+		if err != nil {
+			return
+		}
+		rng := rand.New(rand.NewPCG(seed, 3))
+		doc := generate(t, g, rng, g.Start().Dist()+int(seed%32))
+		if err := schematest.Validate(schema, doc); err != nil {
+			t.Fatalf("%s generated %q: %v", schema, doc, err)
+		}
+	})
+}
