@@ -22,6 +22,10 @@ const (
 	MaxEnum        = 1000      // values of one enum
 	MaxItemsBound  = 1000      // largest minItems honoured
 	MaxLengthBound = 10000     // largest minLength honoured
+	// MaxShortestBytes bounds the shortest value of every part of a schema,
+	// so distances never overflow and no schema demands a document longer
+	// than any context.
+	MaxShortestBytes = 1 << 20
 	// MaxValueDepth bounds the nesting of generated values (objects and
 	// arrays inside each other), which bounds recursion through $ref.
 	MaxValueDepth = 64
@@ -637,6 +641,9 @@ func (c *compiler) finish() error {
 				continue
 			}
 			if m := n.computeMin(); m >= 0 {
+				if m > MaxShortestBytes {
+					return &SchemaError{Msg: fmt.Sprintf("its shortest value is more than %d bytes", MaxShortestBytes)}
+				}
 				n.min = m
 				changed = true
 			}
