@@ -2,6 +2,7 @@ package jsongrammar
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -259,4 +260,38 @@ func FuzzCompile(f *testing.F) {
 			t.Fatalf("%s generated %q: %v", schema, doc, err)
 		}
 	})
+}
+
+// TestBounds: recursion through $ref stops at MaxValueDepth nested values,
+// and an enum wider than the readings a state keeps still generates
+// valid values.
+func TestBounds(t *testing.T) {
+	g, err := Compile([]byte(schemas["ref"]), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep := func(n int) string {
+		return `{"root":` + strings.Repeat(`{"val":1,"kids":[`, n) + `{"val":1,"kids":[]}` + strings.Repeat(`]}`, n) + `}`
+	}
+	if s, ok := g.Start().Feed([]byte(deep(10))); !ok || !s.Complete() {
+		t.Fatal("10 levels refused")
+	}
+	if _, ok := g.Start().Feed([]byte(deep(MaxValueDepth))); ok {
+		t.Fatalf("%d levels accepted", MaxValueDepth)
+	}
+	var vals []string
+	for i := range 200 {
+		vals = append(vals, fmt.Sprintf(`"v%03d"`, i))
+	}
+	wide := `{"enum":[` + strings.Join(vals, ",") + `]}`
+	g, err = Compile([]byte(wide), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seed := range uint64(50) {
+		doc := generate(t, g, rand.New(rand.NewPCG(seed, 9)), 10)
+		if err := schematest.Validate([]byte(wide), doc); err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+	}
 }
