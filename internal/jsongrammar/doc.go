@@ -44,5 +44,17 @@
 // MaxSchemaDepth, MaxNodes, MaxEnum, MaxItemsBound, MaxLengthBound.
 //
 // A schema whose every value recurses forever, or whose bounds leave no
-// generable number, is refused.
+// generable number, is refused. Compiling the schemas the SDKs send costs
+// about 40-55 µs (BenchmarkCompile), cheap enough to check every request
+// at the gateway with ForFormat.
+//
+// # Limits of the recogniser
+//
+// A state keeps at most 64 readings (anyOf branches, candidate keys, enum
+// values sharing a prefix); past that the extra ones are dropped, which
+// only narrows what may be generated (an enum of more than 64 strings
+// sharing their first bytes cannot produce the later ones until they
+// diverge). oneOf is generated as anyOf, so a value matching two branches
+// is possible. Additional properties are never generated, even where the
+// schema allows them beside properties.
 package jsongrammar

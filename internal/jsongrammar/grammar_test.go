@@ -2,6 +2,7 @@ package jsongrammar
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -149,6 +150,7 @@ func TestCompileErrors(t *testing.T) {
 		{"recursion only", `{"$ref":"#/$defs/a","$defs":{"a":{"type":"object","properties":{"a":{"$ref":"#/$defs/a"}},"required":["a"],"additionalProperties":false}}}`, "recurses"},
 		{"bounds empty", `{"type":"integer","minimum":2,"maximum":1}`, "no value"},
 		{"bad json", `{"type":`, "not valid JSON"},
+		{"shortest too long", `{"type":"array","minItems":1000,"items":{"type":"array","minItems":1000,"items":{"type":"string","minLength":10}}}`, "shortest value"},
 		{"unknown type", `{"type":"date"}`, "unknown type"},
 		{"huge", `{"type":"string","description":"` + strings.Repeat("x", MaxSchemaBytes) + `"}`, "bytes"},
 		{"deep", strings.Repeat(`{"type":"array","items":`, 40) + `{}` + strings.Repeat(`}`, 40), "nested"},
@@ -223,4 +225,73 @@ func FuzzGrammar(f *testing.F) {
 			t.Fatalf("accepted %q: %v", doc, err)
 		}
 	})
+}
+
+// BenchmarkCompile is the cost of checking a request's schema (ForFormat).
+func BenchmarkCompile(b *testing.B) {
+	for _, name := range []string{"zod4", "ref", "aisdk"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Compile([]byte(schemas[name]), false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// FuzzCompile: any schema text compiles or is refused without panicking,
+// and with strict, what a compiled schema generates validates against it.
+func FuzzCompile(f *testing.F) {
+	for _, s := range schemas {
+		f.Add([]byte(s), uint64(1))
+	}
+	f.Add([]byte(`{"type":"string","enum":["a",1]}`), uint64(2))
+	f.Add([]byte(`{"type":"integer","enum":[1,1.5,2]}`), uint64(3))
+	f.Fuzz(func(t *testing.T, schema []byte, seed uint64) {
+		g, err := Compile(schema, true)
+		if err != nil || g.Start().Dist() > 4096 {
+			return // refused, or too long to generate byte by byte here
+		}
+		rng := rand.New(rand.NewPCG(seed, 3))
+		doc := generate(t, g, rng, g.Start().Dist()+int(seed%32))
+		if err := schematest.Validate(schema, doc); err != nil {
+			t.Fatalf("%s generated %q: %v", schema, doc, err)
+		}
+	})
+}
+
+// TestBounds: recursion through $ref stops at MaxValueDepth nested values,
+// and an enum wider than the readings a state keeps still generates
+// valid values.
+func TestBounds(t *testing.T) {
+	g, err := Compile([]byte(schemas["ref"]), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep := func(n int) string {
+		return `{"root":` + strings.Repeat(`{"val":1,"kids":[`, n) + `{"val":1,"kids":[]}` + strings.Repeat(`]}`, n) + `}`
+	}
+	if s, ok := g.Start().Feed([]byte(deep(10))); !ok || !s.Complete() {
+		t.Fatal("10 levels refused")
+	}
+	if _, ok := g.Start().Feed([]byte(deep(MaxValueDepth))); ok {
+		t.Fatalf("%d levels accepted", MaxValueDepth)
+	}
+	var vals []string
+	for i := range 200 {
+		vals = append(vals, fmt.Sprintf(`"v%03d"`, i))
+	}
+	wide := `{"enum":[` + strings.Join(vals, ",") + `]}`
+	g, err = Compile([]byte(wide), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seed := range uint64(50) {
+		doc := generate(t, g, rand.New(rand.NewPCG(seed, 9)), 10)
+		if err := schematest.Validate([]byte(wide), doc); err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+	}
 }

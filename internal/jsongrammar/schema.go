@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tollgate-ai/tollgate/internal/task"
@@ -21,6 +22,10 @@ const (
 	MaxEnum        = 1000      // values of one enum
 	MaxItemsBound  = 1000      // largest minItems honoured
 	MaxLengthBound = 10000     // largest minLength honoured
+	// MaxShortestBytes bounds the shortest value of every part of a schema,
+	// so distances never overflow and no schema demands a document longer
+	// than any context.
+	MaxShortestBytes = 1 << 20
 	// MaxValueDepth bounds the nesting of generated values (objects and
 	// arrays inside each other), which bounds recursion through $ref.
 	MaxValueDepth = 64
@@ -298,30 +303,10 @@ func (c *compiler) compileObject(o *jobj, ptr string, depth int) (*node, error) 
 		}
 		return u, nil
 	}
-	if raw, ok := s["const"]; ok {
-		lit, err := encodeLiteral(raw)
-		if err != nil {
-			return nil, &SchemaError{Pointer: ptr + "/const", Msg: err.Error()}
-		}
-		return c.newNode(&node{kind: kEnum, lits: [][]byte{lit}}, ptr)
-	}
-	if raw, ok := s["enum"]; ok {
-		list, ok := raw.([]any)
-		if !ok || len(list) == 0 {
-			return nil, &SchemaError{Pointer: ptr + "/enum", Msg: "enum must be a non-empty array"}
-		}
-		if len(list) > MaxEnum {
-			return nil, &SchemaError{Pointer: ptr + "/enum", Msg: fmt.Sprintf("more than %d values", MaxEnum)}
-		}
-		n := &node{kind: kEnum}
-		for _, e := range list {
-			lit, err := encodeLiteral(e)
-			if err != nil {
-				return nil, &SchemaError{Pointer: ptr + "/enum", Msg: err.Error()}
-			}
-			n.lits = append(n.lits, lit)
-		}
-		return c.newNode(n, ptr)
+	if lits, ok, err := literals(s, ptr); err != nil {
+		return nil, err
+	} else if ok {
+		return c.newNode(&node{kind: kEnum, lits: lits}, ptr)
 	}
 	var types []string
 	switch t := s["type"].(type) {
@@ -364,16 +349,33 @@ func (c *compiler) compileObject(o *jobj, ptr string, depth int) (*node, error) 
 	return u, err
 }
 
-// inferTypes guesses the type of a schema without one from its keywords;
-// none: any value.
+// inferTypes picks the types of a schema without "type" from its
+// keywords: each family of keywords present (object, array, string,
+// number) contributes its type, so the keywords constrain what is
+// generated; none: any value.
 func inferTypes(s map[string]any) []string {
-	switch {
-	case s["properties"] != nil || s["required"] != nil || s["additionalProperties"] != nil:
-		return []string{"object"}
-	case s["items"] != nil || s["prefixItems"] != nil:
-		return []string{"array"}
+	has := func(kws ...string) bool {
+		for _, k := range kws {
+			if _, ok := s[k]; ok {
+				return true
+			}
+		}
+		return false
 	}
-	return nil
+	var types []string
+	if has("properties", "required", "additionalProperties") {
+		types = append(types, "object")
+	}
+	if has("items", "prefixItems", "minItems", "maxItems") {
+		types = append(types, "array")
+	}
+	if has("minLength", "maxLength") {
+		types = append(types, "string")
+	}
+	if has("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") {
+		types = append(types, "number")
+	}
+	return types
 }
 
 func (c *compiler) typed(t string, s map[string]any, ptr string, depth int) (*node, error) {
@@ -639,6 +641,9 @@ func (c *compiler) finish() error {
 				continue
 			}
 			if m := n.computeMin(); m >= 0 {
+				if m > MaxShortestBytes {
+					return &SchemaError{Msg: fmt.Sprintf("its shortest value is more than %d bytes", MaxShortestBytes)}
+				}
 				n.min = m
 				changed = true
 			}
@@ -863,4 +868,85 @@ func bounds(n *node, s map[string]any, ptr string) error {
 		return &SchemaError{Pointer: ptr, Msg: "the bounds leave no value"}
 	}
 	return nil
+}
+
+// literals reads const and enum (both: the const if the enum lists it),
+// keeping only values of the schema's type when it names one.
+func literals(s map[string]any, ptr string) ([][]byte, bool, error) {
+	rawConst, hasConst := s["const"]
+	rawEnum, hasEnum := s["enum"]
+	if !hasConst && !hasEnum {
+		return nil, false, nil
+	}
+	var lits [][]byte
+	if hasEnum {
+		list, ok := rawEnum.([]any)
+		if !ok || len(list) == 0 {
+			return nil, false, &SchemaError{Pointer: ptr + "/enum", Msg: "enum must be a non-empty array"}
+		}
+		if len(list) > MaxEnum {
+			return nil, false, &SchemaError{Pointer: ptr + "/enum", Msg: fmt.Sprintf("more than %d values", MaxEnum)}
+		}
+		for _, e := range list {
+			lit, err := encodeLiteral(e)
+			if err != nil {
+				return nil, false, &SchemaError{Pointer: ptr + "/enum", Msg: err.Error()}
+			}
+			lits = append(lits, lit)
+		}
+	}
+	if hasConst {
+		lit, err := encodeLiteral(rawConst)
+		if err != nil {
+			return nil, false, &SchemaError{Pointer: ptr + "/const", Msg: err.Error()}
+		}
+		if hasEnum && !slices.ContainsFunc(lits, func(l []byte) bool { return bytes.Equal(l, lit) }) {
+			return nil, false, &SchemaError{Pointer: ptr + "/const", Msg: "const is not one of enum"}
+		}
+		lits = [][]byte{lit}
+	}
+	var types []string
+	switch t := s["type"].(type) {
+	case string:
+		types = []string{t}
+	case []any:
+		for _, x := range t {
+			if str, ok := x.(string); ok {
+				types = append(types, str)
+			}
+		}
+	}
+	if len(types) > 0 {
+		lits = slices.DeleteFunc(lits, func(l []byte) bool {
+			return !slices.ContainsFunc(types, func(t string) bool { return literalIs(l, t) })
+		})
+		if len(lits) == 0 {
+			return nil, false, &SchemaError{Pointer: ptr, Msg: fmt.Sprintf("no enum or const value is of type %v", types)}
+		}
+	}
+	return lits, true, nil
+}
+
+// literalIs reports whether the encoded literal l is a JSON value of type t.
+func literalIs(l []byte, t string) bool {
+	switch l[0] {
+	case '"':
+		return t == "string"
+	case '{':
+		return t == "object"
+	case '[':
+		return t == "array"
+	case 't', 'f':
+		return t == "boolean"
+	case 'n':
+		return t == "null"
+	}
+	if t == "number" {
+		return true
+	}
+	if t != "integer" {
+		return false
+	}
+	f, err := strconv.ParseFloat(string(l), 64)
+	return err == nil && f == math.Trunc(f)
 }

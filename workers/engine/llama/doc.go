@@ -43,7 +43,7 @@
 // seed (random when absent), so a seed reproduces its output. Generation
 // ends at EOS or BOS (finish "stop"), at a stop sequence (finish "stop"; the
 // stop text is not returned and text that may begin one is held back while
-// streaming), at max_tokens, or when the context is full (finish "length").
+// streaming; not while a response_format is active), at max_tokens, or when the context is full (finish "length").
 // (run.c itself stops only at BOS and prints EOS; no golden case produces
 // EOS.) The context holds seq_len positions: a prompt of L tokens can
 // generate at most seq_len-L+1 tokens, since the last one is never fed back.
@@ -61,6 +61,36 @@
 //
 // (roles "system"/"developer" → System, "user" → User, "assistant" →
 // Assistant, "tool" → Tool). Generation also stops at "\nUser:".
+//
+// # Structured output
+//
+// response_format json_object and json_schema are served by
+// grammar-constrained decoding (constraint.go, internal/jsongrammar):
+// before each token is sampled, every token whose decoded bytes cannot
+// extend the text towards a document the grammar accepts is masked (a
+// trie of the vocabulary walked with the recogniser; tokens of plain
+// string bytes are counted off without walking inside a string), then the
+// usual greedy, temperature or top_p choice runs over what is left, with
+// the same seeded generator. EOS is allowed only once the document is
+// complete; generation stops, finish_reason "stop", as soon as its value
+// closes. A token is allowed only if the document can still be closed in
+// the tokens left (max_tokens capped by the context): when the budget is
+// tight only tokens on a shortest closing path remain, so the answer is
+// complete, valid JSON at max_tokens whenever the shortest document fits in
+// that many one-byte tokens (the tokens left can always close it); when
+// even that does not fit, the tokens that leave the fewest bytes are taken
+// and the answer may be cut (finish "length"). Output is compact (no
+// whitespace outside strings) and lists properties in the schema's order.
+// Stop sequences, the client's and "\nUser:", are not applied while a
+// format is active. A schema that does not compile fails the task with 400
+// naming response_format. The model version declares the json_object and
+// json_schema capabilities.
+//
+// Cost of the mask per token (BenchmarkConstraintMask, an 80-byte
+// document, two shared cores): stories260K (512 pieces) 9.8 µs for
+// json_object and 8.7 µs for a schema, against about 540 µs for the
+// forward pass of one token on the same machine (BenchmarkSingleSequence,
+// 1,865 tok/s); a synthetic 32,000-piece vocabulary 0.42 ms and 0.26 ms.
 //
 // # Embeddings
 //

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
 	"github.com/tollgate-ai/tollgate/internal/jsongrammar"
@@ -119,5 +122,63 @@ func TestStructuredCapabilities(t *testing.T) {
 	v := e.Models()[0]
 	if !v.Has(task.CapJSONObject) || !v.Has(task.CapJSONSchema) {
 		t.Fatalf("capabilities %v", v.Capabilities)
+	}
+}
+
+// TestStructuredOutputEdges: a completion from an empty prompt (its first
+// token follows BOS, which drops a leading space), top_p sampling, and a
+// schema whose root is not an object.
+func TestStructuredOutputEdges(t *testing.T) {
+	e := openTestEngine(t, Options{})
+	obj := &task.ResponseFormat{Type: task.FormatJSONObject}
+	num := `{"type":"integer","minimum":10,"maximum":20}`
+	cases := []struct {
+		name   string
+		tk     *task.Task
+		schema string
+	}{
+		{"empty prompt", &task.Task{Kind: task.KindCompletion, Model: "stories260K", MaxTokens: 40, ResponseFormat: obj}, `{"type":"object"}`},
+		{"top_p", &task.Task{Kind: task.KindCompletion, Model: "stories260K", Prompt: "Once upon a time", MaxTokens: 40, Temperature: 1, TopP: 0.9, Seed: new(int64), ResponseFormat: obj}, `{"type":"object"}`},
+		{"integer root", &task.Task{Kind: task.KindCompletion, Model: "stories260K", Prompt: "Lily was", MaxTokens: 8,
+			ResponseFormat: &task.ResponseFormat{Type: task.FormatJSONSchema, Schema: json.RawMessage(num)}}, num},
+		{"string root", &task.Task{Kind: task.KindCompletion, Model: "stories260K", Prompt: "Lily was", MaxTokens: 12, Temperature: 1,
+			ResponseFormat: &task.ResponseFormat{Type: task.FormatJSONSchema, Schema: json.RawMessage(`{"type":"string","minLength":4,"maxLength":6}`)}}, `{"type":"string","minLength":4,"maxLength":6}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			text, res := generateStructured(t, e, c.tk)
+			if err := schematest.Validate([]byte(c.schema), []byte(text)); err != nil {
+				t.Fatalf("%q (%s): %v", text, res.FinishReason, err)
+			}
+		})
+	}
+}
+
+// TestStructuredConcurrent: constrained sequences sharing batches (and the
+// vocabulary trie) give what each gives alone.
+func TestStructuredConcurrent(t *testing.T) {
+	e := openTestEngine(t, Options{MaxNumSeqs: 8})
+	rf := &task.ResponseFormat{Type: task.FormatJSONSchema, Schema: json.RawMessage(structuredSchemas[3].schema), Strict: true}
+	alone := make([]string, 8)
+	for i := range alone {
+		alone[i], _ = generateStructured(t, e, structuredTask(rf, 64, 1, int64(i)))
+	}
+	together := make([]string, 8)
+	var wg sync.WaitGroup
+	for i := range together {
+		wg.Go(func() {
+			var b strings.Builder
+			if _, err := e.Generate(context.Background(), structuredTask(rf, 64, 1, int64(i)), func(d task.Delta) error {
+				b.WriteString(d.Text)
+				return nil
+			}); err != nil {
+				t.Error(err)
+			}
+			together[i] = b.String()
+		})
+	}
+	wg.Wait()
+	if diff := cmp.Diff(together, alone); diff != "" {
+		t.Fatalf("batched (-got +want):\n%s", diff)
 	}
 }
