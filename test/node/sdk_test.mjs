@@ -1,6 +1,6 @@
 // Starts its own `tollgate dev` (simulator engine, free port, known key) and
 // exercises it with the official OpenAI Node SDK: chat, streaming chat with
-// usage, completions, embeddings, models and error cases. Exits non-zero on
+// usage, completions, embeddings, models, the Responses API and error cases. Exits non-zero on
 // any failure. Usage: node sdk_test.mjs [path/to/tollgate]
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -148,6 +148,45 @@ try {
     assert.deepEqual(ids, [model]);
     const m = await client.models.retrieve(model);
     assert.equal(m.id, model);
+  });
+
+  await check("responses", async () => {
+    const r = await client.responses.create({ model, input: "Tell me a story", instructions: "Be brief.", max_output_tokens: 12 });
+    assert.equal(r.object, "response");
+    assert.match(r.id, /^resp_/);
+    assert.ok(["completed", "incomplete"].includes(r.status));
+    assert.ok(r.output_text.length > 0);
+    assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
+    const got = await client.responses.retrieve(r.id);
+    assert.equal(got.output_text, r.output_text);
+    await client.responses.delete(r.id);
+    await expectError(client.responses.retrieve(r.id), 404, "response_not_found", null);
+  });
+
+  await check("streaming responses (SDK accumulator)", async () => {
+    const first = await client.responses.create({ model, input: "Once", max_output_tokens: 6 });
+    // responses.stream() rebuilds the response from the events and throws
+    // on any event out of order or naming an unknown item or part.
+    const stream = client.responses.stream({ model, input: "And then?", previous_response_id: first.id, max_output_tokens: 12 });
+    let text = "", seq = -1;
+    for await (const ev of stream) {
+      assert.equal(ev.sequence_number, seq + 1);
+      seq = ev.sequence_number;
+      if (ev.type === "response.output_text.delta") text += ev.delta;
+    }
+    const final = await stream.finalResponse();
+    assert.ok(text.length > 0);
+    assert.equal(final.output_text, text);
+    assert.equal(final.previous_response_id, first.id);
+  });
+
+  await check("error: responses duplicate key", async () => {
+    const res = await fetch(`${client.baseURL}/responses`, {
+      method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: `{"model":"${model}","input":"a","input":"b"}`,
+    });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.code, "invalid_json");
   });
 
   await check("error: wrong key", () =>
