@@ -22,7 +22,7 @@ const DefaultRecordSkew = 30 * time.Second
 // that leave no text (end of sequence, a first token's stripped space, a
 // stop string cut from the text). Prompt tokens are at most
 //
-//	PromptPerByte × bytes of the prompt (message contents and names, or the inputs) + PromptPerMessage × messages (or inputs) + PromptSlack
+//	PromptPerByte × bytes of the prompt (message contents and names, tool calls, tool definitions and a response schema, or the inputs) + PromptPerMessage × (messages and tools, or inputs) + PromptSlack
 //
 // — the chat template's markers per message, and its fixed part (BOS, the
 // assistant's header, a default system prompt). The zero value of a field
@@ -93,7 +93,20 @@ func (b UsageBounds) MaxPromptTokens(t *Task) int {
 	case KindChat:
 		bytes, parts = 0, len(t.Messages)
 		for _, m := range t.Messages {
-			bytes += len(m.Content) + len(m.Name)
+			bytes += len(m.Content) + len(m.Name) + len(m.ToolCallID)
+			for _, c := range m.ToolCalls {
+				bytes += len(c.ID) + len(c.Function.Name) + len(c.Function.Arguments)
+			}
+		}
+		// Tool definitions and a schema reach the model through the
+		// template as text: a call of a large tool spends prompt tokens
+		// on it however short its messages are.
+		for _, tool := range t.Tools {
+			bytes += len(tool.Function.Name) + len(tool.Function.Description) + len(tool.Function.Parameters)
+			parts++
+		}
+		if f := t.ResponseFormat; f != nil {
+			bytes += len(f.Name) + len(f.Schema)
 		}
 	case KindEmbedding:
 		bytes, parts = 0, len(t.Inputs)
