@@ -356,6 +356,7 @@ func (v *streamValidator) check(ev *task.Event) error {
 			return fmt.Errorf("task %d: text delta for an embedding task", ev.Index)
 		}
 		v.text[ev.Index].add(ev.Text)
+		v.text[ev.Index].addCalls(ev.ToolCalls)
 		return nil
 	case task.EventDone:
 		if ev.Usage == nil || ev.Completion == nil {

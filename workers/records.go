@@ -71,11 +71,14 @@ func (e *RecordError) Error() string {
 }
 
 // relayed accumulates what the gateway received for one task: the digest
-// and length of its text.
+// and length of its text, and the bytes of its tool calls (names and
+// arguments: generated tokens that are not text, which bound completion
+// tokens as text does).
 type relayed struct {
-	h     hash.Hash
-	bytes int
-	buf   [128]byte // the text is copied here to be hashed: a []byte(text) conversion would allocate per delta
+	h         hash.Hash
+	bytes     int
+	callBytes int
+	buf       [128]byte // the text is copied here to be hashed: a []byte(text) conversion would allocate per delta
 }
 
 func (r *relayed) add(text string) {
@@ -87,6 +90,12 @@ func (r *relayed) add(text string) {
 		n := copy(r.buf[:], text)
 		r.h.Write(r.buf[:n])
 		text = text[n:]
+	}
+}
+
+func (r *relayed) addCalls(calls []task.ToolCallDelta) {
+	for _, c := range calls {
+		r.callBytes += len(c.ID) + len(c.Name) + len(c.Arguments)
 	}
 }
 
@@ -157,8 +166,8 @@ func (p *RecordPolicy) checkRecord(i int, t *task.Task, ev *task.Event, text *re
 		}
 		return nil
 	}
-	if n := b.MaxCompletionTokens(t, text.bytes); n >= 0 && c.CompletionTokens > n {
-		return refuse(CheckCompletion, "%d completion tokens for %d bytes relayed (bounded at %d)", c.CompletionTokens, text.bytes, n)
+	if n := b.MaxCompletionTokens(t, text.bytes+text.callBytes); n >= 0 && c.CompletionTokens > n {
+		return refuse(CheckCompletion, "%d completion tokens for %d bytes relayed (bounded at %d)", c.CompletionTokens, text.bytes+text.callBytes, n)
 	}
 	return nil
 }
