@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/redistest"
 	"github.com/tollgate-ai/tollgate/internal/responses"
 	"github.com/tollgate-ai/tollgate/internal/task"
 )
@@ -328,5 +329,35 @@ func TestResponsesNoStore(t *testing.T) {
 		t.Errorf("GET of an unstored response: %d", g.StatusCode)
 	} else {
 		readAll(t, g)
+	}
+}
+
+// In the Redis mode two replicas share the store: a response created on
+// one is read and continued on the other by its key, and by no other.
+func TestResponsesSharedAcrossReplicas(t *testing.T) {
+	r := redistest.New(t)
+	st := responses.NewRedis(r.Client, r.Prefix+"responses:", responses.Retention{}, nil)
+	replica := func() *harness {
+		return newHarness(t, func(c *Config, d *Deps) { d.Responses = st })
+	}
+	a, b := replica(), replica()
+	id := decodeResponse(t, readAll(t, a.do(t, "POST", "/v1/responses", testKey, `{"model":"tiny","input":"hi"}`))).ID
+	if g := b.do(t, "GET", "/v1/responses/"+id, testKey, ""); g.StatusCode != 200 {
+		t.Errorf("GET on the other replica: %d %s", g.StatusCode, readAll(t, g))
+	} else {
+		readAll(t, g)
+	}
+	if g := b.do(t, "GET", "/v1/responses/"+id, "sk-batch", ""); g.StatusCode != 404 {
+		t.Errorf("another key on the other replica: %d", g.StatusCode)
+	} else {
+		readAll(t, g)
+	}
+	next := b.do(t, "POST", "/v1/responses", testKey, `{"model":"tiny","previous_response_id":"`+id+`","input":"more"}`)
+	if body := readAll(t, next); next.StatusCode != 200 {
+		t.Fatalf("continuation on the other replica: %d %s", next.StatusCode, body)
+	}
+	want := []task.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "Hello world"}, {Role: "user", Content: "more"}}
+	if d := cmp.Diff(b.disp.lastTask().Messages, want); d != "" {
+		t.Errorf("messages (-got +want)\n%s", d)
 	}
 }
