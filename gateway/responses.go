@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,8 +48,10 @@ type responsesAnswer struct {
 	s     *Server
 	owner string
 	conv  []responses.Item // what the response ran on, stored with it
-	store bool
-	build *responses.Builder
+	// inputStart is where the request's own input starts in conv.
+	inputStart int
+	store      bool
+	build      *responses.Builder
 }
 
 // createResponse serves POST /v1/responses: the body becomes a chat task
@@ -96,7 +100,7 @@ func (s *Server) createResponse(rc *fasthttp.RequestCtx, reqID string, req *obs.
 	inf := s.newInference(key, t, "resp_")
 	req.SetOperation(obs.OpChat, t.Model, inf.reqID)
 	inf.stream = r.Stream
-	inf.answer = &responsesAnswer{s: s, owner: owner, conv: conv, store: r.Store,
+	inf.answer = &responsesAnswer{s: s, owner: owner, conv: conv, inputStart: len(history), store: r.Store,
 		build: responses.NewBuilder(responses.NewResponse(r, inf.respID, inf.created))}
 	return s.run(rc, inf, req)
 }
@@ -118,7 +122,7 @@ func (a *responsesAnswer) finish(ctx context.Context, done *task.Event) []respon
 		return evs
 	}
 	resp := a.build.Response()
-	st := &responses.Stored{Owner: a.owner, Conversation: a.conv, Response: resp} // the store stamps Created
+	st := &responses.Stored{Owner: a.owner, Conversation: a.conv, Response: resp, InputStart: a.inputStart} // the store stamps Created
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := a.s.deps.Responses.Put(sctx, st); err != nil {
@@ -163,7 +167,11 @@ func (s *Server) responseRoute(rc *fasthttp.RequestCtx, id string) error {
 	if _, err := s.authenticate(rc); err != nil {
 		return err
 	}
-	if strings.Contains(id, "/") || !validPathID(id) || !strings.HasPrefix(id, "resp_") || s.deps.Responses == nil {
+	id, sub, _ := strings.Cut(id, "/")
+	if sub != "" && (sub != "input_items" || !get) {
+		return apierr.NotFound("", "unknown_url", "Unknown request URL: %s %s.", rc.Method(), rc.Path())
+	}
+	if !validPathID(id) || !strings.HasPrefix(id, "resp_") || s.deps.Responses == nil {
 		return responses.NotFound("", id)
 	}
 	owner := responseOwner(rc)
@@ -179,5 +187,52 @@ func (s *Server) responseRoute(rc *fasthttp.RequestCtx, id string) error {
 	if err != nil {
 		return err
 	}
+	if sub == "input_items" {
+		return writeInputItems(rc, st)
+	}
 	return writeJSON(rc, st.Response)
+}
+
+// writeInputItems serves GET /v1/responses/{id}/input_items as OpenAI
+// pages it: limit 1–100 (default 20), order desc (default) or asc, after
+// an item ID.
+func writeInputItems(rc *fasthttp.RequestCtx, st *responses.Stored) error {
+	q := rc.QueryArgs()
+	limit := 20
+	if v := q.Peek("limit"); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 1 || n > 100 {
+			return apierr.BadRequest("limit", "invalid_value", "Invalid 'limit': expected an integer from 1 to 100.")
+		}
+		limit = n
+	}
+	items := st.InputItems()
+	switch order := string(q.Peek("order")); order {
+	case "", "desc":
+		slices.Reverse(items)
+	case "asc":
+	default:
+		return apierr.BadRequest("order", "invalid_value", "Invalid value for 'order': '%s'. Supported values are: 'asc' and 'desc'.", truncateID(order))
+	}
+	if after := string(q.Peek("after")); after != "" {
+		i := slices.IndexFunc(items, func(m map[string]any) bool { return m["id"] == after })
+		if i < 0 {
+			return apierr.BadRequest("after", "invalid_value", "Invalid 'after': no input item '%s' in this response.", truncateID(after))
+		}
+		items = items[i+1:]
+	}
+	more := len(items) > limit
+	items = items[:min(limit, len(items))]
+	body := map[string]any{"object": "list", "data": items, "has_more": more, "first_id": nil, "last_id": nil}
+	if len(items) > 0 {
+		body["first_id"], body["last_id"] = items[0]["id"], items[len(items)-1]["id"]
+	}
+	return writeJSON(rc, body)
+}
+
+func truncateID(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

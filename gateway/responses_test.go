@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/redistest"
 	"github.com/tollgate-ai/tollgate/internal/responses"
 	"github.com/tollgate-ai/tollgate/internal/task"
 )
@@ -174,14 +175,39 @@ func TestResponsesToolCalls(t *testing.T) {
 
 	// The client runs the tool and continues the conversation.
 	h.disp.script = nil
-	next := h.do(t, "POST", "/v1/responses", testKey, `{"model":"tiny","previous_response_id":"`+r.ID+`","input":[{"type":"function_call_output","call_id":"call_w","output":"sunny"}]}`)
-	if b := readAll(t, next); next.StatusCode != 200 {
-		t.Fatalf("continuation: %d %s", next.StatusCode, b)
+	next := h.do(t, "POST", "/v1/responses", testKey, `{"model":"tiny","previous_response_id":"`+r.ID+`","input":[{"type":"function_call_output","call_id":"call_w","output":"sunny"},{"role":"user","content":"thanks"}]}`)
+	nb := readAll(t, next)
+	if next.StatusCode != 200 {
+		t.Fatalf("continuation: %d %s", next.StatusCode, nb)
+	}
+	// Its input items are its own input only, newest first by default.
+	nextID := decodeResponse(t, nb).ID
+	items := h.do(t, "GET", "/v1/responses/"+nextID+"/input_items?limit=1", testKey, "")
+	var page struct {
+		Object  string           `json:"object"`
+		Data    []map[string]any `json:"data"`
+		HasMore bool             `json:"has_more"`
+		LastID  string           `json:"last_id"`
+	}
+	json.Unmarshal([]byte(readAll(t, items)), &page)
+	if page.Object != "list" || len(page.Data) != 1 || page.Data[0]["type"] != "message" || !page.HasMore {
+		t.Errorf("first page %+v", page)
+	}
+	items = h.do(t, "GET", "/v1/responses/"+nextID+"/input_items?after="+page.LastID, testKey, "")
+	json.Unmarshal([]byte(readAll(t, items)), &page)
+	if len(page.Data) != 1 || page.Data[0]["type"] != "function_call_output" || page.Data[0]["output"] != "sunny" || page.HasMore {
+		t.Errorf("second page %+v", page)
+	}
+	if o := h.do(t, "GET", "/v1/responses/"+nextID+"/input_items", "sk-batch", ""); o.StatusCode != 404 {
+		t.Errorf("another key's input_items: %d", o.StatusCode)
+	} else {
+		readAll(t, o)
 	}
 	want := []task.Message{
 		{Role: "user", Content: "weather in Oslo?"},
 		{Role: "assistant", ToolCalls: []task.ToolCall{{ID: "call_w", Type: "function", Function: task.FunctionCall{Name: "weather", Arguments: `{"city":"Oslo"}`}}}},
 		{Role: "tool", ToolCallID: "call_w", Content: "sunny"},
+		{Role: "user", Content: "thanks"},
 	}
 	if d := cmp.Diff(h.disp.lastTask().Messages, want); d != "" {
 		t.Errorf("continued messages (-got +want)\n%s", d)
@@ -282,7 +308,9 @@ func TestResponsesErrors(t *testing.T) {
 		{"unknown model", "POST", "/v1/responses", testKey, `{"model":"nope","input":"a"}`, 404, "model_not_found"},
 		{"unknown previous", "POST", "/v1/responses", testKey, `{"model":"tiny","previous_response_id":"resp_nope","input":"a"}`, 404, "response_not_found"},
 		{"unknown id", "GET", "/v1/responses/resp_nope", testKey, "", 404, "response_not_found"},
-		{"id with slash", "GET", "/v1/responses/resp_a/b", testKey, "", 404, "response_not_found"},
+		{"unknown sub-route", "GET", "/v1/responses/resp_a/b", testKey, "", 404, "unknown_url"},
+		{"input_items unknown id", "GET", "/v1/responses/resp_nope/input_items", testKey, "", 404, "response_not_found"},
+		{"input_items bad limit", "GET", "/v1/responses/resp_nope/input_items?limit=0", testKey, "", 404, "response_not_found"},
 		{"get needs key", "GET", "/v1/responses/resp_a", "", "", 401, "missing_api_key"},
 		{"wrong method", "PUT", "/v1/responses", testKey, "", 405, "method_not_allowed"},
 	} {
@@ -328,5 +356,35 @@ func TestResponsesNoStore(t *testing.T) {
 		t.Errorf("GET of an unstored response: %d", g.StatusCode)
 	} else {
 		readAll(t, g)
+	}
+}
+
+// In the Redis mode two replicas share the store: a response created on
+// one is read and continued on the other by its key, and by no other.
+func TestResponsesSharedAcrossReplicas(t *testing.T) {
+	r := redistest.New(t)
+	st := responses.NewRedis(r.Client, r.Prefix+"responses:", responses.Retention{}, nil)
+	replica := func() *harness {
+		return newHarness(t, func(c *Config, d *Deps) { d.Responses = st })
+	}
+	a, b := replica(), replica()
+	id := decodeResponse(t, readAll(t, a.do(t, "POST", "/v1/responses", testKey, `{"model":"tiny","input":"hi"}`))).ID
+	if g := b.do(t, "GET", "/v1/responses/"+id, testKey, ""); g.StatusCode != 200 {
+		t.Errorf("GET on the other replica: %d %s", g.StatusCode, readAll(t, g))
+	} else {
+		readAll(t, g)
+	}
+	if g := b.do(t, "GET", "/v1/responses/"+id, "sk-batch", ""); g.StatusCode != 404 {
+		t.Errorf("another key on the other replica: %d", g.StatusCode)
+	} else {
+		readAll(t, g)
+	}
+	next := b.do(t, "POST", "/v1/responses", testKey, `{"model":"tiny","previous_response_id":"`+id+`","input":"more"}`)
+	if body := readAll(t, next); next.StatusCode != 200 {
+		t.Fatalf("continuation on the other replica: %d %s", next.StatusCode, body)
+	}
+	want := []task.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "Hello world"}, {Role: "user", Content: "more"}}
+	if d := cmp.Diff(b.disp.lastTask().Messages, want); d != "" {
+		t.Errorf("messages (-got +want)\n%s", d)
 	}
 }

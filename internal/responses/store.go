@@ -2,10 +2,13 @@ package responses
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
@@ -22,6 +25,37 @@ type Stored struct {
 	// response it continued, then its own input (not its instructions).
 	Conversation []Item    `json:"conversation"`
 	Response     *Response `json:"response"`
+	// InputStart is where the response's own input starts in
+	// Conversation (what came before is the previous response's).
+	InputStart int `json:"input_start,omitempty"`
+}
+
+// InputItems are the response's own input items as GET
+// /v1/responses/{id}/input_items lists them, oldest first, each with an ID
+// derived from the response's (stable across reads).
+func (s *Stored) InputItems() []map[string]any {
+	start := min(max(s.InputStart, 0), len(s.Conversation))
+	out := make([]map[string]any, 0, len(s.Conversation)-start)
+	for i, it := range s.Conversation[start:] {
+		sum := sha256.Sum256([]byte(s.Response.ID + "/" + strconv.Itoa(i)))
+		suffix := hex.EncodeToString(sum[:12])
+		switch it.Type {
+		case ItemMessage:
+			part := "input_text"
+			if it.Role == "assistant" {
+				part = "output_text"
+			}
+			out = append(out, map[string]any{"id": "msg_" + suffix, "type": ItemMessage, "role": it.Role, "status": StatusCompleted,
+				"content": []map[string]any{{"type": part, "text": it.Content}}})
+		case ItemFunctionCall:
+			out = append(out, map[string]any{"id": "fc_" + suffix, "type": ItemFunctionCall, "call_id": it.CallID, "name": it.Name,
+				"arguments": it.Arguments, "status": StatusCompleted})
+		case ItemFunctionCallOutput:
+			out = append(out, map[string]any{"id": "fco_" + suffix, "type": ItemFunctionCallOutput, "call_id": it.CallID,
+				"output": it.Output, "status": StatusCompleted})
+		}
+	}
+	return out
 }
 
 // History is what a request continuing s runs on before its own input.

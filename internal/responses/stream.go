@@ -71,7 +71,8 @@ func (b *Builder) take() []Event {
 // snapshot copies the response so an event keeps it as it was.
 func (b *Builder) snapshot() *Response {
 	r := *b.resp
-	r.Output = append([]OutputItem(nil), b.resp.Output...)
+	r.Output = make([]OutputItem, len(b.resp.Output)) // [] when empty, never null: the SDKs append to it
+	copy(r.Output, b.resp.Output)
 	return &r
 }
 

@@ -3,6 +3,7 @@ package responses
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -82,6 +83,9 @@ func TestBuilderText(t *testing.T) {
 	}
 	if resp.Status != StatusCompleted || resp.Usage.TotalTokens != 5 || resp.IncompleteDetails != nil {
 		t.Errorf("response = %+v", resp)
+	}
+	if !strings.Contains(string(start[0].Data), `"output":[]`) {
+		t.Errorf("response.created output is not []: %s", start[0].Data)
 	}
 	// response.created shows the response as it was then: no output yet.
 	var created struct {
