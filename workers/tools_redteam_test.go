@@ -65,3 +65,19 @@ func TestRedteamDuplicateToolCallID(t *testing.T) {
 		t.Fatal("duplicate tool call id accepted")
 	}
 }
+
+// A task that did not ask for logprobs gets none: a worker that attaches
+// (uncovered, unverified) logprobs JSON to its deltas is refused.
+func TestRedteamUnaskedLogprobs(t *testing.T) {
+	t.Skip("redteam: BUG link relays ev.Logprobs (arbitrary JSON, not in the receipt) even when the task did not ask for logprobs")
+	tk := chatTask("r0")
+	tk.Tools = []task.Tool{{Type: "function", Function: task.FunctionDef{Name: "get_weather"}}}
+	relay := func(d []task.Event) []task.Event {
+		d[1].Logprobs = []byte(`{"content":[{"token":"x","logprob":0,"injected":{"a":1}}]}`)
+		return d
+	}
+	done, err := runToolTask(t, tk, relay, nil)
+	if err == nil || done {
+		t.Fatalf("unasked logprobs accepted (err %v, done %v)", err, done)
+	}
+}
