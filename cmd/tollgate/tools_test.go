@@ -2,8 +2,13 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -193,5 +198,45 @@ func TestToolsUnsupportedBySimWorker(t *testing.T) {
 	}
 	if resp, body := chatRequest(t, d, `{"model":"sim-tiny","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
 		t.Errorf("plain request: %d %s", resp.StatusCode, body)
+	}
+}
+
+// `tollgate verify --request --response` recomputes a tool-call answer's
+// receipt digests (rich layout), JSON and streamed, with or without the
+// request; changed arguments do not check.
+func TestVerifyToolCallReceipts(t *testing.T) {
+	d, _ := startUpstreamDev(t, upstreamtest.Config{})
+	dir := t.TempDir()
+	path := func(n string) string { return filepath.Join(dir, n) }
+	for i, body := range []string{
+		`{"model":"mock-llm","messages":[{"role":"user","content":"Weather?"}],` + toolsJSON + `}`,
+		`{"model":"mock-llm","messages":[{"role":"user","content":"Weather?"}],"stream":true,` + toolsJSON + `}`,
+		`{"model":"mock-llm","messages":[{"role":"user","content":"Weather?"}],"n":2}`,
+		`{"model":"mock-llm","messages":[{"role":"user","content":"Weather?"}],` + toolsJSON + `,"tool_choice":"none"}`,
+	} {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			resp, answer := chatRequest(t, d, body)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, answer)
+			}
+			os.WriteFile(path("req.json"), []byte(body), 0o600)
+			os.WriteFile(path("resp.body"), []byte(answer), 0o600)
+			os.WriteFile(path("receipt.json"), getReceipt(t, d, sdkKey, resp.Header.Get("X-Tollgate-Receipt")), 0o600)
+			var out bytes.Buffer
+			if err := verifyDigests(&out, path("req.json"), path("resp.body"), []string{path("receipt.json")}); err != nil {
+				t.Fatalf("%v\n%s\n%s", err, out.String(), answer)
+			}
+			if err := verifyDigests(io.Discard, "", path("resp.body"), []string{path("receipt.json")}); err != nil {
+				t.Errorf("without the request: %v", err)
+			}
+			tampered := strings.Replace(answer, `\"mock\"`, `\"m0ck\"`, 1) // the arguments
+			if tampered == answer {
+				tampered = strings.Replace(answer, `"content":"`, `"content":"x`, 1)
+			}
+			os.WriteFile(path("resp2.body"), []byte(tampered), 0o600)
+			if err := verifyDigests(io.Discard, path("req.json"), path("resp2.body"), []string{path("receipt.json")}); err == nil {
+				t.Errorf("a changed answer checks:\n%s", tampered)
+			}
+		})
 	}
 }

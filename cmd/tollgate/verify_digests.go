@@ -57,13 +57,13 @@ func verifyDigests(w io.Writer, requestFile, responseFile string, receiptFiles [
 		failed++
 		fmt.Fprintf(w, "%s %s: %s digest MISMATCH: the body gives %s, the receipt says %s\n", printable(r.ID), printable(r.RequestID), what, got, want)
 	}
+	var tk *task.Task
 	if requestFile != "" {
 		body, err := readBodyFile(requestFile)
 		if err != nil {
 			return err
 		}
-		tk, err := gateway.RequestTask(body, r.RequestID, r.Subject)
-		if err != nil {
+		if tk, err = gateway.RequestTask(body, r.RequestID, r.Subject); err != nil {
 			return fmt.Errorf("%s: %w", requestFile, err)
 		}
 		d := tk.Digest()
@@ -74,9 +74,27 @@ func verifyDigests(w io.Writer, requestFile, responseFile string, receiptFiles [
 		if err != nil {
 			return err
 		}
-		d, err := responseDigest(body)
-		if err != nil {
+		d, plainErr := responseDigest(body)
+		// A task with tools or n > 1 is hashed in the rich layout
+		// (docs/receipts.md). The request says which; without it, an
+		// answer with tool calls or several choices is rich, and a text
+		// answer may be either.
+		out, ok, err := richOutput(body, tk)
+		switch {
+		case err != nil:
 			return fmt.Errorf("%s: %w", responseFile, err)
+		case !ok && plainErr != nil:
+			return fmt.Errorf("%s: %w", responseFile, plainErr)
+		case ok && plainErr != nil && tk == nil:
+			d = out.Digest() // only tool calls: no text to hash plainly
+		case ok:
+			rd := out.Digest()
+			switch {
+			case tk != nil && tk.RichOutput(), tk == nil && (len(out.Choices) > 1 || out.Choices[0].Calls != nil):
+				d = rd
+			case tk == nil && hex.EncodeToString(rd[:]) == r.ResponseDigest:
+				d = rd
+			}
 		}
 		report("response", hex.EncodeToString(d[:]), r.ResponseDigest)
 	}
@@ -220,4 +238,101 @@ func streamText(body []byte) (string, error) {
 		}
 	}
 	return text.String(), sc.Err()
+}
+
+// richOutput rebuilds a chat answer's choices and tool calls (JSON or an
+// SSE stream) as task.Output; ok is false for other bodies. With tk, the
+// output has the task's number of choices.
+func richOutput(body []byte, tk *task.Task) (*task.Output, bool, error) {
+	type call struct {
+		Index    *int   `json:"index"`
+		ID       string `json:"id"`
+		Function struct {
+			Name      string `json:"name"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
+	}
+	type choice struct {
+		Index   int `json:"index"`
+		Message *struct {
+			Content   *string `json:"content"`
+			ToolCalls []call  `json:"tool_calls"`
+		} `json:"message"`
+		Delta *struct {
+			Content   *string `json:"content"`
+			ToolCalls []call  `json:"tool_calls"`
+		} `json:"delta"`
+	}
+	type piece struct {
+		choice int
+		text   string
+		calls  []task.ToolCallDelta
+	}
+	var pieces []piece
+	n := 1
+	add := func(c choice, content *string, calls []call, whole bool) {
+		p := piece{choice: c.Index}
+		if content != nil {
+			p.text = *content
+		}
+		for i, tc := range calls {
+			idx := i
+			if tc.Index != nil && !whole {
+				idx = *tc.Index
+			}
+			p.calls = append(p.calls, task.ToolCallDelta{Index: idx, ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+		}
+		n = max(n, c.Index+1)
+		pieces = append(pieces, p)
+	}
+	trimmed := bytes.TrimSpace(body)
+	if bytes.HasPrefix(trimmed, []byte("data:")) || bytes.HasPrefix(trimmed, []byte(":")) {
+		sc := bufio.NewScanner(bytes.NewReader(trimmed))
+		sc.Buffer(make([]byte, 64<<10), maxBodyFile)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(strings.TrimRight(sc.Text(), "\r"), "data:")
+			if data = strings.TrimSpace(data); !ok || data == "[DONE]" {
+				continue
+			}
+			var chunk struct {
+				Object  string   `json:"object"`
+				Choices []choice `json:"choices"`
+			}
+			if json.Unmarshal([]byte(data), &chunk) != nil || chunk.Object != "chat.completion.chunk" {
+				continue
+			}
+			for _, c := range chunk.Choices {
+				if c.Delta != nil {
+					add(c, c.Delta.Content, c.Delta.ToolCalls, false)
+				}
+			}
+		}
+	} else {
+		var resp struct {
+			Object  string   `json:"object"`
+			Choices []choice `json:"choices"`
+		}
+		if json.Unmarshal(trimmed, &resp) != nil || resp.Object != "chat.completion" {
+			return nil, false, nil
+		}
+		sort.SliceStable(resp.Choices, func(i, j int) bool { return resp.Choices[i].Index < resp.Choices[j].Index })
+		for _, c := range resp.Choices {
+			if c.Message != nil {
+				add(c, c.Message.Content, c.Message.ToolCalls, true)
+			}
+		}
+	}
+	if tk != nil {
+		n = tk.Choices()
+	}
+	if n > 64 {
+		return nil, false, fmt.Errorf("%d choices", n)
+	}
+	out := task.NewOutput(n)
+	for _, p := range pieces {
+		if err := out.Add(p.choice, p.text, p.calls); err != nil {
+			return nil, false, err
+		}
+	}
+	return out, true, nil
 }

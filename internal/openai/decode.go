@@ -319,8 +319,9 @@ func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
 	}
 	prefix := messagePrefix(i)
 	var content, toolCalls json.RawMessage
+	ext := &MessageTools{}
 	mapped := map[string]any{"role": &msg.Role, "content": &content, "name": &msg.Name,
-		"tool_calls": &toolCalls, "tool_call_id": &msg.ToolCallID, "refusal": &msg.Refusal}
+		"tool_calls": &toolCalls, "tool_call_id": &ext.ToolCallID, "refusal": &ext.Refusal}
 	for _, k := range sortedKeys(m) {
 		dst, ok := mapped[k]
 		if !ok {
@@ -343,7 +344,7 @@ func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
 			if err != nil {
 				return err
 			}
-			msg.Content.Text, msg.Content.Parts = text, parts
+			msg.Content.Text, ext.Parts = text, parts
 		}
 	}
 	if toolCalls != nil && string(toolCalls) != "null" {
@@ -355,14 +356,17 @@ func parseMessage(i int, raw json.RawMessage, msg *ChatMessage) error {
 			return err
 		}
 		if len(calls) > 0 {
-			msg.ToolCalls = calls
+			ext.ToolCalls = calls
 		}
 	}
 	if _, ok := m["tool_call_id"]; ok && msg.Role != "tool" {
 		return apierr.BadRequest(prefix+".tool_call_id", CodeUnknown, "Unrecognized argument in %s: tool_call_id (only tool messages answer a call)", prefix)
 	}
-	if msg.Refusal != nil && msg.Role != "assistant" {
+	if ext.Refusal != nil && msg.Role != "assistant" {
 		return apierr.BadRequest(prefix+".refusal", CodeUnknown, "Unrecognized argument in %s: refusal (only assistant messages carry one)", prefix)
+	}
+	if ext.ToolCalls != nil || ext.ToolCallID != "" || ext.Refusal != nil || ext.Parts != nil {
+		msg.Tool = ext
 	}
 	return checkMessage(i, msg)
 }
@@ -404,18 +408,19 @@ func checkMessage(i int, msg *ChatMessage) error {
 		}
 	}
 	prefix := messagePrefix(i)
+	ext := msg.tools()
 	switch msg.Role {
 	case "system", "developer", "user":
 	case "assistant":
 		// An assistant turn that only called tools, or refused, has no content.
-		if len(msg.ToolCalls) > 0 || msg.Refusal != nil {
+		if len(ext.ToolCalls) > 0 || ext.Refusal != nil {
 			return nil
 		}
 	case "tool":
-		if msg.ToolCallID == "" {
+		if ext.ToolCallID == "" {
 			return apierr.BadRequest(prefix+".tool_call_id", CodeMissing, "Missing required parameter: '%s.tool_call_id'.", prefix)
 		}
-		if len(msg.ToolCallID) > MaxToolCallIDLen {
+		if len(ext.ToolCallID) > MaxToolCallIDLen {
 			return apierr.BadRequest(prefix+".tool_call_id", CodeInvalidValue, "Invalid '%s.tool_call_id': longer than %d bytes.", prefix, MaxToolCallIDLen)
 		}
 	case "":
@@ -664,13 +669,14 @@ func (r *ChatRequest) Task(requestID string) *task.Task {
 	t.Messages = make([]task.Message, len(r.Messages))
 	n := 0
 	for i, m := range r.Messages {
-		tm := task.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID}
+		ext := m.tools()
+		tm := task.Message{Role: m.Role, Name: m.Name, ToolCalls: ext.ToolCalls, ToolCallID: ext.ToolCallID, Parts: ext.Parts}
 		if m.Content != nil {
-			tm.Content, tm.Parts = m.Content.Text, m.Content.Parts
+			tm.Content = m.Content.Text
 		}
 		t.Messages[i] = tm
 		n += len(tm.Content) + len(tm.Parts)
-		for _, c := range m.ToolCalls {
+		for _, c := range ext.ToolCalls {
 			n += len(c.Function.Name) + len(c.Function.Arguments)
 		}
 	}

@@ -476,11 +476,11 @@ func checkMediaPart(p, kind string, raw json.RawMessage) error {
 func checkToolHistory(msgs []ChatMessage) error {
 	calls := map[string]bool{}
 	for i := range msgs {
-		m := &msgs[i]
+		m := msgs[i].tools()
 		for _, c := range m.ToolCalls {
 			calls[c.ID] = true
 		}
-		if m.Role == "tool" && !calls[m.ToolCallID] {
+		if msgs[i].Role == "tool" && !calls[m.ToolCallID] {
 			p := messagePrefix(i) + ".tool_call_id"
 			return apierr.BadRequest(p, CodeInvalidValue, "Invalid '%s': messages with role 'tool' must answer a 'tool_calls' entry of an earlier assistant message; '%s' is not one.", p, m.ToolCallID)
 		}

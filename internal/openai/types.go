@@ -52,11 +52,28 @@ type ChatMessage struct {
 	Role    string   `json:"role"`
 	Content *Content `json:"content"`
 	Name    string   `json:"name,omitempty"`
-	// ToolCalls are an assistant message's calls; ToolCallID names the
-	// call a tool message answers; Refusal is an assistant's refusal text.
+	// Tool is what a message of a tool-calling conversation adds; nil for
+	// the common message (one pointer, not three fields, in every message
+	// of every plain request).
+	Tool *MessageTools `json:"tool,omitempty"`
+}
+
+// MessageTools are an assistant message's ToolCalls and Refusal, the
+// ToolCallID a tool message answers, and a user message's content Parts
+// (compacted) when they are not all text.
+type MessageTools struct {
+	Parts      json.RawMessage `json:"parts,omitempty"`
 	ToolCalls  []task.ToolCall `json:"tool_calls,omitempty"`
 	ToolCallID string          `json:"tool_call_id,omitempty"`
 	Refusal    *string         `json:"refusal,omitempty"`
+}
+
+// tools is m's MessageTools, zero when it has none.
+func (m *ChatMessage) tools() MessageTools {
+	if m.Tool == nil {
+		return MessageTools{}
+	}
+	return *m.Tool
 }
 
 // ChatRequest is the body of POST /v1/chat/completions after decoding.
@@ -248,12 +265,11 @@ type ErrorDetail struct {
 }
 
 // Content is a message's content: a string, or an array of parts. Text
-// holds the string, or the text parts joined with newlines; Parts holds the
-// array compacted when it has a part that is not text (image_url,
-// input_audio; see parseParts), nil otherwise.
+// holds the string, or the text parts joined with newlines; an array with
+// a part that is not text (image_url, input_audio; see parseParts) is kept
+// in the message's MessageTools.Parts.
 type Content struct {
-	Text  string
-	Parts json.RawMessage
+	Text string
 }
 
 // UnmarshalJSON accepts a string or an array of {"type":"text","text":...}.
