@@ -67,10 +67,8 @@ func (s *Server) infer(rc *fasthttp.RequestCtx, reqID string, req *obs.Request, 
 	if err != nil {
 		return err
 	}
-	if cc, ok := s.deps.Dispatcher.(CapabilityChecker); ok {
-		if err := cc.CheckCapabilities(p.task); err != nil {
-			return err
-		}
+	if err := s.checkCapabilities(p.task); err != nil {
+		return err
 	}
 	inf := s.newInference(key, p.task, respPrefix)
 	req.SetOperation(op, inf.task.Model, inf.reqID)
@@ -567,8 +565,14 @@ func (sw *sseWriter) run(ctx context.Context, first task.Event, events <-chan ta
 			return err
 		}
 	} else if sw.inf.task.Kind == task.KindChat {
-		if err := sw.data(sw.chatChunk(openai.ChatDelta{Role: "assistant", Content: openai.Ptr("")}, nil)); err != nil {
-			return err
+		// Every choice opens with the assistant role, as OpenAI streams
+		// them (SDK accumulators refuse a choice that never carried one).
+		for i := range sw.inf.task.Choices() {
+			c := sw.chatChunk(openai.ChatDelta{Role: "assistant", Content: openai.Ptr("")}, nil)
+			c.Choices[0].Index = i
+			if err := sw.data(c); err != nil {
+				return err
+			}
 		}
 	}
 	finished, err := sw.event(ctx, first)
@@ -622,6 +626,16 @@ func (sw *sseWriter) run(ctx context.Context, first task.Event, events <-chan ta
 			}
 		}
 	}
+}
+
+// checkCapabilities refuses, before admission, a task whose model no
+// registered worker serves with the capabilities it needs (400
+// unsupported_parameter naming the field), when the dispatcher can tell.
+func (s *Server) checkCapabilities(t *task.Task) error {
+	if cc, ok := s.deps.Dispatcher.(CapabilityChecker); ok {
+		return cc.CheckCapabilities(t)
+	}
+	return nil
 }
 
 // event writes one event; finished is true after the last write.

@@ -94,6 +94,9 @@ func (s *Server) createResponse(rc *fasthttp.RequestCtx, reqID string, req *obs.
 		return err
 	}
 	t.Subject = key.ID
+	if err := s.checkCapabilities(t); err != nil {
+		return err
+	}
 	if s.deps.Responses == nil {
 		r.Store = false // nothing keeps it: say so in the response
 	}

@@ -26,7 +26,6 @@ func nChoiceScript(ctx context.Context, t *task.Task, onEvent func(task.Event) e
 // openai-node's ChatCompletionStream.finalChatCompletion() throws
 // "missing role for choice 1" when a choice never carries one.
 func TestRedteamStreamRolePerChoice(t *testing.T) {
-	t.Skip("redteam: BUG streamed n>1 sends the role chunk only for choice 0 (openai-node finalChatCompletion throws)")
 	h := newHarness(t, func(c *Config, d *Deps) {})
 	h.disp.script = nChoiceScript
 	resp := h.do(t, "POST", "/v1/chat/completions", testKey, `{"model":"tiny","messages":[{"role":"user","content":"hi"}],"n":2,"stream":true}`)

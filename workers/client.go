@@ -355,6 +355,10 @@ func (v *streamValidator) check(ev *task.Event) error {
 		if t.Kind == task.KindEmbedding {
 			return fmt.Errorf("task %d: text delta for an embedding task", ev.Index)
 		}
+		if len(ev.Logprobs) > 0 && !t.Logprobs {
+			// Logprobs are in no digest: relay only what the client asked.
+			return fmt.Errorf("task %d: logprobs for a task that did not ask for them", ev.Index)
+		}
 		if t.RichOutput() {
 			if err := v.text[ev.Index].addRich(t, ev); err != nil {
 				return fmt.Errorf("task %d: %w", ev.Index, err)

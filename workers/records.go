@@ -97,6 +97,13 @@ func (r *relayed) addRich(t *task.Task, ev *task.Event) error {
 	if r.rich == nil {
 		r.rich = task.NewOutput(t.Choices())
 	}
+	for i := range ev.ToolCalls {
+		if d := &ev.ToolCalls[i]; d.ID != "" {
+			if err := t.CheckToolCall(d.Name); err != nil {
+				return err
+			}
+		}
+	}
 	before := r.rich.Bytes()
 	if err := r.rich.Add(ev.Choice, ev.Text, ev.ToolCalls); err != nil {
 		return err

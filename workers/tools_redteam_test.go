@@ -23,7 +23,6 @@ func runToolTask(t *testing.T, tk task.Task, relay func([]task.Event) []task.Eve
 // A worker that consistently (wire and record agree) calls a function the
 // client never declared must not reach the client as a valid answer.
 func TestRedteamUndeclaredToolName(t *testing.T) {
-	t.Skip("redteam: BUG link accepts tool calls naming a function not in task.Tools")
 	tk := chatTask("r0")
 	tk.Tools = []task.Tool{{Type: "function", Function: task.FunctionDef{Name: "get_weather"}}}
 	relay := func(d []task.Event) []task.Event { d[0].ToolCalls[0].Name = "launch_missiles"; return d }
@@ -36,7 +35,6 @@ func TestRedteamUndeclaredToolName(t *testing.T) {
 
 // tool_choice "none": a worker that calls a tool anyway must be refused.
 func TestRedteamToolChoiceNoneIgnored(t *testing.T) {
-	t.Skip("redteam: BUG link accepts tool calls when tool_choice is none (or names another function)")
 	tk := chatTask("r0")
 	tk.Tools = []task.Tool{{Type: "function", Function: task.FunctionDef{Name: "get_weather"}}}
 	tk.ToolChoice = &task.ToolChoice{Mode: "none"}
@@ -58,7 +56,6 @@ func TestRedteamDeclaredToolPasses(t *testing.T) {
 // Duplicate tool-call ids in one choice (the client's tool messages are
 // keyed by id) must be refused.
 func TestRedteamDuplicateToolCallID(t *testing.T) {
-	t.Skip("redteam: BUG task.Output.Add accepts two calls with the same id")
 	o := task.NewOutput(1)
 	err := o.Add(0, "", []task.ToolCallDelta{{Index: 0, ID: "call_1", Name: "f"}, {Index: 1, ID: "call_1", Name: "f"}})
 	if err == nil {
@@ -69,7 +66,6 @@ func TestRedteamDuplicateToolCallID(t *testing.T) {
 // A task that did not ask for logprobs gets none: a worker that attaches
 // (uncovered, unverified) logprobs JSON to its deltas is refused.
 func TestRedteamUnaskedLogprobs(t *testing.T) {
-	t.Skip("redteam: BUG link relays ev.Logprobs (arbitrary JSON, not in the receipt) even when the task did not ask for logprobs")
 	tk := chatTask("r0")
 	tk.Tools = []task.Tool{{Type: "function", Function: task.FunctionDef{Name: "get_weather"}}}
 	relay := func(d []task.Event) []task.Event {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,6 +199,24 @@ func TestToolsUnsupportedBySimWorker(t *testing.T) {
 	}
 	if resp, body := chatRequest(t, d, `{"model":"sim-tiny","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
 		t.Errorf("plain request: %d %s", resp.StatusCode, body)
+	}
+	// The Responses API runs the same check before admission.
+	for _, c := range []struct{ body, param string }{
+		{`{"model":"sim-tiny","input":"hi","tools":[{"type":"function","name":"get_weather","parameters":{"type":"object","properties":{}}}]}`, "tools"},
+		{`{"model":"sim-tiny","input":"hi","text":{"format":{"type":"json_object"}}}`, "response_format"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, d.URL()+"/v1/responses", strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+sdkKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(b), "unsupported_parameter") || !strings.Contains(string(b), "does not support") {
+			t.Errorf("responses %s: %d %s", c.param, resp.StatusCode, b)
+		}
 	}
 }
 

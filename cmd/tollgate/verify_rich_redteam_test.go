@@ -11,7 +11,6 @@ import (
 // ResponseDigestV2, so verify must rebuild that layout, else every honest
 // rich receipt reads as a MISMATCH (and a forged one cannot be told apart).
 func TestRedteamVerifyRichResponseDigest(t *testing.T) {
-	t.Skip("redteam: BUG verify's responseDigest only hashes choice 0's text; rich receipts (tools, n>1) use ResponseDigestV2")
 	answer := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`
 	want := task.ResponseDigestV2([]task.ChoiceOutput{{Calls: []task.ToolCall{{ID: "call_1", Type: "function",
 		Function: task.FunctionCall{Name: "get_weather", Arguments: `{"city":"Paris"}`}}}}})

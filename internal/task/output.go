@@ -62,6 +62,11 @@ func (o *Output) Add(choice int, text string, calls []ToolCallDelta) error {
 			if d.Type != "" && d.Type != "function" {
 				return fmt.Errorf("choice %d: tool call %d of type %q", choice, d.Index, d.Type)
 			}
+			for i := range c.Calls {
+				if c.Calls[i].ID == d.ID {
+					return fmt.Errorf("choice %d: tool call %d repeats the id of call %d", choice, d.Index, i)
+				}
+			}
 			c.Calls = append(c.Calls, ToolCall{ID: d.ID, Type: "function", Function: FunctionCall{Name: d.Name, Arguments: d.Arguments}})
 		case d.ID == "" && d.Name == "" && d.Index >= 0 && d.Index < len(c.Calls):
 			c.Calls[d.Index].Function.Arguments += d.Arguments

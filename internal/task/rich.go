@@ -1,6 +1,9 @@
 package task
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // The richer parts of a chat request: tools, structured output, logprobs,
 // several choices and multimodal content. The gateway validates their
@@ -190,4 +193,29 @@ func imageParts(msgs []Message) int {
 		}
 	}
 	return n
+}
+
+// CheckToolCall reports why an answer of t may not call function name: a
+// task without tools, tool_choice "none", a name the request did not
+// declare, or one other than the function tool_choice forces.
+func (t *Task) CheckToolCall(name string) error {
+	if len(t.Tools) == 0 {
+		return fmt.Errorf("tool call %q for a task without tools", name)
+	}
+	if c := t.ToolChoice; c != nil {
+		switch c.Mode {
+		case "none":
+			return fmt.Errorf("tool call %q under tool_choice none", name)
+		case "function":
+			if name != c.Name {
+				return fmt.Errorf("tool call %q where tool_choice names %q", name, c.Name)
+			}
+		}
+	}
+	for i := range t.Tools {
+		if t.Tools[i].Function.Name == name {
+			return nil
+		}
+	}
+	return fmt.Errorf("tool call %q names no function of the request", name)
 }
