@@ -41,7 +41,15 @@
 // strict, naming it, and ignored without strict, where the output then
 // satisfies the schema without that keyword. Strict also requires
 // additionalProperties false beside properties. Limits: MaxSchemaBytes,
-// MaxSchemaDepth, MaxNodes, MaxEnum, MaxItemsBound, MaxLengthBound.
+// MaxSchemaDepth, MaxNodes, MaxEnum, MaxItemsBound, MaxLengthBound, and
+// MaxAlternatives: the distinct alternatives one anyOf/oneOf stands for
+// once nested unions and $ref targets are expanded. A target shared by
+// several branches counts once and is expanded once (each union's
+// expansion is memoised), so expansion costs a schema's size, not the
+// product of its unions' widths; past MaxAlternatives, or past a fixed
+// budget of expansion steps, Compile fails with "anyOf/oneOf/$ref
+// expansion exceeds N alternatives". Compile (and ForFormat) therefore
+// run in time bounded by the schema's size.
 //
 // A schema whose every value recurses forever, or whose bounds leave no
 // generable number, is refused. Compiling the schemas the SDKs send costs
@@ -51,7 +59,8 @@
 // # Limits of the recogniser
 //
 // A state keeps at most 64 readings (anyOf branches, candidate keys, enum
-// values sharing a prefix); past that the extra ones are dropped, which
+// values sharing a prefix), each at most once per distinct schema reached
+// through unions; past that the extra ones are dropped, which
 // only narrows what may be generated (an enum of more than 64 strings
 // sharing their first bytes cannot produce the later ones until they
 // diverge). oneOf is generated as anyOf, so a value matching two branches

@@ -29,7 +29,14 @@ const (
 	// MaxValueDepth bounds the nesting of generated values (objects and
 	// arrays inside each other), which bounds recursion through $ref.
 	MaxValueDepth = 64
+	// MaxAlternatives bounds the distinct alternatives one anyOf/oneOf
+	// stands for once nested unions and $ref are expanded (shared targets
+	// count once).
+	MaxAlternatives = MaxEnum
 )
+
+// maxFlattenWork bounds the steps of expanding every union of a schema.
+const maxFlattenWork = 1 << 22
 
 // Generated numbers: no exponent, at most this many digits.
 const (
@@ -621,15 +628,19 @@ func (c *compiler) ref(r, ptr string, depth int) (*node, error) {
 
 // finish computes flat alternatives and minimal lengths of every node.
 func (c *compiler) finish() error {
-	for _, n := range c.all {
+	fl := flattener{seen: map[*node]int{}, budget: maxFlattenWork}
+	// Inner schemas were created after the ones holding them: flattening
+	// from the last node makes every nested union's list ready for reuse.
+	for _, n := range slices.Backward(c.all) {
 		if n.flat == nil {
-			n.flat = flatten(n, nil, 0)
+			if err := fl.flatten(n); err != nil {
+				return err
+			}
 		}
+	}
+	for _, n := range c.all {
 		if len(n.flat) == 0 {
 			return &SchemaError{Msg: "a $ref cycle refers only to itself"}
-		}
-		if len(n.flat) > MaxEnum {
-			return &SchemaError{Msg: fmt.Sprintf("a union of more than %d alternatives", MaxEnum)}
 		}
 	}
 	// Fixed point of minimal lengths: a node's min is known once its
@@ -665,17 +676,83 @@ func (c *compiler) finish() error {
 	return nil
 }
 
-func flatten(n *node, out []*node, depth int) []*node {
-	if n.kind != kUnion {
-		return append(out, n)
+// flattener computes the flat alternatives of unions: the distinct
+// non-union nodes reachable through anyOf/oneOf/$ref, in the order of a
+// depth-first walk. Each union's list is memoised (a union already
+// flattened contributes its list without being walked again) and
+// duplicates are dropped, so shared $ref unions cost their size once,
+// not width^depth; the walk stops with an error past MaxAlternatives
+// distinct alternatives or maxFlattenWork steps in all, so the work of
+// Compile is bounded whatever the schema.
+type flattener struct {
+	seen   map[*node]int // node → stamp of the walk that reached it
+	stamp  int
+	budget int
+	out    []*node
+}
+
+func (f *flattener) flatten(root *node) error {
+	if root.kind != kUnion {
+		root.flat = []*node{root}
+		return nil
 	}
-	if depth > MaxSchemaDepth {
-		return out
+	f.stamp++
+	f.out = nil
+	if err := f.walk(root); err != nil {
+		return err
+	}
+	root.flat = slices.Clip(f.out)
+	return nil
+}
+
+func (f *flattener) tooMany() error {
+	return &SchemaError{Msg: fmt.Sprintf("anyOf/oneOf/$ref expansion exceeds %d alternatives", MaxAlternatives)}
+}
+
+func (f *flattener) add(n *node) error {
+	if f.seen[n] == f.stamp {
+		return nil
+	}
+	f.seen[n] = f.stamp
+	f.out = append(f.out, n)
+	if len(f.out) > MaxAlternatives {
+		return f.tooMany()
+	}
+	return nil
+}
+
+func (f *flattener) walk(n *node) error {
+	f.budget--
+	if f.budget < 0 {
+		return f.tooMany()
+	}
+	if n.kind != kUnion {
+		return f.add(n)
+	}
+	if f.seen[n] == f.stamp {
+		return nil // a cycle, or a union reached twice
+	}
+	f.seen[n] = f.stamp
+	if n.flat != nil {
+		// Flattened already: its list is complete (every walk follows
+		// all of a union's reach), so it is used as it is.
+		f.budget -= len(n.flat)
+		if f.budget < 0 {
+			return f.tooMany()
+		}
+		for _, a := range n.flat {
+			if err := f.add(a); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	for _, a := range n.alts {
-		out = flatten(a, out, depth+1)
+		if err := f.walk(a); err != nil {
+			return err
+		}
 	}
-	return out
+	return nil
 }
 
 // computeMin is the length of n's shortest value, or -1 if a part's is

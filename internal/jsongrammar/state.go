@@ -601,3 +601,47 @@ func (s State) PlainString() (count, minLen, maxLen int, ok bool) {
 
 // IsPlain reports whether b is a plain string byte (see PlainString).
 func IsPlain(b byte) bool { return b >= 0x20 && b < 0x7F && b != '"' && b != '\\' }
+
+// InPlainString reports whether every reading of s is inside a string,
+// reading no escape or UTF-8 sequence (s alive). There a run of n plain
+// bytes is accepted by the readings that PlainRunDist counts, and a
+// caller may accept such runs without stepping them byte by byte, for
+// one reading or the most a state keeps alike.
+func (s State) InPlainString() bool {
+	if len(s.paths) == 0 {
+		return false
+	}
+	for i := range s.paths {
+		t := &s.paths[i].top
+		if t.kind != fString || t.esc != 0 || t.u8need != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// PlainRunDist is, for a state InPlainString, the Dist of the state after
+// n ≥ 0 plain bytes (IsPlain), or -1 when no reading accepts them: a
+// reading accepts them when its maxLen < 0 or count+n ≤ maxLen, and is
+// left Dist() − min(n, max(0, minLen−count)) bytes from a close. It is
+// exactly what feeding the bytes one by one gives, and -1 for n stays -1
+// for every longer run.
+func (s State) PlainRunDist(n int) int {
+	best := -1
+	for i := range s.paths {
+		p := &s.paths[i]
+		t := &p.top
+		if t.n.maxLen >= 0 && int(t.count)+n > t.n.maxLen {
+			continue
+		}
+		d := p.dist()
+		if d < 0 {
+			continue
+		}
+		d -= min(n, max(0, t.n.minLen-int(t.count)))
+		if best < 0 || d < best {
+			best = d
+		}
+	}
+	return best
+}

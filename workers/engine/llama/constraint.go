@@ -178,15 +178,16 @@ func (c *constraint) mask() []int32 {
 				c.keep(int32(id), s.Dist(), left)
 			}
 		}
-	} else if count, minLen, maxLen, ok := c.state.PlainString(); ok {
-		// Inside a plain string every plain token is accepted up to
-		// maxLen: count them off, and walk only the others.
-		d := c.state.Dist()
+	} else if c.state.InPlainString() {
+		// Inside a plain string (every reading: an anyOf of string-valued
+		// branches keeps up to 64) every plain token is accepted up to
+		// maxLen: count them off by length, and walk only the others, so
+		// the readings cost per length, not per trie node.
 		for n, ids := range c.trie.plain {
-			if maxLen >= 0 && count+n > maxLen {
+			dn := c.state.PlainRunDist(n)
+			if dn < 0 {
 				break
 			}
-			dn := d - min(n, max(0, minLen-count))
 			for _, id := range ids {
 				c.keep(id, dn, left)
 			}

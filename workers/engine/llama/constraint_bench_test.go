@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-ai/tollgate/internal/jsongrammar"
@@ -137,6 +138,47 @@ func TestMaskPlainStringMatchesWalk(t *testing.T) {
 				c.state, _ = c.state.Feed(trie.pieces[id])
 				c.generated++
 			}
+		}
+	}
+}
+
+// TestMaskPlainStringManyReadings: with many readings inside strings (an
+// anyOf of string-valued objects, each with its own maxLength), the
+// shortcut still allows exactly the tokens a full trie walk allows.
+func TestMaskPlainStringManyReadings(t *testing.T) {
+	var alts []string
+	for i := 0; i < 12; i++ {
+		alts = append(alts, fmt.Sprintf(`{"type":"object","additionalProperties":{"anyOf":[{"type":"string","minLength":%d,"maxLength":%d},{"type":"array","items":{"type":"string","maxLength":%d}}]}}`, i, 3+2*i, 4+i))
+	}
+	schema := `{"anyOf":[` + strings.Join(alts, ",") + `]}`
+	g, err := jsongrammar.Compile([]byte(schema), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const doc = `{"key one":"abcdefghij","k":["a b","the cat sat"]}`
+	tok := loadTokenizer(t)
+	trie := newTokenTrie(tok)
+	for _, budget := range []int{8, 20, 1 << 20} {
+		c := newConstraint(trie, tok, g, budget+len(doc), false)
+		for _, id := range longestMatch(trie, doc) {
+			fast := slices.Clone(c.mask())
+			c.allowed, c.live, c.closest = c.allowed[:0], c.live[:0], -1
+			c.stack[0] = c.state
+			c.walk(trie, 0, 0, c.maxNew-c.generated-1)
+			if c.state.Complete() {
+				c.allowed = append(c.allowed, tokenEOS)
+			}
+			slow := slices.Clone(c.allowed)
+			slices.Sort(fast)
+			slices.Sort(slow)
+			if len(slow) > 0 && !slices.Equal(fast, slow) {
+				t.Fatalf("budget %d at %q: shortcut allows %d tokens, walk %d", budget, c.trie.pieces[id], len(fast), len(slow))
+			}
+			var ok bool
+			if c.state, ok = c.state.Feed(trie.pieces[id]); !ok {
+				t.Fatalf("token %q refused", trie.pieces[id])
+			}
+			c.generated++
 		}
 	}
 }
