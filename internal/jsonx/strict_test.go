@@ -1,7 +1,10 @@
 package jsonx
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -45,6 +48,41 @@ func BenchmarkCheckStrict(b *testing.B) {
 	for b.Loop() {
 		if err := CheckStrict(body, 0); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// quickStrict may decline what is fine, never pass what the Decoder walk
+// refuses.
+func TestQuickStrictAgrees(t *testing.T) {
+	docs := []string{
+		`{}`, `{"a":1}`, `{"a":[1,2,{"b":null}],"c":"x\"\\\/\b\f\n\r\t\u00e9"}`, `{"a":1,"a":2}`,
+		`{"a":1,"b":{"a":1,"a":2}}`, `{"a":01}`, `{"a":1.}`, `{"a":-}`, `{"a":tru}`, `{"a":"\x"}`,
+		`{"a":"\u12"}`, `{"a":[1,]}`, `{,}`, `{"a" 1}`, `{"a":1,}`, `{"a":1}x`, `{"a":"` + "\x01" + `"}`,
+		`{"é":1,"é":2}`, `{"a\u0062":1,"ab":2}`, `{"a":"\ud800"}`, `{"a":[]}`, `{"a":{}}`, ` { "a" : [ ] } `,
+		`{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k3":3}`,
+		`{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":3}`,
+		`{"a":1e5,"b":-0.5E-3,"c":true,"d":false}`, `{"a":"` + "\xff" + `"}`,
+	}
+	for _, d := range docs {
+		b := []byte(d)
+		if !quickStrict(b, maxDepth) {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		err := strictValue(dec, "", 0, maxDepth)
+		if err == nil {
+			if _, e := dec.Token(); e != io.EOF {
+				err = e
+			}
+		}
+		if err != nil {
+			t.Errorf("%q: quick passed, Decoder walk: %v", d, err)
+		}
+	}
+	for _, d := range []string{`{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`} {
+		if !quickStrict([]byte(d), maxDepth) {
+			t.Errorf("%s: declined by the quick pass", d)
 		}
 	}
 }
