@@ -26,3 +26,18 @@ func TestAdminBodyTrailingGarbage(t *testing.T) {
 		}
 	}
 }
+
+// Chat bodies refuse a duplicate key inside the rich fields as Responses
+// bodies do: 400 invalid_json naming the member.
+func TestChatDuplicateKeyRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	for body, param := range map[string]string{
+		`{"model":"tiny","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","type":"string"}}}]}`: "tools[0].function.parameters.type",
+		`{"model":"tiny","messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}`:                                                                   "messages[0].content[0].text",
+	} {
+		resp := h.do(t, "POST", "/v1/chat/completions", testKey, body)
+		if b := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(b, `"code":"invalid_json"`) || !strings.Contains(b, `"param":"`+param+`"`) {
+			t.Errorf("%s: %d %s, want 400 invalid_json param %s", body, resp.StatusCode, b, param)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/jsonx"
 	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
@@ -84,6 +85,19 @@ func decodeObject(body []byte) (map[string]json.RawMessage, error) {
 		return nil, apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: trailing data after the JSON object.")
 	}
 	return m, nil
+}
+
+// checkStrict refuses a duplicate key at any depth (and trailing data)
+// with a 400 naming the member, as Responses bodies are refused.
+func checkStrict(body []byte) error {
+	if err := jsonx.CheckStrict(body, 0); err != nil {
+		var se *jsonx.StrictError
+		if errors.As(err, &se) {
+			return apierr.BadRequest(se.Path, CodeInvalidJSON, "We could not parse the JSON body of your request: %s.", se.Reason)
+		}
+		return apierr.BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request: %s.", err.Error())
+	}
+	return nil
 }
 
 func jsonErrText(err error) string {
@@ -217,6 +231,12 @@ func ParseChat(body []byte, lim Limits) (*ChatRequest, error) {
 func parseChatGeneral(body []byte, lim Limits) (*ChatRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
+		return nil, err
+	}
+	// encoding/json keeps the last of a duplicate key (and the rich fields
+	// reach the upstream as raw bytes other parsers may read by the
+	// first), so a body the fast path declined is scanned whole for them.
+	if err := checkStrict(body); err != nil {
 		return nil, err
 	}
 	var r ChatRequest
@@ -383,6 +403,12 @@ func fastMessage(m map[string]json.RawMessage, msg *ChatMessage) bool {
 		case "role":
 			err = json.Unmarshal(raw, &msg.Role)
 		case "content":
+			// Only a string: an array of parts takes the general path,
+			// which bounds and checks them (parseParts).
+			if len(raw) == 0 || raw[0] != '"' {
+				err = errSlowPath
+				break
+			}
 			err = json.Unmarshal(raw, &msg.Content)
 		case "name":
 			err = json.Unmarshal(raw, &msg.Name)

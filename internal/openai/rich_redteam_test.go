@@ -1,8 +1,11 @@
 package openai
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-ai/tollgate/internal/apierr"
 )
 
 func richBody(extra string) string {
@@ -13,7 +16,6 @@ func richBody(extra string) string {
 // tool_choice, response_format, content parts) are refused: the request a
 // receipt names must be the one every JSON parser reads.
 func TestRedteamRichDuplicateKeys(t *testing.T) {
-	t.Skip("redteam: BUG chat bodies accept duplicate keys in tools/tool_choice/response_format/parts/tool_calls (Responses refuses them via checkStrict)")
 	cases := map[string]string{
 		"function name": richBody(`"tools":[{"type":"function","function":{"name":"a","name":"b"}}]`),
 		"tool type":     richBody(`"tools":[{"type":"function","type":"function","function":{"name":"a"}}]`),
@@ -65,12 +67,29 @@ func itoa(i int) string {
 
 // MaxParts holds for text-only parts too (the fast message path).
 func TestRedteamTextPartsBound(t *testing.T) {
-	t.Skip("redteam: BUG text-only content arrays take fastMessage/Content.UnmarshalJSON, which skips MaxParts and unknown-key checks")
 	parts := strings.Repeat(`{"type":"text","text":"a"},`, MaxParts) + `{"type":"text","text":"a"}`
 	if _, err := ParseChat([]byte(`{"model":"m","messages":[{"role":"user","content":[`+parts+`]}]}`), Limits{}); err == nil {
 		t.Error("257 parts accepted")
 	}
 	if _, err := ParseChat([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a","bogus":1}]}]}`), Limits{}); err == nil {
 		t.Error("unknown key in a text part accepted")
+	}
+}
+
+// A duplicate key is a 400 invalid_json naming the member, on the general
+// path at top level too (the fast path declines duplicates).
+func TestRichDuplicateKeyParam(t *testing.T) {
+	cases := map[string]string{
+		`tools[0].function.parameters.type`: richBody(`"tools":[{"type":"function","function":{"name":"a","parameters":{"type":"object","type":"string"}}}]`),
+		`model`:                             richBody(`"tools":[{"type":"function","function":{"name":"a"}}],"model":"other"`),
+		`messages[0].content[0].text`:       `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}`,
+		`messages`:                          `{"model":"m","messages":[{"role":"user","content":"a"}],"messages":[{"role":"user","content":"b"}]}`,
+	}
+	for want, body := range cases {
+		_, err := ParseChat([]byte(body), Limits{})
+		var ae *apierr.Error
+		if !errors.As(err, &ae) || ae.Status != 400 || ae.Param != want || ae.Code != CodeInvalidJSON || ae.Type != apierr.TypeInvalidRequest {
+			t.Errorf("%s: err = %#v, want 400 invalid_json param %q", want, err, want)
+		}
 	}
 }

@@ -30,6 +30,7 @@ package openai
 
 import (
 	"encoding/json"
+	"strconv"
 
 	"github.com/tollgate-ai/tollgate/internal/task"
 )
@@ -272,32 +273,40 @@ type Content struct {
 	Text string
 }
 
-// UnmarshalJSON accepts a string or an array of {"type":"text","text":...}.
+// UnmarshalJSON accepts a string or an array of at most MaxParts
+// {"type":"text","text":...} parts with no other members.
 func (c *Content) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
 		c.Text = s
 		return nil
 	}
-	var parts []struct {
-		Type string  `json:"type"`
-		Text *string `json:"text"`
-	}
+	var parts []map[string]json.RawMessage
 	if err := json.Unmarshal(b, &parts); err != nil {
 		return errShape("a string or an array of text parts")
 	}
+	if len(parts) > MaxParts {
+		return errShape("at most " + strconv.Itoa(MaxParts) + " content parts")
+	}
 	var out []byte
 	for i, p := range parts {
-		if p.Type != "text" {
+		var typ string
+		if json.Unmarshal(p["type"], &typ) != nil || typ != "text" {
 			return errShape("text parts only (type \"text\")")
 		}
-		if p.Text == nil {
+		var text *string
+		if json.Unmarshal(p["text"], &text) != nil || text == nil {
 			return errShape("text parts with a \"text\" string")
+		}
+		for k := range p {
+			if k != "type" && k != "text" {
+				return errShape("text parts of only \"type\" and \"text\"")
+			}
 		}
 		if i > 0 {
 			out = append(out, '\n')
 		}
-		out = append(out, *p.Text...)
+		out = append(out, *text...)
 	}
 	c.Text = string(out)
 	return nil

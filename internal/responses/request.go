@@ -26,16 +26,15 @@
 package responses
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"regexp"
-	"strconv"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/jsonx"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/internal/task"
 )
@@ -227,70 +226,17 @@ func withDefaults(l openai.Limits) openai.Limits {
 
 // checkStrict refuses what two JSON parsers could read differently: a
 // duplicate key at any depth (encoding/json keeps the last, others the
-// first), trailing data, and nesting deeper than maxJSONDepth.
+// first), trailing data, and nesting deeper than maxJSONDepth. The check
+// is jsonx.CheckStrict, shared with the chat decoder.
 func checkStrict(body []byte) error {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 {
-		return apierr.BadRequest("", codeInvalidJSON, "We could not parse the JSON body of your request: the body is empty. The OpenAI API expects a JSON payload.")
-	}
-	if body[0] != '{' {
-		return apierr.BadRequest("", codeInvalidJSON, "We could not parse the JSON body of your request: expected a JSON object.")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := strictValue(dec, "", 0); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return apierr.BadRequest("", codeInvalidJSON, "We could not parse the JSON body of your request: trailing data after the JSON object.")
+	if err := jsonx.CheckStrict(body, maxJSONDepth); err != nil {
+		var se *jsonx.StrictError
+		if errors.As(err, &se) {
+			return apierr.BadRequest(se.Path, codeInvalidJSON, "We could not parse the JSON body of your request: %s.", se.Reason)
+		}
+		return apierr.BadRequest("", codeInvalidJSON, "We could not parse the JSON body of your request: %s.", err.Error())
 	}
 	return nil
-}
-
-func strictValue(dec *json.Decoder, path string, depth int) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return badJSON(err)
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	if depth >= maxJSONDepth {
-		return apierr.BadRequest("", codeInvalidJSON, "We could not parse the JSON body of your request: nested deeper than %d levels.", maxJSONDepth)
-	}
-	switch d {
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return badJSON(err)
-			}
-			k, _ := kt.(string) // the decoder yields only string keys here
-			p := joinPath(path, k)
-			if seen[k] {
-				return apierr.BadRequest(p, codeInvalidJSON, "We could not parse the JSON body of your request: duplicate key '%s'.", p)
-			}
-			seen[k] = true
-			if err := strictValue(dec, p, depth+1); err != nil {
-				return err
-			}
-		}
-	case '[':
-		for i := 0; dec.More(); i++ {
-			if err := strictValue(dec, path+"["+strconv.Itoa(i)+"]", depth+1); err != nil {
-				return err
-			}
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing delimiter
-		return badJSON(err)
-	}
-	return nil
-}
-
-func badJSON(err error) error {
-	return apierr.BadRequest("", codeInvalidJSON, "We could not parse the JSON body of your request: %s.", jsonErrText(err))
 }
 
 func jsonErrText(err error) string {
@@ -302,11 +248,4 @@ func jsonErrText(err error) string {
 		return "unexpected end of JSON input"
 	}
 	return err.Error()
-}
-
-func joinPath(path, k string) string {
-	if path == "" {
-		return k
-	}
-	return path + "." + k
 }
