@@ -103,6 +103,10 @@ type Server struct {
 	streams chan net.Conn
 	done    chan struct{}
 	once    sync.Once
+	// noStreams is closed by Streams' Close: streams workers open are then
+	// refused, while the gateway's streams (batches in flight) go on.
+	noStreams     chan struct{}
+	noStreamsOnce sync.Once
 
 	mu       sync.Mutex
 	sessions map[string]*yamux.Session
@@ -119,7 +123,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.Limits.MaxSessions),
-		streams: make(chan net.Conn), done: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
+		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
 }
 
 // Serve accepts worker connections on ln until Close.
@@ -217,6 +221,8 @@ func (s *Server) serveConn(c net.Conn) {
 		conn := &Stream{Conn: st, session: id}
 		select {
 		case s.streams <- conn:
+		case <-s.noStreams:
+			conn.Close()
 		case <-sess.CloseChan():
 			conn.Close()
 			return
@@ -268,7 +274,9 @@ func (s *Server) Sessions() int {
 }
 
 // Streams is the listener of streams workers open, for the gateway's HTTP
-// server. Closing it closes the Server.
+// server. Closing it refuses further worker streams but keeps the sessions,
+// so that a shutting-down gateway's batches in flight finish; Close ends
+// them.
 func (s *Server) Streams() net.Listener { return streamListener{s} }
 
 // Close stops accepting, ends every session and fails Streams' Accept.
@@ -293,12 +301,17 @@ func (l streamListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.s.streams:
 		return c, nil
+	case <-l.s.noStreams:
+		return nil, net.ErrClosed
 	case <-l.s.done:
 		return nil, net.ErrClosed
 	}
 }
 
-func (l streamListener) Close() error   { return l.s.Close() }
+func (l streamListener) Close() error {
+	l.s.noStreamsOnce.Do(func() { close(l.s.noStreams) })
+	return nil
+}
 func (l streamListener) Addr() net.Addr { return linkAddr("worker-link") }
 
 type linkAddr string
