@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/apierr"
+	"github.com/tollgate-ai/tollgate/internal/httpguard"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/workers"
@@ -128,11 +129,24 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		if err := readJSON(rc, &req); err != nil {
 			return err
 		}
+		session := linkSession(rc)
+		if _, isLink := workers.LinkSession(req.URL); isLink && session == "" {
+			return apierr.BadRequest("url", workers.CodeInvalidRegistration,
+				"A %s:// url registers only over the worker link (tollgate worker --gateway-link).", workers.LinkScheme)
+		}
 		ctx, cancel := opContext()
 		defer cancel()
 		reg, err := s.deps.Registrar.Register(ctx, &req, now)
 		if err != nil {
 			return err
+		}
+		if session != "" {
+			// The worker signed the URL it sent; the gateway reaches it
+			// over the session it came on, whatever that URL said.
+			reg.URL = workers.LinkURL(session)
+			s.links.Store(reg.WorkerID, session)
+		} else {
+			s.links.Delete(reg.WorkerID)
 		}
 		countersign := "" // only a ledger's provers countersign
 		if wl, ok := s.deps.Ledger.(workerLedger); ok {
@@ -172,6 +186,13 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		if err := s.workerSession(rc, hb.WorkerID); err != nil {
 			return err
 		}
+		if session := linkSession(rc); session != "" {
+			if registered, _ := s.links.Load(hb.WorkerID); registered != session {
+				// The link dropped and the worker dialled in again: its
+				// batches must go to the new session, so it registers anew.
+				return apierr.Unauthorized(workers.CodeUnknownWorker, "This worker registered on another link; register again.")
+			}
+		}
 		if err := s.deps.Registry.Heartbeat(&hb); err != nil {
 			// One answer for "register again", whichever side forgot.
 			e := apierr.Unauthorized(workers.CodeUnknownWorker, "The gateway does not know this worker; register again.")
@@ -189,6 +210,7 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		}
 		s.deps.Registry.Remove(body.WorkerID)
 		s.deps.Registrar.Forget(body.WorkerID)
+		s.links.Delete(body.WorkerID)
 		s.log.Info("worker deregistered", "request_id", reqID, "worker", body.WorkerID)
 		return writeJSON(rc, map[string]bool{"ok": true})
 	}
@@ -351,4 +373,13 @@ func (s *Server) reinstateWorker(rc *fasthttp.RequestCtx) error {
 		left = []task.ModelVersion{}
 	}
 	return writeJSON(rc, map[string]any{"worker_id": req.WorkerID, "still_revoked": left})
+}
+
+// linkSession is the outbound worker-link session (internal/workerlink) a
+// request came on, or "" for a plain connection.
+func linkSession(rc *fasthttp.RequestCtx) string {
+	if l, ok := httpguard.Unwrap(rc.Conn()).(interface{ LinkSession() string }); ok {
+		return l.LinkSession()
+	}
+	return ""
 }

@@ -211,7 +211,10 @@ type Deps struct {
 // Server is the gateway. Create it with New, run it with Serve, stop it with
 // Shutdown.
 type Server struct {
-	cfg      Config
+	cfg Config
+	// links maps a worker ID to the outbound-link session it registered
+	// on (see linkSession); absent for a worker the gateway dials.
+	links    sync.Map
 	deps     Deps
 	log      *slog.Logger
 	clock    clock.Clock

@@ -47,6 +47,10 @@ type ClientOptions struct {
 	// task and the bytes relayed; the gateway sets the worker's
 	// registered ID and models and the per-model usage bounds.
 	Records RecordPolicy
+	// Dial opens each connection of a link:// worker (a stream of the
+	// session it dialled in on); required for such a worker, unused for
+	// http(s) ones.
+	Dial func(ctx context.Context) (net.Conn, error)
 }
 
 // Client is the gateway's end of the link to one worker. It is safe for
@@ -114,7 +118,16 @@ func NewTransport() *http.Transport {
 // its new link is never handed an idle connection to the old process.
 func NewClient(baseURL string, opts ClientOptions) *Client {
 	c := &Client{base: strings.TrimRight(baseURL, "/"), maxLine: opts.MaxEventBytes, token: opts.Token, logger: opts.Logger, obs: opts.Obs, records: opts.Records}
-	c.link, c.linkErr = h1.New(c.base, h1.Options{MaxIdle: MaxIdleLinkConnsPerWorker})
+	if session, ok := LinkSession(c.base); ok {
+		// An outbound worker: the host only names the Host header.
+		if opts.Dial == nil {
+			c.linkErr = fmt.Errorf("worker %s dialled in on a link this gateway does not hold", c.base)
+		} else {
+			c.link, c.linkErr = h1.New("http://"+session, h1.Options{MaxIdle: MaxIdleLinkConnsPerWorker, Dial: opts.Dial})
+		}
+	} else {
+		c.link, c.linkErr = h1.New(c.base, h1.Options{MaxIdle: MaxIdleLinkConnsPerWorker})
+	}
 	if c.maxLine <= 0 {
 		c.maxLine = DefaultMaxEventBytes
 	}
@@ -477,6 +490,12 @@ func ValidateWorkerURL(u string) error {
 	if len(u) > 2048 {
 		return errors.New("url longer than 2048 bytes")
 	}
+	if strings.HasPrefix(u, LinkScheme+"://") {
+		if _, ok := LinkSession(u); !ok {
+			return fmt.Errorf("%q is not %s://NAME (NAME 1..64 of [0-9a-z-])", u, LinkScheme)
+		}
+		return nil
+	}
 	p, err := url.Parse(u)
 	if err != nil {
 		return err
@@ -498,4 +517,29 @@ func ValidateWorkerURL(u string) error {
 		return errors.New("url must not carry a path")
 	}
 	return nil
+}
+
+// LinkScheme names a worker reached over the link it dialled out on
+// (internal/workerlink) instead of an address the gateway dials.
+const LinkScheme = "link"
+
+// LinkOutbound is the URL a worker on an outbound link registers with; the
+// gateway records it as LinkURL of the session the registration came on.
+const LinkOutbound = LinkScheme + "://outbound"
+
+// LinkURL is the URL of the worker on link session id.
+func LinkURL(session string) string { return LinkScheme + "://" + session }
+
+// LinkSession is the session (or name) of a link:// URL.
+func LinkSession(u string) (string, bool) {
+	name, ok := strings.CutPrefix(u, LinkScheme+"://")
+	if !ok || len(name) == 0 || len(name) > 64 {
+		return "", false
+	}
+	for _, r := range name {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'z') && r != '-' {
+			return "", false
+		}
+	}
+	return name, true
 }

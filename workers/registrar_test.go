@@ -319,7 +319,7 @@ func FuzzValidateWorkerURL(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if workers.ValidateWorkerURL(s) == nil && !strings.HasPrefix(s, "http") {
+		if workers.ValidateWorkerURL(s) == nil && !strings.HasPrefix(s, "http") && !strings.HasPrefix(s, workers.LinkScheme+"://") {
 			t.Fatalf("accepted %q", s)
 		}
 	})

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/responses"
 	"github.com/tollgate-ai/tollgate/internal/statuspage"
 	"github.com/tollgate-ai/tollgate/internal/task"
+	"github.com/tollgate-ai/tollgate/internal/workerlink"
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/receipts/prover"
@@ -181,6 +183,8 @@ func runGateway(ctx context.Context, args []string) error {
 	var gf gatewayFlags
 	gf.register(fs, "", "json")
 	fs.BoolVar(&gf.allowDevKeys, "allow-dev-keys", false, "let the prover use development keys (single-party set-up: whoever ran it can forge receipts), setting up capacity-8 ones in DATA/keys if there are none")
+	var lf linkFlags
+	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -193,6 +197,10 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	applyGCDefault(logger)
+	link, apiTLS, err := lf.server(logger)
+	if err != nil {
+		return err
+	}
 	prov, shutdownObs, err := gf.obs.setup(ctx, "tollgate-gateway", logger)
 	if err != nil {
 		return err
@@ -220,12 +228,23 @@ func runGateway(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if apiTLS != nil {
+		ln = tls.NewListener(ln, apiTLS)
+	}
+	opts.link = link
 	gw, err := startGateway(cfg, ln, opts, logger, prov)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	logger.Info("gateway listening", "url", gw.URL())
+	logger.Info("gateway listening", "url", gw.URL(), "tls", apiTLS != nil)
+	if link != nil {
+		defer link.Close()
+		if err := lf.serve(link, gw.srv, logger); err != nil {
+			gw.stop()
+			return err
+		}
+	}
 	if !gf.noProver {
 		gw.startProver(ctx, kp)
 	}
@@ -237,6 +256,9 @@ type stackOptions struct {
 	receipts    bool   // record receipts (a ledger)
 	keyDir      string // proving and verifying keys (default DATA/keys)
 	operatorKey string // operator key file (default DATA/operator.key, created if missing)
+	// link holds the sessions of workers that dialled in (nil: none); a
+	// link:// worker's batches go over its session.
+	link *workerlink.Server
 }
 
 // gatewayStack is a serving gateway with its scheduler, registrar and
@@ -283,8 +305,12 @@ func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger
 		// The link presents the worker's session token (the worker's
 		// handler refuses batches without it); a new session re-dials.
 		DialWorker: func(w *task.Registered) scheduler.Conn {
-			return workers.NewClient(w.URL, workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov,
-				Records: recordPolicy(cfg.Records, w)}) // every completion record is checked (internal/config Records)
+			co := workers.ClientOptions{Logger: logger, Token: w.SessionToken, Obs: prov,
+				Records: recordPolicy(cfg.Records, w)} // every completion record is checked (internal/config Records)
+			if session, ok := workers.LinkSession(w.URL); ok && opts.link != nil {
+				co.Dial = func(ctx context.Context) (net.Conn, error) { return opts.link.Dial(ctx, session) }
+			}
+			return workers.NewClient(w.URL, co)
 		},
 	})
 	if err != nil {

@@ -167,6 +167,8 @@ func runWorker(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var of obsFlags
 	of.register(fs, "json")
+	var wl workerLinkFlags
+	wl.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -200,18 +202,36 @@ func runWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeEng()
+	link, err := wl.dialer(logger)
+	if err != nil {
+		return err
+	}
+	node := workerNode{
+		gatewayURL: strings.TrimRight(*gatewayURL, "/"), providerToken: tok, key: key,
+		engine: eng, maxConcurrency: *maxConc, dataDir: *data, logger: logger, obs: prov,
+	}
+	if link != nil {
+		// Behind NAT: batches arrive on streams of the link the worker
+		// dialled, and its calls to the gateway go out on it too. The link
+		// outlives ctx by the node's drain, so deregistration still reaches
+		// the gateway.
+		linkCtx, stopLink := context.WithCancel(context.WithoutCancel(ctx))
+		linkDone := make(chan struct{})
+		go func() { defer close(linkDone); runLink(linkCtx, link, logger) }()
+		defer func() { stopLink(); <-linkDone }()
+		node.gatewayURL, node.advertise = "http://gateway-link", workers.LinkOutbound
+		node.httpClient = &http.Client{Transport: linkTransport(link), Timeout: 10 * time.Second}
+		return runWorkerNode(ctx, link, node)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	adv := *advertise
-	if adv == "" {
-		adv = "http://" + ln.Addr().String()
+	node.advertise = *advertise
+	if node.advertise == "" {
+		node.advertise = "http://" + ln.Addr().String()
 	}
-	return runWorkerNode(ctx, ln, workerNode{
-		gatewayURL: strings.TrimRight(*gatewayURL, "/"), providerToken: tok, key: key, advertise: adv,
-		engine: eng, maxConcurrency: *maxConc, dataDir: *data, logger: logger, obs: prov,
-	})
+	return runWorkerNode(ctx, ln, node)
 }
 
 // workerNode is everything a worker process (or dev's in-process worker)
@@ -224,6 +244,7 @@ type workerNode struct {
 	dataDir                              string
 	logger                               *slog.Logger
 	obs                                  *obs.Provider // nil: off
+	httpClient                           *http.Client  // the worker's calls to the gateway (nil: the default)
 }
 
 // runWorkerNode serves the worker on ln and keeps it registered until ctx
@@ -244,7 +265,7 @@ func runWorkerNode(ctx context.Context, ln net.Listener, n workerNode) error {
 	hostname, _ := os.Hostname()
 	member, err := workers.NewRegisterer(workers.MemberConfig{
 		GatewayURL: n.gatewayURL, ProviderToken: n.providerToken, Key: n.key,
-		AdvertiseURL: n.advertise, Agent: agent, GPUs: gpus, Logger: logger,
+		AdvertiseURL: n.advertise, Agent: agent, GPUs: gpus, Logger: logger, HTTPClient: n.httpClient,
 	})
 	if err != nil {
 		ln.Close()

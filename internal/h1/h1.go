@@ -63,6 +63,10 @@ type Options struct {
 	// TLS configures https origins (default: the system's roots, the URL's
 	// host as the server name).
 	TLS *tls.Config
+	// Dial, when set, opens each connection instead of a TCP dial to the
+	// base URL's host (e.g. a stream of a worker's outbound link); TLS, for
+	// an https base, still runs over what it returns.
+	Dial func(ctx context.Context) (net.Conn, error)
 }
 
 // Client sends requests to one origin. It is safe for concurrent use.
@@ -280,7 +284,13 @@ func (c *Client) get(ctx context.Context, fresh bool) (*conn, error) {
 }
 
 func (c *Client) dial(ctx context.Context) (*conn, error) {
-	nc, err := c.dialer.DialContext(ctx, "tcp", c.addr)
+	var nc net.Conn
+	var err error
+	if c.opts.Dial != nil {
+		nc, err = c.opts.Dial(ctx)
+	} else {
+		nc, err = c.dialer.DialContext(ctx, "tcp", c.addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("h1: dial %s: %w", c.addr, err)
 	}

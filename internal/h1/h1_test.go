@@ -442,3 +442,35 @@ func TestLongHeaderLine(t *testing.T) {
 		t.Fatalf("got %d %q, header of %d bytes", status, got, len(h.Get("X-Long")))
 	}
 }
+
+// Options.Dial replaces the TCP dial: the base URL's host only names the
+// Host header, and a dial error is the request's error.
+func TestDialOverride(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("via " + r.Host))
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	var dials atomic.Int32
+	c, err := New("http://worker-link.invalid", Options{Dial: func(ctx context.Context) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 3 {
+		if _, _, got := do(t, c, &Request{Method: "GET", Path: "/"}); got != "via worker-link.invalid" {
+			t.Fatalf("got %q", got)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("dialled %d times, want 1 (the connection is reused)", n)
+	}
+	refused := errors.New("link down")
+	down, _ := New("http://worker-link.invalid", Options{Dial: func(context.Context) (net.Conn, error) { return nil, refused }})
+	if _, err := down.Do(context.Background(), &Request{Method: "GET", Path: "/"}); !errors.Is(err, refused) {
+		t.Fatalf("err = %v, want the dial's error", err)
+	}
+}

@@ -1,0 +1,336 @@
+package workerlink
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Limits bound what one worker link may hold on the gateway. Zero values
+// take the defaults.
+type Limits struct {
+	// HandshakeTimeout bounds the TLS handshake of a new connection
+	// (default 10 s).
+	HandshakeTimeout time.Duration
+	// MaxSessions bounds the worker sessions (and handshakes in progress)
+	// at once (default 1024).
+	MaxSessions int
+	// MaxStreamsPerSession bounds the streams one session holds at once,
+	// either direction, half-closed ones included (default 64); a worker
+	// that goes over it has its session closed.
+	MaxStreamsPerSession int
+	// AcceptBacklog bounds a session's streams not yet accepted (default 16).
+	AcceptBacklog int
+	// MaxStreamWindow is each stream's receive window (default 256 KiB,
+	// yamux's minimum).
+	MaxStreamWindow uint32
+	// KeepAlive is the ping interval; a ping unanswered within WriteTimeout
+	// ends the session (defaults 2 s and 5 s).
+	KeepAlive, WriteTimeout time.Duration
+}
+
+func (l *Limits) setDefaults() {
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = 10 * time.Second
+	}
+	if l.MaxSessions <= 0 {
+		l.MaxSessions = 1024
+	}
+	if l.MaxStreamsPerSession <= 0 {
+		l.MaxStreamsPerSession = 64
+	}
+	if l.AcceptBacklog <= 0 {
+		l.AcceptBacklog = 16
+	}
+	if l.MaxStreamWindow < 256<<10 {
+		l.MaxStreamWindow = 256 << 10
+	}
+	if l.KeepAlive <= 0 {
+		l.KeepAlive = 2 * time.Second
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = 5 * time.Second
+	}
+}
+
+func (l Limits) yamux() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = l.AcceptBacklog
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = l.KeepAlive
+	c.ConnectionWriteTimeout = l.WriteTimeout
+	c.MaxStreamWindowSize = l.MaxStreamWindow
+	c.StreamOpenTimeout = l.WriteTimeout
+	c.StreamCloseTimeout = 5 * time.Second
+	c.LogOutput = io.Discard
+	return c
+}
+
+// ServerConfig configures the gateway's end of the worker link.
+type ServerConfig struct {
+	// TLS is served on every connection; nil serves plain TCP, which
+	// Insecure must then allow (tests and development only).
+	TLS      *tls.Config
+	Insecure bool
+	Limits   Limits
+	Logger   *slog.Logger
+}
+
+// ErrNoSession is returned by Server.Dial for a session that is not (or no
+// longer) connected.
+var ErrNoSession = errors.New("workerlink: no such worker session")
+
+// ErrClosed is returned once a Server or Dialer is closed.
+var ErrClosed = errors.New("workerlink: closed")
+
+// Server accepts worker connections. Streams the workers open come out of
+// Streams (a net.Listener for the gateway's HTTP server); Dial opens a
+// stream to one worker's session.
+type Server struct {
+	cfg     ServerConfig
+	log     *slog.Logger
+	slots   chan struct{} // one per session or handshake in progress
+	streams chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	// noStreams is closed by Streams' Close: streams workers open are then
+	// refused, while the gateway's streams (batches in flight) go on.
+	noStreams     chan struct{}
+	noStreamsOnce sync.Once
+
+	mu       sync.Mutex
+	sessions map[string]*yamux.Session
+	lns      []net.Listener
+}
+
+// NewServer checks cfg and builds a server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.TLS == nil && !cfg.Insecure {
+		return nil, errors.New("workerlink: a TLS config is required (Insecure allows plain TCP for tests)")
+	}
+	cfg.Limits.setDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.Limits.MaxSessions),
+		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
+}
+
+// Serve accepts worker connections on ln until Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return ErrClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.log.Warn("worker link refused: too many sessions", "remote", c.RemoteAddr().String(), "max_sessions", s.cfg.Limits.MaxSessions)
+			c.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-s.slots }()
+			s.serveConn(c)
+		}()
+	}
+}
+
+// serveConn runs one worker connection: handshake, session, its streams.
+func (s *Server) serveConn(c net.Conn) {
+	remote := c.RemoteAddr().String()
+	peer := ""
+	if s.cfg.TLS != nil {
+		tc := tls.Server(c, s.cfg.TLS)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.HandshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("worker link refused: TLS handshake failed", "remote", remote, "reason", Describe(err), "err", err)
+			c.Close()
+			return
+		}
+		if pcs := tc.ConnectionState().PeerCertificates; len(pcs) > 0 {
+			peer = pcs[0].Subject.String()
+		}
+		c = tc
+	}
+	sess, err := yamux.Server(c, s.cfg.Limits.yamux())
+	if err != nil { // only a bad config, checked by the defaults
+		s.log.Error("worker link: session", "err", err)
+		c.Close()
+		return
+	}
+	id := newID()
+	s.mu.Lock()
+	select {
+	case <-s.done:
+		s.mu.Unlock()
+		sess.Close()
+		return
+	default:
+	}
+	s.sessions[id] = sess
+	s.mu.Unlock()
+	s.log.Info("worker link up", "session", id, "remote", remote, "peer", peer)
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, id)
+		s.mu.Unlock()
+		sess.Close()
+		s.log.Info("worker link down", "session", id, "remote", remote)
+	}()
+	// NumStreams counts every stream the session still tracks: open,
+	// half-closed (the worker never closed its side) and unaccepted; each
+	// may buffer up to a window of data, so their number is what is capped.
+	maxStreams := s.cfg.Limits.MaxStreamsPerSession
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		if n := sess.NumStreams(); n > maxStreams {
+			s.log.Warn("worker link closed: too many streams", "session", id, "remote", remote, "streams", n, "max_streams", maxStreams)
+			st.Close()
+			return
+		}
+		conn := &Stream{Conn: st, session: id}
+		select {
+		case s.streams <- conn:
+		case <-s.noStreams:
+			conn.Close()
+		case <-sess.CloseChan():
+			conn.Close()
+			return
+		case <-s.done:
+			conn.Close()
+			return
+		}
+	}
+}
+
+// Dial opens a stream to the worker on session id.
+func (s *Server) Dial(ctx context.Context, id string) (net.Conn, error) {
+	s.mu.Lock()
+	sess := s.sessions[id]
+	s.mu.Unlock()
+	if sess == nil {
+		return nil, fmt.Errorf("%w %q", ErrNoSession, id)
+	}
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		st, err := sess.OpenStream()
+		ch <- result{st, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("workerlink: open stream on session %s: %w", id, r.err)
+		}
+		return &Stream{Conn: r.c, session: id}, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.c != nil {
+				r.c.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// Sessions is how many worker sessions are connected.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Streams is the listener of streams workers open, for the gateway's HTTP
+// server. Closing it refuses further worker streams but keeps the sessions,
+// so that a shutting-down gateway's batches in flight finish; Close ends
+// them.
+func (s *Server) Streams() net.Listener { return streamListener{s} }
+
+// Close stops accepting, ends every session and fails Streams' Accept.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		close(s.done)
+		s.mu.Lock()
+		for _, ln := range s.lns {
+			ln.Close()
+		}
+		for _, sess := range s.sessions {
+			sess.Close()
+		}
+		s.mu.Unlock()
+	})
+	return nil
+}
+
+type streamListener struct{ s *Server }
+
+func (l streamListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.s.streams:
+		return c, nil
+	case <-l.s.noStreams:
+		return nil, net.ErrClosed
+	case <-l.s.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l streamListener) Close() error {
+	l.s.noStreamsOnce.Do(func() { close(l.s.noStreams) })
+	return nil
+}
+func (l streamListener) Addr() net.Addr { return linkAddr("worker-link") }
+
+type linkAddr string
+
+func (a linkAddr) Network() string { return "workerlink" }
+func (a linkAddr) String() string  { return string(a) }
+
+// Stream is one stream of a worker session. The gateway's HTTP handlers
+// find the session a request came on with LinkSession.
+type Stream struct {
+	net.Conn
+	session string
+}
+
+// LinkSession is the ID of the session the stream belongs to.
+func (s *Stream) LinkSession() string { return s.session }
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

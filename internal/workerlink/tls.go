@@ -1,0 +1,167 @@
+package workerlink
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// CertReloader serves a certificate and key from files, loading them again
+// when either file's modification time changes, so a renewed certificate is
+// picked up without a restart. A reload that fails keeps the last good pair.
+type CertReloader struct {
+	certFile, keyFile string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	modCert time.Time
+	modKey  time.Time
+	checked time.Time
+}
+
+// reloadEvery bounds how often the files' times are checked.
+const reloadEvery = time.Second
+
+// NewCertReloader loads the pair once; a bad pair is an error here.
+func NewCertReloader(certFile, keyFile string) (*CertReloader, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("workerlink: both a certificate and a key file are required")
+	}
+	r := &CertReloader{certFile: certFile, keyFile: keyFile}
+	if err := r.load(time.Now()); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *CertReloader) load(now time.Time) error {
+	ci, err := os.Stat(r.certFile)
+	if err != nil {
+		return fmt.Errorf("workerlink: certificate: %w", err)
+	}
+	ki, err := os.Stat(r.keyFile)
+	if err != nil {
+		return fmt.Errorf("workerlink: key: %w", err)
+	}
+	r.checked = now
+	if r.cert != nil && ci.ModTime().Equal(r.modCert) && ki.ModTime().Equal(r.modKey) {
+		return nil
+	}
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("workerlink: certificate %s and key %s: %w", r.certFile, r.keyFile, err)
+	}
+	r.cert, r.modCert, r.modKey = &c, ci.ModTime(), ki.ModTime()
+	return nil
+}
+
+// Certificate is the current pair, reloaded when the files changed.
+func (r *CertReloader) Certificate() (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.checked) >= reloadEvery {
+		_ = r.load(now) // the last good pair stays on failure
+	}
+	return r.cert, nil
+}
+
+// GetCertificate is for tls.Config.GetCertificate.
+func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return r.Certificate()
+}
+
+// GetClientCertificate is for tls.Config.GetClientCertificate.
+func (r *CertReloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return r.Certificate()
+}
+
+// LoadPool reads a PEM file of CA certificates.
+func LoadPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("workerlink: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("workerlink: CA file %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// ServerTLS is the gateway's TLS config for the pair in certFile and
+// keyFile (reloaded on change); with clientCAFile set, workers must present
+// a certificate signed by one of its CAs (mutual TLS).
+func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	r, err := NewCertReloader(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+	if clientCAFile != "" {
+		if cfg.ClientCAs, err = LoadPool(clientCAFile); err != nil {
+			return nil, err
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// ClientTLS is the worker's TLS config: the gateway is verified against
+// caFile (empty: the system roots); certFile and keyFile, when given, are
+// the client certificate presented for mutual TLS.
+func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := LoadPool(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		r, err := NewCertReloader(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.GetClientCertificate = r.GetClientCertificate
+	}
+	return cfg, nil
+}
+
+// Describe names the usual reasons a link handshake fails, for a log line
+// an operator can act on; other errors are described by their text.
+func Describe(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	var alert tls.AlertError
+	switch {
+	case errors.As(err, &unknown):
+		return "certificate signed by an unknown authority (wrong CA)"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "certificate expired or not yet valid"
+	case errors.As(err, &invalid):
+		return "certificate invalid: " + invalid.Error()
+	case errors.As(err, &host):
+		return "certificate is not for this host name"
+	case errors.As(err, &alert):
+		return "refused by the peer: " + alert.Error()
+	}
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "client didn't provide a certificate"):
+		return "no client certificate, and mutual TLS is required"
+	case strings.Contains(s, "certificate required"):
+		return "refused by the peer: a client certificate is required"
+	case strings.Contains(s, "bad certificate"), strings.Contains(s, "unknown certificate authority"):
+		return "refused by the peer: certificate not accepted"
+	case strings.Contains(s, "expired certificate"):
+		return "refused by the peer: certificate expired"
+	}
+	return s
+}
