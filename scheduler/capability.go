@@ -110,6 +110,8 @@ func capabilityParam(c task.Capability) string {
 		return "logprobs"
 	case task.CapN:
 		return "n"
+	case task.CapDimensions:
+		return "dimensions"
 	}
 	return "messages" // vision, audio: content parts
 }

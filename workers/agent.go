@@ -268,7 +268,11 @@ func (a *Agent) RunBatch(ctx context.Context, b *task.Batch, emit func(task.Even
 	served := a.engine.Models() // a few entries: scanned, not indexed
 
 	var wg sync.WaitGroup
-	embedGroups := map[string][]int{} // model -> task indexes
+	type embedKey struct {
+		model      string
+		dimensions int
+	}
+	embedGroups := map[embedKey][]int{} // model and vector length -> task indexes
 	embedCtx := make([]context.Context, len(b.Tasks))
 	var embedCancels []context.CancelFunc
 	defer func() {
@@ -288,7 +292,8 @@ func (a *Agent) RunBatch(ctx context.Context, b *task.Batch, emit func(task.Even
 			continue
 		}
 		if t.Kind == task.KindEmbedding {
-			embedGroups[t.Model] = append(embedGroups[t.Model], i)
+			k := embedKey{t.Model, t.Dimensions}
+			embedGroups[k] = append(embedGroups[k], i)
 			embedCtx[i] = tctx
 			embedCancels = append(embedCancels, cancel)
 			continue
@@ -304,12 +309,12 @@ func (a *Agent) RunBatch(ctx context.Context, b *task.Batch, emit func(task.Even
 		}
 		last = run
 	}
-	for model, idx := range embedGroups {
+	for k, idx := range embedGroups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mv, _ := findModel(served, model)
-			a.runEmbedGroup(ctx, b, keys, embedCtx, idx, mv, out)
+			mv, _ := findModel(served, k.model)
+			a.runEmbedGroup(ctx, b, keys, embedCtx, idx, mv, k.dimensions, out)
 		}()
 	}
 	// The last generation task runs on this goroutine, which would only
@@ -550,11 +555,20 @@ func genAIOperation(k task.Kind) string {
 	return obs.OpTextCompletion
 }
 
-// runEmbedGroup embeds every input of every embedding task for one model in
-// ONE engine call and splits the vectors back per task.
+// DimensionsEmbedder is an engine that can embed into vectors of a
+// requested length (the OpenAI engine passes dimensions to its upstream).
+// A task asking for dimensions reaches only a worker whose model declares
+// task.CapDimensions; an engine without this method refuses it.
+type DimensionsEmbedder interface {
+	EmbedDimensions(ctx context.Context, model string, inputs []string, dimensions int) (task.EmbedResult, error)
+}
+
+// runEmbedGroup embeds every input of every embedding task for one model
+// (and vector length) in ONE engine call and splits the vectors back per
+// task.
 // The call runs under the batch's context; a task cancelled or past its
 // deadline meanwhile ends with EventFailed instead of its vectors.
-func (a *Agent) runEmbedGroup(ctx context.Context, b *task.Batch, keys []taskKey, taskCtx []context.Context, idx []int, mv task.ModelVersion, out *emitter) {
+func (a *Agent) runEmbedGroup(ctx context.Context, b *task.Batch, keys []taskKey, taskCtx []context.Context, idx []int, mv task.ModelVersion, dimensions int, out *emitter) {
 	defer func() {
 		for _, i := range idx {
 			a.finish(keys[i])
@@ -587,10 +601,22 @@ func (a *Agent) runEmbedGroup(ctx context.Context, b *task.Batch, keys []taskKey
 	ectx, espan := a.obs.StartFromTraceparent(ctx, b.Tasks[idx[0]].Traceparent, "engine.embed", obs.KindInternal)
 	espan.SetInt("tollgate.batch.size", len(idx))
 	espan.SetInt("tollgate.embed.inputs", len(inputs))
-	res, err := a.engine.Embed(ectx, mv.Name, inputs)
+	var res task.EmbedResult
+	var err error
+	if dimensions > 0 {
+		de, ok := a.engine.(DimensionsEmbedder)
+		if !ok || !mv.Has(task.CapDimensions) {
+			err = apierr.BadRequest("dimensions", "unsupported_parameter", "Model '%s' does not support 'dimensions'.", mv.Name)
+		} else {
+			res, err = de.EmbedDimensions(ectx, mv.Name, inputs, dimensions)
+		}
+	} else {
+		res, err = a.engine.Embed(ectx, mv.Name, inputs)
+	}
 	if err == nil {
 		err = checkEmbedResult(res, len(inputs))
 	}
+
 	espan.SetError(err)
 	espan.End()
 	if err != nil {

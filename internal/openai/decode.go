@@ -641,9 +641,12 @@ func ParseCompletion(body []byte, lim Limits) (*CompletionRequest, error) {
 
 var embeddingExtra = map[string]fieldKind{
 	"user":              ignored,
-	"dimensions":        rejectIfSet,
 	"safety_identifier": ignored,
 }
+
+// MaxEmbeddingDimensions bounds an embeddings request's dimensions (the
+// largest embedding models have a few thousand).
+const MaxEmbeddingDimensions = 65536
 
 // ParseEmbedding decodes and validates an embeddings body.
 func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
@@ -653,7 +656,7 @@ func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
 		return nil, err
 	}
 	var r EmbeddingRequest
-	mapped := map[string]any{"model": &r.Model, "input": &r.Input, "encoding_format": &r.EncodingFormat, "user": &r.User}
+	mapped := map[string]any{"model": &r.Model, "input": &r.Input, "encoding_format": &r.EncodingFormat, "user": &r.User, "dimensions": &r.Dimensions}
 	keys := sortedKeys(m)
 	if err := extras(m, keys, mapped, embeddingExtra); err != nil {
 		return nil, err
@@ -680,6 +683,9 @@ func ParseEmbedding(body []byte, lim Limits) (*EmbeddingRequest, error) {
 		if s == "" {
 			return nil, apierr.BadRequest("input", CodeInvalidValue, "Invalid 'input': empty string.")
 		}
+	}
+	if d := r.Dimensions; d != nil && (*d < 1 || *d > MaxEmbeddingDimensions) {
+		return nil, apierr.BadRequest("dimensions", CodeInvalidValue, "Invalid 'dimensions': %d; expected an integer in [1, %d].", *d, MaxEmbeddingDimensions)
 	}
 	switch r.EncodingFormat {
 	case "", "float", "base64":
@@ -763,7 +769,11 @@ func (r *EmbeddingRequest) Task(requestID string) *task.Task {
 	for _, s := range r.Input.Texts {
 		n += len(s)
 	}
-	return &task.Task{RequestID: requestID, Kind: task.KindEmbedding, Model: r.Model, Inputs: r.Input.Texts, PromptTokensHint: tokenHint(n)}
+	t := &task.Task{RequestID: requestID, Kind: task.KindEmbedding, Model: r.Model, Inputs: r.Input.Texts, PromptTokensHint: tokenHint(n)}
+	if r.Dimensions != nil {
+		t.Dimensions = *r.Dimensions
+	}
+	return t
 }
 
 // sampling applies OpenAI's defaults: temperature 1 and top_p 1 when unset.

@@ -145,7 +145,10 @@ var embeddingCases = []errCase{
 	{"tokens", `{"model":"e","input":[1,2]}`, "input", CodeUnsupported},
 	{"mixed array", `{"model":"e","input":["a",1]}`, "input", CodeInvalidType},
 	{"bad format", `{"model":"e","input":"a","encoding_format":"int8"}`, "encoding_format", CodeInvalidValue},
-	{"dimensions", `{"model":"e","input":"a","dimensions":64}`, "dimensions", CodeUnsupported},
+	{"dimensions", `{"model":"e","input":"a","dimensions":64}`, "", ""},
+	{"dimensions zero", `{"model":"e","input":"a","dimensions":0}`, "dimensions", CodeInvalidValue},
+	{"dimensions huge", `{"model":"e","input":"a","dimensions":1000000}`, "dimensions", CodeInvalidValue},
+	{"dimensions string", `{"model":"e","input":"a","dimensions":"64"}`, "dimensions", CodeInvalidType},
 }
 
 func TestParseEmbedding(t *testing.T) {

@@ -126,6 +126,7 @@ type EmbeddingRequest struct {
 	Input          *Prompt `json:"input"`
 	EncodingFormat string  `json:"encoding_format"`
 	User           string  `json:"user"`
+	Dimensions     *int    `json:"dimensions"`
 }
 
 // ChatCompletion is a non-streamed chat response.

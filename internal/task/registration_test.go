@@ -37,7 +37,7 @@ func TestParseCapabilities(t *testing.T) {
 	}{
 		{"none", "", true},
 		{"", "", true},
-		{"all", "tools,json_object,json_schema,logprobs,n,vision,audio", true},
+		{"all", "tools,json_object,json_schema,logprobs,n,vision,audio,dimensions", true},
 		{"tools, json_schema", "tools,json_schema", true},
 		{"tools,tools", "", false},
 		{"Tools", "", false},

@@ -26,10 +26,11 @@ const (
 	CapN          Capability = "n"           // n > 1 in one engine call
 	CapVision     Capability = "vision"      // image_url content parts
 	CapAudio      Capability = "audio"       // input_audio content parts
+	CapDimensions Capability = "dimensions"  // embeddings of a requested length
 )
 
 // KnownCapabilities lists every capability a registration may declare.
-var KnownCapabilities = []Capability{CapTools, CapJSONObject, CapJSONSchema, CapLogprobs, CapN, CapVision, CapAudio}
+var KnownCapabilities = []Capability{CapTools, CapJSONObject, CapJSONSchema, CapLogprobs, CapN, CapVision, CapAudio, CapDimensions}
 
 // Tool is one entry of a request's tools array (type "function").
 type Tool struct {
@@ -119,6 +120,9 @@ func (t *Task) Needs() []Capability {
 	}
 	if t.N > 1 {
 		need = append(need, CapN)
+	}
+	if t.Dimensions > 0 {
+		need = append(need, CapDimensions)
 	}
 	vision, audio := partKinds(t.Messages)
 	if vision {

@@ -60,6 +60,9 @@ type Task struct {
 	Messages  []Message `json:"messages,omitempty"` // KindChat
 	Prompt    string    `json:"prompt,omitempty"`   // KindCompletion
 	Inputs    []string  `json:"inputs,omitempty"`   // KindEmbedding
+	// Dimensions (KindEmbedding) asks for vectors of this length (models
+	// trained for shortened embeddings); 0: the model's own.
+	Dimensions int `json:"dimensions,omitempty"`
 
 	MaxTokens   int      `json:"max_tokens,omitempty"` // 0: until EOS or context end
 	Temperature float64  `json:"temperature"`          // 0: greedy
@@ -123,8 +126,9 @@ func (t *Task) Digest() [32]byte {
 		Logprobs          bool            `json:"logprobs,omitempty"`
 		TopLogprobs       int             `json:"top_logprobs,omitempty"`
 		N                 int             `json:"n,omitempty"`
+		Dimensions        int             `json:"dimensions,omitempty"`
 	}{t.RequestID, t.Kind, t.Model, t.Messages, t.Prompt, t.Inputs, t.MaxTokens, t.Temperature, t.TopP, t.Seed, t.Stop, t.Subject,
-		t.Tools, t.ToolChoice, t.ParallelToolCalls, t.ResponseFormat, t.Logprobs, t.TopLogprobs, t.N}
+		t.Tools, t.ToolChoice, t.ParallelToolCalls, t.ResponseFormat, t.Logprobs, t.TopLogprobs, t.N, t.Dimensions}
 	b, err := json.Marshal(canon) // struct order is fixed; cannot fail on these types
 	if err != nil {
 		panic(err)

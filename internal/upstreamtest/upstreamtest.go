@@ -289,8 +289,9 @@ func (l *stopList) UnmarshalJSON(b []byte) error {
 }
 
 type embedRequest struct {
-	Model string   `json:"model"`
-	Input []string `json:"input"`
+	Model      string   `json:"model"`
+	Input      []string `json:"input"`
+	Dimensions int      `json:"dimensions"`
 }
 
 type usage struct {
@@ -685,12 +686,22 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, body []byte,
 		writeError(w, 400, "BadRequestError", "", "input must not be empty", "")
 		return
 	}
+	dim := s.cfg.EmbeddingDim
+	if req.Dimensions != 0 {
+		// Shortened embeddings, as OpenAI's text-embedding-3 models: any
+		// length up to the model's own.
+		if req.Dimensions < 1 || req.Dimensions > s.cfg.EmbeddingDim {
+			writeError(w, 400, "BadRequestError", "dimensions", fmt.Sprintf("dimensions must be in [1, %d], got %d", s.cfg.EmbeddingDim, req.Dimensions), "")
+			return
+		}
+		dim = req.Dimensions
+	}
 	data := make([]any, len(req.Input))
 	tokens := 0
 	// Returned in reverse order, with their index, to check clients sort by index.
 	for i := range req.Input {
 		j := len(req.Input) - 1 - i
-		data[i] = map[string]any{"object": "embedding", "index": j, "embedding": Embedding(req.Input[j], s.cfg.EmbeddingDim)}
+		data[i] = map[string]any{"object": "embedding", "index": j, "embedding": Embedding(req.Input[j], dim)}
 		tokens += Tokens(req.Input[j])
 	}
 	resp := map[string]any{"object": "list", "model": req.Model, "data": data}

@@ -642,6 +642,7 @@ type embedRequest struct {
 	Model          string   `json:"model"`
 	Input          []string `json:"input"`
 	EncodingFormat string   `json:"encoding_format"`
+	Dimensions     int      `json:"dimensions,omitempty"`
 }
 
 type embedResponse struct {
@@ -654,6 +655,12 @@ type embedResponse struct {
 
 // Embed embeds inputs in one upstream call.
 func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (task.EmbedResult, error) {
+	return e.EmbedDimensions(ctx, model, inputs, 0)
+}
+
+// EmbedDimensions embeds inputs in one upstream call, asking the upstream
+// for vectors of the given length (0: the model's own).
+func (e *Engine) EmbedDimensions(ctx context.Context, model string, inputs []string, dimensions int) (task.EmbedResult, error) {
 	up, err := e.upstreamModel(model)
 	if err != nil {
 		return task.EmbedResult{}, err
@@ -661,7 +668,7 @@ func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (task
 	if len(inputs) == 0 {
 		return task.EmbedResult{}, apierr.BadRequest("input", "invalid_value", "input must not be empty")
 	}
-	body, err := json.Marshal(embedRequest{Model: up, Input: inputs, EncodingFormat: "float"})
+	body, err := json.Marshal(embedRequest{Model: up, Input: inputs, EncodingFormat: "float", Dimensions: dimensions})
 	if err != nil {
 		return task.EmbedResult{}, apierr.Internal(err)
 	}
@@ -684,6 +691,9 @@ func (e *Engine) Embed(ctx context.Context, model string, inputs []string) (task
 	vectors, promptTokens, err := decodeEmbeddings(raw, len(inputs))
 	if err != nil {
 		return task.EmbedResult{}, upstreamFailure("the upstream sent malformed embeddings", err)
+	}
+	if dimensions > 0 && len(vectors[0]) != dimensions {
+		return task.EmbedResult{}, upstreamFailure("the upstream ignored dimensions", fmt.Errorf("vectors of %d dimensions, %d asked", len(vectors[0]), dimensions))
 	}
 	if promptTokens < 0 {
 		promptTokens = 0
