@@ -13,7 +13,8 @@ export GOEXPERIMENT ?= simd
 # fast on small machines.
 RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/keys/... \
               ./workers/telemetry/... ./workers/engine/sim/... ./workers/engine/openai/... \
-              ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/... ./internal/cluster/...
+              ./receipts ./receipts/ledger/... ./internal/obs/... ./internal/ratelimit/... ./internal/cluster/... \
+              ./internal/workerlink/... ./internal/h1/...
 PLAIN_PKGS  = $(filter-out $(shell $(GO) list $(RACE_PKGS)),$(shell $(GO) list ./...))
 
 .PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench bench-independent redis fuzz
