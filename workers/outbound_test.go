@@ -2,14 +2,17 @@ package workers_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/internal/workerlink"
 	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/workers/engine/sim"
 )
 
 // outboundLink starts a link server and a worker dialled in on it, serving
@@ -101,5 +104,72 @@ func TestValidateLinkURL(t *testing.T) {
 		if err := workers.ValidateWorkerURL(tc.url); (err == nil) != tc.ok {
 			t.Errorf("ValidateWorkerURL(%q) = %v, want ok %v", tc.url, err, tc.ok)
 		}
+	}
+}
+
+// A link that dies mid-batch ends the batch, promptly, with a failure that
+// is not retryable: events were delivered, so the batch may not be sent
+// again (the retry rule), and the gateway must not hang on the dead stream.
+func TestOutboundLinkCutMidStream(t *testing.T) {
+	e, err := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], Seed: 1, TimeScale: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		c, d := outboundLink(t, newAgent(t, e))
+		tk := chatTask(fmt.Sprint("cut", i))
+		tk.MaxTokens = 4000
+		tk.Stream = true
+		first := make(chan struct{})
+		var once sync.Once
+		done := make(chan error, 1)
+		go func() {
+			done <- c.Run(context.Background(), &task.Batch{ID: fmt.Sprint("b", i), Tasks: []task.Task{tk}}, func(ev task.Event) {
+				once.Do(func() { close(first) })
+			})
+		}()
+		select {
+		case <-first:
+		case err := <-done:
+			t.Fatalf("run %d ended before any event: %v", i, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: no event in 10 s", i)
+		}
+		d.Close()
+		select {
+		case err := <-done:
+			if err == nil || workers.Retryable(err) {
+				t.Fatalf("run %d: a batch cut after events must fail, not retryable: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: the batch did not end within 10 s of the link dying", i)
+		}
+	}
+}
+
+// A one-answer batch whose link dies before its answer delivered nothing:
+// it fails as retryable, so the scheduler may place it on another worker.
+func TestOutboundLinkCutBeforeAnswer(t *testing.T) {
+	e, err := sim.New(sim.Config{Profile: sim.Profiles()["sim-tiny"], Seed: 1, TimeScale: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, d := outboundLink(t, newAgent(t, e))
+	tk := chatTask("cut-unary")
+	tk.MaxTokens = 4000
+	done := make(chan error, 1)
+	var events int
+	go func() {
+		done <- c.Run(context.Background(), &task.Batch{ID: "bu", Tasks: []task.Task{tk}}, func(task.Event) { events++ })
+	}()
+	time.Sleep(300 * time.Millisecond)
+	d.Close()
+	select {
+	case err := <-done:
+		if events != 0 || !workers.Retryable(err) {
+			t.Fatalf("a batch cut before any event must fail retryable: %v (%d events)", err, events)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the batch did not end within 10 s of the link dying")
 	}
 }
