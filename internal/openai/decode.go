@@ -108,6 +108,10 @@ func jsonErrText(err error) string {
 	return err.Error()
 }
 
+// Field decodes raw into dst, turning any failure into a 400 naming param
+// in OpenAI's wording (the Responses API decodes its members with it too).
+func Field(param string, raw json.RawMessage, dst any) error { return field(param, raw, dst) }
+
 // field decodes raw into dst, turning any failure into a 400 naming param.
 func field(param string, raw json.RawMessage, dst any) error {
 	if err := json.Unmarshal(raw, dst); err != nil {

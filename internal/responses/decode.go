@@ -3,7 +3,6 @@ package responses
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,34 +28,7 @@ func object(param string, raw json.RawMessage) (map[string]json.RawMessage, erro
 }
 
 // field decodes raw into dst, turning any failure into a 400 naming param.
-func field(param string, raw json.RawMessage, dst any) error {
-	err := json.Unmarshal(raw, dst)
-	if err == nil {
-		return nil
-	}
-	var ute *json.UnmarshalTypeError
-	if errors.As(err, &ute) {
-		return apierr.BadRequest(param, codeInvalidType, "Invalid type for '%s': expected %s, but got %s.", param, typeName(ute.Type.String()), ute.Value)
-	}
-	return apierr.BadRequest(param, codeInvalidType, "Invalid value for '%s': %s.", param, jsonErrText(err))
-}
-
-func typeName(goType string) string {
-	switch strings.TrimLeft(goType, "*") {
-	case "string":
-		return "a string"
-	case "int", "int64":
-		return "an integer"
-	case "float64":
-		return "a number"
-	case "bool":
-		return "a boolean"
-	}
-	if strings.HasPrefix(strings.TrimLeft(goType, "*"), "[]") {
-		return "an array"
-	}
-	return "an object"
-}
+func field(param string, raw json.RawMessage, dst any) error { return openai.Field(param, raw, dst) }
 
 func sortedKeys(m map[string]json.RawMessage) []string {
 	keys := make([]string, 0, len(m))
