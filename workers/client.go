@@ -407,6 +407,13 @@ func (v *streamValidator) check(ev *task.Event) error {
 		if t.Kind == task.KindEmbedding && len(ev.Embeddings) != len(t.Inputs) {
 			return fmt.Errorf("task %d: %d embeddings for %d inputs", ev.Index, len(ev.Embeddings), len(t.Inputs))
 		}
+		if t.Dimensions > 0 {
+			for j := range ev.Embeddings {
+				if len(ev.Embeddings[j]) != t.Dimensions {
+					return fmt.Errorf("task %d: embedding %d has %d dimensions, the request asked %d", ev.Index, j, len(ev.Embeddings[j]), t.Dimensions)
+				}
+			}
+		}
 		if err := v.policy.checkRecord(ev.Index, t, ev, &v.text[ev.Index], v.sent); err != nil {
 			return err
 		}
