@@ -652,7 +652,10 @@ func (sw *sseWriter) event(ctx context.Context, ev task.Event) (finished bool, e
 			sw.called(ev)
 			d := openai.ChatDelta{ToolCalls: openai.NewChunkToolCalls(ev.ToolCalls)}
 			if ev.Text != "" {
-				d.Content = &ev.Text
+				// A copy: &ev.Text would move every event of every stream
+				// to the heap, rich or not.
+				text := ev.Text
+				d.Content = &text
 			}
 			c := sw.chatChunk(d, nil)
 			c.Choices[0].Index, c.Choices[0].Logprobs = ev.Choice, ev.Logprobs
