@@ -44,9 +44,13 @@ func TestRedteamRefFanOutCompileBounded(t *testing.T) {
 	if len(s) > 8<<10 {
 		t.Fatalf("schema %d bytes", len(s))
 	}
+	// A guard against the blow-up, not a performance target: the
+	// flattened union takes minutes and gigabytes, the bounded compile
+	// milliseconds (BenchmarkCompile gives its cost), so the limit sits far
+	// above any loaded CI machine's time.
 	start := time.Now()
 	_, err := Compile([]byte(s), false)
-	if d := time.Since(start); d > 500*time.Millisecond {
+	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("Compile of a %d-byte schema took %s (err %v)", len(s), d, err)
 	}
 }
@@ -91,7 +95,7 @@ func TestFlattenCapAndForFormatBounded(t *testing.T) {
 		s := refFanSchema(width, levels)
 		start := time.Now()
 		_, err := ForFormat(&task.ResponseFormat{Type: task.FormatJSONSchema, Schema: []byte(s)})
-		if d := time.Since(start); d > time.Second {
+		if d := time.Since(start); d > 10*time.Second { // a blow-up guard, as above
 			t.Fatalf("ForFormat of a %d-byte schema (width %d, %d levels) took %s (err %v)", len(s), width, levels, d, err)
 		}
 	}

@@ -157,6 +157,7 @@ type constraint struct {
 	live    []int32             // alive whatever the budget
 	closest int                 // fewest bytes left to close after a live token
 	probs   []probIndex
+	steps   int // grammar steps the last mask took (trie edges tried)
 }
 
 func newConstraint(t *tokenTrie, tok *Tokenizer, g *jsongrammar.Grammar, maxNew int, afterBOS bool) *constraint {
@@ -166,7 +167,7 @@ func newConstraint(t *tokenTrie, tok *Tokenizer, g *jsongrammar.Grammar, maxNew 
 
 // mask fills c.allowed with the tokens that may come next.
 func (c *constraint) mask() []int32 {
-	c.allowed, c.live, c.closest = c.allowed[:0], c.live[:0], -1
+	c.allowed, c.live, c.closest, c.steps = c.allowed[:0], c.live[:0], -1, 0
 	left := c.maxNew - c.generated - 1 // tokens after this one
 	if c.afterBOS {
 		for id := range c.trie.pieces {
@@ -174,6 +175,7 @@ func (c *constraint) mask() []int32 {
 			if len(c.trie.pieces[id]) == 0 || len(p) == 0 {
 				continue
 			}
+			c.steps += len(p)
 			if s, ok := c.state.Feed(p); ok {
 				c.keep(int32(id), s.Dist(), left)
 			}
@@ -248,6 +250,7 @@ func (c *constraint) keep(id int32, dist, left int) {
 
 func (c *constraint) walk(t *tokenTrie, at int32, depth, left int) {
 	cur, next := &c.stack[depth], &c.stack[depth+1]
+	c.steps += len(t.nodes[at].edges)
 	for _, e := range t.nodes[at].edges {
 		if !cur.StepInto(next, e.b) {
 			continue
