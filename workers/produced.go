@@ -469,7 +469,12 @@ func (s *recordStore) commit(group []*addReq) {
 		at := s.clock.Now().UnixNano()
 		for i, r := range group {
 			v, err := recordValue(at, r.c)
-			if err == nil && len(v) > wal.MaxPayload {
+			switch {
+			case err != nil:
+			case r.c.RequestID == "" || len(r.c.RequestID) > bolt.MaxKeySize:
+				// bbolt would refuse it, after it was acknowledged.
+				err = fmt.Errorf("completion record: request ID of %d bytes", len(r.c.RequestID))
+			case len(v) > wal.MaxPayload:
 				err = fmt.Errorf("completion record of %d bytes, at most %d", len(v), wal.MaxPayload)
 			}
 			if err != nil {

@@ -287,3 +287,23 @@ func TestRecordWALCrashChild(t *testing.T) {
 	wg.Wait()
 	s.close()
 }
+
+// TestRecordRefusedBeforeTheLog: a record bbolt could not take (no
+// request ID) is refused at add, not acknowledged and then fatal to the
+// applier; the store goes on.
+func TestRecordRefusedBeforeTheLog(t *testing.T) {
+	s, err := openRecordStore(recordOptions{dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if err := s.add(walRecord("")); err == nil {
+		t.Fatal("a record without a request ID was acknowledged")
+	}
+	if err := s.add(walRecord("r1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.flush(); err != nil {
+		t.Fatalf("flush after a refused add: %v", err)
+	}
+}
