@@ -65,6 +65,7 @@ func runBenchLinks(ctx context.Context, args []string) error {
 	duration := fs.Duration("duration", 15*time.Second, "length of the load phase")
 	timeScale := fs.Float64("time-scale", 0.01, "the simulator workers' time scale (0.01: 100x faster than the profile)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	gwLogPath := fs.String("gateway-log", "", "write the gateway's log here (default: a temporary file, shown only on failure)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,7 +99,10 @@ func runBenchLinks(ctx context.Context, args []string) error {
 		"--tls-cert", certFile, "--tls-key", keyFile, "--data", filepath.Join(dir, "gateway"),
 		"--api-key", apiKey, "--admin-key", adminKey, "--provider-token", providerToken,
 		"--open-registration", "--no-prover")
-	gwLog, err := os.Create(filepath.Join(dir, "gateway.log"))
+	if *gwLogPath == "" {
+		*gwLogPath = filepath.Join(dir, "gateway.log")
+	}
+	gwLog, err := os.Create(*gwLogPath)
 	if err != nil {
 		return err
 	}
@@ -126,7 +130,7 @@ func runBenchLinks(ctx context.Context, args []string) error {
 	}
 	client.Transport = &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 1024}
 	if err := benchWait(ctx, 30*time.Second, func() error { return getJSON(client, base+"/models", apiKey, nil) }); err != nil {
-		return fmt.Errorf("the gateway did not come up: %w\n%s", err, logTail(filepath.Join(dir, "gateway.log")))
+		return fmt.Errorf("the gateway did not come up: %w\n%s", err, logTail(*gwLogPath))
 	}
 
 	wctx, stopWorkers := context.WithCancel(ctx)
@@ -165,7 +169,7 @@ func runBenchLinks(ctx context.Context, args []string) error {
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("%w\n%s", err, logTail(filepath.Join(dir, "gateway.log")))
+		return fmt.Errorf("%w\n%s", err, logTail(*gwLogPath))
 	}
 	res.RegisteredIn = time.Since(start).Seconds()
 
