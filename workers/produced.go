@@ -269,12 +269,17 @@ func (s *recordStore) replayLog(path string) error {
 	}
 	var recs []*loggedRecord
 	for _, f := range frames {
+		// Every frame holds one record, those bbolt holds too: a count
+		// that lies moved where Scan ended the log.
+		if f.Count != 1 {
+			return fmt.Errorf("%s: %w: frame of seq %d: %d records", path, wal.ErrCorrupt, f.Seq, f.Count)
+		}
 		if f.Seq <= applied {
 			continue
 		}
 		id, err := recordID(f.Payload)
-		if f.Count != 1 || err != nil {
-			return fmt.Errorf("%s: %w: frame of seq %d: %d records, %v", path, wal.ErrCorrupt, f.Seq, f.Count, err)
+		if err != nil {
+			return fmt.Errorf("%s: %w: frame of seq %d: %v", path, wal.ErrCorrupt, f.Seq, err)
 		}
 		recs = append(recs, &loggedRecord{seq: f.Seq, id: id, value: f.Payload})
 	}
