@@ -505,13 +505,14 @@ func (s *recordStore) commit(group []*addReq) {
 		}
 		return
 	}
+	full := false
 	if len(recs) > 0 {
 		s.mu.Lock()
 		for _, r := range recs {
 			s.unapplied[r.id] = r
 		}
 		s.queue = append(s.queue, recs...)
-		full := len(s.queue) >= applyNow
+		full = len(s.queue) >= applyNow
 		s.mu.Unlock()
 		s.lastSeq = recs[len(recs)-1].seq
 		s.acked.Store(s.lastSeq)
@@ -523,8 +524,14 @@ func (s *recordStore) commit(group []*addReq) {
 	for i, r := range group {
 		r.done <- errs[i]
 	}
-	if s.log != nil && s.log.Written() >= s.maxLog {
+	switch {
+	case s.log != nil && s.log.Written() >= s.maxLog:
 		s.checkpoint()
+	case s.log == nil && full:
+		// No log bounds what waits for the applier (its rewind waits
+		// for it): wait here, or a stalled applier grows the queue
+		// and the unapplied index without end.
+		s.waitApplied(s.lastSeq)
 	}
 }
 

@@ -452,3 +452,62 @@ wait:
 		t.Errorf("%d records after the applier resumed, want %d", records, total)
 	}
 }
+
+// TestRedteamRecordScratchApplierStalled: without a DataDir there is no
+// log to bound what waits for the applier, so with bbolt's writer held
+// adds must still stop being acknowledged once applyNow records wait,
+// not pile up in memory without end; releasing the writer lets them on.
+func TestRedteamRecordScratchApplierStalled(t *testing.T) {
+	s, err := openRecordStore(recordOptions{applyDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := applyNow + 2*cap(s.adds) // what waits, and one group more
+	var (
+		adders sync.WaitGroup
+		mu     sync.Mutex
+		n      int
+		past   = make(chan struct{})
+		stop   = make(chan struct{})
+	)
+	for w := range 16 {
+		adders.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := s.add(versioned(fmt.Sprintf("w%d-%d", w, i), 1)); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if n++; n == bound+1 {
+					close(past)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	// Acknowledgements past the bound are the bug; a slow machine only
+	// reaches it later, or not within the wait.
+	select {
+	case <-past:
+		t.Errorf("applier stalled: more than %d adds acknowledged, all held in memory", bound)
+	case <-time.After(2 * time.Second):
+	}
+	close(stop)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	adders.Wait()
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+}
