@@ -1,11 +1,15 @@
 package workers
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -510,4 +514,107 @@ func TestRedteamRecordScratchApplierStalled(t *testing.T) {
 	if err := s.flush(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRedteamRecordKilledRetrying is the kill attack with retried
+// requests and a log that rewinds every few records: a child adds new
+// attempts of a small set of request IDs (each ID one goroutine's, its
+// attempts rising across rounds) and prints each acknowledged one; it is
+// killed mid-load, the store reopened and checked, four times over. Each
+// ID must hold its last acknowledged attempt or a later one (durable,
+// not yet acknowledged), never an older one; every record once.
+func TestRedteamRecordKilledRetrying(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills child processes")
+	}
+	dir := t.TempDir()
+	lastAcked := map[string]int{}
+	for round := range 4 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRedteamRecordRetryingChild$")
+		cmd.Env = append(os.Environ(), "RECORD_RETRY_CHILD="+dir, "RECORD_RETRY_ROUND="+strconv.Itoa(round))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		killAt, n := 300+250*round, 0
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) != 3 || f[0] != "ack" {
+				continue
+			}
+			attempt, err := strconv.Atoi(f[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			lastAcked[f[1]] = attempt
+			if n++; n == killAt {
+				cmd.Process.Kill()
+			}
+		}
+		err = cmd.Wait()
+		if n < killAt {
+			t.Fatalf("round %d: child ended after %d acknowledgements: %v", round, n, err)
+		}
+		s, err := openRecordStore(recordOptions{dir: dir})
+		if err != nil {
+			t.Fatalf("round %d: reopen: %v", round, err)
+		}
+		for id, attempt := range lastAcked {
+			got, ok := s.get(id)
+			switch {
+			case !ok:
+				t.Errorf("round %d: %s lost", round, id)
+			case got.CompletionTokens < attempt:
+				t.Errorf("round %d: %s holds attempt %d, older than the acknowledged %d", round, id, got.CompletionTokens, attempt)
+			}
+		}
+		records, ageEntries, bytes, counted := storeCensus(t, s)
+		if records != len(lastAcked) || ageEntries != records || bytes != counted {
+			t.Errorf("round %d: %d records for %d IDs, %d age entries, %d bytes counted for %d", round, records, len(lastAcked), ageEntries, counted, bytes)
+		}
+		s.close()
+	}
+}
+
+// TestRedteamRecordRetryingChild is TestRedteamRecordKilledRetrying's
+// child: 8 goroutines, each retrying its own 5 request IDs in turn, print
+// "ack <id> <attempt>" for each acknowledged add until killed.
+func TestRedteamRecordRetryingChild(t *testing.T) {
+	dir := os.Getenv("RECORD_RETRY_CHILD")
+	if dir == "" {
+		t.Skip("run by TestRedteamRecordKilledRetrying")
+	}
+	round, _ := strconv.Atoi(os.Getenv("RECORD_RETRY_ROUND"))
+	s, err := openRecordStore(recordOptions{dir: dir, maxLogBytes: 4 << 10, applyDelay: 2 * time.Millisecond})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child open:", err)
+		os.Exit(2)
+	}
+	var mu sync.Mutex
+	stdout := bufio.NewWriter(os.Stdout)
+	deadline := time.Now().Add(time.Minute)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline); i++ {
+				attempt := round*1_000_000 + i
+				c := versioned(fmt.Sprintf("req-w%d-%d", w, i%5), attempt)
+				if err := s.add(c); err != nil {
+					fmt.Fprintln(os.Stderr, "child add:", err)
+					os.Exit(2)
+				}
+				mu.Lock()
+				fmt.Fprintf(stdout, "ack %s %d\n", c.RequestID, attempt)
+				stdout.Flush()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	s.close()
 }
