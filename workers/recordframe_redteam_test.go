@@ -1,12 +1,15 @@
 package workers
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/wal"
 )
 
@@ -60,5 +63,79 @@ func TestRedteamRecordLyingCount(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(path); string(got) != string(forged) {
 		t.Error("a refused open changed the log")
+	}
+}
+
+// TestRedteamRecordDamagedFrames: logs a crash or a bad disk could leave,
+// and ones no honest writer writes, opened over an empty bbolt. A huge
+// length field must neither allocate nor skip acknowledged frames after
+// it; a valid CRC over a lying length must not yield a record; a first
+// frame past the applied mark (a seq skipped) must fail the open.
+func TestRedteamRecordDamagedFrames(t *testing.T) {
+	ids := []string{"r0", "r1", "r2"}
+	log, ends := recordFrames(t, ids...)
+	withLength := func(at int, n uint32) []byte {
+		b := bytes.Clone(log)
+		binary.LittleEndian.PutUint32(b[at:], n)
+		return b
+	}
+	// r1's frame re-sealed with a length 10 bytes short: a valid CRC over
+	// a cut record, r2 after it.
+	cut := wal.Frame{Seq: 2, Count: 1, Group: 2, Payload: log[ends[0]+wal.HeaderSize : ends[1]-10]}
+	lyingLength := append(append(bytes.Clone(log[:ends[0]]), wal.AppendFrame(nil, cut)...), log[ends[1]-10:]...)
+	// Intact frames from seq 5 over applied 0: seqs 1-4 are missing.
+	var skipped []byte
+	for i, id := range ids[:2] {
+		v, err := recordValue(walT0.UnixNano(), walRecord(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := uint64(5 + i)
+		skipped = wal.AppendFrame(skipped, wal.Frame{Seq: seq, Count: 1, Group: seq, Payload: v})
+	}
+	tests := []struct {
+		name    string
+		log     []byte
+		want    int // records that survive
+		corrupt bool
+	}{
+		{"huge length, first frame", withLength(0, 1<<31), 0, true},
+		{"huge length, last frame", withLength(ends[1], 1<<31), 2, false},
+		{"length past the file, middle frame", withLength(ends[0], uint32(len(log))), 0, true},
+		{"valid CRC over a lying length", lyingLength, 0, true},
+		{"seq skipped at the start", skipped, 0, true},
+		{"only zeros", make([]byte, 1<<20), 0, false},
+		{"cut in the first header", log[:wal.HeaderSize-1], 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, recordsLog)
+			if err := os.WriteFile(path, tc.log, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := openRecordStore(recordOptions{dir: dir, clock: clock.NewFake(walT0)})
+			if tc.corrupt {
+				if !errors.Is(err, wal.ErrCorrupt) {
+					if err == nil {
+						s.close()
+					}
+					t.Fatalf("open: err = %v, want ErrCorrupt", err)
+				}
+				if got, _ := os.ReadFile(path); !bytes.Equal(got, tc.log) {
+					t.Error("a refused open changed the log")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.close()
+			for i, id := range ids {
+				if _, ok := s.get(id); ok != (i < tc.want) {
+					t.Errorf("%s: held %v, want %v", id, ok, i < tc.want)
+				}
+			}
+		})
 	}
 }
