@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -479,6 +480,10 @@ func (s *recordStore) commit(group []*addReq) {
 			case r.c.RequestID == "" || len(r.c.RequestID) > bolt.MaxKeySize:
 				// bbolt would refuse it, after it was acknowledged.
 				err = fmt.Errorf("completion record: request ID of %d bytes", len(r.c.RequestID))
+			case !utf8.ValidString(r.c.RequestID):
+				// Its JSON would carry U+FFFD: a replay would key it
+				// differently from the applier.
+				err = errors.New("completion record: request ID is not valid UTF-8")
 			case len(v) > wal.MaxPayload:
 				err = fmt.Errorf("completion record of %d bytes, at most %d", len(v), wal.MaxPayload)
 			}

@@ -139,3 +139,29 @@ func TestRedteamRecordDamagedFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamRecordIDSurvivesReplay: a request ID that is not valid UTF-8
+// is logged in the record's JSON as U+FFFD, so a replay would store it
+// under another key (and up to 3× longer, past bbolt's key limit) than
+// the applier does: acknowledged, then not found after a crash. Such an
+// add is refused before it is logged, as other IDs bbolt cannot take are.
+func TestRedteamRecordIDSurvivesReplay(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openRecordStore(recordOptions{dir: dir, applyDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	const id = "req-\xff\xfe"
+	if err := s.add(versioned(id, 1)); err != nil {
+		return // refused: never acknowledged
+	}
+	r, err := openRecordStore(recordOptions{dir: crashCopy(t, dir), applyDelay: time.Hour})
+	if err != nil {
+		t.Fatalf("reopen after a crash: %v", err)
+	}
+	defer r.close()
+	if _, ok := r.get(id); !ok {
+		t.Errorf("record %q acknowledged, then not found after a crash and replay", id)
+	}
+}
