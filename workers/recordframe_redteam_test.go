@@ -34,7 +34,7 @@ func TestRedteamRecordLyingCount(t *testing.T) {
 	if err := s.add(versioned("r2", 1)); err != nil {
 		t.Fatal(err)
 	}
-	crashed := crashCopy(t, dir)
+	crashed := crashCopy(t, s, dir)
 	path := filepath.Join(crashed, recordsLog)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -156,7 +156,7 @@ func TestRedteamRecordIDSurvivesReplay(t *testing.T) {
 	if err := s.add(versioned(id, 1)); err != nil {
 		return // refused: never acknowledged
 	}
-	r, err := openRecordStore(recordOptions{dir: crashCopy(t, dir), applyDelay: time.Hour})
+	r, err := openRecordStore(recordOptions{dir: crashCopy(t, s, dir), applyDelay: time.Hour})
 	if err != nil {
 		t.Fatalf("reopen after a crash: %v", err)
 	}

@@ -14,28 +14,41 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/internal/wal"
 )
 
-// crashCopy copies a live store's files (bbolt and its log) into a new
-// directory: what a kill -9 at this moment leaves on disk (the page cache
-// outlives the process). The caller takes it only between transactions.
-func crashCopy(t *testing.T, dir string) string {
+// crashCopy copies a live store's files into a new directory: what a
+// kill -9 at this moment leaves on disk (the page cache outlives the
+// process). bbolt is copied in a read transaction, a consistent snapshot
+// even while the applier commits; then the log, which only an add
+// changes (callers add nothing meanwhile), so it still holds every frame
+// past the snapshot's applied mark.
+func crashCopy(t *testing.T, s *recordStore, dir string) string {
 	t.Helper()
 	to := t.TempDir()
-	for _, name := range []string{recordsFile, recordsLog} {
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		f, err := os.OpenFile(filepath.Join(to, recordsFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if err := os.WriteFile(filepath.Join(to, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		_, err = tx.WriteTo(f)
+		return errors.Join(err, f.Close())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, recordsLog))
+	if errors.Is(err, os.ErrNotExist) {
+		return to
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(to, recordsLog), data, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	return to
 }
@@ -145,17 +158,15 @@ func TestRedteamRecordCrashPoints(t *testing.T) {
 				}
 			}
 			// An add returns before the checkpoint its group may start;
-			// one more add waits that out, so no bbolt transaction runs
-			// while the files are copied (applyDelay keeps the applier
-			// idle otherwise).
+			// one more add waits that out.
 			if err := s.add(versioned("fence", 1)); err != nil {
 				t.Fatal(err)
 			}
 			want["fence"] = 1
 			last := uint64(len(tc.steps) + 1)
-			crashed := crashCopy(t, dir)
+			crashed := crashCopy(t, s, dir)
 			r := checkRecovered(t, crashed, recordOptions{applyDelay: time.Hour}, want, last)
-			again := crashCopy(t, crashed)
+			again := crashCopy(t, r, crashed)
 			checkRecovered(t, again, recordOptions{applyDelay: time.Hour}, want, last)
 			// The recovered store goes on numbering after the last seq.
 			if err := r.add(versioned("after", 1)); err != nil {
@@ -209,7 +220,7 @@ func TestRedteamRecordTornFirstFrameAfterRewind(t *testing.T) {
 	if err := s.add(versioned("torn", 1)); err != nil {
 		t.Fatal(err)
 	}
-	crashed := crashCopy(t, dir)
+	crashed := crashCopy(t, s, dir)
 	path := filepath.Join(crashed, recordsLog)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -256,7 +267,7 @@ func TestRedteamRecordReplayAgedOut(t *testing.T) {
 		if inBolt(t, s, "old") {
 			t.Fatal("the sweep kept the aged record: the test shows nothing")
 		}
-		crashed := crashCopy(t, dir)
+		crashed := crashCopy(t, s, dir)
 		r := checkRecovered(t, crashed, recordOptions{maxAge: maxAge, clock: clk, applyDelay: time.Hour}, map[string]int{"new": 1}, 2)
 		if inBolt(t, r, "old") {
 			t.Error("replay resurrected an aged-out record")
