@@ -44,7 +44,9 @@ const (
 	// log's.
 	defaultRecordApplyDelay = 500 * time.Millisecond
 	// applyNow is how many records waiting for the applier make it apply
-	// without waiting out the delay, bounding the unapplied index.
+	// without waiting out the delay. The unapplied index is bounded by
+	// the log (its rewind waits for the applier), or without a DataDir
+	// by applyNow: the committer waits for the applier there.
 	applyNow = 16 << 10
 )
 
