@@ -551,7 +551,7 @@ func TestRedteamRecordKilledRetrying(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		killAt, n := 300+250*round, 0
+		killAt, n := 200+150*round, 0
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
