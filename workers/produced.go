@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -43,7 +44,9 @@ const (
 	// log's.
 	defaultRecordApplyDelay = 500 * time.Millisecond
 	// applyNow is how many records waiting for the applier make it apply
-	// without waiting out the delay, bounding the unapplied index.
+	// without waiting out the delay. The unapplied index is bounded by
+	// the log (its rewind waits for the applier), or without a DataDir
+	// by applyNow: the committer waits for the applier there.
 	applyNow = 16 << 10
 )
 
@@ -269,12 +272,17 @@ func (s *recordStore) replayLog(path string) error {
 	}
 	var recs []*loggedRecord
 	for _, f := range frames {
+		// Every frame holds one record, those bbolt holds too: a count
+		// that lies moved where Scan ended the log.
+		if f.Count != 1 {
+			return fmt.Errorf("%s: %w: frame of seq %d: %d records", path, wal.ErrCorrupt, f.Seq, f.Count)
+		}
 		if f.Seq <= applied {
 			continue
 		}
 		id, err := recordID(f.Payload)
-		if f.Count != 1 || err != nil {
-			return fmt.Errorf("%s: %w: frame of seq %d: %d records, %v", path, wal.ErrCorrupt, f.Seq, f.Count, err)
+		if err != nil {
+			return fmt.Errorf("%s: %w: frame of seq %d: %v", path, wal.ErrCorrupt, f.Seq, err)
 		}
 		recs = append(recs, &loggedRecord{seq: f.Seq, id: id, value: f.Payload})
 	}
@@ -474,6 +482,10 @@ func (s *recordStore) commit(group []*addReq) {
 			case r.c.RequestID == "" || len(r.c.RequestID) > bolt.MaxKeySize:
 				// bbolt would refuse it, after it was acknowledged.
 				err = fmt.Errorf("completion record: request ID of %d bytes", len(r.c.RequestID))
+			case !utf8.ValidString(r.c.RequestID):
+				// Its JSON would carry U+FFFD: a replay would key it
+				// differently from the applier.
+				err = errors.New("completion record: request ID is not valid UTF-8")
 			case len(v) > wal.MaxPayload:
 				err = fmt.Errorf("completion record of %d bytes, at most %d", len(v), wal.MaxPayload)
 			}
@@ -500,13 +512,14 @@ func (s *recordStore) commit(group []*addReq) {
 		}
 		return
 	}
+	full := false
 	if len(recs) > 0 {
 		s.mu.Lock()
 		for _, r := range recs {
 			s.unapplied[r.id] = r
 		}
 		s.queue = append(s.queue, recs...)
-		full := len(s.queue) >= applyNow
+		full = len(s.queue) >= applyNow
 		s.mu.Unlock()
 		s.lastSeq = recs[len(recs)-1].seq
 		s.acked.Store(s.lastSeq)
@@ -518,8 +531,14 @@ func (s *recordStore) commit(group []*addReq) {
 	for i, r := range group {
 		r.done <- errs[i]
 	}
-	if s.log != nil && s.log.Written() >= s.maxLog {
+	switch {
+	case s.log != nil && s.log.Written() >= s.maxLog:
 		s.checkpoint()
+	case s.log == nil && full:
+		// No log bounds what waits for the applier (its rewind waits
+		// for it): wait here, or a stalled applier grows the queue
+		// and the unapplied index without end.
+		s.waitApplied(s.lastSeq)
 	}
 }
 
