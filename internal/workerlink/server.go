@@ -179,7 +179,8 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		c = tc
 	}
-	sess, err := yamux.Server(c, s.cfg.Limits.yamux())
+	guard := &pingGuard{Conn: c}
+	sess, err := yamux.Server(guard, s.cfg.Limits.yamux())
 	if err != nil { // only a bad config, checked by the defaults
 		s.log.Error("worker link: session", "err", err)
 		c.Close()
@@ -202,6 +203,9 @@ func (s *Server) serveConn(c net.Conn) {
 		delete(s.sessions, id)
 		s.mu.Unlock()
 		sess.Close()
+		if guard.flooded.Load() {
+			s.log.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
+		}
 		s.log.Info("worker link down", "session", id, "remote", remote)
 	}()
 	// NumStreams counts every stream the session still tracks: open,
