@@ -25,9 +25,10 @@ type Limits struct {
 	// MaxSessions bounds the worker sessions (and handshakes in progress)
 	// at once (default 1024).
 	MaxSessions int
-	// MaxStreamsPerSession bounds the streams one session holds at once,
-	// either direction, half-closed ones included (default 64); a worker
-	// that goes over it has its session closed.
+	// MaxStreamsPerSession bounds the streams a worker opened that its
+	// session holds at once, half-closed and unaccepted ones included
+	// (default 64); a worker that goes over it has its session closed. The
+	// gateway's own streams (batches, its idle pool) do not count.
 	MaxStreamsPerSession int
 	// AcceptBacklog bounds a session's streams not yet accepted (default 16).
 	AcceptBacklog int
@@ -179,14 +180,22 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		c = tc
 	}
-	guard := &pingGuard{Conn: c}
+	id := newID()
+	maxStreams := s.cfg.Limits.MaxStreamsPerSession
+	guard := newLinkGuard(c, maxStreams, func(abuse error) {
+		switch abuse {
+		case errPingFlood:
+			s.log.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
+		case errTooManyStreams:
+			s.log.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", maxStreams)
+		}
+	})
 	sess, err := yamux.Server(guard, s.cfg.Limits.yamux())
 	if err != nil { // only a bad config, checked by the defaults
 		s.log.Error("worker link: session", "err", err)
 		c.Close()
 		return
 	}
-	id := newID()
 	s.mu.Lock()
 	select {
 	case <-s.done:
@@ -203,23 +212,16 @@ func (s *Server) serveConn(c net.Conn) {
 		delete(s.sessions, id)
 		s.mu.Unlock()
 		sess.Close()
-		if guard.flooded.Load() {
-			s.log.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
-		}
 		s.log.Info("worker link down", "session", id, "remote", remote)
 	}()
-	// NumStreams counts every stream the session still tracks: open,
-	// half-closed (the worker never closed its side) and unaccepted; each
-	// may buffer up to a window of data, so their number is what is capped.
-	maxStreams := s.cfg.Limits.MaxStreamsPerSession
+	// The guard counts the streams the worker opened that the session
+	// still tracks: open, half-closed (the worker never closed its side)
+	// and unaccepted; each may buffer up to a window of data, so their
+	// number is what is capped. The gateway's own streams (batches, its
+	// idle pool) are not the worker's doing and do not count.
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
-			return
-		}
-		if n := sess.NumStreams(); n > maxStreams {
-			s.log.Warn("worker link closed: too many streams", "session", id, "remote", remote, "streams", n, "max_streams", maxStreams)
-			st.Close()
 			return
 		}
 		conn := &Stream{Conn: st, session: id}
