@@ -168,6 +168,9 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			}
 		}
 		s.deps.Registry.Upsert(reg)
+		if session != "" {
+			markLinkRegistered(rc) // the session keeps its slot, past its register deadline
+		}
 		s.log.Debug("worker registered", "request_id", reqID, "worker", reg.WorkerID, "url", reg.URL, "models", len(reg.Models))
 		return writeJSON(rc, workers.RegisterResponse{
 			WorkerID:            reg.WorkerID,
@@ -373,6 +376,14 @@ func (s *Server) reinstateWorker(rc *fasthttp.RequestCtx) error {
 		left = []task.ModelVersion{}
 	}
 	return writeJSON(rc, map[string]any{"worker_id": req.WorkerID, "still_revoked": left})
+}
+
+// markLinkRegistered tells the worker link (internal/workerlink) that a
+// worker registered on the session the request came on.
+func markLinkRegistered(rc *fasthttp.RequestCtx) {
+	if l, ok := httpguard.Unwrap(rc.Conn()).(interface{ MarkRegistered() }); ok {
+		l.MarkRegistered()
+	}
 }
 
 // linkSession is the outbound worker-link session (internal/workerlink) a

@@ -25,6 +25,15 @@ type Limits struct {
 	// MaxSessions bounds the worker sessions (and handshakes in progress)
 	// at once (default 1024).
 	MaxSessions int
+	// MaxPending bounds the connections on which no worker has registered
+	// yet (handshakes in progress included) at once, and MaxPendingPerHost
+	// those from one remote address (defaults 64 and 16): without mutual
+	// TLS a session needs no credentials until it registers, and these
+	// caps keep such sessions from taking the registered workers' slots.
+	MaxPending, MaxPendingPerHost int
+	// RegisterTimeout is how long a session may go without a worker
+	// registering on it before it is closed (default 30 s).
+	RegisterTimeout time.Duration
 	// MaxStreamsPerSession bounds the streams a worker opened that its
 	// session holds at once, half-closed and unaccepted ones included
 	// (default 64); a worker that goes over it has its session closed. The
@@ -46,6 +55,15 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxSessions <= 0 {
 		l.MaxSessions = 1024
+	}
+	if l.MaxPending <= 0 {
+		l.MaxPending = 64
+	}
+	if l.MaxPendingPerHost <= 0 {
+		l.MaxPendingPerHost = 16
+	}
+	if l.RegisterTimeout <= 0 {
+		l.RegisterTimeout = 30 * time.Second
 	}
 	if l.MaxStreamsPerSession <= 0 {
 		l.MaxStreamsPerSession = 64
@@ -101,6 +119,7 @@ type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
 	slots   chan struct{} // one per session or handshake in progress
+	pending chan struct{} // one per connection not yet registered
 	streams chan net.Conn
 	done    chan struct{}
 	once    sync.Once
@@ -109,9 +128,10 @@ type Server struct {
 	noStreams     chan struct{}
 	noStreamsOnce sync.Once
 
-	mu       sync.Mutex
-	sessions map[string]*yamux.Session
-	lns      []net.Listener
+	mu            sync.Mutex
+	sessions      map[string]*yamux.Session
+	pendingByHost map[string]int
+	lns           []net.Listener
 }
 
 // NewServer checks cfg and builds a server.
@@ -124,6 +144,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.Limits.MaxSessions),
+		pending: make(chan struct{}, cfg.Limits.MaxPending), pendingByHost: map[string]int{},
 		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
 }
 
@@ -154,15 +175,59 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			continue
 		}
+		registered, ok := s.admitPending(c.RemoteAddr())
+		if !ok {
+			<-s.slots
+			c.Close()
+			continue
+		}
 		go func() {
 			defer func() { <-s.slots }()
-			s.serveConn(c)
+			defer registered()
+			s.serveConn(c, registered)
 		}()
 	}
 }
 
+// admitPending takes a slot for a connection no worker has registered on
+// yet, within MaxPending and MaxPendingPerHost; release (idempotent) gives
+// it back, at registration or when the connection ends.
+func (s *Server) admitPending(remote net.Addr) (release func(), ok bool) {
+	host := remote.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	lim := s.cfg.Limits
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pendingByHost[host] >= lim.MaxPendingPerHost {
+		s.log.Warn("worker link refused: too many sessions not yet registered from this host", "remote", remote.String(), "max_pending_per_host", lim.MaxPendingPerHost)
+		return nil, false
+	}
+	select {
+	case s.pending <- struct{}{}:
+	default:
+		s.log.Warn("worker link refused: too many sessions not yet registered", "remote", remote.String(), "max_pending", lim.MaxPending)
+		return nil, false
+	}
+	s.pendingByHost[host]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.pendingByHost[host]--; s.pendingByHost[host] <= 0 {
+				delete(s.pendingByHost, host)
+			}
+			s.mu.Unlock()
+			<-s.pending
+		})
+	}, true
+}
+
 // serveConn runs one worker connection: handshake, session, its streams.
-func (s *Server) serveConn(c net.Conn) {
+// registered is called once a worker registers on the session; a session
+// that goes RegisterTimeout without one is closed.
+func (s *Server) serveConn(c net.Conn, registered func()) {
 	remote := c.RemoteAddr().String()
 	peer := ""
 	if s.cfg.TLS != nil {
@@ -207,6 +272,20 @@ func (s *Server) serveConn(c net.Conn) {
 	s.sessions[id] = sess
 	s.mu.Unlock()
 	s.log.Info("worker link up", "session", id, "remote", remote, "peer", peer)
+	var regOnce sync.Once
+	isRegistered := make(chan struct{})
+	markRegistered := func() { regOnce.Do(func() { registered(); close(isRegistered) }) }
+	go func() {
+		t := time.NewTimer(s.cfg.Limits.RegisterTimeout)
+		defer t.Stop()
+		select {
+		case <-isRegistered:
+		case <-sess.CloseChan():
+		case <-t.C:
+			s.log.Warn("worker link closed: no worker registered in time", "session", id, "remote", remote, "register_timeout", s.cfg.Limits.RegisterTimeout)
+			sess.Close()
+		}
+	}()
 	defer func() {
 		s.mu.Lock()
 		delete(s.sessions, id)
@@ -224,7 +303,7 @@ func (s *Server) serveConn(c net.Conn) {
 		if err != nil {
 			return
 		}
-		conn := &Stream{Conn: st, session: id}
+		conn := &Stream{Conn: st, session: id, registered: markRegistered}
 		select {
 		case s.streams <- conn:
 		case <-s.noStreams:
@@ -261,7 +340,7 @@ func (s *Server) Dial(ctx context.Context, id string) (net.Conn, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("workerlink: open stream on session %s: %w", id, r.err)
 		}
-		return &Stream{Conn: r.c, session: id}, nil
+		return &Stream{Conn: r.c, session: id, registered: func() {}}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.c != nil {
@@ -329,11 +408,18 @@ func (a linkAddr) String() string  { return string(a) }
 // find the session a request came on with LinkSession.
 type Stream struct {
 	net.Conn
-	session string
+	session    string
+	registered func()
 }
 
 // LinkSession is the ID of the session the stream belongs to.
 func (s *Stream) LinkSession() string { return s.session }
+
+// MarkRegistered tells the server a worker registered on the stream's
+// session: the session leaves the not-yet-registered caps and its register
+// deadline. The gateway calls it once a registration on the stream
+// succeeded.
+func (s *Stream) MarkRegistered() { s.registered() }
 
 func newID() string {
 	var b [16]byte

@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ai/tollgate/internal/workerlink"
+	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/workers/keys"
+)
+
+// A session on which a worker registered keeps its slot past the link's
+// register deadline (the gateway tells the link of the registration); one
+// that only dialled in is closed at it. Without the mark, every link
+// worker would lose its session RegisterTimeout after dialling in.
+func TestLinkRegistrationKeepsSession(t *testing.T) {
+	reg := &fakeRegistry{}
+	registrar, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, OpenRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar = reg, registrar })
+	link, err := workerlink.NewServer(workerlink.ServerConfig{Insecure: true, Limits: workerlink.Limits{RegisterTimeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go link.Serve(ln)
+	go h.srv.Serve(link.Streams())
+	defer link.Close()
+
+	key, err := keys.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := workers.NewAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: modelsOnly{}})
+	defer agent.Close()
+	d, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: ln.Addr().String(), Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	tr := workers.NewTransport()
+	tr.DialContext = d.DialContext
+	m, err := workers.NewRegisterer(workers.MemberConfig{GatewayURL: "http://gateway", ProviderToken: providerToken, Key: key,
+		AdvertiseURL: workers.LinkOutbound, Agent: agent, HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url := reg.get(key.WorkerID()).URL
+
+	// A second connection that never registers.
+	idle, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: ln.Addr().String(), Insecure: true, MinBackoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ictx, icancel := context.WithCancel(context.Background())
+	defer icancel()
+	go idle.Run(ictx)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for seen2 := false; time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		n := link.Sessions()
+		seen2 = seen2 || n == 2
+		if seen2 && n == 1 {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // past the registered session's deadline too
+	if n := link.Sessions(); n != 1 {
+		t.Fatalf("%d sessions past the register deadline, want the registered one", n)
+	}
+	if err := m.Heartbeat(ctx, false); err != nil {
+		t.Fatalf("heartbeat after the register deadline: %v", err)
+	}
+	if got := reg.get(key.WorkerID()).URL; got != url {
+		t.Fatalf("worker moved to %q from %q", got, url)
+	}
+}

@@ -1,0 +1,98 @@
+package workerlink
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startRegisteringServer is startServer whose gateway side marks the
+// session registered on GET /register, as the gateway's registration does.
+func startRegisteringServer(t *testing.T, cfg ServerConfig) (*Server, string) {
+	t.Helper()
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := r.Context().Value(connKey{}).(*Stream)
+		if r.URL.Path == "/register" {
+			st.MarkRegistered()
+		}
+		io.WriteString(w, st.LinkSession())
+	}), ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
+	go hs.Serve(s.Streams())
+	t.Cleanup(func() { s.Close(); hs.Close() })
+	return s, ln.Addr().String()
+}
+
+func call(ctx context.Context, d *Dialer, path string) (string, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://link"+path, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// Attack: without mutual TLS a session needs no credentials, so one host
+// that opens MaxSessions connections and never registers a worker (or
+// never finishes its TLS handshake, re-opening each every
+// HandshakeTimeout) held every session slot, and no worker could dial in.
+// Sessions not yet registered are capped per host and overall, apart from
+// the registered ones, and closed when no worker registers in time.
+func TestUnregisteredSessionsCannotFillSlots(t *testing.T) {
+	var gwLog syncBuffer
+	s, addr := startRegisteringServer(t, ServerConfig{Insecure: true, Logger: logger(&gwLog),
+		Limits: Limits{MaxSessions: 8, MaxPending: 4, MaxPendingPerHost: 2, RegisterTimeout: 500 * time.Millisecond}})
+	attacker := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	lim := Limits{}
+	lim.setDefaults()
+	for i := 0; i < 20; i++ {
+		c, err := attacker.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := yamuxClient(c, lim); err != nil { // answers pings, never registers
+			t.Fatal(err)
+		}
+	}
+	d := startDialer(t, DialerConfig{Addr: addr, Insecure: true, MaxBackoff: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := call(ctx, d, "/register")
+	if err != nil {
+		t.Fatalf("an honest worker could not dial in past the idle sessions: %v\n%s", err, gwLog.String())
+	}
+	if !strings.Contains(gwLog.String(), "too many sessions not yet registered from this host") {
+		t.Errorf("the refusals were not logged:\n%s", gwLog.String())
+	}
+	// The attacker's sessions go at the deadline; the registered one stays.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Sessions() != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := s.Sessions(); n != 1 {
+		t.Fatalf("%d sessions after the register deadline, want the registered one", n)
+	}
+	time.Sleep(time.Second) // past its own deadline
+	if got, err := call(ctx, d, "/session"); err != nil || got != id {
+		t.Fatalf("the registered session was closed: %q, %v", got, err)
+	}
+	if !strings.Contains(gwLog.String(), "no worker registered") {
+		t.Errorf("the deadline was not logged:\n%s", gwLog.String())
+	}
+}
