@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +88,69 @@ func TestLinkRegistrationKeepsSession(t *testing.T) {
 	}
 	if got := reg.get(key.WorkerID()).URL; got != url {
 		t.Fatalf("worker moved to %q from %q", got, url)
+	}
+}
+
+// Attack: a worker registered over the link keeps heartbeating on the
+// plain API port after its link went down. The heartbeat was accepted (the
+// session check ran only on link streams), so the worker stayed in
+// rotation past the heartbeat expiry with no link to carry its batches. A
+// link worker's heartbeats count only on the session it registered on.
+func TestLinkWorkerHeartbeatOffLinkRefused(t *testing.T) {
+	reg := &fakeRegistry{}
+	registrar, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, OpenRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar = reg, registrar })
+	link, err := workerlink.NewServer(workerlink.ServerConfig{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go link.Serve(ln)
+	go h.srv.Serve(link.Streams())
+	defer link.Close()
+	key, err := keys.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := workers.NewAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: modelsOnly{}})
+	defer agent.Close()
+	d, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: ln.Addr().String(), Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	tr := workers.NewTransport()
+	tr.DialContext = d.DialContext
+	m, err := workers.NewRegisterer(workers.MemberConfig{GatewayURL: "http://gateway", ProviderToken: providerToken, Key: key,
+		AdvertiseURL: workers.LinkOutbound, Agent: agent, HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"worker_id":"` + key.WorkerID() + `","time":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","gpus":[],"in_flight":0}`
+	req, _ := http.NewRequest("POST", "http://"+h.ln.Addr().String()+workers.PathHeartbeat, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+m.SessionToken())
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(raw), workers.CodeUnknownWorker) {
+		t.Fatalf("heartbeat of a link worker on the API port: %d %s, want 401 %s", resp.StatusCode, raw, workers.CodeUnknownWorker)
+	}
+	if err := m.Heartbeat(ctx, false); err != nil {
+		t.Fatalf("heartbeat on its own link: %v", err)
 	}
 }
