@@ -2,6 +2,7 @@ package workerlink
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,13 +26,13 @@ func TestGatewayCertificateRefusals(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cert, key := gwCA.issue(t, t.TempDir(), "gw", tc.notAfter)
-			srvTLS, err := ServerTLS(cert, key, "")
+			srvTLS, err := ServerTLS(cert, key, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var gwLog, workerLog syncBuffer
 			s, addr := startServer(t, ServerConfig{TLS: srvTLS, Logger: logger(&gwLog)})
-			cliTLS, err := ClientTLS(filepath.Join(dir, "gw-ca.pem"), "", "")
+			cliTLS, err := ClientTLS(filepath.Join(dir, "gw-ca.pem"), "", "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,5 +53,37 @@ func TestGatewayCertificateRefusals(t *testing.T) {
 				t.Errorf("gateway log lacks %q:\n%s", tc.gwLog, gwLog.String())
 			}
 		})
+	}
+}
+
+// A renewal that leaves a broken pair behind keeps the last good
+// certificate, and says so once: before, the failure was silent until the
+// old certificate expired.
+func TestCertReloadFailureIsLogged(t *testing.T) {
+	dir := t.TempDir()
+	c := newCA(t, "ca")
+	cert, key := c.issue(t, dir, "gw", time.Now().Add(time.Hour))
+	var log syncBuffer
+	r, err := NewCertReloader(cert, key, logger(&log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := r.Certificate()
+	write(t, cert, []byte("garbage"))
+	later := time.Now().Add(time.Minute)
+	os.Chtimes(cert, later, later)
+	for i := 0; i < 3; i++ {
+		r.mu.Lock()
+		r.checked = time.Time{}
+		r.mu.Unlock()
+		if got, _ := r.Certificate(); got != good {
+			t.Fatal("a broken file replaced the last good certificate")
+		}
+	}
+	if n := strings.Count(log.String(), "certificate reload failed"); n != 1 {
+		t.Fatalf("%d failure lines, want 1:\n%s", n, log.String())
+	}
+	if strings.Contains(log.String(), "PRIVATE KEY") {
+		t.Fatalf("key material logged:\n%s", log.String())
 	}
 }
