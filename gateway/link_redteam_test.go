@@ -14,18 +14,16 @@ import (
 	"github.com/tollgate-ai/tollgate/workers/keys"
 )
 
-// A session on which a worker registered keeps its slot past the link's
-// register deadline (the gateway tells the link of the registration); one
-// that only dialled in is closed at it. Without the mark, every link
-// worker would lose its session RegisterTimeout after dialling in.
-func TestLinkRegistrationKeepsSession(t *testing.T) {
+// linkGateway is a gateway harness serving a worker link with limits.
+func linkGateway(t *testing.T, limits workerlink.Limits) (*harness, *fakeRegistry, *workerlink.Server, string) {
+	t.Helper()
 	reg := &fakeRegistry{}
 	registrar, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, OpenRegistration: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar = reg, registrar })
-	link, err := workerlink.NewServer(workerlink.ServerConfig{Insecure: true, Limits: workerlink.Limits{RegisterTimeout: 300 * time.Millisecond}})
+	link, err := workerlink.NewServer(workerlink.ServerConfig{Insecure: true, Limits: limits})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,35 +33,58 @@ func TestLinkRegistrationKeepsSession(t *testing.T) {
 	}
 	go link.Serve(ln)
 	go h.srv.Serve(link.Streams())
-	defer link.Close()
+	t.Cleanup(func() { link.Close() })
+	return h, reg, link, ln.Addr().String()
+}
 
-	key, err := keys.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+// linkMember dials in to addr and returns a registerer over the link that
+// advertises advertise.
+func linkMember(t *testing.T, addr string, key *keys.Key, advertise string) *workers.Registerer {
+	t.Helper()
 	agent := workers.NewAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: modelsOnly{}})
-	defer agent.Close()
-	d, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: ln.Addr().String(), Insecure: true})
+	t.Cleanup(func() { agent.Close() })
+	d, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: addr, Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	go d.Run(ctx)
 	tr := workers.NewTransport()
 	tr.DialContext = d.DialContext
 	m, err := workers.NewRegisterer(workers.MemberConfig{GatewayURL: "http://gateway", ProviderToken: providerToken, Key: key,
-		AdvertiseURL: workers.LinkOutbound, Agent: agent, HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second}})
+		AdvertiseURL: advertise, Agent: agent, HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+func newKey(t *testing.T) *keys.Key {
+	t.Helper()
+	k, err := keys.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// A session on which a worker registered keeps its slot past the link's
+// register deadline (the gateway tells the link of the registration); one
+// that only dialled in is closed at it. Without the mark, every link
+// worker would lose its session RegisterTimeout after dialling in.
+func TestLinkRegistrationKeepsSession(t *testing.T) {
+	_, reg, link, addr := linkGateway(t, workerlink.Limits{RegisterTimeout: 300 * time.Millisecond})
+	key := newKey(t)
+	m := linkMember(t, addr, key, workers.LinkOutbound)
+	ctx := context.Background()
 	if _, err := m.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
 	url := reg.get(key.WorkerID()).URL
 
 	// A second connection that never registers.
-	idle, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: ln.Addr().String(), Insecure: true, MinBackoff: time.Hour})
+	idle, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: addr, Insecure: true, MinBackoff: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,43 +118,10 @@ func TestLinkRegistrationKeepsSession(t *testing.T) {
 // rotation past the heartbeat expiry with no link to carry its batches. A
 // link worker's heartbeats count only on the session it registered on.
 func TestLinkWorkerHeartbeatOffLinkRefused(t *testing.T) {
-	reg := &fakeRegistry{}
-	registrar, err := workers.NewRegistrar(workers.RegistrarConfig{ProviderTokens: []string{providerToken}, OpenRegistration: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, func(c *Config, d *Deps) { d.Registry, d.Registrar = reg, registrar })
-	link, err := workerlink.NewServer(workerlink.ServerConfig{Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go link.Serve(ln)
-	go h.srv.Serve(link.Streams())
-	defer link.Close()
-	key, err := keys.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := workers.NewAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: modelsOnly{}})
-	defer agent.Close()
-	d, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: ln.Addr().String(), Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go d.Run(ctx)
-	tr := workers.NewTransport()
-	tr.DialContext = d.DialContext
-	m, err := workers.NewRegisterer(workers.MemberConfig{GatewayURL: "http://gateway", ProviderToken: providerToken, Key: key,
-		AdvertiseURL: workers.LinkOutbound, Agent: agent, HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, _, _, addr := linkGateway(t, workerlink.Limits{})
+	key := newKey(t)
+	m := linkMember(t, addr, key, workers.LinkOutbound)
+	ctx := context.Background()
 	if _, err := m.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -152,5 +140,29 @@ func TestLinkWorkerHeartbeatOffLinkRefused(t *testing.T) {
 	}
 	if err := m.Heartbeat(ctx, false); err != nil {
 		t.Fatalf("heartbeat on its own link: %v", err)
+	}
+}
+
+// Attack: a worker on the link registers with a URL of its choosing — an
+// internal address (SSRF: the gateway would POST batches there) or another
+// worker's link://<session> (its batches would go to that worker). The
+// gateway records the session the registration came on, whatever the
+// (signed) URL said.
+func TestLinkRegistrationURLIsTheSession(t *testing.T) {
+	_, reg, _, addr := linkGateway(t, workerlink.Limits{})
+	victim := newKey(t)
+	if _, err := linkMember(t, addr, victim, workers.LinkOutbound).Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	victimURL := reg.get(victim.WorkerID()).URL
+	for _, advertise := range []string{"http://169.254.169.254:80", "http://127.0.0.1:6379", victimURL} {
+		key := newKey(t)
+		if _, err := linkMember(t, addr, key, advertise).Register(context.Background()); err != nil {
+			t.Fatalf("register advertising %s: %v", advertise, err)
+		}
+		got := reg.get(key.WorkerID()).URL
+		if got == advertise || got == victimURL || !strings.HasPrefix(got, workers.LinkScheme+"://") {
+			t.Fatalf("a link worker advertising %s was recorded at %s (victim at %s)", advertise, got, victimURL)
+		}
 	}
 }
