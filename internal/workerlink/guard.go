@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"sync/atomic"
 )
 
 // maxUnansweredPings bounds the peer's ping queries whose replies are not
@@ -50,12 +49,12 @@ type linkGuard struct {
 	net.Conn
 	maxStreams int
 	report     func(error)
-	unanswered atomic.Int64
 
-	mu       sync.Mutex
-	in, out  frameScanner
-	peerOpen map[uint32]uint8 // peer-opened stream → FIN flags seen (finIn, finOut)
-	abuse    error
+	mu         sync.Mutex
+	in, out    frameScanner
+	unanswered int              // peer's pings not yet answered
+	peerOpen   map[uint32]uint8 // peer-opened stream → FIN flags seen (finIn, finOut)
+	abuse      error
 }
 
 const (
@@ -90,7 +89,7 @@ func (g *linkGuard) check(p []byte) (error, bool) {
 	g.in.scan(p, func(typ uint8, flags uint16, id uint32) {
 		switch {
 		case typ == frameTypePing && flags&frameFlagSYN != 0:
-			g.unanswered.Add(1)
+			g.unanswered++
 		case typ == frameTypeData || typ == frameTypeWindowUpdate:
 			if flags&frameFlagSYN != 0 {
 				if _, ok := g.peerOpen[id]; !ok {
@@ -101,7 +100,7 @@ func (g *linkGuard) check(p []byte) (error, bool) {
 		}
 	})
 	switch {
-	case g.unanswered.Load() > maxUnansweredPings:
+	case g.unanswered > maxUnansweredPings:
 		g.abuse = errPingFlood
 	case len(g.peerOpen) > g.maxStreams:
 		g.abuse = errTooManyStreams
@@ -114,7 +113,7 @@ func (g *linkGuard) Write(p []byte) (int, error) {
 	g.out.scan(p, func(typ uint8, flags uint16, id uint32) {
 		switch {
 		case typ == frameTypePing && flags&frameFlagACK != 0:
-			g.unanswered.Add(-1)
+			g.unanswered--
 		case typ == frameTypeData || typ == frameTypeWindowUpdate:
 			g.streamFlags(id, flags, finOut)
 		}
