@@ -118,6 +118,7 @@ var ErrClosed = errors.New("workerlink: closed")
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
+	refused *refusalLog   // refused connections, rate-limited
 	slots   chan struct{} // one per session or handshake in progress
 	pending chan struct{} // one per connection not yet registered
 	streams chan net.Conn
@@ -143,7 +144,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.Limits.MaxSessions),
+	return &Server{cfg: cfg, log: cfg.Logger, refused: &refusalLog{log: cfg.Logger}, slots: make(chan struct{}, cfg.Limits.MaxSessions),
 		pending: make(chan struct{}, cfg.Limits.MaxPending), pendingByHost: map[string]int{},
 		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
 }
@@ -171,7 +172,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			s.log.Warn("worker link refused: too many sessions", "remote", c.RemoteAddr().String(), "max_sessions", s.cfg.Limits.MaxSessions)
+			s.refused.Warn("worker link refused: too many sessions", "remote", c.RemoteAddr().String(), "max_sessions", s.cfg.Limits.MaxSessions)
 			c.Close()
 			continue
 		}
@@ -201,13 +202,13 @@ func (s *Server) admitPending(remote net.Addr) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pendingByHost[host] >= lim.MaxPendingPerHost {
-		s.log.Warn("worker link refused: too many sessions not yet registered from this host", "remote", remote.String(), "max_pending_per_host", lim.MaxPendingPerHost)
+		s.refused.Warn("worker link refused: too many sessions not yet registered from this host", "remote", remote.String(), "max_pending_per_host", lim.MaxPendingPerHost)
 		return nil, false
 	}
 	select {
 	case s.pending <- struct{}{}:
 	default:
-		s.log.Warn("worker link refused: too many sessions not yet registered", "remote", remote.String(), "max_pending", lim.MaxPending)
+		s.refused.Warn("worker link refused: too many sessions not yet registered", "remote", remote.String(), "max_pending", lim.MaxPending)
 		return nil, false
 	}
 	s.pendingByHost[host]++
@@ -236,7 +237,7 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			s.log.Warn("worker link refused: TLS handshake failed", "remote", remote, "reason", Describe(err), "err", err)
+			s.refused.Warn("worker link refused: TLS handshake failed", "remote", remote, "reason", Describe(err), "err", err)
 			c.Close()
 			return
 		}

@@ -96,3 +96,32 @@ func TestUnregisteredSessionsCannotFillSlots(t *testing.T) {
 		t.Errorf("the deadline was not logged:\n%s", gwLog.String())
 	}
 }
+
+// Attack: a peer that connects in a loop and sends garbage instead of a
+// TLS handshake wrote one warning per connection into the gateway's log,
+// as fast as it could connect. Refusals are logged once a second each,
+// with a count of those left out.
+func TestRefusalFloodDoesNotFloodTheLog(t *testing.T) {
+	cfg, err := selfSigned(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gwLog syncBuffer
+	_, addr := startServer(t, ServerConfig{TLS: cfg, Logger: logger(&gwLog)})
+	const conns = 300
+	start := time.Now()
+	for i := 0; i < conns; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.Read(make([]byte, 1)) // until the gateway drops it
+		c.Close()
+	}
+	lines := strings.Count(gwLog.String(), "TLS handshake failed")
+	if max := int(time.Since(start)/refusalEvery) + 2; lines == 0 || lines > max {
+		t.Fatalf("%d refusals logged %d lines over %v (want 1..%d)", conns, lines, time.Since(start), max)
+	}
+}
