@@ -9,10 +9,11 @@ import (
 // refusalEvery is how often one kind of refused connection is logged.
 const refusalEvery = time.Second
 
-// refusalLog logs the connections the server refuses at most once per
-// refusalEvery for each message, with how many it left out since: a peer
-// that opens connections in a loop (garbage instead of a handshake, or
-// over a cap) must not fill the gateway's log at the rate it connects.
+// refusalLog logs the connections the server refuses or closes for abuse
+// at most once per refusalEvery for each message, with how many it left
+// out since: a peer that opens connections in a loop (garbage instead of a
+// handshake, over a cap, a ping or stream flood) must not fill the
+// gateway's log at the rate it connects.
 type refusalLog struct {
 	log *slog.Logger
 

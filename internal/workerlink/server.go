@@ -118,7 +118,7 @@ var ErrClosed = errors.New("workerlink: closed")
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
-	refused *refusalLog   // refused connections, rate-limited
+	refused *refusalLog   // refused and abusive connections, rate-limited
 	slots   chan struct{} // one per session or handshake in progress
 	pending chan struct{} // one per connection not yet registered
 	streams chan net.Conn
@@ -251,9 +251,9 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 	guard := newLinkGuard(c, maxStreams, func(abuse error) {
 		switch abuse {
 		case errPingFlood:
-			s.log.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
+			s.refused.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
 		case errTooManyStreams:
-			s.log.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", maxStreams)
+			s.refused.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", maxStreams)
 		}
 	})
 	sess, err := yamux.Server(guard, s.cfg.Limits.yamux())
@@ -283,7 +283,7 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 		case <-isRegistered:
 		case <-sess.CloseChan():
 		case <-t.C:
-			s.log.Warn("worker link closed: no worker registered in time", "session", id, "remote", remote, "register_timeout", s.cfg.Limits.RegisterTimeout)
+			s.refused.Warn("worker link closed: no worker registered in time", "session", id, "remote", remote, "register_timeout", s.cfg.Limits.RegisterTimeout)
 			sess.Close()
 		}
 	}()
