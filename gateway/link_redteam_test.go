@@ -43,7 +43,8 @@ func linkMember(t *testing.T, addr string, key *keys.Key, advertise string) *wor
 	t.Helper()
 	agent := workers.NewAgent(workers.AgentConfig{WorkerID: key.WorkerID(), Engine: modelsOnly{}})
 	t.Cleanup(func() { agent.Close() })
-	d, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: addr, Insecure: true})
+	// No redial: a session the gateway closes stays closed.
+	d, err := workerlink.NewDialer(workerlink.DialerConfig{Addr: addr, Insecure: true, MinBackoff: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,5 +165,30 @@ func TestLinkRegistrationURLIsTheSession(t *testing.T) {
 		if got == advertise || got == victimURL || !strings.HasPrefix(got, workers.LinkScheme+"://") {
 			t.Fatalf("a link worker advertising %s was recorded at %s (victim at %s)", advertise, got, victimURL)
 		}
+	}
+}
+
+// A worker that registers again on a new link leaves its old session to be
+// closed (the gateway names the worker to the link), so one key cannot
+// hold a slot per session it ever registered on.
+func TestLinkReRegistrationClosesOldSession(t *testing.T) {
+	_, reg, link, addr := linkGateway(t, workerlink.Limits{})
+	key := newKey(t)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if _, err := linkMember(t, addr, key, workers.LinkOutbound).Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for link.Sessions() != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing else closes
+	if n := link.Sessions(); n != 1 {
+		t.Fatalf("%d sessions after registering on 3 in turn, want the last", n)
+	}
+	if _, ok := workers.LinkSession(reg.get(key.WorkerID()).URL); !ok {
+		t.Fatal("the worker is not on a link")
 	}
 }

@@ -169,7 +169,7 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		}
 		s.deps.Registry.Upsert(reg)
 		if session != "" {
-			markLinkRegistered(rc) // the session keeps its slot, past its register deadline
+			markLinkRegistered(rc, reg.WorkerID) // the session keeps its slot, past its register deadline
 		}
 		s.log.Debug("worker registered", "request_id", reqID, "worker", reg.WorkerID, "url", reg.URL, "models", len(reg.Models))
 		return writeJSON(rc, workers.RegisterResponse{
@@ -380,11 +380,11 @@ func (s *Server) reinstateWorker(rc *fasthttp.RequestCtx) error {
 	return writeJSON(rc, map[string]any{"worker_id": req.WorkerID, "still_revoked": left})
 }
 
-// markLinkRegistered tells the worker link (internal/workerlink) that a
-// worker registered on the session the request came on.
-func markLinkRegistered(rc *fasthttp.RequestCtx) {
-	if l, ok := httpguard.Unwrap(rc.Conn()).(interface{ MarkRegistered() }); ok {
-		l.MarkRegistered()
+// markLinkRegistered tells the worker link (internal/workerlink) that
+// workerID registered on the session the request came on.
+func markLinkRegistered(rc *fasthttp.RequestCtx, workerID string) {
+	if l, ok := httpguard.Unwrap(rc.Conn()).(interface{ MarkRegistered(string) }); ok {
+		l.MarkRegistered(workerID)
 	}
 }
 

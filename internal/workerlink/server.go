@@ -132,7 +132,11 @@ type Server struct {
 	mu            sync.Mutex
 	sessions      map[string]*yamux.Session
 	pendingByHost map[string]int
-	lns           []net.Listener
+	// workerOn is the session each worker last registered on, and
+	// sessionWorkers the workers registered on each session.
+	workerOn       map[string]string
+	sessionWorkers map[string]map[string]bool
+	lns            []net.Listener
 }
 
 // NewServer checks cfg and builds a server.
@@ -146,6 +150,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, refused: &refusalLog{log: cfg.Logger}, slots: make(chan struct{}, cfg.Limits.MaxSessions),
 		pending: make(chan struct{}, cfg.Limits.MaxPending), pendingByHost: map[string]int{},
+		workerOn: map[string]string{}, sessionWorkers: map[string]map[string]bool{},
 		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
 }
 
@@ -275,7 +280,10 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 	s.log.Info("worker link up", "session", id, "remote", remote, "peer", peer)
 	var regOnce sync.Once
 	isRegistered := make(chan struct{})
-	markRegistered := func() { regOnce.Do(func() { registered(); close(isRegistered) }) }
+	markRegistered := func(workerID string) {
+		regOnce.Do(func() { registered(); close(isRegistered) })
+		s.bindWorker(id, workerID)
+	}
 	go func() {
 		t := time.NewTimer(s.cfg.Limits.RegisterTimeout)
 		defer t.Stop()
@@ -290,6 +298,12 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.sessions, id)
+		for w := range s.sessionWorkers[id] {
+			if s.workerOn[w] == id {
+				delete(s.workerOn, w)
+			}
+		}
+		delete(s.sessionWorkers, id)
 		s.mu.Unlock()
 		sess.Close()
 		s.log.Info("worker link down", "session", id, "remote", remote)
@@ -319,6 +333,37 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 	}
 }
 
+// bindWorker records that workerID registered on session id. The session
+// it was on before, if another, loses it; one left with no worker is
+// closed: its worker moved to a new link, and an old one must not hold a
+// registered session's slot (or one key could hold every slot by
+// registering on each of many sessions in turn).
+func (s *Server) bindWorker(id, workerID string) {
+	s.mu.Lock()
+	prev := s.workerOn[workerID]
+	if prev == id {
+		s.mu.Unlock()
+		return
+	}
+	s.workerOn[workerID] = id
+	if s.sessionWorkers[id] == nil {
+		s.sessionWorkers[id] = map[string]bool{}
+	}
+	s.sessionWorkers[id][workerID] = true
+	var stale *yamux.Session
+	if ws := s.sessionWorkers[prev]; ws != nil {
+		delete(ws, workerID)
+		if len(ws) == 0 {
+			stale = s.sessions[prev]
+		}
+	}
+	s.mu.Unlock()
+	if stale != nil {
+		s.log.Info("worker link closed: its worker registered on another link", "session", prev, "worker", workerID, "now_on", id)
+		stale.Close()
+	}
+}
+
 // Dial opens a stream to the worker on session id.
 func (s *Server) Dial(ctx context.Context, id string) (net.Conn, error) {
 	s.mu.Lock()
@@ -341,7 +386,7 @@ func (s *Server) Dial(ctx context.Context, id string) (net.Conn, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("workerlink: open stream on session %s: %w", id, r.err)
 		}
-		return &Stream{Conn: r.c, session: id, registered: func() {}}, nil
+		return &Stream{Conn: r.c, session: id, registered: func(string) {}}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.c != nil {
@@ -410,17 +455,18 @@ func (a linkAddr) String() string  { return string(a) }
 type Stream struct {
 	net.Conn
 	session    string
-	registered func()
+	registered func(workerID string)
 }
 
 // LinkSession is the ID of the session the stream belongs to.
 func (s *Stream) LinkSession() string { return s.session }
 
-// MarkRegistered tells the server a worker registered on the stream's
-// session: the session leaves the not-yet-registered caps and its register
-// deadline. The gateway calls it once a registration on the stream
-// succeeded.
-func (s *Stream) MarkRegistered() { s.registered() }
+// MarkRegistered tells the server that workerID registered on the
+// stream's session: the session leaves the not-yet-registered caps and its
+// register deadline, and the session the worker was on before, if another
+// and left with no worker, is closed. The gateway calls it once a
+// registration on the stream succeeded.
+func (s *Stream) MarkRegistered(workerID string) { s.registered(workerID) }
 
 func newID() string {
 	var b [16]byte

@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// startRegisteringServer is startServer whose gateway side marks the
-// session registered on GET /register, as the gateway's registration does.
+// startRegisteringServer is startServer whose gateway side marks worker W
+// registered on the session on GET /register/W, as the gateway's
+// registration does.
 func startRegisteringServer(t *testing.T, cfg ServerConfig) (*Server, string) {
 	t.Helper()
 	s, err := NewServer(cfg)
@@ -25,8 +26,8 @@ func startRegisteringServer(t *testing.T, cfg ServerConfig) (*Server, string) {
 	go s.Serve(ln)
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := r.Context().Value(connKey{}).(*Stream)
-		if r.URL.Path == "/register" {
-			st.MarkRegistered()
+		if w, ok := strings.CutPrefix(r.URL.Path, "/register/"); ok {
+			st.MarkRegistered(w)
 		}
 		io.WriteString(w, st.LinkSession())
 	}), ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
@@ -73,7 +74,7 @@ func TestUnregisteredSessionsCannotFillSlots(t *testing.T) {
 	d := startDialer(t, DialerConfig{Addr: addr, Insecure: true, MaxBackoff: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	id, err := call(ctx, d, "/register")
+	id, err := call(ctx, d, "/register/w1")
 	if err != nil {
 		t.Fatalf("an honest worker could not dial in past the idle sessions: %v\n%s", err, gwLog.String())
 	}
@@ -123,5 +124,49 @@ func TestRefusalFloodDoesNotFloodTheLog(t *testing.T) {
 	lines := strings.Count(gwLog.String(), "TLS handshake failed")
 	if max := int(time.Since(start)/refusalEvery) + 2; lines == 0 || lines > max {
 		t.Fatalf("%d refusals logged %d lines over %v (want 1..%d)", conns, lines, time.Since(start), max)
+	}
+}
+
+// Attack: one worker key (one provider credential) registers on one
+// session after another. Each registered session kept its slot for good,
+// though the gateway routes the worker only to the last, so one key could
+// hold every session slot. A session left with no worker registered on it
+// is closed; one with another worker still on it stays.
+func TestOneWorkerCannotHoldManySessions(t *testing.T) {
+	var gwLog syncBuffer
+	s, addr := startRegisteringServer(t, ServerConfig{Insecure: true, Logger: logger(&gwLog)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shared := startDialer(t, DialerConfig{Addr: addr, Insecure: true})
+	for _, w := range []string{"w-a", "w-b"} { // two workers on one session
+		if _, err := call(ctx, shared, "/register/"+w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last string
+	for i := 0; i < 5; i++ {
+		d := startDialer(t, DialerConfig{Addr: addr, Insecure: true, MinBackoff: time.Hour})
+		id, err := call(ctx, d, "/register/w1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = id
+	}
+	moved := startDialer(t, DialerConfig{Addr: addr, Insecure: true, MinBackoff: time.Hour})
+	if _, err := call(ctx, moved, "/register/w-a"); err != nil { // w-b stays on the shared session
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Sessions() != 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := s.Sessions(); n != 3 {
+		t.Fatalf("%d sessions, want 3 (w1's last, w-a's new, the one w-b is still on)", n)
+	}
+	if got, err := call(ctx, shared, "/session"); err != nil || got == last {
+		t.Fatalf("the session w-b is on was closed: %q, %v", got, err)
+	}
+	if !strings.Contains(gwLog.String(), "registered on another link") {
+		t.Errorf("the close was not logged:\n%s", gwLog.String())
 	}
 }
