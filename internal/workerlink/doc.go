@@ -25,7 +25,8 @@
 // has registered on yet (which without mutual TLS need no credentials) are
 // capped apart, overall and per remote host (Limits.MaxPending,
 // MaxPendingPerHost), and closed after Limits.RegisterTimeout unless the
-// gateway marks them registered (Stream.MarkRegistered); a session's unaccepted
+// gateway marks them registered (Stream.MarkRegistered); a session whose
+// workers all registered again elsewhere is closed; a session's unaccepted
 // streams by yamux's accept backlog and all the streams the worker opened by
 // Limits.MaxStreamsPerSession (a worker over it loses its session), each
 // stream's buffered data by its window, its unanswered pings (yamux answers
