@@ -47,10 +47,10 @@ const (
 // the peer went over.
 type linkGuard struct {
 	net.Conn
-	maxStreams int
-	report     func(error)
+	report func(error)
 
 	mu         sync.Mutex
+	maxStreams int
 	in, out    frameScanner
 	unanswered int              // peer's pings not yet answered
 	peerOpen   map[uint32]uint8 // peer-opened stream → FIN flags seen (finIn, finOut)
@@ -169,4 +169,12 @@ func (f *frameScanner) scan(p []byte, frame func(typ uint8, flags uint16, id uin
 		}
 		frame(typ, binary.BigEndian.Uint16(f.hdr[2:]), binary.BigEndian.Uint32(f.hdr[4:]))
 	}
+}
+
+// setMaxStreams changes the cap on the streams the peer may hold (a
+// session that registered a worker gets the full one).
+func (g *linkGuard) setMaxStreams(n int) {
+	g.mu.Lock()
+	g.maxStreams = n
+	g.mu.Unlock()
 }

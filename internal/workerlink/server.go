@@ -95,6 +95,10 @@ func (l Limits) yamux() *yamux.Config {
 	return c
 }
 
+// pendingMaxStreams caps the streams of a session no worker has
+// registered on yet (Limits.MaxStreamsPerSession applies after).
+const pendingMaxStreams = 4
+
 // ServerConfig configures the gateway's end of the worker link.
 type ServerConfig struct {
 	// TLS is served on every connection; nil serves plain TCP, which
@@ -252,13 +256,16 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 		c = tc
 	}
 	id := newID()
-	maxStreams := s.cfg.Limits.MaxStreamsPerSession
+	// Until a worker registers, the session needs a stream or two
+	// (challenge, register): a peer with no credentials yet gets no more
+	// than pendingMaxStreams, each of which may buffer a window.
+	maxStreams := min(pendingMaxStreams, s.cfg.Limits.MaxStreamsPerSession)
 	guard := newLinkGuard(c, maxStreams, func(abuse error) {
 		switch abuse {
 		case errPingFlood:
 			s.refused.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
 		case errTooManyStreams:
-			s.refused.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", maxStreams)
+			s.refused.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", s.cfg.Limits.MaxStreamsPerSession, "max_streams_unregistered", pendingMaxStreams)
 		}
 	})
 	sess, err := yamux.Server(guard, s.cfg.Limits.yamux())
@@ -281,7 +288,11 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 	var regOnce sync.Once
 	isRegistered := make(chan struct{})
 	markRegistered := func(workerID string) {
-		regOnce.Do(func() { registered(); close(isRegistered) })
+		regOnce.Do(func() {
+			guard.setMaxStreams(s.cfg.Limits.MaxStreamsPerSession)
+			registered()
+			close(isRegistered)
+		})
 		s.bindWorker(id, workerID)
 	}
 	go func() {

@@ -170,3 +170,59 @@ func TestOneWorkerCannotHoldManySessions(t *testing.T) {
 		t.Errorf("the close was not logged:\n%s", gwLog.String())
 	}
 }
+
+// Attack: a peer with no credentials (no worker registered on its session
+// yet) opened MaxStreamsPerSession streams, each of which may buffer a
+// window (256 KiB) on the gateway: 16 MiB a session, for each of the
+// pending sessions. Until a worker registers, a session holds at most
+// pendingMaxStreams; after, the full cap.
+func TestUnregisteredSessionStreamsCapped(t *testing.T) {
+	const max = 12
+	var gwLog syncBuffer
+	s, addr := startRegisteringServer(t, ServerConfig{Insecure: true, Logger: logger(&gwLog), Limits: Limits{MaxStreamsPerSession: max}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lim := Limits{}
+	lim.setDefaults()
+	attacker, err := yamuxClient(c, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < pendingMaxStreams+1; i++ {
+		st, err := attacker.Open()
+		if err != nil {
+			break
+		}
+		st.Write([]byte("GET /session HTTP/1.1\r\n")) // never finished
+	}
+	select {
+	case <-attacker.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("an unregistered session held %d streams", attacker.NumStreams())
+	}
+
+	d := startDialer(t, DialerConfig{Addr: addr, Insecure: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := call(ctx, d, "/register/w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < max-2; i++ {
+		st, err := d.DialContext(ctx, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.Write([]byte("GET /session HTTP/1.1\r\n"))
+	}
+	if got, err := call(ctx, d, "/session"); err != nil || got != id {
+		t.Fatalf("a registered worker holding %d streams lost its session: %q, %v\n%s", max-1, got, err, gwLog.String())
+	}
+	if s.Sessions() != 1 {
+		t.Fatalf("%d sessions", s.Sessions())
+	}
+}
