@@ -40,7 +40,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -512,12 +511,7 @@ func (r *Registry) read(ctx context.Context) (map[string]*record, error) {
 	return out, nil
 }
 
-// linkScheme starts the URL of a worker on an outbound link
-// (workers.LinkScheme, internal/workerlink).
-const linkScheme = "link://"
-
-// parseRecord validates one record; nil, nil for one that has expired or
-// that only another replica can reach.
+// parseRecord validates one record; nil, nil for one that has expired.
 func parseRecord(id string, v []any) (*record, error) {
 	if len(v) != 3 || v[0] == nil {
 		return nil, nil
@@ -529,11 +523,6 @@ func parseRecord(id string, v []any) (*record, error) {
 	}
 	if rec.reg.WorkerID != id {
 		return nil, fmt.Errorf("registration names worker %q", rec.reg.WorkerID)
-	}
-	if strings.HasPrefix(rec.reg.URL, linkScheme) {
-		// A worker on one replica's outbound link (workers.LinkScheme):
-		// only that replica, which holds it directly, can reach it.
-		return nil, nil
 	}
 	if u, err := url.Parse(rec.reg.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("registration URL %q is not http(s)", rec.reg.URL)
