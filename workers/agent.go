@@ -56,8 +56,9 @@ type AgentConfig struct {
 	RecordMaxAge   time.Duration
 	RecordMaxBytes int64
 	// DataDir, when set, makes the completion records and the countersigned
-	// batches survive a restart (DataDir/records.db, fsync'd before a
-	// completion is returned). Without it they live only as long as the
+	// batches survive a restart (DataDir/records.db; a completion is
+	// returned once its record is fdatasync'd to the write-ahead log beside
+	// it, records.db-wal). Without it they live only as long as the
 	// process.
 	DataDir string
 	// Obs traces each task (a "worker.task" span continuing Task.Traceparent,

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,13 +20,31 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/task"
+	"github.com/tollgate-ai/tollgate/internal/wal"
 )
 
-// recordsFile is the worker's record store in its DataDir; legacyProduced
-// is the JSON-lines file it replaces (imported once, then removed).
+// recordsFile is the worker's record store in its DataDir, recordsLog the
+// write-ahead log in front of it; legacyProduced is the JSON-lines file
+// it replaces (imported once, then removed).
 const (
 	recordsFile    = "records.db"
+	recordsLog     = recordsFile + "-wal"
 	legacyProduced = "completions.jsonl"
+)
+
+// Defaults of the write-ahead log in front of the record store.
+const (
+	// defaultRecordLogBytes is the log size past which the committer
+	// waits for the applier to catch up and rewinds the log.
+	defaultRecordLogBytes = 64 << 20
+	// defaultRecordApplyDelay is how long the applier lets acknowledged
+	// records gather before it writes them into bbolt: fewer, larger
+	// transactions keep bbolt's fsyncs from queueing in front of the
+	// log's.
+	defaultRecordApplyDelay = 500 * time.Millisecond
+	// applyNow is how many records waiting for the applier make it apply
+	// without waiting out the delay, bounding the unapplied index.
+	applyNow = 16 << 10
 )
 
 // Default bounds of the record store.
@@ -53,6 +72,7 @@ var (
 	bucketRecMeta   = []byte("meta")
 	metaBytes       = []byte("bytes")          // live bytes, 8-byte BE
 	metaExpired     = []byte("expired_before") // newest stored-at aged out, Unix ns
+	metaApplied     = []byte("applied_seq")    // last log seq bbolt holds, 8-byte BE
 )
 
 // sweepChunk bounds how many records one transaction ages out, so a
@@ -63,40 +83,84 @@ const sweepChunk = 10_000
 // it countersigned (one bbolt file in the DataDir):
 //
 //   - completion records, keyed by request ID, so it can check what it is
-//     asked to countersign. add returns once the record is fsync'd
-//     (concurrent adds share one fsync), so a record a gateway holds is never
-//     lost to a worker crash.
+//     asked to countersign. add returns once the record's frame is
+//     fdatasync'd to the write-ahead log beside the bbolt file (records.db-wal;
+//     concurrent adds share one sync), so a record a gateway holds is never
+//     lost to a worker crash. An applier writes acknowledged records into
+//     bbolt later, many per transaction, and ages records out there.
 //   - every batch it countersigned, keyed by each of its request IDs (see
 //     SignOnce), so it never signs a leaf into two batches, across restarts.
+//     These go straight to bbolt, one fsync'd transaction each.
 //
-// Both are bounded by age and the store by size (DefaultRecordMaxAge,
+// The log keeps the invariants of the gateway's receipt ledger
+// (receipts/ledger.WALStore), with internal/wal's frames, one per record:
+//
+//   - the meta bucket's applied_seq is the last applied log seq, written
+//     in the transaction that applies the records, so an open replays
+//     exactly the frames past it (each record once);
+//   - get sees every acknowledged record: one not applied yet is answered
+//     from the in-memory index of unapplied records;
+//   - the log is rewound (written again from offset 0) only once bbolt
+//     holds everything in it, when it outgrows maxLogBytes, and emptied
+//     at close.
+//
+// Records are bounded by age and the store by size (DefaultRecordMaxAge,
 // DefaultRecordMaxBytes), not by a count smaller than a realistic backlog.
 // bbolt reuses the pages freed by ageing out, so the file stays near its
 // high-water mark. Without a DataDir the same store runs on an unlinked
-// temporary file without fsync: nothing survives the process.
+// temporary file without a log or fsync: nothing survives the process.
 type recordStore struct {
-	db       *bolt.DB
-	maxAge   time.Duration
-	maxBytes int64
-	clock    clock.Clock
-	logger   *slog.Logger
-	metrics  *obs.Metrics
+	db         *bolt.DB
+	log        *wal.Log // nil without a DataDir; committer only (and close)
+	maxLog     int64
+	applyDelay time.Duration
+	maxAge     time.Duration
+	maxBytes   int64
+	clock      clock.Clock
+	logger     *slog.Logger
+	metrics    *obs.Metrics
 
 	expiredBefore atomic.Int64 // Unix ns; see expired
 
 	adds    chan *addReq
-	quit    chan struct{}
-	stopped chan struct{}
+	quit    chan struct{} // closed by close: stop taking adds
+	stopped chan struct{} // closed by the committer on exit
+	applied chan struct{} // closed by the applier on exit
 	closed  atomic.Bool
+
+	// committer state
+	lastSeq uint64 // last seq written to the log
+	failed  error  // sticky: the log can no longer be trusted
+
+	acked atomic.Uint64 // last acknowledged seq
+
+	mu         sync.Mutex
+	unapplied  map[string]*loggedRecord // request ID → its newest record bbolt may not hold yet
+	queue      []*loggedRecord          // acknowledged, waiting for the applier
+	work       chan struct{}
+	urgent     chan struct{} // someone waits for the applier: apply now
+	appliedSeq uint64
+	applyErr   error
+	advanced   chan struct{} // closed and replaced whenever appliedSeq moves
+}
+
+// loggedRecord is one acknowledged add: its bbolt value (8-byte stored-at,
+// then the Completion JSON), which is also its log frame's payload.
+type loggedRecord struct {
+	seq   uint64
+	id    string
+	value []byte
 }
 
 type recordOptions struct {
-	dir      string
-	maxAge   time.Duration
-	maxBytes int64
-	clock    clock.Clock
-	logger   *slog.Logger
-	metrics  *obs.Metrics
+	dir         string
+	maxLogBytes int64         // default defaultRecordLogBytes
+	applyDelay  time.Duration // default defaultRecordApplyDelay
+	maxAge      time.Duration
+	maxBytes    int64
+	clock       clock.Clock
+	logger      *slog.Logger
+	metrics     *obs.Metrics
 }
 
 type addReq struct {
@@ -119,6 +183,12 @@ func openRecordStore(o recordOptions) (*recordStore, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
+	if o.maxLogBytes <= 0 {
+		o.maxLogBytes = defaultRecordLogBytes
+	}
+	if o.applyDelay <= 0 {
+		o.applyDelay = defaultRecordApplyDelay
+	}
 	var (
 		db  *bolt.DB
 		err error
@@ -134,8 +204,10 @@ func openRecordStore(o recordOptions) (*recordStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("completion records: %w", err)
 	}
-	s := &recordStore{db: db, maxAge: o.maxAge, maxBytes: o.maxBytes, clock: o.clock, logger: o.logger, metrics: o.metrics,
-		adds: make(chan *addReq, 1024), quit: make(chan struct{}), stopped: make(chan struct{})}
+	s := &recordStore{db: db, maxLog: o.maxLogBytes, applyDelay: o.applyDelay, maxAge: o.maxAge, maxBytes: o.maxBytes,
+		clock: o.clock, logger: o.logger, metrics: o.metrics,
+		adds: make(chan *addReq, 1024), quit: make(chan struct{}), stopped: make(chan struct{}), applied: make(chan struct{}),
+		unapplied: map[string]*loggedRecord{}, work: make(chan struct{}, 1), urgent: make(chan struct{}, 1), advanced: make(chan struct{})}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketProduced, bucketAge, bucketSigned, bucketSigBatch, bucketSignedAge, bucketRecMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -146,14 +218,122 @@ func openRecordStore(o recordOptions) (*recordStore, error) {
 		return nil
 	})
 	if err == nil && o.dir != "" {
+		// The bbolt file is locked: no other worker writes this log.
+		if err = s.replayLog(filepath.Join(o.dir, recordsLog)); err == nil {
+			s.log, err = wal.OpenLog(filepath.Join(o.dir, recordsLog))
+		}
+	}
+	if err == nil && o.dir != "" {
 		err = s.importLegacy(filepath.Join(o.dir, legacyProduced))
 	}
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			s.lastSeq = getU64(tx.Bucket(bucketRecMeta), metaApplied)
+			return nil
+		})
+	}
 	if err != nil {
+		if s.log != nil {
+			s.log.Close()
+		}
 		db.Close()
 		return nil, fmt.Errorf("completion records: %w", err)
 	}
+	s.appliedSeq = s.lastSeq
+	s.acked.Store(s.lastSeq)
 	go s.commitLoop()
+	go s.applyLoop()
 	return s, nil
+}
+
+// replayLog applies, in one transaction, the records of the log at path
+// that bbolt does not hold yet, then empties the log. A torn final frame
+// is dropped (it was never acknowledged); a damaged frame with intact
+// ones of a later group after it fails the open (wal.ErrCorrupt), the log
+// left as it is. No log, or an empty one, is a no-op.
+func (s *recordStore) replayLog(path string) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(data) == 0) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read record log: %w", err)
+	}
+	var applied uint64
+	if err := s.db.View(func(tx *bolt.Tx) error { applied = getU64(tx.Bucket(bucketRecMeta), metaApplied); return nil }); err != nil {
+		return err
+	}
+	frames, _, err := wal.Scan(data, applied+1)
+	if err != nil {
+		return fmt.Errorf("%s: %w (refusing to open: it may hold acknowledged records)", path, err)
+	}
+	var recs []*loggedRecord
+	for _, f := range frames {
+		if f.Seq <= applied {
+			continue
+		}
+		id, err := recordID(f.Payload)
+		if f.Count != 1 || err != nil {
+			return fmt.Errorf("%s: %w: frame of seq %d: %d records, %v", path, wal.ErrCorrupt, f.Seq, f.Count, err)
+		}
+		recs = append(recs, &loggedRecord{seq: f.Seq, id: id, value: f.Payload})
+	}
+	if len(recs) > 0 {
+		if err := s.db.Update(func(tx *bolt.Tx) error { return applyRecordsLocked(tx, recs) }); err != nil {
+			return fmt.Errorf("%s: replay: %w", path, err)
+		}
+		s.logger.Info("completion records replayed from the record log", "records", len(recs), "file", path)
+	}
+	return wal.Truncate(path)
+}
+
+// recordValue is a record's bbolt value and log payload: the 8-byte
+// stored-at (Unix ns), then the Completion JSON.
+func recordValue(at int64, c *task.Completion) ([]byte, error) {
+	j, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(j)), uint64(at))
+	return append(v, j...), nil
+}
+
+// recordID reads the request ID out of a record value.
+func recordID(v []byte) (string, error) {
+	if len(v) < 8 {
+		return "", errors.New("short record")
+	}
+	var c struct {
+		RequestID string `json:"request_id"`
+	}
+	if err := json.Unmarshal(v[8:], &c); err != nil {
+		return "", err
+	}
+	if c.RequestID == "" {
+		return "", errors.New("record without a request ID")
+	}
+	return c.RequestID, nil
+}
+
+// applyRecordsLocked writes logged records into bbolt (in a write
+// transaction) and moves the applied mark to the last one. Records at or
+// below the mark are already there and are skipped.
+func applyRecordsLocked(tx *bolt.Tx, recs []*loggedRecord) error {
+	mb := tx.Bucket(bucketRecMeta)
+	mark := getU64(mb, metaApplied)
+	for _, r := range recs {
+		if r.seq <= mark {
+			continue
+		}
+		if r.seq != mark+1 {
+			return fmt.Errorf("%w: record %s has seq %d after %d", wal.ErrCorrupt, r.id, r.seq, mark)
+		}
+		mark = r.seq
+		if err := putValueLocked(tx, []byte(r.id), r.value); err != nil {
+			return err
+		}
+	}
+	return putU64(mb, metaApplied, mark)
 }
 
 // openScratchBolt opens a bbolt file that is already unlinked: a store
@@ -196,7 +376,11 @@ func (s *recordStore) importLegacy(path string) error {
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		for _, c := range cs {
-			if err := s.putLocked(tx, c, c.Time); err != nil {
+			v, err := recordValue(c.Time.UnixNano(), c)
+			if err != nil {
+				return err
+			}
+			if err := putValueLocked(tx, []byte(c.RequestID), v); err != nil {
 				return err
 			}
 		}
@@ -209,7 +393,7 @@ func (s *recordStore) importLegacy(path string) error {
 	return os.Remove(path)
 }
 
-// add stores c durably and returns once it is fsync'd.
+// add stores c durably: it returns once c's log frame is fdatasync'd.
 func (s *recordStore) add(c *task.Completion) error {
 	if s.closed.Load() {
 		return errRecordsClosed
@@ -233,8 +417,8 @@ func (s *recordStore) add(c *task.Completion) error {
 	}
 }
 
-// commitLoop writes everything queued at each moment in one fsync'd
-// transaction: an idle store adds no wait, a busy one shares each fsync.
+// commitLoop logs everything queued at each moment with one write and one
+// fdatasync: an idle store adds no wait, a busy one shares each sync.
 func (s *recordStore) commitLoop() {
 	defer close(s.stopped)
 	for {
@@ -265,35 +449,203 @@ func (s *recordStore) commitLoop() {
 	}
 }
 
+// commit writes a group's frames, one per record, stamped with one
+// stored-at, syncs them, hands the records to the applier and
+// acknowledges. Without a log (no DataDir) the records go to the applier
+// alone.
 func (s *recordStore) commit(group []*addReq) {
-	now := s.clock.Now()
-	var aged agedOut
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, r := range group {
-			if err := s.putLocked(tx, r.c, now); err != nil {
-				return err
-			}
-		}
-		var err error
-		aged, err = s.sweepLocked(tx, now)
-		return err
-	})
+	errs := make([]error, len(group))
+	err := s.failed
 	if err == nil {
-		s.report(aged)
+		s.mu.Lock()
+		err = s.applyErr // what bbolt cannot take must not be acknowledged either
+		s.mu.Unlock()
 	}
-	for _, r := range group {
-		r.done <- err
+	var (
+		recs   []*loggedRecord
+		frames []byte
+	)
+	if err == nil {
+		at := s.clock.Now().UnixNano()
+		for i, r := range group {
+			v, err := recordValue(at, r.c)
+			switch {
+			case err != nil:
+			case r.c.RequestID == "" || len(r.c.RequestID) > bolt.MaxKeySize:
+				// bbolt would refuse it, after it was acknowledged.
+				err = fmt.Errorf("completion record: request ID of %d bytes", len(r.c.RequestID))
+			case len(v) > wal.MaxPayload:
+				err = fmt.Errorf("completion record of %d bytes, at most %d", len(v), wal.MaxPayload)
+			}
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			rec := &loggedRecord{seq: s.lastSeq + 1 + uint64(len(recs)), id: r.c.RequestID, value: v}
+			if s.log != nil {
+				frames = wal.AppendFrame(frames, wal.Frame{Seq: rec.seq, Count: 1, Group: s.lastSeq + 1, Payload: v})
+			}
+			recs = append(recs, rec)
+		}
+	}
+	if err == nil && len(frames) > 0 {
+		if err = s.log.Write(frames); err != nil {
+			s.failed = fmt.Errorf("completion records: %w", err)
+			err = s.failed
+		}
+	}
+	if err != nil {
+		for _, r := range group {
+			r.done <- err
+		}
+		return
+	}
+	if len(recs) > 0 {
+		s.mu.Lock()
+		for _, r := range recs {
+			s.unapplied[r.id] = r
+		}
+		s.queue = append(s.queue, recs...)
+		full := len(s.queue) >= applyNow
+		s.mu.Unlock()
+		s.lastSeq = recs[len(recs)-1].seq
+		s.acked.Store(s.lastSeq)
+		signal(s.work)
+		if full {
+			signal(s.urgent)
+		}
+	}
+	for i, r := range group {
+		r.done <- errs[i]
+	}
+	if s.log != nil && s.log.Written() >= s.maxLog {
+		s.checkpoint()
 	}
 }
 
-// putLocked stores c as produced at at (in a write transaction).
-func (s *recordStore) putLocked(tx *bolt.Tx, c *task.Completion, at time.Time) error {
-	pb, ab, mb := tx.Bucket(bucketProduced), tx.Bucket(bucketAge), tx.Bucket(bucketRecMeta)
-	j, err := json.Marshal(c)
-	if err != nil {
-		return err
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
-	id := []byte(c.RequestID)
+}
+
+// checkpoint waits for bbolt to hold everything logged (the applier's
+// transactions are fsync'd), then rewinds the log: the next frames
+// overwrite the old ones from offset 0, and a replay stops at the first
+// old frame (its seq is behind).
+func (s *recordStore) checkpoint() {
+	if s.waitApplied(s.lastSeq) == nil {
+		s.log.Rewind()
+	}
+}
+
+// applyLoop writes acknowledged records into bbolt, everything queued per
+// transaction, and ages records out in the same transaction, until close
+// has stopped the committer and the queue is empty.
+func (s *recordStore) applyLoop() {
+	defer close(s.applied)
+	for {
+		select {
+		case <-s.work:
+		case <-s.stopped:
+			select {
+			case <-s.work:
+			default:
+				s.mu.Lock()
+				empty := len(s.queue) == 0
+				s.mu.Unlock()
+				if empty {
+					return
+				}
+			}
+		}
+		s.gather()
+		s.mu.Lock()
+		batch := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		now := s.clock.Now()
+		var aged agedOut
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			if err := applyRecordsLocked(tx, batch); err != nil {
+				return err
+			}
+			var err error
+			aged, err = s.sweepLocked(tx, now)
+			return err
+		})
+		if err == nil {
+			s.report(aged) // before a flush waiting for this apply returns
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.applyErr = fmt.Errorf("completion records: applying logged records: %w", err)
+		} else {
+			s.appliedSeq = batch[len(batch)-1].seq
+			for _, r := range batch {
+				if s.unapplied[r.id] == r {
+					delete(s.unapplied, r.id)
+				}
+			}
+		}
+		close(s.advanced)
+		s.advanced = make(chan struct{})
+		s.mu.Unlock()
+		if err != nil {
+			s.logger.Error("completion records: the applier stopped; adds are refused", "err", err)
+			return
+		}
+	}
+}
+
+// gather waits up to the apply delay for more records, less if someone
+// waits for the applier or close has begun.
+func (s *recordStore) gather() {
+	t := time.NewTimer(s.applyDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.urgent:
+	case <-s.stopped:
+	}
+}
+
+// waitApplied returns once bbolt holds every record up to seq.
+func (s *recordStore) waitApplied(seq uint64) error {
+	for {
+		s.mu.Lock()
+		done, err, ch := s.appliedSeq >= seq, s.applyErr, s.advanced
+		s.mu.Unlock()
+		if err != nil || done {
+			return err
+		}
+		signal(s.urgent)
+		select {
+		case <-ch:
+		case <-s.applied:
+			s.mu.Lock()
+			done, err = s.appliedSeq >= seq, s.applyErr
+			s.mu.Unlock()
+			if err == nil && !done {
+				err = errRecordsClosed
+			}
+			return err
+		}
+	}
+}
+
+// flush waits until bbolt holds, and has aged out by, every record
+// acknowledged so far.
+func (s *recordStore) flush() error { return s.waitApplied(s.acked.Load()) }
+
+// putValueLocked stores a record value for id (in a write transaction).
+func putValueLocked(tx *bolt.Tx, id, v []byte) error {
+	pb, ab, mb := tx.Bucket(bucketProduced), tx.Bucket(bucketAge), tx.Bucket(bucketRecMeta)
+	at := int64(binary.BigEndian.Uint64(v))
 	size := int64(0)
 	if old := pb.Get(id); len(old) >= 8 {
 		// The same request again (a retried task): the newer record wins.
@@ -302,10 +654,8 @@ func (s *recordStore) putLocked(tx *bolt.Tx, c *task.Completion, at time.Time) e
 			return err
 		}
 	}
-	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(j)), uint64(at.UnixNano()))
-	v = append(v, j...)
 	size += int64(len(v)+2*len(id)) + 8
-	return errors.Join(pb.Put(id, v), ab.Put(ageKey(at.UnixNano(), id), nil), addU64(mb, metaBytes, size))
+	return errors.Join(pb.Put(id, v), ab.Put(ageKey(at, id), nil), addU64(mb, metaBytes, size))
 }
 
 func ageKey(at int64, id []byte) []byte {
@@ -429,22 +779,36 @@ func (s *recordStore) report(a agedOut) {
 	}
 }
 
-// get returns the record for requestID unless it is unknown or aged out.
+// get returns the record for requestID unless it is unknown or aged out:
+// from the unapplied index if bbolt may not hold it yet, else from bbolt.
 func (s *recordStore) get(requestID string) (*task.Completion, bool) {
 	cutoff := s.clock.Now().Add(-s.maxAge).UnixNano()
+	s.mu.Lock()
+	r := s.unapplied[requestID]
+	s.mu.Unlock()
+	if r != nil {
+		c := decodeRecord(r.value, cutoff)
+		return c, c != nil
+	}
 	var c *task.Completion
 	s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketProduced).Get([]byte(requestID))
-		if len(v) < 8 || int64(binary.BigEndian.Uint64(v)) < cutoff {
-			return nil
-		}
-		var rec task.Completion
-		if json.Unmarshal(v[8:], &rec) == nil {
-			c = &rec
-		}
+		c = decodeRecord(tx.Bucket(bucketProduced).Get([]byte(requestID)), cutoff)
 		return nil
 	})
 	return c, c != nil
+}
+
+// decodeRecord decodes a record value, or nil if there is none or it was
+// stored before cutoff (Unix ns).
+func decodeRecord(v []byte, cutoff int64) *task.Completion {
+	if len(v) < 8 || int64(binary.BigEndian.Uint64(v)) < cutoff {
+		return nil
+	}
+	var c task.Completion
+	if json.Unmarshal(v[8:], &c) != nil {
+		return nil
+	}
+	return &c
 }
 
 // expired reports whether a record produced at t (the time a countersign
@@ -534,14 +898,27 @@ func (s *recordStore) SignOnce(b *SignedBatch, sign func() (string, error)) (*Si
 	return b, nil, nil
 }
 
-// close stops the committer (queued adds fail) and closes the file.
+// close stops the committer (queued adds fail), lets the applier write
+// every acknowledged record into bbolt, empties the log once bbolt holds
+// all of it, and closes both files.
 func (s *recordStore) close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
 	close(s.quit)
 	<-s.stopped
-	return s.db.Close()
+	<-s.applied
+	s.mu.Lock()
+	applyErr := s.applyErr
+	s.mu.Unlock()
+	var logErr error
+	if s.log != nil {
+		if applyErr == nil && s.failed == nil && s.log.Size() > 0 {
+			logErr = s.log.Empty()
+		}
+		logErr = errors.Join(logErr, s.log.Close())
+	}
+	return errors.Join(applyErr, logErr, s.db.Close())
 }
 
 func getU64(b *bolt.Bucket, k []byte) uint64 {

@@ -169,7 +169,10 @@ func TestRecordsAgeOutAndSaySo(t *testing.T) {
 	if _, ok := a.Produced("old-1"); ok {
 		t.Fatal("a record older than the max age is still served")
 	}
-	produce(t, a, "b2", "new-0") // the next write sweeps
+	produce(t, a, "b2", "new-0") // the next apply sweeps
+	if err := workers.FlushRecords(a); err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(logs.String(), "completion records aged out") || !strings.Contains(logs.String(), "never_countersigned=1") {
 		t.Errorf("no age-out log naming the unsigned record:\n%s", logs.String())
 	}
@@ -195,6 +198,9 @@ func TestRecordStoreBoundedBySize(t *testing.T) {
 	for i := range 40 {
 		clk.Advance(time.Second)
 		all = append(all, produce(t, a, fmt.Sprint("b", i), fmt.Sprint("r", i))...)
+	}
+	if err := workers.FlushRecords(a); err != nil {
+		t.Fatal(err)
 	}
 	kept := 0
 	for _, c := range all {
@@ -276,6 +282,9 @@ func TestAgedOutAndRefusedRecordsAreCounted(t *testing.T) {
 	old := produce(t, a, "b1", "old-0")
 	clk.Advance(2 * time.Hour)
 	produce(t, a, "b2", "new-0")
+	if err := workers.FlushRecords(a); err != nil {
+		t.Fatal(err)
+	}
 	signer := workers.NewCountersigner(key, a, nil, workers.WithCountersignMetrics(prov.Metrics()))
 	if _, err := signer.Countersign(context.Background(), countersignRequest(1, old[0])); err == nil {
 		t.Fatal("an aged-out record was countersigned")

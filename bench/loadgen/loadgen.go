@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -89,6 +90,8 @@ type Config struct {
 	Timeout time.Duration
 	// Dial replaces the TCP dialer (e.g. an in-memory listener in tests).
 	Dial func(addr string) (net.Conn, error)
+	// TLS, when set, speaks HTTPS with it (the URL's scheme must be https).
+	TLS *tls.Config
 	// Progress, when set, is called about twice a second with the counts so
 	// far, from a goroutine of the run.
 	Progress func(p Progress)
@@ -102,8 +105,12 @@ type Progress struct {
 // Validate checks cfg and names the first bad field.
 func (c *Config) Validate() error {
 	u, err := url.Parse(c.URL)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("url: %q is not an http URL", c.URL)
+	want := "http"
+	if c.TLS != nil {
+		want = "https"
+	}
+	if err != nil || u.Scheme != want || u.Host == "" {
+		return fmt.Errorf("url: %q is not an %s URL", c.URL, want)
 	}
 	if c.Dial == nil && !loopback(u.Hostname()) {
 		return fmt.Errorf("url: %q is not a loopback address; loadgen only targets this machine", u.Hostname())
@@ -301,6 +308,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			DisableHeaderNamesNormalizing: true,
 			MaxConnWaitTimeout:            0,
 			Dial:                          cfg.Dial,
+			IsTLS:                         cfg.TLS != nil,
+			TLSConfig:                     cfg.TLS,
 		},
 		sem:     make(chan struct{}, cfg.MaxInFlight),
 		latency: hdrhistogram.New(histMin, histMax, 3),

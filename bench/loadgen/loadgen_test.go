@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"testing"
 	"time"
 
@@ -66,6 +67,9 @@ func TestValidate(t *testing.T) {
 		{"remote host", func(c *Config) { c.URL = "http://example.com/x" }, true},
 		{"private address", func(c *Config) { c.URL = "http://10.0.0.1:80/x" }, true},
 		{"https", func(c *Config) { c.URL = "https://127.0.0.1/x" }, true},
+		{"https with TLS", func(c *Config) { c.URL = "https://127.0.0.1:1/x"; c.TLS = &tls.Config{} }, false},
+		{"http with TLS", func(c *Config) { c.TLS = &tls.Config{} }, true},
+		{"remote host with TLS", func(c *Config) { c.URL = "https://example.com/x"; c.TLS = &tls.Config{} }, true},
 		{"zero rate", func(c *Config) { c.Rate = 0 }, true},
 		{"no bound", func(c *Config) { c.Duration = 0 }, true},
 		{"bad arrival", func(c *Config) { c.Arrival = "bursty" }, true},

@@ -77,6 +77,9 @@ func Processes(argv ...string) *Launcher {
 			if cfg.InProcessWorker {
 				args = append(args, "-in-process-worker")
 			}
+			if cfg.OutboundLink {
+				args = append(args, "-outbound-link")
+			}
 			if cfg.Receipts {
 				args = append(args, "-receipts")
 			}
@@ -196,6 +199,7 @@ func ParseServeFlags(args []string) (ServeConfig, error) {
 	upstream := fs.String("upstream", "", "stack: the upstream's base URL")
 	maxConc := fs.Int("max-concurrency", 1024, "stack: the worker's slot count")
 	inProcess := fs.Bool("in-process-worker", false, "stack: link the scheduler to the worker agent in process")
+	outbound := fs.Bool("outbound-link", false, "stack: the worker dials the gateway (TLS + yamux), as behind NAT")
 	receipts := fs.Bool("receipts", false, "stack: receipts on (embedded write-ahead ledger, durable worker records, record checks)")
 	if err := fs.Parse(args); err != nil {
 		return ServeConfig{}, err
@@ -218,7 +222,7 @@ func ParseServeFlags(args []string) (ServeConfig, error) {
 		if *maxConc <= 0 || *maxConc > 1<<16 {
 			return ServeConfig{}, fmt.Errorf("-max-concurrency: %d is outside [1, 65536]", *maxConc)
 		}
-		cfg.Stack = StackConfig{UpstreamURL: *upstream, Model: *model, MaxConcurrency: *maxConc, InProcessWorker: *inProcess, Receipts: *receipts}
+		cfg.Stack = StackConfig{UpstreamURL: *upstream, Model: *model, MaxConcurrency: *maxConc, InProcessWorker: *inProcess, OutboundLink: *outbound, Receipts: *receipts}
 	default:
 		return ServeConfig{}, fmt.Errorf("-part: %q is not upstream or stack", *part)
 	}

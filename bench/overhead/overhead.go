@@ -79,6 +79,9 @@ type Config struct {
 	KeepGoing bool
 	// InProcessWorker leaves the worker transport out (see StackConfig).
 	InProcessWorker bool
+	// OutboundLink runs the worker link as a worker behind NAT has it
+	// (see StackConfig).
+	OutboundLink bool
 	// Receipts runs the stack with receipts on, as shipped (see
 	// StackConfig.Receipts); `tollgate bench overhead` sets it unless
 	// -receipts=false.
@@ -160,7 +163,8 @@ type Result struct {
 	Duration time.Duration `json:"phase_duration_ns"`
 	Arrival  string        `json:"arrival"`
 	Upstream UpstreamInfo  `json:"upstream"`
-	// WorkerLink is "http" (the production transport) or "in-process".
+	// WorkerLink is "http" (the gateway dials the worker), "outbound" (the
+	// worker dialled the gateway: TLS + yamux) or "in-process".
 	WorkerLink string `json:"worker_link"`
 	// Layout is "processes" (generator, mock upstream and stack each in
 	// its own process) or "in-process" (all in one).
@@ -241,7 +245,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 	stack, err := cfg.Launch.Stack(ctx, StackConfig{
 		UpstreamURL: up.URL, Model: Model, MaxConcurrency: cfg.MaxInFlight,
-		InProcessWorker: cfg.InProcessWorker, Receipts: cfg.Receipts, Logger: cfg.Logger,
+		InProcessWorker: cfg.InProcessWorker, OutboundLink: cfg.OutboundLink, Receipts: cfg.Receipts, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -263,8 +267,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		},
 		MaxRate: map[string]float64{}, WorkerLink: "http", Layout: "in-process", Receipts: cfg.Receipts,
 	}
-	if cfg.InProcessWorker {
+	switch {
+	case cfg.InProcessWorker:
 		res.WorkerLink = "in-process"
+	case cfg.OutboundLink:
+		res.WorkerLink = "outbound"
 	}
 	// CPU clocks: the direct phase's is this process's plus the upstream's;
 	// the through phase's is the stack process's, or this whole process's
@@ -274,14 +281,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err != nil || up.PID == 0 {
 			return self, err
 		}
-		child, err := childCPU(up.PID)
+		child, err := ProcessCPU(up.PID)
 		return self + child, err
 	}
 	throughCPU := processCPU
 	if stack.PID != 0 {
 		res.Layout = "processes"
-		throughCPU = func() (time.Duration, error) { return childCPU(stack.PID) }
-		defer func() { res.PeakRSSMiB = childPeakRSSMiB(stack.PID) }()
+		throughCPU = func() (time.Duration, error) { return ProcessCPU(stack.PID) }
+		defer func() { res.PeakRSSMiB = ProcessPeakRSSMiB(stack.PID) }()
 	} else {
 		defer func() { res.PeakRSSMiB = peakRSSMiB() }()
 	}

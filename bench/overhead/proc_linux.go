@@ -14,9 +14,9 @@ import (
 // (100 on every mainstream architecture).
 const clockTicks = 100
 
-// childCPU reads a process's user+system CPU time, all threads, from
+// ProcessCPU reads a process's user+system CPU time, all threads, from
 // /proc/PID/stat (10 ms resolution).
-func childCPU(pid int) (time.Duration, error) {
+func ProcessCPU(pid int) (time.Duration, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, fmt.Errorf("overhead: %w", err)
@@ -39,14 +39,20 @@ func childCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// childPeakRSSMiB reads a process's high-water resident set (VmHWM).
-func childPeakRSSMiB(pid int) float64 {
+// ProcessPeakRSSMiB reads a process's high-water resident set (VmHWM).
+func ProcessPeakRSSMiB(pid int) float64 { return statusMiB(pid, "VmHWM:") }
+
+// ProcessRSSMiB reads a process's resident set now (VmRSS).
+func ProcessRSSMiB(pid int) float64 { return statusMiB(pid, "VmRSS:") }
+
+// statusMiB reads one kB field of /proc/PID/status, in MiB (0: unreadable).
+func statusMiB(pid int, field string) float64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range bytes.Split(raw, []byte("\n")) {
-		if v, ok := bytes.CutPrefix(line, []byte("VmHWM:")); ok {
+		if v, ok := bytes.CutPrefix(line, []byte(field)); ok {
 			f := bytes.Fields(v)
 			if len(f) > 0 {
 				kib, _ := strconv.ParseFloat(string(f[0]), 64)

@@ -118,6 +118,9 @@ func WriteMarkdown(w io.Writer, res *Result) error {
 	} else {
 		fmt.Fprintf(w, "Diagnostic run: receipts off (no ledger, no record checks).\n\n")
 	}
+	if res.WorkerLink == "outbound" {
+		fmt.Fprintf(w, "Worker link: outbound, as a worker behind NAT runs it — the worker dialled the gateway's worker port (TLS 1.3, a certificate made for the run) and batches go over yamux streams of that one connection.\n\n")
+	}
 	if res.WorkerLink == "in-process" {
 		fmt.Fprintf(w, "Diagnostic run: the scheduler calls the worker agent in process; the worker transport is left out.\n\n")
 	}

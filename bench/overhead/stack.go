@@ -43,6 +43,7 @@ type Stack struct {
 	store     *ledger.WALStore // receipts on
 	tempDir   string           // removed by Close
 	workerSrv *http.Server
+	link      *outboundLink // OutboundLink
 	agent     *workers.Agent
 	engine    *openai.Engine
 	stopBeats context.CancelFunc
@@ -61,6 +62,11 @@ type StackConfig struct {
 	// leaving out the worker transport (a diagnostic: it splits the
 	// gateway's share of the added latency from the worker link's).
 	InProcessWorker bool
+	// OutboundLink runs the worker link the way a worker behind NAT has it
+	// (--gateway-link): the worker dials the gateway's worker port over TLS
+	// and the scheduler's batches go over yamux streams of that connection,
+	// instead of the gateway dialling the worker over HTTP.
+	OutboundLink bool
 	// Receipts runs the stack as shipped: every response waits for its
 	// receipt in the embedded ledger (the write-ahead log in front of
 	// bbolt, fsync'd, in DataDir), the worker keeps its completion records
@@ -150,9 +156,18 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	} else {
 		st.agent = workers.NewAgent(agentCfg)
 	}
-	workerLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("overhead: worker listen: %w", err)
+	var workerLn net.Listener
+	workerURL := ""
+	if cfg.OutboundLink {
+		if st.link, err = startOutboundLink(ctx, logger); err != nil {
+			return nil, err
+		}
+		workerLn, workerURL = st.link.dialer, workers.LinkURL(st.link.session)
+	} else {
+		if workerLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("overhead: worker listen: %w", err)
+		}
+		workerURL = "http://" + workerLn.Addr().String()
 	}
 	st.workerSrv = &http.Server{Handler: workers.NewHandler(st.agent, logger), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = st.workerSrv.Serve(workerLn) }()
@@ -165,6 +180,9 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 				return InProcessConn{st.agent}
 			}
 			opts := workers.ClientOptions{Logger: logger}
+			if st.link != nil {
+				opts.Dial = st.link.Dial
+			}
 			if cfg.Receipts {
 				opts.Records = workers.RecordPolicy{WorkerID: key.WorkerID(), Models: engine.Models()}
 			}
@@ -177,7 +195,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	st.Scheduler = sched
 	sched.Upsert(&task.Registered{
 		WorkerID: key.WorkerID(), PublicKey: key.PublicHex(),
-		URL:    "http://" + workerLn.Addr().String(),
+		URL:    workerURL,
 		Models: engine.Models(), MaxConcurrency: cfg.MaxConcurrency,
 	})
 	beatCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -256,6 +274,9 @@ func (st *Stack) Close(ctx context.Context) error {
 	}
 	if st.workerSrv != nil {
 		errs = append(errs, st.workerSrv.Close())
+	}
+	if st.link != nil {
+		errs = append(errs, st.link.Close())
 	}
 	if st.agent != nil {
 		errs = append(errs, st.agent.Close())

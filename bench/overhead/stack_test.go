@@ -79,3 +79,55 @@ func TestStackReceipts(t *testing.T) {
 		}
 	}
 }
+
+// TestStackOutboundLink: with OutboundLink the worker has no listening
+// port; the gateway reaches it only through the session the worker dialled
+// (TLS, pinned certificate), for unary and streamed requests alike.
+func TestStackOutboundLink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a gateway, a worker and a mock upstream; skipped in -short")
+	}
+	up, err := mockupstream.Start(mockupstream.Config{Models: []string{Model}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	st, err := StartStack(context.Background(), StackConfig{UpstreamURL: up.URL, Model: Model, OutboundLink: true, Receipts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	if st.link == nil || st.link.server.Sessions() != 1 {
+		t.Fatal("no worker session on the gateway's link")
+	}
+	if ws := st.Scheduler.Workers(); len(ws) != 1 || !strings.HasPrefix(ws[0].URL, "link://") {
+		t.Fatalf("the scheduler's worker is not a link:// worker: %+v", ws)
+	}
+	for _, stream := range []bool{false, true} {
+		body := `{"model":"` + Model + `","messages":[{"role":"user","content":"hi"}]` + map[bool]string{true: `,"stream":true`}[stream] + `}`
+		req, _ := http.NewRequest("POST", st.URL+"/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+st.APIKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Tollgate-Receipt") == "" {
+			t.Fatalf("stream=%v over the outbound link: %d %s (receipt %q)", stream, resp.StatusCode, b, resp.Header.Get("X-Tollgate-Receipt"))
+		}
+	}
+	// Cut the link: the worker's batches can no longer reach it.
+	st.link.server.Close()
+	req, _ := http.NewRequest("POST", st.URL+"/chat/completions", strings.NewReader(`{"model":"`+Model+`","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer "+st.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Fatal("a request was served with the worker link closed: the batches did not go over it")
+	}
+}

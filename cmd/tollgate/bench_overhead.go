@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -37,6 +38,7 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 1, "arrival schedule seed")
 	keepGoing := fs.Bool("keep-going", false, "run every rate even after one saturates (errors)")
 	inProcess := fs.Bool("in-process-worker", false, "diagnostic: link the scheduler to the worker agent in process, leaving out the worker transport")
+	link := fs.String("link", "inbound", "the worker link: inbound (the gateway dials the worker over HTTP, as in a data centre) or outbound (the worker dials the gateway over TLS + yamux, as behind NAT)")
 	receipts := fs.Bool("receipts", true, "receipts on, as shipped (the embedded write-ahead ledger, durable worker records, record checks); -receipts=false is a diagnostic")
 	layout := fs.String("layout", "processes", "processes: the mock upstream and Tollgate each in a child process, as deployed; in-process: everything in this process")
 	if err := fs.Parse(args); err != nil {
@@ -54,6 +56,16 @@ func runBenchOverhead(ctx context.Context, args []string) error {
 		cfg.Modes = append(cfg.Modes, overhead.ModeStream)
 	}
 	cfg.Upstream.Latency, cfg.Upstream.Jitter, cfg.Upstream.Tokens = *latency, *jitter, *tokens
+	switch *link {
+	case "inbound":
+	case "outbound":
+		if *inProcess {
+			return errors.New("-link outbound and -in-process-worker exclude each other")
+		}
+		cfg.OutboundLink = true
+	default:
+		return fmt.Errorf("-link: %q is not inbound or outbound", *link)
+	}
 	if cfg.Arrival != loadgen.Poisson && cfg.Arrival != loadgen.Constant {
 		return fmt.Errorf("-arrival: %q is not poisson or constant", *arrival)
 	}

@@ -281,6 +281,9 @@ type gatewayStack struct {
 	served     chan error
 	logger     *slog.Logger
 	obs        *obs.Provider
+	// link is the outbound worker link (nil: off): the in-process prover
+	// countersigns link:// workers' batches over it.
+	link *workerlink.Server
 	// proverDone is closed when the in-process prover has stopped (nil
 	// when none was started).
 	proverDone   chan struct{}
@@ -297,7 +300,7 @@ type gatewayStack struct {
 func startGateway(cfg *config.Config, ln net.Listener, opts stackOptions, logger *slog.Logger, prov *obs.Provider) (*gatewayStack, error) {
 	opts.keyDir = firstNonEmpty(opts.keyDir, filepath.Join(cfg.DataDir, "keys"))
 	opts.operatorKey = firstNonEmpty(opts.operatorKey, filepath.Join(cfg.DataDir, operatorKeyFile))
-	g := &gatewayStack{cfg: cfg, keyDir: opts.keyDir, ln: ln, served: make(chan error, 1), logger: logger, obs: prov}
+	g := &gatewayStack{cfg: cfg, keyDir: opts.keyDir, ln: ln, served: make(chan error, 1), logger: logger, obs: prov, link: opts.link}
 	var err error
 	g.sched, err = scheduler.New(cfg.Scheduler, scheduler.Deps{
 		Logger: logger,
@@ -552,7 +555,11 @@ func (g *gatewayStack) startProver(ctx context.Context, kp keyPolicy) {
 			go setUpDevKeys(ctx, keyDir, kp.background, g.logger)
 		}
 		g.logger.Info("prover started", "keys", keyDir)
-		if err := prover.Run(ctx, l, prover.Config{KeyDir: keyDir, Logger: proverLogger(g.logger), Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}); err != nil {
+		pc := prover.Config{KeyDir: keyDir, Logger: proverLogger(g.logger), Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}
+		if g.link != nil {
+			pc.LinkDial = g.link.Dial
+		}
+		if err := prover.Run(ctx, l, pc); err != nil {
 			g.logger.Error("prover stopped", "err", err)
 		}
 	}()

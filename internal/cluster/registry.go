@@ -511,7 +511,12 @@ func (r *Registry) read(ctx context.Context) (map[string]*record, error) {
 	return out, nil
 }
 
-// parseRecord validates one record; nil, nil for one that has expired.
+// linkScheme is workers.LinkScheme (this leaf package does not import the
+// worker implementation; TestLinkWorkerStaysOnItsReplica checks they agree).
+const linkScheme = "link"
+
+// parseRecord validates one record; nil, nil for one that has expired or
+// that only the replica holding its worker link can route to.
 func parseRecord(id string, v []any) (*record, error) {
 	if len(v) != 3 || v[0] == nil {
 		return nil, nil
@@ -524,7 +529,13 @@ func parseRecord(id string, v []any) (*record, error) {
 	if rec.reg.WorkerID != id {
 		return nil, fmt.Errorf("registration names worker %q", rec.reg.WorkerID)
 	}
-	if u, err := url.Parse(rec.reg.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := url.Parse(rec.reg.URL)
+	if err == nil && u.Scheme == linkScheme {
+		// A worker on an outbound link is reachable only over the session
+		// it dialled, which one replica holds: no other may route to it.
+		return nil, nil
+	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("registration URL %q is not http(s)", rec.reg.URL)
 	}
 	if rec.reg.SessionToken == "" || len(rec.reg.Models) == 0 {

@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/redistest"
 	"github.com/tollgate-ai/tollgate/internal/task"
+	"github.com/tollgate-ai/tollgate/workers"
 )
 
 // fakeLocal records what a replica's scheduler was told, as one line per
@@ -277,4 +280,47 @@ func noRetryRedis(t *testing.T) (*redistest.Server, *redis.Client) {
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { c.Close() })
 	return srv, c
+}
+
+// TestLinkWorkerStaysOnItsReplica: a worker that dialled replica A's
+// worker link is reachable only over A's session. Before, B took its
+// record as unusable and logged a warning for it on every sync (four a
+// second per link worker), and a record from a replica that let it
+// through would have had B route batches to a session it does not hold.
+func TestLinkWorkerStaysOnItsReplica(t *testing.T) {
+	rd := redistest.New(t)
+	clk := clock.NewFake(time.Now())
+	var logs bytes.Buffer
+	local := [2]*fakeLocal{newFakeLocal(), newFakeLocal()}
+	var rs [2]*Registry
+	for i := range rs {
+		r, err := New(rd.Client, local[i], Options{Prefix: rd.Prefix, Clock: clk, Replica: fmt.Sprint("r", i),
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs[i] = r
+	}
+	w := reg("w1", "s1")
+	w.URL = workers.LinkURL("0123456789abcdef")
+	rs[0].Upsert(w)
+	rs[0].Upsert(reg("w2", "s2")) // an HTTP worker is shared as before
+	local[0].take()
+	for range 3 {
+		clk.Advance(100 * time.Millisecond)
+		rs[1].Sync(context.Background())
+		rs[0].Sync(context.Background())
+	}
+	if diff := cmp.Diff(local[1].take(), []string{"upsert w2 s2"}); diff != "" {
+		t.Errorf("replica B (-got +want):\n%s", diff)
+	}
+	if diff := cmp.Diff(local[0].take(), []string(nil)); diff != "" {
+		t.Errorf("replica A, which holds the link (-got +want):\n%s", diff)
+	}
+	if strings.Contains(logs.String(), "record skipped") {
+		t.Errorf("a link worker's record was logged as invalid:\n%s", logs.String())
+	}
+	if linkScheme != workers.LinkScheme {
+		t.Fatalf("linkScheme %q, workers.LinkScheme %q", linkScheme, workers.LinkScheme)
+	}
 }

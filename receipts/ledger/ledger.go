@@ -103,8 +103,7 @@ func ValidateCompletion(receiptID string, c *task.Completion) error {
 	if err := r.CheckEncoding(); err != nil { // lowercase digests: the receipt must parse strictly
 		return err
 	}
-	_, _, _, err := r.LeafFields()
-	return err
+	return r.CheckLeafFields()
 }
 
 // RecordVoid stores a void receipt: an ID handed to a client whose request

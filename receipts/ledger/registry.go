@@ -142,8 +142,12 @@ type admissionView struct {
 
 // admissionCache holds the last view read or written.
 type admissionCache struct {
-	mu   sync.Mutex // serialises this process's updates; guards view
-	view *admissionView
+	// updating serialises this process's updates (read, change, swap), so
+	// they never race each other through the compare-and-swap, which is
+	// left to settle updates from other replicas.
+	updating sync.Mutex
+	mu       sync.Mutex // guards view
+	view     *admissionView
 }
 
 // admission returns the stored state, from cache when the stored bytes are
@@ -262,6 +266,8 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 	if !ok {
 		return errors.New("admission registry: the store cannot compare-and-swap")
 	}
+	l.adm.updating.Lock()
+	defer l.adm.updating.Unlock()
 	for attempt := 1; ; attempt++ {
 		v, err := l.admission(ctx)
 		if err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tollgate-ai/tollgate/internal/wal"
 )
 
 // WALStore is the embedded Store with a write-ahead log in front of the
@@ -37,10 +39,7 @@ import (
 //     Close; see walframe.go for how a replay finds its end.
 type WALStore struct {
 	b          *BoltStore
-	log        *os.File
-	logPath    string
-	logBytes   int64 // committer only: where the next frames go
-	logSize    int64 // committer only: the file's size, zeros past logBytes
+	log        *wal.Log // committer only (and Close, once it stopped)
 	maxLog     int64
 	applyDelay time.Duration
 
@@ -122,10 +121,10 @@ func OpenWAL(path string, opts WALOptions) (*WALStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, err := os.OpenFile(path+walSuffix, os.O_RDWR|os.O_CREATE, 0o600)
+	log, err := wal.OpenLog(path + walSuffix)
 	if err != nil {
 		b.Close()
-		return nil, fmt.Errorf("open ledger log: %w", err)
+		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	var last uint64
 	if err := b.db.View(func(tx *bolt.Tx) error { last = tx.Bucket(bucketEntries).Sequence(); return nil }); err != nil {
@@ -134,7 +133,7 @@ func OpenWAL(path string, opts WALOptions) (*WALStore, error) {
 		return nil, err
 	}
 	s := &WALStore{
-		b: b, log: log, logPath: path + walSuffix, maxLog: opts.MaxLogBytes,
+		b: b, log: log, maxLog: opts.MaxLogBytes,
 		appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), stopped: make(chan struct{}),
 		applied: make(chan struct{}), closed: make(chan struct{}),
 		lastSeq: last, subjectSeq: map[string]uint64{},
@@ -268,37 +267,20 @@ func (s *WALStore) commit(group []*appendReq) {
 	for gi, r := range group {
 		r.done <- errs[gi]
 	}
-	if s.logBytes >= s.maxLog {
+	if s.log.Written() >= s.maxLog {
 		s.checkpoint(context.Background())
 	}
 }
-
-// logChunk is how much the log grows at a time, written as zeros so that
-// a frame's sync never waits for block allocation or a size change.
-const logChunk = 1 << 20
 
 // writeLog writes frames at the log's write position and syncs them. A
 // failed write or sync makes the store refuse further appends: after a
 // failed fsync the file's contents are unknown (the frames may reappear on
 // replay, which is why the group is not acknowledged as stored either way).
 func (s *WALStore) writeLog(frames []byte) error {
-	if end := s.logBytes + int64(len(frames)); end > s.logSize {
-		grow := max(logChunk, end-s.logSize)
-		if _, err := s.log.WriteAt(make([]byte, grow), s.logSize); err != nil {
-			s.failed = fmt.Errorf("ledger log write: %w", err)
-			return s.failed
-		}
-		s.logSize += grow // synced with the frames
-	}
-	if _, err := s.log.WriteAt(frames, s.logBytes); err != nil {
-		s.failed = fmt.Errorf("ledger log write: %w", err)
+	if err := s.log.Write(frames); err != nil {
+		s.failed = fmt.Errorf("ledger: %w", err)
 		return s.failed
 	}
-	if err := datasync(s.log); err != nil {
-		s.failed = fmt.Errorf("ledger log sync: %w", err)
-		return s.failed
-	}
-	s.logBytes += int64(len(frames))
 	return nil
 }
 
@@ -333,21 +315,15 @@ func (s *WALStore) checkpoint(ctx context.Context) {
 	if err := s.waitApplied(ctx, s.lastSeq); err != nil {
 		return
 	}
-	s.logBytes = 0
+	s.log.Rewind()
 }
 
 // emptyLog truncates the log to nothing and syncs that (Close, once bbolt
 // holds all of it: the next open has nothing to scan).
 func (s *WALStore) emptyLog() {
-	if err := s.log.Truncate(0); err != nil {
-		s.failed = fmt.Errorf("ledger log truncate: %w", err)
-		return
+	if err := s.log.Empty(); err != nil {
+		s.failed = fmt.Errorf("ledger: %w", err)
 	}
-	if err := s.log.Sync(); err != nil {
-		s.failed = fmt.Errorf("ledger log sync: %w", err)
-		return
-	}
-	s.logBytes, s.logSize = 0, 0
 }
 
 func recordOf(e *Entry, v []byte) *walRecord {
@@ -505,12 +481,7 @@ func replayLog(db *bolt.DB, path string) error {
 	if err := db.Update(func(tx *bolt.Tx) error { return applyRecords(tx, recs) }); err != nil {
 		return fmt.Errorf("%s: replay: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return errors.Join(f.Truncate(0), f.Sync())
+	return wal.Truncate(path)
 }
 
 // waitApplied returns once bbolt holds every record up to seq.
@@ -677,8 +648,8 @@ func (s *WALStore) Close() error {
 		s.mu.Lock()
 		applyErr := s.applyErr
 		s.mu.Unlock()
-		if applyErr == nil && s.failed == nil && s.logSize > 0 {
-			if s.checkpoint(context.Background()); s.logBytes == 0 {
+		if applyErr == nil && s.failed == nil && s.log.Size() > 0 {
+			if s.checkpoint(context.Background()); s.log.Written() == 0 {
 				s.emptyLog()
 			}
 		}

@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -91,6 +92,12 @@ type Config struct {
 	// Countersign asks a worker to sign a batch. Default: HTTP POST to the
 	// worker URL recorded in the ledger (ledger.SetWorkerURL).
 	Countersign func(ctx context.Context, workerID string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) `yaml:"-"`
+	// LinkDial opens a stream to a worker on an outbound link (a
+	// link://SESSION URL in the ledger): the gateway's worker link, for a
+	// prover in the gateway process that holds the session. nil: such
+	// workers cannot be reached from here, and their batches wait with
+	// that reason until a prover that can reach them takes them.
+	LinkDial func(ctx context.Context, session string) (net.Conn, error) `yaml:"-"`
 	// Obs traces each batch (its own trace, linked to the requests whose
 	// receipts it proves) and records proving time. nil: off.
 	Obs *obs.Provider `yaml:"-"`
@@ -193,6 +200,22 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 		retry: newBackoff(cfg.BackoffMin, cfg.BackoffMax, cfg.Random)}
 	if p.cfg.Countersign == nil {
 		client := &http.Client{Timeout: cfg.CountersignTimeout}
+		var linkClient *http.Client
+		if cfg.LinkDial != nil {
+			// Each session is its own host (SESSION.worker-link), so the
+			// transport's pool never hands one worker's stream to a
+			// request for another.
+			tr := workers.NewTransport()
+			tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+				host, _, err := net.SplitHostPort(addr)
+				session, ok := strings.CutSuffix(host, linkHostSuffix)
+				if err != nil || !ok {
+					return nil, fmt.Errorf("countersign: %q is not a worker link address", addr)
+				}
+				return cfg.LinkDial(ctx, session)
+			}
+			linkClient = &http.Client{Timeout: cfg.CountersignTimeout, Transport: tr}
+		}
 		p.cfg.Countersign = func(ctx context.Context, workerID string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) {
 			url, err := l.WorkerURL(ctx, workerID)
 			if err != nil {
@@ -205,11 +228,21 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 			if err != nil {
 				return nil, err
 			}
+			if session, ok := workers.LinkSession(url); ok {
+				if linkClient == nil {
+					return nil, fmt.Errorf("worker %s is on an outbound link (%s) that only the gateway holding it can reach: prove in that gateway's process", workerID, workers.LinkScheme)
+				}
+				return workers.RequestCountersign(ctx, linkClient, "http://"+session+linkHostSuffix, cred, req)
+			}
 			return workers.RequestCountersign(ctx, client, url, cred, req)
 		}
 	}
 	return p, nil
 }
+
+// linkHostSuffix makes a link worker's session the host of its countersign
+// URL (link sessions are [0-9a-z-]).
+const linkHostSuffix = ".worker-link"
 
 // Run runs the pipeline until ctx is done: it scans the ledger every
 // Interval and proves what is due. Errors of one pass are logged and
