@@ -27,7 +27,7 @@ type Limits struct {
 	MaxSessions int
 	// MaxPending bounds the connections on which no worker has registered
 	// yet (handshakes in progress included) at once, and MaxPendingPerHost
-	// those from one remote address (defaults 64 and 16): without mutual
+	// those from one remote address (defaults 128 and 32): without mutual
 	// TLS a session needs no credentials until it registers, and these
 	// caps keep such sessions from taking the registered workers' slots.
 	MaxPending, MaxPendingPerHost int
@@ -57,10 +57,10 @@ func (l *Limits) setDefaults() {
 		l.MaxSessions = 1024
 	}
 	if l.MaxPending <= 0 {
-		l.MaxPending = 64
+		l.MaxPending = 128
 	}
 	if l.MaxPendingPerHost <= 0 {
-		l.MaxPendingPerHost = 16
+		l.MaxPendingPerHost = 32
 	}
 	if l.RegisterTimeout <= 0 {
 		l.RegisterTimeout = 30 * time.Second
