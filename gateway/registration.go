@@ -168,6 +168,9 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 			}
 		}
 		s.deps.Registry.Upsert(reg)
+		if session != "" {
+			markLinkRegistered(rc, reg.WorkerID) // the session keeps its slot, past its register deadline
+		}
 		s.log.Debug("worker registered", "request_id", reqID, "worker", reg.WorkerID, "url", reg.URL, "models", len(reg.Models))
 		return writeJSON(rc, workers.RegisterResponse{
 			WorkerID:            reg.WorkerID,
@@ -186,12 +189,14 @@ func (s *Server) workerRoute(rc *fasthttp.RequestCtx, reqID, op string) error {
 		if err := s.workerSession(rc, hb.WorkerID); err != nil {
 			return err
 		}
-		if session := linkSession(rc); session != "" {
-			if registered, _ := s.links.Load(hb.WorkerID); registered != session {
-				// The link dropped and the worker dialled in again: its
-				// batches must go to the new session, so it registers anew.
-				return apierr.Unauthorized(workers.CodeUnknownWorker, "This worker registered on another link; register again.")
-			}
+		// A link worker's heartbeat counts only on the session it
+		// registered on: after the link dropped and the worker dialled in
+		// again its batches must go to the new session, so it registers
+		// anew; and one sent off the link (the API port) must not keep a
+		// worker whose link is down in rotation.
+		registered, onLink := s.links.Load(hb.WorkerID)
+		if session := linkSession(rc); (onLink || session != "") && registered != session {
+			return apierr.Unauthorized(workers.CodeUnknownWorker, "This worker registered on another link; register again.")
 		}
 		if err := s.deps.Registry.Heartbeat(&hb); err != nil {
 			// One answer for "register again", whichever side forgot.
@@ -373,6 +378,14 @@ func (s *Server) reinstateWorker(rc *fasthttp.RequestCtx) error {
 		left = []task.ModelVersion{}
 	}
 	return writeJSON(rc, map[string]any{"worker_id": req.WorkerID, "still_revoked": left})
+}
+
+// markLinkRegistered tells the worker link (internal/workerlink) that
+// workerID registered on the session the request came on.
+func markLinkRegistered(rc *fasthttp.RequestCtx, workerID string) {
+	if l, ok := httpguard.Unwrap(rc.Conn()).(interface{ MarkRegistered(string) }); ok {
+		l.MarkRegistered(workerID)
+	}
 }
 
 // linkSession is the outbound worker-link session (internal/workerlink) a

@@ -96,6 +96,9 @@ func startOutboundLink(ctx context.Context, logger *slog.Logger) (l *outboundLin
 			return nil, errors.New("overhead: worker link: a stream without its session")
 		}
 		l.session = st.LinkSession()
+		// As the gateway's registration does: a session no worker
+		// registered on is closed after its register deadline.
+		st.MarkRegistered("bench-worker")
 	case <-dctx.Done():
 		return nil, fmt.Errorf("overhead: worker link: no stream arrived: %w", dctx.Err())
 	}
@@ -123,10 +126,10 @@ func runCertificate(dir string) (server, client *tls.Config, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if server, err = workerlink.ServerTLS(certFile, keyFile, ""); err != nil {
+	if server, err = workerlink.ServerTLS(certFile, keyFile, "", nil); err != nil {
 		return nil, nil, err
 	}
-	if client, err = workerlink.ClientTLS(certFile, "", ""); err != nil {
+	if client, err = workerlink.ClientTLS(certFile, "", "", nil); err != nil {
 		return nil, nil, err
 	}
 	return server, client, nil

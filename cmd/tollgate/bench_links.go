@@ -124,7 +124,7 @@ func runBenchLinks(ctx context.Context, args []string) error {
 	}()
 	base := "https://" + apiAddr + "/v1"
 	client := &http.Client{Timeout: 5 * time.Second}
-	clientTLS, err := workerlink.ClientTLS(certFile, "", "")
+	clientTLS, err := workerlink.ClientTLS(certFile, "", "", nil)
 	if err != nil {
 		return err
 	}

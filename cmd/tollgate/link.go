@@ -38,7 +38,7 @@ func (l *linkFlags) server(logger *slog.Logger) (*workerlink.Server, *tls.Config
 	var cfg *tls.Config
 	if l.tlsCert != "" {
 		var err error
-		if cfg, err = workerlink.ServerTLS(l.tlsCert, l.tlsKey, ""); err != nil {
+		if cfg, err = workerlink.ServerTLS(l.tlsCert, l.tlsKey, "", logger); err != nil {
 			return nil, nil, fmt.Errorf("--tls-cert: %w", err)
 		}
 	}
@@ -58,7 +58,7 @@ func (l *linkFlags) server(logger *slog.Logger) (*workerlink.Server, *tls.Config
 		return nil, nil, errors.New("--worker-listen needs --tls-cert and --tls-key (or --worker-link-insecure for development)")
 	default:
 		var err error
-		if linkTLS, err = workerlink.ServerTLS(l.tlsCert, l.tlsKey, l.clientCA); err != nil {
+		if linkTLS, err = workerlink.ServerTLS(l.tlsCert, l.tlsKey, l.clientCA, logger); err != nil {
 			return nil, nil, fmt.Errorf("--worker-client-ca: %w", err)
 		}
 	}
@@ -116,7 +116,7 @@ func (w *workerLinkFlags) dialer(logger *slog.Logger) (*workerlink.Dialer, error
 		logger.Warn("gateway link without TLS (--gateway-link-insecure): for tests and development only")
 	} else {
 		var err error
-		if cfg, err = workerlink.ClientTLS(w.gatewayCA, w.tlsCert, w.tlsKey); err != nil {
+		if cfg, err = workerlink.ClientTLS(w.gatewayCA, w.tlsCert, w.tlsKey, logger); err != nil {
 			return nil, err
 		}
 	}

@@ -21,9 +21,16 @@
 //     its mapping) within seconds, and the worker then redials.
 //
 // Every per-worker resource on the gateway is bounded: handshakes have a
-// deadline, sessions are capped (Limits.MaxSessions), a session's unaccepted
-// streams by yamux's accept backlog and all its streams by
+// deadline, sessions are capped (Limits.MaxSessions), and those no worker
+// has registered on yet (which without mutual TLS need no credentials) are
+// capped apart, overall and per remote host (Limits.MaxPending,
+// MaxPendingPerHost), and closed after Limits.RegisterTimeout unless the
+// gateway marks them registered (Stream.MarkRegistered); a session whose
+// workers all registered again elsewhere is closed; a session's unaccepted
+// streams by yamux's accept backlog and all the streams the worker opened by
 // Limits.MaxStreamsPerSession (a worker over it loses its session), each
-// stream's buffered data by its window, and a peer that stops reading by
-// the session's write timeout and keepalive.
+// stream's buffered data by its window, its unanswered pings (yamux answers
+// each on a goroutine) by maxUnansweredPings, and a peer that stops reading
+// by the session's write timeout and keepalive. The session's connection is
+// followed frame by frame (linkGuard) to count streams and pings.
 package workerlink

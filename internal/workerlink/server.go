@@ -25,9 +25,19 @@ type Limits struct {
 	// MaxSessions bounds the worker sessions (and handshakes in progress)
 	// at once (default 1024).
 	MaxSessions int
-	// MaxStreamsPerSession bounds the streams one session holds at once,
-	// either direction, half-closed ones included (default 64); a worker
-	// that goes over it has its session closed.
+	// MaxPending bounds the connections on which no worker has registered
+	// yet (handshakes in progress included) at once, and MaxPendingPerHost
+	// those from one remote address (defaults 128 and 32): without mutual
+	// TLS a session needs no credentials until it registers, and these
+	// caps keep such sessions from taking the registered workers' slots.
+	MaxPending, MaxPendingPerHost int
+	// RegisterTimeout is how long a session may go without a worker
+	// registering on it before it is closed (default 30 s).
+	RegisterTimeout time.Duration
+	// MaxStreamsPerSession bounds the streams a worker opened that its
+	// session holds at once, half-closed and unaccepted ones included
+	// (default 64); a worker that goes over it has its session closed. The
+	// gateway's own streams (batches, its idle pool) do not count.
 	MaxStreamsPerSession int
 	// AcceptBacklog bounds a session's streams not yet accepted (default 16).
 	AcceptBacklog int
@@ -45,6 +55,15 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxSessions <= 0 {
 		l.MaxSessions = 1024
+	}
+	if l.MaxPending <= 0 {
+		l.MaxPending = 128
+	}
+	if l.MaxPendingPerHost <= 0 {
+		l.MaxPendingPerHost = 32
+	}
+	if l.RegisterTimeout <= 0 {
+		l.RegisterTimeout = 30 * time.Second
 	}
 	if l.MaxStreamsPerSession <= 0 {
 		l.MaxStreamsPerSession = 64
@@ -76,6 +95,10 @@ func (l Limits) yamux() *yamux.Config {
 	return c
 }
 
+// pendingMaxStreams caps the streams of a session no worker has
+// registered on yet (Limits.MaxStreamsPerSession applies after).
+const pendingMaxStreams = 4
+
 // ServerConfig configures the gateway's end of the worker link.
 type ServerConfig struct {
 	// TLS is served on every connection; nil serves plain TCP, which
@@ -99,7 +122,9 @@ var ErrClosed = errors.New("workerlink: closed")
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
+	refused *refusalLog   // refused and abusive connections, rate-limited
 	slots   chan struct{} // one per session or handshake in progress
+	pending chan struct{} // one per connection not yet registered
 	streams chan net.Conn
 	done    chan struct{}
 	once    sync.Once
@@ -108,9 +133,14 @@ type Server struct {
 	noStreams     chan struct{}
 	noStreamsOnce sync.Once
 
-	mu       sync.Mutex
-	sessions map[string]*yamux.Session
-	lns      []net.Listener
+	mu            sync.Mutex
+	sessions      map[string]*yamux.Session
+	pendingByHost map[string]int
+	// workerOn is the session each worker last registered on, and
+	// sessionWorkers the workers registered on each session.
+	workerOn       map[string]string
+	sessionWorkers map[string]map[string]bool
+	lns            []net.Listener
 }
 
 // NewServer checks cfg and builds a server.
@@ -122,7 +152,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.Limits.MaxSessions),
+	return &Server{cfg: cfg, log: cfg.Logger, refused: &refusalLog{log: cfg.Logger}, slots: make(chan struct{}, cfg.Limits.MaxSessions),
+		pending: make(chan struct{}, cfg.Limits.MaxPending), pendingByHost: map[string]int{},
+		workerOn: map[string]string{}, sessionWorkers: map[string]map[string]bool{},
 		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
 }
 
@@ -149,19 +181,63 @@ func (s *Server) Serve(ln net.Listener) error {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			s.log.Warn("worker link refused: too many sessions", "remote", c.RemoteAddr().String(), "max_sessions", s.cfg.Limits.MaxSessions)
+			s.refused.Warn("worker link refused: too many sessions", "remote", c.RemoteAddr().String(), "max_sessions", s.cfg.Limits.MaxSessions)
+			c.Close()
+			continue
+		}
+		registered, ok := s.admitPending(c.RemoteAddr())
+		if !ok {
+			<-s.slots
 			c.Close()
 			continue
 		}
 		go func() {
 			defer func() { <-s.slots }()
-			s.serveConn(c)
+			defer registered()
+			s.serveConn(c, registered)
 		}()
 	}
 }
 
+// admitPending takes a slot for a connection no worker has registered on
+// yet, within MaxPending and MaxPendingPerHost; release (idempotent) gives
+// it back, at registration or when the connection ends.
+func (s *Server) admitPending(remote net.Addr) (release func(), ok bool) {
+	host := remote.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	lim := s.cfg.Limits
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pendingByHost[host] >= lim.MaxPendingPerHost {
+		s.refused.Warn("worker link refused: too many sessions not yet registered from this host", "remote", remote.String(), "max_pending_per_host", lim.MaxPendingPerHost)
+		return nil, false
+	}
+	select {
+	case s.pending <- struct{}{}:
+	default:
+		s.refused.Warn("worker link refused: too many sessions not yet registered", "remote", remote.String(), "max_pending", lim.MaxPending)
+		return nil, false
+	}
+	s.pendingByHost[host]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.pendingByHost[host]--; s.pendingByHost[host] <= 0 {
+				delete(s.pendingByHost, host)
+			}
+			s.mu.Unlock()
+			<-s.pending
+		})
+	}, true
+}
+
 // serveConn runs one worker connection: handshake, session, its streams.
-func (s *Server) serveConn(c net.Conn) {
+// registered is called once a worker registers on the session; a session
+// that goes RegisterTimeout without one is closed.
+func (s *Server) serveConn(c net.Conn, registered func()) {
 	remote := c.RemoteAddr().String()
 	peer := ""
 	if s.cfg.TLS != nil {
@@ -170,7 +246,7 @@ func (s *Server) serveConn(c net.Conn) {
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			s.log.Warn("worker link refused: TLS handshake failed", "remote", remote, "reason", Describe(err), "err", err)
+			s.refused.Warn("worker link refused: TLS handshake failed", "remote", remote, "reason", Describe(err), "err", err)
 			c.Close()
 			return
 		}
@@ -179,13 +255,25 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		c = tc
 	}
-	sess, err := yamux.Server(c, s.cfg.Limits.yamux())
+	id := newID()
+	// Until a worker registers, the session needs a stream or two
+	// (challenge, register): a peer with no credentials yet gets no more
+	// than pendingMaxStreams, each of which may buffer a window.
+	maxStreams := min(pendingMaxStreams, s.cfg.Limits.MaxStreamsPerSession)
+	guard := newLinkGuard(c, maxStreams, func(abuse error) {
+		switch abuse {
+		case errPingFlood:
+			s.refused.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
+		case errTooManyStreams:
+			s.refused.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", s.cfg.Limits.MaxStreamsPerSession, "max_streams_unregistered", pendingMaxStreams)
+		}
+	})
+	sess, err := yamux.Server(guard, s.cfg.Limits.yamux())
 	if err != nil { // only a bad config, checked by the defaults
 		s.log.Error("worker link: session", "err", err)
 		c.Close()
 		return
 	}
-	id := newID()
 	s.mu.Lock()
 	select {
 	case <-s.done:
@@ -197,28 +285,51 @@ func (s *Server) serveConn(c net.Conn) {
 	s.sessions[id] = sess
 	s.mu.Unlock()
 	s.log.Info("worker link up", "session", id, "remote", remote, "peer", peer)
+	var regOnce sync.Once
+	isRegistered := make(chan struct{})
+	markRegistered := func(workerID string) {
+		regOnce.Do(func() {
+			guard.setMaxStreams(s.cfg.Limits.MaxStreamsPerSession)
+			registered()
+			close(isRegistered)
+		})
+		s.bindWorker(id, workerID)
+	}
+	go func() {
+		t := time.NewTimer(s.cfg.Limits.RegisterTimeout)
+		defer t.Stop()
+		select {
+		case <-isRegistered:
+		case <-sess.CloseChan():
+		case <-t.C:
+			s.refused.Warn("worker link closed: no worker registered in time", "session", id, "remote", remote, "register_timeout", s.cfg.Limits.RegisterTimeout)
+			sess.Close()
+		}
+	}()
 	defer func() {
 		s.mu.Lock()
 		delete(s.sessions, id)
+		for w := range s.sessionWorkers[id] {
+			if s.workerOn[w] == id {
+				delete(s.workerOn, w)
+			}
+		}
+		delete(s.sessionWorkers, id)
 		s.mu.Unlock()
 		sess.Close()
 		s.log.Info("worker link down", "session", id, "remote", remote)
 	}()
-	// NumStreams counts every stream the session still tracks: open,
-	// half-closed (the worker never closed its side) and unaccepted; each
-	// may buffer up to a window of data, so their number is what is capped.
-	maxStreams := s.cfg.Limits.MaxStreamsPerSession
+	// The guard counts the streams the worker opened that the session
+	// still tracks: open, half-closed (the worker never closed its side)
+	// and unaccepted; each may buffer up to a window of data, so their
+	// number is what is capped. The gateway's own streams (batches, its
+	// idle pool) are not the worker's doing and do not count.
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			return
 		}
-		if n := sess.NumStreams(); n > maxStreams {
-			s.log.Warn("worker link closed: too many streams", "session", id, "remote", remote, "streams", n, "max_streams", maxStreams)
-			st.Close()
-			return
-		}
-		conn := &Stream{Conn: st, session: id}
+		conn := &Stream{Conn: st, session: id, registered: markRegistered}
 		select {
 		case s.streams <- conn:
 		case <-s.noStreams:
@@ -230,6 +341,37 @@ func (s *Server) serveConn(c net.Conn) {
 			conn.Close()
 			return
 		}
+	}
+}
+
+// bindWorker records that workerID registered on session id. The session
+// it was on before, if another, loses it; one left with no worker is
+// closed: its worker moved to a new link, and an old one must not hold a
+// registered session's slot (or one key could hold every slot by
+// registering on each of many sessions in turn).
+func (s *Server) bindWorker(id, workerID string) {
+	s.mu.Lock()
+	prev := s.workerOn[workerID]
+	if prev == id {
+		s.mu.Unlock()
+		return
+	}
+	s.workerOn[workerID] = id
+	if s.sessionWorkers[id] == nil {
+		s.sessionWorkers[id] = map[string]bool{}
+	}
+	s.sessionWorkers[id][workerID] = true
+	var stale *yamux.Session
+	if ws := s.sessionWorkers[prev]; ws != nil {
+		delete(ws, workerID)
+		if len(ws) == 0 {
+			stale = s.sessions[prev]
+		}
+	}
+	s.mu.Unlock()
+	if stale != nil {
+		s.log.Info("worker link closed: its worker registered on another link", "session", prev, "worker", workerID, "now_on", id)
+		stale.Close()
 	}
 }
 
@@ -255,7 +397,7 @@ func (s *Server) Dial(ctx context.Context, id string) (net.Conn, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("workerlink: open stream on session %s: %w", id, r.err)
 		}
-		return &Stream{Conn: r.c, session: id}, nil
+		return &Stream{Conn: r.c, session: id, registered: func(string) {}}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.c != nil {
@@ -323,11 +465,19 @@ func (a linkAddr) String() string  { return string(a) }
 // find the session a request came on with LinkSession.
 type Stream struct {
 	net.Conn
-	session string
+	session    string
+	registered func(workerID string)
 }
 
 // LinkSession is the ID of the session the stream belongs to.
 func (s *Stream) LinkSession() string { return s.session }
+
+// MarkRegistered tells the server that workerID registered on the
+// stream's session: the session leaves the not-yet-registered caps and its
+// register deadline, and the session the worker was on before, if another
+// and left with no worker, is closed. The gateway calls it once a
+// registration on the stream succeeded.
+func (s *Stream) MarkRegistered(workerID string) { s.registered(workerID) }
 
 func newID() string {
 	var b [16]byte

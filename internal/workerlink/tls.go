@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -13,26 +14,36 @@ import (
 
 // CertReloader serves a certificate and key from files, loading them again
 // when either file's modification time changes, so a renewed certificate is
-// picked up without a restart. A reload that fails keeps the last good pair.
+// picked up without a restart. A reload that fails keeps the last good pair
+// and is logged, once for each change of the files that fails.
 type CertReloader struct {
 	certFile, keyFile string
+	log               *slog.Logger
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
 	modCert time.Time
 	modKey  time.Time
 	checked time.Time
+	// failedCert and failedKey are the files' times at the last failed
+	// reload, so that it is logged once.
+	failedCert, failedKey time.Time
 }
 
-// reloadEvery bounds how often the files' times are checked.
+// reloadEvery bounds how often the files' times are checked. (A pair's
+// log lines say the file names and the error, never the key.)
 const reloadEvery = time.Second
 
-// NewCertReloader loads the pair once; a bad pair is an error here.
-func NewCertReloader(certFile, keyFile string) (*CertReloader, error) {
+// NewCertReloader loads the pair once; a bad pair is an error here. log
+// (nil: none) is told of reloads and of those that fail.
+func NewCertReloader(certFile, keyFile string, log *slog.Logger) (*CertReloader, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("workerlink: both a certificate and a key file are required")
 	}
-	r := &CertReloader{certFile: certFile, keyFile: keyFile}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log}
 	if err := r.load(time.Now()); err != nil {
 		return nil, err
 	}
@@ -65,9 +76,39 @@ func (r *CertReloader) Certificate() (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if now := time.Now(); now.Sub(r.checked) >= reloadEvery {
-		_ = r.load(now) // the last good pair stays on failure
+		before := r.cert
+		if err := r.load(now); err != nil { // the last good pair stays
+			r.logFailure(err)
+		} else if r.cert != before {
+			r.log.Info("certificate reloaded", "cert", r.certFile, "not_after", notAfter(r.cert))
+		}
 	}
 	return r.cert, nil
+}
+
+// logFailure logs a failed reload once for each state of the files.
+func (r *CertReloader) logFailure(err error) {
+	var ct, kt time.Time
+	if fi, serr := os.Stat(r.certFile); serr == nil {
+		ct = fi.ModTime()
+	}
+	if fi, serr := os.Stat(r.keyFile); serr == nil {
+		kt = fi.ModTime()
+	}
+	if ct.Equal(r.failedCert) && kt.Equal(r.failedKey) {
+		return
+	}
+	r.failedCert, r.failedKey = ct, kt
+	r.log.Warn("certificate reload failed; serving the last good certificate", "cert", r.certFile, "key", r.keyFile,
+		"not_after", notAfter(r.cert), "err", err)
+}
+
+// notAfter is when the pair's certificate expires (zero if unparsed).
+func notAfter(c *tls.Certificate) time.Time {
+	if c == nil || c.Leaf == nil {
+		return time.Time{}
+	}
+	return c.Leaf.NotAfter
 }
 
 // GetCertificate is for tls.Config.GetCertificate.
@@ -96,8 +137,8 @@ func LoadPool(file string) (*x509.CertPool, error) {
 // ServerTLS is the gateway's TLS config for the pair in certFile and
 // keyFile (reloaded on change); with clientCAFile set, workers must present
 // a certificate signed by one of its CAs (mutual TLS).
-func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	r, err := NewCertReloader(certFile, keyFile)
+func ServerTLS(certFile, keyFile, clientCAFile string, log *slog.Logger) (*tls.Config, error) {
+	r, err := NewCertReloader(certFile, keyFile, log)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +155,7 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 // ClientTLS is the worker's TLS config: the gateway is verified against
 // caFile (empty: the system roots); certFile and keyFile, when given, are
 // the client certificate presented for mutual TLS.
-func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+func ClientTLS(caFile, certFile, keyFile string, log *slog.Logger) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
 		pool, err := LoadPool(caFile)
@@ -124,7 +165,7 @@ func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	if certFile != "" || keyFile != "" {
-		r, err := NewCertReloader(certFile, keyFile)
+		r, err := NewCertReloader(certFile, keyFile, log)
 		if err != nil {
 			return nil, err
 		}

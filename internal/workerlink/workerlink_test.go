@@ -219,13 +219,13 @@ func TestTLSRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srvTLS, err := ServerTLS(srvCert, srvKey, filepath.Join(dir, "worker-ca.pem"))
+			srvTLS, err := ServerTLS(srvCert, srvKey, filepath.Join(dir, "worker-ca.pem"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var gwLog, workerLog syncBuffer
 			s, addr := startServer(t, ServerConfig{TLS: srvTLS, Logger: logger(&gwLog)})
-			cliTLS, err := ClientTLS(filepath.Join(dir, tc.caFile), tc.cert, tc.key)
+			cliTLS, err := ClientTLS(filepath.Join(dir, tc.caFile), tc.cert, tc.key, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -345,7 +345,7 @@ func selfSigned(t *testing.T) (*tls.Config, error) {
 	dir := t.TempDir()
 	c := newCA(t, "ca")
 	cert, key := c.issue(t, dir, "gw", time.Now().Add(time.Hour))
-	return ServerTLS(cert, key, "")
+	return ServerTLS(cert, key, "", nil)
 }
 
 // A dropped link is redialled, and calls work again on the new session.
@@ -422,7 +422,7 @@ func TestConfigRefused(t *testing.T) {
 	if _, err := NewDialer(DialerConfig{Addr: "gw", Insecure: true}); err == nil {
 		t.Error("an address without a port was accepted")
 	}
-	if _, err := ClientTLS(filepath.Join(t.TempDir(), "missing.pem"), "", ""); err == nil {
+	if _, err := ClientTLS(filepath.Join(t.TempDir(), "missing.pem"), "", "", nil); err == nil {
 		t.Error("a missing CA file was accepted")
 	}
 }
@@ -431,7 +431,7 @@ func TestCertReload(t *testing.T) {
 	dir := t.TempDir()
 	c := newCA(t, "ca")
 	cert, key := c.issue(t, dir, "gw", time.Now().Add(time.Hour))
-	r, err := NewCertReloader(cert, key)
+	r, err := NewCertReloader(cert, key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
