@@ -129,7 +129,7 @@ func (d *Dialer) connect(ctx context.Context) (*yamux.Session, error) {
 		c = tc
 	}
 	rc := &readErrConn{Conn: c}
-	sess, err := yamux.Client(rc, d.cfg.Limits.yamux())
+	sess, err := yamux.Client(newJoinedWriter(rc), d.cfg.Limits.yamux())
 	if err != nil {
 		c.Close()
 		return nil, err

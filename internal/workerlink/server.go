@@ -268,7 +268,7 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 			s.refused.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", s.cfg.Limits.MaxStreamsPerSession, "max_streams_unregistered", pendingMaxStreams)
 		}
 	})
-	sess, err := yamux.Server(guard, s.cfg.Limits.yamux())
+	sess, err := yamux.Server(newJoinedWriter(guard), s.cfg.Limits.yamux())
 	if err != nil { // only a bad config, checked by the defaults
 		s.log.Error("worker link: session", "err", err)
 		c.Close()
