@@ -39,10 +39,11 @@ const (
 	// waits for the applier to catch up and rewinds the log.
 	defaultRecordLogBytes = 64 << 20
 	// defaultRecordApplyDelay is how long the applier lets acknowledged
-	// records gather before it writes them into bbolt: fewer, larger
-	// transactions keep bbolt's fsyncs from queueing in front of the
-	// log's.
-	defaultRecordApplyDelay = 500 * time.Millisecond
+	// records gather before it writes them into bbolt: a transaction's
+	// writes and syncs stall the log's fdatasyncs behind them, the longer
+	// the larger it is, and many small ones cost CPU (see
+	// ledger.WALOptions.ApplyDelay for the measurement; the same here).
+	defaultRecordApplyDelay = 100 * time.Millisecond
 	// applyNow is how many records waiting for the applier make it apply
 	// without waiting out the delay. The unapplied index is bounded by
 	// the log (its rewind waits for the applier), or without a DataDir

@@ -99,8 +99,11 @@ type WALOptions struct {
 	MaxLogBytes int64
 	// ApplyDelay is how long the applier lets acknowledged records gather
 	// before it writes them into bbolt, unless a read or batch write is
-	// waiting for them (default 500ms). Fewer, larger bbolt transactions
-	// keep bbolt's fsyncs from queueing in front of the log's.
+	// waiting for them (default 100ms). A bbolt transaction's page writes
+	// and syncs stall the log's fdatasyncs behind them, the longer the
+	// larger it is: at 2,000 req/s (tollgate bench overhead, receipts on)
+	// added p99 was about 11 ms at 100ms against 17–23 ms at 500ms and
+	// 130–160 ms at 5s; below 100ms the median grows.
 	ApplyDelay time.Duration
 }
 
@@ -115,7 +118,7 @@ func OpenWAL(path string, opts WALOptions) (*WALStore, error) {
 		opts.MaxLogBytes = 64 << 20
 	}
 	if opts.ApplyDelay <= 0 {
-		opts.ApplyDelay = 500 * time.Millisecond
+		opts.ApplyDelay = 100 * time.Millisecond
 	}
 	b, err := OpenBolt(path) // replays and empties the log
 	if err != nil {
