@@ -35,16 +35,7 @@ func TestStackReceipts(t *testing.T) {
 		}
 		var ids []string
 		for _, stream := range []bool{false, true} {
-			body := `{"model":"` + Model + `","messages":[{"role":"user","content":"hi"}]` + map[bool]string{true: `,"stream":true`}[stream] + `}`
-			req, _ := http.NewRequest("POST", st.URL+"/chat/completions", strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+st.APIKey)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, b := stackChat(t, st, stream)
 			if resp.StatusCode != 200 {
 				t.Fatalf("receipts=%v stream=%v: %d %s", on, stream, resp.StatusCode, b)
 			}
@@ -104,16 +95,7 @@ func TestStackOutboundLink(t *testing.T) {
 		t.Fatalf("the scheduler's worker is not a link:// worker: %+v", ws)
 	}
 	for _, stream := range []bool{false, true} {
-		body := `{"model":"` + Model + `","messages":[{"role":"user","content":"hi"}]` + map[bool]string{true: `,"stream":true`}[stream] + `}`
-		req, _ := http.NewRequest("POST", st.URL+"/chat/completions", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+st.APIKey)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, b := stackChat(t, st, stream)
 		if resp.StatusCode != 200 || resp.Header.Get("X-Tollgate-Receipt") == "" {
 			t.Fatalf("stream=%v over the outbound link: %d %s (receipt %q)", stream, resp.StatusCode, b, resp.Header.Get("X-Tollgate-Receipt"))
 		}
@@ -130,4 +112,21 @@ func TestStackOutboundLink(t *testing.T) {
 	if resp.StatusCode == 200 {
 		t.Fatal("a request was served with the worker link closed: the batches did not go over it")
 	}
+}
+
+// stackChat sends one chat request (streamed or not) to the stack and
+// returns the response, its body read.
+func stackChat(t *testing.T, st *Stack, stream bool) (*http.Response, []byte) {
+	t.Helper()
+	body := `{"model":"` + Model + `","messages":[{"role":"user","content":"hi"}]` + map[bool]string{true: `,"stream":true`}[stream] + `}`
+	req, _ := http.NewRequest("POST", st.URL+"/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+st.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b
 }
