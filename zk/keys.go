@@ -128,10 +128,18 @@ type Prover struct {
 	VK       *receipts.VerifyingKey
 	VKFile   []byte // the verifying key file as served at /v1/zk/keys/{id}
 	pk       groth16.ProvingKey
+	child    *Child // proves in this child process instead (pk not loaded here)
 }
 
 // LoadProver loads a capacity's keys from dir.
 func LoadProver(dir string, capacity int) (*Prover, error) {
+	return LoadProverWith(dir, capacity, nil)
+}
+
+// LoadProverWith loads a capacity's keys from dir; with a child, only the
+// verifying key is loaded here and the child proves (loading the proving
+// key itself, from the same directory).
+func LoadProverWith(dir string, capacity int, child *Child) (*Prover, error) {
 	pkPath, vkPath := KeyFiles(dir, capacity)
 	vkFile, err := os.ReadFile(vkPath)
 	if err != nil {
@@ -143,6 +151,12 @@ func LoadProver(dir string, capacity int) (*Prover, error) {
 	}
 	if vk.Header.Circuit != CircuitID || vk.Header.Capacity != capacity {
 		return nil, fmt.Errorf("%s: key for %s capacity %d, want %s capacity %d", vkPath, vk.Header.Circuit, vk.Header.Capacity, CircuitID, capacity)
+	}
+	if child != nil {
+		if _, err := os.Stat(pkPath); err != nil {
+			return nil, err
+		}
+		return &Prover{Capacity: capacity, VK: vk, VKFile: vkFile, child: child}, nil
 	}
 	f, err := os.Open(pkPath)
 	if err != nil {
@@ -161,7 +175,10 @@ func LoadProver(dir string, capacity int) (*Prover, error) {
 
 // LoadProvers loads every capacity in Capacities whose keys are in dir,
 // smallest first. Missing capacities are skipped; it fails if none is there.
-func LoadProvers(dir string) ([]*Prover, error) {
+func LoadProvers(dir string) ([]*Prover, error) { return LoadProversWith(dir, nil) }
+
+// LoadProversWith is LoadProvers, proving in child when it is not nil.
+func LoadProversWith(dir string, child *Child) ([]*Prover, error) {
 	var out []*Prover
 	for _, c := range Capacities {
 		pkPath, vkPath := KeyFiles(dir, c)
@@ -171,7 +188,7 @@ func LoadProvers(dir string) ([]*Prover, error) {
 		if _, err := os.Stat(vkPath); err != nil {
 			continue
 		}
-		p, err := LoadProver(dir, c)
+		p, err := LoadProverWith(dir, c, child)
 		if err != nil {
 			return nil, err
 		}
@@ -191,10 +208,6 @@ func (p *Prover) Prove(b *Batch) (string, receipts.BatchPublic, error) {
 	if b.Capacity != p.Capacity {
 		return "", receipts.BatchPublic{}, fmt.Errorf("batch capacity %d, prover capacity %d", b.Capacity, p.Capacity)
 	}
-	cs, err := Compile(p.Capacity)
-	if err != nil {
-		return "", receipts.BatchPublic{}, err
-	}
 	pub, err := b.Public()
 	if err != nil {
 		return "", pub, err
@@ -207,17 +220,34 @@ func (p *Prover) Prove(b *Batch) (string, receipts.BatchPublic, error) {
 	if err != nil {
 		return "", pub, fmt.Errorf("witness: %w", err)
 	}
-	proveMu.Lock()
-	proof, err := groth16.Prove(cs, p.pk, w)
-	proveMu.Unlock()
-	if err != nil {
-		return "", pub, fmt.Errorf("prove batch (capacity %d, %d leaves): %w", p.Capacity, len(b.Leaves), err)
+	var enc string
+	if p.child != nil {
+		wb, err := w.MarshalBinary()
+		if err != nil {
+			return "", pub, fmt.Errorf("witness: %w", err)
+		}
+		proof, err := p.child.prove(p.Capacity, wb)
+		if err != nil {
+			return "", pub, fmt.Errorf("prove batch (capacity %d, %d leaves): %w", p.Capacity, len(b.Leaves), err)
+		}
+		enc = base64.StdEncoding.EncodeToString(proof)
+	} else {
+		cs, err := Compile(p.Capacity)
+		if err != nil {
+			return "", pub, err
+		}
+		proveMu.Lock()
+		proof, err := groth16.Prove(cs, p.pk, w)
+		proveMu.Unlock()
+		if err != nil {
+			return "", pub, fmt.Errorf("prove batch (capacity %d, %d leaves): %w", p.Capacity, len(b.Leaves), err)
+		}
+		var buf bytes.Buffer
+		if _, err := proof.WriteTo(&buf); err != nil {
+			return "", pub, err
+		}
+		enc = base64.StdEncoding.EncodeToString(buf.Bytes())
 	}
-	var buf bytes.Buffer
-	if _, err := proof.WriteTo(&buf); err != nil {
-		return "", pub, err
-	}
-	enc := base64.StdEncoding.EncodeToString(buf.Bytes())
 	// Check before anyone sees it: a proof that does not verify is a bug.
 	if err := receipts.VerifyProof(p.VK, &pub, enc); err != nil {
 		return "", pub, fmt.Errorf("fresh proof does not verify: %w", err)

@@ -42,6 +42,14 @@ type soakConfig struct {
 	// from zk.TestKeyDir, set up once). Off, receipts are recorded and stay
 	// pending, as with a prover in its own process.
 	Prover bool `json:"prover"`
+	// ProverKeys are the key capacities cached when the load started
+	// (Prover); the others are set up in the background during the run, as
+	// `tollgate dev` does on its first start.
+	ProverKeys []int `json:"prover_keys_at_start,omitempty"`
+	// proverExe is keyPolicy.exe (set from the command line: proofs and
+	// key set-up in low-priority children, as in `tollgate dev`); tests
+	// leave it empty and prove in process.
+	proverExe string
 	// RedisURL puts the stack's registry, ledger and proving queue in this
 	// Redis, under RedisPrefix: a fresh prefix per run, deleted after.
 	RedisURL    string `json:"redis_url,omitempty"`
@@ -108,7 +116,8 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Limits.Goroutines, "max-goroutine-growth", cfg.Limits.Goroutines, "largest goroutine growth after warm-up (fraction, plus -slack)")
 	fs.Float64Var(&cfg.Limits.FDs, "max-fd-growth", cfg.Limits.FDs, "largest fd growth after warm-up (fraction, plus -slack)")
 	fs.IntVar(&cfg.Limits.Slack, "slack", cfg.Limits.Slack, "goroutines and fds allowed above the growth fraction (they follow the requests in flight)")
-	fs.BoolVar(&cfg.Prover, "prover", false, "prove receipts in this process, as `tollgate dev` does (default: receipts stay pending, as with `tollgate prover` in its own process)")
+	fs.BoolVar(&cfg.Prover, "prover", false, "prove receipts as `tollgate dev` does: the in-process prover proving in a child at the lowest CPU priority, larger keys set up in the background (cached in "+zk.TestKeyDir()+") (default: receipts stay pending, as with `tollgate prover` in its own process)")
+	proverInProcess := fs.Bool("prover-in-process", false, "with -prover: prove inside this process at normal priority (as `tollgate dev --prover-in-process`)")
 	fs.StringVar(&cfg.RedisURL, "redis", "", "keep the stack's worker registry, receipt ledger and proving queue in this Redis (redis://host:port/db), under a fresh key prefix deleted after")
 	fs.BoolVar(&cfg.ProverProcess, "prover-process", false, "prove in a child `tollgate prover --redis` process with cached development keys, sampled like this one (needs -redis)")
 	capacities := fs.String("prover-capacities", "8,64", "development key capacities the child prover proves with (set up once, cached in "+zk.TestKeyDir()+")")
@@ -124,6 +133,11 @@ func runBenchSoak(ctx context.Context, args []string) error {
 		cfg.Limits.Warmup = min(5*time.Minute, cfg.Duration/4)
 	}
 	var err error
+	if cfg.Prover {
+		if cfg.proverExe, err = proverExecutable(*proverInProcess); err != nil {
+			return err
+		}
+	}
 	if cfg.ProverCapacities, err = parseCapacities(*capacities); err != nil {
 		return fmt.Errorf("-prover-capacities: %w", err)
 	}
@@ -208,8 +222,16 @@ func runSoak(ctx context.Context, cfg soakConfig) (*soakReport, error) {
 		if err := os.Symlink(keys, filepath.Join(dir, "keys")); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, err
 		}
+		for _, c := range zk.Capacities {
+			if pk, vk := zk.KeyFiles(keys, c); exists(pk) && exists(vk) {
+				cfg.ProverKeys = append(cfg.ProverKeys, c)
+			}
+		}
 	}
-	o := devOptions{logger: cfg.logger}
+	o := devOptions{logger: cfg.logger, proverExe: cfg.proverExe}
+	if cfg.Prover && cfg.proverExe != "" {
+		o.backgroundKeys = devBackgroundCapacities // as runDev
+	}
 	if cfg.RedisURL != "" {
 		rc, err := dialRedis(ctx, cfg.RedisURL, cfg.logger)
 		if err != nil {
@@ -503,4 +525,9 @@ func writeHeapProfile(path string) error {
 	}
 	runtime.GC()
 	return errors.Join(pprof.WriteHeapProfile(f), f.Close())
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/config"
 	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/lowprio"
 	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/openai"
 	"github.com/tollgate-ai/tollgate/internal/responses"
@@ -89,6 +92,7 @@ type gatewayFlags struct {
 	configPath, listen, data, apiKey, adminKey, providerToken, redisURL string
 	keys, operatorKey, corsOrigins                                      string
 	openRegistration, noReceipts, noProver, allowDevKeys, pprof         bool
+	proverInProcess                                                     bool
 	obs                                                                 obsFlags
 }
 
@@ -110,6 +114,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet, defaultListen, defaultLogForma
 	fs.BoolVar(&g.pprof, "pprof", false, "serve Go's runtime profiles under /debug/pprof to admin keys (config: pprof)")
 	fs.BoolVar(&g.noReceipts, "no-receipts", false, "turn receipts off (no ledger)")
 	fs.BoolVar(&g.noProver, "no-prover", false, "record receipts but do not prove them in this process (the embedded ledger is single-process)")
+	fs.BoolVar(&g.proverInProcess, "prover-in-process", false, "prove inside this process at normal priority; by default the in-process prover (and development key set-up) runs its CPU work in a child process at the lowest CPU priority (nice 19), so it uses only what serving leaves idle")
 	fs.StringVar(&g.redisURL, "redis", "", "share the worker registry, rate limits, receipt ledger and proving queue with other replicas through this Redis (redis://host:port/db); env TOLLGATE_REDIS_URL")
 	fs.StringVar(&g.keys, "keys", "", "proving and verifying key directory (default DATA/keys), e.g. ceremony keys from `tollgate keys ceremony`")
 	fs.StringVar(&g.corsOrigins, "cors-origins", "", "comma-separated origins (scheme://host[:port], or *) whose web pages may call the API from a browser; replaces the config's cors.allowed_origins; default off")
@@ -218,6 +223,9 @@ func runGateway(ctx context.Context, args []string) error {
 	}
 	opts := gf.stack(cfg)
 	kp := keyPolicy{allowDev: gf.allowDevKeys}
+	if kp.exe, err = proverExecutable(gf.proverInProcess); err != nil {
+		return err
+	}
 	if opts.receipts && !gf.noProver {
 		// Refuse development keys before serving anything.
 		if kp.have, err = checkProvingKeys(opts.keyDir, gf.allowDevKeys, logger); err != nil {
@@ -480,6 +488,25 @@ type keyPolicy struct {
 	// prover starts (`tollgate dev`); the prover picks them up on its next
 	// key rescan.
 	background []int
+	// exe, when set, is this binary: proofs are made by its `prove-child`
+	// and background key set-up by its `keys setup`, each a child process
+	// at the lowest CPU priority (lowprio), so they take only the CPU
+	// serving leaves idle. Empty (--prover-in-process, and tests): both run
+	// in this process at normal priority.
+	exe string
+}
+
+// proverExecutable is keyPolicy.exe for the command line: this binary,
+// unless inProcess.
+func proverExecutable(inProcess bool) (string, error) {
+	if inProcess {
+		return "", nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("cannot find this binary to prove in a low-priority child (pass --prover-in-process): %w", err)
+	}
+	return exe, nil
 }
 
 // checkProvingKeys looks at the verifying keys in dir: it refuses
@@ -552,10 +579,20 @@ func (g *gatewayStack) startProver(ctx context.Context, kp keyPolicy) {
 			return
 		}
 		if len(kp.background) > 0 {
-			go setUpDevKeys(ctx, keyDir, kp.background, g.logger)
+			go setUpDevKeys(ctx, keyDir, kp.background, kp.exe, g.logger)
 		}
-		g.logger.Info("prover started", "keys", keyDir)
 		pc := prover.Config{KeyDir: keyDir, Logger: proverLogger(g.logger), Obs: g.obs, ClaimIdle: g.cfg.Redis.ClaimIdle.D()}
+		if kp.exe != "" {
+			pc.Child = newProveChild(kp.exe, keyDir, g.logger)
+			defer pc.Child.Close()
+			// A stop kills a proof in flight at once (a killed prover stores
+			// nothing: the batch is proven again after the restart).
+			go func() {
+				<-ctx.Done()
+				pc.Child.Close()
+			}()
+		}
+		g.logger.Info("prover started", "keys", keyDir, "low_priority_child", pc.Child != nil)
 		if g.link != nil {
 			pc.LinkDial = g.link.Dial
 		}
@@ -567,20 +604,66 @@ func (g *gatewayStack) startProver(ctx context.Context, kp keyPolicy) {
 
 // setUpDevKeys sets up development keys for capacities one after another
 // (each takes from seconds to minutes and all cores), stopping between
-// them once ctx ends. A set-up under way when the process exits leaves no
-// partial key (keys are written atomically).
-func setUpDevKeys(ctx context.Context, dir string, capacities []int, logger *slog.Logger) {
+// them once ctx ends. With exe each runs as `exe keys setup` at the lowest
+// CPU priority (killed when ctx ends); without, in this process. A set-up
+// cut short leaves no partial key (keys are written atomically).
+func setUpDevKeys(ctx context.Context, dir string, capacities []int, exe string, logger *slog.Logger) {
 	for _, c := range capacities {
 		if ctx.Err() != nil {
 			return
 		}
 		start := time.Now()
-		if err := zk.EnsureDevKeys(dir, c); err != nil {
-			logger.Warn("background development key set-up failed", "capacity", c, "err", err)
+		var err error
+		if exe == "" {
+			err = zk.EnsureDevKeys(dir, c)
+		} else {
+			err = setUpDevKeysChild(ctx, exe, dir, c)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				logger.Warn("background development key set-up failed", "capacity", c, "err", err)
+			}
 			return
 		}
-		logger.Info("development keys ready; the prover picks them up within a minute", "capacity", c, "took", time.Since(start).Round(time.Second))
+		logger.Info("development keys ready; the prover picks them up within a minute", "capacity", c, "took", time.Since(start).Round(time.Second), "low_priority_child", exe != "")
 	}
+}
+
+// setUpDevKeysChild runs `exe keys setup` for one capacity at the lowest
+// CPU priority (it skips a capacity whose keys exist).
+func setUpDevKeysChild(ctx context.Context, exe, dir string, capacity int) error {
+	cmd := exec.CommandContext(ctx, exe, "keys", "setup", "-dir", dir, "-capacity", strconv.Itoa(capacity))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	setParentDeathSignal(cmd)
+	p, err := lowprio.Start(cmd)
+	if err != nil {
+		return err
+	}
+	if err := p.Wait(); err != nil {
+		return fmt.Errorf("%s keys setup: %w: %s", exe, err, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}
+
+// newProveChild is the prover's low-priority child: `exe prove-child`,
+// its log lines on this process's standard error.
+func newProveChild(exe, keyDir string, logger *slog.Logger) *zk.Child {
+	return zk.NewChild(func() *exec.Cmd {
+		cmd := exec.Command(exe, "prove-child", "-keys", keyDir)
+		cmd.Stderr = os.Stderr
+		setParentDeathSignal(cmd)
+		return cmd
+	}, func(cmd *exec.Cmd) (func() error, error) {
+		p, err := lowprio.Start(cmd)
+		if err != nil {
+			return nil, err
+		}
+		if !p.Lowered {
+			logger.Warn("proving child runs at normal priority: this platform cannot lower it")
+		}
+		return p.Wait, nil
+	}, logger)
 }
 
 // operatorKeyFile is the operator key's default name in the data directory.

@@ -98,6 +98,11 @@ type Config struct {
 	// workers cannot be reached from here, and their batches wait with
 	// that reason until a prover that can reach them takes them.
 	LinkDial func(ctx context.Context, session string) (net.Conn, error) `yaml:"-"`
+	// Child proves in another process (zk.Child; `tollgate dev` and
+	// `gateway` start it at the lowest CPU priority, so proving takes only
+	// what serving leaves idle). Its proofs are checked here before they
+	// are stored. nil: prove in this process.
+	Child *zk.Child `yaml:"-"`
 	// Obs traces each batch (its own trace, linked to the requests whose
 	// receipts it proves) and records proving time. nil: off.
 	Obs *obs.Provider `yaml:"-"`
@@ -192,7 +197,7 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = l.Logger()
 	}
-	provers, err := zk.LoadProvers(cfg.KeyDir)
+	provers, err := zk.LoadProversWith(cfg.KeyDir, cfg.Child)
 	if err != nil {
 		return nil, err
 	}
@@ -432,7 +437,7 @@ func (p *Pipeline) refreshKeys() {
 		if have[c] || !exists(pkPath) || !exists(vkPath) {
 			continue
 		}
-		pr, err := zk.LoadProver(p.cfg.KeyDir, c)
+		pr, err := zk.LoadProverWith(p.cfg.KeyDir, c, p.cfg.Child)
 		if err != nil {
 			p.logger.Warn("new proving key not loaded", "capacity", c, "err", err)
 			continue

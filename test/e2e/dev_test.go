@@ -6,11 +6,57 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
+
+// childProcess finds the child of pid whose command line holds arg.
+func childProcess(t *testing.T, pid int, arg string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, e := range entries {
+		cpid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+		if ppid, _ := strconv.Atoi(f[1]); ppid != pid {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if bytes.Contains(cmdline, []byte(arg)) {
+			return cpid
+		}
+	}
+	t.Fatalf("process %d has no child running %q", pid, arg)
+	return 0
+}
+
+// niceOf reads a process's nice value (field 19 of /proc/PID/stat).
+func niceOf(t *testing.T, pid int) int {
+	t.Helper()
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	n, err := strconv.Atoi(f[16])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
 
 // TestDevReceiptProven is issue 6's end-to-end check on the default set-up:
 // a streamed and a plain request through `tollgate dev` (built-in engine
@@ -77,6 +123,16 @@ func TestDevReceiptProven(t *testing.T) {
 			}
 			time.Sleep(250 * time.Millisecond) // polling a real process's public API
 		}
+	}
+
+	// They were proven by dev's low-priority child: a `prove-child` of the
+	// dev process at nice 19, while dev itself stays at normal priority.
+	child := childProcess(t, dev.cmd.Process.Pid, "prove-child")
+	if got := niceOf(t, child); got != 19 {
+		t.Errorf("prove-child %d runs at nice %d, want 19", child, got)
+	}
+	if got := niceOf(t, dev.cmd.Process.Pid); got != 0 {
+		t.Errorf("dev itself runs at nice %d, want 0", got)
 	}
 
 	resp, b := do("GET", "/v1/receipts?limit=10", "")

@@ -1,0 +1,228 @@
+package zk
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tollgate-ai/tollgate/receipts"
+)
+
+// childModeEnv makes this test binary a proving child (see TestMain):
+// "serve" is the honest child; the others play a broken or dishonest one.
+const childModeEnv = "TOLLGATE_ZK_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if mode, ok := os.LookupEnv(childModeEnv); ok {
+		os.Exit(runTestChild(mode))
+	}
+	os.Exit(m.Run())
+}
+
+func runTestChild(mode string) int {
+	switch {
+	case mode == "serve":
+		if err := ServeProofs(os.Stdin, os.Stdout, TestKeyDir(), slog.New(slog.DiscardHandler)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case strings.HasPrefix(mode, "replay:"):
+		// A dishonest child: a valid proof, but of another batch.
+		proof, err := os.ReadFile(strings.TrimPrefix(mode, "replay:"))
+		if err != nil {
+			return 1
+		}
+		for {
+			if _, err := readFrame(os.Stdin, maxWitnessFrame); err != nil {
+				return 0
+			}
+			writeFrame(os.Stdout, []byte{0}, proof)
+		}
+	case mode == "die":
+		readFrame(os.Stdin, maxWitnessFrame)
+		return 3 // exits mid-exchange
+	case mode == "huge":
+		readFrame(os.Stdin, maxWitnessFrame)
+		os.Stdout.Write([]byte{0xff, 0xff, 0xff, 0xff})
+		io.Copy(io.Discard, os.Stdin)
+		return 0
+	case mode == "refuse":
+		for {
+			if _, err := readFrame(os.Stdin, maxWitnessFrame); err != nil {
+				return 0
+			}
+			writeFrame(os.Stdout, []byte{1}, []byte("no keys here"))
+		}
+	}
+	return 2
+}
+
+// testChild returns a Child running this test binary in mode, and a count
+// of the children it started.
+func testChild(t *testing.T, mode string) (*Child, *atomic.Int32) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var starts atomic.Int32
+	c := NewChild(func() *exec.Cmd {
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), childModeEnv+"="+mode)
+		cmd.Stderr = os.Stderr
+		return cmd
+	}, func(cmd *exec.Cmd) (func() error, error) {
+		starts.Add(1)
+		return cmd.Wait, cmd.Start()
+	}, nil)
+	t.Cleanup(func() { c.Close() })
+	return c, &starts
+}
+
+func childProver(t *testing.T, c *Child) *Prover {
+	t.Helper()
+	dir := TestKeyDir()
+	if err := EnsureDevKeys(dir, 8); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadProverWith(dir, 8, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.pk != nil {
+		t.Fatal("a prover with a child loaded the proving key too")
+	}
+	return p
+}
+
+func TestChildProves(t *testing.T) {
+	c, starts := testChild(t, "serve")
+	p := childProver(t, c)
+	for n := 1; n <= 3; n++ {
+		b, _ := testBatch(t, 8, n)
+		proof, pub, err := p.Prove(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := receipts.VerifyProof(p.VK, &pub, proof); err != nil {
+			t.Fatalf("proof from the child does not verify: %v", err)
+		}
+	}
+	if got := starts.Load(); got != 1 {
+		t.Errorf("%d children started for three proofs, want 1", got)
+	}
+}
+
+// A child returning a genuine proof of some other batch must not get it
+// accepted for this one.
+func TestChildProofOfAnotherBatchRefused(t *testing.T) {
+	local, err := LoadProver(TestKeyDir(), 8)
+	if err != nil {
+		if err := EnsureDevKeys(TestKeyDir(), 8); err != nil {
+			t.Fatal(err)
+		}
+		if local, err = LoadProver(TestKeyDir(), 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, _ := testBatch(t, 8, 2)
+	enc, _, err := local.Prove(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(enc)
+	file := t.TempDir() + "/proof"
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := testChild(t, "replay:"+file)
+	p := childProver(t, c)
+	b, _ := testBatch(t, 8, 3) // another statement: three leaves
+	if _, _, err := p.Prove(b); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("proof of another batch accepted, or refused for the wrong reason: %v", err)
+	}
+}
+
+func TestChildFailures(t *testing.T) {
+	for _, tt := range []struct {
+		mode, want string
+		restarts   bool // the next proof starts a fresh child
+	}{
+		{"die", "read proof", true},
+		{"huge", "exceeds", true},
+		{"refuse", "no keys here", false},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			c, starts := testChild(t, tt.mode)
+			p := childProver(t, c)
+			b, _ := testBatch(t, 8, 1)
+			for i := range 2 {
+				_, _, err := p.Prove(b)
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("proof %d: err %v, want one naming %q", i, err, tt.want)
+				}
+			}
+			want := int32(1)
+			if tt.restarts {
+				want = 2
+			}
+			if got := starts.Load(); got != want {
+				t.Errorf("%d children started, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestChildClosed(t *testing.T) {
+	c, starts := testChild(t, "serve")
+	p := childProver(t, c)
+	c.Close()
+	b, _ := testBatch(t, 8, 1)
+	if _, _, err := p.Prove(b); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("proof after Close: %v", err)
+	}
+	if starts.Load() != 0 {
+		t.Error("a child was started after Close")
+	}
+}
+
+func TestServeProofsBadRequests(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		req  []byte
+		want string
+	}{
+		{"short", []byte{0, 0}, "shorter"},
+		{"capacity", []byte{0, 0, 0, 9, 1, 2}, "not one of"},
+		{"witness", []byte{0, 0, 0, 8, 1, 2, 3}, "witness"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var in, out bytes.Buffer
+			writeFrame(&in, tt.req)
+			if err := ServeProofs(&in, &out, TestKeyDir(), slog.New(slog.DiscardHandler)); err != nil {
+				t.Fatal(err)
+			}
+			reply, err := readFrame(&out, maxReplyFrame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reply[0] != 1 || !strings.Contains(string(reply[1:]), tt.want) {
+				t.Fatalf("reply %q, want an error naming %q", reply, tt.want)
+			}
+		})
+	}
+	// A frame over the bound ends the child with an error.
+	var in bytes.Buffer
+	in.Write([]byte{0x7f, 0xff, 0xff, 0xff})
+	if err := ServeProofs(&in, io.Discard, TestKeyDir(), slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("an oversized frame was read")
+	}
+}
