@@ -160,25 +160,36 @@ func drainSSE(br *bufio.Reader) bool {
 // BenchmarkStackLoopback is one chat request through the whole production
 // path over loopback sockets: gateway, scheduler, worker link (net/http,
 // NDJSON), agent, OpenAI-upstream engine, and a mock upstream answering at
-// once. It includes the mock's and the client's CPU.
+// once. It includes the mock's and the client's CPU. Sub-benchmarks: the
+// inbound link (the gateway dials the worker over HTTP), the outbound link
+// (TLS + yamux, the worker dialled in), and the inbound link with receipts
+// on as shipped (write-ahead ledger and worker records, fsync'd, in a
+// temporary directory).
 func BenchmarkStackLoopback(b *testing.B) {
 	up, err := mockupstream.Start(mockupstream.Config{Models: []string{Model}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer up.Close()
-	st, err := StartStack(context.Background(), StackConfig{UpstreamURL: up.URL, Model: Model,
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close(context.Background())
-	for _, tc := range []struct {
-		name   string
-		stream bool
-	}{{"json", false}, {"stream", true}} {
-		b.Run(tc.name, func(b *testing.B) {
-			benchRequests(b, &fasthttp.Client{StreamResponseBody: true}, st.URL, st.APIKey, tc.stream)
+	for _, link := range []struct {
+		name               string
+		outbound, receipts bool
+	}{{"inbound", false, false}, {"outbound", true, false}, {"inbound-receipts", false, true}} {
+		b.Run(link.name, func(b *testing.B) {
+			st, err := StartStack(context.Background(), StackConfig{UpstreamURL: up.URL, Model: Model, OutboundLink: link.outbound,
+				Receipts: link.receipts, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close(context.Background())
+			for _, tc := range []struct {
+				name   string
+				stream bool
+			}{{"json", false}, {"stream", true}} {
+				b.Run(tc.name, func(b *testing.B) {
+					benchRequests(b, &fasthttp.Client{StreamResponseBody: true}, st.URL, st.APIKey, tc.stream)
+				})
+			}
 		})
 	}
 }
