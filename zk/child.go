@@ -226,6 +226,12 @@ func (c *Child) startLocked() error {
 	}
 	c.cmd, c.wait, c.in, c.out = cmd, wait, in, bufio.NewReader(out)
 	c.proc.Store(cmd.Process)
+	if c.closed.Load() {
+		// Close ran while it started: it found no process to kill, so stop
+		// this one here (Close stores closed before it loads proc).
+		c.stopLocked(true)
+		return errors.New("proving child: closed")
+	}
 	c.logger.Info("proving child started", "pid", cmd.Process.Pid)
 	return nil
 }

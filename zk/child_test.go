@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tollgate-ai/tollgate/receipts"
 )
@@ -54,6 +55,9 @@ func runTestChild(mode string) int {
 		os.Stdout.Write([]byte{0xff, 0xff, 0xff, 0xff})
 		io.Copy(io.Discard, os.Stdin)
 		return 0
+	case mode == "hang":
+		readFrame(os.Stdin, maxWitnessFrame)
+		time.Sleep(time.Hour) // never answers
 	case mode == "refuse":
 		for {
 			if _, err := readFrame(os.Stdin, maxWitnessFrame); err != nil {
@@ -226,3 +230,63 @@ func TestServeProofsBadRequests(t *testing.T) {
 		t.Fatal("an oversized frame was read")
 	}
 }
+
+// hangChild starts this test binary in mode "hang" (it reads a request and
+// never replies) with start, and kills it at the end of the test even if
+// Close never returns.
+func hangChild(t *testing.T, start func(*exec.Cmd) (func() error, error)) *Child {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewChild(func() *exec.Cmd {
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), childModeEnv+"=hang")
+		cmd.Stderr = os.Stderr
+		return cmd
+	}, start, nil)
+	t.Cleanup(func() {
+		if p := c.proc.Load(); p != nil {
+			p.Kill()
+		}
+	})
+	return c
+}
+
+// Close while the child is being started must still stop the proof that
+// start is for: otherwise Close (the gateway's stop) waits for a whole
+// proof, forever if the child never answers.
+func TestChildCloseWhileStarting(t *testing.T) {
+	starting, release := make(chan struct{}), make(chan struct{})
+	c := hangChild(t, func(cmd *exec.Cmd) (func() error, error) {
+		close(starting)
+		<-release
+		return cmd.Wait, cmd.Start()
+	})
+	p := childProver(t, c)
+	b, _ := testBatch(t, 8, 1)
+	proved := make(chan error, 1)
+	go func() { _, _, err := p.Prove(b); proved <- err }()
+	<-starting
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	for !c.closed.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	select {
+	case err := <-proved:
+		if err == nil {
+			t.Fatal("a proof succeeded after Close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close during the child's start did not stop the proof")
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+}
+
