@@ -290,3 +290,46 @@ func TestChildCloseWhileStarting(t *testing.T) {
 	}
 }
 
+// A child that never answers is killed after the proof's deadline; the
+// next proof starts a fresh one.
+func TestChildDeadline(t *testing.T) {
+	var starts atomic.Int32
+	c := hangChild(t, func(cmd *exec.Cmd) (func() error, error) {
+		starts.Add(1)
+		return cmd.Wait, cmd.Start()
+	})
+	c.timeout = func(capacity int) time.Duration {
+		if capacity != 8 {
+			t.Errorf("deadline asked for capacity %d", capacity)
+		}
+		return 200 * time.Millisecond
+	}
+	p := childProver(t, c)
+	b, _ := testBatch(t, 8, 1)
+	for i := range 2 {
+		proved := make(chan error, 1)
+		go func() { _, _, err := p.Prove(b); proved <- err }()
+		select {
+		case err := <-proved:
+			if err == nil || !strings.Contains(err.Error(), "no proof within") {
+				t.Fatalf("proof %d: err %v, want the deadline's", i, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("proof %d: a child that never answers holds the prover", i)
+		}
+	}
+	if got := starts.Load(); got != 2 {
+		t.Errorf("%d children started, want 2", got)
+	}
+}
+
+func TestChildProofDeadlineScales(t *testing.T) {
+	prev := time.Duration(0)
+	for _, c := range Capacities {
+		d := proofDeadline(c)
+		if d <= prev || d < 10*time.Minute {
+			t.Errorf("capacity %d: deadline %s (previous %s): want generous and growing", c, d, prev)
+		}
+		prev = d
+	}
+}
