@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/consensys/gnark-crypto/ecc"
+	"github.com/consensys/gnark/backend/groth16"
 	"github.com/tollgate-ai/tollgate/receipts"
 )
 
@@ -55,6 +57,32 @@ func runTestChild(mode string) int {
 		os.Stdout.Write([]byte{0xff, 0xff, 0xff, 0xff})
 		io.Copy(io.Discard, os.Stdin)
 		return 0
+	case mode == "pad" || mode == "raw":
+		// A genuine proof of the batch asked for, in another encoding:
+		// with bytes after it, or uncompressed.
+		provers := map[int]*Prover{}
+		for {
+			req, err := readFrame(os.Stdin, maxWitnessFrame)
+			if err != nil {
+				return 0
+			}
+			proof, err := serveOne(req, TestKeyDir(), provers)
+			if err != nil {
+				return 1
+			}
+			if mode == "pad" {
+				proof = append(proof, bytes.Repeat([]byte("x"), 64<<10)...)
+			} else {
+				pr := groth16.NewProof(ecc.BN254)
+				if _, err := pr.ReadFrom(bytes.NewReader(proof)); err != nil {
+					return 1
+				}
+				var buf bytes.Buffer
+				pr.WriteRawTo(&buf)
+				proof = buf.Bytes()
+			}
+			writeFrame(os.Stdout, []byte{0}, proof)
+		}
 	case mode == "hang":
 		readFrame(os.Stdin, maxWitnessFrame)
 		time.Sleep(time.Hour) // never answers
@@ -331,5 +359,45 @@ func TestChildProofDeadlineScales(t *testing.T) {
 			t.Errorf("capacity %d: deadline %s (previous %s): want generous and growing", c, d, prev)
 		}
 		prev = d
+	}
+}
+
+// A proof from the child is kept only in its one canonical encoding
+// (gnark's compressed WriteTo), whatever bytes the child sent: a child
+// must not get bytes of its own choosing into the ledger and every
+// receipt served (64 KiB of padding here, up to the 1 MiB reply bound).
+func TestChildProofEncoding(t *testing.T) {
+	for _, tt := range []struct{ mode, wantErr string }{
+		{"pad", "bytes after the proof"},
+		{"raw", ""}, // uncompressed: accepted, stored compressed
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			c, _ := testChild(t, tt.mode)
+			p := childProver(t, c)
+			b, _ := testBatch(t, 8, 2)
+			enc, pub, err := p.Prove(b)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want one naming %q (proof of %d base64 bytes)", err, tt.wantErr, len(enc))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := receipts.VerifyProof(p.VK, &pub, enc); err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := base64.StdEncoding.DecodeString(enc)
+			pr := groth16.NewProof(ecc.BN254)
+			if _, err := pr.ReadFrom(bytes.NewReader(raw)); err != nil {
+				t.Fatal(err)
+			}
+			var canon bytes.Buffer
+			pr.WriteTo(&canon)
+			if !bytes.Equal(raw, canon.Bytes()) {
+				t.Fatalf("stored proof is the child's %d bytes, not the canonical %d", len(raw), canon.Len())
+			}
+		})
 	}
 }
