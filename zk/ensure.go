@@ -31,6 +31,15 @@ func EnsureDevKeys(dir string, capacity int) error {
 	if errPK == nil && errVK == nil {
 		return nil
 	}
+	// A set-up killed while it wrote a key (SIGKILL runs no deferred
+	// clean-up) left its temporary file; every development set-up writes
+	// under this lock, so any such file now is stale.
+	for _, path := range []string{pkPath, vkPath} {
+		stale, _ := filepath.Glob(path + ".tmp*")
+		for _, f := range stale {
+			os.Remove(f)
+		}
+	}
 	pk, vk, err := SetupDev(capacity)
 	if err != nil {
 		return err
