@@ -91,10 +91,7 @@ func loweredThreads(t *testing.T, want int) []string {
 		if err != nil {
 			continue // the thread exited
 		}
-		// The Go runtime cannot end the main thread when a goroutine
-		// locked to it exits: it parks it for good instead (it never runs
-		// Go code again), so a lowered main thread does no harm.
-		if niceOf(t, string(b)) != want && task.Name() != strconv.Itoa(os.Getpid()) {
+		if niceOf(t, string(b)) != want {
 			out = append(out, task.Name())
 		}
 	}
