@@ -265,6 +265,9 @@ func (c *Child) startLocked() error {
 // starts a fresh one) and returns err, named.
 func (c *Child) brokenLocked(err error) error {
 	c.stopLocked(true)
+	if c.closed.Load() {
+		return fmt.Errorf("proving child: closed: %w", err) // Close killed it: no warning
+	}
 	err = fmt.Errorf("proving child: %w", err)
 	c.logger.Warn("proving child stopped; the next proof starts another", "err", err)
 	return err

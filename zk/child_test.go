@@ -401,3 +401,25 @@ func TestChildProofEncoding(t *testing.T) {
 		})
 	}
 }
+
+// Close killing a proof in flight (the gateway stopping) is no failure to
+// warn about: nothing starts another child.
+func TestChildCloseMidProofQuiet(t *testing.T) {
+	var log bytes.Buffer
+	c := hangChild(t, nil)
+	c.logger = slog.New(slog.NewTextHandler(&log, nil))
+	p := childProver(t, c)
+	b, _ := testBatch(t, 8, 1)
+	proved := make(chan error, 1)
+	go func() { _, _, err := p.Prove(b); proved <- err }()
+	for c.proc.Load() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	if err := <-proved; err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("proof killed by Close: err %v, want one saying the child was closed", err)
+	}
+	if strings.Contains(log.String(), "level=WARN") {
+		t.Fatalf("Close logged a warning:\n%s", log.String())
+	}
+}
