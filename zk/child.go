@@ -177,9 +177,9 @@ func NewChild(command func() *exec.Cmd, start func(*exec.Cmd) (func() error, err
 
 // proofDeadline is how long a child has to answer one proof before it is
 // taken for stuck, killed and replaced: far beyond a proof's time on an
-// idle box (about a minute at 1,024 leaves on 2 cores), since at the lowest
-// priority a busy box leaves the child little CPU; it only stops a child
-// that will never answer from holding the prover for good.
+// idle box (6.5 s at 1,024 leaves on 2 cores), since at the lowest priority
+// a busy box leaves the child little CPU; it only stops a child that will
+// never answer from holding the prover for good.
 func proofDeadline(capacity int) time.Duration {
 	return 10*time.Minute + time.Duration(capacity)*3*time.Second
 }
