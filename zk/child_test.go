@@ -57,7 +57,7 @@ func runTestChild(mode string) int {
 		os.Stdout.Write([]byte{0xff, 0xff, 0xff, 0xff})
 		io.Copy(io.Discard, os.Stdin)
 		return 0
-	case mode == "pad" || mode == "raw":
+	case mode == "pad" || mode == "raw" || mode == "count":
 		// A genuine proof of the batch asked for, in another encoding:
 		// with bytes after it, or uncompressed.
 		provers := map[int]*Prover{}
@@ -70,9 +70,14 @@ func runTestChild(mode string) int {
 			if err != nil {
 				return 1
 			}
-			if mode == "pad" {
+			switch mode {
+			case "count":
+				// Ar, Bs, Krs (compressed), then a count of 2^32-1
+				// commitments that the reply cannot hold.
+				proof = append(proof[:128:128], 0xff, 0xff, 0xff, 0xff)
+			case "pad":
 				proof = append(proof, bytes.Repeat([]byte("x"), 64<<10)...)
-			} else {
+			default:
 				pr := groth16.NewProof(ecc.BN254)
 				if _, err := pr.ReadFrom(bytes.NewReader(proof)); err != nil {
 					return 1
@@ -370,6 +375,9 @@ func TestChildProofEncoding(t *testing.T) {
 	for _, tt := range []struct{ mode, wantErr string }{
 		{"pad", "bytes after the proof"},
 		{"raw", ""}, // uncompressed: accepted, stored compressed
+		// A length the decoder would allocate 4 G points for (256 GiB):
+		// refused before it is read.
+		{"count", "commitments"},
 	} {
 		t.Run(tt.mode, func(t *testing.T) {
 			c, _ := testChild(t, tt.mode)

@@ -231,13 +231,9 @@ func (p *Prover) Prove(b *Batch) (string, receipts.BatchPublic, error) {
 			return "", pub, fmt.Errorf("prove batch (capacity %d, %d leaves): %w", p.Capacity, len(b.Leaves), err)
 		}
 		// Keep only the canonical encoding, never the child's own bytes.
-		proof := groth16.NewProof(ecc.BN254)
-		n, err := proof.ReadFrom(bytes.NewReader(raw))
+		proof, err := receipts.ReadProof(raw)
 		if err != nil {
 			return "", pub, fmt.Errorf("proof from the proving child: %w", err)
-		}
-		if n != int64(len(raw)) {
-			return "", pub, fmt.Errorf("proof from the proving child: %d bytes after the proof", int64(len(raw))-n)
 		}
 		var buf bytes.Buffer
 		if _, err := proof.WriteTo(&buf); err != nil {
