@@ -3,7 +3,9 @@ package zk
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A set-up killed while it wrote a key (`tollgate dev` stopped during the
@@ -35,5 +37,35 @@ func TestEnsureDevKeysRemovesStaleTempFiles(t *testing.T) {
 	}
 	if _, err := LoadProver(dir, 8); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Keys already there are found without waiting for the directory's lock:
+// another set-up (`tollgate dev` sets up 1,024 in the background, minutes)
+// must not hold up a process whose keys exist.
+func TestEnsureDevKeysExistingSkipsTheLock(t *testing.T) {
+	if err := EnsureDevKeys(TestKeyDir(), 8); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(TestKeyDir(), ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	done := make(chan error, 1)
+	go func() { done <- EnsureDevKeys(TestKeyDir(), 8) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		<-done
+		t.Fatal("EnsureDevKeys waited for another set-up's lock although the keys exist")
 	}
 }
