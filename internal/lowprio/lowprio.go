@@ -13,7 +13,8 @@
 // thread that forked, so it must outlive the child. Then the goroutine
 // exits still locked, so the runtime ends the thread: no goroutine ever
 // runs on a lowered thread. The main thread is never lowered (the runtime
-// could not end it, and its nice value is the process's in ps and top). Elsewhere Start starts the child at normal priority and says so
+// could not end it, and its nice value is the process's in ps and top).
+// Elsewhere Start starts the child at normal priority and says so
 // (Process.Lowered).
 package lowprio
 
