@@ -3,8 +3,10 @@ package receipts
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"time"
 
@@ -265,6 +267,9 @@ func VerifyProof(vk *VerifyingKey, public *BatchPublic, proof64 string) error {
 	if err != nil {
 		return fmt.Errorf("%w: proof encoding: %w", ErrProof, err)
 	}
+	if err := checkCommitmentCount(raw); err != nil {
+		return fmt.Errorf("%w: proof encoding: %w", ErrProof, err)
+	}
 	proof := groth16.NewProof(ecc.BN254)
 	if _, err := proof.ReadFrom(bytes.NewReader(raw)); err != nil {
 		return fmt.Errorf("%w: proof encoding: %w", ErrProof, err)
@@ -275,6 +280,49 @@ func VerifyProof(vk *VerifyingKey, public *BatchPublic, proof64 string) error {
 	}
 	if err := groth16.Verify(proof, vk.Key, w); err != nil {
 		return fmt.Errorf("%w: %w", ErrProof, err)
+	}
+	return nil
+}
+
+// ReadProof decodes a Groth16 proof (BN254) from bytes of unknown origin:
+// it refuses a commitment count they cannot hold (see
+// checkCommitmentCount) and bytes after the proof.
+func ReadProof(raw []byte) (groth16.Proof, error) {
+	if err := checkCommitmentCount(raw); err != nil {
+		return nil, err
+	}
+	proof := groth16.NewProof(ecc.BN254)
+	n, err := proof.ReadFrom(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	if n != int64(len(raw)) {
+		return nil, fmt.Errorf("%d bytes after the proof", int64(len(raw))-n)
+	}
+	return proof, nil
+}
+
+// checkCommitmentCount refuses a proof whose commitment count (the u32
+// after Ar, Bs and Krs, each compressed or not) is more than its remaining
+// bytes hold at 32 a point: gnark allocates the count's points before it
+// reads them, so 2^32-1 would take 256 GiB and end the process.
+func checkCommitmentCount(raw []byte) error {
+	off := 0
+	for _, size := range [][2]int{{32, 64}, {64, 128}, {32, 64}} { // G1, G2, G1: compressed, uncompressed
+		if off >= len(raw) {
+			return io.ErrUnexpectedEOF
+		}
+		if raw[off]>>6 == 0 { // the top two bits are 0 only uncompressed
+			off += size[1]
+		} else {
+			off += size[0]
+		}
+	}
+	if off+4 > len(raw) {
+		return io.ErrUnexpectedEOF
+	}
+	if n := binary.BigEndian.Uint32(raw[off:]); uint64(n) > uint64(len(raw)-off-4)/32 {
+		return fmt.Errorf("%d commitments in a proof of %d bytes", n, len(raw))
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/consensys/gnark-crypto/ecc"
 	"github.com/consensys/gnark/backend/groth16"
@@ -148,6 +149,7 @@ type Child struct {
 	command func() *exec.Cmd
 	start   func(*exec.Cmd) (wait func() error, err error)
 	logger  *slog.Logger
+	timeout func(capacity int) time.Duration // proofDeadline; tests shorten it
 
 	proc   atomic.Pointer[os.Process] // the running child, for Close
 	closed atomic.Bool
@@ -170,7 +172,16 @@ func NewChild(command func() *exec.Cmd, start func(*exec.Cmd) (func() error, err
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Child{command: command, start: start, logger: logger}
+	return &Child{command: command, start: start, logger: logger, timeout: proofDeadline}
+}
+
+// proofDeadline is how long a child has to answer one proof before it is
+// taken for stuck, killed and replaced: far beyond a proof's time on an
+// idle box (6.5 s at 1,024 leaves on 2 cores), since at the lowest priority
+// a busy box leaves the child little CPU; it only stops a child that will
+// never answer from holding the prover for good.
+func proofDeadline(capacity int) time.Duration {
+	return 10*time.Minute + time.Duration(capacity)*3*time.Second
 }
 
 // prove sends one witness and returns the child's proof bytes (not yet
@@ -186,14 +197,28 @@ func (c *Child) prove(capacity int, wit []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
+	// Past the deadline the child is killed: the exchange below fails.
+	proc, deadline := c.cmd.Process, c.timeout(capacity)
+	var late atomic.Bool
+	timer := time.AfterFunc(deadline, func() {
+		late.Store(true)
+		proc.Kill()
+	})
+	defer timer.Stop()
+	broken := func(what string, err error) error {
+		if late.Load() {
+			err = fmt.Errorf("no proof within %s (capacity %d): %w", deadline, capacity, err)
+		}
+		return c.brokenLocked(fmt.Errorf("%s: %w", what, err))
+	}
 	var capb [4]byte
 	binary.BigEndian.PutUint32(capb[:], uint32(capacity))
 	if err := writeFrame(c.in, capb[:], wit); err != nil {
-		return nil, c.brokenLocked(fmt.Errorf("send witness: %w", err))
+		return nil, broken("send witness", err)
 	}
 	reply, err := readFrame(c.out, maxReplyFrame)
 	if err != nil {
-		return nil, c.brokenLocked(fmt.Errorf("read proof: %w", err))
+		return nil, broken("read proof", err)
 	}
 	if len(reply) == 0 {
 		return nil, c.brokenLocked(errors.New("empty reply"))
@@ -226,6 +251,12 @@ func (c *Child) startLocked() error {
 	}
 	c.cmd, c.wait, c.in, c.out = cmd, wait, in, bufio.NewReader(out)
 	c.proc.Store(cmd.Process)
+	if c.closed.Load() {
+		// Close ran while it started: it found no process to kill, so stop
+		// this one here (Close stores closed before it loads proc).
+		c.stopLocked(true)
+		return errors.New("proving child: closed")
+	}
 	c.logger.Info("proving child started", "pid", cmd.Process.Pid)
 	return nil
 }
@@ -234,6 +265,9 @@ func (c *Child) startLocked() error {
 // starts a fresh one) and returns err, named.
 func (c *Child) brokenLocked(err error) error {
 	c.stopLocked(true)
+	if c.closed.Load() {
+		return fmt.Errorf("proving child: closed: %w", err) // Close killed it: no warning
+	}
 	err = fmt.Errorf("proving child: %w", err)
 	c.logger.Warn("proving child stopped; the next proof starts another", "err", err)
 	return err

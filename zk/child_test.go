@@ -11,7 +11,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/consensys/gnark-crypto/ecc"
+	"github.com/consensys/gnark/backend/groth16"
 	"github.com/tollgate-ai/tollgate/receipts"
 )
 
@@ -54,6 +57,40 @@ func runTestChild(mode string) int {
 		os.Stdout.Write([]byte{0xff, 0xff, 0xff, 0xff})
 		io.Copy(io.Discard, os.Stdin)
 		return 0
+	case mode == "pad" || mode == "raw" || mode == "count":
+		// A genuine proof of the batch asked for, in another encoding:
+		// with bytes after it, or uncompressed.
+		provers := map[int]*Prover{}
+		for {
+			req, err := readFrame(os.Stdin, maxWitnessFrame)
+			if err != nil {
+				return 0
+			}
+			proof, err := serveOne(req, TestKeyDir(), provers)
+			if err != nil {
+				return 1
+			}
+			switch mode {
+			case "count":
+				// Ar, Bs, Krs (compressed), then a count of 2^32-1
+				// commitments that the reply cannot hold.
+				proof = append(proof[:128:128], 0xff, 0xff, 0xff, 0xff)
+			case "pad":
+				proof = append(proof, bytes.Repeat([]byte("x"), 64<<10)...)
+			default:
+				pr := groth16.NewProof(ecc.BN254)
+				if _, err := pr.ReadFrom(bytes.NewReader(proof)); err != nil {
+					return 1
+				}
+				var buf bytes.Buffer
+				pr.WriteRawTo(&buf)
+				proof = buf.Bytes()
+			}
+			writeFrame(os.Stdout, []byte{0}, proof)
+		}
+	case mode == "hang":
+		readFrame(os.Stdin, maxWitnessFrame)
+		time.Sleep(time.Hour) // never answers
 	case mode == "refuse":
 		for {
 			if _, err := readFrame(os.Stdin, maxWitnessFrame); err != nil {
@@ -224,5 +261,173 @@ func TestServeProofsBadRequests(t *testing.T) {
 	in.Write([]byte{0x7f, 0xff, 0xff, 0xff})
 	if err := ServeProofs(&in, io.Discard, TestKeyDir(), slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("an oversized frame was read")
+	}
+}
+
+// hangChild starts this test binary in mode "hang" (it reads a request and
+// never replies) with start, and kills it at the end of the test even if
+// Close never returns.
+func hangChild(t *testing.T, start func(*exec.Cmd) (func() error, error)) *Child {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewChild(func() *exec.Cmd {
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), childModeEnv+"=hang")
+		cmd.Stderr = os.Stderr
+		return cmd
+	}, start, nil)
+	t.Cleanup(func() {
+		if p := c.proc.Load(); p != nil {
+			p.Kill()
+		}
+	})
+	return c
+}
+
+// Close while the child is being started must still stop the proof that
+// start is for: otherwise Close (the gateway's stop) waits for a whole
+// proof, forever if the child never answers.
+func TestChildCloseWhileStarting(t *testing.T) {
+	starting, release := make(chan struct{}), make(chan struct{})
+	c := hangChild(t, func(cmd *exec.Cmd) (func() error, error) {
+		close(starting)
+		<-release
+		return cmd.Wait, cmd.Start()
+	})
+	p := childProver(t, c)
+	b, _ := testBatch(t, 8, 1)
+	proved := make(chan error, 1)
+	go func() { _, _, err := p.Prove(b); proved <- err }()
+	<-starting
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	for !c.closed.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	select {
+	case err := <-proved:
+		if err == nil {
+			t.Fatal("a proof succeeded after Close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close during the child's start did not stop the proof")
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+}
+
+// A child that never answers is killed after the proof's deadline; the
+// next proof starts a fresh one.
+func TestChildDeadline(t *testing.T) {
+	var starts atomic.Int32
+	c := hangChild(t, func(cmd *exec.Cmd) (func() error, error) {
+		starts.Add(1)
+		return cmd.Wait, cmd.Start()
+	})
+	c.timeout = func(capacity int) time.Duration {
+		if capacity != 8 {
+			t.Errorf("deadline asked for capacity %d", capacity)
+		}
+		return 200 * time.Millisecond
+	}
+	p := childProver(t, c)
+	b, _ := testBatch(t, 8, 1)
+	for i := range 2 {
+		proved := make(chan error, 1)
+		go func() { _, _, err := p.Prove(b); proved <- err }()
+		select {
+		case err := <-proved:
+			if err == nil || !strings.Contains(err.Error(), "no proof within") {
+				t.Fatalf("proof %d: err %v, want the deadline's", i, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("proof %d: a child that never answers holds the prover", i)
+		}
+	}
+	if got := starts.Load(); got != 2 {
+		t.Errorf("%d children started, want 2", got)
+	}
+}
+
+func TestChildProofDeadlineScales(t *testing.T) {
+	prev := time.Duration(0)
+	for _, c := range Capacities {
+		d := proofDeadline(c)
+		if d <= prev || d < 10*time.Minute {
+			t.Errorf("capacity %d: deadline %s (previous %s): want generous and growing", c, d, prev)
+		}
+		prev = d
+	}
+}
+
+// A proof from the child is kept only in its one canonical encoding
+// (gnark's compressed WriteTo), whatever bytes the child sent: a child
+// must not get bytes of its own choosing into the ledger and every
+// receipt served (64 KiB of padding here, up to the 1 MiB reply bound).
+func TestChildProofEncoding(t *testing.T) {
+	for _, tt := range []struct{ mode, wantErr string }{
+		{"pad", "bytes after the proof"},
+		{"raw", ""}, // uncompressed: accepted, stored compressed
+		// A length the decoder would allocate 4 G points for (256 GiB):
+		// refused before it is read.
+		{"count", "commitments"},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			c, _ := testChild(t, tt.mode)
+			p := childProver(t, c)
+			b, _ := testBatch(t, 8, 2)
+			enc, pub, err := p.Prove(b)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want one naming %q (proof of %d base64 bytes)", err, tt.wantErr, len(enc))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := receipts.VerifyProof(p.VK, &pub, enc); err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := base64.StdEncoding.DecodeString(enc)
+			pr := groth16.NewProof(ecc.BN254)
+			if _, err := pr.ReadFrom(bytes.NewReader(raw)); err != nil {
+				t.Fatal(err)
+			}
+			var canon bytes.Buffer
+			pr.WriteTo(&canon)
+			if !bytes.Equal(raw, canon.Bytes()) {
+				t.Fatalf("stored proof is the child's %d bytes, not the canonical %d", len(raw), canon.Len())
+			}
+		})
+	}
+}
+
+// Close killing a proof in flight (the gateway stopping) is no failure to
+// warn about: nothing starts another child.
+func TestChildCloseMidProofQuiet(t *testing.T) {
+	var log bytes.Buffer
+	c := hangChild(t, nil)
+	c.logger = slog.New(slog.NewTextHandler(&log, nil))
+	p := childProver(t, c)
+	b, _ := testBatch(t, 8, 1)
+	proved := make(chan error, 1)
+	go func() { _, _, err := p.Prove(b); proved <- err }()
+	for c.proc.Load() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	if err := <-proved; err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("proof killed by Close: err %v, want one saying the child was closed", err)
+	}
+	if strings.Contains(log.String(), "level=WARN") {
+		t.Fatalf("Close logged a warning:\n%s", log.String())
 	}
 }

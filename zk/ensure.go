@@ -13,6 +13,11 @@ import (
 // development set-up if they are missing. Concurrent callers (even in other
 // processes) are serialised with a lock file, so pk and vk always match.
 func EnsureDevKeys(dir string, capacity int) error {
+	if haveKeys(dir, capacity) {
+		// Both in place (each is renamed in whole, the verifying key
+		// last): no need to wait for a set-up of another capacity.
+		return nil
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -25,17 +30,31 @@ func EnsureDevKeys(dir string, capacity int) error {
 		return fmt.Errorf("lock %s: %w", dir, err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	pkPath, vkPath := KeyFiles(dir, capacity)
-	_, errPK := os.Stat(pkPath)
-	_, errVK := os.Stat(vkPath)
-	if errPK == nil && errVK == nil {
+	if haveKeys(dir, capacity) {
 		return nil
+	}
+	pkPath, vkPath := KeyFiles(dir, capacity)
+	// A set-up killed while it wrote a key (SIGKILL runs no deferred
+	// clean-up) left its temporary file; every development set-up writes
+	// under this lock, so any such file now is stale.
+	for _, path := range []string{pkPath, vkPath} {
+		stale, _ := filepath.Glob(path + ".tmp*")
+		for _, f := range stale {
+			os.Remove(f)
+		}
 	}
 	pk, vk, err := SetupDev(capacity)
 	if err != nil {
 		return err
 	}
 	return SaveKeys(dir, capacity, CeremonyDev, 0, pk, vk)
+}
+
+func haveKeys(dir string, capacity int) bool {
+	pkPath, vkPath := KeyFiles(dir, capacity)
+	_, errPK := os.Stat(pkPath)
+	_, errVK := os.Stat(vkPath)
+	return errPK == nil && errVK == nil
 }
 
 // TestKeyDir is where tests cache development keys between runs: under

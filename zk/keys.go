@@ -226,11 +226,20 @@ func (p *Prover) Prove(b *Batch) (string, receipts.BatchPublic, error) {
 		if err != nil {
 			return "", pub, fmt.Errorf("witness: %w", err)
 		}
-		proof, err := p.child.prove(p.Capacity, wb)
+		raw, err := p.child.prove(p.Capacity, wb)
 		if err != nil {
 			return "", pub, fmt.Errorf("prove batch (capacity %d, %d leaves): %w", p.Capacity, len(b.Leaves), err)
 		}
-		enc = base64.StdEncoding.EncodeToString(proof)
+		// Keep only the canonical encoding, never the child's own bytes.
+		proof, err := receipts.ReadProof(raw)
+		if err != nil {
+			return "", pub, fmt.Errorf("proof from the proving child: %w", err)
+		}
+		var buf bytes.Buffer
+		if _, err := proof.WriteTo(&buf); err != nil {
+			return "", pub, err
+		}
+		enc = base64.StdEncoding.EncodeToString(buf.Bytes())
 	} else {
 		cs, err := Compile(p.Capacity)
 		if err != nil {

@@ -71,3 +71,33 @@ func TestOperatorKeyCreatedOnce(t *testing.T) {
 		t.Error("an existing operator key was overwritten")
 	}
 }
+
+// `keys setup` is what the background development set-up runs (as a
+// low-priority child, killed when dev stops). Killed between its proving
+// and verifying key, it leaves a proving key alone: the next set-up must
+// complete the pair, not skip the capacity as set up (it would then never
+// be proven with, and "development keys ready" logged on every start).
+func TestKeysSetupCompletesHalfWrittenKeys(t *testing.T) {
+	if err := zk.EnsureDevKeys(zk.TestKeyDir(), 8); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	srcPK, _ := zk.KeyFiles(zk.TestKeyDir(), 8)
+	pk, vk := zk.KeyFiles(dir, 8)
+	b, err := os.ReadFile(srcPK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pk, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := runKeysSetup(t.Context(), []string{"-dir", dir, "-capacity", "8"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(vk); err != nil {
+		t.Fatalf("keys setup left the proving key without its verifying key: %v", err)
+	}
+	if _, err := zk.LoadProver(dir, 8); err != nil {
+		t.Fatal(err)
+	}
+}

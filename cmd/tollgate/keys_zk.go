@@ -53,8 +53,8 @@ func runKeysSetup(ctx context.Context, args []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		pkPath, _ := zk.KeyFiles(*dir, c)
-		if _, err := os.Stat(pkPath); err == nil && !*force {
+		pkPath, vkPath := zk.KeyFiles(*dir, c)
+		if exists(pkPath) && exists(vkPath) && !*force {
 			fmt.Fprintf(os.Stderr, "capacity %d: keys exist in %s (use -force to replace)\n", c, *dir)
 			continue
 		}
@@ -63,12 +63,21 @@ func runKeysSetup(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		pk, vk, err := zk.SetupDev(c)
-		if err != nil {
-			return err
-		}
-		if err := zk.SaveKeys(*dir, c, zk.CeremonyDev, 0, pk, vk); err != nil {
-			return err
+		if !*force {
+			// Under the key directory's lock, as every development set-up
+			// (the background one of dev runs this command): it completes
+			// a pair that a killed set-up left half written.
+			if err := zk.EnsureDevKeys(*dir, c); err != nil {
+				return err
+			}
+		} else {
+			pk, vk, err := zk.SetupDev(c)
+			if err != nil {
+				return err
+			}
+			if err := zk.SaveKeys(*dir, c, zk.CeremonyDev, 0, pk, vk); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(os.Stderr, "capacity %d: %d constraints (%.0f per receipt), development keys in %s (%s)\n",
 			c, ccs.GetNbConstraints(), float64(ccs.GetNbConstraints())/float64(c), *dir, time.Since(start).Round(time.Millisecond))

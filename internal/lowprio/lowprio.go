@@ -11,9 +11,10 @@
 // privilege. That thread stays locked, waiting for the child, until the
 // child exits: a parent-death signal (SysProcAttr.Pdeathsig) is tied to the
 // thread that forked, so it must outlive the child. Then the goroutine
-// exits still locked, so the runtime ends the thread (or, if it was the
-// main thread, parks it for good): no goroutine ever runs on a lowered
-// thread. Elsewhere Start starts the child at normal priority and says so
+// exits still locked, so the runtime ends the thread: no goroutine ever
+// runs on a lowered thread. The main thread is never lowered (the runtime
+// could not end it, and its nice value is the process's in ps and top).
+// Elsewhere Start starts the child at normal priority and says so
 // (Process.Lowered).
 package lowprio
 
@@ -52,19 +53,43 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func Start(cmd *exec.Cmd) (*Process, error) {
 	p := &Process{Cmd: cmd, done: make(chan struct{})}
 	started := make(chan error, 1)
-	go func() {
-		lockThread()
-		p.Lowered = lowerThread() == nil
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return // the locked thread ends with this goroutine
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
+	go p.spawn(cmd, started)
 	if err := <-started; err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// spawn runs on a thread of its own: it lowers it, forks cmd from it and
+// waits for the child there.
+func (p *Process) spawn(cmd *exec.Cmd, started chan<- error) {
+	lockThread()
+	if onMainThread() {
+		// Never lower the main thread: its nice value is the one ps, top
+		// and /proc/PID/stat show for the whole process, and it could not
+		// be ended after. Hand over to a goroutine that cannot be
+		// scheduled here (this one holds the thread) and let the thread go
+		// once that one holds another.
+		locked := make(chan struct{})
+		go func() {
+			lockThread()
+			close(locked)
+			p.run(cmd, started)
+		}()
+		<-locked
+		unlockThread()
+		return
+	}
+	p.run(cmd, started)
+}
+
+func (p *Process) run(cmd *exec.Cmd, started chan<- error) {
+	p.Lowered = lowerThread() == nil
+	if err := cmd.Start(); err != nil {
+		started <- err
+		return // the locked thread ends with this goroutine
+	}
+	started <- nil
+	p.err = cmd.Wait()
+	close(p.done)
 }

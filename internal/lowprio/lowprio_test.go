@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -91,43 +90,11 @@ func loweredThreads(t *testing.T, want int) []string {
 		if err != nil {
 			continue // the thread exited
 		}
-		// The Go runtime cannot end the main thread when a goroutine
-		// locked to it exits: it parks it for good instead (it never runs
-		// Go code again), so a lowered main thread does no harm.
-		if niceOf(t, string(b)) != want && task.Name() != strconv.Itoa(os.Getpid()) {
+		if niceOf(t, string(b)) != want {
 			out = append(out, task.Name())
 		}
 	}
 	return out
-}
-
-// The parent-death signal is tied to the forking thread: the child must
-// not be killed when Start returns (the thread lives until the child
-// exits).
-func TestStartKeepsParentDeathSignalChildAlive(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("Pdeathsig: Linux only")
-	}
-	cmd := exec.Command("sh", "-c", "sleep 0.3; echo alive")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out strings.Builder
-	cmd.Stdout = &out
-	p, err := Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runtime.GC() // give a finished thread every chance to be reaped
-	if err := p.Wait(); err != nil {
-		t.Fatalf("child: %v (killed when the forking thread ended?)", err)
-	}
-	if out.String() != "alive\n" {
-		t.Fatalf("child printed %q", out.String())
-	}
-	select {
-	case <-p.Done():
-	default:
-		t.Fatal("Done not closed after Wait")
-	}
 }
 
 func TestStartFailure(t *testing.T) {
