@@ -144,8 +144,12 @@ type admissionView struct {
 type admissionCache struct {
 	// updating serialises this process's updates (read, change, swap), so
 	// they never race each other through the compare-and-swap, which is
-	// left to settle updates from other replicas.
-	updating sync.Mutex
+	// left to settle updates from other replicas. It is a one-slot
+	// semaphore so that a waiter whose context ends (a registration whose
+	// worker hung up) stops waiting instead of queueing behind a slow
+	// update.
+	updating chan struct{}
+	once     sync.Once
 	mu       sync.Mutex // guards view
 	view     *admissionView
 }
@@ -266,8 +270,13 @@ func (l *Ledger) updateAdmission(ctx context.Context, fn func(st *admissionState
 	if !ok {
 		return errors.New("admission registry: the store cannot compare-and-swap")
 	}
-	l.adm.updating.Lock()
-	defer l.adm.updating.Unlock()
+	l.adm.once.Do(func() { l.adm.updating = make(chan struct{}, 1) })
+	select {
+	case l.adm.updating <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("admission registry: waiting for this process's other updates: %w", ctx.Err())
+	}
+	defer func() { <-l.adm.updating }()
 	for attempt := 1; ; attempt++ {
 		v, err := l.admission(ctx)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -516,5 +517,64 @@ func TestRegistryConcurrentAdmissionsOneProcess(t *testing.T) {
 				t.Fatalf("history: %v, %d entries, want %d", err, len(h.Entries), workers)
 			}
 		})
+	}
+}
+
+// stalledMeta is a store whose first admission read blocks until release
+// is closed: an update of this process that is slow (a Redis round trip
+// stuck in a network partition, a disk stalled).
+type stalledMeta struct {
+	*WALStore
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *stalledMeta) Meta(ctx context.Context, k string) ([]byte, error) {
+	first := false
+	s.once.Do(func() { first = true })
+	if first && k == metaAdmission {
+		close(s.entered)
+		<-s.release
+	}
+	return s.WALStore.Meta(ctx, k)
+}
+
+// A registration whose context ends (its worker hung up, its deadline
+// passed) while another update of this process is slow stops waiting,
+// instead of holding a goroutine, and later the slot, behind it.
+func TestRegistryUpdateWaitHonoursContext(t *testing.T) {
+	st, err := OpenWAL(filepath.Join(t.TempDir(), "l.db"), WALOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s := &stalledMeta{WALStore: st, entered: make(chan struct{}), release: make(chan struct{})}
+	l := New(s, Options{Operator: operatorKey(t, 1)})
+	mv := task.ModelVersion{Name: "m", Digest: digest("m")}
+	slow := make(chan error, 1)
+	go func() { slow <- l.AdmitWorker(context.Background(), workerN(1), mv) }()
+	<-s.entered
+	var released atomic.Bool
+	safety := time.AfterFunc(10*time.Second, func() { released.Store(true); close(s.release) })
+	defer safety.Stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = l.AdmitWorker(ctx, workerN(2), mv)
+	if released.Load() {
+		t.Fatal("the second registration waited for the slow update to end despite its context")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second registration: %v, want its context's deadline", err)
+	}
+	if safety.Stop() {
+		close(s.release)
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the slow update: %v", err)
+	}
+	// The slot was given back: a later update goes through.
+	if err := l.AdmitWorker(context.Background(), workerN(3), mv); err != nil {
+		t.Fatal(err)
 	}
 }
