@@ -28,5 +28,9 @@ func runProveChild(ctx context.Context, args []string) error {
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	return zk.ServeProofs(os.Stdin, os.Stdout, *keys, logger)
+	proto, err := protocolStdout()
+	if err != nil {
+		return err
+	}
+	return zk.ServeProofs(os.Stdin, proto, *keys, logger)
 }
