@@ -17,7 +17,7 @@ RACE_PKGS  := ./gateway/... ./scheduler/... ./batching/... ./workers ./workers/k
               ./internal/workerlink/... ./internal/h1/...
 PLAIN_PKGS  = $(filter-out $(shell $(GO) list $(RACE_PKGS)),$(shell $(GO) list ./...))
 
-.PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench bench-independent redis fuzz
+.PHONY: build run test test-go test-race test-node test-evm test-gpu vet fmt bench bench-independent redis test-deps fuzz
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tollgate
@@ -28,7 +28,12 @@ run: build
 vet:
 	$(GO) vet ./...
 
-test: vet redis test-go test-race test-node test-evm
+test: vet redis test-deps test-go test-race test-node test-evm
+
+# Chromium (browser CORS and status-page screenshots) and iptables (the NAT
+# test), installed when missing and possible; without them those tests skip.
+test-deps:
+	@sh scripts/test-deps.sh
 
 # Redis-backed tests (the Redis ledger store, the shared rate limiter) use the
 # Redis on 127.0.0.1:6379, starting or installing one when needed.
@@ -50,9 +55,7 @@ test-race:
 # (e.g. make test-node ONLY=tools). NODE_TODO=feature[,feature] (see
 # FEATURES in sdk_test.mjs) runs the tests that need one as todo, so they
 # report without failing the target: for a branch that lacks a feature.
-# Today's: n > 1 through the openai engine is refused by the gateway's
-# completion-record check (502 worker_record_refused, worker ejected), and
-# the mock upstream sends logprobs bytes as base64; drop each when fixed.
+# Main has every feature, so it is empty and every test runs strictly.
 NODE_TODO ?=
 test-node: build
 	@command -v node >/dev/null || { echo "test-node: node is required"; exit 1; }
