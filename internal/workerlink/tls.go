@@ -31,8 +31,9 @@ type CertReloader struct {
 }
 
 // reloadEvery bounds how often the files' times are checked. (A pair's
-// log lines say the file names and the error, never the key.)
-const reloadEvery = time.Second
+// log lines say the file names and the error, never the key.) A variable
+// for tests.
+var reloadEvery = time.Second
 
 // NewCertReloader loads the pair once; a bad pair is an error here. log
 // (nil: none) is told of reloads and of those that fail.
@@ -134,20 +135,105 @@ func LoadPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// PoolReloader serves a CA pool from a PEM file, loading it again when the
+// file's modification time changes (checked at most once a second), so an
+// operator can add or rotate the CAs workers' client certificates chain to
+// without a restart. A reload that fails keeps the last good pool and is
+// logged once for each change of the file that fails.
+type PoolReloader struct {
+	file string
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	pool    *x509.CertPool
+	mod     time.Time
+	checked time.Time
+	failed  time.Time // the file's time at the last failed reload
+}
+
+// NewPoolReloader loads the file once; a bad file is an error here.
+func NewPoolReloader(file string, log *slog.Logger) (*PoolReloader, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("workerlink: CA file: %w", err)
+	}
+	pool, err := LoadPool(file)
+	if err != nil {
+		return nil, err
+	}
+	return &PoolReloader{file: file, log: log, pool: pool, mod: fi.ModTime(), checked: time.Now()}, nil
+}
+
+// Pool is the current pool, reloaded when the file changed.
+func (r *PoolReloader) Pool() *x509.CertPool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Sub(r.checked) < reloadEvery {
+		return r.pool
+	}
+	r.checked = now
+	fi, err := os.Stat(r.file)
+	if err == nil && fi.ModTime().Equal(r.mod) {
+		return r.pool
+	}
+	var pool *x509.CertPool
+	if err == nil {
+		pool, err = LoadPool(r.file)
+	}
+	if err != nil {
+		var mod time.Time
+		if fi != nil {
+			mod = fi.ModTime()
+		}
+		if r.failed.IsZero() || !mod.Equal(r.failed) {
+			r.failed = mod
+			r.log.Warn("client CA reload failed; verifying workers against the last good CAs", "client_ca", r.file, "err", err)
+		}
+		return r.pool
+	}
+	r.pool, r.mod, r.failed = pool, fi.ModTime(), time.Time{}
+	r.log.Info("client CA reloaded", "client_ca", r.file)
+	return r.pool
+}
+
 // ServerTLS is the gateway's TLS config for the pair in certFile and
 // keyFile (reloaded on change); with clientCAFile set, workers must present
-// a certificate signed by one of its CAs (mutual TLS).
+// a certificate signed by one of its CAs (mutual TLS), the file reloaded on
+// change too.
 func ServerTLS(certFile, keyFile, clientCAFile string, log *slog.Logger) (*tls.Config, error) {
 	r, err := NewCertReloader(certFile, keyFile, log)
 	if err != nil {
 		return nil, err
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
-	if clientCAFile != "" {
-		if cfg.ClientCAs, err = LoadPool(clientCAFile); err != nil {
-			return nil, err
+	if clientCAFile == "" {
+		return cfg, nil
+	}
+	pr, err := NewPoolReloader(clientCAFile, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg.ClientCAs = pr.Pool()
+	// Each handshake uses the current pool: a config per pool, cloned once
+	// when the pool changes (so session tickets keep working between
+	// changes).
+	var mu sync.Mutex
+	current := cfg.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := pr.Pool()
+		mu.Lock()
+		defer mu.Unlock()
+		if current.ClientCAs != pool {
+			c := current.Clone()
+			c.ClientCAs = pool
+			current = c
 		}
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		return current, nil
 	}
 	return cfg, nil
 }

@@ -1,0 +1,108 @@
+package workerlink
+
+import (
+	"crypto/tls"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// handshake dials addr over TLS with the client certificate in
+// certFile/keyFile and completes a handshake (TLS 1.3 reports a refused
+// client certificate on the first read).
+func handshake(t *testing.T, addr, caFile, certFile, keyFile string) error {
+	t.Helper()
+	cfg, err := ClientTLS(caFile, certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "localhost"
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err = c.Read(make([]byte, 1))
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return nil // accepted: the server waits for us
+	}
+	return err
+}
+
+// An operator rotating the CA that workers' client certificates chain to
+// (mutual TLS) does not restart the gateway: the client CA file is reloaded
+// on change, and a broken file keeps the last good CAs, logged once.
+func TestClientCAReload(t *testing.T) {
+	old := reloadEvery
+	reloadEvery = 0
+	t.Cleanup(func() { reloadEvery = old })
+	dir := t.TempDir()
+	gwCA, ca1, ca2 := newCA(t, "gateway-ca"), newCA(t, "workers-1"), newCA(t, "workers-2")
+	gwCAFile, clientCAFile := filepath.Join(dir, "gw-ca.pem"), filepath.Join(dir, "client-ca.pem")
+	write(t, gwCAFile, gwCA.pem)
+	write(t, clientCAFile, ca1.pem)
+	cert, key := gwCA.issue(t, dir, "gw", time.Now().Add(time.Hour))
+	w1Cert, w1Key := ca1.issue(t, t.TempDir(), "worker", time.Now().Add(time.Hour))
+	w2Cert, w2Key := ca2.issue(t, t.TempDir(), "worker", time.Now().Add(time.Hour))
+	var log syncBuffer
+	srvTLS, err := ServerTLS(cert, key, clientCAFile, logger(&log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.(*tls.Conn).Handshake()
+				time.Sleep(3 * time.Second) // hold it open: the client's read times out
+				c.Close()
+			}()
+		}
+	}()
+	addr := ln.Addr().String()
+	bump := func(n int) {
+		at := time.Now().Add(time.Duration(n) * time.Minute)
+		if err := os.Chtimes(clientCAFile, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := handshake(t, addr, gwCAFile, w1Cert, w1Key); err != nil {
+		t.Fatalf("worker of CA 1 refused: %v", err)
+	}
+	if err := handshake(t, addr, gwCAFile, w2Cert, w2Key); err == nil {
+		t.Fatal("worker of CA 2 accepted before CA 2 was configured")
+	}
+
+	write(t, clientCAFile, ca2.pem) // rotation: CA 1 out, CA 2 in
+	bump(1)
+	if err := handshake(t, addr, gwCAFile, w2Cert, w2Key); err != nil {
+		t.Fatalf("worker of CA 2 refused after the rotation: %v", err)
+	}
+	if err := handshake(t, addr, gwCAFile, w1Cert, w1Key); err == nil {
+		t.Fatal("worker of the retired CA 1 still accepted")
+	}
+
+	write(t, clientCAFile, []byte("not a certificate"))
+	bump(2)
+	for range 2 {
+		if err := handshake(t, addr, gwCAFile, w2Cert, w2Key); err != nil {
+			t.Fatalf("a broken CA file dropped the last good CAs: %v", err)
+		}
+	}
+	if n := strings.Count(log.String(), "client CA reload failed"); n != 1 {
+		t.Fatalf("%d log lines for one broken file, want 1:\n%s", n, log.String())
+	}
+}
