@@ -245,6 +245,25 @@ func New(l *ledger.Ledger, cfg Config) (*Pipeline, error) {
 	return p, nil
 }
 
+// privateError is an error whose detail is for the operator's log only:
+// Error is the public text a receipt's pending reason shows.
+type privateError struct {
+	err    error
+	public string
+}
+
+func (e privateError) Error() string { return e.public }
+func (e privateError) Unwrap() error { return e.err }
+
+// privateDetail is err with a privateError's detail, for the log.
+func privateDetail(err error) error {
+	var pe privateError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.public, pe.err)
+	}
+	return err
+}
+
 // linkHostSuffix makes a link worker's session the host of its countersign
 // URL (link sessions are [0-9a-z-]).
 const linkHostSuffix = ".worker-link"
@@ -536,7 +555,7 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, bool, error
 		}
 		span.SetError(reason)
 		w := p.retry.failBatch(b.Seq, p.cfg.Clock.Now(), func(waiting) string { return fmt.Sprintf("batch %d is not proven yet: %v", b.Seq, reason) })
-		log.Error("batch not proven; it waits and will be tried again", "err", reason, "attempts", w.failures)
+		log.Error("batch not proven; it waits and will be tried again", "err", privateDetail(reason), "attempts", w.failures)
 		return p.wait(ctx, b, w)
 	}
 	pr := p.proverFor(b.Capacity)
@@ -638,7 +657,10 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, bool, error
 		return 0, false, nil
 	}
 	if err != nil {
-		return stuck(err)
+		// The receipt's pending reason is read by its customer: the
+		// proof's own error (key file paths, a proving child's text) goes
+		// to the operator's log only.
+		return stuck(privateError{err: err, public: "the proof failed; the operator's log has the reason"})
 	}
 	leaves, _ := zbLeaves(zb)
 	b.Status, b.Public, b.Proof, b.VKID, b.Circuit = receipts.StatusProven, &public, proof, pr.VK.ID, pr.VK.Header.Circuit

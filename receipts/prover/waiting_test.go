@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/tollgate-ai/tollgate/receipts"
 	"github.com/tollgate-ai/tollgate/receipts/ledger"
 	"github.com/tollgate-ai/tollgate/workers"
+	"github.com/tollgate-ai/tollgate/zk"
 )
 
 func TestBackoffDelays(t *testing.T) {
@@ -458,5 +461,39 @@ func TestCountersignOutcomesAreCounted(t *testing.T) {
 	}
 	if want := `tollgate_receipts_countersign_total{outcome="unreachable"`; !strings.Contains(buf.String(), want) {
 		t.Errorf("metrics lack %s", want)
+	}
+}
+
+// A proof that fails (here: the proving child cannot start) leaves its
+// receipts pending with a reason their customer can read, but without the
+// operator's internals (file paths, the child's text); the log has them.
+func TestProvingFailureReasonIsPublic(t *testing.T) {
+	e := newEnv(t)
+	ids := e.record("w", 2, true)
+	e.clock.Advance(time.Second)
+	const secretPath = "/srv/operator-secret/prove-child-missing"
+	child := zk.NewChild(func() *exec.Cmd { return exec.Command(secretPath) }, nil, nil)
+	t.Cleanup(func() { child.Close() })
+	var log strings.Builder
+	p, err := New(e.ledger, Config{KeyDir: e.keys, MaxAge: time.Second, Clock: e.clock, Random: half, Child: child,
+		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		Countersign: func(ctx context.Context, _ string, req *workers.CountersignRequest) (*workers.CountersignResponse, error) {
+			return e.signer.Countersign(ctx, req)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := e.receipt(ids[0])
+	if r.Status != receipts.StatusPending || !strings.Contains(r.PendingReason, "the proof failed") {
+		t.Fatalf("receipt %s %q, want pending with the public reason", r.Status, r.PendingReason)
+	}
+	if strings.Contains(r.PendingReason, secretPath) {
+		t.Fatalf("the receipt's pending reason shows the operator's path: %q", r.PendingReason)
+	}
+	if !strings.Contains(log.String(), secretPath) {
+		t.Fatalf("the operator's log lacks the detail:\n%s", log.String())
 	}
 }
