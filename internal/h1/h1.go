@@ -277,6 +277,9 @@ func (c *Client) get(ctx context.Context, fresh bool) (*conn, error) {
 		s.close()
 	}
 	if cn != nil {
+		if m, ok := cn.nc.(IdleMarker); ok {
+			m.SetIdle(false)
+		}
 		cn.reused = true
 		return cn, nil
 	}
@@ -305,9 +308,24 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	return &conn{nc: nc, br: bufio.NewReaderSize(nc, bufSize), bw: bufio.NewWriterSize(nc, bufSize)}, nil
 }
 
-// put returns a connection whose response has been read to its end.
+// IdleMarker is implemented by connections that want to know when they
+// sit in the idle pool (a worker link's stream: data arriving then answers
+// no request). SetIdle(true) is called before a connection is parked and
+// SetIdle(false) before it is taken out for a request.
+type IdleMarker interface{ SetIdle(idle bool) }
+
+// put returns a connection whose response has been read to its end. One
+// with bytes already buffered past that response (the server sent what no
+// request asked for) is closed instead.
 func (c *Client) put(cn *conn) {
 	cn.lastUsed = time.Now()
+	if cn.br.Buffered() > 0 {
+		cn.close()
+		return
+	}
+	if m, ok := cn.nc.(IdleMarker); ok {
+		m.SetIdle(true)
+	}
 	c.mu.Lock()
 	if c.closed || len(c.idle) >= c.opts.MaxIdle {
 		c.mu.Unlock()

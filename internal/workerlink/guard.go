@@ -21,6 +21,10 @@ var errPingFlood = errors.New("workerlink: peer flooded pings without reading th
 // cap.
 var errTooManyStreams = errors.New("workerlink: peer opened too many streams")
 
+// errUnsolicited ends a session whose peer sent data on a stream this side
+// has parked idle (no request in flight on it).
+var errUnsolicited = errors.New("workerlink: peer sent data on an idle stream")
+
 // yamux frame fields (github.com/hashicorp/yamux const.go).
 const (
 	frameHeaderSize       = 12
@@ -41,7 +45,11 @@ const (
 //   - the streams the peer opened (a SYN it sent) are counted until yamux
 //     lets them go (a FIN each way, or a reset either way); a Read that
 //     finds more than maxStreams fails. The streams this side opens are
-//     not the peer's to answer for.
+//     not the peer's to answer for;
+//   - a data frame with a payload on a stream this side marked idle
+//     (setIdle: parked in its HTTP client's pool, no request in flight)
+//     fails the Read: the peer answers no request there, and yamux would
+//     buffer up to a window of it per idle stream.
 //
 // A failed Read ends the session; report is told once, first, which limit
 // the peer went over.
@@ -54,6 +62,7 @@ type linkGuard struct {
 	in, out    frameScanner
 	unanswered int              // peer's pings not yet answered
 	peerOpen   map[uint32]uint8 // peer-opened stream → FIN flags seen (finIn, finOut)
+	idle       map[uint32]bool  // this side's streams parked idle
 	abuse      error
 }
 
@@ -63,7 +72,7 @@ const (
 )
 
 func newLinkGuard(c net.Conn, maxStreams int, report func(error)) *linkGuard {
-	return &linkGuard{Conn: c, maxStreams: maxStreams, report: report, peerOpen: map[uint32]uint8{}}
+	return &linkGuard{Conn: c, maxStreams: maxStreams, report: report, peerOpen: map[uint32]uint8{}, idle: map[uint32]bool{}}
 }
 
 func (g *linkGuard) Read(p []byte) (int, error) {
@@ -86,7 +95,12 @@ func (g *linkGuard) check(p []byte) (error, bool) {
 	if g.abuse != nil {
 		return g.abuse, false
 	}
-	g.in.scan(p, func(typ uint8, flags uint16, id uint32) {
+	unsolicited := false
+	g.in.scan(p, func(typ uint8, flags uint16, id, length uint32) {
+		switch {
+		case typ == frameTypeData && length > 0 && g.idle[id]:
+			unsolicited = true
+		}
 		switch {
 		case typ == frameTypePing && flags&frameFlagSYN != 0:
 			g.unanswered++
@@ -100,6 +114,8 @@ func (g *linkGuard) check(p []byte) (error, bool) {
 		}
 	})
 	switch {
+	case unsolicited:
+		g.abuse = errUnsolicited
 	case g.unanswered > maxUnansweredPings:
 		g.abuse = errPingFlood
 	case len(g.peerOpen) > g.maxStreams:
@@ -110,7 +126,7 @@ func (g *linkGuard) check(p []byte) (error, bool) {
 
 func (g *linkGuard) Write(p []byte) (int, error) {
 	g.mu.Lock()
-	g.out.scan(p, func(typ uint8, flags uint16, id uint32) {
+	g.out.scan(p, func(typ uint8, flags uint16, id, _ uint32) {
 		switch {
 		case typ == frameTypePing && flags&frameFlagACK != 0:
 			g.unanswered--
@@ -148,9 +164,9 @@ type frameScanner struct {
 	skip uint32 // data payload bytes still to pass
 }
 
-// scan calls frame with the type, flags and stream of each header
-// completed in p.
-func (f *frameScanner) scan(p []byte, frame func(typ uint8, flags uint16, id uint32)) {
+// scan calls frame with the type, flags, stream and length field of each
+// header completed in p.
+func (f *frameScanner) scan(p []byte, frame func(typ uint8, flags uint16, id, length uint32)) {
 	for len(p) > 0 {
 		if f.skip > 0 {
 			k := uint32(min(len(p), int(min(f.skip, 1<<30))))
@@ -167,8 +183,20 @@ func (f *frameScanner) scan(p []byte, frame func(typ uint8, flags uint16, id uin
 		if typ == frameTypeData {
 			f.skip = binary.BigEndian.Uint32(f.hdr[8:])
 		}
-		frame(typ, binary.BigEndian.Uint16(f.hdr[2:]), binary.BigEndian.Uint32(f.hdr[4:]))
+		frame(typ, binary.BigEndian.Uint16(f.hdr[2:]), binary.BigEndian.Uint32(f.hdr[4:]), binary.BigEndian.Uint32(f.hdr[8:]))
 	}
+}
+
+// setIdle marks a stream this side opened as parked idle, or not (taken
+// out for a request, or closed).
+func (g *linkGuard) setIdle(id uint32, idle bool) {
+	g.mu.Lock()
+	if idle {
+		g.idle[id] = true
+	} else {
+		delete(g.idle, id)
+	}
+	g.mu.Unlock()
 }
 
 // setMaxStreams changes the cap on the streams the peer may hold (a

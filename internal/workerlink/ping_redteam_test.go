@@ -105,7 +105,7 @@ func TestFrameScannerSkipsPayloads(t *testing.T) {
 		pings := 0
 		for p := stream; len(p) > 0; {
 			k := min(chunk, len(p))
-			f.scan(p[:k], func(typ uint8, flags uint16, _ uint32) {
+			f.scan(p[:k], func(typ uint8, flags uint16, _, _ uint32) {
 				if typ == frameTypePing && flags&frameFlagSYN != 0 {
 					pings++
 				}

@@ -135,6 +135,7 @@ type Server struct {
 
 	mu            sync.Mutex
 	sessions      map[string]*yamux.Session
+	guards        map[string]*linkGuard // each session's, by ID
 	pendingByHost map[string]int
 	// workerOn is the session each worker last registered on, and
 	// sessionWorkers the workers registered on each session.
@@ -155,7 +156,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, log: cfg.Logger, refused: &refusalLog{log: cfg.Logger}, slots: make(chan struct{}, cfg.Limits.MaxSessions),
 		pending: make(chan struct{}, cfg.Limits.MaxPending), pendingByHost: map[string]int{},
 		workerOn: map[string]string{}, sessionWorkers: map[string]map[string]bool{},
-		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{}}, nil
+		streams: make(chan net.Conn), done: make(chan struct{}), noStreams: make(chan struct{}), sessions: map[string]*yamux.Session{},
+		guards: map[string]*linkGuard{}}, nil
 }
 
 // Serve accepts worker connections on ln until Close.
@@ -266,6 +268,8 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 			s.refused.Warn("worker link closed: ping flood (the worker sent pings and did not read the replies)", "session", id, "remote", remote, "max_unanswered_pings", maxUnansweredPings)
 		case errTooManyStreams:
 			s.refused.Warn("worker link closed: too many streams", "session", id, "remote", remote, "max_streams", s.cfg.Limits.MaxStreamsPerSession, "max_streams_unregistered", pendingMaxStreams)
+		case errUnsolicited:
+			s.refused.Warn("worker link closed: the worker sent data on an idle stream (no request was in flight on it)", "session", id, "remote", remote)
 		}
 	})
 	sess, err := yamux.Server(newJoinedWriter(guard), s.cfg.Limits.yamux())
@@ -283,6 +287,7 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 	default:
 	}
 	s.sessions[id] = sess
+	s.guards[id] = guard
 	s.mu.Unlock()
 	s.log.Info("worker link up", "session", id, "remote", remote, "peer", peer)
 	var regOnce sync.Once
@@ -309,6 +314,7 @@ func (s *Server) serveConn(c net.Conn, registered func()) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.sessions, id)
+		delete(s.guards, id)
 		for w := range s.sessionWorkers[id] {
 			if s.workerOn[w] == id {
 				delete(s.workerOn, w)
@@ -378,13 +384,13 @@ func (s *Server) bindWorker(id, workerID string) {
 // Dial opens a stream to the worker on session id.
 func (s *Server) Dial(ctx context.Context, id string) (net.Conn, error) {
 	s.mu.Lock()
-	sess := s.sessions[id]
+	sess, guard := s.sessions[id], s.guards[id]
 	s.mu.Unlock()
 	if sess == nil {
 		return nil, fmt.Errorf("%w %q", ErrNoSession, id)
 	}
 	type result struct {
-		c   net.Conn
+		c   *yamux.Stream
 		err error
 	}
 	ch := make(chan result, 1)
@@ -397,7 +403,7 @@ func (s *Server) Dial(ctx context.Context, id string) (net.Conn, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("workerlink: open stream on session %s: %w", id, r.err)
 		}
-		return &Stream{Conn: r.c, session: id, registered: func(string) {}}, nil
+		return &Stream{Conn: r.c, session: id, registered: func(string) {}, guard: guard, id: r.c.StreamID()}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.c != nil {
@@ -467,6 +473,29 @@ type Stream struct {
 	net.Conn
 	session    string
 	registered func(workerID string)
+	// guard and id: a stream the gateway opened (Dial), whose idle spells
+	// the guard watches (SetIdle).
+	guard *linkGuard
+	id    uint32
+}
+
+// SetIdle tells the link that the gateway's HTTP client parked this
+// stream in its idle pool (true) or took it out to send a request
+// (false). Data the worker sends on an idle stream answers no request: it
+// would sit in the stream's buffer, up to a window (256 KiB) per idle
+// stream, so it ends the session. (h1's pool calls it.)
+func (s *Stream) SetIdle(idle bool) {
+	if s.guard != nil {
+		s.guard.setIdle(s.id, idle)
+	}
+}
+
+// Close closes the stream and forgets its idle state.
+func (s *Stream) Close() error {
+	if s.guard != nil {
+		s.guard.setIdle(s.id, false)
+	}
+	return s.Conn.Close()
 }
 
 // LinkSession is the ID of the session the stream belongs to.
