@@ -6,7 +6,9 @@
 # `make test` runs it first, so a fresh machine needs nothing by hand.
 set -u
 missing=""
-command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+# The tests take any of these names for Chromium.
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
+	command -v google-chrome >/dev/null 2>&1 || missing="$missing chromium"
 command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

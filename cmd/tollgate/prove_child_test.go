@@ -42,3 +42,30 @@ func TestProtocolStdout(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolStdoutKeepsDescriptor1: os.Stdout stays descriptor 1's own
+// file. Replacing it (os.Stdout = os.Stderr) drops the original, whose
+// finalizer closes descriptor 1 at the next garbage collection; the
+// descriptor is then reused (in a plain program the runtime's poller took
+// it, and writes to fd 1 failed with EINVAL), so a library's line meant for
+// the log goes to whatever file took it.
+func TestProtocolStdoutKeepsDescriptor1(t *testing.T) {
+	if os.Getenv("TOLLGATE_TEST_PROTOCOL_FD1") == "1" {
+		if _, err := protocolStdout(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if fd := os.Stdout.Fd(); fd != 1 {
+			fmt.Fprintf(os.Stderr, "os.Stdout is descriptor %d: the file that owned descriptor 1 was dropped\n", fd)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestProtocolStdoutKeepsDescriptor1$")
+	cmd.Env = append(os.Environ(), "TOLLGATE_TEST_PROTOCOL_FD1=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("child: %v: %s", err, stderr.String())
+	}
+}

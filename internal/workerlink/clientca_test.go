@@ -2,6 +2,7 @@ package workerlink
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -105,4 +106,52 @@ func TestClientCAReload(t *testing.T) {
 	if n := strings.Count(log.String(), "client CA reload failed"); n != 1 {
 		t.Fatalf("%d log lines for one broken file, want 1:\n%s", n, log.String())
 	}
+}
+
+// A CA file replaced by one with the same modification time (cp -p, rsync
+// -t, tar x, a rename of a file written in the same clock tick, a
+// filesystem with coarse times) is still reloaded: a retired CA must not
+// stay trusted because the file's time did not move.
+func TestClientCAReloadSameModTime(t *testing.T) {
+	old := reloadEvery
+	reloadEvery = 0
+	t.Cleanup(func() { reloadEvery = old })
+	dir := t.TempDir()
+	ca1, ca2 := newCA(t, "workers-1"), newCA(t, "workers-2")
+	file := filepath.Join(dir, "client-ca.pem")
+	write(t, file, ca1.pem)
+	at := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(file, at, at); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewPoolReloader(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := r.Pool()
+
+	// Rotation by rename: the new file carries the old one's time.
+	next := filepath.Join(dir, "client-ca.pem.new")
+	write(t, next, ca2.pem)
+	if err := os.Chtimes(next, at, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, file); err != nil {
+		t.Fatal(err)
+	}
+	if r.Pool() == first {
+		t.Fatal("CA file replaced with the same modification time: the retired CA's pool is still served")
+	}
+	if got := r.Pool(); !got.Equal(mustPool(t, file)) {
+		t.Fatal("the reloaded pool is not the new file's")
+	}
+}
+
+func mustPool(t *testing.T, file string) *x509.CertPool {
+	t.Helper()
+	p, err := LoadPool(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -1,6 +1,7 @@
 package workerlink
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -128,6 +129,11 @@ func LoadPool(file string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workerlink: CA file: %w", err)
 	}
+	return parsePool(file, pem)
+}
+
+// parsePool is LoadPool for the file's bytes.
+func parsePool(file string, pem []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("workerlink: CA file %s holds no PEM certificate", file)
@@ -136,19 +142,23 @@ func LoadPool(file string) (*x509.CertPool, error) {
 }
 
 // PoolReloader serves a CA pool from a PEM file, loading it again when the
-// file's modification time changes (checked at most once a second), so an
-// operator can add or rotate the CAs workers' client certificates chain to
-// without a restart. A reload that fails keeps the last good pool and is
-// logged once for each change of the file that fails.
+// file's content changes (read at most once a second: a CA file is small),
+// so an operator can add or rotate the CAs workers' client certificates
+// chain to without a restart. The content, not the modification time, says
+// whether it changed: a file replaced by one with the same time (cp -p, a
+// rename, coarse file times) must not keep a retired CA trusted. A reload
+// that fails keeps the last good pool and is logged once for each content
+// that fails.
 type PoolReloader struct {
 	file string
 	log  *slog.Logger
 
 	mu      sync.Mutex
 	pool    *x509.CertPool
-	mod     time.Time
+	pem     []byte // the file's content the pool was loaded from
 	checked time.Time
-	failed  time.Time // the file's time at the last failed reload
+	failed  []byte // the content of the last failed reload (nil: none)
+	errored bool   // the last read failed (logged once until one succeeds)
 }
 
 // NewPoolReloader loads the file once; a bad file is an error here.
@@ -156,15 +166,15 @@ func NewPoolReloader(file string, log *slog.Logger) (*PoolReloader, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	fi, err := os.Stat(file)
+	pem, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("workerlink: CA file: %w", err)
 	}
-	pool, err := LoadPool(file)
+	pool, err := parsePool(file, pem)
 	if err != nil {
 		return nil, err
 	}
-	return &PoolReloader{file: file, log: log, pool: pool, mod: fi.ModTime(), checked: time.Now()}, nil
+	return &PoolReloader{file: file, log: log, pool: pool, pem: pem, checked: time.Now()}, nil
 }
 
 // Pool is the current pool, reloaded when the file changed.
@@ -176,26 +186,28 @@ func (r *PoolReloader) Pool() *x509.CertPool {
 		return r.pool
 	}
 	r.checked = now
-	fi, err := os.Stat(r.file)
-	if err == nil && fi.ModTime().Equal(r.mod) {
-		return r.pool
-	}
-	var pool *x509.CertPool
-	if err == nil {
-		pool, err = LoadPool(r.file)
-	}
+	pem, err := os.ReadFile(r.file)
 	if err != nil {
-		var mod time.Time
-		if fi != nil {
-			mod = fi.ModTime()
-		}
-		if r.failed.IsZero() || !mod.Equal(r.failed) {
-			r.failed = mod
+		if !r.errored {
+			r.errored = true
 			r.log.Warn("client CA reload failed; verifying workers against the last good CAs", "client_ca", r.file, "err", err)
 		}
 		return r.pool
 	}
-	r.pool, r.mod, r.failed = pool, fi.ModTime(), time.Time{}
+	r.errored = false
+	if bytes.Equal(pem, r.pem) {
+		r.failed = nil
+		return r.pool
+	}
+	pool, err := parsePool(r.file, pem)
+	if err != nil {
+		if r.failed == nil || !bytes.Equal(pem, r.failed) {
+			r.failed = pem
+			r.log.Warn("client CA reload failed; verifying workers against the last good CAs", "client_ca", r.file, "err", err)
+		}
+		return r.pool
+	}
+	r.pool, r.pem, r.failed = pool, pem, nil
 	r.log.Info("client CA reloaded", "client_ca", r.file)
 	return r.pool
 }

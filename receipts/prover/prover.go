@@ -630,7 +630,7 @@ func (p *Pipeline) prove(ctx context.Context, b *ledger.Batch) (int, bool, error
 		outcome := countersignOutcome(err)
 		p.cfg.Obs.Metrics().RecordCountersign(ctx, outcome)
 		now := p.cfg.Clock.Now()
-		w := p.retry.failWorker(b.WorkerID, now, func(w waiting) string { return waitReason(b.WorkerID, outcome, w, err) })
+		w := p.retry.failWorker(b.WorkerID, now, func(w waiting) string { return waitReason(b.WorkerID, outcome, w) })
 		log.Warn("countersign failed; the batch waits", "outcome", outcome, "err", err, "attempts", w.failures, "retry_after", w.until.Sub(now))
 		return p.wait(ctx, b, w)
 	}

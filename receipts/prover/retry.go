@@ -161,7 +161,9 @@ func countersignOutcome(err error) string {
 }
 
 // waitReason is the pending_reason of a batch whose countersign failed.
-func waitReason(workerID, outcome string, w waiting, err error) string {
-	return fmt.Sprintf("worker %s has not countersigned yet (%s, %d attempts since %s): %v; next attempt after %s",
-		workerID, outcome, w.failures, w.since.UTC().Format(time.RFC3339), err, w.until.UTC().Format(time.RFC3339))
+// Its customer reads it: the outcome, not the error, whose text (the
+// worker's address, the worker's own message) is for the operator's log.
+func waitReason(workerID, outcome string, w waiting) string {
+	return fmt.Sprintf("worker %s has not countersigned yet (%s, %d attempts since %s); the operator's log has the error; next attempt after %s",
+		workerID, outcome, w.failures, w.since.UTC().Format(time.RFC3339), w.until.UTC().Format(time.RFC3339))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os/exec"
 	"strings"
 	"sync"
@@ -494,6 +495,40 @@ func TestProvingFailureReasonIsPublic(t *testing.T) {
 		t.Fatalf("the receipt's pending reason shows the operator's path: %q", r.PendingReason)
 	}
 	if !strings.Contains(log.String(), secretPath) {
+		t.Fatalf("the operator's log lacks the detail:\n%s", log.String())
+	}
+}
+
+// A countersign that fails leaves the receipts pending with a reason their
+// customer reads: the worker's address (the URL the gateway dials) and the
+// error's own text go to the operator's log only, the reason says the
+// outcome.
+func TestUnansweredReasonIsPublic(t *testing.T) {
+	e := newEnv(t)
+	ids := e.record("w", 2, true)
+	e.clock.Advance(time.Second)
+	const secretAddr = "10.9.8.7:9001"
+	var log strings.Builder
+	p, err := New(e.ledger, Config{KeyDir: e.keys, MaxAge: time.Second, Clock: e.clock, Random: half,
+		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		Countersign: func(context.Context, string, *workers.CountersignRequest) (*workers.CountersignResponse, error) {
+			return nil, fmt.Errorf("countersign: %w", &url.Error{Op: "Post", URL: "http://" + secretAddr + "/v1/countersign",
+				Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := e.receipt(ids[0])
+	if r.Status != receipts.StatusPending || !strings.Contains(r.PendingReason, "has not countersigned yet (unreachable, 1 attempts") {
+		t.Fatalf("receipt %s %q, want pending, unreachable", r.Status, r.PendingReason)
+	}
+	if strings.Contains(r.PendingReason, secretAddr) {
+		t.Fatalf("the receipt's pending reason shows the worker's address: %q", r.PendingReason)
+	}
+	if !strings.Contains(log.String(), secretAddr) {
 		t.Fatalf("the operator's log lacks the detail:\n%s", log.String())
 	}
 }
