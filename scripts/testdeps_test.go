@@ -15,7 +15,21 @@ import (
 // output and whether apt-get ran.
 func testDeps(t *testing.T, root bool, aptExit string, have ...string) (string, bool) {
 	t.Helper()
+	return testDepsIn(t, t.TempDir(), root, aptExit, have...)
+}
+
+// testDepsIn is testDeps with TMPDIR (where a failed attempt is marked)
+// set to tmp; find and touch are on the PATH too.
+func testDepsIn(t *testing.T, tmp string, root bool, aptExit string, have ...string) (string, bool) {
+	t.Helper()
 	bin := t.TempDir()
+	for _, tool := range []string{"find", "touch"} {
+		if p, err := exec.LookPath(tool); err == nil {
+			if err := os.Symlink(p, filepath.Join(bin, tool)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	stub := func(name, body string) {
 		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
 			t.Fatal(err)
@@ -39,7 +53,7 @@ func testDeps(t *testing.T, root bool, aptExit string, have ...string) (string, 
 		stub(name, "exit 0")
 	}
 	cmd := exec.Command("/bin/sh", "test-deps.sh")
-	cmd.Env = []string{"PATH=" + bin}
+	cmd.Env = []string{"PATH=" + bin, "TMPDIR=" + tmp}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("test-deps.sh failed (make test would): %v\n%s", err, out)
@@ -66,5 +80,17 @@ func TestTestDepsNeverFails(t *testing.T) {
 	}
 	if out, ran := testDeps(t, true, "100", "apt-get"); !ran || !strings.Contains(out, "could not install") {
 		t.Errorf("apt-get failing: ran %v:\n%s", ran, out)
+	}
+}
+
+// An attempt that failed (no network) is not retried for a day: every make
+// test would spend minutes in apt-get again.
+func TestTestDepsFailedAttemptNotRetried(t *testing.T) {
+	tmp := t.TempDir()
+	if _, ran := testDepsIn(t, tmp, true, "100", "apt-get"); !ran {
+		t.Fatal("the first attempt did not run apt-get")
+	}
+	if out, ran := testDepsIn(t, tmp, true, "0", "apt-get"); ran || !strings.Contains(out, "failed in the last day") {
+		t.Fatalf("a second make test retried at once (apt-get ran %v):\n%s", ran, out)
 	}
 }
