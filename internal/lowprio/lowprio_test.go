@@ -24,7 +24,10 @@ func niceOf(t *testing.T, stat string) int {
 	return n
 }
 
-func TestStartLowersOnlyTheChild(t *testing.T) {
+// processNice is this test process's nice value; it skips the test where
+// nice values are not per thread or the process already runs at Nice.
+func processNice(t *testing.T) int {
+	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("nice values per thread: Linux only")
 	}
@@ -32,10 +35,15 @@ func TestStartLowersOnlyTheChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := niceOf(t, string(self))
-	if before >= Nice {
-		t.Skipf("this test already runs at nice %d", before)
+	n := niceOf(t, string(self))
+	if n >= Nice {
+		t.Skipf("this test already runs at nice %d", n)
 	}
+	return n
+}
+
+func TestStartLowersOnlyTheChild(t *testing.T) {
+	before := processNice(t)
 	// Several children at once, each forked from its own thread.
 	var wg sync.WaitGroup
 	for range 4 {

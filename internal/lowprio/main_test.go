@@ -3,7 +3,6 @@ package lowprio
 import (
 	"os"
 	"os/exec"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -13,17 +12,7 @@ import (
 // Start must never lower it, although the goroutine that forks may be
 // scheduled on it.
 func TestStartNeverLowersTheMainThread(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("nice values per thread: Linux only")
-	}
-	self, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := niceOf(t, string(self))
-	if before >= Nice {
-		t.Skipf("this test already runs at nice %d", before)
-	}
+	before := processNice(t)
 	for range 20 {
 		var wg sync.WaitGroup
 		for range 8 {

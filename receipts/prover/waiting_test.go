@@ -487,15 +487,22 @@ func TestProvingFailureReasonIsPublic(t *testing.T) {
 	if _, err := p.Step(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r := e.receipt(ids[0])
-	if r.Status != receipts.StatusPending || !strings.Contains(r.PendingReason, "the proof failed") {
-		t.Fatalf("receipt %s %q, want pending with the public reason", r.Status, r.PendingReason)
+	e.publicReason(ids[0], "the proof failed", secretPath, log.String())
+}
+
+// publicReason checks that receipt id is pending with a reason holding
+// want but not secret, which the operator's log holds.
+func (e *env) publicReason(id, want, secret, log string) {
+	e.t.Helper()
+	r := e.receipt(id)
+	if r.Status != receipts.StatusPending || !strings.Contains(r.PendingReason, want) {
+		e.t.Fatalf("receipt %s %q, want pending with %q", r.Status, r.PendingReason, want)
 	}
-	if strings.Contains(r.PendingReason, secretPath) {
-		t.Fatalf("the receipt's pending reason shows the operator's path: %q", r.PendingReason)
+	if strings.Contains(r.PendingReason, secret) {
+		e.t.Fatalf("the receipt's pending reason shows %q: %q", secret, r.PendingReason)
 	}
-	if !strings.Contains(log.String(), secretPath) {
-		t.Fatalf("the operator's log lacks the detail:\n%s", log.String())
+	if !strings.Contains(log, secret) {
+		e.t.Fatalf("the operator's log lacks the detail %q:\n%s", secret, log)
 	}
 }
 
@@ -521,14 +528,5 @@ func TestUnansweredReasonIsPublic(t *testing.T) {
 	if _, err := p.Step(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r := e.receipt(ids[0])
-	if r.Status != receipts.StatusPending || !strings.Contains(r.PendingReason, "has not countersigned yet (unreachable, 1 attempts") {
-		t.Fatalf("receipt %s %q, want pending, unreachable", r.Status, r.PendingReason)
-	}
-	if strings.Contains(r.PendingReason, secretAddr) {
-		t.Fatalf("the receipt's pending reason shows the worker's address: %q", r.PendingReason)
-	}
-	if !strings.Contains(log.String(), secretAddr) {
-		t.Fatalf("the operator's log lacks the detail:\n%s", log.String())
-	}
+	e.publicReason(ids[0], "has not countersigned yet (unreachable, 1 attempts", secretAddr, log.String())
 }
