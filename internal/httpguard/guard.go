@@ -35,8 +35,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // DefaultMaxHeaderBytes bounds one header block (request line and fields)
@@ -135,6 +138,11 @@ type Conn struct {
 
 	refused *Error // sticky: every Read after the hand-out returns it
 	readErr error  // the underlying Read's error, returned once the buffer is drained
+
+	// mid is midRequest as of the end of the last Read, for Close, which
+	// may run on another goroutine (a server's shutdown closing idle
+	// connections while their Read waits).
+	mid atomic.Bool
 }
 
 // blockState is what one header block has shown so far.
@@ -149,6 +157,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
 
 // Read implements net.Conn.
 func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	c.mid.Store(c.midRequest())
+	return n, err
+}
+
+func (c *Conn) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -186,6 +200,47 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		c.fill()
 	}
+}
+
+// Lingering close bounds: how long, and how many bytes, a connection
+// closed mid-request is drained before its socket closes.
+const (
+	lingerTimeout = 2 * time.Second
+	lingerBytes   = 8 << 20
+)
+
+// Close closes the connection. Closed while the client may still be
+// sending (a request body not read to its end, such as one answered 413
+// for its size, or a refused request), it closes lingering, as net/http
+// does: the write side is shut first, so the answer already written
+// reaches the client, and what the client still sends is read and dropped,
+// for up to lingerTimeout or lingerBytes, before the socket closes. A
+// socket closed with the client's bytes unread makes the kernel reset the
+// connection, and the client then reports a failed write (connection reset
+// by peer) instead of the answer.
+func (c *Conn) Close() error {
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok || !c.mid.Load() {
+		return c.Conn.Close()
+	}
+	if err := cw.CloseWrite(); err != nil {
+		return c.Conn.Close()
+	}
+	go func() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+		_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)
+		_ = c.Conn.Close()
+	}()
+	return nil
+}
+
+// midRequest reports whether the client may still be sending: a request
+// was refused, bytes are buffered unread, a request is part read, or a
+// body is not read to its end. Read's goroutine only.
+func (c *Conn) midRequest() bool {
+	return c.refused != nil || c.off < c.end ||
+		(c.st == stBody || c.st == stChunkData || c.st == stChunkSize || c.st == stChunkEnd || c.st == stTrailer) ||
+		c.block.started
 }
 
 // release returns the buffer to the pool once everything in it is out.

@@ -1,0 +1,76 @@
+package httpguard
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A server that answers before reading the whole body (413 for a body over
+// its limit, a refusal) and closes must not lose that answer: closing a
+// socket with the client's bytes unread makes the kernel send a reset,
+// and the client then reads "connection reset by peer" instead of its 413
+// (TestErrors/oversized_body failed this way in CI). The guarded
+// connection closes lingering: write side first, the rest drained.
+func TestCloseMidBodyKeepsTheAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		request string
+	}{
+		{"content-length body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n"},
+		{"chunked body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n400000\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := Listener(raw, Limits{})
+			defer ln.Close()
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				br := bufio.NewReader(c)
+				for { // the header block only, as a server refusing the body does
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				c.Write([]byte("HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+				c.Close()
+			}()
+			c, err := net.Dial("tcp", raw.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// The client sends its headers and the start of its body; the
+			// server answers and closes; the client, like an SDK streaming a
+			// body out, is still writing. Go's HTTP client (and others)
+			// report a failed body write instead of the answer that came.
+			if _, err := c.Write([]byte(tc.request + strings.Repeat("x", 16<<10))); err != nil {
+				t.Fatal(err)
+			}
+			<-served
+			time.Sleep(200 * time.Millisecond) // a reset, if one is sent, has arrived
+			chunk := []byte(strings.Repeat("x", 64<<10))
+			for i := range 4 {
+				if _, err := c.Write(chunk); err != nil {
+					t.Fatalf("body write %d after the answer: %v (the server reset the connection)", i, err)
+				}
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			status, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || !strings.Contains(status, " 413 ") {
+				t.Fatalf("client read %q, %v: the answer was lost", status, err)
+			}
+		})
+	}
+}
