@@ -142,7 +142,8 @@ type Conn struct {
 	// mid is midRequest as of the end of the last Read, for Close, which
 	// may run on another goroutine (a server's shutdown closing idle
 	// connections while their Read waits).
-	mid atomic.Bool
+	mid       atomic.Bool
+	lingering atomic.Bool // a lingering close is under way: later Closes are no-ops
 }
 
 // blockState is what one header block has shown so far.
@@ -219,8 +220,11 @@ const (
 // connection, and the client then reports a failed write (connection reset
 // by peer) instead of the answer.
 func (c *Conn) Close() error {
+	if c.lingering.Load() {
+		return nil // the lingering close closes the socket
+	}
 	cw, ok := c.Conn.(interface{ CloseWrite() error })
-	if !ok || !c.mid.Load() {
+	if !ok || !c.mid.Load() || !c.lingering.CompareAndSwap(false, true) {
 		return c.Conn.Close()
 	}
 	if err := cw.CloseWrite(); err != nil {

@@ -74,3 +74,45 @@ func TestCloseMidBodyKeepsTheAnswer(t *testing.T) {
 		})
 	}
 }
+
+// A second Close (a server's shutdown closing a connection its serve loop
+// closes too) does not cut the lingering close short.
+func TestCloseTwiceStillLingers(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listener(raw, Limits{})
+	defer ln.Close()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		c.Write([]byte("HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+		c.Close()
+		c.Close()
+	}()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + strings.Repeat("x", 16<<10))); err != nil {
+		t.Fatal(err)
+	}
+	<-served
+	time.Sleep(200 * time.Millisecond)
+	if _, err := c.Write([]byte(strings.Repeat("x", 64<<10))); err != nil {
+		t.Fatalf("body write after a double Close: %v", err)
+	}
+}
