@@ -1,6 +1,7 @@
 package workerlink
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -154,4 +155,41 @@ func mustPool(t *testing.T, file string) *x509.CertPool {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A renewed certificate copied over the old one with the old files' times
+// (cp -p, rsync -t, a restore) is picked up: the reloader compares the
+// files' content, not their modification times. Before, it kept serving
+// the old certificate until it expired.
+func TestCertReloadSameModTime(t *testing.T) {
+	old := reloadEvery
+	reloadEvery = 0
+	t.Cleanup(func() { reloadEvery = old })
+	dir := t.TempDir()
+	c := newCA(t, "ca")
+	cert, key := c.issue(t, dir, "gw", time.Now().Add(time.Hour))
+	ci, err := os.Stat(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ki, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewCertReloader(cert, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := r.Certificate()
+	c.issue(t, dir, "gw", time.Now().Add(2*time.Hour)) // same paths, new pair
+	if err := os.Chtimes(cert, ci.ModTime(), ci.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(key, ki.ModTime(), ki.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := r.Certificate()
+	if bytes.Equal(before.Certificate[0], after.Certificate[0]) {
+		t.Fatal("the renewed pair, copied with the old times, was not loaded")
+	}
 }

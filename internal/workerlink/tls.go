@@ -14,26 +14,25 @@ import (
 )
 
 // CertReloader serves a certificate and key from files, loading them again
-// when either file's modification time changes, so a renewed certificate is
-// picked up without a restart. A reload that fails keeps the last good pair
-// and is logged, once for each change of the files that fails.
+// when either file's content changes (read at most once a second: both are
+// small), so a renewed certificate is picked up without a restart, however
+// it was copied in (with its old modification time too: cp -p, rsync -t, a
+// restore). A reload that fails keeps the last good pair and is logged,
+// once for each content of the files that fails.
 type CertReloader struct {
 	certFile, keyFile string
 	log               *slog.Logger
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	modCert time.Time
-	modKey  time.Time
-	checked time.Time
-	// failedCert and failedKey are the files' times at the last failed
-	// reload, so that it is logged once.
-	failedCert, failedKey time.Time
+	mu           sync.Mutex
+	cert         *tls.Certificate
+	loaded       [2][]byte // the files' content the pair was loaded from
+	checked      time.Time
+	failed       [2][]byte // the content of the last failed reload, logged once
+	unreadLogged bool      // an unreadable file was logged (until a read succeeds)
 }
 
-// reloadEvery bounds how often the files' times are checked. (A pair's
-// log lines say the file names and the error, never the key.) A variable
-// for tests.
+// reloadEvery bounds how often the files are read. (A pair's log lines say
+// the file names and the error, never the key.) A variable for tests.
 var reloadEvery = time.Second
 
 // NewCertReloader loads the pair once; a bad pair is an error here. log
@@ -46,30 +45,37 @@ func NewCertReloader(certFile, keyFile string, log *slog.Logger) (*CertReloader,
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log}
-	if err := r.load(time.Now()); err != nil {
+	files, err := r.read()
+	if err != nil {
 		return nil, err
 	}
+	if err := r.load(files); err != nil {
+		return nil, err
+	}
+	r.checked = time.Now()
 	return r, nil
 }
 
-func (r *CertReloader) load(now time.Time) error {
-	ci, err := os.Stat(r.certFile)
-	if err != nil {
-		return fmt.Errorf("workerlink: certificate: %w", err)
+// read reads both files.
+func (r *CertReloader) read() ([2][]byte, error) {
+	var files [2][]byte
+	var err error
+	if files[0], err = os.ReadFile(r.certFile); err != nil {
+		return files, fmt.Errorf("workerlink: certificate: %w", err)
 	}
-	ki, err := os.Stat(r.keyFile)
-	if err != nil {
-		return fmt.Errorf("workerlink: key: %w", err)
+	if files[1], err = os.ReadFile(r.keyFile); err != nil {
+		return files, fmt.Errorf("workerlink: key: %w", err)
 	}
-	r.checked = now
-	if r.cert != nil && ci.ModTime().Equal(r.modCert) && ki.ModTime().Equal(r.modKey) {
-		return nil
-	}
-	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	return files, nil
+}
+
+// load parses the pair from the files' content.
+func (r *CertReloader) load(files [2][]byte) error {
+	c, err := tls.X509KeyPair(files[0], files[1])
 	if err != nil {
 		return fmt.Errorf("workerlink: certificate %s and key %s: %w", r.certFile, r.keyFile, err)
 	}
-	r.cert, r.modCert, r.modKey = &c, ci.ModTime(), ki.ModTime()
+	r.cert, r.loaded = &c, files
 	return nil
 }
 
@@ -77,30 +83,38 @@ func (r *CertReloader) load(now time.Time) error {
 func (r *CertReloader) Certificate() (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := time.Now(); now.Sub(r.checked) >= reloadEvery {
-		before := r.cert
-		if err := r.load(now); err != nil { // the last good pair stays
-			r.logFailure(err)
-		} else if r.cert != before {
-			r.log.Info("certificate reloaded", "cert", r.certFile, "not_after", notAfter(r.cert))
-		}
+	now := time.Now()
+	if now.Sub(r.checked) < reloadEvery {
+		return r.cert, nil
 	}
+	r.checked = now
+	files, err := r.read()
+	if err != nil { // the last good pair stays
+		if !r.unreadLogged {
+			r.unreadLogged = true
+			r.logFailure(err)
+		}
+		return r.cert, nil
+	}
+	r.unreadLogged = false
+	if bytes.Equal(files[0], r.loaded[0]) && bytes.Equal(files[1], r.loaded[1]) {
+		r.failed = [2][]byte{}
+		return r.cert, nil
+	}
+	if err := r.load(files); err != nil { // the last good pair stays
+		if !bytes.Equal(files[0], r.failed[0]) || !bytes.Equal(files[1], r.failed[1]) {
+			r.failed = files
+			r.logFailure(err)
+		}
+		return r.cert, nil
+	}
+	r.failed = [2][]byte{}
+	r.log.Info("certificate reloaded", "cert", r.certFile, "not_after", notAfter(r.cert))
 	return r.cert, nil
 }
 
-// logFailure logs a failed reload once for each state of the files.
+// logFailure logs a failed reload (callers log each state once).
 func (r *CertReloader) logFailure(err error) {
-	var ct, kt time.Time
-	if fi, serr := os.Stat(r.certFile); serr == nil {
-		ct = fi.ModTime()
-	}
-	if fi, serr := os.Stat(r.keyFile); serr == nil {
-		kt = fi.ModTime()
-	}
-	if ct.Equal(r.failedCert) && kt.Equal(r.failedKey) {
-		return
-	}
-	r.failedCert, r.failedKey = ct, kt
 	r.log.Warn("certificate reload failed; serving the last good certificate", "cert", r.certFile, "key", r.keyFile,
 		"not_after", notAfter(r.cert), "err", err)
 }
