@@ -8,6 +8,39 @@ import (
 	"time"
 )
 
+// refusingServer accepts one guarded connection, reads its header block
+// only (as a server refusing the body does), answers 413 and calls Close
+// closes times. It returns the address and a channel closed once it has.
+func refusingServer(t *testing.T, closes int) (string, <-chan struct{}) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listener(raw, Limits{})
+	t.Cleanup(func() { ln.Close() })
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		c.Write([]byte("HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+		for range closes {
+			c.Close()
+		}
+	}()
+	return raw.Addr().String(), served
+}
+
 // A server that answers before reading the whole body (413 for a body over
 // its limit, a refusal) and closes must not lose that answer: closing a
 // socket with the client's bytes unread makes the kernel send a reset,
@@ -23,30 +56,8 @@ func TestCloseMidBodyKeepsTheAnswer(t *testing.T) {
 		{"chunked body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n400000\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln := Listener(raw, Limits{})
-			defer ln.Close()
-			served := make(chan struct{})
-			go func() {
-				defer close(served)
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				br := bufio.NewReader(c)
-				for { // the header block only, as a server refusing the body does
-					line, err := br.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				c.Write([]byte("HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
-				c.Close()
-			}()
-			c, err := net.Dial("tcp", raw.Addr().String())
+			addr, served := refusingServer(t, 1)
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,31 +89,8 @@ func TestCloseMidBodyKeepsTheAnswer(t *testing.T) {
 // A second Close (a server's shutdown closing a connection its serve loop
 // closes too) does not cut the lingering close short.
 func TestCloseTwiceStillLingers(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := Listener(raw, Limits{})
-	defer ln.Close()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		br := bufio.NewReader(c)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil || line == "\r\n" {
-				break
-			}
-		}
-		c.Write([]byte("HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
-		c.Close()
-		c.Close()
-	}()
-	c, err := net.Dial("tcp", raw.Addr().String())
+	addr, served := refusingServer(t, 2)
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
