@@ -193,3 +193,11 @@ func TestCertReloadSameModTime(t *testing.T) {
 		t.Fatal("the renewed pair, copied with the old times, was not loaded")
 	}
 }
+
+// recheck makes the next Certificate read the files again, whatever
+// reloadEvery is.
+func (r *CertReloader) recheck() {
+	r.r.mu.Lock()
+	r.r.checked = time.Time{}
+	r.r.mu.Unlock()
+}

@@ -13,27 +13,114 @@ import (
 	"time"
 )
 
-// CertReloader serves a certificate and key from files, loading them again
-// when either file's content changes (read at most once a second: both are
-// small), so a renewed certificate is picked up without a restart, however
-// it was copied in (with its old modification time too: cp -p, rsync -t, a
-// restore). A reload that fails keeps the last good pair and is logged,
-// once for each content of the files that fails.
-type CertReloader struct {
-	certFile, keyFile string
-	log               *slog.Logger
+// fileReloader serves a value parsed from files, reading them again at
+// most once every reloadEvery and parsing them when their content changed.
+// The content, not the modification time, says whether they changed: files
+// replaced with their old times (cp -p, rsync -t, a restore, coarse file
+// times) must not keep a renewed certificate out or a retired CA trusted. A
+// reload that fails keeps the last good value and is reported through
+// failed, once for each state of the files; reloaded is told of each new
+// value.
+type fileReloader[T any] struct {
+	files    []string
+	parse    func(content [][]byte) (T, error)
+	failed   func(err error)
+	reloaded func()
 
 	mu           sync.Mutex
-	cert         *tls.Certificate
-	loaded       [2][]byte // the files' content the pair was loaded from
+	cur          T
+	loaded       [][]byte // the content cur was parsed from
+	badContent   [][]byte // the content of the last failed parse (reported once)
+	unreadLogged bool     // a failed read was reported (until a read succeeds)
 	checked      time.Time
-	failed       [2][]byte // the content of the last failed reload, logged once
-	unreadLogged bool      // an unreadable file was logged (until a read succeeds)
 }
 
-// reloadEvery bounds how often the files are read. (A pair's log lines say
-// the file names and the error, never the key.) A variable for tests.
+// newFileReloader reads and parses the files once; an error here is the
+// caller's (a bad file at start).
+func newFileReloader[T any](files []string, parse func([][]byte) (T, error), failed func(error), reloaded func()) (*fileReloader[T], error) {
+	r := &fileReloader[T]{files: files, parse: parse, failed: failed, reloaded: reloaded}
+	content, err := r.read()
+	if err != nil {
+		return nil, err
+	}
+	if r.cur, err = parse(content); err != nil {
+		return nil, err
+	}
+	r.loaded, r.checked = content, time.Now()
+	return r, nil
+}
+
+func (r *fileReloader[T]) read() ([][]byte, error) {
+	content := make([][]byte, len(r.files))
+	for i, f := range r.files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("workerlink: %w", err)
+		}
+		content[i] = b
+	}
+	return content, nil
+}
+
+func sameContent(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// get is the current value, reloaded when the files changed.
+func (r *fileReloader[T]) get() T {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Sub(r.checked) < reloadEvery {
+		return r.cur
+	}
+	r.checked = now
+	content, err := r.read()
+	if err != nil { // the last good value stays
+		if !r.unreadLogged {
+			r.unreadLogged = true
+			r.failed(err)
+		}
+		return r.cur
+	}
+	r.unreadLogged = false
+	if sameContent(content, r.loaded) {
+		r.badContent = nil
+		return r.cur
+	}
+	v, err := r.parse(content)
+	if err != nil { // the last good value stays
+		if !sameContent(content, r.badContent) {
+			r.badContent = content
+			r.failed(err)
+		}
+		return r.cur
+	}
+	r.cur, r.loaded, r.badContent = v, content, nil
+	r.reloaded()
+	return r.cur
+}
+
+// reloadEvery bounds how often reloaded files are read. (A pair's log
+// lines say the file names and the error, never the key.) A variable for
+// tests.
 var reloadEvery = time.Second
+
+// CertReloader serves a certificate and key from files, loading them again
+// when either file's content changes (see fileReloader), so a renewed
+// certificate is picked up without a restart, however it was copied in.
+type CertReloader struct {
+	certFile string
+	r        *fileReloader[*tls.Certificate]
+}
 
 // NewCertReloader loads the pair once; a bad pair is an error here. log
 // (nil: none) is told of reloads and of those that fail.
@@ -44,80 +131,29 @@ func NewCertReloader(certFile, keyFile string, log *slog.Logger) (*CertReloader,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log}
-	files, err := r.read()
-	if err != nil {
-		return nil, err
+	cr := &CertReloader{certFile: certFile}
+	parse := func(content [][]byte) (*tls.Certificate, error) {
+		c, err := tls.X509KeyPair(content[0], content[1])
+		if err != nil {
+			return nil, fmt.Errorf("workerlink: certificate %s and key %s: %w", certFile, keyFile, err)
+		}
+		return &c, nil
 	}
-	if err := r.load(files); err != nil {
-		return nil, err
-	}
-	r.checked = time.Now()
-	return r, nil
-}
-
-// read reads both files.
-func (r *CertReloader) read() ([2][]byte, error) {
-	var files [2][]byte
 	var err error
-	if files[0], err = os.ReadFile(r.certFile); err != nil {
-		return files, fmt.Errorf("workerlink: certificate: %w", err)
-	}
-	if files[1], err = os.ReadFile(r.keyFile); err != nil {
-		return files, fmt.Errorf("workerlink: key: %w", err)
-	}
-	return files, nil
-}
-
-// load parses the pair from the files' content.
-func (r *CertReloader) load(files [2][]byte) error {
-	c, err := tls.X509KeyPair(files[0], files[1])
+	cr.r, err = newFileReloader([]string{certFile, keyFile}, parse, func(err error) {
+		log.Warn("certificate reload failed; serving the last good certificate", "cert", certFile, "key", keyFile,
+			"not_after", notAfter(cr.r.cur), "err", err)
+	}, func() {
+		log.Info("certificate reloaded", "cert", certFile, "not_after", notAfter(cr.r.cur))
+	})
 	if err != nil {
-		return fmt.Errorf("workerlink: certificate %s and key %s: %w", r.certFile, r.keyFile, err)
+		return nil, err
 	}
-	r.cert, r.loaded = &c, files
-	return nil
+	return cr, nil
 }
 
 // Certificate is the current pair, reloaded when the files changed.
-func (r *CertReloader) Certificate() (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if now.Sub(r.checked) < reloadEvery {
-		return r.cert, nil
-	}
-	r.checked = now
-	files, err := r.read()
-	if err != nil { // the last good pair stays
-		if !r.unreadLogged {
-			r.unreadLogged = true
-			r.logFailure(err)
-		}
-		return r.cert, nil
-	}
-	r.unreadLogged = false
-	if bytes.Equal(files[0], r.loaded[0]) && bytes.Equal(files[1], r.loaded[1]) {
-		r.failed = [2][]byte{}
-		return r.cert, nil
-	}
-	if err := r.load(files); err != nil { // the last good pair stays
-		if !bytes.Equal(files[0], r.failed[0]) || !bytes.Equal(files[1], r.failed[1]) {
-			r.failed = files
-			r.logFailure(err)
-		}
-		return r.cert, nil
-	}
-	r.failed = [2][]byte{}
-	r.log.Info("certificate reloaded", "cert", r.certFile, "not_after", notAfter(r.cert))
-	return r.cert, nil
-}
-
-// logFailure logs a failed reload (callers log each state once).
-func (r *CertReloader) logFailure(err error) {
-	r.log.Warn("certificate reload failed; serving the last good certificate", "cert", r.certFile, "key", r.keyFile,
-		"not_after", notAfter(r.cert), "err", err)
-}
+func (r *CertReloader) Certificate() (*tls.Certificate, error) { return r.r.get(), nil }
 
 // notAfter is when the pair's certificate expires (zero if unparsed).
 func notAfter(c *tls.Certificate) time.Time {
@@ -156,23 +192,10 @@ func parsePool(file string, pem []byte) (*x509.CertPool, error) {
 }
 
 // PoolReloader serves a CA pool from a PEM file, loading it again when the
-// file's content changes (read at most once a second: a CA file is small),
-// so an operator can add or rotate the CAs workers' client certificates
-// chain to without a restart. The content, not the modification time, says
-// whether it changed: a file replaced by one with the same time (cp -p, a
-// rename, coarse file times) must not keep a retired CA trusted. A reload
-// that fails keeps the last good pool and is logged once for each content
-// that fails.
+// file's content changes (see fileReloader), so an operator can add or
+// rotate the CAs workers' client certificates chain to without a restart.
 type PoolReloader struct {
-	file string
-	log  *slog.Logger
-
-	mu      sync.Mutex
-	pool    *x509.CertPool
-	pem     []byte // the file's content the pool was loaded from
-	checked time.Time
-	failed  []byte // the content of the last failed reload (nil: none)
-	errored bool   // the last read failed (logged once until one succeeds)
+	r *fileReloader[*x509.CertPool]
 }
 
 // NewPoolReloader loads the file once; a bad file is an error here.
@@ -180,51 +203,21 @@ func NewPoolReloader(file string, log *slog.Logger) (*PoolReloader, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("workerlink: CA file: %w", err)
-	}
-	pool, err := parsePool(file, pem)
+	r, err := newFileReloader([]string{file}, func(content [][]byte) (*x509.CertPool, error) {
+		return parsePool(file, content[0])
+	}, func(err error) {
+		log.Warn("client CA reload failed; verifying workers against the last good CAs", "client_ca", file, "err", err)
+	}, func() {
+		log.Info("client CA reloaded", "client_ca", file)
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &PoolReloader{file: file, log: log, pool: pool, pem: pem, checked: time.Now()}, nil
+	return &PoolReloader{r: r}, nil
 }
 
 // Pool is the current pool, reloaded when the file changed.
-func (r *PoolReloader) Pool() *x509.CertPool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if now.Sub(r.checked) < reloadEvery {
-		return r.pool
-	}
-	r.checked = now
-	pem, err := os.ReadFile(r.file)
-	if err != nil {
-		if !r.errored {
-			r.errored = true
-			r.log.Warn("client CA reload failed; verifying workers against the last good CAs", "client_ca", r.file, "err", err)
-		}
-		return r.pool
-	}
-	r.errored = false
-	if bytes.Equal(pem, r.pem) {
-		r.failed = nil
-		return r.pool
-	}
-	pool, err := parsePool(r.file, pem)
-	if err != nil {
-		if r.failed == nil || !bytes.Equal(pem, r.failed) {
-			r.failed = pem
-			r.log.Warn("client CA reload failed; verifying workers against the last good CAs", "client_ca", r.file, "err", err)
-		}
-		return r.pool
-	}
-	r.pool, r.pem, r.failed = pool, pem, nil
-	r.log.Info("client CA reloaded", "client_ca", r.file)
-	return r.pool
-}
+func (r *PoolReloader) Pool() *x509.CertPool { return r.r.get() }
 
 // ServerTLS is the gateway's TLS config for the pair in certFile and
 // keyFile (reloaded on change); with clientCAFile set, workers must present

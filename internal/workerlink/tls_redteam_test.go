@@ -73,9 +73,7 @@ func TestCertReloadFailureIsLogged(t *testing.T) {
 	later := time.Now().Add(time.Minute)
 	os.Chtimes(cert, later, later)
 	for i := 0; i < 3; i++ {
-		r.mu.Lock()
-		r.checked = time.Time{}
-		r.mu.Unlock()
+		r.recheck()
 		if got, _ := r.Certificate(); got != good {
 			t.Fatal("a broken file replaced the last good certificate")
 		}

@@ -440,18 +440,14 @@ func TestCertReload(t *testing.T) {
 	later := time.Now().Add(time.Minute)
 	os.Chtimes(cert, later, later)
 	os.Chtimes(key, later, later)
-	r.mu.Lock()
-	r.checked = time.Time{}
-	r.mu.Unlock()
+	r.recheck()
 	after, _ := r.Certificate()
 	if bytes.Equal(before.Certificate[0], after.Certificate[0]) {
 		t.Fatal("the renewed certificate was not loaded")
 	}
 	write(t, cert, []byte("garbage"))
 	os.Chtimes(cert, later.Add(time.Minute), later.Add(time.Minute))
-	r.mu.Lock()
-	r.checked = time.Time{}
-	r.mu.Unlock()
+	r.recheck()
 	kept, _ := r.Certificate()
 	if !bytes.Equal(kept.Certificate[0], after.Certificate[0]) {
 		t.Fatal("a broken file replaced the last good certificate")
