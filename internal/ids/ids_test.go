@@ -1,8 +1,10 @@
 package ids
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNew(t *testing.T) {
@@ -19,6 +21,71 @@ func TestNew(t *testing.T) {
 			t.Fatalf("duplicate id %q", id)
 		}
 		seen[id] = true
+	}
+}
+
+// TestOrderedSortsByTime: IDs made at later milliseconds sort after earlier
+// ones byte by byte (what keeps the stores' B-tree inserts at the right
+// edge), whatever their random parts, and keep New's length and alphabet.
+func TestOrderedSortsByTime(t *testing.T) {
+	base := time.Date(2026, 12, 6, 21, 0, 0, 0, time.UTC)
+	var got []string
+	for _, d := range []time.Duration{0, time.Millisecond, 2 * time.Millisecond, time.Second, time.Hour, 24 * 365 * time.Hour, 30 * 24 * 365 * time.Hour} {
+		for range 50 {
+			id := Ordered("rcpt_", base.Add(d))
+			if !strings.HasPrefix(id, "rcpt_") || len(id) != 5+Len || strings.Trim(id[5:], sorted) != "" {
+				t.Fatalf("Ordered = %q: want rcpt_ + %d base32 characters", id, Len)
+			}
+			got = append(got, id[:5+timeLen])
+		}
+	}
+	if !slices.IsSorted(got) {
+		t.Fatalf("time prefixes not in time order: %q", got)
+	}
+	if a, b := Ordered("", base), Ordered("", base); a[:timeLen] != b[:timeLen] || a == b {
+		t.Fatalf("same millisecond: %q and %q should share the time part and differ after it", a, b)
+	}
+	if id := Ordered("", time.Unix(0, 0).Add(-time.Hour)); id[:timeLen] != strings.Repeat("2", timeLen) {
+		t.Fatalf("a time before 1970 = %q, want the zero time part", id)
+	}
+}
+
+// TestOrderedRandomPart: the 16 characters after the time are random (80
+// bits): no two of many IDs made in one millisecond are equal, and every
+// character position takes many values.
+func TestOrderedRandomPart(t *testing.T) {
+	at := time.Now()
+	seen := map[string]bool{}
+	perPos := make([]map[byte]bool, Len-timeLen)
+	for i := range perPos {
+		perPos[i] = map[byte]bool{}
+	}
+	for range 2000 {
+		r := Ordered("", at)[timeLen:]
+		if seen[r] {
+			t.Fatalf("random part repeated: %q", r)
+		}
+		seen[r] = true
+		for i := range len(r) {
+			perPos[i][r[i]] = true
+		}
+	}
+	for i, m := range perPos {
+		if len(m) < 28 {
+			t.Fatalf("random position %d took only %d of 32 values in 2,000 IDs", i, len(m))
+		}
+	}
+}
+
+func TestRequestAndReceiptAreOrdered(t *testing.T) {
+	a := Receipt()
+	time.Sleep(2 * time.Millisecond)
+	b := Receipt()
+	if a[:5+timeLen] >= b[:5+timeLen] {
+		t.Fatalf("receipt IDs %q then %q: not in time order", a, b)
+	}
+	if r := Request(); !strings.HasPrefix(r, "req_") || len(r) != 4+Len {
+		t.Fatalf("Request() = %q", r)
 	}
 }
 
