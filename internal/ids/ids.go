@@ -1,9 +1,9 @@
 // Package ids makes the random identifiers Tollgate hands out: request IDs,
 // response IDs and receipt IDs. They are prefix + 26 characters of lowercase
 // base32, so they never collide in practice and are safe in URLs and
-// headers. Most are 130 bits of crypto/rand; request and receipt IDs start
-// with their creation time instead (see Ordered), because the stores index
-// records by them.
+// headers. Most are 130 bits of crypto/rand; receipt IDs start with their
+// creation time instead (see Ordered), because the ledger indexes receipts
+// by them. Request IDs stay fully random: see Request.
 package ids
 
 import (
@@ -64,9 +64,16 @@ func Ordered(prefix string, at time.Time) string {
 // ordered).
 func Receipt() string { return Ordered("rcpt_", time.Now()) }
 
-// Request returns a new request ID ("req_" + 26 base32 characters, time
-// ordered).
-func Request() string { return Ordered("req_", time.Now()) }
+// Request returns a new request ID ("req_" + 26 random base32 characters).
+// It is not time ordered, though the ledger's request index and a worker's
+// records are keyed by it: a request ID goes to the worker that runs the
+// request and, unchanged (it is part of the request digest), to the
+// workers an audit re-executes it on, after the original has finished. A
+// creation time in it would tell those workers the request's age, seconds
+// or minutes for an audit against milliseconds for traffic, and so which
+// runs are audits (docs/audit.md: the re-executing worker must not be able
+// to tell an audit from traffic).
+func Request() string { return New("req_") }
 
 // ValidRequestID reports whether a client-supplied request ID may be used as
 // is: 1 to 128 printable ASCII characters (space through tilde).

@@ -77,15 +77,35 @@ func TestOrderedRandomPart(t *testing.T) {
 	}
 }
 
-func TestRequestAndReceiptAreOrdered(t *testing.T) {
+func TestReceiptIsOrdered(t *testing.T) {
 	a := Receipt()
 	time.Sleep(2 * time.Millisecond)
 	b := Receipt()
 	if a[:5+timeLen] >= b[:5+timeLen] {
 		t.Fatalf("receipt IDs %q then %q: not in time order", a, b)
 	}
-	if r := Request(); !strings.HasPrefix(r, "req_") || len(r) != 4+Len {
-		t.Fatalf("Request() = %q", r)
+}
+
+// TestRequestCarriesNoTime: a request ID goes to the worker that runs the
+// request and, unchanged (it is in the request digest), to the workers an
+// audit re-executes it on. A creation time in it would tell them its age,
+// and an audit arrives after the original finished, seconds or minutes
+// old, where traffic is milliseconds old: the re-executing worker could
+// tell an audit from traffic (docs/audit.md). So request IDs stay fully
+// random: two made back to back share no time prefix.
+func TestRequestCarriesNoTime(t *testing.T) {
+	shared := 0
+	for range 20 {
+		a, b := Request(), Request()
+		if !strings.HasPrefix(a, "req_") || len(a) != 4+Len || strings.Trim(a[4:], sorted) != "" {
+			t.Fatalf("Request() = %q: want req_ + %d base32 characters", a, Len)
+		}
+		if a[:4+8] == b[:4+8] { // 40 bits: 2^-40 by chance
+			shared++
+		}
+	}
+	if shared > 0 {
+		t.Fatalf("%d of 20 pairs of request IDs made back to back share their first 8 characters: they carry their creation time", shared)
 	}
 }
 
