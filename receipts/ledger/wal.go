@@ -393,11 +393,18 @@ func (s *WALStore) gather() {
 	}
 }
 
+// appendFill is the fill percent of the buckets applyRecords appends to.
+const appendFill = 0.9
+
 // applyRecords writes logged records into bbolt with their indexes, and
 // moves the entries bucket's sequence (the applied mark) to the last one.
 // Records at or below the mark are already there and are skipped.
 func applyRecords(tx *bolt.Tx, recs []*walRecord) error {
 	eb, ib, pb, rb, subs := tx.Bucket(bucketEntries), tx.Bucket(bucketIDs), tx.Bucket(bucketPending), tx.Bucket(bucketRequests), tx.Bucket(bucketSubjects)
+	// These keys only grow (seqs, time-ordered receipt IDs), so their
+	// pages fill at the right edge: split them nearly full instead of at
+	// bbolt's default half, or every page written stays half empty.
+	eb.FillPercent, ib.FillPercent, pb.FillPercent = appendFill, appendFill, appendFill
 	mark := eb.Sequence()
 	for _, r := range recs {
 		if r.seq <= mark {
@@ -416,6 +423,7 @@ func applyRecords(tx *bolt.Tx, recs []*walRecord) error {
 			if err != nil {
 				return fmt.Errorf("ledger: subject index: %w", err)
 			}
+			sb.FillPercent = appendFill
 			if err := sb.Put(key(r.subjectSeq), k); err != nil {
 				return err
 			}
@@ -435,6 +443,7 @@ func applyRecords(tx *bolt.Tx, recs []*walRecord) error {
 		if err != nil {
 			return err
 		}
+		wb.FillPercent = appendFill
 		if err := errors.Join(pb.Put(k, nil), wb.Put(k, nil)); err != nil {
 			return err
 		}
