@@ -669,6 +669,7 @@ func (s *recordStore) flush() error { return s.waitApplied(s.acked.Load()) }
 // putValueLocked stores a record value for id (in a write transaction).
 func putValueLocked(tx *bolt.Tx, id, v []byte) error {
 	pb, ab, mb := tx.Bucket(bucketProduced), tx.Bucket(bucketAge), tx.Bucket(bucketRecMeta)
+	ab.FillPercent = 0.9 // keyed by time first: it fills at its right edge
 	at := int64(binary.BigEndian.Uint64(v))
 	size := int64(0)
 	if old := pb.Get(id); len(old) >= 8 {
