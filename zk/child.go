@@ -3,6 +3,7 @@ package zk
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,10 +32,21 @@ import (
 // a time:
 //
 //	request: u32 length (big-endian), then that many bytes:
-//	         u32 capacity, the witness (gnark's binary encoding)
+//	         u32 capacity, the SHA-256 of the parent's verifying key
+//	         file for that capacity (32 bytes), the witness (gnark's
+//	         binary encoding)
 //	reply:   u32 length, then that many bytes:
 //	         u8 status (0: proof, 1: error), the proof (gnark's WriteTo
 //	         encoding) or the error's text
+//
+// The child proves only with a proving key from the same set-up as the
+// parent's verifying key: it loads the key pair from the key directory
+// when it first needs a capacity, and again when the digest names another
+// verifying key (the files changed since it loaded them). If the files on
+// disk are not the pair the parent holds either (they were replaced while
+// the parent runs, which loaded its verifying key at start), it answers
+// an error saying so at once, instead of proofs that fail the parent's
+// check after a whole batch's proving time each.
 //
 // The child exits at the end of its input (its parent closed the pipe or
 // died).
@@ -106,18 +118,23 @@ func ServeProofs(r io.Reader, w io.Writer, keyDir string, logger *slog.Logger) e
 }
 
 func serveOne(req []byte, keyDir string, provers map[int]*Prover) ([]byte, error) {
-	if len(req) < 4 {
-		return nil, errors.New("request shorter than its capacity")
+	if len(req) < 4+sha256.Size {
+		return nil, errors.New("request shorter than its capacity and key digest")
 	}
 	capacity := int(binary.BigEndian.Uint32(req))
 	if !slices.Contains(Capacities, capacity) {
 		return nil, fmt.Errorf("capacity %d is not one of %v", capacity, Capacities)
 	}
+	want := [sha256.Size]byte(req[4 : 4+sha256.Size])
 	p := provers[capacity]
-	if p == nil {
+	if p == nil || sha256.Sum256(p.VKFile) != want {
+		delete(provers, capacity)
 		var err error
 		if p, err = LoadProver(keyDir, capacity); err != nil {
 			return nil, err
+		}
+		if got := sha256.Sum256(p.VKFile); got != want {
+			return nil, fmt.Errorf("the capacity-%d keys in %s are not the ones the gateway loaded (verifying key %x, the gateway's %x): they were replaced while it runs; restart it to use them", capacity, keyDir, got[:6], want[:6])
 		}
 		provers[capacity] = p
 	}
@@ -129,7 +146,7 @@ func serveOne(req []byte, keyDir string, provers map[int]*Prover) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	if err := wit.UnmarshalBinary(req[4:]); err != nil {
+	if err := wit.UnmarshalBinary(req[4+sha256.Size:]); err != nil {
 		return nil, fmt.Errorf("witness: %w", err)
 	}
 	proof, err := groth16.Prove(cs, p.pk, wit)
@@ -186,7 +203,7 @@ func proofDeadline(capacity int) time.Duration {
 
 // prove sends one witness and returns the child's proof bytes (not yet
 // checked: Prover.Prove verifies them).
-func (c *Child) prove(capacity int, wit []byte) ([]byte, error) {
+func (c *Child) prove(capacity int, vkDigest [sha256.Size]byte, wit []byte) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
@@ -213,7 +230,7 @@ func (c *Child) prove(capacity int, wit []byte) ([]byte, error) {
 	}
 	var capb [4]byte
 	binary.BigEndian.PutUint32(capb[:], uint32(capacity))
-	if err := writeFrame(c.in, capb[:], wit); err != nil {
+	if err := writeFrame(c.in, capb[:], vkDigest[:], wit); err != nil {
 		return nil, broken("send witness", err)
 	}
 	reply, err := readFrame(c.out, maxReplyFrame)

@@ -2,7 +2,9 @@ package zk
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,8 +33,12 @@ func TestMain(m *testing.M) {
 
 func runTestChild(mode string) int {
 	switch {
-	case mode == "serve":
-		if err := ServeProofs(os.Stdin, os.Stdout, TestKeyDir(), slog.New(slog.DiscardHandler)); err != nil {
+	case mode == "serve" || strings.HasPrefix(mode, "serve:"):
+		dir := TestKeyDir()
+		if d, ok := strings.CutPrefix(mode, "serve:"); ok {
+			dir = d
+		}
+		if err := ServeProofs(os.Stdin, os.Stdout, dir, slog.New(slog.DiscardHandler)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -232,14 +238,24 @@ func TestChildClosed(t *testing.T) {
 }
 
 func TestServeProofsBadRequests(t *testing.T) {
+	if err := EnsureDevKeys(TestKeyDir(), 8); err != nil {
+		t.Fatal(err)
+	}
+	local, err := LoadProver(TestKeyDir(), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkDigest := sha256.Sum256(local.VKFile)
 	for _, tt := range []struct {
 		name string
 		req  []byte
 		want string
 	}{
 		{"short", []byte{0, 0}, "shorter"},
-		{"capacity", []byte{0, 0, 0, 9, 1, 2}, "not one of"},
-		{"witness", []byte{0, 0, 0, 8, 1, 2, 3}, "witness"},
+		{"no digest", []byte{0, 0, 0, 8, 1, 2, 3}, "shorter"},
+		{"capacity", append([]byte{0, 0, 0, 9}, make([]byte, 34)...), "not one of"},
+		{"other key", append([]byte{0, 0, 0, 8}, make([]byte, 34)...), "replaced while it runs"},
+		{"witness", append(append([]byte{0, 0, 0, 8}, vkDigest[:]...), 1, 2, 3), "witness"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var in, out bytes.Buffer
@@ -429,5 +445,101 @@ func TestChildCloseMidProofQuiet(t *testing.T) {
 	}
 	if strings.Contains(log.String(), "level=WARN") {
 		t.Fatalf("Close logged a warning:\n%s", log.String())
+	}
+}
+
+// copyKeys copies the capacity's key pair from src into dst.
+func copyKeys(t *testing.T, src, dst string, capacity int) {
+	t.Helper()
+	sp, sv := KeyFiles(src, capacity)
+	dp, dv := KeyFiles(dst, capacity)
+	for _, f := range [][2]string{{sp, dp}, {sv, dv}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An operator replaces the key pair on disk while the gateway runs (it
+// loaded its verifying key at start), and the proving child restarts. The
+// child must not prove with a proving key from another set-up — every such
+// proof fails the parent's check, each after a whole batch's proving — but
+// say at once that the keys were replaced. Before, every batch failed "does
+// not verify" until a restart.
+func TestChildRefusesKeysReplacedOnDisk(t *testing.T) {
+	if err := EnsureDevKeys(TestKeyDir(), 8); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	copyKeys(t, TestKeyDir(), dir, 8)
+	c, starts := testChild(t, "serve:"+dir)
+	p, err := LoadProverWith(dir, 8, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := testBatch(t, 8, 1)
+	if _, _, err := p.Prove(b); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another set-up's pair replaces the files; the running child keeps
+	// the pair it loaded, which is the parent's, and goes on proving.
+	other := t.TempDir()
+	if err := EnsureDevKeys(other, 8); err != nil {
+		t.Fatal(err)
+	}
+	copyKeys(t, other, dir, 8)
+	if _, _, err := p.Prove(b); err != nil {
+		t.Fatalf("the running child stopped proving with the parent's keys: %v", err)
+	}
+
+	// The child restarts (killed here): it now finds the new pair.
+	c.mu.Lock()
+	c.stopLocked(true)
+	c.mu.Unlock()
+	start := time.Now()
+	_, _, err = p.Prove(b)
+	if err == nil || !strings.Contains(err.Error(), "replaced while it runs") {
+		t.Fatalf("proof with replaced keys on disk: %v, want an error saying they were replaced", err)
+	}
+	if strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("the child proved with the other set-up's key: %v", err)
+	}
+	if starts.Load() != 2 {
+		t.Errorf("%d children started, want 2", starts.Load())
+	}
+	t.Logf("refused in %s: %v", time.Since(start), err)
+}
+
+// A proving key and a verifying key of different set-ups (one of the two
+// files replaced) are refused when loaded, not after a batch's proving.
+func TestLoadProverRefusesMixedPair(t *testing.T) {
+	if err := EnsureDevKeys(TestKeyDir(), 8); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	if err := EnsureDevKeys(other, 8); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	copyKeys(t, TestKeyDir(), dir, 8)
+	if _, err := LoadProver(dir, 8); err != nil {
+		t.Fatalf("a matching pair: %v", err)
+	}
+	_, ov := KeyFiles(other, 8)
+	_, dv := KeyFiles(dir, 8)
+	vk, err := os.ReadFile(ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dv, vk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadProver(dir, 8); !errors.Is(err, errKeyPair) {
+		t.Fatalf("proving key of one set-up, verifying key of another: %v, want errKeyPair", err)
 	}
 }

@@ -3,7 +3,9 @@ package zk
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/consensys/gnark-crypto/ecc"
 	"github.com/consensys/gnark/backend/groth16"
+	groth16bn254 "github.com/consensys/gnark/backend/groth16/bn254"
 	"github.com/consensys/gnark/frontend"
 
 	"github.com/tollgate-ai/tollgate/receipts"
@@ -170,7 +173,29 @@ func LoadProverWith(dir string, capacity int, child *Child) (*Prover, error) {
 	if h.Capacity != capacity {
 		return nil, fmt.Errorf("%s: capacity %d, want %d", pkPath, h.Capacity, capacity)
 	}
+	if err := samePair(pk, vk.Key); err != nil {
+		return nil, fmt.Errorf("%s and %s: %w", pkPath, vkPath, err)
+	}
 	return &Prover{Capacity: capacity, VK: vk, VKFile: vkFile, pk: pk}, nil
+}
+
+// errKeyPair is a proving key and a verifying key from different set-ups.
+var errKeyPair = errors.New("the proving key and the verifying key are not from the same set-up (was one of them replaced?)")
+
+// samePair checks that pk and vk come from one Groth16 set-up: the set-up's
+// α, β and δ, which both keys carry, must be equal. Every proof pk makes
+// would fail vk otherwise, after a whole batch's proving time.
+func samePair(pk groth16.ProvingKey, vk groth16.VerifyingKey) error {
+	p, ok1 := pk.(*groth16bn254.ProvingKey)
+	v, ok2 := vk.(*groth16bn254.VerifyingKey)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("keys of types %T and %T, want BN254", pk, vk)
+	}
+	if !p.G1.Alpha.Equal(&v.G1.Alpha) || !p.G1.Beta.Equal(&v.G1.Beta) || !p.G1.Delta.Equal(&v.G1.Delta) ||
+		!p.G2.Beta.Equal(&v.G2.Beta) || !p.G2.Delta.Equal(&v.G2.Delta) {
+		return errKeyPair
+	}
+	return nil
 }
 
 // LoadProvers loads every capacity in Capacities whose keys are in dir,
@@ -226,7 +251,7 @@ func (p *Prover) Prove(b *Batch) (string, receipts.BatchPublic, error) {
 		if err != nil {
 			return "", pub, fmt.Errorf("witness: %w", err)
 		}
-		raw, err := p.child.prove(p.Capacity, wb)
+		raw, err := p.child.prove(p.Capacity, sha256.Sum256(p.VKFile), wb)
 		if err != nil {
 			return "", pub, fmt.Errorf("prove batch (capacity %d, %d leaves): %w", p.Capacity, len(b.Leaves), err)
 		}
