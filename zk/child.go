@@ -126,15 +126,28 @@ func serveOne(req []byte, keyDir string, provers map[int]*Prover) ([]byte, error
 		return nil, fmt.Errorf("capacity %d is not one of %v", capacity, Capacities)
 	}
 	want := [sha256.Size]byte(req[4 : 4+sha256.Size])
+	replaced := func(got [sha256.Size]byte) error {
+		return fmt.Errorf("the capacity-%d keys in %s are not the ones the gateway loaded (verifying key %x, the gateway's %x): they were replaced while it runs; restart it to use them", capacity, keyDir, got[:6], want[:6])
+	}
 	p := provers[capacity]
 	if p == nil || sha256.Sum256(p.VKFile) != want {
 		delete(provers, capacity)
-		var err error
+		// The verifying key on disk first: a replaced pair is refused
+		// without reading its proving key (165 MiB at the largest
+		// capacity), on every request until the restart.
+		_, vkPath := KeyFiles(keyDir, capacity)
+		vkFile, err := os.ReadFile(vkPath)
+		if err != nil {
+			return nil, err
+		}
+		if got := sha256.Sum256(vkFile); got != want {
+			return nil, replaced(got)
+		}
 		if p, err = LoadProver(keyDir, capacity); err != nil {
 			return nil, err
 		}
 		if got := sha256.Sum256(p.VKFile); got != want {
-			return nil, fmt.Errorf("the capacity-%d keys in %s are not the ones the gateway loaded (verifying key %x, the gateway's %x): they were replaced while it runs; restart it to use them", capacity, keyDir, got[:6], want[:6])
+			return nil, replaced(got) // replaced since the read above
 		}
 		provers[capacity] = p
 	}

@@ -543,3 +543,49 @@ func TestLoadProverRefusesMixedPair(t *testing.T) {
 		t.Fatalf("proving key of one set-up, verifying key of another: %v, want errKeyPair", err)
 	}
 }
+
+// A pair replaced on disk is refused from its verifying key alone: the
+// child answers each request until the restart without reading the proving
+// key (165 MiB at the largest capacity, seconds of the child's CPU and
+// that much memory each time). Here the proving key on disk is not one,
+// so a child that reads it answers a read error instead. Before, the whole
+// pair was loaded, and only then its verifying key compared.
+func TestServeProofsRefusesReplacedKeysUnread(t *testing.T) {
+	if err := EnsureDevKeys(TestKeyDir(), 8); err != nil {
+		t.Fatal(err)
+	}
+	_, srcVK := KeyFiles(TestKeyDir(), 8)
+	b, err := os.ReadFile(srcVK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(b) // the parent's verifying key file
+	vk, err := receipts.ParseVerifyingKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another file on disk (here the same key under another header: any
+	// other file is another digest), and no proving key.
+	dir := t.TempDir()
+	pkPath, vkPath := KeyFiles(dir, 8)
+	var other bytes.Buffer
+	if err := WriteVerifyingKey(&other, 8, CeremonyDev, 1, vk.Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vkPath, other.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pkPath, []byte("not a proving key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	provers := map[int]*Prover{}
+	req := append(append([]byte{0, 0, 0, 8}, want[:]...), 1, 2, 3)
+	for i := range 2 { // and again: nothing was cached
+		if _, err := serveOne(req, dir, provers); err == nil || !strings.Contains(err.Error(), "replaced while it runs") {
+			t.Fatalf("request %d with the keys replaced on disk: %v, want an error saying they were replaced", i+1, err)
+		}
+	}
+	if len(provers) != 0 {
+		t.Fatalf("a replaced pair was cached: %v", provers)
+	}
+}
