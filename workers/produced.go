@@ -228,7 +228,7 @@ func openRecordStore(o recordOptions) (*recordStore, error) {
 	if err == nil && o.dir != "" {
 		// The bbolt file is locked: no other worker writes this log.
 		if err = s.replayLog(filepath.Join(o.dir, recordsLog)); err == nil {
-			s.log, err = wal.OpenLog(filepath.Join(o.dir, recordsLog))
+			s.log, err = wal.OpenLog(filepath.Join(o.dir, recordsLog), o.maxLogBytes+wal.Chunk)
 		}
 	}
 	if err == nil && o.dir != "" {

@@ -57,7 +57,7 @@ func TestScanEnd(t *testing.T) {
 // ones and a scan ends at the first stale frame; Empty leaves nothing.
 func TestLogRewindAndEmpty(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x-wal")
-	l, err := OpenLog(path)
+	l, err := OpenLog(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func OpenWAL(path string, opts WALOptions) (*WALStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, err := wal.OpenLog(path + walSuffix)
+	log, err := wal.OpenLog(path+walSuffix, opts.MaxLogBytes+wal.Chunk)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("ledger: %w", err)
