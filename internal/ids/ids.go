@@ -40,10 +40,9 @@ const timeLen = 10
 // Ordered returns prefix followed by 26 base32 characters: 10 of them the
 // Unix time in milliseconds, most significant first, and 16 (80 bits) of
 // crypto/rand, like a ULID. IDs made later sort after earlier ones, byte by
-// byte, so a B-tree index keyed by them (the ledger's receipt and request
-// indexes, a worker's records) appends near its right edge and rewrites a
-// few pages per transaction instead of one page per record scattered over
-// the whole index. 80 random bits still make them unguessable and keep
+// byte, so a B-tree index keyed by them (the ledger's receipt index)
+// appends near its right edge and rewrites a few pages per transaction
+// instead of one page per record scattered over the whole index. 80 random bits still make them unguessable and keep
 // collisions out of reach (2^40 IDs in one millisecond for an even chance).
 // The creation time they show is on the receipt anyway.
 func Ordered(prefix string, at time.Time) string {

@@ -12,8 +12,6 @@ import (
 // room for the group that crosses their rewind mark.
 const Chunk = 1 << 20
 
-const chunk = Chunk
-
 // Log is a log file written by one goroutine: frames go at its write
 // position, into space grown a chunk at a time, and each Write is
 // fdatasync'd before it returns. A failed write or sync leaves the file's
@@ -64,7 +62,7 @@ func OpenLog(path string, prealloc int64) (*Log, error) {
 
 // grow appends n bytes of zeros to the file, not synced.
 func (l *Log) grow(n int64) error {
-	zeros := make([]byte, min(n, chunk))
+	zeros := make([]byte, min(n, Chunk))
 	for n > 0 {
 		k := min(n, int64(len(zeros)))
 		if _, err := l.f.WriteAt(zeros[:k], l.size); err != nil {
@@ -83,7 +81,7 @@ func (l *Log) Write(frames []byte) error {
 	}
 	if end := l.off + int64(len(frames)); end > l.size {
 		// Past the preallocated space: grow here, synced with the frames.
-		if err := l.grow(max(chunk, end-l.size)); err != nil {
+		if err := l.grow(max(Chunk, end-l.size)); err != nil {
 			l.failed = fmt.Errorf("log write: %w", err)
 			return l.failed
 		}
