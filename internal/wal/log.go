@@ -13,8 +13,8 @@ import (
 const Chunk = 1 << 20
 
 // Log is a log file written by one goroutine: frames go at its write
-// position, into space grown a chunk at a time, and each Write is
-// fdatasync'd before it returns. A failed write or sync leaves the file's
+// position, into space preallocated at open (grown a Chunk at a time past
+// it), and each Write is fdatasync'd before it returns. A failed write or sync leaves the file's
 // contents unknown (the frames may or may not reappear on replay), so the
 // Log refuses every later Write.
 type Log struct {
