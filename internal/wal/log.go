@@ -48,13 +48,18 @@ func OpenLog(path string, prealloc int64) (*Log, error) {
 	}
 	l := &Log{f: f, size: fi.Size()}
 	if l.size < prealloc {
-		if err := l.grow(prealloc - l.size); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("open log: preallocate: %w", err)
+		err := l.grow(prealloc - l.size)
+		if err == nil {
+			err = f.Sync() // the new size too
 		}
-		if err := f.Sync(); err != nil { // the new size too
+		if err != nil {
+			// Give back what the growth took: on a full disk that is all
+			// the space left, which the caller's store file (and another
+			// log on the same disk) would then lack. What the file held
+			// before stays as it was.
+			err = errors.Join(err, f.Truncate(fi.Size()))
 			f.Close()
-			return nil, fmt.Errorf("open log: preallocate: %w", err)
+			return nil, fmt.Errorf("open log: preallocate %d bytes: %w", prealloc, err)
 		}
 	}
 	return l, nil
@@ -102,7 +107,8 @@ func (l *Log) Write(frames []byte) error {
 // or last rewound.
 func (l *Log) Written() int64 { return l.off }
 
-// Size is the file's size: zero only once emptied (or never written).
+// Size is the file's size, zeros or stale frames past Written: zero only
+// once emptied (or opened with no preallocation and never written).
 func (l *Log) Size() int64 { return l.size }
 
 // Rewind makes the next frames overwrite the old ones from offset 0. The
