@@ -27,6 +27,7 @@
 package wal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -155,6 +156,20 @@ func Scan(log []byte, minSeq uint64) (frames []Frame, end int, err error) {
 // scanned (a crash left it, or it holds stale frames).
 func laterGroupFrame(log []byte, from int, seq uint64) (int, bool) {
 	for i := from; i+HeaderSize < len(log); i++ {
+		// No header is all zeros (its count is not 0): past a run of
+		// zeros (a preallocated log's whole tail), the first offset that
+		// could hold one is where its header reaches the next non-zero
+		// byte.
+		if log[i] == 0 {
+			k := len(log) - len(bytes.TrimLeft(log[i:], "\x00"))
+			if k == len(log) {
+				return 0, false
+			}
+			i = max(i, k-HeaderSize+1)
+			if i+HeaderSize >= len(log) {
+				return 0, false
+			}
+		}
 		// Every seq between the bad frame and a later group's frame is in
 		// a frame in between, each entry at least MinEntryBytes.
 		maxSeq := seq + uint64(i-from)/MinEntryBytes + 1

@@ -39,6 +39,16 @@ func TestScanEnd(t *testing.T) {
 		// Frames of the bad frame's own group after it: a torn group write.
 		{"damage, same group after", flipped, 1, false},
 		{"damage, later group after", later, 1, true},
+		// A preallocated log: zeros between the damage and the later
+		// group, and a later group's frame that starts right after zeros
+		// or right at the end of the log's last non-zero bytes.
+		{"damage, zeros, later group after", append(append(bytes.Clone(later[:frameLen*2]), make([]byte, 1<<20)...), later[frameLen*2:]...), 1, true},
+		{"damage, zeros, later group at odd offset", append(append(bytes.Clone(later[:frameLen*2]), make([]byte, 1<<20+3)...), later[frameLen*2:]...), 1, true},
+		{"damage, then only zeros", append(bytes.Clone(later[:frameLen*2]), make([]byte, 1<<20)...), 1, false},
+		// A later frame whose header starts with zero bytes (a 256-byte
+		// payload: length 00 01 00 00) right after zeros.
+		{"damage, zeros, later frame starting with zero bytes", append(append(bytes.Clone(later[:frameLen*2]), make([]byte, 1<<20)...),
+			AppendFrame(nil, Frame{Seq: 3, Count: 1, Group: 3, Payload: bytes.Repeat([]byte{'z'}, 256)})...), 1, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,5 +89,17 @@ func TestLogRewindAndEmpty(t *testing.T) {
 	}
 	if fi, _ := os.Stat(path); fi.Size() != 0 || l.Size() != 0 {
 		t.Errorf("after Empty: %d bytes", fi.Size())
+	}
+}
+
+// BenchmarkScanPreallocated: the end of a preallocated 64 MiB log after a
+// crash (one frame, then zeros), where the search for damage runs over
+// the whole tail.
+func BenchmarkScanPreallocated(b *testing.B) {
+	log := append(frames(1, 1, 1), make([]byte, 64<<20)...)
+	for b.Loop() {
+		if fs, _, err := Scan(log, 1); err != nil || len(fs) != 1 {
+			b.Fatal(len(fs), err)
+		}
 	}
 }
