@@ -26,6 +26,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -213,8 +214,20 @@ type Dispute struct {
 type job struct {
 	receiptID string
 	task      task.Task
+	budget    time.Duration // how far off the original's deadline was at dispatch
 	out       Output
 	cost      float64
+}
+
+// freshTraceparent returns a new W3C trace context of tp's version and
+// flags (random trace and span IDs), or "" when tp is not one.
+func freshTraceparent(tp string) string {
+	if len(tp) != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return ""
+	}
+	var b [24]byte
+	rand.Read(b[:])
+	return tp[:3] + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + tp[52:]
 }
 
 // Auditor samples recorded completions and re-executes them. Create it with
@@ -282,7 +295,9 @@ func Reproducible(t *task.Task, exact bool) bool {
 // queues. finish is the done event's finish reason (only requests that
 // finished, "stop" or "length", are reproducible); text is the response
 // text when the caller has it (the statistical comparator needs it).
-func (a *Auditor) Observe(receiptID string, t *task.Task, c *task.Completion, finish, text string, hasText bool) {
+// budget is how far off the request's deadline was when it was
+// dispatched; its re-execution gets a deadline as far off.
+func (a *Auditor) Observe(receiptID string, t *task.Task, budget time.Duration, c *task.Completion, finish, text string, hasText bool) {
 	if t == nil || c == nil {
 		return
 	}
@@ -309,7 +324,7 @@ func (a *Auditor) Observe(receiptID string, t *task.Task, c *task.Completion, fi
 		return
 	}
 	a.credit -= tokens
-	j := job{receiptID: receiptID, task: *t, out: Output{Completion: *c, Text: text, HasText: hasText}, cost: tokens}
+	j := job{receiptID: receiptID, task: *t, budget: budget, out: Output{Completion: *c, Text: text, HasText: hasText}, cost: tokens}
 	select {
 	case a.queue <- j:
 	default:
@@ -501,16 +516,23 @@ func (a *Auditor) comparator(exact bool) Comparator {
 	return a.cfg.Prefix
 }
 
-// execute runs the request again on workerID: same task, priority batch,
-// not streamed, with a deadline of its own.
+// execute runs the request again on workerID as traffic would reach it:
+// the same task, with its priority and streaming, a deadline as far off as
+// the original's was when it was dispatched, and a fresh trace context of
+// the same shape where it had one. The re-executing worker must not be
+// able to tell an audit from traffic (docs/audit.md); before, an audit
+// went at batch priority, unstreamed, with no trace context and the
+// auditor's own 5-minute deadline, which no default traffic has.
 func (a *Auditor) execute(ctx context.Context, j *job, workerID string) (*Output, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 	t := j.task
-	t.Priority = task.PriorityBatch
-	t.Stream = false
-	t.Traceparent = ""
-	t.Deadline = a.clock.Now().Add(a.cfg.Timeout)
+	t.Traceparent = freshTraceparent(j.task.Traceparent)
+	budget := j.budget
+	if budget <= 0 {
+		budget = a.cfg.Timeout
+	}
+	t.Deadline = a.clock.Now().Add(budget)
 	var text strings.Builder
 	var done *task.Completion
 	err := a.pool.DispatchTo(ctx, workerID, &t, func(ev task.Event) error {

@@ -1,9 +1,13 @@
 package audit
 
 import (
+	"context"
 	mrand "math/rand/v2"
+	"regexp"
 	"testing"
+	"time"
 
+	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/task"
 )
 
@@ -130,7 +134,7 @@ func TestObserve(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range tc.n {
-				a.Observe("r", tc.task, rec, tc.finish, "", false)
+				a.Observe("r", tc.task, 10*time.Minute, rec, tc.finish, "", false)
 			}
 			st := a.Stats()
 			if st.Sampled != tc.sampled || len(a.queue) != tc.queued || st.Ineligible != tc.ineligible ||
@@ -150,7 +154,7 @@ func TestSampleRate(t *testing.T) {
 	}
 	tk := &task.Task{Kind: task.KindChat, Model: "m"}
 	for range 100000 {
-		a.Observe("r", tk, &task.Completion{}, "stop", "", false)
+		a.Observe("r", tk, 10*time.Minute, &task.Completion{}, "stop", "", false)
 	}
 	if s := a.Stats().Sampled; s < 900 || s > 1100 {
 		t.Errorf("sampled %d of 100000 at rate 0.01", s)
@@ -168,5 +172,63 @@ func TestConfigValidate(t *testing.T) {
 		if err := tc.cfg.Validate(); (err == nil) != tc.want {
 			t.Errorf("Validate(%+v) = %v", tc.cfg, err)
 		}
+	}
+}
+
+// recordingPool answers every dispatch with a done event and keeps the
+// task it was handed, as the re-executing worker would see it.
+type recordingPool struct {
+	Pool
+	got *task.Task
+}
+
+func (p *recordingPool) DispatchTo(_ context.Context, _ string, t *task.Task, on func(task.Event) error) error {
+	c := *t
+	p.got = &c
+	return on(task.Event{Type: task.EventDone, Completion: &task.Completion{}, FinishReason: "stop"})
+}
+
+// A worker that can tell an audit from traffic behaves only when audited.
+// Played here by comparing what the worker is handed for an audit with
+// what it was handed for the request itself: the same priority, the same
+// streaming, a deadline as far off, and a trace context of the same shape
+// (a new one: the original's would link the two). Before, an audit came
+// at batch priority, unstreamed, with no trace context and the auditor's
+// own 5-minute deadline.
+func TestAuditLooksLikeTraffic(t *testing.T) {
+	now := time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(now)
+	pool := &recordingPool{}
+	a, err := New(Config{Rate: 1, MaxShare: 1, Queue: 10}, Deps{Pool: pool, Clock: clk, Rand: mrand.NewChaCha8([32]byte{5})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	traffic := task.Task{Kind: task.KindChat, Model: "m", RequestID: "req_x", Priority: task.PriorityInteractive, Stream: true,
+		Deadline: now.Add(-time.Minute).Add(10 * time.Minute), Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+	j := &job{task: traffic, budget: 10 * time.Minute}
+	if _, err := a.execute(context.Background(), j, "w2"); err != nil {
+		t.Fatal(err)
+	}
+	got := pool.got
+	if got.Priority != traffic.Priority || got.Stream != traffic.Stream {
+		t.Errorf("audit sent priority %v stream %v; the request had %v %v", got.Priority, got.Stream, traffic.Priority, traffic.Stream)
+	}
+	if d := got.Deadline.Sub(now); d != 10*time.Minute {
+		t.Errorf("audit deadline %s off; the request's was 10m off when dispatched", d)
+	}
+	if !regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-01$`).MatchString(got.Traceparent) || got.Traceparent == traffic.Traceparent {
+		t.Errorf("audit traceparent %q; want a fresh one shaped like %q", got.Traceparent, traffic.Traceparent)
+	}
+	if got.RequestID != traffic.RequestID {
+		t.Errorf("request ID %q changed (it is in the digest)", got.RequestID)
+	}
+	// Without a trace context, none is made up.
+	noTrace := traffic
+	noTrace.Traceparent = ""
+	if _, err := a.execute(context.Background(), &job{task: noTrace, budget: time.Minute}, "w2"); err != nil {
+		t.Fatal(err)
+	}
+	if pool.got.Traceparent != "" || pool.got.Deadline.Sub(now) != time.Minute {
+		t.Errorf("audit of an untraced request: traceparent %q, deadline %s off", pool.got.Traceparent, pool.got.Deadline.Sub(now))
 	}
 }

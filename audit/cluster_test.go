@@ -192,7 +192,7 @@ func TestDishonestWorkerDisputed(t *testing.T) {
 				if err != nil {
 					t.Fatalf("request %d: %v", i, err)
 				}
-				a.Observe(fmt.Sprintf("rcpt-%d", i), tk, comp, finish, text, true)
+				a.Observe(fmt.Sprintf("rcpt-%d", i), tk, 10*time.Minute, comp, finish, text, true)
 				j := <-a.queue // one at a time, so the order of events is the test's
 				a.audit(ctx, &j)
 				if len(a.Disputes()) > 0 {
@@ -309,7 +309,7 @@ func TestHonestWorkersNeverDisputed(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				a.Observe(fmt.Sprintf("rcpt-%d", i), tk, comp, finish, text, true)
+				a.Observe(fmt.Sprintf("rcpt-%d", i), tk, 10*time.Minute, comp, finish, text, true)
 			}
 		}()
 	}

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/valyala/fasthttp"
 )
@@ -10,7 +12,7 @@ import (
 // not block: it runs on the request's goroutine after the receipt is
 // durable.
 type Auditor interface {
-	Observe(receiptID string, t *task.Task, c *task.Completion, finish, text string, hasText bool)
+	Observe(receiptID string, t *task.Task, budget time.Duration, c *task.Completion, finish, text string, hasText bool)
 }
 
 // observeAudit hands a finished request to the auditor when its key allows
@@ -19,7 +21,7 @@ func (s *Server) observeAudit(inf *inference, done *task.Event) {
 	if s.deps.Auditor == nil || !inf.key.Audit || done.Completion == nil {
 		return
 	}
-	s.deps.Auditor.Observe(inf.receiptID, inf.task, done.Completion, finishReason(done), inf.text, inf.hasText)
+	s.deps.Auditor.Observe(inf.receiptID, inf.task, inf.budget, done.Completion, finishReason(done), inf.text, inf.hasText)
 }
 
 // listDisputes serves GET /v1/admin/disputes: the audits' disputes with

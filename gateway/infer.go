@@ -31,9 +31,10 @@ type inference struct {
 	task         *task.Task
 	stream       bool
 	includeUsage bool
-	format       string  // embeddings encoding_format
-	key          *APIKey // whose limits, deadline and token budget apply
-	text         string  // the whole response text, for the auditor (hasText)
+	format       string        // embeddings encoding_format
+	key          *APIKey       // whose limits, deadline and token budget apply
+	budget       time.Duration // how far off the task's deadline was set (requestDeadline)
+	text         string        // the whole response text, for the auditor (hasText)
 	hasText      bool
 	// answer renders a Responses API answer (responses.go); nil: the
 	// chat, completions or embeddings rendering.
@@ -113,7 +114,7 @@ func (s *Server) run(rc *fasthttp.RequestCtx, inf *inference, req *obs.Request) 
 	if err := s.admit(context.Background(), inf.key, inf.reqID, &rc.Response.Header); err != nil {
 		return err
 	}
-	inf.task.Deadline = s.clock.Now().Add(d)
+	inf.task.Deadline, inf.budget = s.clock.Now().Add(d), d
 	// The request's context ends at its deadline, or with errClientClosed
 	// when its client goes away (watchClient; a failed stream write).
 	base, cancelCause := context.WithCancelCause(context.Background())

@@ -231,7 +231,7 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 			continue
 		}
 		observed++
-		a.Observe(tk.RequestID, tk, ev.Completion, ev.FinishReason, text.String(), true)
+		a.Observe(tk.RequestID, tk, 10*time.Minute, ev.Completion, ev.FinishReason, text.String(), true)
 	}
 	for {
 		st := a.Stats()
