@@ -11,10 +11,11 @@
 // completion through Observe, which samples with a CSPRNG (the audited
 // worker cannot know beforehand which requests will be audited), charges
 // the audit budget and queues without blocking (a full queue drops the
-// audit and counts it). Re-executions run as priority batch with the
-// request's own shape (same request ID, subject, prompt and parameters, so
-// the request digest is equal and the re-executing worker cannot tell an
-// audit from traffic).
+// audit and counts it). Re-executions run with the request's own shape
+// (same request ID, subject, prompt and parameters, so the request digest
+// is equal; same priority and streaming, a deadline as far off, a fresh
+// trace context: see execute), so the re-executing worker cannot tell an
+// audit from traffic.
 //
 // Privacy: an audit re-sends the customer's prompt to a second provider,
 // and a mismatch to a third. The gateway audits only the requests of keys
