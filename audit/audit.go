@@ -39,6 +39,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/ids"
+	"github.com/tollgate-ai/tollgate/internal/obs"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 )
@@ -82,7 +83,8 @@ type Config struct {
 	Queue int
 	// Concurrency is the audits run at once (default 2).
 	Concurrency int
-	// Timeout bounds one re-execution (default 5m).
+	// Timeout bounds one re-execution (default 5m), or the original's
+	// deadline budget when that is longer: the worker is told the budget.
 	Timeout time.Duration
 	// MaxDisputes bounds the disputes kept in memory, oldest dropped
 	// first (default 1000).
@@ -163,6 +165,9 @@ type Stats struct {
 	SkippedBudget uint64 `json:"skipped_budget"` // sampled, but audit work was at its cap
 	Dropped       uint64 `json:"dropped"`        // sampled, but the queue was full
 	SkippedNoPeer uint64 `json:"skipped_no_peer"`
+	// SkippedNoText: the comparison needs the response text (the engines
+	// are not bit-exact) and the gateway kept none (a streamed response).
+	SkippedNoText uint64 `json:"skipped_no_text"`
 	Audited       uint64 `json:"audited"` // re-executed and compared
 	Passed        uint64 `json:"passed"`
 	Mismatched    uint64 `json:"mismatched"`
@@ -430,6 +435,10 @@ func (a *Auditor) audit(ctx context.Context, j *job) {
 		return
 	}
 	cmp := a.comparator(exact && auditor.Determinism == task.DeterminismExact)
+	if !comparable(cmp, &j.out) {
+		a.count(func(s *Stats) { s.SkippedNoText++ })
+		return
+	}
 	second, err := a.execute(ctx, j, auditor.ID)
 	if err != nil {
 		a.count(func(s *Stats) { s.Errors++ })
@@ -454,6 +463,15 @@ func (a *Auditor) audit(ctx context.Context, j *job) {
 		a.mark(ctx, j.receiptID, StateInconclusive)
 		return
 	}
+	cmp = a.comparator(exact && auditor.Determinism == task.DeterminismExact && referee.Determinism == task.DeterminismExact)
+	if !comparable(cmp, &j.out) {
+		// The referee's engine is not exact and the original's text is
+		// not kept: the audited worker's answer cannot be compared, and
+		// must not lose to the auditor's for that.
+		a.count(func(s *Stats) { s.SkippedNoText++; s.Inconclusive++ })
+		a.mark(ctx, j.receiptID, StateInconclusive)
+		return
+	}
 	a.mu.Lock()
 	a.credit -= j.cost // paid even into debt: a mismatch must be settled
 	a.mu.Unlock()
@@ -464,7 +482,6 @@ func (a *Auditor) audit(ctx context.Context, j *job) {
 		return
 	}
 	a.count(func(s *Stats) { s.Referees++ })
-	cmp = a.comparator(exact && auditor.Determinism == task.DeterminismExact && referee.Determinism == task.DeterminismExact)
 	withAudited, withAuditor := cmp.Compare(&j.out, third), cmp.Compare(second, third)
 	evidence := []Execution{
 		{Role: "audited", WorkerID: audited.ID, Provider: audited.Provider, Completion: j.out.Completion},
@@ -510,6 +527,13 @@ func (a *Auditor) pick(peers []scheduler.Peer, audited scheduler.Peer, also *sch
 	return cands[i], true
 }
 
+// comparable reports whether cmp can judge the original output: only the
+// exact comparator does without its text.
+func comparable(cmp Comparator, original *Output) bool {
+	_, exact := cmp.(Exact)
+	return exact || original.HasText
+}
+
 func (a *Auditor) comparator(exact bool) Comparator {
 	if exact {
 		return Exact{}
@@ -525,15 +549,22 @@ func (a *Auditor) comparator(exact bool) Comparator {
 // went at batch priority, unstreamed, with no trace context and the
 // auditor's own 5-minute deadline, which no default traffic has.
 func (a *Auditor) execute(ctx context.Context, j *job, workerID string) (*Output, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
-	defer cancel()
 	t := j.task
 	t.Traceparent = freshTraceparent(j.task.Traceparent)
 	budget := j.budget
 	if budget <= 0 {
 		budget = a.cfg.Timeout
 	}
+	// The auditor waits as long as the worker is told it may take, and at
+	// least Timeout.
+	ctx, cancel := context.WithTimeout(ctx, max(budget, a.cfg.Timeout))
+	defer cancel()
 	t.Deadline = a.clock.Now().Add(budget)
+	// The dispatch runs under the fresh trace context as its remote
+	// parent, so the scheduler's span (which replaces the task's
+	// traceparent when it records) and the batch request's header carry
+	// the same trace and sampling flag, as they do for traffic.
+	ctx = obs.ContextWithTraceparent(ctx, t.Traceparent)
 	var text strings.Builder
 	var done *task.Completion
 	err := a.pool.DispatchTo(ctx, workerID, &t, func(ev task.Event) error {

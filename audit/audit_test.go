@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate-ai/tollgate/internal/clock"
 	"github.com/tollgate-ai/tollgate/internal/task"
+	"github.com/tollgate-ai/tollgate/scheduler"
 )
 
 func out(digest, text string, prompt, completion int) *Output {
@@ -230,5 +231,54 @@ func TestAuditLooksLikeTraffic(t *testing.T) {
 	}
 	if pool.got.Traceparent != "" || pool.got.Deadline.Sub(now) != time.Minute {
 		t.Errorf("audit of an untraced request: traceparent %q, deadline %s off", pool.got.Traceparent, pool.got.Deadline.Sub(now))
+	}
+}
+
+// threeProviders answers every dispatch with the same text (three honest
+// workers of three providers, engines not bit-exact) and counts disputes.
+type threeProviders struct {
+	Pool
+	disputed []string
+}
+
+func (p *threeProviders) Peers(string, string) []scheduler.Peer {
+	return []scheduler.Peer{{ID: "w1", Provider: "p1", InRotation: true}, {ID: "w2", Provider: "p2", InRotation: true},
+		{ID: "w3", Provider: "p3", InRotation: true}}
+}
+
+func (p *threeProviders) DispatchTo(_ context.Context, _ string, _ *task.Task, on func(task.Event) error) error {
+	if err := on(task.Event{Type: task.EventDelta, Text: "Once upon a time"}); err != nil {
+		return err
+	}
+	return on(task.Event{Type: task.EventDone, Completion: &task.Completion{Model: "m", WorkerID: "x"}, FinishReason: "stop"})
+}
+
+func (p *threeProviders) Dispute(workerID, _ string) { p.disputed = append(p.disputed, workerID) }
+
+// A streamed response reaches the auditor without its text (the gateway
+// keeps it only for unary answers). With engines that are not bit-exact
+// the comparison needs the text: before, the audited worker's answer
+// "matched" nothing, the referee agreed with the auditor, and the honest
+// audited worker was disputed and taken out of rotation.
+func TestAuditWithoutTextNeverDisputes(t *testing.T) {
+	pool := &threeProviders{}
+	a, err := New(Config{Rate: 1, MaxShare: 1, Queue: 10}, Deps{Pool: pool, Rand: mrand.NewChaCha8([32]byte{6})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &job{receiptID: "r", task: task.Task{Kind: task.KindChat, Model: "m", RequestID: "req_y", Stream: true},
+		budget: time.Minute, out: Output{Completion: task.Completion{Model: "m", WorkerID: "w1"}, HasText: false}}
+	a.audit(context.Background(), j)
+	if len(pool.disputed) != 0 {
+		t.Fatalf("disputed %v over a response whose text the auditor never had", pool.disputed)
+	}
+	if st := a.Stats(); st.SkippedNoText != 1 || st.Disputes != 0 {
+		t.Errorf("stats %+v: want the audit skipped for want of text", st)
+	}
+	// With the text, the same honest answers pass.
+	j.out.Text, j.out.HasText = "Once upon a time", true
+	a.audit(context.Background(), j)
+	if st := a.Stats(); st.Passed != 1 || len(pool.disputed) != 0 {
+		t.Errorf("stats %+v, disputed %v: want a pass", st, pool.disputed)
 	}
 }
