@@ -27,7 +27,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -223,17 +222,6 @@ type job struct {
 	budget    time.Duration // how far off the original's deadline was at dispatch
 	out       Output
 	cost      float64
-}
-
-// freshTraceparent returns a new W3C trace context of tp's version and
-// flags (random trace and span IDs), or "" when tp is not one.
-func freshTraceparent(tp string) string {
-	if len(tp) != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
-		return ""
-	}
-	var b [24]byte
-	rand.Read(b[:])
-	return tp[:3] + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + tp[52:]
 }
 
 // Auditor samples recorded completions and re-executes them. Create it with
@@ -550,7 +538,7 @@ func (a *Auditor) comparator(exact bool) Comparator {
 // auditor's own 5-minute deadline, which no default traffic has.
 func (a *Auditor) execute(ctx context.Context, j *job, workerID string) (*Output, error) {
 	t := j.task
-	t.Traceparent = freshTraceparent(j.task.Traceparent)
+	t.Traceparent = obs.FreshTraceparent(j.task.Traceparent)
 	budget := j.budget
 	if budget <= 0 {
 		budget = a.cfg.Timeout

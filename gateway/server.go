@@ -143,12 +143,15 @@ type Config struct {
 	CORS cors.Config
 }
 
+// DefaultRequestDeadline is Config.DefaultDeadline's default.
+const DefaultRequestDeadline = 10 * time.Minute
+
 func (c *Config) setDefaults() {
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = 4 << 20
 	}
 	if c.DefaultDeadline <= 0 {
-		c.DefaultDeadline = 10 * time.Minute
+		c.DefaultDeadline = DefaultRequestDeadline
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 15 * time.Second

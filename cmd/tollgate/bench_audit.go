@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ai/tollgate/audit"
+	"github.com/tollgate-ai/tollgate/gateway"
 	"github.com/tollgate-ai/tollgate/internal/task"
 	"github.com/tollgate-ai/tollgate/scheduler"
 	"github.com/tollgate-ai/tollgate/workers"
@@ -231,7 +232,7 @@ func measureAudits(ctx context.Context, dir, kind string, perturb float64, n int
 			continue
 		}
 		observed++
-		a.Observe(tk.RequestID, tk, 10*time.Minute, ev.Completion, ev.FinishReason, text.String(), true)
+		a.Observe(tk.RequestID, tk, gateway.DefaultRequestDeadline, ev.Completion, ev.FinishReason, text.String(), true)
 	}
 	for {
 		st := a.Stats()

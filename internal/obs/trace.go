@@ -2,6 +2,7 @@ package obs
 
 import (
 	"context"
+	"crypto/rand"
 	"net/http"
 	"strconv"
 
@@ -234,6 +235,21 @@ func ContextWithTraceparent(ctx context.Context, tp string) context.Context {
 		return ctx
 	}
 	return trace.ContextWithRemoteSpanContext(ctx, sc)
+}
+
+// FreshTraceparent returns a new traceparent with tp's trace flags and
+// random trace and span IDs (a trace of the same shape, not linked to
+// tp's), or "" when tp is empty or malformed.
+func FreshTraceparent(tp string) string {
+	sc := ParseTraceparent(tp)
+	if !sc.IsValid() {
+		return ""
+	}
+	var cfg trace.SpanContextConfig
+	rand.Read(cfg.TraceID[:])
+	rand.Read(cfg.SpanID[:])
+	cfg.TraceFlags = sc.TraceFlags()
+	return Traceparent(trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(cfg)))
 }
 
 // traceparentCarrier holds just the traceparent header.
