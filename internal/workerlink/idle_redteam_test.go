@@ -102,9 +102,11 @@ func TestIdleStreamsReusedAndStrayBytesNotPooled(t *testing.T) {
 			if err != nil {
 				return
 			}
+			// Set before the bytes go out: the client may read them, and
+			// check the flag, before this goroutine runs again.
+			stray.Store(true)
 			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
 			buf.Flush()
-			stray.Store(true)
 			time.Sleep(200 * time.Millisecond)
 			conn.Close()
 			return
